@@ -1,0 +1,10 @@
+"""codegen: compile a YAML description of a forward computation into readable gradient code."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .api import generate_source, gradcheck, load_module  # noqa: E402
+from .errors import SpecError  # noqa: E402
+
+__all__ = ["SpecError", "generate_source", "gradcheck", "load_module", "__version__"]

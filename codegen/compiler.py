@@ -1,0 +1,71 @@
+"""The pipeline, end to end: spec → forward IR → planner → passes → emitter → formatted source."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from .emit import Emitter, spec_label
+from .errors import SpecError
+from .ir import Program
+from .parse import Function, parse_function
+from .passes import optimize
+from .planner import differentiate
+from .spec import Spec
+
+BACKENDS = ("numpy",)
+# Module names that would shadow what generated code (or its users) import.
+FORBIDDEN_MODULES = frozenset(sys.stdlib_module_names) | {"numpy", "numba", "codegen", "scipy"}
+
+
+@dataclass
+class CompiledFunction:
+    """A function's forward program and its two joint programs."""
+
+    function: Function
+    value_and_grad: Program  # seed g = 1, folded
+    backward: Program  # seed g = the backward's argument
+
+
+@dataclass
+class Compiled:
+    """A whole spec, differentiated and optimised, ready for any backend."""
+
+    spec: Spec
+    functions: list[CompiledFunction]
+
+
+def compile_spec(spec: Spec) -> Compiled:
+    """Parse, shape-check and differentiate every function of ``spec``."""
+    if spec.module in FORBIDDEN_MODULES:
+        raise SpecError(
+            f"module name '{spec.module}' would shadow a Python or NumPy module; choose another",
+            spec.loc,
+        )
+    out = []
+    for fs in spec.functions:
+        fn = parse_function(spec, fs)
+        out.append(CompiledFunction(fn, optimize(differentiate(fn, True)),
+                                    optimize(differentiate(fn, False))))
+    return Compiled(spec, out)
+
+
+def emitter_for(backend: str, dtype: str) -> Emitter:
+    """The emitter of a backend by name."""
+    if backend == "numpy":
+        return Emitter(dtype)
+    raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+
+
+def render(compiled: Compiled, backend: str = "numpy", outdir: str | None = None) -> str:
+    """The generated module's source for one backend (black-formatted, deterministic)."""
+    spec = compiled.spec
+    emitter = emitter_for(backend, spec.dtype)
+    views = [emitter.function_view(cf.function, cf.value_and_grad, cf.backward)
+             for cf in compiled.functions]
+    return emitter.module(spec_label(spec.path, outdir), spec.sha256, spec.module, spec.doc, views)
+
+
+def module_filename(module: str, backend: str) -> str:
+    """``nn.py`` for NumPy, ``nn_numba.py`` for Numba."""
+    return f"{module}.py" if backend == "numpy" else f"{module}_{backend}.py"

@@ -1,0 +1,363 @@
+"""Emitter: renders the joint IR as Python source through the Jinja templates, then black.
+
+The emitter makes strings and nothing else: which ops exist, which values are saved and what each
+line computes were all decided by the planner and the passes.  A backend subclasses ``Emitter``
+and overrides only what differs (the NumPy backend is the base).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import black
+import jinja2
+
+from . import __version__, text
+from .ir import Arg, Const, DimSize, Op, Program
+from .names import Names
+from .ops import ATOM, OPS, UNARY
+from .parse import Function
+from .passes import backward_reads
+from .planner import SEED
+from .shapes import fmt as fmt_shape
+
+BLACK_MODE = black.Mode(line_length=99)
+
+
+@dataclass
+class Stmt:
+    """One generated line (after black, maybe several) and the comment above it."""
+
+    code: str
+    comment: str = ""
+
+
+@dataclass
+class Body:
+    """A function body split into the parts the template lays out."""
+
+    stmts: list[Stmt] = field(default_factory=list)
+    names: Names = field(default_factory=Names)
+
+
+@dataclass
+class FunctionView:
+    """Everything the template needs to lay out one spec function's four functions and types."""
+
+    name: str
+    doc: str  # docstring literal
+    params: str  # "X, Y, W1"
+    inputs_const: str  # module constant with the expected input shapes
+    inputs_spec: str  # its value: (("X", ("N", "D")), ...)
+    check: str  # "X, Y = _check_inputs(...)"
+    grad_fields: list[str]
+    saved_types: list[tuple[str, str]]
+    grads_doc: str
+    saved_doc: str
+    forward_doc: str
+    backward_doc: str
+    vg_doc: str
+    forward: list[Stmt]
+    forward_return: str
+    backward_prologue: list[str]
+    backward: list[Stmt]
+    backward_return: str
+    vg_forward: list[Stmt]
+    vg_backward: list[Stmt]
+    vg_return: str
+
+
+@dataclass
+class Variant:
+    """A joint program ready to render: forward ops, backward ops, and what crosses between them."""
+
+    program: Program
+    saved: list[str]
+    dims: list[str]
+
+
+class Emitter:
+    """The NumPy backend; other backends override the hooks below."""
+
+    backend = "numpy"
+    template = "module.py.j2"
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = dtype
+        self.np_dtype = f"np.{dtype}"
+
+    # --- expressions ----------------------------------------------------------------------------
+
+    def render_op(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
+        """Render one op given its operands as (expression, precedence)."""
+        opdef = OPS[op.op]
+        parts = []
+        for i, (expr, prec) in enumerate(args):
+            need = opdef.arg_prec[i] if i < len(opdef.arg_prec) else 0
+            parts.append(f"({expr})" if prec < need else expr)
+        fields = self.attr_fields(op, dim)
+        return opdef.fmt.format(*parts, **fields), opdef.prec
+
+    def attr_fields(self, op: Op, dim: dict[str, str]) -> dict[str, str]:
+        axis = op.attr("axis")
+        keepdims = op.attr("keepdims", False)
+        shape = op.attr("shape")
+        fields = {
+            "axis_kw": "" if axis is None else f", axis={axis}",
+            "keepdims_kw": ", keepdims=True" if keepdims else "",
+            "dtype": self.np_dtype,
+            "exponent": "",
+            "index": "",
+            "shape": "",
+        }
+        exponent = op.attr("exponent")
+        if isinstance(exponent, (int, float)):
+            e = text.number(exponent)
+            fields["exponent"] = f"({e})" if e.startswith("-") else e
+        if op.op == "expand_dims":
+            fields["index"] = "[" + ", ".join([":"] * int(op.attr("axis")) + ["None"]) + "]"  # type: ignore[arg-type]
+        if isinstance(shape, tuple):
+            fields["shape"] = self.shape_tuple(shape, dim)
+        return fields
+
+    def shape_tuple(self, shape: tuple, dim: dict[str, str]) -> str:
+        items = [str(d) if isinstance(d, int) else dim[d] for d in shape]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+    def arg_expr(self, a: Arg, names: Names, dim: dict[str, str], inline: dict[str, tuple[str, int]]) -> tuple[str, int]:
+        if isinstance(a, Const):
+            s = text.number(a.value)
+            return s, UNARY if s.startswith("-") else ATOM
+        if isinstance(a, DimSize):
+            return dim[a.name], ATOM
+        if a in inline:
+            return inline[a]
+        return names.of[a], ATOM
+
+    # --- statements -----------------------------------------------------------------------------
+
+    def render_ops(self, ops: list[Op], program: Program, names: Names, dim: dict[str, str],
+                   keep_named: set[str]) -> list[Stmt]:
+        """Statements for ``ops``; single-use temporaries inside one group are inlined."""
+        uses: dict[str, list[Op]] = {}
+        for op in ops:
+            for a in op.args:
+                if isinstance(a, str):
+                    uses.setdefault(a, []).append(op)
+        inline: dict[str, tuple[str, int]] = {}
+        stmts: list[Stmt] = []
+        last_group = None
+        for idx, op in enumerate(ops):
+            value = program.values[op.out]
+            expr = self.render_op(op, [self.arg_expr(a, names, dim, inline) for a in op.args], dim)
+            users = uses.get(op.out, [])
+            if (value.kind == "temp" and op.out not in keep_named and len(users) == 1
+                    and users[0].group == op.group and op.out not in names.of):
+                inline[op.out] = expr
+                continue
+            target = self.target_name(op, program, names, uses, ops[idx + 1:])
+            comment = ""
+            if op.group != last_group:
+                comment = self.comment(op)
+                last_group = op.group
+            stmts.append(Stmt(f"{target} = {expr[0]}", comment))
+        return stmts
+
+    def target_name(self, op: Op, program: Program, names: Names, uses: dict[str, list[Op]],
+                    later: list[Op]) -> str:
+        """The local for ``op.out``; an accumulation reuses its running total's name."""
+        if op.out in names.of:
+            return names.of[op.out]
+        hint = program.values[op.out].hint
+        if op.op == "add" and op.phase == "backward" and isinstance(op.args[0], str):
+            prev = op.args[0]
+            prev_name = names.of.get(prev)
+            if (prev_name is not None and program.values[prev].kind == "temp"
+                    and program.values[prev].hint == hint
+                    and not any(prev in later_op.args for later_op in later)):
+                names.of[op.out] = prev_name
+                return prev_name
+        return names.bind(op.out, hint)
+
+    def comment(self, op: Op) -> str:
+        o = op.origin
+        if op.phase == "forward":
+            return text.comment(o.step)
+        if o.step:
+            return text.comment(f"{o.step}  →  {o.rule}")
+        return text.comment(o.rule)
+
+    # --- functions ------------------------------------------------------------------------------
+
+    def function_view(self, fn: Function, vg: Program, bw: Program) -> FunctionView:
+        spec_names = {v for v, val in fn.program.values.items() if val.kind in ("input", "step")}
+        base = Names(spec_names | {"np"})
+        for vid in spec_names:
+            base.of[vid] = vid  # spec names are kept
+        dim = {d: base.fresh(d if d not in spec_names else f"{d}_size") for d in fn.dims}
+        first = fn.program.outputs[0]
+        assert isinstance(first, str)
+        out_shape = fn.program.values[first].shape
+
+        bw_saved, bw_dims = backward_reads(bw)
+        vg_saved, _ = backward_reads(vg)
+        out_dims = [d for d in out_shape if isinstance(d, str)]
+        saved_dims = [d for d in fn.dims if d in bw_dims or d in out_dims]
+        keep_named = set(bw_saved) | set(vg_saved)
+        fwd_ops = [op for op in vg.ops if op.phase == "forward"]
+        # Forward temporaries that backward reads get names shared by every variant.
+        for op in fwd_ops:
+            if op.out in keep_named and op.out not in base.of:
+                base.bind(op.out, vg.values[op.out].hint)
+
+        params = ", ".join(fn.program.inputs)
+        tupled = params + ("," if len(fn.program.inputs) == 1 else "")
+        const = f"_{fn.name.upper()}_INPUTS"
+        inputs_spec = "(" + ", ".join(
+            f'("{name}", {self.shape_spec(fn.program.values[name].shape)})'
+            for name in fn.program.inputs) + ("," if len(fn.program.inputs) == 1 else "") + ")"
+        check = f'{tupled} = _check_inputs("{fn.name}", ({tupled}), {const})'
+        dim_lines = self.dim_lines(fn, dim)
+
+        # f_forward
+        fnames = base.fork()
+        saved_fields = [base.of[v] for v in bw_saved] + [dim[d] for d in saved_dims]
+        forward = dim_lines(saved_dims) + self.render_ops(fwd_ops, vg, fnames, dim, keep_named)
+        fields = ", ".join(f"{f}={f}" for f in saved_fields)
+        forward_return = f"{self.outputs_expr(fn, fnames)}, {fn.name}_Saved({fields})"
+
+        # f_backward
+        bnames = base.fork()
+        bnames.taken |= {"g", "saved"}
+        bnames.of[SEED] = "g"
+        prologue = []
+        if saved_fields:
+            comma = "," if len(saved_fields) == 1 else ""
+            prologue.append(f"{', '.join(saved_fields)}{comma} = saved")
+        prologue.append(f'g = _check_cotangent("{fn.name}", g, {self.shape_tuple(out_shape, dim)})')
+        bw_ops = [op for op in bw.ops if op.phase == "backward"]
+        backward = self.render_ops(bw_ops, bw, bnames, dim, set())
+        backward_return = self.grads_expr(fn, bw, bnames)
+
+        # f_value_and_grad: the forward of f_forward, then the backward with g = 1 folded in
+        vnames = base.fork()
+        vg_dims = [d for d in fn.dims if d in backward_reads(vg)[1]]
+        vg_fwd = dim_lines(vg_dims) + self.render_ops(fwd_ops, vg, vnames, dim, keep_named)
+        vg_bwd_ops = [op for op in vg.ops if op.phase == "backward"]
+        vg_bwd = self.render_ops(vg_bwd_ops, vg, vnames, dim, set())
+        vg_return = f"{self.outputs_expr(fn, vnames)}, {self.grads_expr(fn, vg, vnames)}"
+
+        outs = ", ".join(o for o in fn.program.outputs if isinstance(o, str))
+        wrt = ", ".join(fn.wrt)
+        shape_text = fmt_shape(out_shape)
+        ret = f"({outs})" if len(fn.program.outputs) > 1 else outs
+        user_doc = fn.doc.strip() or f"{fn.name}, generated by codegen."
+        saved_types = [(base.of[v], "np.ndarray") for v in bw_saved] + [(dim[d], "int") for d in saved_dims]
+
+        def doc(body: str) -> str:
+            return text.docstring(body, "    ")
+
+        return FunctionView(
+            name=fn.name,
+            doc=doc(f"{user_doc}\n\nReturns {ret}."),
+            params=params,
+            inputs_const=const,
+            inputs_spec=inputs_spec,
+            check=check,
+            grad_fields=list(fn.wrt),
+            saved_types=saved_types,
+            grads_doc=doc(f"Gradients of {first} with respect to {wrt}: each has its input's shape."),
+            saved_doc=doc(f"What {fn.name}_backward needs from {fn.name}_forward."),
+            forward_doc=doc(f"Forward pass of {fn.name}: returns ({ret}, saved) for {fn.name}_backward."),
+            backward_doc=doc(
+                f"Gradients of {first} with respect to {wrt}, given g = d(objective)/d{first} "
+                f"(shape {shape_text}; a scalar broadcasts)."
+            ),
+            vg_doc=doc(f"({ret}, gradients of {first} with respect to {wrt}) in one pass."),
+            forward=forward,
+            forward_return=forward_return,
+            backward_prologue=prologue,
+            backward=backward,
+            backward_return=backward_return,
+            vg_forward=vg_fwd,
+            vg_backward=vg_bwd,
+            vg_return=vg_return,
+        )
+
+    def dim_lines(self, fn: Function, dim: dict[str, str]):  # type: ignore[no-untyped-def]
+        """A function that renders ``N = X.shape[0]`` lines for the dims a body needs."""
+
+        def lines(needed: list[str]) -> list[Stmt]:
+            out = []
+            for d in needed:
+                for name in fn.program.inputs:
+                    shape = fn.program.values[name].shape
+                    if d in shape:
+                        out.append(Stmt(f"{dim[d]} = {name}.shape[{shape.index(d)}]"))
+                        break
+            if out:
+                out[0].comment = "sizes of the symbolic dims"
+            return out
+
+        return lines
+
+    def shape_spec(self, shape: tuple) -> str:
+        items = [str(d) if isinstance(d, int) else f'"{d}"' for d in shape]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+    def outputs_expr(self, fn: Function, names: Names) -> str:
+        outs = [names.of[o] for o in fn.program.outputs if isinstance(o, str)]
+        return outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
+
+    def grads_expr(self, fn: Function, program: Program, names: Names) -> str:
+        items = []
+        for w, g in program.grads:
+            assert isinstance(g, str)
+            items.append(f"{w}={names.of[g]}")
+        return f"{fn.name}_Grads({', '.join(items)})"
+
+    # --- module ---------------------------------------------------------------------------------
+
+    def module(self, spec_path: str, sha256: str, module: str, doc: str,
+               views: list[FunctionView]) -> str:
+        """The whole module, formatted by black."""
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(templates_dir())),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+        )
+        source = env.get_template(self.template).render(
+            version=__version__,
+            spec_path=text.comment(spec_path),
+            sha256=sha256,
+            module=module,
+            doc=text.docstring(doc or f"Gradients generated by codegen for {module}.", ""),
+            dtype=self.dtype,
+            np_dtype=self.np_dtype,
+            functions=views,
+        )
+        return black.format_str(source, mode=BLACK_MODE)
+
+
+def templates_dir() -> Path:
+    """The Jinja templates: inside the installed package, or the repo's top-level ``templates/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / "module.py.j2").is_file():
+            return candidate
+    raise FileNotFoundError("codegen's templates are missing from the installation")
+
+
+def spec_label(spec_path: str, outdir: str | None) -> str:
+    """How the header names the spec: relative to the output directory when there is one."""
+    import os
+
+    if outdir is None:
+        return PurePosixPath(spec_path.replace(os.sep, "/")).name if spec_path else "<string>"
+    rel = os.path.relpath(os.path.abspath(spec_path), os.path.abspath(outdir))
+    return rel.replace(os.sep, "/")
+

@@ -1,0 +1,30 @@
+"""Diagnostics: every user-facing failure is a SpecError rendered as ``path:line:col: error: message``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A position in a spec file (1-based line and column)."""
+
+    path: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}"
+
+
+class SpecError(Exception):
+    """A problem in a spec, located at the offending key, value or step."""
+
+    def __init__(self, message: str, loc: Loc | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.loc = loc
+
+    def __str__(self) -> str:
+        where = str(self.loc) if self.loc is not None else "<spec>:1:1"
+        return f"{where}: error: {self.message}"

@@ -1,0 +1,35 @@
+"""Local names for generated code: spec names are kept, generated names never collide."""
+
+from __future__ import annotations
+
+import keyword
+
+
+class Names:
+    """Allocates unique local names in one generated function's scope."""
+
+    def __init__(self, taken: set[str] | None = None) -> None:
+        self.taken: set[str] = set(taken or ())
+        self.of: dict[str, str] = {}  # value id -> local name
+
+    def fork(self) -> "Names":
+        """A child scope that starts with this scope's names."""
+        child = Names(self.taken)
+        child.of = dict(self.of)
+        return child
+
+    def fresh(self, hint: str) -> str:
+        """A name based on ``hint`` that is not yet taken (``hint``, ``hint_2``, ...)."""
+        base = hint if hint.isidentifier() and not keyword.iskeyword(hint) else "t"
+        name, k = base, 1
+        while name in self.taken:
+            k += 1
+            name = f"{base}_{k}"
+        self.taken.add(name)
+        return name
+
+    def bind(self, vid: str, hint: str) -> str:
+        """Give value ``vid`` a fresh local name (once)."""
+        if vid not in self.of:
+            self.of[vid] = self.fresh(hint)
+        return self.of[vid]

@@ -1,0 +1,291 @@
+"""The rule table: each op once, with its shape rule, its NumPy rendering and its VJP written in IR ops.
+
+Grouped by kind, as in HIPS autograd's ``numpy_vjps.py``: elementwise binary, elementwise unary,
+linear algebra, reductions, and the layout ops that only the planner introduces.  A VJP is one
+function per operand, ``vjp(b, op, g) -> contribution``, where ``b`` appends backward ops, ``op`` is
+the forward op (``op.args``, ``op.out``) and ``g`` is the cotangent of ``op.out``.  Cotangents may be
+*lazily broadcast* (a smaller shape that broadcasts to the value's shape); elementwise rules keep
+them lazy, the others ask for ``b.dense(g, shape)``.  The planner un-broadcasts contributions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from . import shapes
+from .ir import Arg, Const, Shape
+
+if TYPE_CHECKING:
+    from .ir import Op
+
+# Python operator precedences used to parenthesise rendered expressions.
+ATOM, POW, UNARY, MUL, ADD, CMP, ANY = 100, 90, 80, 70, 60, 40, 0
+
+
+class Builder(Protocol):
+    """What a VJP may call to append backward ops (implemented in ``build.py``)."""
+
+    def emit(self, op: str, *args: Arg, **attrs: object) -> Arg: ...
+    def shape(self, arg: Arg) -> Shape: ...
+    def dense(self, arg: Arg, shape: Shape) -> Arg: ...
+    def size(self, dim: object) -> Arg: ...
+    def explain(self, rule: str) -> None: ...
+
+
+VJP = Callable[[Builder, "Op", Arg], Arg]
+ShapeRule = Callable[[list[Shape], dict], Shape]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """One entry of the rule table."""
+
+    name: str
+    kind: str  # "binary" | "unary" | "linalg" | "reduce" | "layout"
+    arity: int
+    shape: ShapeRule
+    fmt: str  # NumPy rendering; {0}, {1} are operands, other fields come from attrs
+    prec: int  # precedence of the rendered expression
+    arg_prec: tuple[int, ...]  # minimum precedence each operand needs without parentheses
+    rule: str = ""  # rule name for comments and the README, e.g. "right product"
+    math: str = ""  # forward in math, e.g. "y = tanh(x)"
+    grads: tuple[str, ...] = ()  # per operand, the derivative rule in math, e.g. "dx = dy * (1 - y*y)"
+    vjps: tuple[VJP | None, ...] = ()  # per operand; None: not differentiable there
+    elementwise: bool = False  # contributions represent arrays of the output's shape
+
+    @property
+    def differentiable(self) -> bool:
+        return any(v is not None for v in self.vjps)
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def _def(**kw: object) -> None:
+    op = OpDef(**kw)  # type: ignore[arg-type]
+    OPS[op.name] = op
+
+
+def _same(shapes_: list[Shape], attrs: dict) -> Shape:
+    return shapes_[0]
+
+
+def _bcast(name: str) -> ShapeRule:
+    return lambda s, attrs: shapes.broadcast(s[0], s[1], name)
+
+
+def _attr_shape(shapes_: list[Shape], attrs: dict) -> Shape:
+    return attrs["shape"]  # type: ignore[no-any-return]
+
+
+# --- elementwise binary (NumPy broadcasting; the planner sums over broadcast axes) ---------------
+
+_def(name="add", kind="binary", arity=2, shape=_bcast("addition '+'"), fmt="{0} + {1}",
+     prec=ADD, arg_prec=(ADD, ADD + 1), rule="addition", math="z = a + b",
+     grads=("addition: da = dz", "addition: db = dz"), vjps=(lambda b, op, g: g, lambda b, op, g: g), elementwise=True)
+_def(name="sub", kind="binary", arity=2, shape=_bcast("subtraction '-'"), fmt="{0} - {1}",
+     prec=ADD, arg_prec=(ADD, ADD + 1), rule="subtraction", math="z = a - b",
+     grads=("subtraction: da = dz", "subtraction: db = -dz"),
+     vjps=(lambda b, op, g: g, lambda b, op, g: b.emit("neg", g)), elementwise=True)
+_def(name="mul", kind="binary", arity=2, shape=_bcast("product '*'"), fmt="{0} * {1}",
+     prec=MUL, arg_prec=(MUL, MUL + 1), rule="Hadamard product", math="z = a * b",
+     grads=("Hadamard product: da = dz * b", "Hadamard product: db = a * dz"),
+     vjps=(lambda b, op, g: b.emit("mul", g, op.args[1]),
+           lambda b, op, g: b.emit("mul", op.args[0], g)), elementwise=True)
+_def(name="div", kind="binary", arity=2, shape=_bcast("division '/'"), fmt="{0} / {1}",
+     prec=MUL, arg_prec=(MUL, MUL + 1), rule="division", math="z = a / b",
+     grads=("division: da = dz / b", "division: db = -dz * z / b"),
+     vjps=(lambda b, op, g: b.emit("div", g, op.args[1]),
+           lambda b, op, g: b.emit("neg", b.emit("div", b.emit("mul", g, op.out), op.args[1]))),
+     elementwise=True)
+
+# --- elementwise unary ---------------------------------------------------------------------------
+
+
+def _unary(name: str, fmt: str, math: str, grad: str, vjp: VJP | None, arg_prec: int = ANY,
+           prec: int = ATOM, rule: str = "") -> None:
+    _def(name=name, kind="unary", arity=1, shape=_same, fmt=fmt, prec=prec, arg_prec=(arg_prec,),
+         rule=rule or name, math=math, grads=(f"{rule or name}: {grad}",) if grad else (),
+         vjps=(vjp,), elementwise=True)
+
+
+def _pow_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+    c = op.attr("exponent")
+    assert isinstance(c, (int, float))
+    if c == 2:
+        return b.emit("mul", b.emit("mul", g, Const(2)), op.args[0])
+    return b.emit("mul", b.emit("mul", g, Const(c)), b.emit("pow", op.args[0], exponent=c - 1))
+
+
+_unary("neg", "-{0}", "y = -x", "dx = -dy", lambda b, op, g: b.emit("neg", g), arg_prec=POW,
+       prec=UNARY, rule="negation")
+_unary("pow", "{0} ** {exponent}", "y = x ** c", "dx = dy * c * x ** (c - 1)", _pow_vjp,
+       arg_prec=POW + 1, prec=POW, rule="power")
+_unary("exp", "np.exp({0})", "y = exp(x)", "dx = dy * y",
+       lambda b, op, g: b.emit("mul", g, op.out))
+_unary("log", "np.log({0})", "y = log(x)", "dx = dy / x",
+       lambda b, op, g: b.emit("div", g, op.args[0]))
+_unary("log1p", "np.log1p({0})", "y = log1p(x)", "dx = dy / (1 + x)",
+       lambda b, op, g: b.emit("div", g, b.emit("add", Const(1), op.args[0])))
+_unary("sqrt", "np.sqrt({0})", "y = sqrt(x)", "dx = dy / (2 * y)",
+       lambda b, op, g: b.emit("div", g, b.emit("mul", Const(2), op.out)))
+_unary("square", "np.square({0})", "y = x ** 2", "dx = dy * 2 * x",
+       lambda b, op, g: b.emit("mul", b.emit("mul", g, Const(2)), op.args[0]))
+_unary("abs", "np.abs({0})", "y = |x|", "dx = dy * sign(x)   (sign(0) = 0)",
+       lambda b, op, g: b.emit("mul", g, b.emit("sign", op.args[0])))
+_unary("tanh", "np.tanh({0})", "y = tanh(x)", "dx = dy * (1 - y * y)",
+       lambda b, op, g: b.emit("mul", g, b.emit("sub", Const(1), b.emit("mul", op.out, op.out))))
+_unary("sigmoid", "np.exp(-np.logaddexp(0, -{0}))", "y = 1 / (1 + exp(-x))",
+       "dx = dy * y * (1 - y)",
+       lambda b, op, g: b.emit("mul", g, b.emit("mul", op.out, b.emit("sub", Const(1), op.out))),
+       arg_prec=POW)
+_unary("relu", "np.maximum({0}, 0)", "y = max(x, 0)", "dx = dy * (y > 0)   (relu'(0) = 0)",
+       lambda b, op, g: b.emit("mul", g, b.emit("positive", op.out)))
+_unary("softplus", "np.logaddexp(0, {0})", "y = log(1 + exp(x))", "dx = dy * sigmoid(x)",
+       lambda b, op, g: b.emit("mul", g, b.emit("sigmoid", op.args[0])))
+_unary("sin", "np.sin({0})", "y = sin(x)", "dx = dy * cos(x)",
+       lambda b, op, g: b.emit("mul", g, b.emit("cos", op.args[0])))
+_unary("cos", "np.cos({0})", "y = cos(x)", "dx = -dy * sin(x)",
+       lambda b, op, g: b.emit("neg", b.emit("mul", g, b.emit("sin", op.args[0]))))
+# Piecewise-constant helpers that only backward programs use; their derivative is zero.
+_unary("sign", "np.sign({0})", "y = sign(x)", "", None)
+_unary("positive", "{0} > 0", "y = [x > 0]", "", None, arg_prec=CMP + 1, prec=CMP)
+
+# --- linear algebra ------------------------------------------------------------------------------
+
+
+def _matmul_da(b: Builder, op: "Op", g: Arg) -> Arg:
+    a, w = op.args
+    ra, rw = len(b.shape(a)), len(b.shape(w))
+    if ra == 1 and rw == 1:
+        b.explain("inner product: da = dz * b")
+        return b.emit("mul", g, w)
+    g = b.dense(g, b.shape(op.out))
+    if ra == 2 and rw == 1:
+        b.explain("matrix-vector product: dA = outer(dz, b)")
+        return b.emit("outer", g, w)
+    if ra == 1:
+        b.explain("vector-matrix product: da = B @ dz")
+        return b.emit("matmul", w, g)
+    return b.emit("matmul", g, b.emit("transpose", w))
+
+
+def _matmul_db(b: Builder, op: "Op", g: Arg) -> Arg:
+    a, w = op.args
+    ra, rw = len(b.shape(a)), len(b.shape(w))
+    if ra == 1 and rw == 1:
+        b.explain("inner product: db = a * dz")
+        return b.emit("mul", a, g)
+    g = b.dense(g, b.shape(op.out))
+    if ra == 1 and rw == 2:
+        b.explain("vector-matrix product: dB = outer(a, dz)")
+        return b.emit("outer", a, g)
+    if rw == 1:
+        b.explain("matrix-vector product: db = A.T @ dz")
+    return b.emit("matmul", b.emit("transpose", a) if ra == 2 else a, g)
+
+
+_def(name="matmul", kind="linalg", arity=2, shape=lambda s, attrs: shapes.matmul(s[0], s[1]),
+     fmt="{0} @ {1}", prec=MUL, arg_prec=(MUL, MUL + 1), rule="matrix product", math="Z = A @ B",
+     grads=("right product: dA = dZ @ B.T", "left product: dB = A.T @ dZ"),
+     vjps=(_matmul_da, _matmul_db))
+_def(name="transpose", kind="linalg", arity=1, shape=lambda s, attrs: shapes.transpose(s[0]),
+     fmt="{0}.T", prec=ATOM, arg_prec=(ATOM,), rule="transpose", math="Y = X.T",
+     grads=("transpose: dX = dY.T",),
+     vjps=(lambda b, op, g: b.emit("transpose", b.dense(g, b.shape(op.out))),))
+
+
+def _outer_shape(s: list[Shape], attrs: dict) -> Shape:
+    if len(s[0]) != 1 or len(s[1]) != 1:
+        raise shapes.ShapeError(
+            f"outer product needs two vectors, got {shapes.fmt(s[0])} and {shapes.fmt(s[1])}")
+    return (s[0][0], s[1][0])
+
+
+_def(name="outer", kind="linalg", arity=2, shape=_outer_shape, fmt="np.outer({0}, {1})",
+     prec=ATOM, arg_prec=(ANY, ANY), rule="outer product", math="Z = u v^T",
+     grads=("outer product: du = dZ @ v", "outer product: dv = dZ.T @ u"),
+     vjps=(lambda b, op, g: b.emit("matmul", b.dense(g, b.shape(op.out)), op.args[1]),
+           lambda b, op, g: b.emit("matmul", op.args[0], b.dense(g, b.shape(op.out)))))
+
+# --- reductions ----------------------------------------------------------------------------------
+
+
+def _reduce_shape(s: list[Shape], attrs: dict) -> Shape:
+    return shapes.reduce(s[0], attrs.get("axis"), bool(attrs.get("keepdims", False)))  # type: ignore[arg-type]
+
+
+def _spread(b: Builder, op: "Op", g: Arg) -> Arg:
+    """Cotangent of a reduction's output, re-aligned so that it broadcasts over the input."""
+    axis, keepdims = op.attr("axis"), op.attr("keepdims", False)
+    if axis is None or keepdims:
+        return g
+    out_rank, g_rank = len(b.shape(op.out)), len(b.shape(g))
+    assert isinstance(axis, int)
+    first = out_rank - g_rank  # output axis that g's first axis lines up with
+    if first < axis:  # g has an axis left of the reduced one: re-insert the reduced axis
+        return b.emit("expand_dims", g, axis=axis - first)
+    return g
+
+
+def _mean_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+    shape = b.shape(op.args[0])
+    axis = op.attr("axis")
+    dims = shape if axis is None else (shape[axis],)  # type: ignore[index]
+    out = _spread(b, op, g)
+    for d in dims:
+        out = b.emit("div", out, b.size(d))
+    return out
+
+
+def _fmt_reduce(fn: str) -> str:
+    return "np." + fn + "({0}{axis_kw}{keepdims_kw})"
+
+
+_def(name="sum", kind="reduce", arity=1, shape=_reduce_shape, fmt=_fmt_reduce("sum"), prec=ATOM,
+     arg_prec=(ANY,), rule="sum", math="s = sum(X, axis)",
+     grads=("sum: dX = ds, broadcast over the summed axes",), vjps=(_spread,))
+_def(name="mean", kind="reduce", arity=1, shape=_reduce_shape, fmt=_fmt_reduce("mean"), prec=ATOM,
+     arg_prec=(ANY,), rule="mean", math="m = mean(X, axis)",
+     grads=("mean: dX = dm / n, broadcast over the n averaged elements",),
+     vjps=(_mean_vjp,))
+
+# --- layout ops introduced by the planner (never written in specs) ------------------------------
+
+
+def _expand_shape(s: list[Shape], attrs: dict) -> Shape:
+    axis = attrs["axis"]
+    return tuple(s[0][:axis]) + (1,) + tuple(s[0][axis:])  # type: ignore[index]
+
+
+def _to_shape(s: list[Shape], attrs: dict) -> Shape:
+    if not shapes.broadcastable_to(s[0], attrs["shape"]):
+        raise shapes.ShapeError(
+            f"cannot broadcast {shapes.fmt(s[0])} to {shapes.fmt(attrs['shape'])}")
+    return attrs["shape"]  # type: ignore[no-any-return]
+
+
+_def(name="expand_dims", kind="layout", arity=1, shape=_expand_shape, fmt="{0}{index}",
+     prec=ATOM, arg_prec=(ATOM,), rule="re-insert reduced axis", vjps=(None,))
+_def(name="broadcast_to", kind="layout", arity=1, shape=_to_shape,
+     fmt="np.broadcast_to({0}, {shape})", prec=ATOM, arg_prec=(ANY,),
+     rule="broadcast (a read-only view, no copy)", vjps=(None,))
+_def(name="full", kind="layout", arity=1, shape=_to_shape, fmt="np.full({shape}, {0}, dtype={dtype})",
+     prec=ATOM, arg_prec=(ANY,), rule="materialise a broadcast gradient", vjps=(None,))
+_def(name="copy", kind="layout", arity=1, shape=_same, fmt="{0}.copy()", prec=ATOM,
+     arg_prec=(ATOM,), rule="copy (the gradient would alias another array)", vjps=(None,))
+_def(name="zeros", kind="layout", arity=0, shape=_attr_shape, fmt="np.zeros({shape}, dtype={dtype})",
+     prec=ATOM, arg_prec=(), rule="zero gradient (the output does not depend on it)", vjps=())
+
+_def(name="identity", kind="layout", arity=1, shape=_same, fmt="{0}", prec=ANY, arg_prec=(ANY,),
+     rule="identity", math="y = x", grads=("identity: dx = dy",), vjps=(lambda b, op, g: g,),
+     elementwise=True)
+
+# Ops a spec may call by name, with the keyword arguments each accepts.
+CALLABLE: dict[str, tuple[str, ...]] = {
+    **{name: () for name, op in OPS.items()
+       if op.kind == "unary" and name not in ("neg", "pow", "sign", "positive")},
+    "sum": ("axis", "keepdims"),
+    "mean": ("axis", "keepdims"),
+}

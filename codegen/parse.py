@@ -1,0 +1,273 @@
+"""Steps → forward IR: each step is parsed with ``ast`` against the vocabulary and shape-checked."""
+
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass
+
+from . import shapes
+from .build import Builder
+from .errors import SpecError
+from .ir import Arg, Const, Op, Origin, Program
+from .ops import CALLABLE
+from .spec import FunctionSpec, Spec, StepSpec
+
+MAX_DEPTH = 100
+RESERVED = frozenset(CALLABLE) | {"np", "numba", "nb", "NamedTuple", "typing"}
+GENERATED_SUFFIXES = ("", "_forward", "_backward", "_value_and_grad", "_Grads", "_Saved")
+
+_BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.MatMult: "matmul"}
+_NODE_WORDS = {
+    ast.Subscript: "subscripts (indexing)",
+    ast.Compare: "comparisons",
+    ast.Lambda: "lambdas",
+    ast.BoolOp: "'and'/'or'",
+    ast.IfExp: "conditional expressions",
+    ast.List: "list literals",
+    ast.Tuple: "tuples",
+    ast.Dict: "dict literals",
+    ast.Set: "set literals",
+    ast.ListComp: "comprehensions",
+    ast.GeneratorExp: "generator expressions",
+    ast.DictComp: "comprehensions",
+    ast.SetComp: "comprehensions",
+    ast.Starred: "starred expressions",
+    ast.NamedExpr: "':=' assignments",
+    ast.JoinedStr: "f-strings",
+    ast.Await: "'await'",
+    ast.Yield: "'yield'",
+    ast.YieldFrom: "'yield'",
+    ast.Slice: "slices",
+}
+
+
+@dataclass
+class Function:
+    """A function's forward program and what its backward needs to know."""
+
+    name: str
+    doc: str
+    spec: FunctionSpec
+    program: Program  # forward ops only; values of inputs and steps keep their spec names as ids
+    dims: tuple[str, ...]  # symbolic dims in order of first appearance in the inputs
+    wrt: tuple[str, ...]
+
+
+def generated_names(spec: Spec) -> set[str]:
+    """Module-level names the generated module defines (spec values may not shadow them)."""
+    return {f.name + suffix for f in spec.functions for suffix in GENERATED_SUFFIXES}
+
+
+def parse_function(spec: Spec, fn: FunctionSpec) -> Function:
+    """Parse and shape-check one function's steps into a forward program."""
+    program = Program()
+    builder = Builder(program, "forward")
+    taken = generated_names(spec)
+    dims: list[str] = []
+    for inp in fn.inputs:
+        _check_value_name(inp.name, taken, f"input '{inp.name}' of {fn.name}", inp.loc)
+        for d in inp.shape:
+            if isinstance(d, str) and d not in dims:
+                dims.append(d)
+        program.values[inp.name] = _value(inp.name, inp.shape, "input")
+        program.inputs.append(inp.name)
+    for step in fn.steps:
+        _StepParser(spec, fn, step, builder, taken).run()
+    names = set(program.values)
+    for out in fn.outputs:
+        if out.name not in names:
+            raise SpecError(f"output '{out.name}' of {fn.name} is not an input or a step", out.loc)
+        program.outputs.append(out.name)
+    _drop_dead_steps(program)
+    return Function(fn.name, fn.doc, fn, program, tuple(dims), tuple(w.name for w in fn.wrt))
+
+
+def _value(name: str, shape: tuple, kind: str):  # type: ignore[no-untyped-def]
+    from .ir import Value
+
+    return Value(name, tuple(shape), name, kind)
+
+
+def _check_value_name(name: str, taken: set[str], what: str, loc) -> None:  # type: ignore[no-untyped-def]
+    if name in RESERVED:
+        raise SpecError(f"{what}: the name '{name}' is reserved (a vocabulary function or module)", loc)
+    if name in taken:
+        raise SpecError(f"{what}: the name '{name}' is reserved for the generated module", loc)
+
+
+def _drop_dead_steps(program: Program) -> None:
+    """Remove forward ops that no output depends on."""
+    live = {o for o in program.outputs if isinstance(o, str)}
+    kept: list[Op] = []
+    for op in reversed(program.ops):
+        if op.out in live:
+            kept.append(op)
+            live.update(a for a in op.args if isinstance(a, str))
+    program.ops = kept[::-1]
+
+
+class _StepParser:
+    """Converts one step's expression tree to IR ops (a whitelist: anything else is a SpecError)."""
+
+    def __init__(self, spec: Spec, fn: FunctionSpec, step: StepSpec, builder: Builder,
+                 taken: set[str]) -> None:
+        self.spec, self.fn, self.step, self.b, self.taken = spec, fn, step, builder, taken
+
+    def fail(self, message: str) -> SpecError:
+        return SpecError(f"{self.fn.name}: step '{self.step.text}': {message}", self.step.loc)
+
+    def run(self) -> None:
+        try:
+            tree = ast.parse(self.step.text, mode="exec")
+        except SyntaxError as e:
+            raise self.fail(f"invalid syntax ({e.msg}, column {e.offset})") from None
+        except (ValueError, RecursionError, MemoryError, OverflowError):
+            raise self.fail("the step cannot be parsed (too deep or invalid characters)") from None
+        body = tree.body
+        if len(body) != 1 or not isinstance(body[0], ast.Assign):
+            raise self.fail("a step must be one assignment 'name = expression'")
+        node = body[0]
+        if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
+            raise self.fail("a step assigns exactly one plain name, like 'Z = X @ W'")
+        target = node.targets[0].id
+        self._check_target(target)
+        origin = Origin(self.step.text, self.step.loc.line)
+        with self.b.at(origin, target):
+            try:
+                result = self.expr(node.value, 0)
+            except shapes.ShapeError as e:
+                raise self.fail(str(e)) from None
+            except RecursionError:
+                raise self.fail(f"the expression is nested too deeply") from None
+            program = self.b.program
+            if isinstance(result, str) and program.values[result].kind == "temp" and \
+                    program.ops and program.ops[-1].out == result:
+                produced = program.ops[-1]
+            else:  # a bare name or number: the step needs an op of its own
+                produced = program.ops[self._index(self.b.emit("identity", result))]
+        old = produced.out
+        value = program.values.pop(old)
+        value.id, value.hint, value.kind = target, target, "step"
+        program.values[target] = value
+        produced.out = target
+
+    def _index(self, out: Arg) -> int:
+        return next(i for i, op in enumerate(self.b.program.ops) if op.out == out)
+
+    def _check_target(self, target: str) -> None:
+        what = f"{self.fn.name}: step '{self.step.text}'"
+        if not target.isascii():
+            raise self.fail(f"the name '{target}' must be ASCII")
+        if target.startswith("_"):
+            raise self.fail(f"names starting with '_' are reserved for generated code ('{target}')")
+        _check_value_name(target, self.taken, what, self.step.loc)
+        if target in self.b.program.values:
+            kind = "an input" if target in self.b.program.inputs else "an earlier step"
+            raise self.fail(f"'{target}' is already defined by {kind}; names are assigned once")
+
+    def expr(self, node: ast.AST, depth: int) -> Arg:
+        """Lower one expression node; shapes are checked as ops are emitted."""
+        if depth > MAX_DEPTH:
+            raise self.fail(f"the expression is nested more than {MAX_DEPTH} levels deep")
+        d = depth + 1
+        if isinstance(node, ast.Name):
+            if node.id not in self.b.program.values:
+                raise self.fail(f"unknown name '{node.id}' (not an input or an earlier step)")
+            return node.id
+        if isinstance(node, ast.Constant):
+            return Const(self.number(node))
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, ast.USub):
+                inner = self.expr(node.operand, d)
+                if isinstance(inner, Const):
+                    return Const(-inner.value)
+                return self.b.emit("neg", inner)
+            if isinstance(node.op, ast.UAdd):
+                return self.expr(node.operand, d)
+            raise self.fail(f"operator '{_op_word(node.op)}' is not supported")
+        if isinstance(node, ast.BinOp):
+            if isinstance(node.op, ast.Pow):
+                base = self.expr(node.left, d)
+                return self.b.emit("pow", base, exponent=self.exponent(node.right))
+            name = _BINOPS.get(type(node.op))
+            if name is None:
+                raise self.fail(f"operator '{_op_word(node.op)}' is not supported")
+            return self.b.emit(name, self.expr(node.left, d), self.expr(node.right, d))
+        if isinstance(node, ast.Attribute):
+            if node.attr != "T":
+                raise self.fail(f"attribute access '.{node.attr}' is not supported (only '.T')")
+            inner = self.expr(node.value, d)
+            if len(self.b.shape(inner)) < 2:
+                return inner  # NumPy: .T of a scalar or vector is itself
+            return self.b.emit("transpose", inner)
+        if isinstance(node, ast.Call):
+            return self.call(node, d)
+        word = _NODE_WORDS.get(type(node), f"'{type(node).__name__}' expressions")
+        raise self.fail(f"{word} are not supported")
+
+    def number(self, node: ast.Constant) -> int | float:
+        v = node.value
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise self.fail(f"only numeric constants are allowed, not {type(v).__name__} {v!r:.40}")
+        if isinstance(v, int) and abs(v) > 2**53:
+            raise self.fail(f"the integer {str(v)[:20]}... is too large; write it as a float")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise self.fail("numbers must be finite")
+        return v
+
+    def exponent(self, node: ast.AST) -> int | float:
+        sign = 1
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            sign = -1 if isinstance(node.op, ast.USub) else 1
+            node = node.operand
+        if not isinstance(node, ast.Constant):
+            raise self.fail("the exponent of '**' must be a number (array exponents are not supported)")
+        return sign * self.number(node)
+
+    def call(self, node: ast.Call, depth: int) -> Arg:
+        if not isinstance(node.func, ast.Name):
+            raise self.fail("only the vocabulary's functions can be called, like 'tanh(Z)'")
+        name = node.func.id
+        if name not in CALLABLE:
+            known = ", ".join(sorted(CALLABLE))
+            raise self.fail(f"unknown function '{name}' (known: {known})")
+        allowed = CALLABLE[name]
+        if len(node.args) != 1 or any(isinstance(a, ast.Starred) for a in node.args):
+            raise self.fail(f"{name}() takes exactly one array argument")
+        attrs: dict[str, object] = {}
+        for kw in node.keywords:
+            if kw.arg is None:
+                raise self.fail(f"'**' arguments are not supported in {name}()")
+            if kw.arg not in allowed:
+                extra = f" (allowed: {', '.join(allowed)})" if allowed else ""
+                raise self.fail(f"{name}() got an unexpected keyword '{kw.arg}'{extra}")
+            attrs[kw.arg] = self.keyword(name, kw)
+        x = self.expr(node.args[0], depth)
+        if "axis" in attrs:
+            attrs["axis"] = shapes.normalize_axis(attrs["axis"], len(self.b.shape(x)), f"{name}()")  # type: ignore[arg-type]
+        if name in ("sum", "mean"):
+            attrs = {"axis": attrs.get("axis"), "keepdims": bool(attrs.get("keepdims", False))}
+        return self.b.emit(name, x, **attrs)
+
+    def keyword(self, fn: str, kw: ast.keyword) -> object:
+        v = kw.value
+        if kw.arg == "keepdims":
+            if isinstance(v, ast.Constant) and isinstance(v.value, bool):
+                return v.value
+            raise self.fail(f"{fn}(): keepdims must be True or False")
+        if isinstance(v, ast.Constant) and v.value is None:
+            return None
+        sign = 1
+        if isinstance(v, ast.UnaryOp) and isinstance(v.op, ast.USub):
+            sign, v = -1, v.operand
+        if isinstance(v, ast.Constant) and type(v.value) is int and abs(v.value) < 64:
+            return sign * v.value
+        raise self.fail(f"{fn}(): axis must be a small integer literal like axis=0")
+
+
+def _op_word(op: ast.AST) -> str:
+    return {
+        ast.Mod: "%", ast.FloorDiv: "//", ast.LShift: "<<", ast.RShift: ">>", ast.BitOr: "|",
+        ast.BitAnd: "&", ast.BitXor: "^", ast.Not: "not", ast.Invert: "~",
+    }.get(type(op), type(op).__name__)

@@ -1,0 +1,178 @@
+"""Passes over the joint program.  Forward ops are never changed: the forward code mirrors the spec.
+
+- ``simplify``: trivial folding (``x*1``, ``x+0``, ``--x``, constant arithmetic, the seed ``g = 1``);
+- ``cse``: backward ops equal to an earlier op (forward or backward) reuse its value;
+- ``dce``: backward ops no gradient needs are removed;
+- ``fresh_grads``: no returned gradient aliases an input, a forward value or another gradient;
+- ``save_set``: the forward values and dims that the backward ops read.
+"""
+
+from __future__ import annotations
+
+from .build import Builder
+from .ir import Arg, Const, DimSize, Op, Origin, Program
+
+
+def optimize(program: Program) -> Program:
+    """Run the passes in order; the result computes the same gradients with fewer ops."""
+    simplify(program)
+    cse(program)
+    simplify(program)
+    dce(program)
+    fresh_grads(program)
+    return program
+
+
+def _rewrite(program: Program, subst: dict[str, Arg], keep: list[Op]) -> None:
+    def s(a: Arg) -> Arg:
+        while isinstance(a, str) and a in subst:
+            a = subst[a]
+        return a
+
+    program.ops = keep
+    for op in keep:
+        op.args = tuple(s(a) for a in op.args)
+    program.grads = [(w, s(g)) for w, g in program.grads]
+    program.outputs = [s(o) for o in program.outputs]
+
+
+def _is(a: Arg, value: float) -> bool:
+    return isinstance(a, Const) and a.value == value
+
+
+def _fold(op: Op, producers: dict[str, Op]) -> Arg | Op | None:
+    """A replacement for a backward op (an argument, or a cheaper op), or None to keep it."""
+    a = op.args
+    if op.op == "mul":
+        if isinstance(a[0], Const) and isinstance(a[1], Const):
+            return Const(a[0].value * a[1].value)
+        if _is(a[0], 1):
+            return a[1]
+        if _is(a[1], 1):
+            return a[0]
+    elif op.op == "div":
+        if _is(a[1], 1):
+            return a[0]
+        if isinstance(a[0], Const) and isinstance(a[1], Const) and a[1].value != 0:
+            return Const(a[0].value / a[1].value)
+    elif op.op == "add":
+        if _is(a[0], 0):
+            return a[1]
+        if _is(a[1], 0):
+            return a[0]
+    elif op.op == "sub":
+        if _is(a[1], 0):
+            return a[0]
+        if _is(a[0], 0):
+            return Op("neg", (a[1],), (), op.out, op.phase, op.group, op.origin)
+    elif op.op == "neg":
+        if isinstance(a[0], Const):
+            return Const(-a[0].value)
+        inner = producers.get(a[0]) if isinstance(a[0], str) else None
+        if inner is not None and inner.op == "neg":
+            return inner.args[0]
+    elif op.op == "pow" and op.attr("exponent") == 1:
+        return a[0]
+    elif op.op == "identity":
+        return a[0]
+    elif op.op == "transpose":
+        inner = producers.get(a[0]) if isinstance(a[0], str) else None
+        if inner is not None and inner.op == "transpose":
+            return inner.args[0]
+    return None
+
+
+def simplify(program: Program) -> None:
+    """Fold trivial backward ops away; shapes are unchanged because folded constants are scalars."""
+    subst: dict[str, Arg] = {}
+    keep: list[Op] = []
+    producers: dict[str, Op] = {}
+
+    def s(x: Arg) -> Arg:
+        while isinstance(x, str) and x in subst:
+            x = subst[x]
+        return x
+
+    for op in program.ops:
+        op.args = tuple(s(x) for x in op.args)
+        if op.phase == "backward":
+            folded = _fold(op, producers)
+            if isinstance(folded, Op):
+                op = folded
+            elif folded is not None:
+                subst[op.out] = folded
+                continue
+        producers[op.out] = op
+        keep.append(op)
+    _rewrite(program, subst, keep)
+
+
+def cse(program: Program) -> None:
+    """Reuse the value of an identical earlier op instead of recomputing it."""
+    seen: dict[tuple, str] = {}
+    subst: dict[str, Arg] = {}
+    keep: list[Op] = []
+    for op in program.ops:
+        op.args = tuple(subst.get(x, x) if isinstance(x, str) else x for x in op.args)
+        key = op.key()
+        if op.phase == "backward" and key in seen and op.op not in ("zeros", "full", "copy"):
+            subst[op.out] = seen[key]
+            continue
+        seen.setdefault(key, op.out)
+        keep.append(op)
+    _rewrite(program, subst, keep)
+
+
+def dce(program: Program) -> None:
+    """Drop backward ops whose values no gradient reads."""
+    live = {g for _, g in program.grads if isinstance(g, str)}
+    keep: list[Op] = []
+    for op in reversed(program.ops):
+        if op.phase == "forward" or op.out in live:
+            keep.append(op)
+            live.update(a for a in op.args if isinstance(a, str))
+    program.ops = keep[::-1]
+
+
+def fresh_grads(program: Program) -> None:
+    """Copy a gradient that would alias an input, a forward value or an earlier gradient."""
+    forward = set(program.inputs) | {op.out for op in program.ops if op.phase == "forward"}
+    seen: set[str] = set()
+    b = Builder(program, "backward")
+    grads = []
+    for w, g in program.grads:
+        if isinstance(g, str) and (g in forward or g in seen):
+            with b.at(Origin("", 0, f"copy: d{w} would alias another array"), "d" + w):
+                g = b.emit("copy", g)
+        if isinstance(g, str):
+            seen.add(g)
+        grads.append((w, g))
+    program.grads = grads
+
+
+def backward_reads(program: Program) -> tuple[list[str], list[str]]:
+    """Forward values (in program order) and symbolic dims that the backward ops read."""
+    forward_order = list(program.inputs) + [op.out for op in program.ops if op.phase == "forward"]
+    read: set[str] = set()
+    dims: list[str] = []
+
+    def add_dim(d: object) -> None:
+        if isinstance(d, str) and d not in dims:
+            dims.append(d)
+
+    for op in program.ops:
+        if op.phase != "backward":
+            continue
+        for a in op.args:
+            if isinstance(a, str):
+                read.add(a)
+            elif isinstance(a, DimSize):
+                add_dim(a.name)
+        shape = op.attr("shape")
+        if isinstance(shape, tuple):
+            for d in shape:
+                add_dim(d)
+    for _, g in program.grads:
+        if isinstance(g, str):
+            read.add(g)
+    return [v for v in forward_order if v in read], dims

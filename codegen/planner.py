@@ -1,0 +1,148 @@
+"""Reverse-mode planner: one reverse sweep that appends cotangent ops to the forward program.
+
+Like autodidax's ``eval_jaxpr_transposed``: walk the forward ops backwards with a map from value to
+cotangent, call each op's VJP from the rule table for the operands that need a gradient, sum over
+broadcast axes, and accumulate where a value fans out.  The planner owns the chain rule; the rules
+own the calculus; nothing here makes strings.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from .build import Builder
+from .ir import Arg, Const, Origin, Program, Shape
+from .ops import OPS
+from .parse import Function
+from .shapes import fmt
+
+SEED = "%seed"
+
+
+def differentiate(fn: Function, seed_is_one: bool) -> Program:
+    """Joint program: the forward ops, then the backward ops for ``fn.wrt``.
+
+    With ``seed_is_one`` the cotangent of the first output is the constant 1 (``value_and_grad``);
+    otherwise it is the value ``%seed`` (the ``g`` argument of ``backward``), of the output's shape.
+    """
+    program = Program(
+        values=dict(fn.program.values),
+        ops=list(fn.program.ops),
+        inputs=list(fn.program.inputs),
+        outputs=list(fn.program.outputs),
+    )
+    b = Builder(program, "backward")
+    first = program.outputs[0]
+    assert isinstance(first, str)
+    if seed_is_one:
+        seed: Arg = Const(1)
+    else:
+        program.values[SEED] = copy.copy(program.values[first])
+        program.values[SEED].id, program.values[SEED].kind = SEED, "seed"
+        program.values[SEED].hint = "g"
+        seed = SEED
+    needed = _depends_on(program, set(fn.wrt))
+    ct: dict[str, Arg] = {first: seed}
+    uses = _use_counts(program)
+    for op in reversed(fn.program.ops):
+        g = ct.pop(op.out, None)
+        if g is None:
+            continue
+        opdef = OPS[op.op]
+        for i, x in enumerate(op.args):
+            if not isinstance(x, str) or x not in needed:
+                continue
+            vjp = opdef.vjps[i] if i < len(opdef.vjps) else None
+            if vjp is None:
+                continue
+            rule = opdef.grads[i] if i < len(opdef.grads) else opdef.rule
+            xv = program.values[x]
+            origin = Origin(op.origin.step, op.origin.line, rule)
+            with b.at(origin, "d" + xv.hint):
+                b.cotangent_hint, b.explained = "d" + program.values[op.out].hint, ""
+                contrib = vjp(b, op, g)
+                rule = b.explained or rule
+                rep = program.values[op.out].shape if opdef.elementwise else xv.shape
+                contrib, note = unbroadcast(b, contrib, rep, xv.shape)
+                if x in ct:  # fan-out: accumulate in the same statement block
+                    contrib = b.emit("add", ct[x], contrib)
+                    note += f"; accumulate (d{xv.hint}: {xv.hint} is used {uses[x]} times)"
+                b.annotate(Origin(origin.step, origin.line, rule + note))
+            ct[x] = contrib
+    for w in fn.wrt:
+        shape = program.values[w].shape
+        g = ct.get(w)
+        if g is None:
+            with b.at(Origin("", 0, f"{w} does not affect {first}: zero gradient"), "d" + w):
+                g = b.emit("zeros", shape=shape)
+        elif b.shape(g) != shape or isinstance(g, Const):
+            # materialise the broadcast gradient in the statement that computed it
+            producer = next((op for op in program.ops if op.out == g), None)
+            origin = producer.origin if producer else Origin("", 0, f"d{w}: broadcast to {fmt(shape)}")
+            with b.at(origin, "d" + w, producer.group if producer else None):
+                g = b.emit("full", g, shape=shape)
+        program.grads.append((w, g))
+    return program
+
+
+def unbroadcast(b: Builder, g: Arg, rep: Shape, target: Shape) -> tuple[Arg, str]:
+    """Reduce ``g`` (which stands for an array of shape ``rep``) to a cotangent for ``target``.
+
+    Axes along which ``target`` was broadcast are summed; where ``g`` itself is only lazily
+    broadcast along such an axis, the sum is a multiplication by the axis length.  Returns the
+    cotangent and a note for the reader ("" when nothing was done).
+    """
+    gshape = b.shape(g)
+    n = len(rep)
+    gpad: list[object] = [None] * (n - len(gshape)) + list(gshape)
+    tpad: list[object] = [None] * (n - len(target)) + list(target)
+    drop, keep, scale = [], [], []
+    for i in range(n):
+        r, t, d = rep[i], tpad[i], gpad[i]
+        if t is not None and t == r:
+            continue  # not broadcast along this axis
+        j = i - (n - len(gshape))  # g's own axis index
+        if d is not None and d != 1:
+            (drop if t is None else keep).append(j)
+        else:
+            if r != 1:
+                scale.append(r)
+            if d is not None and t is None:
+                drop.append(j)  # a size-1 axis of g that target does not have
+    if drop:  # axes the target lacks: sum them away (all of them: a plain total)
+        axis = None if len(drop) == len(gshape) else drop[0] if len(drop) == 1 else tuple(drop)
+        g = b.emit("sum", g, axis=axis, keepdims=False)
+    if keep:
+        shift = sum(1 for j in drop if j < keep[0])
+        axes = tuple(j - shift for j in keep)
+        g = b.emit("sum", g, axis=axes[0] if len(axes) == 1 else axes, keepdims=True)
+    for d in scale:
+        g = b.emit("mul", g, b.size(d))
+    summed = [i for i in range(n) if (tpad[i] is None or tpad[i] != rep[i])]
+    if not summed:
+        return g, ""
+    if len(rep) == 2 and summed == [0]:
+        where = "rows"
+    elif len(rep) == 2 and summed == [1]:
+        where = "columns"
+    else:
+        where = "axes " + ", ".join(str(i) for i in summed)
+    return g, f"; broadcast {fmt(target)} to {fmt(rep)}: sum over {where}"
+
+
+def _depends_on(program: Program, wrt: set[str]) -> set[str]:
+    """Values that depend on any ``wrt`` input (only their cotangents are needed)."""
+    needed = set(wrt)
+    for op in program.ops:
+        if any(isinstance(a, str) and a in needed for a in op.args):
+            needed.add(op.out)
+    return needed
+
+
+def _use_counts(program: Program) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for op in program.ops:
+        for a in op.args:
+            if isinstance(a, str):
+                counts[a] = counts.get(a, 0) + 1
+    return counts
