@@ -125,9 +125,13 @@ class Emitter:
         items = [str(d) if isinstance(d, int) else dim[d] for d in shape]
         return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
-    def arg_expr(self, a: Arg, names: Names, dim: dict[str, str], inline: dict[str, tuple[str, int]]) -> tuple[str, int]:
+    def arg_expr(self, a: Arg, names: Names, dim: dict[str, str],
+                 inline: dict[str, tuple[str, int]], typed: bool = False) -> tuple[str, int]:
+        """An operand's expression and precedence; ``typed`` gives constants the module dtype."""
         if isinstance(a, Const):
             s = text.number(a.value)
+            if typed:
+                return f"{self.np_dtype}({s})", ATOM
             return s, UNARY if s.startswith("-") else ATOM
         if isinstance(a, DimSize):
             return dim[a.name], ATOM
@@ -150,7 +154,9 @@ class Emitter:
         last_group = None
         for idx, op in enumerate(ops):
             value = program.values[op.out]
-            expr = self.render_op(op, [self.arg_expr(a, names, dim, inline) for a in op.args], dim)
+            typed = op.op == "broadcast_to"  # a broadcast constant must not be an int64 array
+            args = [self.arg_expr(a, names, dim, inline, typed) for a in op.args]
+            expr = self.render_op(op, args, dim)
             users = uses.get(op.out, [])
             if (value.kind == "temp" and op.out not in keep_named and len(users) == 1
                     and users[0].group == op.group and op.out not in names.of):

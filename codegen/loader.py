@@ -200,27 +200,31 @@ def _char_at(text: str, loc: Loc) -> str:
 def _compose(text: str, path: str) -> Node:
     """Compose exactly one YAML document into a node graph."""
     is_c = _CLoader is not None
-    loader = _CLoader(text, path) if _CLoader is not None else _PyLoader(text, path)
     try:
-        try:
-            loader.get_event()  # StreamStartEvent
-            if loader.check_event(StreamEndEvent):
-                raise SpecError(
-                    "empty spec: expected a mapping with a 'functions' key",
-                    Loc(path, 1, 1),
-                )
-            root = loader.compose_document()
-            if not loader.check_event(StreamEndEvent):
-                event = loader.peek_event()
-                raise SpecError(
-                    "multiple YAML documents are not supported (one spec per file)",
-                    _mark_loc(path, event.start_mark),
-                )
-        except yaml.YAMLError as err:
-            raise _yaml_error(path, text, err, is_c) from None
+        return _compose_with(_CLoader or _PyLoader, text, path)
+    except yaml.YAMLError as err:
+        raise _yaml_error(path, text, err, is_c) from None
+
+
+def _compose_with(cls: type, text: str, path: str) -> Node:
+    """Run one loader class over text: one document, no aliases (YAML errors propagate)."""
+    loader = cls(text, path)  # the pure-Python reader already validates characters here
+    try:
+        loader.get_event()  # StreamStartEvent
+        if loader.check_event(StreamEndEvent):
+            raise SpecError(
+                "empty spec: expected a mapping with a 'functions' key", Loc(path, 1, 1)
+            )
+        root: Node = loader.compose_document()
+        if not loader.check_event(StreamEndEvent):
+            event = loader.peek_event()
+            raise SpecError(
+                "multiple YAML documents are not supported (one spec per file)",
+                _mark_loc(path, event.start_mark),
+            )
+        return root
     finally:
         loader.dispose()
-    return root
 
 
 def _check_tags(path: str, root: Node) -> None:
@@ -485,6 +489,8 @@ def _load_module(w: _Walker, fields: dict[str, tuple[Node, Node]], root: Node) -
         if problem:
             w.fail(f"module {_clip(value)!r} {problem}", node)
         return value
+    if w.path.startswith("<"):  # a spec given as a string (e.g. "<string>") has no file stem
+        return "spec"
     stem = Path(w.path).stem
     problem = _module_problem(stem)
     if problem:

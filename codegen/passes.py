@@ -107,6 +107,10 @@ def simplify(program: Program) -> None:
     _rewrite(program, subst, keep)
 
 
+# Fresh arrays must stay distinct; views are free to recompute and read better inline.
+_NO_CSE = frozenset({"zeros", "full", "copy", "transpose", "expand_dims"})
+
+
 def cse(program: Program) -> None:
     """Reuse the value of an identical earlier op instead of recomputing it."""
     seen: dict[tuple, str] = {}
@@ -115,7 +119,7 @@ def cse(program: Program) -> None:
     for op in program.ops:
         op.args = tuple(subst.get(x, x) if isinstance(x, str) else x for x in op.args)
         key = op.key()
-        if op.phase == "backward" and key in seen and op.op not in ("zeros", "full", "copy"):
+        if op.phase == "backward" and key in seen and op.op not in _NO_CSE:
             subst[op.out] = seen[key]
             continue
         seen.setdefault(key, op.out)
@@ -135,13 +139,17 @@ def dce(program: Program) -> None:
 
 
 def fresh_grads(program: Program) -> None:
-    """Copy a gradient that would alias an input, a forward value or an earlier gradient."""
+    """Each gradient is a fresh array: folded constants are materialised, aliases are copied."""
     forward = set(program.inputs) | {op.out for op in program.ops if op.phase == "forward"}
     seen: set[str] = set()
     b = Builder(program, "backward")
     grads = []
     for w, g in program.grads:
-        if isinstance(g, str) and (g in forward or g in seen):
+        if not isinstance(g, str):
+            shape = program.values[w].shape
+            with b.at(Origin("", 0, f"d{w} is a constant: materialise it"), "d" + w):
+                g = b.emit("full", g, shape=shape)
+        elif g in forward or g in seen:
             with b.at(Origin("", 0, f"copy: d{w} would alias another array"), "d" + w):
                 g = b.emit("copy", g)
         if isinstance(g, str):

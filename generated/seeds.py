@@ -161,7 +161,7 @@ def affine_sum_value_and_grad(A, W, B):
     # S = sum(Z)
     S = np.sum(Z)
     # Z = A @ W + B  →  right product: dA = dZ @ B.T
-    dZ_1 = np.broadcast_to(1, (2, 2))
+    dZ_1 = np.broadcast_to(np.float64(1), (2, 2))
     dA = dZ_1 @ W.T
     # Z = A @ W + B  →  left product: dB = A.T @ dZ
     dW = A.T @ dZ_1

@@ -1,0 +1,34 @@
+"""Shared test helpers: build a module from an inline spec, and an independent finite-difference check."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+
+import codegen
+
+
+def module_from(yaml_text: str, name: str = "t.yaml"):
+    """Generate and import a module from inline YAML (dedented)."""
+    return codegen.load_module(textwrap.dedent(yaml_text), path=name)
+
+
+def numeric_grad(f, args: list[np.ndarray], i: int, h: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar function f(args) with respect to args[i], every coordinate."""
+    x = args[i]
+    out = np.zeros(x.shape)
+    for idx in np.ndindex(*x.shape):
+        plus = [a.copy() for a in args]
+        minus = [a.copy() for a in args]
+        plus[i][idx] += h
+        minus[i][idx] -= h
+        out[idx] = (f(plus) - f(minus)) / (2 * h)
+    return out
+
+
+def assert_close(actual, expected, rtol: float = 1e-6, atol: float = 1e-7, what: str = "") -> None:
+    actual = np.asarray(actual, dtype=float)
+    expected = np.asarray(expected, dtype=float)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
