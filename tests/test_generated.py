@@ -283,3 +283,22 @@ def test_load_module_from_file_path(tmp_path):
 def test_spec_error_from_api():
     with pytest.raises(codegen.SpecError, match=r"^bad\.yaml:\d+:\d+: error: "):
         codegen.generate_source("functions: {}", path="bad.yaml")
+
+
+def test_readme_rules_table_matches_rule_table():
+    from pathlib import Path
+
+    from codegen.docs import rules_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- rules:start -->\n")[1].split("<!-- rules:end -->")[0]
+    assert block == rules_table(), "README rules table is stale: run python -m codegen.docs"
+
+
+def test_readme_excerpt_is_real_generated_code():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    excerpt = readme.split("```python\ndef mlp_mse_value_and_grad")[1].split("```")[0]
+    assert "def mlp_mse_value_and_grad" + excerpt in (root / "generated" / "nn.py").read_text()
