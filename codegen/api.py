@@ -42,6 +42,6 @@ def load_module(spec: str | os.PathLike | Spec, backend: str = "numpy",
 
 def gradcheck(spec: str | os.PathLike | Spec, path: str | None = None, seed: int = 0):  # type: ignore[no-untyped-def]
     """Compare every gradient of a spec with central finite differences; see ``codegen.gradcheck``."""
-    from .gradcheck import check_spec
+    from .finite_differences import check_spec
 
     return check_spec(_spec(spec, path), seed=seed)

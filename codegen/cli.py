@@ -130,7 +130,7 @@ def stale(files: dict[Path, str]) -> list[str]:
 
 def run_gradcheck(compiled: list[Compiled]) -> bool:
     """Print the worst finite-difference error per gradient; True when all are within tolerance."""
-    from .gradcheck import TOLERANCE, check_spec
+    from .finite_differences import TOLERANCE, check_spec
 
     ok = True
     print(f"gradcheck (central differences, float64, tolerance {TOLERANCE:.0e}):")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import sys
 from dataclasses import dataclass
 
@@ -44,6 +45,10 @@ def compile_spec(spec: Spec) -> Compiled:
         )
     out = []
     for fs in spec.functions:
+        if fs.name in dir(builtins):
+            raise SpecError(
+                f"function name '{fs.name}' would shadow the Python builtin of that name "
+                "in the generated module; choose another", fs.loc)
         fn = parse_function(spec, fs)
         out.append(CompiledFunction(fn, optimize(differentiate(fn, True)),
                                     optimize(differentiate(fn, False))))

@@ -150,8 +150,7 @@ class Emitter:
                 if isinstance(a, str):
                     uses.setdefault(a, []).append(op)
         inline: dict[str, tuple[str, int]] = {}
-        stmts: list[Stmt] = []
-        last_group = None
+        emitted: list[tuple[Op, str]] = []
         for idx, op in enumerate(ops):
             value = program.values[op.out]
             typed = op.op == "broadcast_to"  # a broadcast constant must not be an int64 array
@@ -163,11 +162,23 @@ class Emitter:
                 inline[op.out] = expr
                 continue
             target = self.target_name(op, program, names, uses, ops[idx + 1:])
-            comment = ""
-            if op.group != last_group:
+            emitted.append((op, f"{target} = {expr[0]}"))
+        return self.annotate(emitted)
+
+    def annotate(self, emitted: list[tuple[Op, str]]) -> list[Stmt]:
+        """Comments: a forward block is headed by its step; every backward line names its rule."""
+        stmts = []
+        for i, (op, code) in enumerate(emitted):
+            prev = emitted[i - 1][0] if i else None
+            nxt = emitted[i + 1][0] if i + 1 < len(emitted) else None
+            if op.phase == "forward":
+                comment = self.comment(op) if prev is None or prev.group != op.group else ""
+            elif nxt is not None and nxt.group == op.group:  # a helper line inside a rule's block
+                rule = OPS[op.op].rule
+                comment = text.comment(f"{op.origin.step}  →  {rule}" if op.origin.step else rule)
+            else:
                 comment = self.comment(op)
-                last_group = op.group
-            stmts.append(Stmt(f"{target} = {expr[0]}", comment))
+            stmts.append(Stmt(code, comment))
         return stmts
 
     def target_name(self, op: Op, program: Program, names: Names, uses: dict[str, list[Op]],
@@ -201,6 +212,7 @@ class Emitter:
         base = Names(spec_names | {"np"})
         for vid in spec_names:
             base.of[vid] = vid  # spec names are kept
+        base.taken |= {"g", "saved"}  # dims never take the backward's parameter names
         dim = {d: base.fresh(d if d not in spec_names else f"{d}_size") for d in fn.dims}
         first = fn.program.outputs[0]
         assert isinstance(first, str)
@@ -235,12 +247,16 @@ class Emitter:
 
         # f_backward
         bnames = base.fork()
+        for vid, name in list(bnames.of.items()):
+            if name in ("g", "saved"):  # the backward's parameters keep their contract names
+                bnames.of[vid] = bnames.fresh(name)
         bnames.taken |= {"g", "saved"}
         bnames.of[SEED] = "g"
+        saved_locals = [bnames.of[v] for v in bw_saved] + [dim[d] for d in saved_dims]
         prologue = []
         if saved_fields:
             comma = "," if len(saved_fields) == 1 else ""
-            prologue.append(f"{', '.join(saved_fields)}{comma} = saved")
+            prologue.append(f"{', '.join(saved_locals)}{comma} = saved")
         prologue.append(f'g = _check_cotangent("{fn.name}", g, {self.shape_tuple(out_shape, dim)})')
         bw_ops = [op for op in bw.ops if op.phase == "backward"]
         backward = self.render_ops(bw_ops, bw, bnames, dim, set())

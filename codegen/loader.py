@@ -489,7 +489,7 @@ def _load_module(w: _Walker, fields: dict[str, tuple[Node, Node]], root: Node) -
         if problem:
             w.fail(f"module {_clip(value)!r} {problem}", node)
         return value
-    if w.path.startswith("<"):  # a spec given as a string (e.g. "<string>") has no file stem
+    if w.path.startswith("<"):  # a pseudo-path such as "<string>" has no stem
         return "spec"
     stem = Path(w.path).stem
     problem = _module_problem(stem)
@@ -703,9 +703,10 @@ def _load_outputs(
     refs = _load_name_list(
         w, node, f"outputs of function {fname!r}", "of names, like [loss]"
     )
-    known = {spec.name for spec in inputs} | {
-        t for t in map(_step_target, (s.text for s in steps)) if t
-    }
+    targets = [_step_target(s.text) for s in steps]
+    if not all(t and t.isidentifier() for t in targets):
+        return tuple(refs)  # a malformed step: the step parser reports it, at the step
+    known = {spec.name for spec in inputs} | {t for t in targets if t}
     for ref in refs:
         if ref.name not in known:
             w.fail(

@@ -189,11 +189,17 @@ class _StepParser:
         if isinstance(node, ast.BinOp):
             if isinstance(node.op, ast.Pow):
                 base = self.expr(node.left, d)
-                return self.b.emit("pow", base, exponent=self.exponent(node.right))
+                exponent = self.exponent(node.right)
+                if isinstance(base, Const):
+                    return self.fold("pow", base.value, exponent)
+                return self.b.emit("pow", base, exponent=exponent)
             name = _BINOPS.get(type(node.op))
             if name is None:
                 raise self.fail(f"operator '{_op_word(node.op)}' is not supported")
-            return self.b.emit(name, self.expr(node.left, d), self.expr(node.right, d))
+            left, right = self.expr(node.left, d), self.expr(node.right, d)
+            if isinstance(left, Const) and isinstance(right, Const) and name != "matmul":
+                return self.fold(name, left.value, right.value)
+            return self.b.emit(name, left, right)
         if isinstance(node, ast.Attribute):
             if node.attr != "T":
                 raise self.fail(f"attribute access '.{node.attr}' is not supported (only '.T')")
@@ -205,6 +211,22 @@ class _StepParser:
             return self.call(node, d)
         word = _NODE_WORDS.get(type(node), f"'{type(node).__name__}' expressions")
         raise self.fail(f"{word} are not supported")
+
+    def fold(self, op: str, a: int | float, b: int | float) -> Const:
+        """Constant arithmetic, done now; the result must be a finite real number."""
+        try:
+            value = {
+                "add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b,
+                "div": lambda: a / b, "pow": lambda: float(a) ** b,
+            }[op]()
+        except ZeroDivisionError:
+            raise self.fail("division by the constant zero") from None
+        except OverflowError:
+            raise self.fail("a constant expression overflows") from None
+        if isinstance(value, complex) or not math.isfinite(value) or abs(value) > 2**53 and \
+                isinstance(value, int):
+            raise self.fail("a constant expression is not a finite real number")
+        return Const(value)
 
     def number(self, node: ast.Constant) -> int | float:
         v = node.value

@@ -24,6 +24,8 @@ def docstring(text: str, indent: str) -> str:
                        else f"\\U{code:08x}")
         else:
             out.append(c)
+    if out and out[-1] == '\\"':
+        out[-1] = "\\x22"  # a quote just before the closing quotes would make black add a space
     body = "".join(out).replace("\n", "\n" + indent)
     return f'"""{body}"""'
 

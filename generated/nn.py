@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-DTYPE = np.float64
+_DTYPE = np.float64
 
 
 def _check_inputs(function, values, shapes):
@@ -18,12 +18,12 @@ def _check_inputs(function, values, shapes):
         expected = "[" + ", ".join(str(d) for d in shape) + "]"
         if not isinstance(x, (np.ndarray, np.generic)):
             try:
-                x = np.asarray(x, dtype=DTYPE)
+                x = np.asarray(x, dtype=_DTYPE)
             except (TypeError, ValueError):
                 raise ValueError(
                     f"{function}: input {name} must be a float64 array of shape {expected}"
                 ) from None
-        if x.dtype != DTYPE:
+        if x.dtype != _DTYPE:
             raise ValueError(
                 f"{function}: input {name} has dtype {x.dtype}; expected float64 "
                 f"with shape {expected}"
@@ -45,8 +45,8 @@ def _check_inputs(function, values, shapes):
 def _check_cotangent(function, g, shape):
     """Return the cotangent g as a float64 array of the first output's shape."""
     if not isinstance(g, (np.ndarray, np.generic)):
-        g = np.asarray(g, dtype=DTYPE)
-    if g.dtype != DTYPE:
+        g = np.asarray(g, dtype=_DTYPE)
+    if g.dtype != _DTYPE:
         raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
     if g.shape != shape:
         if g.ndim != 0:

@@ -580,6 +580,11 @@ def test_default_module_must_be_identifier() -> None:
     assert str(err).startswith("specs/my-spec.yaml:1:1: error: ")
 
 
+def test_pseudo_path_defaults_module_to_spec() -> None:
+    assert load_spec(MINIMAL, "<string>").module == "spec"
+    assert load_spec("module: m\n" + MINIMAL, "<string>").module == "m"
+
+
 def test_default_module_keyword_stem() -> None:
     err = check_error(MINIMAL, path="specs/class.yaml")
     assert "set 'module:'" in err.message
