@@ -20,6 +20,7 @@ class Builder:
         self.hint = "t"
         self._ids = 0
         self._temps = 0
+        self._next_group = max((op.group for op in program.ops), default=0) + 1
         self.cotangent_hint = "g"  # name hint for the dense cotangent of the op being differentiated
         self.explained = ""  # a VJP may describe the case it applied (see ``explain``)
 
@@ -35,7 +36,9 @@ class Builder:
             self.origin, self.group, self.hint = saved
 
     def next_group(self) -> int:
-        return max((op.group for op in self.program.ops), default=0) + 1
+        """A statement group id not used before in this program."""
+        self._next_group += 1
+        return self._next_group - 1
 
     def explain(self, rule: str) -> None:
         """Called by a VJP to name the case of its rule that applies (e.g. an inner product)."""

@@ -7,13 +7,14 @@ and overrides only what differs (the NumPy backend is the base).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import black
 import jinja2
 
 from . import __version__, text
+from .format import format_module
 from .ir import Arg, Const, DimSize, Op, Program
 from .names import Names
 from .ops import ATOM, OPS, UNARY
@@ -21,9 +22,6 @@ from .parse import Function
 from .passes import backward_reads
 from .planner import SEED
 from .shapes import fmt as fmt_shape
-
-BLACK_MODE = black.Mode(line_length=99)
-
 
 @dataclass
 class Stmt:
@@ -97,6 +95,8 @@ class Emitter:
             need = opdef.arg_prec[i] if i < len(opdef.arg_prec) else 0
             parts.append(f"({expr})" if prec < need else expr)
         fields = self.attr_fields(op, dim)
+        if op.op == "pow" and _simple(parts[0]) and _simple(fields["exponent"]):
+            return f"{parts[0]}**{fields['exponent']}", opdef.prec  # black hugs simple operands
         return opdef.fmt.format(*parts, **fields), opdef.prec
 
     def attr_fields(self, op: Op, dim: dict[str, str]) -> dict[str, str]:
@@ -113,8 +113,7 @@ class Emitter:
         }
         exponent = op.attr("exponent")
         if isinstance(exponent, (int, float)):
-            e = text.number(exponent)
-            fields["exponent"] = f"({e})" if e.startswith("-") else e
+            fields["exponent"] = text.number(exponent)
         if op.op == "expand_dims":
             fields["index"] = "[" + ", ".join([":"] * int(op.attr("axis")) + ["None"]) + "]"  # type: ignore[arg-type]
         if isinstance(shape, tuple):
@@ -145,10 +144,12 @@ class Emitter:
                    keep_named: set[str]) -> list[Stmt]:
         """Statements for ``ops``; single-use temporaries inside one group are inlined."""
         uses: dict[str, list[Op]] = {}
-        for op in ops:
+        last_use: dict[str, int] = {}
+        for i, op in enumerate(ops):
             for a in op.args:
                 if isinstance(a, str):
                     uses.setdefault(a, []).append(op)
+                    last_use[a] = i
         inline: dict[str, tuple[str, int]] = {}
         emitted: list[tuple[Op, str]] = []
         for idx, op in enumerate(ops):
@@ -161,7 +162,7 @@ class Emitter:
                     and users[0].group == op.group and op.out not in names.of):
                 inline[op.out] = expr
                 continue
-            target = self.target_name(op, program, names, uses, ops[idx + 1:])
+            target = self.target_name(op, program, names, last_use, idx)
             emitted.append((op, f"{target} = {expr[0]}"))
         return self.annotate(emitted)
 
@@ -181,8 +182,8 @@ class Emitter:
             stmts.append(Stmt(code, comment))
         return stmts
 
-    def target_name(self, op: Op, program: Program, names: Names, uses: dict[str, list[Op]],
-                    later: list[Op]) -> str:
+    def target_name(self, op: Op, program: Program, names: Names, last_use: dict[str, int],
+                    idx: int) -> str:
         """The local for ``op.out``; an accumulation reuses its running total's name."""
         if op.out in names.of:
             return names.of[op.out]
@@ -192,7 +193,7 @@ class Emitter:
             prev_name = names.of.get(prev)
             if (prev_name is not None and program.values[prev].kind == "temp"
                     and program.values[prev].hint == hint
-                    and not any(prev in later_op.args for later_op in later)):
+                    and last_use.get(prev, -1) <= idx):
                 names.of[op.out] = prev_name
                 return prev_name
         return names.bind(op.out, hint)
@@ -231,11 +232,12 @@ class Emitter:
 
         params = ", ".join(fn.program.inputs)
         tupled = params + ("," if len(fn.program.inputs) == 1 else "")
+        targets = f"({tupled})" if len(fn.program.inputs) == 1 else tupled
         const = f"_{fn.name.upper()}_INPUTS"
         inputs_spec = "(" + ", ".join(
             f'("{name}", {self.shape_spec(fn.program.values[name].shape)})'
             for name in fn.program.inputs) + ("," if len(fn.program.inputs) == 1 else "") + ")"
-        check = f'{tupled} = _check_inputs("{fn.name}", ({tupled}), {const})'
+        check = f'{targets} = _check_inputs("{fn.name}", ({tupled}), {const})'
         dim_lines = self.dim_lines(fn, dim)
 
         # f_forward
@@ -255,8 +257,8 @@ class Emitter:
         saved_locals = [bnames.of[v] for v in bw_saved] + [dim[d] for d in saved_dims]
         prologue = []
         if saved_fields:
-            comma = "," if len(saved_fields) == 1 else ""
-            prologue.append(f"{', '.join(saved_locals)}{comma} = saved")
+            unpack = ", ".join(saved_locals)
+            prologue.append(f"({unpack},) = saved" if len(saved_locals) == 1 else f"{unpack} = saved")
         prologue.append(f'g = _check_cotangent("{fn.name}", g, {self.shape_tuple(out_shape, dim)})')
         bw_ops = [op for op in bw.ops if op.phase == "backward"]
         backward = self.render_ops(bw_ops, bw, bnames, dim, set())
@@ -362,7 +364,15 @@ class Emitter:
             np_dtype=self.np_dtype,
             functions=views,
         )
-        return black.format_str(source, mode=BLACK_MODE)
+        return format_module(source)
+
+
+_SIMPLE = re.compile(r"-?(\d+(\.\d*)?(e[+-]?\d+)?|[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)")
+
+
+def _simple(operand: str) -> bool:
+    """A name, dotted name or number, maybe negated: black writes ``a**b`` without spaces then."""
+    return _SIMPLE.fullmatch(operand) is not None
 
 
 def templates_dir() -> Path:

@@ -145,15 +145,13 @@ class _StepParser:
                     program.ops and program.ops[-1].out == result:
                 produced = program.ops[-1]
             else:  # a bare name or number: the step needs an op of its own
-                produced = program.ops[self._index(self.b.emit("identity", result))]
+                self.b.emit("identity", result)
+                produced = program.ops[-1]
         old = produced.out
         value = program.values.pop(old)
         value.id, value.hint, value.kind = target, target, "step"
         program.values[target] = value
         produced.out = target
-
-    def _index(self, out: Arg) -> int:
-        return next(i for i, op in enumerate(self.b.program.ops) if op.out == out)
 
     def _check_target(self, target: str) -> None:
         what = f"{self.fn.name}: step '{self.step.text}'"

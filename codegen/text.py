@@ -5,6 +5,8 @@ from __future__ import annotations
 
 def comment(text: str) -> str:
     """One safe comment line: anything that could end the line or confuse a reader becomes '?'."""
+    if text.isprintable():
+        return text
     return "".join(c if c.isprintable() else "?" for c in text)
 
 

@@ -112,13 +112,20 @@ def generated_specs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # (id, spec text, expected error line or None, words the message must contain)
 BAD_SPECS = [
-    ("yaml_syntax", """
+    (
+        "yaml_syntax",
+        """
         functions:
           f:
             inputs: {X: [N
             steps: []
-        """, 4, ["YAML"]),
-    ("duplicate_key", """
+        """,
+        4,
+        ["YAML"],
+    ),
+    (
+        "duplicate_key",
+        """
         functions:
           f:
             inputs: {X: [N]}
@@ -128,8 +135,13 @@ BAD_SPECS = [
             inputs: {X: [N]}
             steps: [Y = 3 * X]
             outputs: [Y]
-        """, 6, ["duplicate", "f"]),
-    ("unknown_top_key", """
+        """,
+        6,
+        ["duplicate", "f"],
+    ),
+    (
+        "unknown_top_key",
+        """
         doc: A spec with a typo.
         modul: x
         functions:
@@ -137,18 +149,33 @@ BAD_SPECS = [
             inputs: {X: [N]}
             steps: [Y = 2 * X]
             outputs: [Y]
-        """, 2, ["modul"]),
-    ("unknown_function_key", """
+        """,
+        2,
+        ["modul"],
+    ),
+    (
+        "unknown_function_key",
+        """
         functions:
           f:
             inputs: {X: [N]}
             step: [Y = 2 * X]
             outputs: [Y]
-        """, 4, ["step"]),
-    ("empty_functions", """
+        """,
+        4,
+        ["step"],
+    ),
+    (
+        "empty_functions",
+        """
         functions: {}
-        """, 1, ["function"]),
-    ("keyword_input", """
+        """,
+        1,
+        ["function"],
+    ),
+    (
+        "keyword_input",
+        """
         functions:
           f:
             inputs:
@@ -157,8 +184,13 @@ BAD_SPECS = [
             steps:
               - Y = 2 * X
             outputs: [Y]
-        """, 5, ["lambda", "keyword"]),
-    ("not_an_assignment", """
+        """,
+        5,
+        ["lambda", "keyword"],
+    ),
+    (
+        "not_an_assignment",
+        """
         functions:
           f:
             inputs: {X: [N]}
@@ -166,48 +198,78 @@ BAD_SPECS = [
               - X * 2
               - Y = 2 * X
             outputs: [Y]
-        """, 5, ["assignment"]),
-    ("unknown_call", """
+        """,
+        5,
+        ["assignment"],
+    ),
+    (
+        "unknown_call",
+        """
         functions:
           f:
             inputs: {X: [N]}
             steps:
               - Y = frobnicate(X)
             outputs: [Y]
-        """, 5, ["frobnicate"]),
-    ("attribute", """
+        """,
+        5,
+        ["frobnicate"],
+    ),
+    (
+        "attribute",
+        """
         functions:
           f:
             inputs: {X: [N, D]}
             steps:
               - Y = X.shape
             outputs: [Y]
-        """, 5, ["shape"]),
-    ("subscript", """
+        """,
+        5,
+        ["shape"],
+    ),
+    (
+        "subscript",
+        """
         functions:
           f:
             inputs: {X: [N, D]}
             steps:
               - Y = X[0]
             outputs: [Y]
-        """, 5, []),
-    ("comparison", """
+        """,
+        5,
+        [],
+    ),
+    (
+        "comparison",
+        """
         functions:
           f:
             inputs: {X: [N], W: [N]}
             steps:
               - Y = X < W
             outputs: [Y]
-        """, 5, []),
-    ("array_exponent", """
+        """,
+        5,
+        [],
+    ),
+    (
+        "array_exponent",
+        """
         functions:
           f:
             inputs: {X: [N], a: [N]}
             steps:
               - Y = X ** a
             outputs: [Y]
-        """, 5, ["exponent"]),
-    ("shape_mismatch", """
+        """,
+        5,
+        ["exponent"],
+    ),
+    (
+        "shape_mismatch",
+        """
         functions:
           f:
             inputs:
@@ -216,8 +278,13 @@ BAD_SPECS = [
             steps:
               - Y = X @ W
             outputs: [Y]
-        """, 7, []),  # the message must name D and E: checked below
-    ("reassignment", """
+        """,
+        7,
+        [],
+    ),  # the message must name D and E: checked below
+    (
+        "reassignment",
+        """
         functions:
           f:
             inputs: {X: [N]}
@@ -225,16 +292,26 @@ BAD_SPECS = [
               - Y = 2 * X
               - Y = 3 * X
             outputs: [Y]
-        """, 6, ["Y"]),
-    ("unknown_output", """
+        """,
+        6,
+        ["Y"],
+    ),
+    (
+        "unknown_output",
+        """
         functions:
           f:
             inputs: {X: [N]}
             steps:
               - Y = 2 * X
             outputs: [Y, Zed]
-        """, 6, ["Zed"]),
-    ("wrt_not_an_input", """
+        """,
+        6,
+        ["Zed"],
+    ),
+    (
+        "wrt_not_an_input",
+        """
         functions:
           f:
             inputs: {X: [N]}
@@ -242,24 +319,39 @@ BAD_SPECS = [
             steps:
               - Y = 2 * X
             outputs: [Y]
-        """, 4, ["Q"]),
-    ("lambda", """
+        """,
+        4,
+        ["Q"],
+    ),
+    (
+        "lambda",
+        """
         functions:
           f:
             inputs: {X: [N]}
             steps:
               - "Y = (lambda x: x)(X)"
             outputs: [Y]
-        """, 5, []),
-    ("dunder_import", """
+        """,
+        5,
+        [],
+    ),
+    (
+        "dunder_import",
+        """
         functions:
           f:
             inputs: {X: [N]}
             steps:
               - "Y = __import__('os')"
             outputs: [Y]
-        """, 5, ["__import__"]),
-    ("module_path", """
+        """,
+        5,
+        ["__import__"],
+    ),
+    (
+        "module_path",
+        """
         module: ../evil
         functions:
           f:
@@ -267,7 +359,10 @@ BAD_SPECS = [
             steps:
               - Y = 2 * X
             outputs: [Y]
-        """, 1, ["evil"]),
+        """,
+        1,
+        ["evil"],
+    ),
 ]
 BAD_IDS = [case[0] for case in BAD_SPECS]
 
@@ -285,8 +380,12 @@ def test_enough_malformed_cases() -> None:
 
 @pytest.mark.parametrize("case_id, text, line, words", BAD_SPECS, ids=BAD_IDS)
 def test_malformed_spec_is_a_located_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], case_id: str, text: str,
-    line: int | None, words: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case_id: str,
+    text: str,
+    line: int | None,
+    words: list[str],
 ) -> None:
     spec = bad_spec(tmp_path, case_id)
     out_dir = tmp_path / "out"
@@ -305,7 +404,9 @@ def test_malformed_spec_is_a_located_error(
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
 
 
-def test_shape_mismatch_names_both_dims(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_shape_mismatch_names_both_dims(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec = bad_spec(tmp_path, "shape_mismatch")
     rc, _, err = run_main(capsys, spec, "-o", tmp_path / "out")
     assert rc == 2
@@ -313,7 +414,9 @@ def test_shape_mismatch_names_both_dims(tmp_path: Path, capsys: pytest.CaptureFi
     assert re.search(r"\bD\b", message) and re.search(r"\bE\b", message), message
 
 
-def test_module_path_writes_nothing_anywhere(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_module_path_writes_nothing_anywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec = bad_spec(tmp_path, "module_path")
     out_dir = tmp_path / "deep" / "out"
     rc, _, _ = run_main(capsys, spec, "-o", out_dir)
@@ -321,17 +424,13 @@ def test_module_path_writes_nothing_anywhere(tmp_path: Path, capsys: pytest.Capt
     assert not list(tmp_path.rglob("evil*")), "module: ../evil must not escape the output dir"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a step that is not an assignment is reported at 'outputs' ('output Y is neither "
-    "an input nor assigned by a step') instead of at the step, because the loader checks outputs "
-    "against the text before '=' (loader._step_target) before any step is parsed",
-)
 @pytest.mark.parametrize("step", ["X @ W", "Y += X @ W"])
 def test_non_assignment_step_is_reported_at_the_step(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], step: str
 ) -> None:
-    spec = write(tmp_path / "notassign.yaml", f"""
+    spec = write(
+        tmp_path / "notassign.yaml",
+        f"""
         functions:
           f:
             inputs:
@@ -340,7 +439,8 @@ def test_non_assignment_step_is_reported_at_the_step(
             steps:
               - {step}
             outputs: [Y]
-        """)
+        """,
+    )
     rc, _, err = run_main(capsys, spec, "-o", tmp_path / "out")
     assert rc == 2
     [(line, _, message)] = error_lines(err, spec)
@@ -386,7 +486,9 @@ def test_all_bad_specs_in_one_process(tmp_path: Path) -> None:
     assert py_files(tmp_path) == []
 
 
-def test_two_specs_with_the_same_module_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_two_specs_with_the_same_module_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     body = """
         module: same
         functions:
@@ -405,7 +507,9 @@ def test_two_specs_with_the_same_module_name(tmp_path: Path, capsys: pytest.Capt
 def test_constant_overflow_is_not_an_internal_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    spec = write(tmp_path / "overflow.yaml", """
+    spec = write(
+        tmp_path / "overflow.yaml",
+        """
         dims: {N: 3}
         functions:
           f:
@@ -413,7 +517,8 @@ def test_constant_overflow_is_not_an_internal_error(
             steps:
               - Y = sum(X * 10**400)
             outputs: [Y]
-        """)
+        """,
+    )
     # 10**400 is not a float64: a spec error (like the literal 1000...0), not an internal error
     rc, out, err = run_main(capsys, spec, "-o", tmp_path / "out", "--gradcheck")
     assert rc == 2 and "internal error" not in err, (rc, out, err)
@@ -425,15 +530,27 @@ def test_constant_overflow_is_not_an_internal_error(
 # --------------------------------------------------------------------------- docstrings
 
 
-def test_doc_with_triple_quotes_succeeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_doc_with_triple_quotes_succeeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     module_doc = 'Say """hello""" to the \\backslash\\ and to "quotes" in the middle.'
     function_doc = 'A function whose doc has """ in it.'
     spec = tmp_path / "quotes.yaml"
-    spec.write_text(yaml.safe_dump({
-        "doc": module_doc,
-        "functions": {"f": {"doc": function_doc, "inputs": {"X": ["N"]},
-                            "steps": ["Y = 2 * X"], "outputs": ["Y"]}},
-    }))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "doc": module_doc,
+                "functions": {
+                    "f": {
+                        "doc": function_doc,
+                        "inputs": {"X": ["N"]},
+                        "steps": ["Y = 2 * X"],
+                        "outputs": ["Y"],
+                    }
+                },
+            }
+        )
+    )
     rc, out, err = run_main(capsys, spec, "-o", tmp_path / "out")
     assert rc == 0, err
     module = load_file(tmp_path / "out" / "quotes.py", "codegen_test_quotes")
@@ -441,13 +558,23 @@ def test_doc_with_triple_quotes_succeeds(tmp_path: Path, capsys: pytest.CaptureF
     assert function_doc in module.f.__doc__
 
 
-@pytest.mark.parametrize("doc", ['Ends with """', 'Ends with a quote"', "Ends with a backslash \\"])
-def test_doc_ending_with_quotes(tmp_path: Path, capsys: pytest.CaptureFixture[str], doc: str) -> None:
+@pytest.mark.parametrize(
+    "doc", ['Ends with """', 'Ends with a quote"', "Ends with a backslash \\"]
+)
+def test_doc_ending_with_quotes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], doc: str
+) -> None:
     spec = tmp_path / "endquotes.yaml"
-    spec.write_text(yaml.safe_dump({
-        "doc": doc,
-        "functions": {"f": {"inputs": {"X": ["N"]}, "steps": ["Y = 2 * X"], "outputs": ["Y"]}},
-    }))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "doc": doc,
+                "functions": {
+                    "f": {"inputs": {"X": ["N"]}, "steps": ["Y = 2 * X"], "outputs": ["Y"]}
+                },
+            }
+        )
+    )
     rc, _, err = run_main(capsys, spec, "-o", tmp_path / "out")
     assert rc == 0, err
     module = load_file(tmp_path / "out" / "endquotes.py", f"codegen_test_endquotes_{len(doc)}")
@@ -492,7 +619,9 @@ def test_check_modified_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert seeds.read_text() == edited, "--check writes nothing"
 
 
-def test_check_empty_output_dir_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_empty_output_dir_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out_dir = tmp_path / "never"
     rc, out, err = run_main(capsys, SPECS / "nn.yaml", "-o", out_dir, "--check")
     assert rc == 1
@@ -524,9 +653,7 @@ def expected_gradients() -> set[tuple[str, str, str]]:
 def test_gradcheck_specs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = run_main(capsys, SPECS, "-o", tmp_path / "out", "--gradcheck")
     assert rc == 0, out + err
-    line = re.compile(
-        r"^\s*(\w+)\.(\w+)\s+d(\w+)\s+([-+0-9.eE]+|inf|nan)\b.*$", re.M
-    )
+    line = re.compile(r"^\s*(\w+)\.(\w+)\s+d(\w+)\s+([-+0-9.eE]+|inf|nan)\b.*$", re.M)
     rows = line.findall(out)
     got = [(m, f, w) for m, f, w, _ in rows]
     expected = expected_gradients()
@@ -538,7 +665,9 @@ def test_gradcheck_specs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_gradcheck_failure_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    spec = write(tmp_path / "blowup.yaml", """
+    spec = write(
+        tmp_path / "blowup.yaml",
+        """
         dims: {N: 3}
         functions:
           f:
@@ -546,13 +675,16 @@ def test_gradcheck_failure_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture
             steps:
               - Y = sum(X / 0)
             outputs: [Y]
-        """)
+        """,
+    )
     rc, out, _ = run_main(capsys, spec, "-o", tmp_path / "out", "--gradcheck")
     assert rc == 1, out
     assert re.search(r"blowup\.f\s+dX\b", out)
 
 
-def test_directory_expands_to_spec_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_directory_expands_to_spec_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     body = """
         functions:
           f:
@@ -572,14 +704,18 @@ def test_directory_expands_to_spec_files(tmp_path: Path, capsys: pytest.CaptureF
     assert sorted(p.name for p in out_dir.iterdir()) == ["alpha.py", "beta.py", "gamma.py"]
 
 
-def test_empty_directory_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_empty_directory_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "empty").mkdir()
     rc, _, err = run_main(capsys, tmp_path / "empty", "-o", tmp_path / "out")
     assert rc == 2 and "empty" in err
     assert not (tmp_path / "out").exists()
 
 
-def test_same_spec_twice_is_generated_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_same_spec_twice_is_generated_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc, out, err = run_main(capsys, SPECS / "nn.yaml", SPECS, "-o", tmp_path / "out")
     assert rc == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["nn.py", "seeds.py"]
@@ -594,7 +730,9 @@ def test_nonexistent_path(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_numba_backend_is_a_clear_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_numba_backend_is_a_clear_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for backend in ("numba", "all"):
         rc, out, err = run_main(capsys, SPECS, "-o", tmp_path / "out", "--backend", backend)
         assert rc == 2
@@ -658,14 +796,16 @@ def test_committed_generated_is_fresh() -> None:
     proc = run_cli("specs", "-o", "generated", "--check", cwd=REPO)
     assert proc.returncode == 0, (
         f"generated/ is stale or incomplete; run `{REGENERATE}` and commit the result.\n"
-        + proc.stdout + proc.stderr
+        + proc.stdout
+        + proc.stderr
     )
 
 
 def test_committed_generated_has_no_strays() -> None:
-    expected = {f"{yaml.safe_load(p.read_text()).get('module', p.stem)}.py"
-                for p in SPECS.glob("*.yaml")}
-    actual = {p.name for p in GENERATED.glob("*.py")}
+    expected = {
+        f"{yaml.safe_load(p.read_text()).get('module', p.stem)}.py" for p in SPECS.glob("*.yaml")
+    }
+    actual = {p.name for p in GENERATED.glob("*.py") if p.name != "__init__.py"}
     assert actual == expected, f"generated/ does not match specs/; run `{REGENERATE}`"
 
 
@@ -679,7 +819,9 @@ def test_no_temp_files_left(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert sorted(p.name for p in out_dir.iterdir()) == ["nn.py", "seeds.py"]
 
 
-def test_unchanged_files_are_not_rewritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unchanged_files_are_not_rewritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out_dir = tmp_path / "out"
     assert run_main(capsys, SPECS, "-o", out_dir)[0] == 0
     old = 1_000_000_000 * 10**9  # 2001: any rewrite would change it
@@ -759,12 +901,16 @@ def backward_rule_comments(src: str) -> dict[str, dict[str, str]]:
         if not (isinstance(fn, ast.FunctionDef) and fn.name.endswith("_backward")):
             continue
         body = fn.body
-        starts = [i for i, s in enumerate(body)
-                  if isinstance(s, ast.Assign) and isinstance(s.value, ast.Call)
-                  and getattr(s.value.func, "id", "") == "_check_cotangent"]
+        starts = [
+            i
+            for i, s in enumerate(body)
+            if isinstance(s, ast.Assign)
+            and isinstance(s.value, ast.Call)
+            and getattr(s.value.func, "id", "") == "_check_cotangent"
+        ]
         assert starts, f"{fn.name}: no _check_cotangent call"
         comments: dict[str, str] = {}
-        for stmt in body[starts[0] + 1:]:
+        for stmt in body[starts[0] + 1 :]:
             if isinstance(stmt, ast.Return):
                 continue
             above = lines[stmt.lineno - 2].strip()
@@ -795,9 +941,10 @@ def test_backward_lines_name_their_rule() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="bug: in seeds.affine_sum_backward the sum rule's 'dZ_1 = np.broadcast_to(g, (2, 2))' "
-    "has no comment of its own: it sits under the right-product comment, so the reviewer is told "
-    "the wrong rule and the sum rule is never named",
+    reason="bug: not every backward line of the generated seeds.py names its rule: "
+    "matrix_sum_backward's only gradient line 'dG = np.full((M, N), g, dtype=np.float64)' is "
+    "preceded by '# dG: broadcast to [M, N]', which names neither the step 'f = sum(G)' nor the "
+    "sum rule",
 )
 def test_fresh_backward_lines_name_their_rule(generated_specs: Path) -> None:
     for path in sorted(generated_specs.glob("*.py")):
