@@ -77,6 +77,7 @@ class Program:
     inputs: list[str] = field(default_factory=list)
     outputs: list[Arg] = field(default_factory=list)
     grads: list[tuple[str, Arg]] = field(default_factory=list)  # (wrt input name, gradient)
+    grad_origins: dict[str, Origin] = field(default_factory=dict)  # the rule that made each gradient
 
     def shape_of(self, arg: Arg) -> Shape:
         if isinstance(arg, str):

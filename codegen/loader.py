@@ -587,24 +587,7 @@ def _load_inputs(w: _Walker, fname: str, node: Node) -> tuple[InputSpec, ...]:
             w.fail(f"input {name!r} has the same name as its function", key_node)
         shape = _load_shape(w, value_node, f"input {name!r} of function {fname!r}")
         inputs.append(InputSpec(name=name, shape=shape, loc=w.loc(key_node)))
-    _check_dim_clashes(w, fname, inputs, items)
     return tuple(inputs)
-
-
-def _check_dim_clashes(
-    w: _Walker, fname: str, inputs: list[InputSpec], items: list[tuple[str, Node, Node]]
-) -> None:
-    """Reject symbolic dims that reuse the name of an input or of the function."""
-    names = {spec.name for spec in inputs} | {fname}
-    for spec, (_, _, value_node) in zip(inputs, items):
-        for dim, entry in zip(spec.shape, value_node.value):
-            if isinstance(dim, str) and dim in names:
-                other = "the function" if dim == fname else f"input {dim!r}"
-                w.fail(
-                    f"dim name {dim!r} in the shape of input {spec.name!r} of function {fname!r} "
-                    f"clashes with {other}; use a different dim name",
-                    entry,
-                )
 
 
 def _load_name_list(w: _Walker, node: Node, what: str, example: str) -> list[NameRef]:

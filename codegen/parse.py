@@ -13,7 +13,7 @@ from .ir import Arg, Const, Op, Origin, Program
 from .ops import CALLABLE
 from .spec import FunctionSpec, Spec, StepSpec
 
-MAX_DEPTH = 100
+MAX_DEPTH = 200
 RESERVED = frozenset(CALLABLE) | {"np", "numba", "nb", "NamedTuple", "typing"}
 GENERATED_SUFFIXES = ("", "_forward", "_backward", "_value_and_grad", "_Grads", "_Saved")
 

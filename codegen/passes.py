@@ -145,12 +145,13 @@ def fresh_grads(program: Program) -> None:
     b = Builder(program, "backward")
     grads = []
     for w, g in program.grads:
+        o = program.grad_origins.get(w, Origin("", 0, ""))
         if not isinstance(g, str):
             shape = program.values[w].shape
-            with b.at(Origin("", 0, f"d{w} is a constant: materialise it"), "d" + w):
+            with b.at(Origin(o.step, o.line, f"{o.rule}; d{w} is a constant: materialise it"), "d" + w):
                 g = b.emit("full", g, shape=shape)
         elif g in forward or g in seen:
-            with b.at(Origin("", 0, f"copy: d{w} would alias another array"), "d" + w):
+            with b.at(Origin(o.step, o.line, f"{o.rule}; copied, d{w} would alias {g}"), "d" + w):
                 g = b.emit("copy", g)
         if isinstance(g, str):
             seen.add(g)

@@ -43,6 +43,7 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
         seed = SEED
     needed = _depends_on(program, set(fn.wrt))
     ct: dict[str, Arg] = {first: seed}
+    made_by: dict[str, Origin] = {first: Origin("", 0, f"seed: d{first} = g")}
     uses = _use_counts(program)
     for op in reversed(fn.program.ops):
         g = ct.pop(op.out, None)
@@ -67,21 +68,23 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
                 if x in ct:  # fan-out: accumulate in the same statement block
                     contrib = b.emit("add", ct[x], contrib)
                     note += f"; accumulate (d{xv.hint}: {xv.hint} is used {uses[x]} times)"
-                b.annotate(Origin(origin.step, origin.line, rule + note))
+                made_by[x] = Origin(origin.step, origin.line, rule + note)
+                b.annotate(made_by[x])
             ct[x] = contrib
     for w in fn.wrt:
         shape = program.values[w].shape
         g = ct.get(w)
+        origin = made_by.get(w, Origin("", 0, f"{w} does not affect {first}: zero gradient"))
         if g is None:
-            with b.at(Origin("", 0, f"{w} does not affect {first}: zero gradient"), "d" + w):
+            with b.at(origin, "d" + w):
                 g = b.emit("zeros", shape=shape)
         elif b.shape(g) != shape or isinstance(g, Const):
             # materialise the broadcast gradient in the statement that computed it
             producer = next((op for op in program.ops if op.out == g), None)
-            origin = producer.origin if producer else Origin("", 0, f"d{w}: broadcast to {fmt(shape)}")
             with b.at(origin, "d" + w, producer.group if producer else None):
                 g = b.emit("full", g, shape=shape)
         program.grads.append((w, g))
+        program.grad_origins[w] = origin
     return program
 
 

@@ -89,7 +89,7 @@ def twice_sum_forward(A):
 def twice_sum_backward(saved, g=1.0):
     """Gradients of F with respect to A, given g = d(objective)/dF (shape []; a scalar broadcasts)."""
     g = _check_cotangent("twice_sum", g, ())
-    # F = 2 * sum(A)  →  Hadamard product: db = a * dz
+    # F = 2 * sum(A)  →  sum: dX = ds, broadcast over the summed axes
     dA = np.full((2, 3), 2 * g, dtype=np.float64)
     return twice_sum_Grads(A=dA)
 
@@ -99,7 +99,7 @@ def twice_sum_value_and_grad(A):
     (A,) = _check_inputs("twice_sum", (A,), _TWICE_SUM_INPUTS)
     # F = 2 * sum(A)
     F = 2 * np.sum(A)
-    # F = 2 * sum(A)  →  Hadamard product: db = a * dz
+    # F = 2 * sum(A)  →  sum: dX = ds, broadcast over the summed axes
     dA = np.full((2, 3), 2, dtype=np.float64)
     return F, twice_sum_Grads(A=dA)
 
@@ -640,7 +640,7 @@ def matrix_addition_value_and_grad(X, K, C):
     G = X + K
     # f = sum(G * C)
     f = np.sum(G * C)
-    # copy: dX would alias another array
+    # G = X + K  →  addition: da = dz; copied, dX would alias C
     dX = C.copy()
     return f, matrix_addition_Grads(X=dX)
 
@@ -846,7 +846,7 @@ def matrix_sum_backward(saved, g=1.0):
     """Gradients of f with respect to G, given g = d(objective)/df (shape []; a scalar broadcasts)."""
     M, N = saved
     g = _check_cotangent("matrix_sum", g, ())
-    # dG: broadcast to [M, N]
+    # f = sum(G)  →  sum: dX = ds, broadcast over the summed axes
     dG = np.full((M, N), g, dtype=np.float64)
     return matrix_sum_Grads(G=dG)
 
@@ -859,6 +859,6 @@ def matrix_sum_value_and_grad(G):
     N = G.shape[1]
     # f = sum(G)
     f = np.sum(G)
-    # dG: broadcast to [M, N]
+    # f = sum(G)  →  sum: dX = ds, broadcast over the summed axes
     dG = np.full((M, N), 1, dtype=np.float64)
     return f, matrix_sum_Grads(G=dG)

@@ -939,13 +939,6 @@ def test_backward_lines_name_their_rule() -> None:
     assert any("sigmoid" in c for c in rules["one_layer_backward"].values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: not every backward line of the generated seeds.py names its rule: "
-    "matrix_sum_backward's only gradient line 'dG = np.full((M, N), g, dtype=np.float64)' is "
-    "preceded by '# dG: broadcast to [M, N]', which names neither the step 'f = sum(G)' nor the "
-    "sum rule",
-)
 def test_fresh_backward_lines_name_their_rule(generated_specs: Path) -> None:
     for path in sorted(generated_specs.glob("*.py")):
         assert backward_rule_comments(path.read_text()), path.name

@@ -292,12 +292,6 @@ BAD: list[tuple[str, str, tuple[int, int] | None, str]] = [
         r"dim name 'for'.*keyword",
     ),
     (
-        "shape-dim-is-input",
-        func(inputs="{X: [N], N: [3]}"),
-        (3, 18),
-        r"dim name 'N'.*clashes with input 'N'",
-    ),
-    (
         "dims-bool",
         "dims: {N: true}\n" + MINIMAL,
         (1, 11),

@@ -1,0 +1,78 @@
+"""Steps outside the vocabulary are spec errors that name the step and point at it."""
+
+from __future__ import annotations
+
+import pytest
+
+import codegen
+
+SPEC = """functions:
+  f:
+    inputs: {{X: [N, D], W: [D, K], E: [E, K], v: [N], s: []}}
+    steps:
+      - 'Z = X @ W'
+      - '{step}'
+    outputs: [Z]
+"""
+
+CASES = [
+    ("Y = X.shape", "attribute access '.shape' is not supported"),
+    ("Y = X.__class__", "attribute access '.__class__'"),
+    ("Y = X[0]", "subscripts (indexing) are not supported"),
+    ("Y = X > 0", "comparisons are not supported"),
+    ("Y = (lambda q: q)(X)", "only the vocabulary's functions can be called"),
+    ("Y = lambda q: q", "lambdas are not supported"),
+    ("Y = __import__('os')", "unknown function '__import__'"),
+    ("Y = eval('1')", "unknown function 'eval'"),
+    ("Y = np.exp(X)", "only the vocabulary's functions can be called"),
+    ("Y = X ** W", "the exponent of '**' must be a number"),
+    ("Y = X % 2", "operator '%' is not supported"),
+    ("Y = X // 2", "operator '//' is not supported"),
+    ("Y = ~X", "operator '~' is not supported"),
+    ("Y = X if s else W", "conditional expressions are not supported"),
+    ("Y = [X, W]", "list literals are not supported"),
+    ("Y = 'text'", "only numeric constants are allowed"),
+    ("Y = True * X", "only numeric constants are allowed"),
+    ("Y = 1e999 * X", "numbers must be finite"),
+    ("Y = 1j * X", "only numeric constants are allowed"),
+    ("Y = Q + 1", "unknown name 'Q'"),
+    ("Z = X * 2", "'Z' is already defined by an earlier step"),
+    ("X = W * 2", "'X' is already defined by an input"),
+    ("Y = X @ E", "inner dims differ: D (from [N, D]) vs E (from [E, K])"),
+    ("Y = X + v", "do not broadcast"),
+    ("Y = s @ X", "needs vector or matrix operands, got a scalar"),
+    ("Y = sum(X, axis=2)", "axis 2 is out of range"),
+    ("Y = sum(X, axis=s)", "axis must be a small integer literal"),
+    ("Y = sum(X, keepdims=1)", "keepdims must be True or False"),
+    ("Y = sum(X, dtype=1)", "unexpected keyword 'dtype'"),
+    ("Y = tanh(X, 1)", "takes exactly one array argument"),
+    ("Y = tanh(*X)", "takes exactly one array argument"),
+    ("Y = sum(**X)", "takes exactly one array argument"),
+    ("Y = sum(X, **X)", "'**' arguments are not supported"),
+    ("Y, Q = X, W", "a step assigns exactly one plain name"),
+    ("Y = Q = X", "a step assigns exactly one plain name"),
+    ("Y += X", "a step must be one assignment"),
+    ("import os", "a step must be one assignment"),
+    ("Y = X; import os", "a step must be one assignment"),
+    ("Y = (X", "invalid syntax"),
+    ("sum = X * 2", "the name 'sum' is reserved"),
+    ("np = X * 2", "the name 'np' is reserved"),
+    ("f_forward = X * 2", "reserved for the generated module"),
+    ("_y = X * 2", "names starting with '_' are reserved"),
+    ("Y = 2 ** 5000", "overflows"),
+    ("Y = X / 0 * 0 + 1 / 0", "division by the constant zero"),
+    ("Y = " + "-" * 250 + "X", "nested more than 200 levels deep"),
+    ("Y = " + "tanh(" * 250 + "X" + ")" * 250, "too many nested parentheses"),
+    ("Y = " + "+".join(["X"] * 300), "nested more than 200 levels deep"),
+]
+
+
+@pytest.mark.parametrize("step, message", CASES, ids=[c[0][:40] for c in CASES])
+def test_step_errors(step, message):
+    text = SPEC.format(step=step.replace("'", "''"))
+    with pytest.raises(codegen.SpecError) as info:
+        codegen.generate_source(text, path="s.yaml")
+    err = info.value
+    assert message in err.message
+    assert err.loc is not None and (err.loc.line, err.loc.col) == (6, 9), str(err)
+    assert str(err).startswith("s.yaml:6:9: error: f: step ")
