@@ -132,14 +132,21 @@ def run_gradcheck(compiled: list[Compiled]) -> bool:
     """Print the worst finite-difference error per gradient; True when all are within tolerance."""
     from .finite_differences import TOLERANCE, check_spec
 
-    ok = True
-    print(f"gradcheck (central differences, float64, tolerance {TOLERANCE:.0e}):")
-    for c in compiled:
-        for r in check_spec(c.spec):
-            flag = "ok" if r.ok else "FAIL"
-            ok = ok and r.ok
-            print(f"  {c.spec.module}.{r.function}  d{r.wrt:<12} {r.error:9.2e}  {r.method:<22} {flag}")
-    return ok
+    rows = [(f"{c.spec.module}.{r.function}", f"d{r.wrt}", r) for c in compiled
+            for r in check_spec(c.spec)]
+    w1 = max((len(a) for a, _, _ in rows), default=0)
+    w2 = max((len(b) for _, b, _ in rows), default=0)
+    print(f"gradcheck: worst relative error per gradient (central differences in float64, "
+          f"tolerance {TOLERANCE:.0e})")
+    for fn, grad, r in rows:
+        flag = "ok" if r.ok else "FAIL"
+        print(f"  {fn:<{w1}}  {grad:<{w2}}  {r.error:9.2e}  {flag:<4}  ({r.method})")
+    failed = sum(not r.ok for _, _, r in rows)
+    if failed:
+        print(f"gradcheck: {failed} of {len(rows)} gradients above tolerance")
+    else:
+        print(f"gradcheck: all {len(rows)} gradients within tolerance")
+    return failed == 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("codegen: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. piped into `head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as e:  # a bug in codegen: say so plainly, no traceback unless asked for
         if os.environ.get("CODEGEN_DEBUG"):
             raise
