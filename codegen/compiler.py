@@ -68,7 +68,9 @@ def render(compiled: Compiled, backend: str = "numpy", outdir: str | None = None
     emitter = emitter_for(backend, spec.dtype)
     views = [emitter.function_view(cf.function, cf.value_and_grad, cf.backward)
              for cf in compiled.functions]
-    return emitter.module(spec_label(spec.path, outdir), spec.sha256, spec.module, spec.doc, views)
+    helpers = emitter.helpers([p for cf in compiled.functions for p in (cf.value_and_grad, cf.backward)])
+    return emitter.module(spec_label(spec.path, outdir), spec.sha256, spec.module, spec.doc, views,
+                          helpers)
 
 
 def module_filename(module: str, backend: str) -> str:

@@ -17,7 +17,7 @@ from . import __version__, text
 from .format import format_module
 from .ir import Arg, Const, DimSize, Op, Program
 from .names import Names
-from .ops import ATOM, OPS, UNARY
+from .ops import ATOM, HELPERS, OPS, UNARY
 from .parse import Function
 from .passes import backward_reads
 from .planner import SEED
@@ -110,6 +110,7 @@ class Emitter:
             "exponent": "",
             "index": "",
             "shape": "",
+            "n": "",
         }
         exponent = op.attr("exponent")
         if isinstance(exponent, (int, float)):
@@ -118,6 +119,8 @@ class Emitter:
             fields["index"] = "[" + ", ".join([":"] * int(op.attr("axis")) + ["None"]) + "]"  # type: ignore[arg-type]
         if isinstance(shape, tuple):
             fields["shape"] = self.shape_tuple(shape, dim)
+            if shape:
+                fields["n"] = str(shape[0]) if isinstance(shape[0], int) else dim[shape[0]]
         return fields
 
     def shape_tuple(self, shape: tuple, dim: dict[str, str]) -> str:
@@ -158,8 +161,9 @@ class Emitter:
             args = [self.arg_expr(a, names, dim, inline, typed) for a in op.args]
             expr = self.render_op(op, args, dim)
             users = uses.get(op.out, [])
-            if (value.kind == "temp" and op.out not in keep_named and len(users) == 1
-                    and users[0].group == op.group and op.out not in names.of):
+            view = op.op in _VIEWS and all(prec == ATOM for _, prec in args)
+            if (value.kind == "temp" and op.out not in keep_named and op.out not in names.of
+                    and (view or (len(users) == 1 and users[0].group == op.group))):
                 inline[op.out] = expr
                 continue
             target = self.target_name(op, program, names, last_use, idx)
@@ -261,7 +265,7 @@ class Emitter:
             prologue.append(f"({unpack},) = saved" if len(saved_locals) == 1 else f"{unpack} = saved")
         prologue.append(f'g = _check_cotangent("{fn.name}", g, {self.shape_tuple(out_shape, dim)})')
         bw_ops = [op for op in bw.ops if op.phase == "backward"]
-        backward = self.render_ops(bw_ops, bw, bnames, dim, set())
+        backward = self.render_ops(bw_ops, bw, bnames, dim, _grad_values(bw))
         backward_return = self.grads_expr(fn, bw, bnames)
 
         # f_value_and_grad: the forward of f_forward, then the backward with g = 1 folded in
@@ -269,7 +273,7 @@ class Emitter:
         vg_dims = [d for d in fn.dims if d in backward_reads(vg)[1]]
         vg_fwd = dim_lines(vg_dims) + self.render_ops(fwd_ops, vg, vnames, dim, keep_named)
         vg_bwd_ops = [op for op in vg.ops if op.phase == "backward"]
-        vg_bwd = self.render_ops(vg_bwd_ops, vg, vnames, dim, set())
+        vg_bwd = self.render_ops(vg_bwd_ops, vg, vnames, dim, _grad_values(vg))
         vg_return = f"{self.outputs_expr(fn, vnames)}, {self.grads_expr(fn, vg, vnames)}"
 
         outs = ", ".join(o for o in fn.program.outputs if isinstance(o, str))
@@ -343,8 +347,15 @@ class Emitter:
 
     # --- module ---------------------------------------------------------------------------------
 
+    def helpers(self, programs: list[Program]) -> list[str]:
+        """Templates of the module-level helpers that the programs' ops call."""
+        used = {op.op for p in programs for op in p.ops}
+        if "log_softmax" in used:
+            used.add("logsumexp")  # _log_softmax calls _logsumexp
+        return [f"helpers/{name}.py.j2" for name in HELPERS if name in used]
+
     def module(self, spec_path: str, sha256: str, module: str, doc: str,
-               views: list[FunctionView]) -> str:
+               views: list[FunctionView], helpers: list[str]) -> str:
         """The whole module, formatted by black."""
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(templates_dir())),
@@ -363,10 +374,18 @@ class Emitter:
             dtype=self.dtype,
             np_dtype=self.np_dtype,
             functions=views,
+            helpers=helpers,
         )
         return format_module(source)
 
 
+def _grad_values(program: Program) -> set[str]:
+    """The values a function returns as gradients (they always get a name)."""
+    return {g for _, g in program.grads if isinstance(g, str)}
+
+
+# Free views of a named value: written inline wherever they are used, never given a name.
+_VIEWS = frozenset({"transpose", "expand_dims"})
 _SIMPLE = re.compile(r"-?(\d+(\.\d*)?(e[+-]?\d+)?|[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)")
 
 

@@ -54,6 +54,23 @@ def example_dims(spec: Spec, fn: Function) -> dict[str, int]:
     return dims
 
 
+_MATRIX_FUNCTIONS = {"inv", "det", "logdet"}
+
+
+def _reaching(program: Program, targets: set[str]) -> set[str]:
+    """Inputs that the values ``targets`` depend on."""
+    deps: dict[str, set[str]] = {i: {i} for i in program.inputs}
+    for op in program.ops:
+        deps[op.out] = set().union(*(deps.get(a, set()) for a in op.args if isinstance(a, str)))
+    return set().union(*(deps.get(v, set()) for v in targets)) if targets else set()
+
+
+def conditioned_inputs(program: Program) -> set[str]:
+    """Square inputs that reach an inverse or a determinant: drawn near the identity."""
+    return _reaching(program, {op.args[0] for op in program.ops  # type: ignore[misc]
+                               if op.op in _MATRIX_FUNCTIONS and isinstance(op.args[0], str)})
+
+
 def positive_inputs(program: Program) -> set[str]:
     """Inputs that reach an operand which must be positive (log, sqrt, divisor, fractional power)."""
     must: set[str] = set()
@@ -62,20 +79,20 @@ def positive_inputs(program: Program) -> set[str]:
             must.add(op.args[0]) if isinstance(op.args[0], str) else None
         if op.op == "div" and isinstance(op.args[1], str):
             must.add(op.args[1])
-    # walk back to the inputs these values depend on
-    deps: dict[str, set[str]] = {i: {i} for i in program.inputs}
-    for op in program.ops:
-        deps[op.out] = set().union(*(deps.get(a, set()) for a in op.args if isinstance(a, str)))
-    return set().union(*(deps.get(v, set()) for v in must)) if must else set()
+    return _reaching(program, must)
 
 
 def random_inputs(fn: Function, dims: dict[str, int], rng: np.random.Generator) -> list[np.ndarray]:
-    """Well-scaled float64 inputs; positive where a log, sqrt or divisor needs it."""
+    """Well-scaled float64 inputs: positive where a log, sqrt or divisor needs it, near the
+    identity where an inverse or determinant does."""
     positive = positive_inputs(fn.program)
+    conditioned = conditioned_inputs(fn.program)
     out = []
     for name in fn.program.inputs:
         shape = tuple(d if isinstance(d, int) else dims[d] for d in fn.program.values[name].shape)
-        if name in positive:
+        if name in conditioned and len(shape) == 2 and shape[0] == shape[1]:
+            out.append(np.eye(shape[0]) + 0.2 * rng.standard_normal(shape) / np.sqrt(shape[0]))
+        elif name in positive:
             out.append(np.array(rng.uniform(0.5, 1.5, size=shape)))
         else:
             out.append(np.array(rng.standard_normal(shape) * 0.7))

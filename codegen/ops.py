@@ -128,8 +128,8 @@ _unary("log", "np.log({0})", "y = log(x)", "dx = dy / x",
        lambda b, op, g: b.emit("div", g, op.args[0]))
 _unary("log1p", "np.log1p({0})", "y = log1p(x)", "dx = dy / (1 + x)",
        lambda b, op, g: b.emit("div", g, b.emit("add", Const(1), op.args[0])))
-_unary("sqrt", "np.sqrt({0})", "y = sqrt(x)", "dx = dy / (2 * y)",
-       lambda b, op, g: b.emit("div", g, b.emit("mul", Const(2), op.out)))
+_unary("sqrt", "np.sqrt({0})", "y = sqrt(x)", "dx = dy / (2 * y), and 0 where y = 0",
+       lambda b, op, g: b.emit("div", g, b.emit("mul", Const(2), b.emit("nonzero_or_inf", op.out))))
 _unary("square", "np.square({0})", "y = x ** 2", "dx = dy * 2 * x",
        lambda b, op, g: b.emit("mul", b.emit("mul", g, Const(2)), op.args[0]))
 _unary("abs", "np.abs({0})", "y = |x|", "dx = dy * sign(x)   (sign(0) = 0)",
@@ -151,6 +151,8 @@ _unary("cos", "np.cos({0})", "y = cos(x)", "dx = -dy * sin(x)",
 # Piecewise-constant helpers that only backward programs use; their derivative is zero.
 _unary("sign", "np.sign({0})", "y = sign(x)", "", None)
 _unary("positive", "{0} > 0", "y = [x > 0]", "", None, arg_prec=CMP + 1, prec=CMP)
+# x where x > 0, else +inf: a divisor that turns the infinite slope of sqrt at 0 into 0, not NaN.
+_unary("nonzero_or_inf", "np.where({0} > 0, {0}, np.inf)", "", "", None, arg_prec=CMP + 1)
 
 # --- linear algebra ------------------------------------------------------------------------------
 
@@ -204,7 +206,7 @@ def _outer_shape(s: list[Shape], attrs: dict) -> Shape:
 
 
 _def(name="outer", kind="linalg", arity=2, shape=_outer_shape, fmt="np.outer({0}, {1})",
-     prec=ATOM, arg_prec=(ANY, ANY), rule="outer product", math="Z = u v^T",
+     prec=ATOM, arg_prec=(ANY, ANY), rule="outer product", math="Z = outer(u, v) = u v^T",
      grads=("outer product: du = dZ @ v", "outer product: dv = dZ.T @ u"),
      vjps=(lambda b, op, g: b.emit("matmul", b.dense(g, b.shape(op.out)), op.args[1]),
            lambda b, op, g: b.emit("matmul", op.args[0], b.dense(g, b.shape(op.out)))))
@@ -282,10 +284,103 @@ _def(name="identity", kind="layout", arity=1, shape=_same, fmt="{0}", prec=ANY, 
      rule="identity", math="y = x", grads=("identity: dx = dy",), vjps=(lambda b, op, g: g,),
      elementwise=True)
 
-# Ops a spec may call by name, with the keyword arguments each accepts.
-CALLABLE: dict[str, tuple[str, ...]] = {
-    **{name: () for name, op in OPS.items()
-       if op.kind == "unary" and name not in ("neg", "pow", "sign", "positive")},
-    "sum": ("axis", "keepdims"),
-    "mean": ("axis", "keepdims"),
+# --- ML: normalisations along an axis, computed max-shifted (module helpers in templates/) ------
+
+
+def _same_axis(s: list[Shape], attrs: dict) -> Shape:
+    return s[0]
+
+
+def _lse_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+    y = _spread(b, op, op.out)  # the result with the reduced axis re-inserted
+    return b.emit("mul", _spread(b, op, g), b.emit("exp", b.emit("sub", op.args[0], y)))
+
+
+def _softmax_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+    y, axis = op.out, op.attr("axis")
+    g = b.dense(g, b.shape(y))
+    inner = b.emit("sum", b.emit("mul", g, y), axis=axis, keepdims=True)
+    return b.emit("mul", y, b.emit("sub", g, inner))
+
+
+def _log_softmax_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+    y, axis = op.out, op.attr("axis")
+    g = b.dense(g, b.shape(y))
+    total = b.emit("sum", g, axis=axis, keepdims=True)
+    return b.emit("sub", g, b.emit("mul", b.emit("exp", y), total))
+
+
+_def(name="logsumexp", kind="reduce", arity=1, shape=_reduce_shape,
+     fmt="_logsumexp({0}{axis_kw}{keepdims_kw})", prec=ATOM, arg_prec=(ANY,), rule="logsumexp",
+     math="y = log(sum(exp(x), axis))", grads=("logsumexp: dx = dy * exp(x - y)  (= dy * softmax(x))",),
+     vjps=(_lse_vjp,))
+_def(name="softmax", kind="reduce", arity=1, shape=_same_axis, fmt="_softmax({0}{axis_kw})",
+     prec=ATOM, arg_prec=(ANY,), rule="softmax", math="y = exp(x) / sum(exp(x), axis)",
+     grads=("softmax: dx = y * (dy - sum(dy * y, axis))",), vjps=(_softmax_vjp,))
+_def(name="log_softmax", kind="reduce", arity=1, shape=_same_axis,
+     fmt="_log_softmax({0}{axis_kw})", prec=ATOM, arg_prec=(ANY,), rule="log_softmax",
+     math="y = x - logsumexp(x, axis)", grads=("log_softmax: dx = dy - exp(y) * sum(dy, axis)",),
+     vjps=(_log_softmax_vjp,))
+
+# --- matrix functions ----------------------------------------------------------------------------
+
+
+def _square(what: str, out: str) -> ShapeRule:
+    def rule(s: list[Shape], attrs: dict) -> Shape:
+        a = s[0]
+        if len(a) != 2 or a[0] != a[1]:
+            raise shapes.ShapeError(f"{what} needs a square matrix [n, n], got {shapes.fmt(a)}")
+        return () if out == "scalar" else a
+    return rule
+
+
+def _trace_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+    return b.emit("mul", g, b.emit("eye", shape=b.shape(op.args[0])))
+
+
+def _inv_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+    yt = b.emit("transpose", op.out)
+    return b.emit("neg", b.emit("matmul", b.emit("matmul", yt, b.dense(g, b.shape(op.out))), yt))
+
+
+def _det_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+    inv_t = b.emit("transpose", b.emit("inv", op.args[0]))
+    return b.emit("mul", b.emit("mul", g, op.out), inv_t)
+
+
+def _logdet_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+    return b.emit("mul", g, b.emit("transpose", b.emit("inv", op.args[0])))
+
+
+_def(name="trace", kind="linalg", arity=1, shape=_square("trace()", "scalar"),
+     fmt="np.trace({0})", prec=ATOM, arg_prec=(ANY,), rule="trace", math="y = tr(X)",
+     grads=("trace: dX = dy * I",), vjps=(_trace_vjp,))
+_def(name="inv", kind="linalg", arity=1, shape=_square("inv()", "matrix"),
+     fmt="np.linalg.inv({0})", prec=ATOM, arg_prec=(ANY,), rule="inverse", math="Y = X^-1",
+     grads=("inverse: dX = -Y.T @ dY @ Y.T",), vjps=(_inv_vjp,))
+_def(name="det", kind="linalg", arity=1, shape=_square("det()", "scalar"),
+     fmt="np.linalg.det({0})", prec=ATOM, arg_prec=(ANY,), rule="determinant", math="y = det(X)",
+     grads=("determinant: dX = dy * y * inv(X).T",), vjps=(_det_vjp,))
+_def(name="logdet", kind="linalg", arity=1, shape=_square("logdet()", "scalar"),
+     fmt="np.linalg.slogdet({0})[1]", prec=ATOM, arg_prec=(ANY,), rule="log-determinant",
+     math="y = log|det(X)|", grads=("log-determinant: dX = dy * inv(X).T",), vjps=(_logdet_vjp,))
+_def(name="eye", kind="layout", arity=0, shape=_attr_shape, fmt="np.eye({n}, dtype={dtype})",
+     prec=ATOM, arg_prec=(), rule="identity matrix", vjps=())
+
+# Ops a spec may call by name: (number of array arguments, keyword arguments accepted).
+CALLABLE: dict[str, tuple[int, tuple[str, ...]]] = {
+    **{name: (1, ()) for name, op in OPS.items()
+       if op.kind == "unary" and name not in ("neg", "pow", "sign", "positive", "nonzero_or_inf")},
+    "sum": (1, ("axis", "keepdims")),
+    "mean": (1, ("axis", "keepdims")),
+    "logsumexp": (1, ("axis", "keepdims")),
+    "softmax": (1, ("axis",)),
+    "log_softmax": (1, ("axis",)),
+    "trace": (1, ()),
+    "inv": (1, ()),
+    "det": (1, ()),
+    "logdet": (1, ()),
+    "outer": (2, ()),
 }
+# Ops whose NumPy rendering calls a helper defined in the generated module (templates/helpers/).
+HELPERS = ("logsumexp", "softmax", "log_softmax")

@@ -252,9 +252,10 @@ class _StepParser:
         if name not in CALLABLE:
             known = ", ".join(sorted(CALLABLE))
             raise self.fail(f"unknown function '{name}' (known: {known})")
-        allowed = CALLABLE[name]
-        if len(node.args) != 1 or any(isinstance(a, ast.Starred) for a in node.args):
-            raise self.fail(f"{name}() takes exactly one array argument")
+        arity, allowed = CALLABLE[name]
+        if len(node.args) != arity or any(isinstance(a, ast.Starred) for a in node.args):
+            what = "one array argument" if arity == 1 else f"{arity} array arguments"
+            raise self.fail(f"{name}() takes exactly {what}")
         attrs: dict[str, object] = {}
         for kw in node.keywords:
             if kw.arg is None:
@@ -263,12 +264,15 @@ class _StepParser:
                 extra = f" (allowed: {', '.join(allowed)})" if allowed else ""
                 raise self.fail(f"{name}() got an unexpected keyword '{kw.arg}'{extra}")
             attrs[kw.arg] = self.keyword(name, kw)
-        x = self.expr(node.args[0], depth)
+        xs = [self.expr(a, depth) for a in node.args]
+        x = xs[0]
         if "axis" in attrs:
             attrs["axis"] = shapes.normalize_axis(attrs["axis"], len(self.b.shape(x)), f"{name}()")  # type: ignore[arg-type]
-        if name in ("sum", "mean"):
+        if "keepdims" in allowed:
             attrs = {"axis": attrs.get("axis"), "keepdims": bool(attrs.get("keepdims", False))}
-        return self.b.emit(name, x, **attrs)
+        elif "axis" in allowed:
+            attrs = {"axis": attrs.get("axis")}
+        return self.b.emit(name, *xs, **attrs)
 
     def keyword(self, fn: str, kw: ast.keyword) -> object:
         v = kw.value

@@ -50,6 +50,9 @@ def _fold(op: Op, producers: dict[str, Op]) -> Arg | Op | None:
             return a[1]
         if _is(a[1], 1):
             return a[0]
+        if _is(a[0], -1) or _is(a[1], -1):
+            other = a[1] if _is(a[0], -1) else a[0]
+            return Op("neg", (other,), (), op.out, op.phase, op.group, op.origin)
     elif op.op == "div":
         if _is(a[1], 1):
             return a[0]
@@ -107,6 +110,8 @@ def simplify(program: Program) -> None:
     _rewrite(program, subst, keep)
 
 
+# Ops whose result shares memory with their operand.
+VIEW_OPS = frozenset({"transpose", "expand_dims", "broadcast_to", "identity"})
 # Fresh arrays must stay distinct; views are free to recompute and read better inline.
 _NO_CSE = frozenset({"zeros", "full", "copy", "transpose", "expand_dims"})
 
@@ -141,6 +146,7 @@ def dce(program: Program) -> None:
 def fresh_grads(program: Program) -> None:
     """Each gradient is a fresh array: folded constants are materialised, aliases are copied."""
     forward = set(program.inputs) | {op.out for op in program.ops if op.phase == "forward"}
+    views = {op.out for op in program.ops if op.op in VIEW_OPS}
     seen: set[str] = set()
     b = Builder(program, "backward")
     grads = []
@@ -150,8 +156,9 @@ def fresh_grads(program: Program) -> None:
             shape = program.values[w].shape
             with b.at(Origin(o.step, o.line, f"{o.rule}; d{w} is a constant: materialise it"), "d" + w):
                 g = b.emit("full", g, shape=shape)
-        elif g in forward or g in seen:
-            with b.at(Origin(o.step, o.line, f"{o.rule}; copied, d{w} would alias {g}"), "d" + w):
+        elif g in forward or g in seen or g in views:
+            what = "a view of another array" if g in views else "another array"
+            with b.at(Origin(o.step, o.line, f"{o.rule}; copied, d{w} would be {what}"), "d" + w):
                 g = b.emit("copy", g)
         if isinstance(g, str):
             seen.add(g)

@@ -640,7 +640,7 @@ def matrix_addition_value_and_grad(X, K, C):
     G = X + K
     # f = sum(G * C)
     f = np.sum(G * C)
-    # G = X + K  →  addition: da = dz; copied, dX would alias C
+    # G = X + K  →  addition: da = dz; copied, dX would be another array
     dX = C.copy()
     return f, matrix_addition_Grads(X=dX)
 

@@ -69,6 +69,24 @@ for fn in ["sum", "mean"]:
     CASES.append((f"{fn}-of-broadcast", f"{fn}(a + b)", {"a": C, "b": R}, False))
     CASES.append((f"{fn}-axis0-of-broadcast", f"{fn}(a * b, axis=0)", {"a": C, "b": V}, False))
 
+for fn in ["logsumexp", "softmax", "log_softmax"]:
+    axes = [None, 0, 1, -1]
+    for axis in axes:
+        kw = "" if axis is None else f", axis={axis}"
+        CASES.append((f"{fn}-axis{axis}-matrix", f"{fn}(a{kw})", {"a": MAT}, False))
+        if fn == "logsumexp":
+            CASES.append((f"{fn}-axis{axis}-keep", f"{fn}(a{kw}, keepdims=True)", {"a": MAT}, False))
+    CASES.append((f"{fn}-vector", f"{fn}(a)", {"a": V}, False))
+    CASES.append((f"{fn}-of-broadcast", f"{fn}(a + b, axis=1)", {"a": C, "b": V}, False))
+CASES.append(("xent", "-sum(b * log_softmax(a, axis=1), axis=1)", {"a": MAT, "b": MAT}, False))
+SQ = ["N", "N"]
+for fn in ["trace", "inv", "det", "logdet"]:
+    CASES.append((f"{fn}", f"{fn}(a)", {"a": SQ}, False))
+    CASES.append((f"{fn}-of-product", f"{fn}(a @ a.T + b)", {"a": MAT[::-1], "b": SQ}, False))
+CASES.append(("outer", "outer(u, v)", {"u": ["M"], "v": V}, False))
+CASES.append(("outer-of-exprs", "outer(tanh(u), v * 2) @ v", {"u": ["M"], "v": V}, False))
+CASES.append(("inv-times", "inv(a) @ b", {"a": SQ, "b": NP_}, False))
+
 CASES.append(("scalar-times-sum", "sum(a) * b", {"a": MAT, "b": MAT}, False))
 CASES.append(("broadcast-then-matmul", "(a + b) @ c", {"a": C, "b": R, "c": NP_}, False))
 CASES.append(("sum-of-matmul", "sum(a @ b, axis=0) + b", {"a": ["P", "N"], "b": ["N"]}, False))
@@ -96,6 +114,8 @@ def _inputs(inputs: dict, positive: bool, rng: np.random.Generator) -> list[np.n
     for shape in inputs.values():
         concrete = tuple(DIMS[d] if isinstance(d, str) else d for d in shape)
         x = rng.uniform(0.5, 1.5, concrete) if positive else rng.standard_normal(concrete)
+        if list(shape) == ["N", "N"]:  # square inputs of inv/det: well conditioned
+            x = np.eye(concrete[0]) * 3 + 0.5 * x
         out.append(np.array(x, dtype=np.float64))
     return out
 
@@ -130,5 +150,12 @@ def eval_numpy(expr: str, env: dict) -> np.ndarray:
         "abs": np.abs, "tanh": np.tanh, "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
         "relu": lambda x: np.maximum(x, 0), "softplus": lambda x: np.log1p(np.exp(x)),
         "sin": np.sin, "cos": np.cos, "sum": np.sum, "mean": np.mean,
+        "logsumexp": lambda x, axis=None, keepdims=False: np.log(np.sum(np.exp(x), axis=axis,
+                                                                          keepdims=keepdims)),
+        "softmax": lambda x, axis=None: np.exp(x) / np.sum(np.exp(x), axis=axis, keepdims=True),
+        "log_softmax": lambda x, axis=None: x - np.log(np.sum(np.exp(x), axis=axis,
+                                                              keepdims=True)),
+        "trace": np.trace, "inv": np.linalg.inv, "det": np.linalg.det,
+        "logdet": lambda x: np.log(np.abs(np.linalg.det(x))), "outer": np.outer,
     }
     return eval(expr, {"__builtins__": {}}, {**fns, **env})  # test-only reference
