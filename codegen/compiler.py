@@ -14,7 +14,7 @@ from .passes import optimize
 from .planner import differentiate
 from .spec import Spec
 
-BACKENDS = ("numpy",)
+BACKENDS = ("numpy", "numba")
 # Module names that would shadow what generated code (or its users) import.
 FORBIDDEN_MODULES = frozenset(sys.stdlib_module_names) | {"numpy", "numba", "codegen", "scipy"}
 
@@ -55,17 +55,22 @@ def compile_spec(spec: Spec) -> Compiled:
     return Compiled(spec, out)
 
 
-def emitter_for(backend: str, dtype: str) -> Emitter:
-    """The emitter of a backend by name."""
+def emitter_for(backend: str, dtype: str, **options: bool) -> Emitter:
+    """The emitter of a backend by name (options: the Numba backend's parallel, fastmath)."""
     if backend == "numpy":
         return Emitter(dtype)
+    if backend == "numba":
+        from .emit_numba import NumbaEmitter
+
+        return NumbaEmitter(dtype, **options)
     raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
 
 
-def render(compiled: Compiled, backend: str = "numpy", outdir: str | None = None) -> str:
+def render(compiled: Compiled, backend: str = "numpy", outdir: str | None = None,
+           **options: bool) -> str:
     """The generated module's source for one backend (black-formatted, deterministic)."""
     spec = compiled.spec
-    emitter = emitter_for(backend, spec.dtype)
+    emitter = emitter_for(backend, spec.dtype, **options)
     views = [emitter.function_view(cf.function, cf.value_and_grad, cf.backward)
              for cf in compiled.functions]
     helpers = emitter.helpers([p for cf in compiled.functions for p in (cf.value_and_grad, cf.backward)])

@@ -64,6 +64,19 @@ class FunctionView:
     vg_forward: list[Stmt]
     vg_backward: list[Stmt]
     vg_return: str
+    # Structured returns, for backends whose wrappers unpack a compiled kernel's tuple.
+    fw_outputs: list[str] = field(default_factory=list)
+    fw_saved: list[str] = field(default_factory=list)
+    bw_saved: list[str] = field(default_factory=list)
+    bw_grads: list[str] = field(default_factory=list)
+    vg_outputs: list[str] = field(default_factory=list)
+    vg_grads: list[str] = field(default_factory=list)
+    scalars: set[str] = field(default_factory=set)  # outputs and wrt names of shape []
+    cotangent_shape: str = "()"  # the first output's shape, from saved dims: "(saved.N,)"
+    wrap_outputs: str = ""  # the outputs as a wrapper returns them (scalars given the dtype)
+    saved_kwargs: str = ""  # "X=X, H1=H1"
+    wrapper_grads: list[str] = field(default_factory=list)  # a wrapper's locals for the grads
+    wrap_grads: str = ""  # "f_Grads(W=dW, b=_DTYPE(db))"
 
 
 @dataclass
@@ -84,6 +97,7 @@ class Emitter:
     def __init__(self, dtype: str) -> None:
         self.dtype = dtype
         self.np_dtype = f"np.{dtype}"
+        self.used_dims: set[str] = set()  # dims the code rendered so far refers to
 
     # --- expressions ----------------------------------------------------------------------------
 
@@ -120,11 +134,11 @@ class Emitter:
         if isinstance(shape, tuple):
             fields["shape"] = self.shape_tuple(shape, dim)
             if shape:
-                fields["n"] = str(shape[0]) if isinstance(shape[0], int) else dim[shape[0]]
+                fields["n"] = self.dim_ref(shape[0], dim)
         return fields
 
     def shape_tuple(self, shape: tuple, dim: dict[str, str]) -> str:
-        items = [str(d) if isinstance(d, int) else dim[d] for d in shape]
+        items = [self.dim_ref(d, dim) for d in shape]
         return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
     def arg_expr(self, a: Arg, names: Names, dim: dict[str, str],
@@ -136,7 +150,7 @@ class Emitter:
                 return f"{self.np_dtype}({s})", ATOM
             return s, UNARY if s.startswith("-") else ATOM
         if isinstance(a, DimSize):
-            return dim[a.name], ATOM
+            return self.dim_ref(a.name, dim), ATOM
         if a in inline:
             return inline[a]
         return names.of[a], ATOM
@@ -223,10 +237,8 @@ class Emitter:
         assert isinstance(first, str)
         out_shape = fn.program.values[first].shape
 
-        bw_saved, bw_dims = backward_reads(bw)
+        bw_saved, _ = backward_reads(bw)
         vg_saved, _ = backward_reads(vg)
-        out_dims = [d for d in out_shape if isinstance(d, str)]
-        saved_dims = [d for d in fn.dims if d in bw_dims or d in out_dims]
         keep_named = set(bw_saved) | set(vg_saved)
         fwd_ops = [op for op in vg.ops if op.phase == "forward"]
         # Forward temporaries that backward reads get names shared by every variant.
@@ -244,36 +256,42 @@ class Emitter:
         check = f'{targets} = _check_inputs("{fn.name}", ({tupled}), {const})'
         dim_lines = self.dim_lines(fn, dim)
 
-        # f_forward
-        fnames = base.fork()
-        saved_fields = [base.of[v] for v in bw_saved] + [dim[d] for d in saved_dims]
-        forward = dim_lines(saved_dims) + self.render_ops(fwd_ops, vg, fnames, dim, keep_named)
-        fields = ", ".join(f"{f}={f}" for f in saved_fields)
-        forward_return = f"{self.outputs_expr(fn, fnames)}, {fn.name}_Saved({fields})"
-
-        # f_backward
+        # f_backward first: the dims its code uses must be saved by f_forward
         bnames = base.fork()
         for vid, name in list(bnames.of.items()):
             if name in ("g", "saved"):  # the backward's parameters keep their contract names
                 bnames.of[vid] = bnames.fresh(name)
         bnames.taken |= {"g", "saved"}
         bnames.of[SEED] = "g"
+        bw_ops = [op for op in bw.ops if op.phase == "backward"]
+        self.used_dims = set()
+        backward = self.render_ops(bw_ops, bw, bnames, dim, _grad_values(bw))
+        out_dims = {d for d in out_shape if isinstance(d, str)}
+        saved_dims = [d for d in fn.dims if d in self.used_dims or d in out_dims]
         saved_locals = [bnames.of[v] for v in bw_saved] + [dim[d] for d in saved_dims]
         prologue = []
-        if saved_fields:
+        if saved_locals:
             unpack = ", ".join(saved_locals)
             prologue.append(f"({unpack},) = saved" if len(saved_locals) == 1 else f"{unpack} = saved")
         prologue.append(f'g = _check_cotangent("{fn.name}", g, {self.shape_tuple(out_shape, dim)})')
-        bw_ops = [op for op in bw.ops if op.phase == "backward"]
-        backward = self.render_ops(bw_ops, bw, bnames, dim, _grad_values(bw))
         backward_return = self.grads_expr(fn, bw, bnames)
+
+        # f_forward
+        fnames = base.fork()
+        saved_fields = [base.of[v] for v in bw_saved] + [dim[d] for d in saved_dims]
+        self.used_dims = set()
+        forward = self.render_ops(fwd_ops, vg, fnames, dim, keep_named)
+        forward = dim_lines([d for d in fn.dims if d in self.used_dims or d in saved_dims]) + forward
+        fields = ", ".join(f"{f}={f}" for f in saved_fields)
+        forward_return = f"{self.outputs_expr(fn, fnames)}, {fn.name}_Saved({fields})"
 
         # f_value_and_grad: the forward of f_forward, then the backward with g = 1 folded in
         vnames = base.fork()
-        vg_dims = [d for d in fn.dims if d in backward_reads(vg)[1]]
-        vg_fwd = dim_lines(vg_dims) + self.render_ops(fwd_ops, vg, vnames, dim, keep_named)
+        self.used_dims = set()
+        vg_fwd = self.render_ops(fwd_ops, vg, vnames, dim, keep_named)
         vg_bwd_ops = [op for op in vg.ops if op.phase == "backward"]
         vg_bwd = self.render_ops(vg_bwd_ops, vg, vnames, dim, _grad_values(vg))
+        vg_fwd = dim_lines([d for d in fn.dims if d in self.used_dims]) + vg_fwd
         vg_return = f"{self.outputs_expr(fn, vnames)}, {self.grads_expr(fn, vg, vnames)}"
 
         outs = ", ".join(o for o in fn.program.outputs if isinstance(o, str))
@@ -311,7 +329,23 @@ class Emitter:
             vg_forward=vg_fwd,
             vg_backward=vg_bwd,
             vg_return=vg_return,
+            fw_outputs=[fnames.of[o] for o in fn.program.outputs if isinstance(o, str)],
+            fw_saved=saved_fields,
+            bw_saved=saved_locals,
+            bw_grads=[bnames.of[g] for _, g in bw.grads if isinstance(g, str)],
+            vg_outputs=[vnames.of[o] for o in fn.program.outputs if isinstance(o, str)],
+            vg_grads=[vnames.of[g] for _, g in vg.grads if isinstance(g, str)],
+            scalars={v for v in list(fn.wrt) + [o for o in fn.program.outputs if isinstance(o, str)]
+                     if fn.program.values[v].shape == ()},
+            cotangent_shape=self.shape_tuple(out_shape, {d: f"saved.{dim[d]}" for d in dim}),
         )
+
+    def dim_ref(self, d: object, dim: dict[str, str]) -> str:
+        """A dim's size in code: a literal, or the local bound to the symbolic dim (recorded)."""
+        if isinstance(d, int):
+            return str(d)
+        self.used_dims.add(str(d))
+        return dim[str(d)]
 
     def dim_lines(self, fn: Function, dim: dict[str, str]):  # type: ignore[no-untyped-def]
         """A function that renders ``N = X.shape[0]`` lines for the dims a body needs."""
@@ -375,8 +409,14 @@ class Emitter:
             np_dtype=self.np_dtype,
             functions=views,
             helpers=helpers,
+            numba=self.backend == "numba",
+            **self.template_vars(),
         )
         return format_module(source)
+
+    def template_vars(self) -> dict[str, str]:
+        """Extra module-level values a backend's template needs."""
+        return {}
 
 
 def _grad_values(program: Program) -> set[str]:

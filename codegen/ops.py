@@ -253,6 +253,9 @@ _def(name="mean", kind="reduce", arity=1, shape=_reduce_shape, fmt=_fmt_reduce("
      grads=("mean: dX = dm / n, broadcast over the n averaged elements",),
      vjps=(_mean_vjp,))
 
+_def(name="max", kind="reduce", arity=1, shape=_reduce_shape, fmt=_fmt_reduce("max"), prec=ATOM,
+     arg_prec=(ANY,), rule="maximum (the shift of a stable logsumexp)", vjps=(None,))
+
 # --- layout ops introduced by the planner (never written in specs) ------------------------------
 
 
@@ -275,6 +278,8 @@ _def(name="broadcast_to", kind="layout", arity=1, shape=_to_shape,
      rule="broadcast (a read-only view, no copy)", vjps=(None,))
 _def(name="full", kind="layout", arity=1, shape=_to_shape, fmt="np.full({shape}, {0}, dtype={dtype})",
      prec=ATOM, arg_prec=(ANY,), rule="materialise a broadcast gradient", vjps=(None,))
+_def(name="reshape", kind="layout", arity=1, shape=_attr_shape, fmt="{0}.reshape({shape})",
+     prec=ATOM, arg_prec=(ATOM,), rule="drop the kept axis", vjps=(None,))
 _def(name="copy", kind="layout", arity=1, shape=_same, fmt="{0}.copy()", prec=ATOM,
      arg_prec=(ATOM,), rule="copy (the gradient would alias another array)", vjps=(None,))
 _def(name="zeros", kind="layout", arity=0, shape=_attr_shape, fmt="np.zeros({shape}, dtype={dtype})",

@@ -1,0 +1,274 @@
+"""The Numba backend: the NumPy emitter, overriding only what differs.
+
+Kernels are ``@numba.njit(cache=True)`` functions in nopython mode.  The fusion pass
+(``fusion.py``) decides the loop groups; this emitter renders each group as one explicit loop
+nest (elementwise chains and the reductions that close them: one pass over memory), every other
+op as a statement (matrix products go to BLAS through ``np.dot``; transposes stay views).
+Python wrappers around the kernels check inputs exactly as the NumPy module does.
+"""
+
+from __future__ import annotations
+
+from .emit import Emitter, FunctionView, Stmt
+from .fusion import REDUCTIONS, Group, fuse
+from .ir import Arg, Const, DimSize, Op, Program
+from .lower import lower
+from .names import Names
+from .ops import ATOM, OPS, UNARY
+from .parse import Function
+from . import text
+
+# Per-element renderings where the NumPy array form is not right for a scalar.
+_SCALAR_FMT = {
+    "nonzero_or_inf": "({0} if {0} > 0 else np.inf)",
+    "relu": "max({0}, 0.0)",
+    "positive": "(1.0 if {0} > 0 else 0.0)",
+    "full": "{0}",
+    "broadcast_to": "{0}",
+    "copy": "{0}",
+    "identity": "{0}",
+}
+
+
+def _tuple(items: list[str]) -> str:
+    """A tuple display as black writes it: ``(a,)`` for one item, ``a, b`` otherwise."""
+    return f"({items[0]},)" if len(items) == 1 else ", ".join(items)
+
+
+class NumbaEmitter(Emitter):
+    """Renders kernels with explicit fused loops, and NumPy-compatible wrappers."""
+
+    backend = "numba"
+    template = "module_numba.py.j2"
+
+    def __init__(self, dtype: str, parallel: bool = False, fastmath: bool = False) -> None:
+        super().__init__(dtype)
+        self.parallel = parallel
+        self.fastmath = fastmath
+
+    def function_view(self, fn: Function, vg: Program, bw: Program) -> FunctionView:
+        self._loop_index: dict[int, list[str]] = {}
+        view = super().function_view(fn, lower(vg), lower(bw))
+
+        def cast(local: str, name: str) -> str:
+            return f"_DTYPE({local})" if name in view.scalars else local
+
+        outputs = [o for o in fn.program.outputs if isinstance(o, str)]
+        outs = [cast(local, o) for local, o in zip(view.fw_outputs, outputs)]
+        view.wrap_outputs = outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
+        view.saved_kwargs = ", ".join(f"{f}={f}" for f in view.fw_saved)
+        view.wrapper_grads = view.vg_grads
+        fields = ", ".join(f"{w}={cast(local, w)}" for w, local in zip(fn.wrt, view.vg_grads))
+        view.wrap_grads = f"{fn.name}_Grads({fields})"
+        return view
+
+    def template_vars(self) -> dict[str, str]:
+        chosen = [name for name, on in (("parallel", self.parallel), ("fastmath", self.fastmath))
+                  if on]
+        return {"decorator": self.decorator(),
+                "options": f" ({', '.join(chosen)})" if chosen else "",
+                "tuple": _tuple}
+
+    def helpers(self, programs: list[Program]) -> list[str]:
+        return []  # the normalisations are lowered to loops
+
+    def decorator(self) -> str:
+        opts = ["cache=True"]
+        if self.parallel:
+            opts.append("parallel=True")
+        if self.fastmath:
+            opts.append("fastmath=True")
+        return f"@numba.njit({', '.join(opts)})"
+
+    # --- plain ops ------------------------------------------------------------------------------
+
+    def render_op(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
+        if op.op == "matmul":
+            a, b = (e for e, _ in args)
+            return f"np.dot({a}, {b})", ATOM
+        if op.op == "zeros":
+            return f"np.zeros({self.shape_tuple(op.attr('shape'), dim)}, dtype={self.np_dtype})", ATOM  # type: ignore[arg-type]
+        return super().render_op(op, args, dim)
+
+    # --- statements -----------------------------------------------------------------------------
+
+    def render_ops(self, ops: list[Op], program: Program, names: Names, dim: dict[str, str],
+                   keep_named: set[str]) -> list[Stmt]:
+        live_out = set(keep_named) | {o for o in program.outputs if isinstance(o, str)} | {
+            g for _, g in program.grads if isinstance(g, str)}
+        stmts: list[Stmt] = []
+        self.views: dict[str, str] = {}  # transposes of named arrays, written inline
+        for item in fuse(ops, program, live_out):
+            if isinstance(item, Group):
+                stmts.extend(self.render_group(item, program, names, dim))
+            elif (item.op == "transpose" and isinstance(item.args[0], str)
+                  and item.out not in live_out and item.args[0] not in self.views):
+                self.views[item.out] = item.args[0]
+            else:
+                args = [(f"{names.of[self.views[a]]}.T", ATOM) if isinstance(a, str) and a in self.views
+                        else self.arg_expr(a, names, dim, {}) for a in item.args]
+                expr, _ = self.render_op(item, args, dim)
+                target = names.bind(item.out, program.values[item.out].hint)
+                stmts.append(Stmt(f"{target} = {expr}", self.comment(item)))
+        return stmts
+
+    def render_group(self, group: Group, program: Program, names: Names,
+                     dim: dict[str, str]) -> list[Stmt]:
+        """One loop nest: allocations, the loop with one line per kept value, then finishing."""
+        shape = group.shape
+        index = [self._index(names, k) for k in range(len(shape))]
+        members = {op.out for op in group.ops}
+        uses: dict[str, int] = {}
+        for op in group.ops:
+            for a in op.args:
+                if isinstance(a, str) and a in members:
+                    uses[a] = uses.get(a, 0) + 1
+        before: list[str] = []
+        body: list[str] = []
+        after: list[str] = []
+        scalar: dict[str, tuple[str, int]] = {}  # value -> expression inside the loop
+
+        def read(a: Arg) -> tuple[str, int]:
+            if isinstance(a, Const):
+                s = text.number(a.value)
+                return s, UNARY if s.startswith("-") else ATOM
+            if isinstance(a, DimSize):
+                return self.dim_ref(a.name, dim), ATOM
+            if a in scalar:
+                return scalar[a]
+            if a in self.views:  # X.T[i, j] is X[j, i]
+                base = self.views[a]
+                at = self.element("", program.values[a].shape, shape, index)
+                parts = at[1:-1].split(", ")[::-1]
+                return f"{names.of[base]}[{', '.join(parts)}]", ATOM
+            return self.element(names.of[a], program.values[a].shape, shape, index), ATOM
+
+        for op in group.ops:
+            value = program.values[op.out]
+            if op.op in REDUCTIONS:
+                acc = names.bind(op.out, value.hint)
+                x, _ = read(op.args[0])
+                out_index = self.reduced_index(op, shape, index)
+                target = f"{acc}[{', '.join(out_index)}]" if out_index else acc
+                if op.op == "max":
+                    init = "-np.inf"
+                    body.append(f"{target} = max({target}, {x})")
+                else:
+                    init = "0.0"
+                    body.append(f"{target} += {x}")
+                if value.shape:
+                    fill = "np.full" if op.op == "max" else "np.zeros"
+                    args = f", {init}" if op.op == "max" else ""
+                    before.append(f"{acc} = {fill}({self.shape_tuple(value.shape, dim)}{args}, "
+                                  f"dtype={self.np_dtype})")
+                else:
+                    before.append(f"{acc} = {init}")
+                if op.op == "mean":
+                    n = self.count(op, program, dim)
+                    after.append(f"{acc} /= {n}" if value.shape else f"{acc} = {acc} / {n}")
+                continue
+            args = [read(a) for a in op.args]
+            expr = self.scalar_expr(op, args, dim)
+            if op.out in group.materialise:
+                arr = names.bind(op.out, value.hint)
+                before.append(f"{arr} = np.empty({self.shape_tuple(value.shape, dim)}, "
+                              f"dtype={self.np_dtype})")
+                elem = f"{arr}[{', '.join(index)}]" if index else arr
+                if uses.get(op.out, 0):
+                    tmp = names.fresh(f"{arr}_e")
+                    body.append(f"{tmp} = {expr[0]}")
+                    body.append(f"{elem} = {tmp}")
+                    scalar[op.out] = (tmp, ATOM)
+                else:
+                    body.append(f"{elem} = {expr[0]}")
+            elif uses.get(op.out, 0) > 1:
+                tmp = names.fresh(f"{value.hint}_e")
+                body.append(f"{tmp} = {expr[0]}")
+                scalar[op.out] = (tmp, ATOM)
+            else:
+                scalar[op.out] = expr
+        return self.loop(group, program, shape, index, before, body, after, dim)
+
+    def _index(self, names: Names, k: int) -> str:
+        """Loop index k of the current function (i, j, ...), allocated once per scope."""
+        key = id(names)
+        per = self._loop_index.setdefault(key, [])
+        while len(per) <= k:
+            per.append(names.fresh("ijklmn"[len(per)]))
+        return per[k]
+
+    def element(self, name: str, shape: tuple, loop: tuple, index: list[str]) -> str:
+        """``name`` at the loop's current element, NumPy broadcasting: size-1 axes read index 0."""
+        if not shape:
+            return name
+        offset = len(loop) - len(shape)
+        parts = ["0" if d == 1 and loop[offset + k] != 1 else index[offset + k]
+                 for k, d in enumerate(shape)]
+        return f"{name}[{', '.join(parts)}]"
+
+    def reduced_index(self, op: Op, shape: tuple, index: list[str]) -> list[str]:
+        axis = op.attr("axis")
+        axes = set(range(len(shape))) if axis is None else set(
+            axis if isinstance(axis, tuple) else (axis,))
+        keep = bool(op.attr("keepdims", False))
+        out = []
+        for k in range(len(shape)):
+            if k in axes:
+                if keep:
+                    out.append("0")
+            else:
+                out.append(index[k])
+        return out
+
+    def count(self, op: Op, program: Program, dim: dict[str, str]) -> str:
+        x = program.values[op.args[0]].shape  # type: ignore[index]
+        axis = op.attr("axis")
+        dims = x if axis is None else [x[a] for a in (axis if isinstance(axis, tuple) else (axis,))]
+        return " * ".join(self.dim_ref(d, dim) for d in dims) or "1"
+
+    def scalar_expr(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
+        fmt = _SCALAR_FMT.get(op.op)
+        if fmt is None:
+            return super().render_op(op, args, dim)
+        opdef = OPS[op.op]
+        parts = [f"({e})" if p < (opdef.arg_prec[i] if i < len(opdef.arg_prec) else 0) else e
+                 for i, (e, p) in enumerate(args)]
+        prec = args[0][1] if fmt == "{0}" else ATOM
+        return fmt.format(*parts), prec
+
+    def loop(self, group: Group, program: Program, shape: tuple, index: list[str],
+             before: list[str], body: list[str], after: list[str],
+             dim: dict[str, str]) -> list[Stmt]:
+        comment = self.group_comment(group, shape)
+        lines = list(before)
+        indent = ""
+        for k, d in enumerate(shape):
+            rng = "range"
+            if k == 0 and self.parallel and self.parallel_safe(group):
+                rng = "numba.prange"
+            lines.append(f"{indent}for {index[k]} in {rng}({self.dim_ref(d, dim)}):")
+            indent += "    "
+        lines.extend(indent + b for b in body)
+        lines.extend(after)
+        stmts = [Stmt(line) for line in lines]
+        if stmts:
+            stmts[0].comment = comment
+        return stmts
+
+    def parallel_safe(self, group: Group) -> bool:
+        """prange over the first axis only when no reduction adds rows into a shared array."""
+        for op in group.reductions:
+            axis = op.attr("axis")
+            axes = (0,) if axis is None else (axis if isinstance(axis, tuple) else (axis,))
+            if 0 in axes and (op.op == "max" or axis is not None):
+                return False
+        return True
+
+    def group_comment(self, group: Group, shape: tuple) -> str:
+        seen: list[str] = []
+        for op in group.ops:
+            line = self.comment(op) if op.origin.step or op.origin.rule else ""
+            if line and line not in seen:
+                seen.append(line)
+        head = f"fused loop over [{', '.join(str(d) for d in shape)}]" if shape else "scalars"
+        return "\n    # ".join([head + ":"] + ["  " + c for c in seen])

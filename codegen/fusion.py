@@ -1,0 +1,103 @@
+"""Fusion pass: partitions a straight-line run of ops into loop groups for the Numba backend.
+
+A group is a maximal contiguous run of elementwise ops over one loop shape, closed by the
+reductions that consume them (sums that un-broadcast, the loss's total, ...).  Inside a group
+every value is a scalar of the loop body; a value is *materialised* (written to an array) only
+when something outside the group reads it.  A reduction's result is complete only after the
+loop, so an op that reads one starts a new group.  The emitter renders each group as one loop
+nest and every other op as a plain statement; it decides nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .ir import Op, Program, Shape
+from .ops import OPS
+
+# Ops computed per element of their output (a materialising broadcast counts: it copies).
+_ELEMENTWISE_EXTRA = frozenset({"full", "broadcast_to", "identity", "copy"})
+REDUCTIONS = frozenset({"sum", "mean", "max"})
+
+
+def is_elementwise(op: Op) -> bool:
+    """Whether ``op`` computes each output element from the same element of its operands."""
+    return OPS[op.op].kind in ("unary", "binary") or op.op in _ELEMENTWISE_EXTRA
+
+
+@dataclass
+class Group:
+    """Ops rendered as one loop nest over ``shape``."""
+
+    shape: Shape
+    ops: list[Op] = field(default_factory=list)
+    materialise: set[str] = field(default_factory=set)  # values written to arrays
+
+    @property
+    def reductions(self) -> list[Op]:
+        return [op for op in self.ops if op.op in REDUCTIONS]
+
+
+Item = "Op | Group"
+
+
+def fuse(ops: list[Op], program: Program, live_out: set[str]) -> list[Op | Group]:
+    """Partition ``ops`` (in order) into groups and plain ops; ``live_out``: read after ``ops``."""
+    items: list[Op | Group] = []
+    current: Group | None = None
+    produced_in: dict[str, Group] = {}
+
+    def close() -> None:
+        nonlocal current
+        if current is not None:
+            items.append(current)
+            current = None
+
+    for op in ops:
+        shape = _loop_shape(op, program)
+        if shape is None:
+            close()
+            items.append(op)
+            continue
+        reads_pending = any(
+            isinstance(a, str) and produced_in.get(a) is current and current is not None
+            and _is_reduction_out(a, current) for a in op.args)
+        if current is None or current.shape != shape or reads_pending:
+            close()
+            current = Group(shape)
+        current.ops.append(op)
+        produced_in[op.out] = current
+    close()
+    _mark_materialised(items, live_out)
+    return items
+
+
+def _loop_shape(op: Op, program: Program) -> Shape | None:
+    """The iteration space of a fusable op, or None when the op is not fusable."""
+    if is_elementwise(op):
+        return program.values[op.out].shape
+    if op.op in REDUCTIONS and isinstance(op.args[0], str):
+        return program.values[op.args[0]].shape
+    return None
+
+
+def _is_reduction_out(value: str, group: Group) -> bool:
+    return any(op.out == value for op in group.reductions)
+
+
+def _mark_materialised(items: list[Op | Group], live_out: set[str]) -> None:
+    """A group's value becomes an array when read outside its group (or after the run)."""
+    owner: dict[str, Group] = {}
+    for item in items:
+        if isinstance(item, Group):
+            for op in item.ops:
+                owner[op.out] = item
+            item.materialise = {op.out for op in item.reductions} | {
+                op.out for op in item.ops if op.out in live_out}
+    for item in items:
+        ops = [item] if isinstance(item, Op) else item.ops
+        for op in ops:
+            for a in op.args:
+                group = owner.get(a) if isinstance(a, str) else None
+                if group is not None and group is not item:
+                    group.materialise.add(a)

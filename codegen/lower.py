@@ -1,0 +1,49 @@
+"""Lowering for loop backends: the max-shifted normalisations become primitive ops.
+
+NumPy modules call small helpers (``_logsumexp``, ``_softmax``, ``_log_softmax``); a loop backend
+instead computes them from ops it fuses: a max reduction, ``exp(x - m)``, a sum and a log.  The
+rewrite keeps each op's output id, so the backward ops that read it are untouched.
+"""
+
+from __future__ import annotations
+
+from .build import Builder
+from .ir import Op, Program
+
+LOWERED = frozenset({"logsumexp", "softmax", "log_softmax"})
+
+
+def lower(program: Program) -> Program:
+    """A copy of ``program`` with logsumexp, softmax and log_softmax as primitive ops."""
+    if not any(op.op in LOWERED for op in program.ops):
+        return program
+    out = Program(values=dict(program.values), ops=[], inputs=list(program.inputs),
+                  outputs=list(program.outputs), grads=list(program.grads),
+                  grad_origins=dict(program.grad_origins))
+    b = Builder(out, "lowered")
+    for op in program.ops:
+        if op.op not in LOWERED:
+            out.ops.append(op)
+            continue
+        b.phase, b.group, b.origin, b.hint = op.phase, op.group, op.origin, "t"
+        x = op.args[0]
+        axis = op.attr("axis")
+        keep = axis is not None  # keep the reduced axis so that it broadcasts against x
+        m = b.emit("max", x, axis=axis, keepdims=keep)
+        e = b.emit("exp", b.emit("sub", x, m))
+        total = b.emit("sum", e, axis=axis, keepdims=keep)
+        if op.op == "softmax":
+            result = b.emit("div", e, total)
+        elif op.op == "log_softmax":
+            result = b.emit("sub", b.emit("sub", x, m), b.emit("log", total))
+        else:
+            result = b.emit("add", b.emit("log", total), m)
+            if keep and not op.attr("keepdims", False):
+                result = b.emit("reshape", result, shape=program.values[op.out].shape)
+            elif not keep and op.attr("keepdims", False):
+                result = b.emit("reshape", result, shape=program.values[op.out].shape)
+        last = out.ops[-1]
+        assert last.out == result
+        del out.values[last.out]
+        last.out = op.out
+    return out
