@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
+import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -31,17 +35,44 @@ def generate_source(spec: str | os.PathLike | Spec, backend: str = "numpy",
 
 def load_module(spec: str | os.PathLike | Spec, backend: str = "numpy",
                 path: str | None = None) -> types.ModuleType:
-    """Generate a spec's module and import it in memory (nothing is written to disk)."""
+    """Generate a spec's module and import it.
+
+    The NumPy module is imported in memory; a Numba module is imported from a file in a
+    per-user cache directory, because Numba's ``cache=True`` needs a file to cache beside.
+    """
     s = _spec(spec, path)
-    source = render(compile_spec(s), backend)
-    module = types.ModuleType(s.module)
-    module.__file__ = f"<codegen:{Path(s.path).name}>"
-    exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - our own output
+    return import_source(render(compile_spec(s), backend), s.module, backend)
+
+
+def import_source(source: str, name: str, backend: str = "numpy") -> types.ModuleType:
+    """Import generated source as a module (see ``load_module``)."""
+    if backend == "numpy":
+        module = types.ModuleType(name)
+        module.__file__ = f"<codegen:{name}>"
+        exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - our output
+        return module
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"codegen-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    file = folder / f"{name}_{backend}_{digest}.py"
+    if not file.exists():
+        tmp = file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(source, encoding="utf-8")
+        os.replace(tmp, file)
+    qualified = f"{name}_{backend}_{digest}"
+    if qualified in sys.modules:
+        return sys.modules[qualified]
+    spec = importlib.util.spec_from_file_location(qualified, file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module  # Numba's cache finds the module's globals by its name
+    spec.loader.exec_module(module)
     return module
 
 
-def gradcheck(spec: str | os.PathLike | Spec, path: str | None = None, seed: int = 0):  # type: ignore[no-untyped-def]
-    """Compare every gradient of a spec with central finite differences; see ``codegen.gradcheck``."""
+def gradcheck(spec: str | os.PathLike | Spec, path: str | None = None, seed: int = 0,
+              backend: str = "numpy"):  # type: ignore[no-untyped-def]
+    """Compare every gradient of a spec with central finite differences (see the README)."""
     from .finite_differences import check_spec
 
-    return check_spec(_spec(spec, path), seed=seed)
+    return check_spec(_spec(spec, path), seed=seed, backend=backend)

@@ -57,6 +57,7 @@ class NumbaEmitter(Emitter):
         outs = [cast(local, o) for local, o in zip(view.fw_outputs, outputs)]
         view.wrap_outputs = outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
         view.saved_kwargs = ", ".join(f"{f}={f}" for f in view.fw_saved)
+        view.fw_saved = [f for f in view.fw_saved if f not in view.fw_outputs]  # returned once
         view.wrapper_grads = view.vg_grads
         fields = ", ".join(f"{w}={cast(local, w)}" for w, local in zip(fn.wrt, view.vg_grads))
         view.wrap_grads = f"{fn.name}_Grads({fields})"
@@ -109,7 +110,7 @@ class NumbaEmitter(Emitter):
                         else self.arg_expr(a, names, dim, {}) for a in item.args]
                 expr, _ = self.render_op(item, args, dim)
                 target = names.bind(item.out, program.values[item.out].hint)
-                stmts.append(Stmt(f"{target} = {expr}", self.comment(item)))
+                stmts.append(Stmt(f"{target} = {expr}", text.wrap_comment(self.comment(item))))
         return stmts
 
     def render_group(self, group: Group, program: Program, names: Names,
@@ -252,7 +253,7 @@ class NumbaEmitter(Emitter):
         lines.extend(after)
         stmts = [Stmt(line) for line in lines]
         if stmts:
-            stmts[0].comment = comment
+            stmts[0].comment = text.wrap_comment(comment)
         return stmts
 
     def parallel_safe(self, group: Group) -> bool:

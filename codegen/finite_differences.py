@@ -174,15 +174,13 @@ def _directional(f: Any, args: list[np.ndarray], i: int, v: np.ndarray) -> float
     return float((f(plus) - f(minus)) / (2 * STEP))
 
 
-def check_spec(spec: Spec, seed: int = 0) -> list[Result]:
+def check_spec(spec: Spec, seed: int = 0, backend: str = "numpy") -> list[Result]:
     """Check every gradient of every function of a spec (in float64, whatever its dtype)."""
-    import types
+    from .api import import_source
 
     spec64 = dataclasses.replace(spec, dtype="float64")
     compiled = compile_spec(spec64)
-    source = render(compiled, "numpy")
-    module = types.ModuleType(spec.module + "_gradcheck")
-    exec(compile(source, f"<codegen:{spec.module}>", "exec"), module.__dict__)  # noqa: S102
+    module = import_source(render(compiled, backend), spec.module + "_gradcheck", backend)
     results: list[Result] = []
     with np.errstate(all="ignore"):
         for cf in compiled.functions:

@@ -40,3 +40,36 @@ def number(value: float | int) -> str:
         return str(value)
     text = repr(float(value))
     return text
+
+
+COMMENT_WIDTH = 93  # 99 columns less a function body's indent and "# "
+_SEP = "\n    # "
+
+
+def wrap_comment(comment: str) -> str:
+    """Fold comment lines (joined by newline-indent-#) that exceed the line length."""
+    import textwrap
+
+    out = []
+    for line in comment.split(_SEP):
+        if len(line) <= COMMENT_WIDTH:
+            out.append(line)
+            continue
+        lead = line[: len(line) - len(line.lstrip())]
+        out.extend(textwrap.wrap(line, COMMENT_WIDTH, initial_indent="", subsequent_indent=lead + "    ",
+                                 break_long_words=False, break_on_hyphens=False) or [line])
+    return _SEP.join(out)
+
+
+def wrap_doc(doc: str, width: int = 86) -> str:
+    """Fold the long lines of a docstring's text at word boundaries (short lines are kept)."""
+    import textwrap
+
+    lines = []
+    for line in doc.split("\n"):
+        if len(line) <= width:
+            lines.append(line)
+        else:
+            lines.extend(textwrap.wrap(line, width, break_long_words=False,
+                                       break_on_hyphens=False) or [line])
+    return "\n".join(lines)

@@ -14,11 +14,12 @@ def _check_inputs(function, values, shapes):
     """Return the inputs as float64 arrays after checking them against the spec's shapes."""
     dims = {}
     checked = []
-    for (name, shape), x in zip(shapes, values):
+    for (name, shape), value in zip(shapes, values, strict=True):
         expected = "[" + ", ".join(str(d) for d in shape) + "]"
+        x = value
         if not isinstance(x, (np.ndarray, np.generic)):
             try:
-                x = np.asarray(x, dtype=_DTYPE)
+                x = np.asarray(value, dtype=_DTYPE)
             except (TypeError, ValueError):
                 raise ValueError(
                     f"{function}: input {name} must be a float64 array of shape {expected}"
@@ -30,7 +31,7 @@ def _check_inputs(function, values, shapes):
             )
         ok = x.ndim == len(shape)
         if ok:
-            for size, dim in zip(x.shape, shape):
+            for size, dim in zip(x.shape, shape, strict=True):
                 ok = ok and size == (dim if isinstance(dim, int) else dims.setdefault(dim, size))
         if not ok:
             bound = ", ".join(f"{d}={dims[d]}" for d in shape if isinstance(d, str) and d in dims)
@@ -87,7 +88,8 @@ def twice_sum_forward(A):
 
 
 def twice_sum_backward(saved, g=1.0):
-    """Gradients of F with respect to A, given g = d(objective)/dF (shape []; a scalar broadcasts)."""
+    """Gradients of F with respect to A, given g = d(objective)/dF (shape []; a scalar
+    broadcasts)."""
     g = _check_cotangent("twice_sum", g, ())
     # F = 2 * sum(A)  →  sum: dX = ds, broadcast over the summed axes
     dA = np.full((2, 3), 2 * g, dtype=np.float64)
@@ -123,7 +125,8 @@ _AFFINE_SUM_INPUTS = (("A", (2, 3)), ("W", (3, 2)), ("B", (2,)))
 
 
 def affine_sum(A, W, B):
-    """Seed 002: Z = A W + B, S = sum(Z); with its numbers S = 501 and dS/dW = [[5,5],[7,7],[9,9]].
+    """Seed 002: Z = A W + B, S = sum(Z); with its numbers S = 501 and dS/dW =
+    [[5,5],[7,7],[9,9]].
 
     Returns (S, Z)."""
     return affine_sum_forward(A, W, B)[0]
@@ -140,7 +143,8 @@ def affine_sum_forward(A, W, B):
 
 
 def affine_sum_backward(saved, g=1.0):
-    """Gradients of S with respect to A, W, B, given g = d(objective)/dS (shape []; a scalar broadcasts)."""
+    """Gradients of S with respect to A, W, B, given g = d(objective)/dS (shape []; a scalar
+    broadcasts)."""
     A, W = saved
     g = _check_cotangent("affine_sum", g, ())
     # Z = A @ W + B  →  broadcast (a read-only view, no copy)
@@ -209,7 +213,8 @@ def wx_backprop_forward(W, x, t):
 
 
 def wx_backprop_backward(saved, g=1.0):
-    """Gradients of f with respect to W, x, given g = d(objective)/df (shape []; a scalar broadcasts)."""
+    """Gradients of f with respect to W, x, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
     W, x, f_1 = saved
     g = _check_cotangent("wx_backprop", g, ())
     # f = 0.5 * sum((d - t) ** 2)  →  Hadamard product: db = a * dz
@@ -264,7 +269,8 @@ def dictionary_learning(X, D, R):
 
 
 def dictionary_learning_forward(X, D, R):
-    """Forward pass of dictionary_learning: returns (f, saved) for dictionary_learning_backward."""
+    """Forward pass of dictionary_learning: returns (f, saved) for
+    dictionary_learning_backward."""
     X, D, R = _check_inputs("dictionary_learning", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
     # E = X - D @ R
     E = X - D @ R
@@ -274,7 +280,8 @@ def dictionary_learning_forward(X, D, R):
 
 
 def dictionary_learning_backward(saved, g=1.0):
-    """Gradients of f with respect to D, R, given g = d(objective)/df (shape []; a scalar broadcasts)."""
+    """Gradients of f with respect to D, R, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
     D, R, E = saved
     g = _check_cotangent("dictionary_learning", g, ())
     # f = sum(E ** 2)  →  power: dx = dy * c * x ** (c - 1)
@@ -341,7 +348,8 @@ def quadratic_form_forward(a, G):
 
 
 def quadratic_form_backward(saved, g=1.0):
-    """Gradients of f with respect to a, G, given g = d(objective)/df (shape []; a scalar broadcasts)."""
+    """Gradients of f with respect to a, G, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
     a, G, f_1 = saved
     g = _check_cotangent("quadratic_form", g, ())
     # f = a @ G @ a  →  inner product: da = dz * b
@@ -402,7 +410,8 @@ def right_product_forward(X, W, C):
 
 
 def right_product_backward(saved, g=1.0):
-    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar broadcasts)."""
+    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
     W, C = saved
     g = _check_cotangent("right_product", g, ())
     # f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -458,7 +467,8 @@ def left_product_forward(W, X, C):
 
 
 def left_product_backward(saved, g=1.0):
-    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar broadcasts)."""
+    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
     W, C = saved
     g = _check_cotangent("left_product", g, ())
     # f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -514,7 +524,8 @@ def hadamard_product_forward(X, K, C):
 
 
 def hadamard_product_backward(saved, g=1.0):
-    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar broadcasts)."""
+    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
     K, C = saved
     g = _check_cotangent("hadamard_product", g, ())
     # f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -560,7 +571,8 @@ def elementwise_function(X, C):
 
 
 def elementwise_function_forward(X, C):
-    """Forward pass of elementwise_function: returns (f, saved) for elementwise_function_backward."""
+    """Forward pass of elementwise_function: returns (f, saved) for
+    elementwise_function_backward."""
     X, C = _check_inputs("elementwise_function", (X, C), _ELEMENTWISE_FUNCTION_INPUTS)
     # G = sin(X)
     G = np.sin(X)
@@ -570,7 +582,8 @@ def elementwise_function_forward(X, C):
 
 
 def elementwise_function_backward(saved, g=1.0):
-    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar broadcasts)."""
+    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
     X, C = saved
     g = _check_cotangent("elementwise_function", g, ())
     # f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -625,7 +638,8 @@ def matrix_addition_forward(X, K, C):
 
 
 def matrix_addition_backward(saved, g=1.0):
-    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar broadcasts)."""
+    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
     (C,) = saved
     g = _check_cotangent("matrix_addition", g, ())
     # f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -668,7 +682,8 @@ def row_broadcast_addition(K, x, C):
 
 
 def row_broadcast_addition_forward(K, x, C):
-    """Forward pass of row_broadcast_addition: returns (f, saved) for row_broadcast_addition_backward."""
+    """Forward pass of row_broadcast_addition: returns (f, saved) for
+    row_broadcast_addition_backward."""
     K, x, C = _check_inputs("row_broadcast_addition", (K, x, C), _ROW_BROADCAST_ADDITION_INPUTS)
     # G = K + x
     G = K + x
@@ -678,7 +693,8 @@ def row_broadcast_addition_forward(K, x, C):
 
 
 def row_broadcast_addition_backward(saved, g=1.0):
-    """Gradients of f with respect to x, given g = d(objective)/df (shape []; a scalar broadcasts)."""
+    """Gradients of f with respect to x, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
     (C,) = saved
     g = _check_cotangent("row_broadcast_addition", g, ())
     # f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -723,7 +739,8 @@ def column_broadcast_addition(K, x, C):
 
 
 def column_broadcast_addition_forward(K, x, C):
-    """Forward pass of column_broadcast_addition: returns (f, saved) for column_broadcast_addition_backward."""
+    """Forward pass of column_broadcast_addition: returns (f, saved) for
+    column_broadcast_addition_backward."""
     K, x, C = _check_inputs(
         "column_broadcast_addition", (K, x, C), _COLUMN_BROADCAST_ADDITION_INPUTS
     )
@@ -735,7 +752,8 @@ def column_broadcast_addition_forward(K, x, C):
 
 
 def column_broadcast_addition_backward(saved, g=1.0):
-    """Gradients of f with respect to x, given g = d(objective)/df (shape []; a scalar broadcasts)."""
+    """Gradients of f with respect to x, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
     (C,) = saved
     g = _check_cotangent("column_broadcast_addition", g, ())
     # f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -782,7 +800,8 @@ def squared_frobenius_norm(G):
 
 
 def squared_frobenius_norm_forward(G):
-    """Forward pass of squared_frobenius_norm: returns (f, saved) for squared_frobenius_norm_backward."""
+    """Forward pass of squared_frobenius_norm: returns (f, saved) for
+    squared_frobenius_norm_backward."""
     (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
     # f = sum(G ** 2)
     f = np.sum(G**2)
@@ -790,7 +809,8 @@ def squared_frobenius_norm_forward(G):
 
 
 def squared_frobenius_norm_backward(saved, g=1.0):
-    """Gradients of f with respect to G, given g = d(objective)/df (shape []; a scalar broadcasts)."""
+    """Gradients of f with respect to G, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
     (G,) = saved
     g = _check_cotangent("squared_frobenius_norm", g, ())
     # f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
@@ -843,7 +863,8 @@ def matrix_sum_forward(G):
 
 
 def matrix_sum_backward(saved, g=1.0):
-    """Gradients of f with respect to G, given g = d(objective)/df (shape []; a scalar broadcasts)."""
+    """Gradients of f with respect to G, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
     M, N = saved
     g = _check_cotangent("matrix_sum", g, ())
     # f = sum(G)  →  sum: dX = ds, broadcast over the summed axes

@@ -1,0 +1,125 @@
+"""The Numba backend: same API and numbers as the NumPy backend, fused loops, compiled kernels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import assert_close
+
+import codegen
+from codegen.compiler import compile_spec
+from codegen.finite_differences import example_dims, random_inputs
+from codegen.loader import load_spec_file
+
+pytest.importorskip("numba")
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+
+
+def _functions():
+    for path in SPECS:
+        spec = load_spec_file(str(path))
+        for cf in compile_spec(spec).functions:
+            yield pytest.param(path, cf.function.name, id=f"{spec.module}.{cf.function.name}")
+
+
+_modules: dict = {}
+
+
+def modules(path: Path):
+    if path not in _modules:
+        _modules[path] = (codegen.load_module(path), codegen.load_module(path, backend="numba"))
+    return _modules[path]
+
+
+@pytest.mark.parametrize("path, name", list(_functions()))
+def test_numba_matches_numpy(path, name):
+    np_mod, nb_mod = modules(path)
+    spec = load_spec_file(str(path))
+    fn = next(cf.function for cf in compile_spec(spec).functions if cf.function.name == name)
+    args = random_inputs(fn, example_dims(spec, fn), np.random.default_rng(1))
+    out0, g0 = getattr(np_mod, name + "_value_and_grad")(*args)
+    out1, g1 = getattr(nb_mod, name + "_value_and_grad")(*args)
+    for a, b in zip(np.atleast_1d(out0) if len(fn.program.outputs) == 1 else out0,
+                    np.atleast_1d(out1) if len(fn.program.outputs) == 1 else out1):
+        assert_close(b, a, rtol=1e-10, atol=1e-12, what="outputs")
+    assert type(g1).__name__ == type(g0).__name__ and g1._fields == g0._fields
+    for field, a, b in zip(g0._fields, g0, g1):
+        assert np.shape(b) == np.shape(a) and np.asarray(b).dtype == np.float64, field
+        assert_close(b, a, rtol=1e-10, atol=1e-12, what=f"d{field}")
+    # forward + backward with a random cotangent
+    outs, saved = getattr(nb_mod, name + "_forward")(*args)
+    first = outs[0] if len(fn.program.outputs) > 1 else outs
+    g = np.random.default_rng(2).standard_normal(np.shape(first))
+    gb1 = getattr(nb_mod, name + "_backward")(saved, g)
+    _, saved0 = getattr(np_mod, name + "_forward")(*args)
+    gb0 = getattr(np_mod, name + "_backward")(saved0, g)
+    for field, a, b in zip(gb0._fields, gb0, gb1):
+        assert_close(b, a, rtol=1e-10, atol=1e-12, what=f"d{field} with g")
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_gradcheck_numba(path):
+    results = codegen.gradcheck(path, backend="numba")
+    assert results and all(r.ok for r in results), [r for r in results if not r.ok]
+
+
+def test_float32_numba_stays_float32():
+    text = (ROOT / "specs" / "nn.yaml").read_text().replace("dtype: float64", "dtype: float32")
+    mod = codegen.load_module(text, backend="numba", path="nn32.yaml")
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal(s).astype(np.float32) for s in [(6, 4), (6, 3), (4, 5), (5,), (5, 3), (3,)]]
+    (loss, Z2), grads = mod.mlp_mse_value_and_grad(*args)
+    assert np.asarray(loss).dtype == np.float32 and Z2.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in grads)
+    with pytest.raises(ValueError, match="input X has dtype float64; expected float32"):
+        mod.mlp_mse(*[a.astype(np.float64) for a in args])
+
+
+def test_numba_validation_and_noncontiguous_inputs():
+    _, nb = modules(ROOT / "specs" / "nn.yaml")
+    np_mod, _ = modules(ROOT / "specs" / "nn.yaml")
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((8, 10))[:, ::2]  # a strided view: not contiguous
+    Y, W1, b1 = rng.standard_normal((8, 3)), rng.standard_normal((16, 5)).T, rng.standard_normal(16)
+    W2, b2 = rng.standard_normal((16, 3)), rng.standard_normal(3)
+    assert not X.flags.c_contiguous and not W1.flags.c_contiguous
+    (l1, _), g1 = nb.mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2)
+    (l0, _), g0 = np_mod.mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2)
+    assert_close(l1, l0)
+    for a, b in zip(g0, g1):
+        assert_close(b, a)
+    with pytest.raises(ValueError, match=r"input W1 has shape \(4, 4\); expected \[D, H\]"):
+        nb.mlp_mse(X, Y, np.zeros((4, 4)), b1, W2, b2)
+    with pytest.raises(TypeError):
+        nb.mlp_mse(X, Y)
+
+
+def test_numba_kernels_are_compiled_fused_and_cached(tmp_path):
+    src = codegen.generate_source(ROOT / "specs" / "nn.yaml", backend="numba")
+    body = src[src.index("def _mlp_mse_value_and_grad"):src.index("def mlp_mse(")]
+    assert "@numba.njit(cache=True)" in src and "object" not in src.split("import numpy")[1][:0]
+    assert body.count("for i in range(N):") == 4  # bias+tanh, bias+loss, its gradient, dtanh
+    assert "np.dot(X.T, dZ1)" in body  # BLAS, with the transpose as a view
+    assert "np.sum(" not in body and "np.ones" not in body
+    assert "import codegen" not in src
+    path = tmp_path / "nn_numba.py"
+    path.write_text(src)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nn_numba_cache_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules["nn_numba_cache_test"] = mod
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal(s) for s in [(6, 4), (6, 3), (4, 5), (5,), (5, 3), (3,)]]
+    mod.mlp_mse_value_and_grad(*args)
+    kernel = mod._mlp_mse_value_and_grad
+    assert kernel.signatures and kernel.nopython_signatures  # compiled in nopython mode
+    cached = list((tmp_path / "__pycache__").glob("nn_numba.*.nbi"))
+    assert cached, "cache=True wrote no index file"
