@@ -123,3 +123,10 @@ def test_numba_kernels_are_compiled_fused_and_cached(tmp_path):
     assert kernel.signatures and kernel.nopython_signatures  # compiled in nopython mode
     cached = list((tmp_path / "__pycache__").glob("nn_numba.*.nbi"))
     assert cached, "cache=True wrote no index file"
+
+
+def test_readme_numba_excerpt_is_real_generated_code():
+    readme = (ROOT / "README.md").read_text()
+    excerpt = readme.split("```python\n@numba.njit(cache=True)\ndef _mlp_mse_value_and_grad")[1]
+    excerpt = excerpt.split("```")[0]
+    assert "def _mlp_mse_value_and_grad" + excerpt in (ROOT / "generated" / "nn_numba.py").read_text()
