@@ -61,25 +61,26 @@ class NumbaEmitter(Emitter):
         view.wrapper_grads = view.vg_grads
         fields = ", ".join(f"{w}={cast(local, w)}" for w, local in zip(fn.wrt, view.vg_grads))
         view.wrap_grads = f"{fn.name}_Grads({fields})"
+        view.fw_decorator = self.decorator(view.forward)
+        view.bw_decorator = self.decorator(view.backward)
+        view.vg_decorator = self.decorator(view.vg_forward + view.vg_backward)
         return view
 
     def template_vars(self) -> dict[str, str]:
         chosen = [name for name, on in (("parallel", self.parallel), ("fastmath", self.fastmath))
                   if on]
-        return {"decorator": self.decorator(),
+        return {"kernel_options": "cache=True" + (", fastmath=True" if self.fastmath else ""),
+                "parallel": self.parallel,
                 "options": f" ({', '.join(chosen)})" if chosen else "",
                 "tuple": _tuple}
 
     def helpers(self, programs: list[Program]) -> list[str]:
         return []  # the normalisations are lowered to loops
 
-    def decorator(self) -> str:
-        opts = ["cache=True"]
-        if self.parallel:
-            opts.append("parallel=True")
-        if self.fastmath:
-            opts.append("fastmath=True")
-        return f"@numba.njit({', '.join(opts)})"
+    def decorator(self, body: list[Stmt]) -> str:
+        """``@_parallel_kernel`` for a kernel with a prange loop, else ``@_kernel``."""
+        parallel = any("numba.prange(" in s.code for s in body)
+        return "@_parallel_kernel" if parallel else "@_kernel"
 
     # --- plain ops ------------------------------------------------------------------------------
 

@@ -4,12 +4,29 @@
 """Matrix-function objectives (trace, inverse, determinant) and their closed-form
 gradients."""
 
+import sys
+import types
 from typing import NamedTuple
 
 import numba
 import numpy as np
 
 _DTYPE = np.float64
+
+
+# Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
+# their module. The kernels get a namespace of their own, registered under one fixed name, so
+# the cache works however this file is imported (generated.nn_numba, nn_numba, by path, ...).
+_KERNELS = sys.modules.setdefault(
+    "_codegen_numba_kernels", types.ModuleType("_codegen_numba_kernels")
+)
+vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
+
+
+def _kernel(function):
+    """Compile ``function`` with Numba (cache=True), its globals the kernels' namespace."""
+    kernel = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
+    return numba.njit(cache=True)(kernel)
 
 
 def _check_inputs(function, values, shapes):
@@ -79,7 +96,7 @@ class gaussian_nll_Saved(NamedTuple):
 _GAUSSIAN_NLL_INPUTS = (("S", ("D", "D")), ("C", ("D", "D")))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _gaussian_nll_forward(S, C):
     # sizes of the symbolic dims
     D = S.shape[0]
@@ -102,7 +119,7 @@ def _gaussian_nll_forward(S, C):
     return nll, C, nll_3, D
 
 
-@numba.njit(cache=True)
+@_kernel
 def _gaussian_nll_backward(g, C, nll_3, D):
     # scalars:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  Hadamard product: db = a * dz
@@ -138,7 +155,7 @@ def _gaussian_nll_backward(g, C, nll_3, D):
     return (dS_4,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _gaussian_nll_value_and_grad(S, C):
     # sizes of the symbolic dims
     D = S.shape[0]
@@ -235,7 +252,7 @@ class trace_product_Saved(NamedTuple):
 _TRACE_PRODUCT_INPUTS = (("A", ("D", "D")), ("X", ("D", "D")))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _trace_product_forward(A, X):
     # sizes of the symbolic dims
     D = A.shape[0]
@@ -246,7 +263,7 @@ def _trace_product_forward(A, X):
     return f, A, D
 
 
-@numba.njit(cache=True)
+@_kernel
 def _trace_product_backward(g, A, D):
     # f = trace(A @ X)  →  trace: dX = dy * I
     df_1 = np.eye(D, dtype=np.float64)
@@ -261,7 +278,7 @@ def _trace_product_backward(g, A, D):
     return (dX,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _trace_product_value_and_grad(A, X):
     # sizes of the symbolic dims
     D = A.shape[0]
@@ -324,7 +341,7 @@ class trace_quadratic_Saved(NamedTuple):
 _TRACE_QUADRATIC_INPUTS = (("A", ("N", "N")), ("X", ("N", "D")))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _trace_quadratic_forward(A, X):
     # sizes of the symbolic dims
     N = A.shape[0]
@@ -338,7 +355,7 @@ def _trace_quadratic_forward(A, X):
     return f, A, X, f_2, N, D
 
 
-@numba.njit(cache=True)
+@_kernel
 def _trace_quadratic_backward(g, A, X, f_2, N, D):
     # f = trace(X.T @ A @ X)  →  trace: dX = dy * I
     df_3 = np.eye(D, dtype=np.float64)
@@ -363,7 +380,7 @@ def _trace_quadratic_backward(g, A, X, f_2, N, D):
     return (dX_2,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _trace_quadratic_value_and_grad(A, X):
     # sizes of the symbolic dims
     N = A.shape[0]
@@ -438,7 +455,7 @@ class inverse_bilinear_Saved(NamedTuple):
 _INVERSE_BILINEAR_INPUTS = (("a", ("D",)), ("X", ("D", "D")), ("b", ("D",)))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _inverse_bilinear_forward(a, X, b):
     # sizes of the symbolic dims
     D = a.shape[0]
@@ -451,7 +468,7 @@ def _inverse_bilinear_forward(a, X, b):
     return f, a, b, f_1, D
 
 
-@numba.njit(cache=True)
+@_kernel
 def _inverse_bilinear_backward(g, a, b, f_1, D):
     # fused loop over [D]:
     #   f = a @ inv(X) @ b  →  inner product: da = dz * b
@@ -473,7 +490,7 @@ def _inverse_bilinear_backward(g, a, b, f_1, D):
     return (dX_3,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _inverse_bilinear_value_and_grad(a, X, b):
     # sizes of the symbolic dims
     D = a.shape[0]
@@ -543,7 +560,7 @@ class log_abs_det_Saved(NamedTuple):
 _LOG_ABS_DET_INPUTS = (("X", ("D", "D")),)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _log_abs_det_forward(X):
     # sizes of the symbolic dims
     D = X.shape[0]
@@ -552,7 +569,7 @@ def _log_abs_det_forward(X):
     return f, X, D
 
 
-@numba.njit(cache=True)
+@_kernel
 def _log_abs_det_backward(g, X, D):
     # f = logdet(X)  →  log-determinant: dX = dy * inv(X).T
     dX = np.linalg.inv(X)
@@ -565,7 +582,7 @@ def _log_abs_det_backward(g, X, D):
     return (dX_2,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _log_abs_det_value_and_grad(X):
     # sizes of the symbolic dims
     D = X.shape[0]
@@ -629,7 +646,7 @@ class determinant_Saved(NamedTuple):
 _DETERMINANT_INPUTS = (("X", ("D", "D")),)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _determinant_forward(X):
     # sizes of the symbolic dims
     D = X.shape[0]
@@ -638,7 +655,7 @@ def _determinant_forward(X):
     return f, X, D
 
 
-@numba.njit(cache=True)
+@_kernel
 def _determinant_backward(g, X, f, D):
     # f = det(X)  →  determinant: dX = dy * y * inv(X).T
     dX = np.linalg.inv(X)
@@ -655,7 +672,7 @@ def _determinant_backward(g, X, f, D):
     return (dX_3,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _determinant_value_and_grad(X):
     # sizes of the symbolic dims
     D = X.shape[0]
@@ -721,7 +738,7 @@ class outer_contraction_Saved(NamedTuple):
 _OUTER_CONTRACTION_INPUTS = (("u", ("N",)), ("v", ("D",)), ("A", ("N", "D")))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _outer_contraction_forward(u, v, A):
     # sizes of the symbolic dims
     N = u.shape[0]
@@ -737,7 +754,7 @@ def _outer_contraction_forward(u, v, A):
     return f, u, v, A, N, D
 
 
-@numba.njit(cache=True)
+@_kernel
 def _outer_contraction_backward(g, u, v, A, N, D):
     # fused loop over [N, D]:
     #   f = sum(outer(u, v) * A)  →  Hadamard product: da = dz * b
@@ -752,7 +769,7 @@ def _outer_contraction_backward(g, u, v, A, N, D):
     return du, dv
 
 
-@numba.njit(cache=True)
+@_kernel
 def _outer_contraction_value_and_grad(u, v, A):
     # sizes of the symbolic dims
     N = u.shape[0]

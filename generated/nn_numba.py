@@ -4,12 +4,29 @@
 """Small neural-network losses: seed 003's one-layer network, a tanh MLP with squared
 error, linear and logistic regression, softmax regression and an MLP classifier."""
 
+import sys
+import types
 from typing import NamedTuple
 
 import numba
 import numpy as np
 
 _DTYPE = np.float64
+
+
+# Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
+# their module. The kernels get a namespace of their own, registered under one fixed name, so
+# the cache works however this file is imported (generated.nn_numba, nn_numba, by path, ...).
+_KERNELS = sys.modules.setdefault(
+    "_codegen_numba_kernels", types.ModuleType("_codegen_numba_kernels")
+)
+vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
+
+
+def _kernel(function):
+    """Compile ``function`` with Numba (cache=True), its globals the kernels' namespace."""
+    kernel = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
+    return numba.njit(cache=True)(kernel)
 
 
 def _check_inputs(function, values, shapes):
@@ -81,7 +98,7 @@ class one_layer_Saved(NamedTuple):
 _ONE_LAYER_INPUTS = (("X", ("N", "D")), ("Y", ("N", "K")), ("W", ("D", "K")))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _one_layer_forward(X, Y, W):
     # sizes of the symbolic dims
     N = X.shape[0]
@@ -104,7 +121,7 @@ def _one_layer_forward(X, Y, W):
     return loss, P, X, loss_1, N, K
 
 
-@numba.njit(cache=True)
+@_kernel
 def _one_layer_backward(g, X, P, loss_1, N, K):
     # scalars:
     #   loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
@@ -122,7 +139,7 @@ def _one_layer_backward(g, X, P, loss_1, N, K):
     return (dW,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _one_layer_value_and_grad(X, Y, W):
     # sizes of the symbolic dims
     N = X.shape[0]
@@ -215,7 +232,7 @@ _MLP_MSE_INPUTS = (
 )
 
 
-@numba.njit(cache=True)
+@_kernel
 def _mlp_mse_forward(X, Y, W1, b1, W2, b2):
     # sizes of the symbolic dims
     N = X.shape[0]
@@ -248,7 +265,7 @@ def _mlp_mse_forward(X, Y, W1, b1, W2, b2):
     return loss, Z2, X, W2, H1, loss_1, N, K, H
 
 
-@numba.njit(cache=True)
+@_kernel
 def _mlp_mse_backward(g, X, W2, H1, loss_1, N, K, H):
     # scalars:
     #   loss = sum((Z2 - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
@@ -283,7 +300,7 @@ def _mlp_mse_backward(g, X, W2, H1, loss_1, N, K, H):
     return dW1, db1, dW2, db2
 
 
-@numba.njit(cache=True)
+@_kernel
 def _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
     # sizes of the symbolic dims
     N = X.shape[0]
@@ -389,7 +406,7 @@ class linear_regression_Saved(NamedTuple):
 _LINEAR_REGRESSION_INPUTS = (("X", ("N", "D")), ("y", ("N",)), ("w", ("D",)), ("b", ()))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _linear_regression_forward(X, y, w, b):
     # sizes of the symbolic dims
     N = X.shape[0]
@@ -408,7 +425,7 @@ def _linear_regression_forward(X, y, w, b):
     return loss, X, r, N
 
 
-@numba.njit(cache=True)
+@_kernel
 def _linear_regression_backward(g, X, r, N):
     # scalars:
     #   loss = mean(r ** 2)  →  mean: dX = dm / n, broadcast over the n averaged elements
@@ -429,7 +446,7 @@ def _linear_regression_backward(g, X, r, N):
     return dw, db
 
 
-@numba.njit(cache=True)
+@_kernel
 def _linear_regression_value_and_grad(X, y, w, b):
     # sizes of the symbolic dims
     N = X.shape[0]
@@ -513,7 +530,7 @@ class logistic_regression_Saved(NamedTuple):
 _LOGISTIC_REGRESSION_INPUTS = (("X", ("N", "D")), ("y", ("N",)), ("w", ("D",)), ("b", ()))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _logistic_regression_forward(X, y, w, b):
     # sizes of the symbolic dims
     N = X.shape[0]
@@ -533,7 +550,7 @@ def _logistic_regression_forward(X, y, w, b):
     return loss, p, X, y, N
 
 
-@numba.njit(cache=True)
+@_kernel
 def _logistic_regression_backward(g, X, y, p, N):
     # scalars:
     #   loss = mean(softplus(z) - y * z)  →  mean: dX = dm / n, broadcast over the n averaged
@@ -560,7 +577,7 @@ def _logistic_regression_backward(g, X, y, p, N):
     return dw, db
 
 
-@numba.njit(cache=True)
+@_kernel
 def _logistic_regression_value_and_grad(X, y, w, b):
     # sizes of the symbolic dims
     N = X.shape[0]
@@ -658,7 +675,7 @@ _SOFTMAX_REGRESSION_INPUTS = (
 )
 
 
-@numba.njit(cache=True)
+@_kernel
 def _softmax_regression_forward(X, Y, W, b):
     # sizes of the symbolic dims
     N = X.shape[0]
@@ -711,7 +728,7 @@ def _softmax_regression_forward(X, Y, W, b):
     return loss, Z, X, Y, loss_1, N, K
 
 
-@numba.njit(cache=True)
+@_kernel
 def _softmax_regression_backward(g, X, Y, loss_1, N, K):
     # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  negation: dx = -dy
@@ -748,7 +765,7 @@ def _softmax_regression_backward(g, X, Y, loss_1, N, K):
     return dW, db
 
 
-@numba.njit(cache=True)
+@_kernel
 def _softmax_regression_value_and_grad(X, Y, W, b):
     # sizes of the symbolic dims
     N = X.shape[0]
@@ -894,7 +911,7 @@ _MLP_CLASSIFIER_INPUTS = (
 )
 
 
-@numba.njit(cache=True)
+@_kernel
 def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
     # sizes of the symbolic dims
     N = X.shape[0]
@@ -956,7 +973,7 @@ def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
     return loss, Z, X, Y, W2, H1, loss_1, N, K, H
 
 
-@numba.njit(cache=True)
+@_kernel
 def _mlp_classifier_backward(g, X, Y, W2, H1, loss_1, N, K, H):
     # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  negation: dx = -dy
@@ -1007,7 +1024,7 @@ def _mlp_classifier_backward(g, X, Y, W2, H1, loss_1, N, K, H):
     return dW1, db1, dW2, db2
 
 
-@numba.njit(cache=True)
+@_kernel
 def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     # sizes of the symbolic dims
     N = X.shape[0]

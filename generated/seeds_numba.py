@@ -3,12 +3,29 @@
 # Spec sha256: ebc81c617f854cb9f6cbaaa8d1a841e075e8ea5a478a14a01c55847b600b1523
 """The worked examples and derivative rules of the seed texts, as specs."""
 
+import sys
+import types
 from typing import NamedTuple
 
 import numba
 import numpy as np
 
 _DTYPE = np.float64
+
+
+# Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
+# their module. The kernels get a namespace of their own, registered under one fixed name, so
+# the cache works however this file is imported (generated.nn_numba, nn_numba, by path, ...).
+_KERNELS = sys.modules.setdefault(
+    "_codegen_numba_kernels", types.ModuleType("_codegen_numba_kernels")
+)
+vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
+
+
+def _kernel(function):
+    """Compile ``function`` with Numba (cache=True), its globals the kernels' namespace."""
+    kernel = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
+    return numba.njit(cache=True)(kernel)
 
 
 def _check_inputs(function, values, shapes):
@@ -74,7 +91,7 @@ class twice_sum_Saved(NamedTuple):
 _TWICE_SUM_INPUTS = (("A", (2, 3)),)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _twice_sum_forward(A):
     # fused loop over [2, 3]:
     #   F = 2 * sum(A)
@@ -89,7 +106,7 @@ def _twice_sum_forward(A):
     return (F,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _twice_sum_backward(g):
     # scalars:
     #   F = 2 * sum(A)  →  Hadamard product: db = a * dz
@@ -104,7 +121,7 @@ def _twice_sum_backward(g):
     return (dA,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _twice_sum_value_and_grad(A):
     # fused loop over [2, 3]:
     #   F = 2 * sum(A)
@@ -172,7 +189,7 @@ class affine_sum_Saved(NamedTuple):
 _AFFINE_SUM_INPUTS = (("A", (2, 3)), ("W", (3, 2)), ("B", (2,)))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _affine_sum_forward(A, W, B):
     # Z = A @ W + B
     Z_1 = np.dot(A, W)
@@ -189,7 +206,7 @@ def _affine_sum_forward(A, W, B):
     return S, Z, A, W
 
 
-@numba.njit(cache=True)
+@_kernel
 def _affine_sum_backward(g, A, W):
     # scalars:
     #   Z = A @ W + B  →  addition: db = dz; broadcast [2] to [2, 2]: sum over rows
@@ -213,7 +230,7 @@ def _affine_sum_backward(g, A, W):
     return dA, dW, dB_2
 
 
-@numba.njit(cache=True)
+@_kernel
 def _affine_sum_value_and_grad(A, W, B):
     # Z = A @ W + B
     Z_1 = np.dot(A, W)
@@ -294,7 +311,7 @@ class wx_backprop_Saved(NamedTuple):
 _WX_BACKPROP_INPUTS = (("W", ("M", "N")), ("x", ("N",)), ("t", ("M",)))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _wx_backprop_forward(W, x, t):
     # sizes of the symbolic dims
     M = W.shape[0]
@@ -315,7 +332,7 @@ def _wx_backprop_forward(W, x, t):
     return f, d, W, x, f_1, M
 
 
-@numba.njit(cache=True)
+@_kernel
 def _wx_backprop_backward(g, W, x, f_1, M):
     # scalars:
     #   f = 0.5 * sum((d - t) ** 2)  →  Hadamard product: db = a * dz
@@ -334,7 +351,7 @@ def _wx_backprop_backward(g, W, x, f_1, M):
     return dW, dx
 
 
-@numba.njit(cache=True)
+@_kernel
 def _wx_backprop_value_and_grad(W, x, t):
     # sizes of the symbolic dims
     M = W.shape[0]
@@ -408,7 +425,7 @@ class dictionary_learning_Saved(NamedTuple):
 _DICTIONARY_LEARNING_INPUTS = (("X", ("M", "N")), ("D", ("M", "P")), ("R", ("P", "N")))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _dictionary_learning_forward(X, D, R):
     # sizes of the symbolic dims
     M = X.shape[0]
@@ -428,7 +445,7 @@ def _dictionary_learning_forward(X, D, R):
     return f, D, R, E, M, N
 
 
-@numba.njit(cache=True)
+@_kernel
 def _dictionary_learning_backward(g, D, R, E, M, N):
     # scalars:
     #   f = sum(E ** 2)  →  power: dx = dy * c * x ** (c - 1)
@@ -448,7 +465,7 @@ def _dictionary_learning_backward(g, D, R, E, M, N):
     return dD, dR
 
 
-@numba.njit(cache=True)
+@_kernel
 def _dictionary_learning_value_and_grad(X, D, R):
     # sizes of the symbolic dims
     M = X.shape[0]
@@ -528,7 +545,7 @@ class quadratic_form_Saved(NamedTuple):
 _QUADRATIC_FORM_INPUTS = (("a", ("N",)), ("G", ("N", "N")))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _quadratic_form_forward(a, G):
     # sizes of the symbolic dims
     N = a.shape[0]
@@ -539,7 +556,7 @@ def _quadratic_form_forward(a, G):
     return f, a, G, f_1, N
 
 
-@numba.njit(cache=True)
+@_kernel
 def _quadratic_form_backward(g, a, G, f_1, N):
     # fused loop over [N]:
     #   f = a @ G @ a  →  inner product: da = dz * b
@@ -561,7 +578,7 @@ def _quadratic_form_backward(g, a, G, f_1, N):
     return da_3, dG
 
 
-@numba.njit(cache=True)
+@_kernel
 def _quadratic_form_value_and_grad(a, G):
     # sizes of the symbolic dims
     N = a.shape[0]
@@ -628,7 +645,7 @@ class right_product_Saved(NamedTuple):
 _RIGHT_PRODUCT_INPUTS = (("X", ("M", "N")), ("W", ("N", "P")), ("C", ("M", "P")))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _right_product_forward(X, W, C):
     # sizes of the symbolic dims
     M = X.shape[0]
@@ -644,7 +661,7 @@ def _right_product_forward(X, W, C):
     return f, W, C, M, P
 
 
-@numba.njit(cache=True)
+@_kernel
 def _right_product_backward(g, W, C, M, P):
     # fused loop over [M, P]:
     #   f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -657,7 +674,7 @@ def _right_product_backward(g, W, C, M, P):
     return (dX,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _right_product_value_and_grad(X, W, C):
     # sizes of the symbolic dims
     M = X.shape[0]
@@ -722,7 +739,7 @@ class left_product_Saved(NamedTuple):
 _LEFT_PRODUCT_INPUTS = (("W", ("P", "M")), ("X", ("M", "N")), ("C", ("P", "N")))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _left_product_forward(W, X, C):
     # sizes of the symbolic dims
     P = W.shape[0]
@@ -738,7 +755,7 @@ def _left_product_forward(W, X, C):
     return f, W, C, P, N
 
 
-@numba.njit(cache=True)
+@_kernel
 def _left_product_backward(g, W, C, P, N):
     # fused loop over [P, N]:
     #   f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -751,7 +768,7 @@ def _left_product_backward(g, W, C, P, N):
     return (dX,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _left_product_value_and_grad(W, X, C):
     # sizes of the symbolic dims
     P = W.shape[0]
@@ -816,7 +833,7 @@ class hadamard_product_Saved(NamedTuple):
 _HADAMARD_PRODUCT_INPUTS = (("X", ("M", "N")), ("K", ("M", "N")), ("C", ("M", "N")))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _hadamard_product_forward(X, K, C):
     # sizes of the symbolic dims
     M = X.shape[0]
@@ -831,7 +848,7 @@ def _hadamard_product_forward(X, K, C):
     return f, K, C, M, N
 
 
-@numba.njit(cache=True)
+@_kernel
 def _hadamard_product_backward(g, K, C, M, N):
     # fused loop over [M, N]:
     #   f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -843,7 +860,7 @@ def _hadamard_product_backward(g, K, C, M, N):
     return (dX,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _hadamard_product_value_and_grad(X, K, C):
     # sizes of the symbolic dims
     M = X.shape[0]
@@ -911,7 +928,7 @@ class elementwise_function_Saved(NamedTuple):
 _ELEMENTWISE_FUNCTION_INPUTS = (("X", ("M", "N")), ("C", ("M", "N")))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _elementwise_function_forward(X, C):
     # sizes of the symbolic dims
     M = X.shape[0]
@@ -926,7 +943,7 @@ def _elementwise_function_forward(X, C):
     return f, X, C, M, N
 
 
-@numba.njit(cache=True)
+@_kernel
 def _elementwise_function_backward(g, X, C, M, N):
     # fused loop over [M, N]:
     #   f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -938,7 +955,7 @@ def _elementwise_function_backward(g, X, C, M, N):
     return (dX,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _elementwise_function_value_and_grad(X, C):
     # sizes of the symbolic dims
     M = X.shape[0]
@@ -1006,7 +1023,7 @@ class matrix_addition_Saved(NamedTuple):
 _MATRIX_ADDITION_INPUTS = (("X", ("M", "N")), ("K", ("M", "N")), ("C", ("M", "N")))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _matrix_addition_forward(X, K, C):
     # sizes of the symbolic dims
     M = X.shape[0]
@@ -1021,7 +1038,7 @@ def _matrix_addition_forward(X, K, C):
     return f, C, M, N
 
 
-@numba.njit(cache=True)
+@_kernel
 def _matrix_addition_backward(g, C, M, N):
     # fused loop over [M, N]:
     #   f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -1032,7 +1049,7 @@ def _matrix_addition_backward(g, C, M, N):
     return (dG,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _matrix_addition_value_and_grad(X, K, C):
     # sizes of the symbolic dims
     M = X.shape[0]
@@ -1099,7 +1116,7 @@ class row_broadcast_addition_Saved(NamedTuple):
 _ROW_BROADCAST_ADDITION_INPUTS = (("K", ("M", "N")), ("x", (1, "N")), ("C", ("M", "N")))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _row_broadcast_addition_forward(K, x, C):
     # sizes of the symbolic dims
     M = K.shape[0]
@@ -1114,7 +1131,7 @@ def _row_broadcast_addition_forward(K, x, C):
     return f, C, M, N
 
 
-@numba.njit(cache=True)
+@_kernel
 def _row_broadcast_addition_backward(g, C, M, N):
     # fused loop over [M, N]:
     #   f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -1126,7 +1143,7 @@ def _row_broadcast_addition_backward(g, C, M, N):
     return (dx,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _row_broadcast_addition_value_and_grad(K, x, C):
     # sizes of the symbolic dims
     M = K.shape[0]
@@ -1194,7 +1211,7 @@ class column_broadcast_addition_Saved(NamedTuple):
 _COLUMN_BROADCAST_ADDITION_INPUTS = (("K", ("M", "N")), ("x", ("M", 1)), ("C", ("M", "N")))
 
 
-@numba.njit(cache=True)
+@_kernel
 def _column_broadcast_addition_forward(K, x, C):
     # sizes of the symbolic dims
     M = K.shape[0]
@@ -1209,7 +1226,7 @@ def _column_broadcast_addition_forward(K, x, C):
     return f, C, M, N
 
 
-@numba.njit(cache=True)
+@_kernel
 def _column_broadcast_addition_backward(g, C, M, N):
     # fused loop over [M, N]:
     #   f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -1221,7 +1238,7 @@ def _column_broadcast_addition_backward(g, C, M, N):
     return (dx,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _column_broadcast_addition_value_and_grad(K, x, C):
     # sizes of the symbolic dims
     M = K.shape[0]
@@ -1293,7 +1310,7 @@ class squared_frobenius_norm_Saved(NamedTuple):
 _SQUARED_FROBENIUS_NORM_INPUTS = (("G", ("M", "N")),)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _squared_frobenius_norm_forward(G):
     # sizes of the symbolic dims
     M = G.shape[0]
@@ -1307,7 +1324,7 @@ def _squared_frobenius_norm_forward(G):
     return f, G, M, N
 
 
-@numba.njit(cache=True)
+@_kernel
 def _squared_frobenius_norm_backward(g, G, M, N):
     # scalars:
     #   f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
@@ -1322,7 +1339,7 @@ def _squared_frobenius_norm_backward(g, G, M, N):
     return (dG_2,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _squared_frobenius_norm_value_and_grad(G):
     # sizes of the symbolic dims
     M = G.shape[0]
@@ -1388,7 +1405,7 @@ class matrix_sum_Saved(NamedTuple):
 _MATRIX_SUM_INPUTS = (("G", ("M", "N")),)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _matrix_sum_forward(G):
     # sizes of the symbolic dims
     M = G.shape[0]
@@ -1402,7 +1419,7 @@ def _matrix_sum_forward(G):
     return f, M, N
 
 
-@numba.njit(cache=True)
+@_kernel
 def _matrix_sum_backward(g, M, N):
     # fused loop over [M, N]:
     #   f = sum(G)  →  sum: dX = ds, broadcast over the summed axes
@@ -1413,7 +1430,7 @@ def _matrix_sum_backward(g, M, N):
     return (dG,)
 
 
-@numba.njit(cache=True)
+@_kernel
 def _matrix_sum_value_and_grad(G):
     # sizes of the symbolic dims
     M = G.shape[0]
