@@ -19,7 +19,7 @@ from .ir import Arg, Const, DimSize, Op, Program
 from .names import Names
 from .ops import ATOM, HELPERS, OPS, UNARY
 from .parse import Function
-from .passes import backward_reads
+from .passes import backward_reads, constant_only
 from .planner import SEED
 from .shapes import fmt as fmt_shape
 
@@ -152,6 +152,9 @@ class Emitter:
             if typed:
                 return f"{self.np_dtype}({s})", ATOM
             return s, UNARY if s.startswith("-") else ATOM
+        if typed:  # a value computed from numbers alone
+            expr = inline[a][0] if a in inline else names.of[a]
+            return f"{self.np_dtype}({expr})", ATOM
         if isinstance(a, DimSize):
             return self.dim_ref(a.name, dim), ATOM
         if a in inline:
@@ -172,10 +175,12 @@ class Emitter:
                     last_use[a] = i
         inline: dict[str, tuple[str, int]] = {}
         emitted: list[tuple[Op, str]] = []
+        numbers = constant_only(program)  # Python numbers: typed where the dtype would leak
         for idx, op in enumerate(ops):
             value = program.values[op.out]
             typed = op.op == "broadcast_to"  # a broadcast constant must not be an int64 array
-            args = [self.arg_expr(a, names, dim, inline, typed) for a in op.args]
+            args = [self.arg_expr(a, names, dim, inline, typed and (isinstance(a, Const) or a in numbers))
+                    for a in op.args]
             expr = self.render_op(op, args, dim)
             users = uses.get(op.out, [])
             view = op.op in _VIEWS and all(prec == ATOM for _, prec in args)

@@ -150,7 +150,8 @@ _unary("cos", "np.cos({0})", "y = cos(x)", "dx = -dy * sin(x)",
        lambda b, op, g: b.emit("neg", b.emit("mul", g, b.emit("sin", op.args[0]))))
 # Piecewise-constant helpers that only backward programs use; their derivative is zero.
 _unary("sign", "np.sign({0})", "y = sign(x)", "", None)
-_unary("positive", "{0} > 0", "y = [x > 0]", "", None, arg_prec=CMP + 1, prec=CMP)
+# [x > 0] as a float of x's dtype (a boolean mask would break on negation once g = 1 is folded).
+_unary("positive", "np.heaviside({0}, 0)", "y = [x > 0]", "", None)
 # x where x > 0, else +inf: a divisor that turns the infinite slope of sqrt at 0 into 0, not NaN.
 _unary("nonzero_or_inf", "np.where({0} > 0, {0}, np.inf)", "", "", None, arg_prec=CMP + 1)
 

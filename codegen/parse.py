@@ -197,6 +197,8 @@ class _StepParser:
             left, right = self.expr(node.left, d), self.expr(node.right, d)
             if isinstance(left, Const) and isinstance(right, Const) and name != "matmul":
                 return self.fold(name, left.value, right.value)
+            if name == "div" and isinstance(right, Const) and right.value == 0:
+                raise self.fail("division by the constant zero")
             return self.b.emit(name, left, right)
         if isinstance(node, ast.Attribute):
             if node.attr != "T":

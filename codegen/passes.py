@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+
 from .build import Builder
 from .ir import Arg, Const, DimSize, Op, Origin, Program
 
@@ -40,12 +42,19 @@ def _is(a: Arg, value: float) -> bool:
     return isinstance(a, Const) and a.value == value
 
 
+def _const(value: float) -> Const | None:
+    """A folded constant, or None when folding would produce a non-finite number."""
+    return Const(value) if math.isfinite(value) else None
+
+
 def _fold(op: Op, producers: dict[str, Op]) -> Arg | Op | None:
     """A replacement for a backward op (an argument, or a cheaper op), or None to keep it."""
     a = op.args
+    both = len(a) > 1 and isinstance(a[0], Const) and isinstance(a[1], Const)
+    if both and op.op in ("add", "sub", "mul"):
+        x, y = a[0].value, a[1].value  # type: ignore[union-attr]
+        return _const(x + y if op.op == "add" else x - y if op.op == "sub" else x * y)
     if op.op == "mul":
-        if isinstance(a[0], Const) and isinstance(a[1], Const):
-            return Const(a[0].value * a[1].value)
         if _is(a[0], 1):
             return a[1]
         if _is(a[1], 1):
@@ -56,8 +65,8 @@ def _fold(op: Op, producers: dict[str, Op]) -> Arg | Op | None:
     elif op.op == "div":
         if _is(a[1], 1):
             return a[0]
-        if isinstance(a[0], Const) and isinstance(a[1], Const) and a[1].value != 0:
-            return Const(a[0].value / a[1].value)
+        if both and a[1].value != 0:  # type: ignore[union-attr]
+            return _const(a[0].value / a[1].value)  # type: ignore[union-attr]
     elif op.op == "add":
         if _is(a[0], 0):
             return a[1]
@@ -147,12 +156,13 @@ def fresh_grads(program: Program) -> None:
     """Each gradient is a fresh array: folded constants are materialised, aliases are copied."""
     forward = set(program.inputs) | {op.out for op in program.ops if op.phase == "forward"}
     views = {op.out for op in program.ops if op.op in VIEW_OPS}
+    scalars = constant_only(program)
     seen: set[str] = set()
     b = Builder(program, "backward")
     grads = []
     for w, g in program.grads:
         o = program.grad_origins.get(w, Origin("", 0, ""))
-        if not isinstance(g, str):
+        if not isinstance(g, str) or g in scalars:  # a number, not an array of the dtype
             shape = program.values[w].shape
             with b.at(Origin(o.step, o.line, f"{o.rule}; d{w} is a constant: materialise it"), "d" + w):
                 g = b.emit("full", g, shape=shape)
@@ -164,6 +174,16 @@ def fresh_grads(program: Program) -> None:
             seen.add(g)
         grads.append((w, g))
     program.grads = grads
+
+
+def constant_only(program: Program) -> set[str]:
+    """Values computed from constants and dim sizes alone: Python numbers in generated code."""
+    out: set[str] = set()
+    for op in program.ops:
+        reads_array = any(isinstance(a, str) and a not in out for a in op.args)
+        if not reads_array and op.op not in ("zeros", "eye", "full"):
+            out.add(op.out)
+    return out
 
 
 def backward_reads(program: Program) -> tuple[list[str], list[str]]:

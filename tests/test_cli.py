@@ -678,10 +678,11 @@ def test_gradcheck_failure_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture
           f:
             inputs: {X: [N]}
             steps:
-              - Y = sum(X / 0)
+              - Y = sum(sqrt(X - 10))
             outputs: [Y]
         """,
     )
+    # inputs are drawn positive for sqrt, but X - 10 is negative: NaN gradients fail the check
     rc, out, _ = run_main(capsys, spec, "-o", tmp_path / "out", "--gradcheck")
     assert rc == 1, out
     assert re.search(r"blowup\.f\s+dX\b", out)
@@ -754,8 +755,8 @@ def test_numba_options_reach_the_decorator(
                             "--numba-parallel", "--numba-fastmath")
     assert rc == 0, out + err
     src = (out_dir / "nn_numba.py").read_text()
-    assert "@numba.njit(cache=True, parallel=True, fastmath=True)" in src
-    assert "numba.prange(" in src
+    assert "numba.njit(cache=True, fastmath=True, parallel=True)(kernel)" in src
+    assert "numba.prange(" in src and "@_parallel_kernel" in src
     rc, out, err = run_main(capsys, SPECS / "nn.yaml", "-o", out_dir, "--backend", "numba",
                             "--check")
     assert rc == 1, "default options differ from the written file: --check must say stale"
