@@ -142,8 +142,9 @@ _unary("sigmoid", "np.exp(-np.logaddexp(0, -{0}))", "y = 1 / (1 + exp(-x))",
        arg_prec=POW)
 _unary("relu", "np.maximum({0}, 0)", "y = max(x, 0)", "dx = dy * (y > 0)   (relu'(0) = 0)",
        lambda b, op, g: b.emit("mul", g, b.emit("positive", op.out)))
-_unary("softplus", "np.logaddexp(0, {0})", "y = log(1 + exp(x))", "dx = dy * sigmoid(x)",
-       lambda b, op, g: b.emit("mul", g, b.emit("sigmoid", op.args[0])))
+_unary("softplus", "np.logaddexp(0, {0})", "y = log(1 + exp(x))",
+       "dx = dy * sigmoid(x) = dy * exp(x - y)",
+       lambda b, op, g: b.emit("mul", g, b.emit("exp", b.emit("sub", op.args[0], op.out))))
 _unary("sin", "np.sin({0})", "y = sin(x)", "dx = dy * cos(x)",
        lambda b, op, g: b.emit("mul", g, b.emit("cos", op.args[0])))
 _unary("cos", "np.cos({0})", "y = cos(x)", "dx = -dy * sin(x)",

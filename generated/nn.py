@@ -327,7 +327,8 @@ class logistic_regression_Saved(NamedTuple):
 
     X: np.ndarray
     y: np.ndarray
-    p: np.ndarray
+    z: np.ndarray
+    loss_1: np.ndarray
     N: int
 
 
@@ -351,16 +352,17 @@ def logistic_regression_forward(X, y, w, b):
     # z = X @ w + b
     z = X @ w + b
     # loss = mean(softplus(z) - y * z)
-    loss = np.mean(np.logaddexp(0, z) - y * z)
+    loss_1 = np.logaddexp(0, z)
+    loss = np.mean(loss_1 - y * z)
     # p = sigmoid(z)
     p = np.exp(-np.logaddexp(0, -z))
-    return (loss, p), logistic_regression_Saved(X=X, y=y, p=p, N=N)
+    return (loss, p), logistic_regression_Saved(X=X, y=y, z=z, loss_1=loss_1, N=N)
 
 
 def logistic_regression_backward(saved, g=1.0):
     """Gradients of loss with respect to w, b, given g = d(objective)/dloss (shape []; a
     scalar broadcasts)."""
-    X, y, p, N = saved
+    X, y, z, loss_1, N = saved
     g = _check_cotangent("logistic_regression", g, ())
     # loss = mean(softplus(z) - y * z)  →  mean: dX = dm / n, broadcast over the n averaged
     #     elements
@@ -369,9 +371,9 @@ def logistic_regression_backward(saved, g=1.0):
     dloss_2 = -dloss_3
     # loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz
     dz = y * dloss_2
-    # loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x); accumulate (dz: z is
-    #     used 3 times)
-    dz = dz + dloss_3 * p
+    # loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y);
+    #     accumulate (dz: z is used 3 times)
+    dz = dz + dloss_3 * np.exp(z - loss_1)
     # z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
     db = np.sum(dz)
     # z = X @ w + b  →  matrix-vector product: db = A.T @ dz
@@ -387,7 +389,8 @@ def logistic_regression_value_and_grad(X, y, w, b):
     # z = X @ w + b
     z = X @ w + b
     # loss = mean(softplus(z) - y * z)
-    loss = np.mean(np.logaddexp(0, z) - y * z)
+    loss_1 = np.logaddexp(0, z)
+    loss = np.mean(loss_1 - y * z)
     # p = sigmoid(z)
     p = np.exp(-np.logaddexp(0, -z))
     # loss = mean(softplus(z) - y * z)  →  mean: dX = dm / n, broadcast over the n averaged
@@ -397,9 +400,9 @@ def logistic_regression_value_and_grad(X, y, w, b):
     dloss_2 = -dloss_3
     # loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz
     dz = y * dloss_2
-    # loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x); accumulate (dz: z is
-    #     used 3 times)
-    dz = dz + dloss_3 * p
+    # loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y);
+    #     accumulate (dz: z is used 3 times)
+    dz = dz + dloss_3 * np.exp(z - loss_1)
     # z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
     db = np.sum(dz)
     # z = X @ w + b  →  matrix-vector product: db = A.T @ dz

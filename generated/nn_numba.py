@@ -523,7 +523,8 @@ class logistic_regression_Saved(NamedTuple):
 
     X: np.ndarray
     y: np.ndarray
-    p: np.ndarray
+    z: np.ndarray
+    loss_1: np.ndarray
     N: int
 
 
@@ -540,18 +541,23 @@ def _logistic_regression_forward(X, y, w, b):
     #   z = X @ w + b
     #   loss = mean(softplus(z) - y * z)
     #   p = sigmoid(z)
+    z = np.empty((N,), dtype=np.float64)
+    loss_1 = np.empty((N,), dtype=np.float64)
     loss = 0.0
     p = np.empty((N,), dtype=np.float64)
     for i in range(N):
         z_e = z_1[i] + b
-        loss += np.logaddexp(0, z_e) - y[i] * z_e
+        z[i] = z_e
+        loss_1_e = np.logaddexp(0, z_e)
+        loss_1[i] = loss_1_e
+        loss += loss_1_e - y[i] * z_e
         p[i] = np.exp(-np.logaddexp(0, -z_e))
     loss = loss / N
-    return loss, p, X, y, N
+    return loss, p, X, y, z, loss_1, N
 
 
 @_kernel
-def _logistic_regression_backward(g, X, y, p, N):
+def _logistic_regression_backward(g, X, y, z, loss_1, N):
     # scalars:
     #   loss = mean(softplus(z) - y * z)  →  mean: dX = dm / n, broadcast over the n averaged
     #       elements
@@ -563,13 +569,13 @@ def _logistic_regression_backward(g, X, y, p, N):
     dloss_2 = -dloss_3_e
     # fused loop over [N]:
     #   loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz
-    #   loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x); accumulate (dz: z is
-    #       used 3 times)
+    #   loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y);
+    #       accumulate (dz: z is used 3 times)
     #   z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
     dz = np.empty((N,), dtype=np.float64)
     db = 0.0
     for i in range(N):
-        dz_e = y[i] * dloss_2 + dloss_3 * p[i]
+        dz_e = y[i] * dloss_2 + dloss_3 * np.exp(z[i] - loss_1[i])
         dz[i] = dz_e
         db += dz_e
     # z = X @ w + b  →  matrix-vector product: db = A.T @ dz
@@ -587,11 +593,16 @@ def _logistic_regression_value_and_grad(X, y, w, b):
     #   z = X @ w + b
     #   loss = mean(softplus(z) - y * z)
     #   p = sigmoid(z)
+    z = np.empty((N,), dtype=np.float64)
+    loss_1 = np.empty((N,), dtype=np.float64)
     loss = 0.0
     p = np.empty((N,), dtype=np.float64)
     for i in range(N):
         z_e = z_1[i] + b
-        loss += np.logaddexp(0, z_e) - y[i] * z_e
+        z[i] = z_e
+        loss_1_e = np.logaddexp(0, z_e)
+        loss_1[i] = loss_1_e
+        loss += loss_1_e - y[i] * z_e
         p[i] = np.exp(-np.logaddexp(0, -z_e))
     loss = loss / N
     # scalars:
@@ -605,13 +616,13 @@ def _logistic_regression_value_and_grad(X, y, w, b):
     dloss_2 = -dloss_3_e
     # fused loop over [N]:
     #   loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz
-    #   loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x); accumulate (dz: z is
-    #       used 3 times)
+    #   loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y);
+    #       accumulate (dz: z is used 3 times)
     #   z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
     dz = np.empty((N,), dtype=np.float64)
     db = 0.0
     for i in range(N):
-        dz_e = y[i] * dloss_2 + dloss_3 * p[i]
+        dz_e = y[i] * dloss_2 + dloss_3 * np.exp(z[i] - loss_1[i])
         dz[i] = dz_e
         db += dz_e
     # z = X @ w + b  →  matrix-vector product: db = A.T @ dz
@@ -631,8 +642,8 @@ def logistic_regression_forward(X, y, w, b):
     """Forward pass of logistic_regression: returns ((loss, p), saved) for
     logistic_regression_backward."""
     X, y, w, b = _check_inputs("logistic_regression", (X, y, w, b), _LOGISTIC_REGRESSION_INPUTS)
-    loss, p, X, y, N = _logistic_regression_forward(X, y, w, b)
-    return (_DTYPE(loss), p), logistic_regression_Saved(X=X, y=y, p=p, N=N)
+    loss, p, X, y, z, loss_1, N = _logistic_regression_forward(X, y, w, b)
+    return (_DTYPE(loss), p), logistic_regression_Saved(X=X, y=y, z=z, loss_1=loss_1, N=N)
 
 
 def logistic_regression_backward(saved, g=1.0):
