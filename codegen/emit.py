@@ -76,7 +76,7 @@ class FunctionView:
     wrap_outputs: str = ""  # the outputs as a wrapper returns them (scalars given the dtype)
     saved_kwargs: str = ""  # "X=X, H1=H1"
     wrapper_grads: list[str] = field(default_factory=list)  # a wrapper's locals for the grads
-    wrap_grads: str = ""  # "f_Grads(W=dW, b=_DTYPE(db))"
+    wrap_grads: str = ""  # "f_Grads(W=dW, b=_DTYPE.type(db))"
     fw_decorator: str = ""  # a compiled backend's decorator for each kernel
     bw_decorator: str = ""
     vg_decorator: str = ""

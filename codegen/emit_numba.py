@@ -51,7 +51,7 @@ class NumbaEmitter(Emitter):
         view = super().function_view(fn, lower(vg), lower(bw))
 
         def cast(local: str, name: str) -> str:
-            return f"_DTYPE({local})" if name in view.scalars else local
+            return f"_DTYPE.type({local})" if name in view.scalars else local
 
         outputs = [o for o in fn.program.outputs if isinstance(o, str)]
         outs = [cast(local, o) for local, o in zip(view.fw_outputs, outputs)]

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-_DTYPE = np.float64
+_DTYPE = np.dtype(np.float64)
 
 
 # Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
@@ -34,19 +34,19 @@ def _check_inputs(function, values, shapes):
     dims = {}
     checked = []
     for (name, shape), value in zip(shapes, values, strict=True):
-        expected = "[" + ", ".join(str(d) for d in shape) + "]"
         x = value
         if not isinstance(x, (np.ndarray, np.generic)):
             try:
                 x = np.asarray(value, dtype=_DTYPE)
             except (TypeError, ValueError):
                 raise ValueError(
-                    f"{function}: input {name} must be a float64 array of shape {expected}"
+                    f"{function}: input {name} must be a float64 array of shape "
+                    f"{_shape_text(shape)}"
                 ) from None
         if x.dtype != _DTYPE:
             raise ValueError(
                 f"{function}: input {name} has dtype {x.dtype}; expected float64 "
-                f"with shape {expected}"
+                f"with shape {_shape_text(shape)}"
             )
         ok = x.ndim == len(shape)
         if ok:
@@ -55,12 +55,21 @@ def _check_inputs(function, values, shapes):
         if not ok:
             bound = ", ".join(f"{d}={dims[d]}" for d in shape if isinstance(d, str) and d in dims)
             raise ValueError(
-                f"{function}: input {name} has shape {tuple(x.shape)}; expected {expected}"
-                + (f" with {bound}" if bound else "")
+                f"{function}: input {name} has shape {tuple(x.shape)}; expected "
+                f"{_shape_text(shape)}" + (f" with {bound}" if bound else "")
             )
         # compiled kernels take scalars for [] inputs and C-contiguous arrays otherwise
-        checked.append(x[()] if x.ndim == 0 else np.ascontiguousarray(x))
+        if x.ndim == 0:
+            x = x[()]
+        elif not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        checked.append(x)
     return checked
+
+
+def _shape_text(shape):
+    """A shape as the spec writes it: [N, 3]."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _check_cotangent(function, g, shape):
@@ -218,7 +227,7 @@ def gaussian_nll_forward(S, C):
     """Forward pass of gaussian_nll: returns (nll, saved) for gaussian_nll_backward."""
     S, C = _check_inputs("gaussian_nll", (S, C), _GAUSSIAN_NLL_INPUTS)
     nll, C, nll_3, D = _gaussian_nll_forward(S, C)
-    return _DTYPE(nll), gaussian_nll_Saved(C=C, nll_3=nll_3, D=D)
+    return _DTYPE.type(nll), gaussian_nll_Saved(C=C, nll_3=nll_3, D=D)
 
 
 def gaussian_nll_backward(saved, g=1.0):
@@ -233,7 +242,7 @@ def gaussian_nll_value_and_grad(S, C):
     """(nll, gradients of nll with respect to S) in one pass."""
     S, C = _check_inputs("gaussian_nll", (S, C), _GAUSSIAN_NLL_INPUTS)
     nll, dS_4 = _gaussian_nll_value_and_grad(S, C)
-    return _DTYPE(nll), gaussian_nll_Grads(S=dS_4)
+    return _DTYPE.type(nll), gaussian_nll_Grads(S=dS_4)
 
 
 class trace_product_Grads(NamedTuple):
@@ -304,7 +313,7 @@ def trace_product_forward(A, X):
     """Forward pass of trace_product: returns (f, saved) for trace_product_backward."""
     A, X = _check_inputs("trace_product", (A, X), _TRACE_PRODUCT_INPUTS)
     f, A, D = _trace_product_forward(A, X)
-    return _DTYPE(f), trace_product_Saved(A=A, D=D)
+    return _DTYPE.type(f), trace_product_Saved(A=A, D=D)
 
 
 def trace_product_backward(saved, g=1.0):
@@ -319,7 +328,7 @@ def trace_product_value_and_grad(A, X):
     """(f, gradients of f with respect to X) in one pass."""
     A, X = _check_inputs("trace_product", (A, X), _TRACE_PRODUCT_INPUTS)
     f, dX = _trace_product_value_and_grad(A, X)
-    return _DTYPE(f), trace_product_Grads(X=dX)
+    return _DTYPE.type(f), trace_product_Grads(X=dX)
 
 
 class trace_quadratic_Grads(NamedTuple):
@@ -419,7 +428,7 @@ def trace_quadratic_forward(A, X):
     """Forward pass of trace_quadratic: returns (f, saved) for trace_quadratic_backward."""
     A, X = _check_inputs("trace_quadratic", (A, X), _TRACE_QUADRATIC_INPUTS)
     f, A, X, f_2, N, D = _trace_quadratic_forward(A, X)
-    return _DTYPE(f), trace_quadratic_Saved(A=A, X=X, f_2=f_2, N=N, D=D)
+    return _DTYPE.type(f), trace_quadratic_Saved(A=A, X=X, f_2=f_2, N=N, D=D)
 
 
 def trace_quadratic_backward(saved, g=1.0):
@@ -434,7 +443,7 @@ def trace_quadratic_value_and_grad(A, X):
     """(f, gradients of f with respect to X) in one pass."""
     A, X = _check_inputs("trace_quadratic", (A, X), _TRACE_QUADRATIC_INPUTS)
     f, dX_2 = _trace_quadratic_value_and_grad(A, X)
-    return _DTYPE(f), trace_quadratic_Grads(X=dX_2)
+    return _DTYPE.type(f), trace_quadratic_Grads(X=dX_2)
 
 
 class inverse_bilinear_Grads(NamedTuple):
@@ -526,7 +535,7 @@ def inverse_bilinear_forward(a, X, b):
     """Forward pass of inverse_bilinear: returns (f, saved) for inverse_bilinear_backward."""
     a, X, b = _check_inputs("inverse_bilinear", (a, X, b), _INVERSE_BILINEAR_INPUTS)
     f, a, b, f_1, D = _inverse_bilinear_forward(a, X, b)
-    return _DTYPE(f), inverse_bilinear_Saved(a=a, b=b, f_1=f_1, D=D)
+    return _DTYPE.type(f), inverse_bilinear_Saved(a=a, b=b, f_1=f_1, D=D)
 
 
 def inverse_bilinear_backward(saved, g=1.0):
@@ -541,7 +550,7 @@ def inverse_bilinear_value_and_grad(a, X, b):
     """(f, gradients of f with respect to X) in one pass."""
     a, X, b = _check_inputs("inverse_bilinear", (a, X, b), _INVERSE_BILINEAR_INPUTS)
     f, dX_3 = _inverse_bilinear_value_and_grad(a, X, b)
-    return _DTYPE(f), inverse_bilinear_Grads(X=dX_3)
+    return _DTYPE.type(f), inverse_bilinear_Grads(X=dX_3)
 
 
 class log_abs_det_Grads(NamedTuple):
@@ -611,7 +620,7 @@ def log_abs_det_forward(X):
     """Forward pass of log_abs_det: returns (f, saved) for log_abs_det_backward."""
     (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
     f, X, D = _log_abs_det_forward(X)
-    return _DTYPE(f), log_abs_det_Saved(X=X, D=D)
+    return _DTYPE.type(f), log_abs_det_Saved(X=X, D=D)
 
 
 def log_abs_det_backward(saved, g=1.0):
@@ -626,7 +635,7 @@ def log_abs_det_value_and_grad(X):
     """(f, gradients of f with respect to X) in one pass."""
     (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
     f, dX_2 = _log_abs_det_value_and_grad(X)
-    return _DTYPE(f), log_abs_det_Grads(X=dX_2)
+    return _DTYPE.type(f), log_abs_det_Grads(X=dX_2)
 
 
 class determinant_Grads(NamedTuple):
@@ -700,7 +709,7 @@ def determinant_forward(X):
     """Forward pass of determinant: returns (f, saved) for determinant_backward."""
     (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
     f, X, D = _determinant_forward(X)
-    return _DTYPE(f), determinant_Saved(X=X, f=f, D=D)
+    return _DTYPE.type(f), determinant_Saved(X=X, f=f, D=D)
 
 
 def determinant_backward(saved, g=1.0):
@@ -715,7 +724,7 @@ def determinant_value_and_grad(X):
     """(f, gradients of f with respect to X) in one pass."""
     (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
     f, dX_2 = _determinant_value_and_grad(X)
-    return _DTYPE(f), determinant_Grads(X=dX_2)
+    return _DTYPE.type(f), determinant_Grads(X=dX_2)
 
 
 class outer_contraction_Grads(NamedTuple):
@@ -800,7 +809,7 @@ def outer_contraction_forward(u, v, A):
     """Forward pass of outer_contraction: returns (f, saved) for outer_contraction_backward."""
     u, v, A = _check_inputs("outer_contraction", (u, v, A), _OUTER_CONTRACTION_INPUTS)
     f, u, v, A, N, D = _outer_contraction_forward(u, v, A)
-    return _DTYPE(f), outer_contraction_Saved(u=u, v=v, A=A, N=N, D=D)
+    return _DTYPE.type(f), outer_contraction_Saved(u=u, v=v, A=A, N=N, D=D)
 
 
 def outer_contraction_backward(saved, g=1.0):
@@ -815,4 +824,4 @@ def outer_contraction_value_and_grad(u, v, A):
     """(f, gradients of f with respect to u, v) in one pass."""
     u, v, A = _check_inputs("outer_contraction", (u, v, A), _OUTER_CONTRACTION_INPUTS)
     f, du, dv = _outer_contraction_value_and_grad(u, v, A)
-    return _DTYPE(f), outer_contraction_Grads(u=du, v=dv)
+    return _DTYPE.type(f), outer_contraction_Grads(u=du, v=dv)

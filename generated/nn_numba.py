@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-_DTYPE = np.float64
+_DTYPE = np.dtype(np.float64)
 
 
 # Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
@@ -34,19 +34,19 @@ def _check_inputs(function, values, shapes):
     dims = {}
     checked = []
     for (name, shape), value in zip(shapes, values, strict=True):
-        expected = "[" + ", ".join(str(d) for d in shape) + "]"
         x = value
         if not isinstance(x, (np.ndarray, np.generic)):
             try:
                 x = np.asarray(value, dtype=_DTYPE)
             except (TypeError, ValueError):
                 raise ValueError(
-                    f"{function}: input {name} must be a float64 array of shape {expected}"
+                    f"{function}: input {name} must be a float64 array of shape "
+                    f"{_shape_text(shape)}"
                 ) from None
         if x.dtype != _DTYPE:
             raise ValueError(
                 f"{function}: input {name} has dtype {x.dtype}; expected float64 "
-                f"with shape {expected}"
+                f"with shape {_shape_text(shape)}"
             )
         ok = x.ndim == len(shape)
         if ok:
@@ -55,12 +55,21 @@ def _check_inputs(function, values, shapes):
         if not ok:
             bound = ", ".join(f"{d}={dims[d]}" for d in shape if isinstance(d, str) and d in dims)
             raise ValueError(
-                f"{function}: input {name} has shape {tuple(x.shape)}; expected {expected}"
-                + (f" with {bound}" if bound else "")
+                f"{function}: input {name} has shape {tuple(x.shape)}; expected "
+                f"{_shape_text(shape)}" + (f" with {bound}" if bound else "")
             )
         # compiled kernels take scalars for [] inputs and C-contiguous arrays otherwise
-        checked.append(x[()] if x.ndim == 0 else np.ascontiguousarray(x))
+        if x.ndim == 0:
+            x = x[()]
+        elif not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        checked.append(x)
     return checked
+
+
+def _shape_text(shape):
+    """A shape as the spec writes it: [N, 3]."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _check_cotangent(function, g, shape):
@@ -183,7 +192,7 @@ def one_layer_forward(X, Y, W):
     """Forward pass of one_layer: returns ((loss, P), saved) for one_layer_backward."""
     X, Y, W = _check_inputs("one_layer", (X, Y, W), _ONE_LAYER_INPUTS)
     loss, P, X, loss_1, N, K = _one_layer_forward(X, Y, W)
-    return (_DTYPE(loss), P), one_layer_Saved(X=X, P=P, loss_1=loss_1, N=N, K=K)
+    return (_DTYPE.type(loss), P), one_layer_Saved(X=X, P=P, loss_1=loss_1, N=N, K=K)
 
 
 def one_layer_backward(saved, g=1.0):
@@ -198,7 +207,7 @@ def one_layer_value_and_grad(X, Y, W):
     """((loss, P), gradients of loss with respect to W) in one pass."""
     X, Y, W = _check_inputs("one_layer", (X, Y, W), _ONE_LAYER_INPUTS)
     loss, P, dW = _one_layer_value_and_grad(X, Y, W)
-    return (_DTYPE(loss), P), one_layer_Grads(W=dW)
+    return (_DTYPE.type(loss), P), one_layer_Grads(W=dW)
 
 
 class mlp_mse_Grads(NamedTuple):
@@ -370,7 +379,7 @@ def mlp_mse_forward(X, Y, W1, b1, W2, b2):
     """Forward pass of mlp_mse: returns ((loss, Z2), saved) for mlp_mse_backward."""
     X, Y, W1, b1, W2, b2 = _check_inputs("mlp_mse", (X, Y, W1, b1, W2, b2), _MLP_MSE_INPUTS)
     loss, Z2, X, W2, H1, loss_1, N, K, H = _mlp_mse_forward(X, Y, W1, b1, W2, b2)
-    return (_DTYPE(loss), Z2), mlp_mse_Saved(X=X, W2=W2, H1=H1, loss_1=loss_1, N=N, K=K, H=H)
+    return (_DTYPE.type(loss), Z2), mlp_mse_Saved(X=X, W2=W2, H1=H1, loss_1=loss_1, N=N, K=K, H=H)
 
 
 def mlp_mse_backward(saved, g=1.0):
@@ -385,7 +394,7 @@ def mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
     """((loss, Z2), gradients of loss with respect to W1, b1, W2, b2) in one pass."""
     X, Y, W1, b1, W2, b2 = _check_inputs("mlp_mse", (X, Y, W1, b1, W2, b2), _MLP_MSE_INPUTS)
     loss, Z2, dW1, db1, dW2, db2 = _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2)
-    return (_DTYPE(loss), Z2), mlp_mse_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)
+    return (_DTYPE.type(loss), Z2), mlp_mse_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)
 
 
 class linear_regression_Grads(NamedTuple):
@@ -493,7 +502,7 @@ def linear_regression_forward(X, y, w, b):
     linear_regression_backward."""
     X, y, w, b = _check_inputs("linear_regression", (X, y, w, b), _LINEAR_REGRESSION_INPUTS)
     loss, X, r, N = _linear_regression_forward(X, y, w, b)
-    return _DTYPE(loss), linear_regression_Saved(X=X, r=r, N=N)
+    return _DTYPE.type(loss), linear_regression_Saved(X=X, r=r, N=N)
 
 
 def linear_regression_backward(saved, g=1.0):
@@ -501,14 +510,14 @@ def linear_regression_backward(saved, g=1.0):
     scalar broadcasts)."""
     g = _check_cotangent("linear_regression", g, ())
     dw, db = _linear_regression_backward(g, *saved)
-    return linear_regression_Grads(w=dw, b=_DTYPE(db))
+    return linear_regression_Grads(w=dw, b=_DTYPE.type(db))
 
 
 def linear_regression_value_and_grad(X, y, w, b):
     """(loss, gradients of loss with respect to w, b) in one pass."""
     X, y, w, b = _check_inputs("linear_regression", (X, y, w, b), _LINEAR_REGRESSION_INPUTS)
     loss, dw, db = _linear_regression_value_and_grad(X, y, w, b)
-    return _DTYPE(loss), linear_regression_Grads(w=dw, b=_DTYPE(db))
+    return _DTYPE.type(loss), linear_regression_Grads(w=dw, b=_DTYPE.type(db))
 
 
 class logistic_regression_Grads(NamedTuple):
@@ -643,7 +652,7 @@ def logistic_regression_forward(X, y, w, b):
     logistic_regression_backward."""
     X, y, w, b = _check_inputs("logistic_regression", (X, y, w, b), _LOGISTIC_REGRESSION_INPUTS)
     loss, p, X, y, z, loss_1, N = _logistic_regression_forward(X, y, w, b)
-    return (_DTYPE(loss), p), logistic_regression_Saved(X=X, y=y, z=z, loss_1=loss_1, N=N)
+    return (_DTYPE.type(loss), p), logistic_regression_Saved(X=X, y=y, z=z, loss_1=loss_1, N=N)
 
 
 def logistic_regression_backward(saved, g=1.0):
@@ -651,14 +660,14 @@ def logistic_regression_backward(saved, g=1.0):
     scalar broadcasts)."""
     g = _check_cotangent("logistic_regression", g, ())
     dw, db = _logistic_regression_backward(g, *saved)
-    return logistic_regression_Grads(w=dw, b=_DTYPE(db))
+    return logistic_regression_Grads(w=dw, b=_DTYPE.type(db))
 
 
 def logistic_regression_value_and_grad(X, y, w, b):
     """((loss, p), gradients of loss with respect to w, b) in one pass."""
     X, y, w, b = _check_inputs("logistic_regression", (X, y, w, b), _LOGISTIC_REGRESSION_INPUTS)
     loss, p, dw, db = _logistic_regression_value_and_grad(X, y, w, b)
-    return (_DTYPE(loss), p), logistic_regression_Grads(w=dw, b=_DTYPE(db))
+    return (_DTYPE.type(loss), p), logistic_regression_Grads(w=dw, b=_DTYPE.type(db))
 
 
 class softmax_regression_Grads(NamedTuple):
@@ -872,7 +881,7 @@ def softmax_regression_forward(X, Y, W, b):
     softmax_regression_backward."""
     X, Y, W, b = _check_inputs("softmax_regression", (X, Y, W, b), _SOFTMAX_REGRESSION_INPUTS)
     loss, Z, X, Y, loss_1, N, K = _softmax_regression_forward(X, Y, W, b)
-    return (_DTYPE(loss), Z), softmax_regression_Saved(X=X, Y=Y, loss_1=loss_1, N=N, K=K)
+    return (_DTYPE.type(loss), Z), softmax_regression_Saved(X=X, Y=Y, loss_1=loss_1, N=N, K=K)
 
 
 def softmax_regression_backward(saved, g=1.0):
@@ -887,7 +896,7 @@ def softmax_regression_value_and_grad(X, Y, W, b):
     """((loss, Z), gradients of loss with respect to W, b) in one pass."""
     X, Y, W, b = _check_inputs("softmax_regression", (X, Y, W, b), _SOFTMAX_REGRESSION_INPUTS)
     loss, Z, dW, db = _softmax_regression_value_and_grad(X, Y, W, b)
-    return (_DTYPE(loss), Z), softmax_regression_Grads(W=dW, b=db)
+    return (_DTYPE.type(loss), Z), softmax_regression_Grads(W=dW, b=db)
 
 
 class mlp_classifier_Grads(NamedTuple):
@@ -1157,7 +1166,7 @@ def mlp_classifier_forward(X, Y, W1, b1, W2, b2):
         "mlp_classifier", (X, Y, W1, b1, W2, b2), _MLP_CLASSIFIER_INPUTS
     )
     loss, Z, X, Y, W2, H1, loss_1, N, K, H = _mlp_classifier_forward(X, Y, W1, b1, W2, b2)
-    return (_DTYPE(loss), Z), mlp_classifier_Saved(
+    return (_DTYPE.type(loss), Z), mlp_classifier_Saved(
         X=X, Y=Y, W2=W2, H1=H1, loss_1=loss_1, N=N, K=K, H=H
     )
 
@@ -1176,4 +1185,4 @@ def mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
         "mlp_classifier", (X, Y, W1, b1, W2, b2), _MLP_CLASSIFIER_INPUTS
     )
     loss, Z, dW1, db1, dW2, db2 = _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2)
-    return (_DTYPE(loss), Z), mlp_classifier_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)
+    return (_DTYPE.type(loss), Z), mlp_classifier_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-_DTYPE = np.float64
+_DTYPE = np.dtype(np.float64)
 
 
 def _check_inputs(function, values, shapes):
@@ -15,19 +15,19 @@ def _check_inputs(function, values, shapes):
     dims = {}
     checked = []
     for (name, shape), value in zip(shapes, values, strict=True):
-        expected = "[" + ", ".join(str(d) for d in shape) + "]"
         x = value
         if not isinstance(x, (np.ndarray, np.generic)):
             try:
                 x = np.asarray(value, dtype=_DTYPE)
             except (TypeError, ValueError):
                 raise ValueError(
-                    f"{function}: input {name} must be a float64 array of shape {expected}"
+                    f"{function}: input {name} must be a float64 array of shape "
+                    f"{_shape_text(shape)}"
                 ) from None
         if x.dtype != _DTYPE:
             raise ValueError(
                 f"{function}: input {name} has dtype {x.dtype}; expected float64 "
-                f"with shape {expected}"
+                f"with shape {_shape_text(shape)}"
             )
         ok = x.ndim == len(shape)
         if ok:
@@ -36,11 +36,16 @@ def _check_inputs(function, values, shapes):
         if not ok:
             bound = ", ".join(f"{d}={dims[d]}" for d in shape if isinstance(d, str) and d in dims)
             raise ValueError(
-                f"{function}: input {name} has shape {tuple(x.shape)}; expected {expected}"
-                + (f" with {bound}" if bound else "")
+                f"{function}: input {name} has shape {tuple(x.shape)}; expected "
+                f"{_shape_text(shape)}" + (f" with {bound}" if bound else "")
             )
         checked.append(x)
     return checked
+
+
+def _shape_text(shape):
+    """A shape as the spec writes it: [N, 3]."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _check_cotangent(function, g, shape):

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-_DTYPE = np.float64
+_DTYPE = np.dtype(np.float64)
 
 
 # Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
@@ -33,19 +33,19 @@ def _check_inputs(function, values, shapes):
     dims = {}
     checked = []
     for (name, shape), value in zip(shapes, values, strict=True):
-        expected = "[" + ", ".join(str(d) for d in shape) + "]"
         x = value
         if not isinstance(x, (np.ndarray, np.generic)):
             try:
                 x = np.asarray(value, dtype=_DTYPE)
             except (TypeError, ValueError):
                 raise ValueError(
-                    f"{function}: input {name} must be a float64 array of shape {expected}"
+                    f"{function}: input {name} must be a float64 array of shape "
+                    f"{_shape_text(shape)}"
                 ) from None
         if x.dtype != _DTYPE:
             raise ValueError(
                 f"{function}: input {name} has dtype {x.dtype}; expected float64 "
-                f"with shape {expected}"
+                f"with shape {_shape_text(shape)}"
             )
         ok = x.ndim == len(shape)
         if ok:
@@ -54,12 +54,21 @@ def _check_inputs(function, values, shapes):
         if not ok:
             bound = ", ".join(f"{d}={dims[d]}" for d in shape if isinstance(d, str) and d in dims)
             raise ValueError(
-                f"{function}: input {name} has shape {tuple(x.shape)}; expected {expected}"
-                + (f" with {bound}" if bound else "")
+                f"{function}: input {name} has shape {tuple(x.shape)}; expected "
+                f"{_shape_text(shape)}" + (f" with {bound}" if bound else "")
             )
         # compiled kernels take scalars for [] inputs and C-contiguous arrays otherwise
-        checked.append(x[()] if x.ndim == 0 else np.ascontiguousarray(x))
+        if x.ndim == 0:
+            x = x[()]
+        elif not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        checked.append(x)
     return checked
+
+
+def _shape_text(shape):
+    """A shape as the spec writes it: [N, 3]."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _check_cotangent(function, g, shape):
@@ -153,7 +162,7 @@ def twice_sum_forward(A):
     """Forward pass of twice_sum: returns (F, saved) for twice_sum_backward."""
     (A,) = _check_inputs("twice_sum", (A,), _TWICE_SUM_INPUTS)
     (F,) = _twice_sum_forward(A)
-    return _DTYPE(F), twice_sum_Saved()
+    return _DTYPE.type(F), twice_sum_Saved()
 
 
 def twice_sum_backward(saved, g=1.0):
@@ -168,7 +177,7 @@ def twice_sum_value_and_grad(A):
     """(F, gradients of F with respect to A) in one pass."""
     (A,) = _check_inputs("twice_sum", (A,), _TWICE_SUM_INPUTS)
     F, dA = _twice_sum_value_and_grad(A)
-    return _DTYPE(F), twice_sum_Grads(A=dA)
+    return _DTYPE.type(F), twice_sum_Grads(A=dA)
 
 
 class affine_sum_Grads(NamedTuple):
@@ -274,7 +283,7 @@ def affine_sum_forward(A, W, B):
     """Forward pass of affine_sum: returns ((S, Z), saved) for affine_sum_backward."""
     A, W, B = _check_inputs("affine_sum", (A, W, B), _AFFINE_SUM_INPUTS)
     S, Z, A, W = _affine_sum_forward(A, W, B)
-    return (_DTYPE(S), Z), affine_sum_Saved(A=A, W=W)
+    return (_DTYPE.type(S), Z), affine_sum_Saved(A=A, W=W)
 
 
 def affine_sum_backward(saved, g=1.0):
@@ -289,7 +298,7 @@ def affine_sum_value_and_grad(A, W, B):
     """((S, Z), gradients of S with respect to A, W, B) in one pass."""
     A, W, B = _check_inputs("affine_sum", (A, W, B), _AFFINE_SUM_INPUTS)
     S, Z, dA, dW, dB = _affine_sum_value_and_grad(A, W, B)
-    return (_DTYPE(S), Z), affine_sum_Grads(A=dA, W=dW, B=dB)
+    return (_DTYPE.type(S), Z), affine_sum_Grads(A=dA, W=dW, B=dB)
 
 
 class wx_backprop_Grads(NamedTuple):
@@ -387,7 +396,7 @@ def wx_backprop_forward(W, x, t):
     """Forward pass of wx_backprop: returns ((f, d), saved) for wx_backprop_backward."""
     W, x, t = _check_inputs("wx_backprop", (W, x, t), _WX_BACKPROP_INPUTS)
     f, d, W, x, f_1, M = _wx_backprop_forward(W, x, t)
-    return (_DTYPE(f), d), wx_backprop_Saved(W=W, x=x, f_1=f_1, M=M)
+    return (_DTYPE.type(f), d), wx_backprop_Saved(W=W, x=x, f_1=f_1, M=M)
 
 
 def wx_backprop_backward(saved, g=1.0):
@@ -402,7 +411,7 @@ def wx_backprop_value_and_grad(W, x, t):
     """((f, d), gradients of f with respect to W, x) in one pass."""
     W, x, t = _check_inputs("wx_backprop", (W, x, t), _WX_BACKPROP_INPUTS)
     f, d, dW, dx = _wx_backprop_value_and_grad(W, x, t)
-    return (_DTYPE(f), d), wx_backprop_Grads(W=dW, x=dx)
+    return (_DTYPE.type(f), d), wx_backprop_Grads(W=dW, x=dx)
 
 
 class dictionary_learning_Grads(NamedTuple):
@@ -508,7 +517,7 @@ def dictionary_learning_forward(X, D, R):
     dictionary_learning_backward."""
     X, D, R = _check_inputs("dictionary_learning", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
     f, D, R, E, M, N = _dictionary_learning_forward(X, D, R)
-    return _DTYPE(f), dictionary_learning_Saved(D=D, R=R, E=E, M=M, N=N)
+    return _DTYPE.type(f), dictionary_learning_Saved(D=D, R=R, E=E, M=M, N=N)
 
 
 def dictionary_learning_backward(saved, g=1.0):
@@ -523,7 +532,7 @@ def dictionary_learning_value_and_grad(X, D, R):
     """(f, gradients of f with respect to D, R) in one pass."""
     X, D, R = _check_inputs("dictionary_learning", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
     f, dD, dR = _dictionary_learning_value_and_grad(X, D, R)
-    return _DTYPE(f), dictionary_learning_Grads(D=dD, R=dR)
+    return _DTYPE.type(f), dictionary_learning_Grads(D=dD, R=dR)
 
 
 class quadratic_form_Grads(NamedTuple):
@@ -609,7 +618,7 @@ def quadratic_form_forward(a, G):
     """Forward pass of quadratic_form: returns (f, saved) for quadratic_form_backward."""
     a, G = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
     f, a, G, f_1, N = _quadratic_form_forward(a, G)
-    return _DTYPE(f), quadratic_form_Saved(a=a, G=G, f_1=f_1, N=N)
+    return _DTYPE.type(f), quadratic_form_Saved(a=a, G=G, f_1=f_1, N=N)
 
 
 def quadratic_form_backward(saved, g=1.0):
@@ -624,7 +633,7 @@ def quadratic_form_value_and_grad(a, G):
     """(f, gradients of f with respect to a, G) in one pass."""
     a, G = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
     f, da_2, dG = _quadratic_form_value_and_grad(a, G)
-    return _DTYPE(f), quadratic_form_Grads(a=da_2, G=dG)
+    return _DTYPE.type(f), quadratic_form_Grads(a=da_2, G=dG)
 
 
 class right_product_Grads(NamedTuple):
@@ -703,7 +712,7 @@ def right_product_forward(X, W, C):
     """Forward pass of right_product: returns (f, saved) for right_product_backward."""
     X, W, C = _check_inputs("right_product", (X, W, C), _RIGHT_PRODUCT_INPUTS)
     f, W, C, M, P = _right_product_forward(X, W, C)
-    return _DTYPE(f), right_product_Saved(W=W, C=C, M=M, P=P)
+    return _DTYPE.type(f), right_product_Saved(W=W, C=C, M=M, P=P)
 
 
 def right_product_backward(saved, g=1.0):
@@ -718,7 +727,7 @@ def right_product_value_and_grad(X, W, C):
     """(f, gradients of f with respect to X) in one pass."""
     X, W, C = _check_inputs("right_product", (X, W, C), _RIGHT_PRODUCT_INPUTS)
     f, dX = _right_product_value_and_grad(X, W, C)
-    return _DTYPE(f), right_product_Grads(X=dX)
+    return _DTYPE.type(f), right_product_Grads(X=dX)
 
 
 class left_product_Grads(NamedTuple):
@@ -797,7 +806,7 @@ def left_product_forward(W, X, C):
     """Forward pass of left_product: returns (f, saved) for left_product_backward."""
     W, X, C = _check_inputs("left_product", (W, X, C), _LEFT_PRODUCT_INPUTS)
     f, W, C, P, N = _left_product_forward(W, X, C)
-    return _DTYPE(f), left_product_Saved(W=W, C=C, P=P, N=N)
+    return _DTYPE.type(f), left_product_Saved(W=W, C=C, P=P, N=N)
 
 
 def left_product_backward(saved, g=1.0):
@@ -812,7 +821,7 @@ def left_product_value_and_grad(W, X, C):
     """(f, gradients of f with respect to X) in one pass."""
     W, X, C = _check_inputs("left_product", (W, X, C), _LEFT_PRODUCT_INPUTS)
     f, dX = _left_product_value_and_grad(W, X, C)
-    return _DTYPE(f), left_product_Grads(X=dX)
+    return _DTYPE.type(f), left_product_Grads(X=dX)
 
 
 class hadamard_product_Grads(NamedTuple):
@@ -892,7 +901,7 @@ def hadamard_product_forward(X, K, C):
     """Forward pass of hadamard_product: returns (f, saved) for hadamard_product_backward."""
     X, K, C = _check_inputs("hadamard_product", (X, K, C), _HADAMARD_PRODUCT_INPUTS)
     f, K, C, M, N = _hadamard_product_forward(X, K, C)
-    return _DTYPE(f), hadamard_product_Saved(K=K, C=C, M=M, N=N)
+    return _DTYPE.type(f), hadamard_product_Saved(K=K, C=C, M=M, N=N)
 
 
 def hadamard_product_backward(saved, g=1.0):
@@ -907,7 +916,7 @@ def hadamard_product_value_and_grad(X, K, C):
     """(f, gradients of f with respect to X) in one pass."""
     X, K, C = _check_inputs("hadamard_product", (X, K, C), _HADAMARD_PRODUCT_INPUTS)
     f, dX = _hadamard_product_value_and_grad(X, K, C)
-    return _DTYPE(f), hadamard_product_Grads(X=dX)
+    return _DTYPE.type(f), hadamard_product_Grads(X=dX)
 
 
 class elementwise_function_Grads(NamedTuple):
@@ -988,7 +997,7 @@ def elementwise_function_forward(X, C):
     elementwise_function_backward."""
     X, C = _check_inputs("elementwise_function", (X, C), _ELEMENTWISE_FUNCTION_INPUTS)
     f, X, C, M, N = _elementwise_function_forward(X, C)
-    return _DTYPE(f), elementwise_function_Saved(X=X, C=C, M=M, N=N)
+    return _DTYPE.type(f), elementwise_function_Saved(X=X, C=C, M=M, N=N)
 
 
 def elementwise_function_backward(saved, g=1.0):
@@ -1003,7 +1012,7 @@ def elementwise_function_value_and_grad(X, C):
     """(f, gradients of f with respect to X) in one pass."""
     X, C = _check_inputs("elementwise_function", (X, C), _ELEMENTWISE_FUNCTION_INPUTS)
     f, dX = _elementwise_function_value_and_grad(X, C)
-    return _DTYPE(f), elementwise_function_Grads(X=dX)
+    return _DTYPE.type(f), elementwise_function_Grads(X=dX)
 
 
 class matrix_addition_Grads(NamedTuple):
@@ -1081,7 +1090,7 @@ def matrix_addition_forward(X, K, C):
     """Forward pass of matrix_addition: returns (f, saved) for matrix_addition_backward."""
     X, K, C = _check_inputs("matrix_addition", (X, K, C), _MATRIX_ADDITION_INPUTS)
     f, C, M, N = _matrix_addition_forward(X, K, C)
-    return _DTYPE(f), matrix_addition_Saved(C=C, M=M, N=N)
+    return _DTYPE.type(f), matrix_addition_Saved(C=C, M=M, N=N)
 
 
 def matrix_addition_backward(saved, g=1.0):
@@ -1096,7 +1105,7 @@ def matrix_addition_value_and_grad(X, K, C):
     """(f, gradients of f with respect to X) in one pass."""
     X, K, C = _check_inputs("matrix_addition", (X, K, C), _MATRIX_ADDITION_INPUTS)
     f, dX = _matrix_addition_value_and_grad(X, K, C)
-    return _DTYPE(f), matrix_addition_Grads(X=dX)
+    return _DTYPE.type(f), matrix_addition_Grads(X=dX)
 
 
 class row_broadcast_addition_Grads(NamedTuple):
@@ -1176,7 +1185,7 @@ def row_broadcast_addition_forward(K, x, C):
     row_broadcast_addition_backward."""
     K, x, C = _check_inputs("row_broadcast_addition", (K, x, C), _ROW_BROADCAST_ADDITION_INPUTS)
     f, C, M, N = _row_broadcast_addition_forward(K, x, C)
-    return _DTYPE(f), row_broadcast_addition_Saved(C=C, M=M, N=N)
+    return _DTYPE.type(f), row_broadcast_addition_Saved(C=C, M=M, N=N)
 
 
 def row_broadcast_addition_backward(saved, g=1.0):
@@ -1191,7 +1200,7 @@ def row_broadcast_addition_value_and_grad(K, x, C):
     """(f, gradients of f with respect to x) in one pass."""
     K, x, C = _check_inputs("row_broadcast_addition", (K, x, C), _ROW_BROADCAST_ADDITION_INPUTS)
     f, dx = _row_broadcast_addition_value_and_grad(K, x, C)
-    return _DTYPE(f), row_broadcast_addition_Grads(x=dx)
+    return _DTYPE.type(f), row_broadcast_addition_Grads(x=dx)
 
 
 class column_broadcast_addition_Grads(NamedTuple):
@@ -1273,7 +1282,7 @@ def column_broadcast_addition_forward(K, x, C):
         "column_broadcast_addition", (K, x, C), _COLUMN_BROADCAST_ADDITION_INPUTS
     )
     f, C, M, N = _column_broadcast_addition_forward(K, x, C)
-    return _DTYPE(f), column_broadcast_addition_Saved(C=C, M=M, N=N)
+    return _DTYPE.type(f), column_broadcast_addition_Saved(C=C, M=M, N=N)
 
 
 def column_broadcast_addition_backward(saved, g=1.0):
@@ -1290,7 +1299,7 @@ def column_broadcast_addition_value_and_grad(K, x, C):
         "column_broadcast_addition", (K, x, C), _COLUMN_BROADCAST_ADDITION_INPUTS
     )
     f, dx = _column_broadcast_addition_value_and_grad(K, x, C)
-    return _DTYPE(f), column_broadcast_addition_Grads(x=dx)
+    return _DTYPE.type(f), column_broadcast_addition_Grads(x=dx)
 
 
 class squared_frobenius_norm_Grads(NamedTuple):
@@ -1371,7 +1380,7 @@ def squared_frobenius_norm_forward(G):
     squared_frobenius_norm_backward."""
     (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
     f, G, M, N = _squared_frobenius_norm_forward(G)
-    return _DTYPE(f), squared_frobenius_norm_Saved(G=G, M=M, N=N)
+    return _DTYPE.type(f), squared_frobenius_norm_Saved(G=G, M=M, N=N)
 
 
 def squared_frobenius_norm_backward(saved, g=1.0):
@@ -1386,7 +1395,7 @@ def squared_frobenius_norm_value_and_grad(G):
     """(f, gradients of f with respect to G) in one pass."""
     (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
     f, dG = _squared_frobenius_norm_value_and_grad(G)
-    return _DTYPE(f), squared_frobenius_norm_Grads(G=dG)
+    return _DTYPE.type(f), squared_frobenius_norm_Grads(G=dG)
 
 
 class matrix_sum_Grads(NamedTuple):
@@ -1461,7 +1470,7 @@ def matrix_sum_forward(G):
     """Forward pass of matrix_sum: returns (f, saved) for matrix_sum_backward."""
     (G,) = _check_inputs("matrix_sum", (G,), _MATRIX_SUM_INPUTS)
     f, M, N = _matrix_sum_forward(G)
-    return _DTYPE(f), matrix_sum_Saved(M=M, N=N)
+    return _DTYPE.type(f), matrix_sum_Saved(M=M, N=N)
 
 
 def matrix_sum_backward(saved, g=1.0):
@@ -1476,4 +1485,4 @@ def matrix_sum_value_and_grad(G):
     """(f, gradients of f with respect to G) in one pass."""
     (G,) = _check_inputs("matrix_sum", (G,), _MATRIX_SUM_INPUTS)
     f, dG = _matrix_sum_value_and_grad(G)
-    return _DTYPE(f), matrix_sum_Grads(G=dG)
+    return _DTYPE.type(f), matrix_sum_Grads(G=dG)
