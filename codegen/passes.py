@@ -83,6 +83,12 @@ def _fold(op: Op, producers: dict[str, Op]) -> Arg | Op | None:
         inner = producers.get(a[0]) if isinstance(a[0], str) else None
         if inner is not None and inner.op == "neg":
             return inner.args[0]
+        if inner is not None and inner.op == "mul" and inner.phase == "backward":
+            x, y = inner.args  # -(c * y) is (-c) * y: one pass over memory, not two
+            if isinstance(x, Const):
+                return Op("mul", (Const(-x.value), y), (), op.out, op.phase, op.group, op.origin)
+            if isinstance(y, Const):
+                return Op("mul", (x, Const(-y.value)), (), op.out, op.phase, op.group, op.origin)
     elif op.op == "pow" and op.attr("exponent") == 1:
         return a[0]
     elif op.op == "identity":

@@ -307,10 +307,8 @@ def dictionary_learning_value_and_grad(X, D, R):
     E = X - D @ R
     # f = sum(E ** 2)
     f = np.sum(E**2)
-    # f = sum(E ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dE = 2 * E
     # E = X - D @ R  →  subtraction: db = -dz
-    dE_1 = -dE
+    dE_1 = -2 * E
     # E = X - D @ R  →  right product: dA = dZ @ B.T
     dD = dE_1 @ R.T
     # E = X - D @ R  →  left product: dB = A.T @ dZ

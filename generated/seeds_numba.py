@@ -492,12 +492,11 @@ def _dictionary_learning_value_and_grad(X, D, R):
             E[i, j] = E_e
             f += E_e**2
     # fused loop over [M, N]:
-    #   f = sum(E ** 2)  →  power: dx = dy * c * x ** (c - 1)
     #   E = X - D @ R  →  subtraction: db = -dz
     dE_1 = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            dE_1[i, j] = -(2 * E[i, j])
+            dE_1[i, j] = -2 * E[i, j]
     # E = X - D @ R  →  right product: dA = dZ @ B.T
     dD = np.dot(dE_1, R.T)
     # E = X - D @ R  →  left product: dB = A.T @ dZ
