@@ -189,8 +189,15 @@ class Emitter:
                 inline[op.out] = expr
                 continue
             target = self.target_name(op, program, names, last_use, idx)
-            emitted.append((op, f"{target} = {expr[0]}"))
+            code = expr[0]
+            if op.out in numbers and value.kind == "step":  # a number: give it the dtype
+                code = self.typed_number(code)
+            emitted.append((op, f"{target} = {code}"))
         return self.annotate(emitted)
+
+    def typed_number(self, expr: str) -> str:
+        """A step computed from numbers alone, as a scalar of the module's dtype."""
+        return f"{self.np_dtype}({expr})"
 
     def annotate(self, emitted: list[tuple[Op, str]]) -> list[Stmt]:
         """Comments: a forward block is headed by its step; every backward line names its rule."""

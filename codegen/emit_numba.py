@@ -74,6 +74,9 @@ class NumbaEmitter(Emitter):
                 "options": f" ({', '.join(chosen)})" if chosen else "",
                 "tuple": _tuple}
 
+    def typed_number(self, expr: str) -> str:
+        return expr  # the wrapper returns scalars in the dtype
+
     def helpers(self, programs: list[Program]) -> list[str]:
         return []  # the normalisations are lowered to loops
 
