@@ -42,6 +42,19 @@ _NODE_WORDS = {
 }
 
 
+def _softplus(x: float) -> float:
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+# The elementwise functions, on numbers: a step such as `v * exp(1)` folds to `v * 2.718...`.
+_SCALAR_FUNCTIONS = {
+    "exp": math.exp, "log": math.log, "log1p": math.log1p, "sqrt": math.sqrt,
+    "square": lambda x: x * x, "abs": abs, "tanh": math.tanh,
+    "sigmoid": lambda x: math.exp(-_softplus(-x)), "relu": lambda x: max(x, 0.0),
+    "softplus": _softplus, "sin": math.sin, "cos": math.cos,
+}
+
+
 @dataclass
 class Function:
     """A function's forward program and what its backward needs to know."""
@@ -228,6 +241,16 @@ class _StepParser:
             raise self.fail("a constant expression is not a finite real number")
         return Const(value)
 
+    def fold_call(self, name: str, value: int | float) -> Const:
+        """An elementwise function of a number, computed now (a Python float keeps the dtype)."""
+        try:
+            result = _SCALAR_FUNCTIONS[name](float(value))
+        except (ValueError, OverflowError, ZeroDivisionError):
+            raise self.fail(f"{name}({value}) is not a finite real number") from None
+        if not math.isfinite(result):
+            raise self.fail(f"{name}({value}) is not a finite real number")
+        return Const(result)
+
     def number(self, node: ast.Constant) -> int | float:
         v = node.value
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -268,6 +291,8 @@ class _StepParser:
             attrs[kw.arg] = self.keyword(name, kw)
         xs = [self.expr(a, depth) for a in node.args]
         x = xs[0]
+        if isinstance(x, Const) and name in _SCALAR_FUNCTIONS and not attrs:
+            return self.fold_call(name, x.value)
         if "axis" in attrs:
             attrs["axis"] = shapes.normalize_axis(attrs["axis"], len(self.b.shape(x)), f"{name}()")  # type: ignore[arg-type]
         if "keepdims" in allowed:
