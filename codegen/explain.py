@@ -367,15 +367,3 @@ def _function_report(
         )
     out.append("")
     return out
-
-
-def total_saved_bytes(cf: CompiledFunction, dims: dict[str, int], dtype: str) -> int | None:
-    """Bytes the save-set of ``cf`` holds at ``dims`` (None when a size is unknown)."""
-    total = 0
-    for v in saved_values(cf):
-        n = elements(cf.backward.values[v].shape, dims)
-        if n is None:
-            return None
-        total += n * ITEMSIZE.get(dtype, 8)
-    return total
-

@@ -42,6 +42,7 @@ MAX_STEP_CHARS = 2000
 MAX_DIM = 10**7
 MAX_RANK = 2
 MAX_DEPTH = 64  # YAML nesting; real specs need 5
+MAX_MODULE_CHARS = 100  # module names become file names (NAME_MAX is 255 bytes)
 MAX_NODES = 250_000  # YAML nodes; bounds load time for pathological 1 MiB inputs
 
 # Names the generated modules bind at module level; user names must not shadow them.
@@ -506,6 +507,8 @@ def _module_problem(name: str) -> str | None:
     problem = identifier_problem(name)
     if problem:
         return problem
+    if len(name) > MAX_MODULE_CHARS:
+        return f"is {len(name)} characters long; the limit is {MAX_MODULE_CHARS}"
     if name in RESERVED_MODULES:
         return "would shadow a module the generated code imports"
     return None

@@ -21,9 +21,11 @@ from .loader import (
     FUNCTION_KEYS,
     MAX_DIM,
     MAX_FUNCTIONS,
+    MAX_MODULE_CHARS,
     MAX_RANK,
     MAX_STEP_CHARS,
     MAX_STEPS,
+    RESERVED_MODULES,
     RESERVED_NAMES,
     TOP_KEYS,
 )
@@ -37,8 +39,9 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 # code), not a Python keyword, not a name the generated module binds itself.
 NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_]*$"
 # A step: one assignment `name = expression` (the expression is checked by the step parser).
-STEP_PATTERN = r"^\s*[A-Za-z][A-Za-z0-9_]*\s*=(?!=)"
+STEP_PATTERN = r"^[\s(]*[A-Za-z][A-Za-z0-9_]*[\s)]*=(?!=)"
 FORBIDDEN_NAMES = sorted(set(keyword.kwlist) | set(RESERVED_NAMES))
+FORBIDDEN_MODULES = sorted(set(keyword.kwlist) | set(RESERVED_MODULES))
 
 STEP_HELP = (
     "One assignment, `name = expression`, parsed with Python's `ast` (never eval). "
@@ -167,7 +170,8 @@ def build_schema() -> dict:
             "module": {
                 "type": "string",
                 "pattern": NAME_PATTERN,
-                "not": {"enum": FORBIDDEN_NAMES},
+                "maxLength": MAX_MODULE_CHARS,
+                "not": {"enum": FORBIDDEN_MODULES},
                 "description": (
                     "The generated module's name (OUTDIR/<module>.py); default: the spec file's "
                     "stem. A plain Python identifier, not a path or dotted name."
