@@ -8,7 +8,7 @@ rewrite keeps each op's output id, so the backward ops that read it are untouche
 from __future__ import annotations
 
 from .build import Builder
-from .ir import Op, Program
+from .ir import Program
 
 LOWERED = frozenset({"logsumexp", "softmax", "log_softmax"})
 

@@ -10,7 +10,7 @@ them lazy, the others ask for ``b.dense(g, shape)``.  The planner un-broadcasts 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from . import shapes

@@ -152,7 +152,7 @@ class _StepParser:
             except shapes.ShapeError as e:
                 raise self.fail(str(e)) from None
             except RecursionError:
-                raise self.fail(f"the expression is nested too deeply") from None
+                raise self.fail("the expression is nested too deeply") from None
             program = self.b.program
             if isinstance(result, str) and program.values[result].kind == "temp" and \
                     program.ops and program.ops[-1].out == result:
