@@ -270,10 +270,10 @@ class NumbaEmitter(Emitter):
         return True
 
     def group_comment(self, group: Group, shape: tuple) -> str:
-        seen: list[str] = []
+        seen: dict[str, None] = {}  # ordered, without repeats
         for op in group.ops:
             line = self.comment(op) if op.origin.step or op.origin.rule else ""
-            if line and line not in seen:
-                seen.append(line)
+            if line:
+                seen.setdefault(line)
         head = f"fused loop over [{', '.join(str(d) for d in shape)}]" if shape else "scalars"
         return "\n    # ".join([head + ":"] + ["  " + c for c in seen])

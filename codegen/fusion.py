@@ -32,6 +32,7 @@ class Group:
     shape: Shape
     ops: list[Op] = field(default_factory=list)
     materialise: set[str] = field(default_factory=set)  # values written to arrays
+    reduced: set[str] = field(default_factory=set)  # outputs of its reductions
 
     @property
     def reductions(self) -> list[Op]:
@@ -66,6 +67,8 @@ def fuse(ops: list[Op], program: Program, live_out: set[str]) -> list[Op | Group
             close()
             current = Group(shape)
         current.ops.append(op)
+        if op.op in REDUCTIONS:
+            current.reduced.add(op.out)
         produced_in[op.out] = current
     close()
     _mark_materialised(items, live_out)
@@ -82,7 +85,7 @@ def _loop_shape(op: Op, program: Program) -> Shape | None:
 
 
 def _is_reduction_out(value: str, group: Group) -> bool:
-    return any(op.out == value for op in group.reductions)
+    return value in group.reduced
 
 
 def _mark_materialised(items: list[Op | Group], live_out: set[str]) -> None:

@@ -11,20 +11,26 @@ class Names:
     def __init__(self, taken: set[str] | None = None) -> None:
         self.taken: set[str] = set(taken or ())
         self.of: dict[str, str] = {}  # value id -> local name
+        self._next: dict[str, int] = {}  # base name -> next suffix to try
 
     def fork(self) -> "Names":
         """A child scope that starts with this scope's names."""
         child = Names(self.taken)
         child.of = dict(self.of)
+        child._next = dict(self._next)
         return child
 
     def fresh(self, hint: str) -> str:
         """A name based on ``hint`` that is not yet taken (``hint``, ``hint_2``, ...)."""
         base = hint if hint.isidentifier() and not keyword.iskeyword(hint) else "t"
-        name, k = base, 1
-        while name in self.taken:
-            k += 1
+        name, k = base, self._next.get(base, 1)
+        if name in self.taken:
+            k = max(k, 2)
             name = f"{base}_{k}"
+            while name in self.taken:
+                k += 1
+                name = f"{base}_{k}"
+            self._next[base] = k + 1
         self.taken.add(name)
         return name
 
