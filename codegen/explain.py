@@ -99,19 +99,16 @@ def saved_values(cf: CompiledFunction) -> list[str]:
     return backward_reads(cf.backward)[0]
 
 
-def _saved_names(cf: CompiledFunction, dtype: str, saved: Sequence[str]) -> dict[str, str]:
-    """How the generated ``f_Saved`` names each saved value (the emitter decides; hints if it fails)."""
-    names = {v: cf.backward.values[v].hint if v in cf.backward.values else v for v in saved}
-    try:
-        from .emit import Emitter
+def _saved_fields(cf: CompiledFunction, dtype: str,
+                  saved: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """How the generated ``f_Saved`` names each saved value, and the sizes it saves (the emitter
+    decides both; the report asks it rather than deriving them a second way)."""
+    from .emit import Emitter
 
-        view = Emitter(dtype).function_view(cf.function, cf.value_and_grad, cf.backward)
-        fields = [name for name, _ in view.saved_types][: len(saved)]
-        if len(fields) == len(saved):
-            names = dict(zip(saved, fields))
-    except Exception:  # the emitter is not needed for the report; fall back to the IR's hints
-        pass
-    return names
+    view = Emitter(dtype).function_view(cf.function, cf.value_and_grad, cf.backward)
+    arrays = [name for name, kind in view.saved_types if kind != "int"]
+    sizes = [name for name, kind in view.saved_types if kind == "int"]
+    return dict(zip(saved, arrays)), sizes
 
 
 # --------------------------------------------------------------------------- rules
@@ -301,8 +298,7 @@ def _function_report(
 
     # the save-set and its memory
     saved = saved_values(cf)
-    saved_dims = backward_reads(bw)[1]
-    names = _saved_names(cf, dtype, saved)
+    names, saved_dims = _saved_fields(cf, dtype, saved)
     producers = {op.out: op for op in bw.ops if op.phase == "forward"}
     out += ["### Saved for the backward pass", ""]
     if not saved:
