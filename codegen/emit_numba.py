@@ -91,8 +91,6 @@ class NumbaEmitter(Emitter):
         if op.op == "matmul":
             a, b = (e for e, _ in args)
             return f"np.dot({a}, {b})", ATOM
-        if op.op == "zeros":
-            return f"np.zeros({self.shape_tuple(op.attr('shape'), dim)}, dtype={self.np_dtype})", ATOM  # type: ignore[arg-type]
         return super().render_op(op, args, dim)
 
     # --- statements -----------------------------------------------------------------------------
