@@ -280,7 +280,7 @@ class Emitter:
         bnames.of[SEED] = "g"
         bw_ops = [op for op in bw.ops if op.phase == "backward"]
         self.used_dims = set()
-        backward = self.render_ops(bw_ops, bw, bnames, dim, _grad_values(bw))
+        backward = self.render_ops(bw_ops, bw, bnames, dim, grad_values(bw))
         out_dims = {d for d in out_shape if isinstance(d, str)}
         saved_dims = [d for d in fn.dims if d in self.used_dims or d in out_dims]
         saved_locals = [bnames.of[v] for v in bw_saved] + [dim[d] for d in saved_dims]
@@ -303,9 +303,8 @@ class Emitter:
         # f_value_and_grad: the forward of f_forward, then the backward with g = 1 folded in
         vnames = base.fork()
         self.used_dims = set()
-        vg_fwd = self.render_ops(fwd_ops, vg, vnames, dim, keep_named)
         vg_bwd_ops = [op for op in vg.ops if op.phase == "backward"]
-        vg_bwd = self.render_ops(vg_bwd_ops, vg, vnames, dim, _grad_values(vg))
+        vg_fwd, vg_bwd = self.render_value_and_grad(fwd_ops, vg_bwd_ops, vg, vnames, dim, keep_named)
         vg_fwd = dim_lines([d for d in fn.dims if d in self.used_dims]) + vg_fwd
         vg_return = f"{self.outputs_expr(fn, vnames)}, {self.grads_expr(fn, vg, vnames)}"
 
@@ -354,6 +353,13 @@ class Emitter:
                      if fn.program.values[v].shape == ()},
             cotangent_shape=self.shape_tuple(out_shape, {d: f"saved.{dim[d]}" for d in dim}),
         )
+
+    def render_value_and_grad(self, fwd_ops: list[Op], bwd_ops: list[Op], vg: Program,
+                              names: Names, dim: dict[str, str],
+                              keep_named: set[str]) -> tuple[list[Stmt], list[Stmt]]:
+        """The body of f_value_and_grad: its forward as f_forward's, then its backward."""
+        forward = self.render_ops(fwd_ops, vg, names, dim, keep_named)
+        return forward, self.render_ops(bwd_ops, vg, names, dim, grad_values(vg))
 
     def dim_ref(self, d: object, dim: dict[str, str]) -> str:
         """A dim's size in code: a literal, or the local bound to the symbolic dim (recorded)."""
@@ -435,7 +441,7 @@ class Emitter:
         return {}
 
 
-def _grad_values(program: Program) -> set[str]:
+def grad_values(program: Program) -> set[str]:
     """The values a function returns as gradients (they always get a name)."""
     return {g for _, g in program.grads if isinstance(g, str)}
 

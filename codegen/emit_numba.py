@@ -9,7 +9,7 @@ Python wrappers around the kernels check inputs exactly as the NumPy module does
 
 from __future__ import annotations
 
-from .emit import Emitter, FunctionView, Stmt
+from .emit import Emitter, FunctionView, Stmt, grad_values
 from .fusion import REDUCTIONS, Group, fuse
 from .ir import Arg, Const, DimSize, Op, Program
 from .lower import lower
@@ -28,6 +28,10 @@ _SCALAR_FMT = {
     "copy": "{0}",
     "identity": "{0}",
 }
+
+
+# Ops whose result is a new array the kernel owns (a buffer a later loop may write into).
+_NEW_ARRAY = frozenset({"matmul", "outer", "inv"})
 
 
 def _tuple(items: list[str]) -> str:
@@ -85,6 +89,14 @@ class NumbaEmitter(Emitter):
         parallel = any("numba.prange(" in s.code for s in body)
         return "@_parallel_kernel" if parallel else "@_kernel"
 
+    def render_value_and_grad(self, fwd_ops: list[Op], bwd_ops: list[Op], vg: Program,
+                              names: Names, dim: dict[str, str],
+                              keep_named: set[str]) -> tuple[list[Stmt], list[Stmt]]:
+        """Forward and backward fused as one run: a forward loop and the backward loop that
+        reads it element by element become one loop nest, and what only that loop reads is
+        never written to an array."""
+        return self.render_ops(fwd_ops + bwd_ops, vg, names, dim, grad_values(vg)), []
+
     # --- plain ops ------------------------------------------------------------------------------
 
     def render_op(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
@@ -101,9 +113,20 @@ class NumbaEmitter(Emitter):
             g for _, g in program.grads if isinstance(g, str)}
         stmts: list[Stmt] = []
         self.views: dict[str, str] = {}  # transposes of named arrays, written inline
-        for item in fuse(ops, program, live_out):
+        items = fuse(ops, program, live_out)
+        last_read: dict[str, int] = {}
+        for n, item in enumerate(items):
+            for op in ([item] if isinstance(item, Op) else item.ops):
+                for a in op.args:
+                    if isinstance(a, str):
+                        last_read[a] = n
+        owned: set[str] = set()  # arrays this function allocated (not inputs, not views)
+        for n, item in enumerate(items):
             if isinstance(item, Group):
-                stmts.extend(self.render_group(item, program, names, dim))
+                dead = {a for a, last in last_read.items()
+                        if last == n and a in owned and a not in live_out}
+                stmts.extend(self.render_group(item, program, names, dim, dead))
+                owned |= {op.out for op in item.ops if op.op not in REDUCTIONS}
             elif (item.op == "transpose" and isinstance(item.args[0], str)
                   and item.out not in live_out and item.args[0] not in self.views):
                 self.views[item.out] = item.args[0]
@@ -113,11 +136,16 @@ class NumbaEmitter(Emitter):
                 expr, _ = self.render_op(item, args, dim)
                 target = names.bind(item.out, program.values[item.out].hint)
                 stmts.append(Stmt(f"{target} = {expr}", text.wrap_comment(self.comment(item))))
+                if item.op in _NEW_ARRAY:
+                    owned.add(item.out)
         return stmts
 
     def render_group(self, group: Group, program: Program, names: Names,
-                     dim: dict[str, str]) -> list[Stmt]:
-        """One loop nest: allocations, the loop with one line per kept value, then finishing."""
+                     dim: dict[str, str], dead: set[str]) -> list[Stmt]:
+        """One loop nest: allocations, the loop with one line per kept value, then finishing.
+
+        ``dead``: arrays of this function that nothing reads after this group; a value the
+        group writes may take over the buffer of one it reads element by element."""
         shape = group.shape
         index = [self._index(names, k) for k in range(len(shape))]
         members = {op.out for op in group.ops}
@@ -126,6 +154,7 @@ class NumbaEmitter(Emitter):
             for a in op.args:
                 if isinstance(a, str) and a in members:
                     uses[a] = uses.get(a, 0) + 1
+        reuse = self.reuse(group, program, uses, dead)
         before: list[str] = []
         body: list[str] = []
         after: list[str] = []
@@ -149,7 +178,8 @@ class NumbaEmitter(Emitter):
         for op in group.ops:
             value = program.values[op.out]
             if op.op in REDUCTIONS:
-                acc = names.bind(op.out, value.hint)
+                total = group.into.get(op.out)
+                acc = names.of[total] if total else names.bind(op.out, value.hint)
                 x, _ = read(op.args[0])
                 out_index = self.reduced_index(op, shape, index)
                 target = f"{acc}[{', '.join(out_index)}]" if out_index else acc
@@ -159,6 +189,8 @@ class NumbaEmitter(Emitter):
                 else:
                     init = "0.0"
                     body.append(f"{target} += {x}")
+                if total:  # adds into an earlier sum's array
+                    continue
                 if value.shape:
                     fill = "np.full" if op.op == "max" else "np.zeros"
                     args = f", {init}" if op.op == "max" else ""
@@ -174,8 +206,12 @@ class NumbaEmitter(Emitter):
             expr = self.scalar_expr(op, args, dim)
             if op.out in group.materialise:
                 arr = names.bind(op.out, value.hint)
-                before.append(f"{arr} = np.empty({self.shape_tuple(value.shape, dim)}, "
-                              f"dtype={self.np_dtype})")
+                if op.out in reuse:
+                    old = names.of[reuse[op.out]]
+                    before.append(f"{arr} = {old}  # in place of {old}: not read after this loop")
+                elif index:  # a scalar group's values are plain locals
+                    before.append(f"{arr} = np.empty({self.shape_tuple(value.shape, dim)}, "
+                                  f"dtype={self.np_dtype})")
                 elem = f"{arr}[{', '.join(index)}]" if index else arr
                 if uses.get(op.out, 0):
                     tmp = names.fresh(f"{arr}_e")
@@ -190,7 +226,49 @@ class NumbaEmitter(Emitter):
                 scalar[op.out] = (tmp, ATOM)
             else:
                 scalar[op.out] = expr
+        for alias, total in group.aliases.items():
+            names.of[alias] = names.of[total]
         return self.loop(group, program, shape, index, before, body, after, dim)
+
+    def reuse(self, group: Group, program: Program, uses: dict[str, int],
+              dead: set[str]) -> dict[str, str]:
+        """Materialised values that write into a dead array's buffer: value -> array.
+
+        Safe when the array has the loop's shape (read at exactly the element being written)
+        and every read of it is evaluated no later than the line that stores the value."""
+        ops = group.ops
+        at = {op.out: k for k, op in enumerate(ops)}
+        users: dict[str, int] = {}
+        for k, op in enumerate(ops):
+            for a in op.args:
+                if isinstance(a, str) and a in at:
+                    users[a] = k
+        evaluated: dict[str, int] = {}  # value -> position of the line that computes it
+        for k in range(len(ops) - 1, -1, -1):
+            out = ops[k].out
+            own_line = (out in group.materialise or uses.get(out, 0) > 1
+                        or ops[k].op in REDUCTIONS or out not in users)
+            evaluated[out] = k if own_line else evaluated.get(ops[users[out]].out, k)
+        read_at: dict[str, int] = {}  # dead array -> last line that reads it
+        transposed = {self.views[a] for op in ops for a in op.args
+                      if isinstance(a, str) and a in self.views}  # read across, not in step
+        for op in ops:
+            for a in op.args:
+                if isinstance(a, str) and a in dead and a not in transposed:
+                    read_at[a] = max(read_at.get(a, -1), evaluated[op.out])
+        reuse: dict[str, str] = {}
+        taken: set[str] = set()
+        for k, op in enumerate(ops):
+            value = program.values[op.out]
+            if (op.out not in group.materialise or op.op in REDUCTIONS
+                    or value.shape != group.shape or not value.shape):
+                continue
+            for a, last in sorted(read_at.items()):
+                if (a not in taken and last <= k and program.values[a].shape == group.shape):
+                    reuse[op.out] = a
+                    taken.add(a)
+                    break
+        return reuse
 
     def _index(self, names: Names, k: int) -> str:
         """Loop index k of the current function (i, j, ...), allocated once per scope."""

@@ -33,6 +33,11 @@ class Group:
     ops: list[Op] = field(default_factory=list)
     materialise: set[str] = field(default_factory=set)  # values written to arrays
     reduced: set[str] = field(default_factory=set)  # outputs of its reductions
+    # A sum whose only use is to be added to an earlier sum's total adds into that total's
+    # array instead (``into``: its output -> the total), and the addition becomes a second
+    # name for the total (``aliases``: the addition's output -> the total).
+    into: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
 
     @property
     def reductions(self) -> list[Op]:
@@ -47,6 +52,12 @@ def fuse(ops: list[Op], program: Program, live_out: set[str]) -> list[Op | Group
     items: list[Op | Group] = []
     current: Group | None = None
     produced_in: dict[str, Group] = {}
+    uses: dict[str, int] = {}
+    for op in ops:
+        for a in op.args:
+            if isinstance(a, str):
+                uses[a] = uses.get(a, 0) + 1
+    sums: dict[str, str] = {}  # output of a sum -> the total whose array holds it
 
     def close() -> None:
         nonlocal current
@@ -55,6 +66,16 @@ def fuse(ops: list[Op], program: Program, live_out: set[str]) -> list[Op | Group
             current = None
 
     for op in ops:
+        if current is not None:
+            pair = _accumulation(op, current, sums, uses, live_out, program)
+            if pair is not None:
+                part, total = pair
+                current.into[part] = total
+                current.aliases[op.out] = total
+                current.reduced.add(op.out)  # complete only after the loop, like the sum
+                produced_in[op.out] = current
+                sums[op.out] = total
+                continue
         shape = _loop_shape(op, program)
         if shape is None:
             close()
@@ -69,10 +90,30 @@ def fuse(ops: list[Op], program: Program, live_out: set[str]) -> list[Op | Group
         current.ops.append(op)
         if op.op in REDUCTIONS:
             current.reduced.add(op.out)
+        if op.op == "sum":
+            sums[op.out] = op.out
         produced_in[op.out] = current
     close()
     _mark_materialised(items, live_out)
     return items
+
+
+def _accumulation(op: Op, group: Group, sums: dict[str, str], uses: dict[str, int],
+                  live_out: set[str], program: Program) -> tuple[str, str] | None:
+    """(part, total) when ``op`` adds a sum of ``group`` to another sum that nothing else
+    reads (fan-out accumulation of an un-broadcast gradient), else None."""
+    if op.op != "add" or len(op.args) != 2 or not all(isinstance(a, str) for a in op.args):
+        return None
+    a, b = op.args
+    shape = program.values[op.out].shape
+    for part, other in ((b, a), (a, b)):
+        if (part in group.reduced and part in sums and sums[part] == part and other in sums
+                and other != part and part not in group.into
+                and program.values[part].shape == shape == program.values[other].shape
+                and uses.get(part) == 1 and uses.get(other) == 1
+                and part not in live_out and other not in live_out):
+            return part, sums[other]
+    return None
 
 
 def _loop_shape(op: Op, program: Program) -> Shape | None:

@@ -29,8 +29,28 @@ def _kernel(function):
     return numba.njit(cache=True)(kernel)
 
 
+# (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
+# loop calls with the same shapes again and again, and then only types and shapes are compared.
+_CHECKED: dict[tuple, None] = {}
+
+
 def _check_inputs(function, values, shapes):
     """Return the inputs as float64 arrays after checking them against the spec's shapes."""
+    key = [function]
+    for x in values:
+        if (
+            type(x) is not np.ndarray
+            or x.dtype is not _DTYPE
+            or not x.flags.c_contiguous
+            or x.ndim == 0
+        ):
+            key = None
+            break
+        key.append(x.shape)
+    if key is not None:
+        key = tuple(key)
+        if key in _CHECKED:
+            return values
     dims = {}
     checked = []
     for (name, shape), value in zip(shapes, values, strict=True):
@@ -64,6 +84,10 @@ def _check_inputs(function, values, shapes):
         elif not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
         checked.append(x)
+    if key is not None:
+        if len(_CHECKED) >= 64:
+            _CHECKED.clear()
+        _CHECKED[key] = None
     return checked
 
 
@@ -113,7 +137,6 @@ def _gaussian_nll_forward(S, C):
     nll_1 = np.linalg.slogdet(S)[1]
     # scalars:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll_2 = np.empty((), dtype=np.float64)
     nll_2 = 0.5 * nll_1
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
     nll_3 = np.linalg.inv(S)
@@ -123,7 +146,6 @@ def _gaussian_nll_forward(S, C):
     nll_5 = np.trace(nll_4)
     # scalars:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll = np.empty((), dtype=np.float64)
     nll = nll_2 + 0.5 * nll_5
     return nll, C, nll_3, D
 
@@ -132,7 +154,6 @@ def _gaussian_nll_forward(S, C):
 def _gaussian_nll_backward(g, C, nll_3, D):
     # scalars:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  Hadamard product: db = a * dz
-    dnll_5 = np.empty((), dtype=np.float64)
     dnll_5 = 0.5 * g
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
     dnll_4 = np.eye(D, dtype=np.float64)
@@ -150,14 +171,14 @@ def _gaussian_nll_backward(g, C, nll_3, D):
     dS_2 = np.dot(dS, nll_3.T)
     # fused loop over [D, D]:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T
-    dS_3 = np.empty((D, D), dtype=np.float64)
+    dS_3 = dS_2  # in place of dS_2: not read after this loop
     for i in range(D):
         for j in range(D):
             dS_3[i, j] = -dS_2[i, j]
     # fused loop over [D, D]:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T;
     #       accumulate (dS: S is used 2 times)
-    dS_4 = np.empty((D, D), dtype=np.float64)
+    dS_4 = dS_3  # in place of dS_3: not read after this loop
     for i in range(D):
         for j in range(D):
             dS_4[i, j] = dS_3[i, j] + dnll_5 * nll_3[j, i]
@@ -172,7 +193,6 @@ def _gaussian_nll_value_and_grad(S, C):
     nll_1 = np.linalg.slogdet(S)[1]
     # scalars:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll_2 = np.empty((), dtype=np.float64)
     nll_2 = 0.5 * nll_1
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
     nll_3 = np.linalg.inv(S)
@@ -182,7 +202,6 @@ def _gaussian_nll_value_and_grad(S, C):
     nll_5 = np.trace(nll_4)
     # scalars:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll = np.empty((), dtype=np.float64)
     nll = nll_2 + 0.5 * nll_5
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
     dnll_4 = np.eye(D, dtype=np.float64)
@@ -200,14 +219,14 @@ def _gaussian_nll_value_and_grad(S, C):
     dS_2 = np.dot(dS, nll_3.T)
     # fused loop over [D, D]:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T
-    dS_3 = np.empty((D, D), dtype=np.float64)
+    dS_3 = dS_2  # in place of dS_2: not read after this loop
     for i in range(D):
         for j in range(D):
             dS_3[i, j] = -dS_2[i, j]
     # fused loop over [D, D]:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T;
     #       accumulate (dS: S is used 2 times)
-    dS_4 = np.empty((D, D), dtype=np.float64)
+    dS_4 = dS_3  # in place of dS_3: not read after this loop
     for i in range(D):
         for j in range(D):
             dS_4[i, j] = dS_3[i, j] + 0.5 * nll_3[j, i]
@@ -382,7 +401,7 @@ def _trace_quadratic_backward(g, A, X, f_2, N, D):
     df_1 = np.dot(df_2, A.T)
     # fused loop over [N, D]:
     #   f = trace(X.T @ A @ X)  →  transpose: dX = dY.T; accumulate (dX: X is used 2 times)
-    dX_2 = np.empty((N, D), dtype=np.float64)
+    dX_2 = dX  # in place of dX: not read after this loop
     for i in range(N):
         for j in range(D):
             dX_2[i, j] = dX[i, j] + df_1[j, i]
@@ -410,7 +429,7 @@ def _trace_quadratic_value_and_grad(A, X):
     df_1 = np.dot(df_2, A.T)
     # fused loop over [N, D]:
     #   f = trace(X.T @ A @ X)  →  transpose: dX = dY.T; accumulate (dX: X is used 2 times)
-    dX_2 = np.empty((N, D), dtype=np.float64)
+    dX_2 = dX  # in place of dX: not read after this loop
     for i in range(N):
         for j in range(D):
             dX_2[i, j] = dX[i, j] + df_1[j, i]
@@ -492,7 +511,7 @@ def _inverse_bilinear_backward(g, a, b, f_1, D):
     dX_2 = np.dot(dX, f_1.T)
     # fused loop over [D, D]:
     #   f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX_3 = np.empty((D, D), dtype=np.float64)
+    dX_3 = dX_2  # in place of dX_2: not read after this loop
     for i in range(D):
         for j in range(D):
             dX_3[i, j] = -dX_2[i, j]
@@ -517,7 +536,7 @@ def _inverse_bilinear_value_and_grad(a, X, b):
     dX_2 = np.dot(dX, f_1.T)
     # fused loop over [D, D]:
     #   f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX_3 = np.empty((D, D), dtype=np.float64)
+    dX_3 = dX_2  # in place of dX_2: not read after this loop
     for i in range(D):
         for j in range(D):
             dX_3[i, j] = -dX_2[i, j]
@@ -670,7 +689,6 @@ def _determinant_backward(g, X, f, D):
     dX = np.linalg.inv(X)
     # scalars:
     #   f = det(X)  →  determinant: dX = dy * y * inv(X).T
-    dX_2 = np.empty((), dtype=np.float64)
     dX_2 = g * f
     # fused loop over [D, D]:
     #   f = det(X)  →  determinant: dX = dy * y * inv(X).T

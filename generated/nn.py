@@ -11,8 +11,23 @@ import numpy as np
 _DTYPE = np.dtype(np.float64)
 
 
+# (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
+# loop calls with the same shapes again and again, and then only types and shapes are compared.
+_CHECKED: dict[tuple, None] = {}
+
+
 def _check_inputs(function, values, shapes):
     """Return the inputs as float64 arrays after checking them against the spec's shapes."""
+    key = [function]
+    for x in values:
+        if type(x) is not np.ndarray or x.dtype is not _DTYPE:
+            key = None
+            break
+        key.append(x.shape)
+    if key is not None:
+        key = tuple(key)
+        if key in _CHECKED:
+            return values
     dims = {}
     checked = []
     for (name, shape), value in zip(shapes, values, strict=True):
@@ -41,6 +56,10 @@ def _check_inputs(function, values, shapes):
                 f"{_shape_text(shape)}" + (f" with {bound}" if bound else "")
             )
         checked.append(x)
+    if key is not None:
+        if len(_CHECKED) >= 64:
+            _CHECKED.clear()
+        _CHECKED[key] = None
     return checked
 
 

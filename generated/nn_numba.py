@@ -29,8 +29,28 @@ def _kernel(function):
     return numba.njit(cache=True)(kernel)
 
 
+# (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
+# loop calls with the same shapes again and again, and then only types and shapes are compared.
+_CHECKED: dict[tuple, None] = {}
+
+
 def _check_inputs(function, values, shapes):
     """Return the inputs as float64 arrays after checking them against the spec's shapes."""
+    key = [function]
+    for x in values:
+        if (
+            type(x) is not np.ndarray
+            or x.dtype is not _DTYPE
+            or not x.flags.c_contiguous
+            or x.ndim == 0
+        ):
+            key = None
+            break
+        key.append(x.shape)
+    if key is not None:
+        key = tuple(key)
+        if key in _CHECKED:
+            return values
     dims = {}
     checked = []
     for (name, shape), value in zip(shapes, values, strict=True):
@@ -64,6 +84,10 @@ def _check_inputs(function, values, shapes):
         elif not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
         checked.append(x)
+    if key is not None:
+        if len(_CHECKED) >= 64:
+            _CHECKED.clear()
+        _CHECKED[key] = None
     return checked
 
 
@@ -117,7 +141,7 @@ def _one_layer_forward(X, Y, W):
     # fused loop over [N, K]:
     #   P = sigmoid(X @ W)
     #   loss = sum((P - Y) ** 2)
-    P = np.empty((N, K), dtype=np.float64)
+    P = P_1  # in place of P_1: not read after this loop
     loss_1 = np.empty((N, K), dtype=np.float64)
     loss = 0.0
     for i in range(N):
@@ -134,7 +158,6 @@ def _one_layer_forward(X, Y, W):
 def _one_layer_backward(g, X, P, loss_1, N, K):
     # scalars:
     #   loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dloss_1 = np.empty((), dtype=np.float64)
     dloss_1 = g * 2
     # fused loop over [N, K]:
     #   loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
@@ -158,23 +181,18 @@ def _one_layer_value_and_grad(X, Y, W):
     # fused loop over [N, K]:
     #   P = sigmoid(X @ W)
     #   loss = sum((P - Y) ** 2)
-    P = np.empty((N, K), dtype=np.float64)
-    loss_1 = np.empty((N, K), dtype=np.float64)
+    #   loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
+    #   P = sigmoid(X @ W)  →  sigmoid: dx = dy * y * (1 - y)
+    P = P_1  # in place of P_1: not read after this loop
     loss = 0.0
+    dP_1 = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
             P_e = np.exp(-np.logaddexp(0, -P_1[i, j]))
             P[i, j] = P_e
             loss_1_e = P_e - Y[i, j]
-            loss_1[i, j] = loss_1_e
             loss += loss_1_e**2
-    # fused loop over [N, K]:
-    #   loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   P = sigmoid(X @ W)  →  sigmoid: dx = dy * y * (1 - y)
-    dP_1 = np.empty((N, K), dtype=np.float64)
-    for i in range(N):
-        for j in range(K):
-            dP_1[i, j] = 2 * loss_1[i, j] * (P[i, j] * (1 - P[i, j]))
+            dP_1[i, j] = 2 * loss_1_e * (P_e * (1 - P_e))
     # P = sigmoid(X @ W)  →  left product: dB = A.T @ dZ
     dW = np.dot(X.T, dP_1)
     return loss, P, dW
@@ -252,7 +270,7 @@ def _mlp_mse_forward(X, Y, W1, b1, W2, b2):
     # fused loop over [N, H]:
     #   Z1 = X @ W1 + b1
     #   H1 = tanh(Z1)
-    H1 = np.empty((N, H), dtype=np.float64)
+    H1 = Z1_1  # in place of Z1_1: not read after this loop
     for i in range(N):
         for j in range(H):
             H1[i, j] = np.tanh(Z1_1[i, j] + b1[j])
@@ -261,7 +279,7 @@ def _mlp_mse_forward(X, Y, W1, b1, W2, b2):
     # fused loop over [N, K]:
     #   Z2 = H1 @ W2 + b2
     #   loss = sum((Z2 - Y) ** 2)
-    Z2 = np.empty((N, K), dtype=np.float64)
+    Z2 = Z2_1  # in place of Z2_1: not read after this loop
     loss_1 = np.empty((N, K), dtype=np.float64)
     loss = 0.0
     for i in range(N):
@@ -278,7 +296,6 @@ def _mlp_mse_forward(X, Y, W1, b1, W2, b2):
 def _mlp_mse_backward(g, X, W2, H1, loss_1, N, K, H):
     # scalars:
     #   loss = sum((Z2 - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dloss_1 = np.empty((), dtype=np.float64)
     dloss_1 = g * 2
     # fused loop over [N, K]:
     #   loss = sum((Z2 - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
@@ -297,7 +314,7 @@ def _mlp_mse_backward(g, X, W2, H1, loss_1, N, K, H):
     # fused loop over [N, H]:
     #   H1 = tanh(Z1)  →  tanh: dx = dy * (1 - y * y)
     #   Z1 = X @ W1 + b1  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
-    dZ1 = np.empty((N, H), dtype=np.float64)
+    dZ1 = dH1  # in place of dH1: not read after this loop
     db1 = np.zeros((H,), dtype=np.float64)
     for i in range(N):
         for j in range(H):
@@ -320,7 +337,7 @@ def _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
     # fused loop over [N, H]:
     #   Z1 = X @ W1 + b1
     #   H1 = tanh(Z1)
-    H1 = np.empty((N, H), dtype=np.float64)
+    H1 = Z1_1  # in place of Z1_1: not read after this loop
     for i in range(N):
         for j in range(H):
             H1[i, j] = np.tanh(Z1_1[i, j] + b1[j])
@@ -329,24 +346,19 @@ def _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
     # fused loop over [N, K]:
     #   Z2 = H1 @ W2 + b2
     #   loss = sum((Z2 - Y) ** 2)
-    Z2 = np.empty((N, K), dtype=np.float64)
-    loss_1 = np.empty((N, K), dtype=np.float64)
+    #   loss = sum((Z2 - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
+    #   Z2 = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
+    Z2 = Z2_1  # in place of Z2_1: not read after this loop
     loss = 0.0
+    dloss_1 = np.empty((N, K), dtype=np.float64)
+    db2 = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
             Z2_e = Z2_1[i, j] + b2[j]
             Z2[i, j] = Z2_e
             loss_1_e = Z2_e - Y[i, j]
-            loss_1[i, j] = loss_1_e
             loss += loss_1_e**2
-    # fused loop over [N, K]:
-    #   loss = sum((Z2 - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   Z2 = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    dloss_1 = np.empty((N, K), dtype=np.float64)
-    db2 = np.zeros((K,), dtype=np.float64)
-    for i in range(N):
-        for j in range(K):
-            dloss_1_e = 2 * loss_1[i, j]
+            dloss_1_e = 2 * loss_1_e
             dloss_1[i, j] = dloss_1_e
             db2[j] += dloss_1_e
     # Z2 = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
@@ -356,7 +368,7 @@ def _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
     # fused loop over [N, H]:
     #   H1 = tanh(Z1)  →  tanh: dx = dy * (1 - y * y)
     #   Z1 = X @ W1 + b1  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
-    dZ1 = np.empty((N, H), dtype=np.float64)
+    dZ1 = dH1  # in place of dH1: not read after this loop
     db1 = np.zeros((H,), dtype=np.float64)
     for i in range(N):
         for j in range(H):
@@ -424,7 +436,7 @@ def _linear_regression_forward(X, y, w, b):
     # fused loop over [N]:
     #   r = X @ w + b - y
     #   loss = mean(r ** 2)
-    r = np.empty((N,), dtype=np.float64)
+    r = r_1  # in place of r_1: not read after this loop
     loss = 0.0
     for i in range(N):
         r_e = r_1[i] + b - y[i]
@@ -439,7 +451,6 @@ def _linear_regression_backward(g, X, r, N):
     # scalars:
     #   loss = mean(r ** 2)  →  mean: dX = dm / n, broadcast over the n averaged elements
     #   loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dr = np.empty((), dtype=np.float64)
     dr = g / N * 2
     # fused loop over [N]:
     #   loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
@@ -464,7 +475,7 @@ def _linear_regression_value_and_grad(X, y, w, b):
     # fused loop over [N]:
     #   r = X @ w + b - y
     #   loss = mean(r ** 2)
-    r = np.empty((N,), dtype=np.float64)
+    r = r_1  # in place of r_1: not read after this loop
     loss = 0.0
     for i in range(N):
         r_e = r_1[i] + b - y[i]
@@ -474,12 +485,11 @@ def _linear_regression_value_and_grad(X, y, w, b):
     # scalars:
     #   loss = mean(r ** 2)  →  mean: dX = dm / n, broadcast over the n averaged elements
     #   loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dr = np.empty((), dtype=np.float64)
     dr = 1 / N * 2
     # fused loop over [N]:
     #   loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
     #   r = X @ w + b - y  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
-    dr_2 = np.empty((N,), dtype=np.float64)
+    dr_2 = r  # in place of r: not read after this loop
     db = 0.0
     for i in range(N):
         dr_2_e = dr * r[i]
@@ -550,7 +560,7 @@ def _logistic_regression_forward(X, y, w, b):
     #   z = X @ w + b
     #   loss = mean(softplus(z) - y * z)
     #   p = sigmoid(z)
-    z = np.empty((N,), dtype=np.float64)
+    z = z_1  # in place of z_1: not read after this loop
     loss_1 = np.empty((N,), dtype=np.float64)
     loss = 0.0
     p = np.empty((N,), dtype=np.float64)
@@ -571,8 +581,6 @@ def _logistic_regression_backward(g, X, y, z, loss_1, N):
     #   loss = mean(softplus(z) - y * z)  →  mean: dX = dm / n, broadcast over the n averaged
     #       elements
     #   loss = mean(softplus(z) - y * z)  →  subtraction: db = -dz
-    dloss_3 = np.empty((), dtype=np.float64)
-    dloss_2 = np.empty((), dtype=np.float64)
     dloss_3_e = g / N
     dloss_3 = dloss_3_e
     dloss_2 = -dloss_3_e
@@ -602,7 +610,7 @@ def _logistic_regression_value_and_grad(X, y, w, b):
     #   z = X @ w + b
     #   loss = mean(softplus(z) - y * z)
     #   p = sigmoid(z)
-    z = np.empty((N,), dtype=np.float64)
+    z = z_1  # in place of z_1: not read after this loop
     loss_1 = np.empty((N,), dtype=np.float64)
     loss = 0.0
     p = np.empty((N,), dtype=np.float64)
@@ -618,8 +626,6 @@ def _logistic_regression_value_and_grad(X, y, w, b):
     #   loss = mean(softplus(z) - y * z)  →  mean: dX = dm / n, broadcast over the n averaged
     #       elements
     #   loss = mean(softplus(z) - y * z)  →  subtraction: db = -dz
-    dloss_3 = np.empty((), dtype=np.float64)
-    dloss_2 = np.empty((), dtype=np.float64)
     dloss_3_e = 1 / N
     dloss_3 = dloss_3_e
     dloss_2 = -dloss_3_e
@@ -628,7 +634,7 @@ def _logistic_regression_value_and_grad(X, y, w, b):
     #   loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y);
     #       accumulate (dz: z is used 3 times)
     #   z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
-    dz = np.empty((N,), dtype=np.float64)
+    dz = loss_1  # in place of loss_1: not read after this loop
     db = 0.0
     for i in range(N):
         dz_e = y[i] * dloss_2 + dloss_3 * np.exp(z[i] - loss_1[i])
@@ -705,7 +711,7 @@ def _softmax_regression_forward(X, Y, W, b):
     # fused loop over [N, K]:
     #   Z = X @ W + b
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    Z = np.empty((N, K), dtype=np.float64)
+    Z = Z_1  # in place of Z_1: not read after this loop
     t_1 = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
         for j in range(K):
@@ -728,7 +734,7 @@ def _softmax_regression_forward(X, Y, W, b):
             t_6[i, j] = np.log(t_4[i, j])
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = np.empty((N, K), dtype=np.float64)
+    loss_1 = t_5  # in place of t_5: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
@@ -743,7 +749,6 @@ def _softmax_regression_forward(X, Y, W, b):
     loss_4 = loss_4 / N
     # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss = np.empty((), dtype=np.float64)
     loss = -loss_4
     return loss, Z, X, Y, loss_1, N, K
 
@@ -754,7 +759,6 @@ def _softmax_regression_backward(g, X, Y, loss_1, N, K):
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  negation: dx = -dy
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
     #       the n averaged elements
-    dloss_3 = np.empty((), dtype=np.float64)
     dloss_3 = -g / N
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
@@ -773,7 +777,7 @@ def _softmax_regression_backward(g, X, Y, loss_1, N, K):
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
     #       sum(dy, axis)
     #   Z = X @ W + b  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    dZ_3 = np.empty((N, K), dtype=np.float64)
+    dZ_3 = dloss_1  # in place of dloss_1: not read after this loop
     db = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
@@ -795,7 +799,7 @@ def _softmax_regression_value_and_grad(X, Y, W, b):
     # fused loop over [N, K]:
     #   Z = X @ W + b
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    Z = np.empty((N, K), dtype=np.float64)
+    Z = Z_1  # in place of Z_1: not read after this loop
     t_1 = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
         for j in range(K):
@@ -818,7 +822,7 @@ def _softmax_regression_value_and_grad(X, Y, W, b):
             t_6[i, j] = np.log(t_4[i, j])
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = np.empty((N, K), dtype=np.float64)
+    loss_1 = t_5  # in place of t_5: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
@@ -833,12 +837,9 @@ def _softmax_regression_value_and_grad(X, Y, W, b):
     loss_4 = loss_4 / N
     # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss = np.empty((), dtype=np.float64)
-    loss = -loss_4
-    # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
     #       the n averaged elements
-    dloss_3 = np.empty((), dtype=np.float64)
+    loss = -loss_4
     dloss_3 = -1 / N
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
@@ -846,7 +847,7 @@ def _softmax_regression_value_and_grad(X, Y, W, b):
     #       sum(dy, axis)
     dloss_1 = np.empty((N, K), dtype=np.float64)
     dZ = np.zeros((N, 1), dtype=np.float64)
-    dZ_2 = np.empty((N, K), dtype=np.float64)
+    dZ_2 = loss_1  # in place of loss_1: not read after this loop
     for i in range(N):
         for j in range(K):
             dloss_1_e = Y[i, j] * dloss_3
@@ -857,7 +858,7 @@ def _softmax_regression_value_and_grad(X, Y, W, b):
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
     #       sum(dy, axis)
     #   Z = X @ W + b  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    dZ_3 = np.empty((N, K), dtype=np.float64)
+    dZ_3 = dloss_1  # in place of dloss_1: not read after this loop
     db = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
@@ -941,7 +942,7 @@ def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
     H1_1 = np.dot(X, W1)
     # fused loop over [N, H]:
     #   H1 = tanh(X @ W1 + b1)
-    H1 = np.empty((N, H), dtype=np.float64)
+    H1 = H1_1  # in place of H1_1: not read after this loop
     for i in range(N):
         for j in range(H):
             H1[i, j] = np.tanh(H1_1[i, j] + b1[j])
@@ -950,7 +951,7 @@ def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
     # fused loop over [N, K]:
     #   Z = H1 @ W2 + b2
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    Z = np.empty((N, K), dtype=np.float64)
+    Z = Z_1  # in place of Z_1: not read after this loop
     t_1 = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
         for j in range(K):
@@ -973,7 +974,7 @@ def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
             t_6[i, j] = np.log(t_4[i, j])
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = np.empty((N, K), dtype=np.float64)
+    loss_1 = t_5  # in place of t_5: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
@@ -988,7 +989,6 @@ def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
     loss_4 = loss_4 / N
     # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss = np.empty((), dtype=np.float64)
     loss = -loss_4
     return loss, Z, X, Y, W2, H1, loss_1, N, K, H
 
@@ -999,7 +999,6 @@ def _mlp_classifier_backward(g, X, Y, W2, H1, loss_1, N, K, H):
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  negation: dx = -dy
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
     #       the n averaged elements
-    dloss_3 = np.empty((), dtype=np.float64)
     dloss_3 = -g / N
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
@@ -1018,7 +1017,7 @@ def _mlp_classifier_backward(g, X, Y, W2, H1, loss_1, N, K, H):
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
     #       sum(dy, axis)
     #   Z = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    dZ_3 = np.empty((N, K), dtype=np.float64)
+    dZ_3 = dloss_1  # in place of dloss_1: not read after this loop
     db2 = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
@@ -1032,7 +1031,7 @@ def _mlp_classifier_backward(g, X, Y, W2, H1, loss_1, N, K, H):
     # fused loop over [N, H]:
     #   H1 = tanh(X @ W1 + b1)  →  tanh: dx = dy * (1 - y * y)
     #   H1 = tanh(X @ W1 + b1)  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
-    dH1_2 = np.empty((N, H), dtype=np.float64)
+    dH1_2 = dH1  # in place of dH1: not read after this loop
     db1 = np.zeros((H,), dtype=np.float64)
     for i in range(N):
         for j in range(H):
@@ -1054,7 +1053,7 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     H1_1 = np.dot(X, W1)
     # fused loop over [N, H]:
     #   H1 = tanh(X @ W1 + b1)
-    H1 = np.empty((N, H), dtype=np.float64)
+    H1 = H1_1  # in place of H1_1: not read after this loop
     for i in range(N):
         for j in range(H):
             H1[i, j] = np.tanh(H1_1[i, j] + b1[j])
@@ -1063,7 +1062,7 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     # fused loop over [N, K]:
     #   Z = H1 @ W2 + b2
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    Z = np.empty((N, K), dtype=np.float64)
+    Z = Z_1  # in place of Z_1: not read after this loop
     t_1 = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
         for j in range(K):
@@ -1086,7 +1085,7 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
             t_6[i, j] = np.log(t_4[i, j])
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = np.empty((N, K), dtype=np.float64)
+    loss_1 = t_5  # in place of t_5: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
@@ -1101,12 +1100,9 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     loss_4 = loss_4 / N
     # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss = np.empty((), dtype=np.float64)
-    loss = -loss_4
-    # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
     #       the n averaged elements
-    dloss_3 = np.empty((), dtype=np.float64)
+    loss = -loss_4
     dloss_3 = -1 / N
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
@@ -1114,7 +1110,7 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     #       sum(dy, axis)
     dloss_1 = np.empty((N, K), dtype=np.float64)
     dZ = np.zeros((N, 1), dtype=np.float64)
-    dZ_2 = np.empty((N, K), dtype=np.float64)
+    dZ_2 = loss_1  # in place of loss_1: not read after this loop
     for i in range(N):
         for j in range(K):
             dloss_1_e = Y[i, j] * dloss_3
@@ -1125,7 +1121,7 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
     #       sum(dy, axis)
     #   Z = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    dZ_3 = np.empty((N, K), dtype=np.float64)
+    dZ_3 = dloss_1  # in place of dloss_1: not read after this loop
     db2 = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
@@ -1139,7 +1135,7 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     # fused loop over [N, H]:
     #   H1 = tanh(X @ W1 + b1)  →  tanh: dx = dy * (1 - y * y)
     #   H1 = tanh(X @ W1 + b1)  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
-    dH1_2 = np.empty((N, H), dtype=np.float64)
+    dH1_2 = dH1  # in place of dH1: not read after this loop
     db1 = np.zeros((H,), dtype=np.float64)
     for i in range(N):
         for j in range(H):

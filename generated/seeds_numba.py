@@ -28,8 +28,28 @@ def _kernel(function):
     return numba.njit(cache=True)(kernel)
 
 
+# (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
+# loop calls with the same shapes again and again, and then only types and shapes are compared.
+_CHECKED: dict[tuple, None] = {}
+
+
 def _check_inputs(function, values, shapes):
     """Return the inputs as float64 arrays after checking them against the spec's shapes."""
+    key = [function]
+    for x in values:
+        if (
+            type(x) is not np.ndarray
+            or x.dtype is not _DTYPE
+            or not x.flags.c_contiguous
+            or x.ndim == 0
+        ):
+            key = None
+            break
+        key.append(x.shape)
+    if key is not None:
+        key = tuple(key)
+        if key in _CHECKED:
+            return values
     dims = {}
     checked = []
     for (name, shape), value in zip(shapes, values, strict=True):
@@ -63,6 +83,10 @@ def _check_inputs(function, values, shapes):
         elif not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
         checked.append(x)
+    if key is not None:
+        if len(_CHECKED) >= 64:
+            _CHECKED.clear()
+        _CHECKED[key] = None
     return checked
 
 
@@ -110,7 +134,6 @@ def _twice_sum_forward(A):
             F_1 += A[i, j]
     # scalars:
     #   F = 2 * sum(A)
-    F = np.empty((), dtype=np.float64)
     F = 2 * F_1
     return (F,)
 
@@ -119,7 +142,6 @@ def _twice_sum_forward(A):
 def _twice_sum_backward(g):
     # scalars:
     #   F = 2 * sum(A)  →  Hadamard product: db = a * dz
-    dF_1 = np.empty((), dtype=np.float64)
     dF_1 = 2 * g
     # fused loop over [2, 3]:
     #   F = 2 * sum(A)  →  sum: dX = ds, broadcast over the summed axes
@@ -140,7 +162,6 @@ def _twice_sum_value_and_grad(A):
             F_1 += A[i, j]
     # scalars:
     #   F = 2 * sum(A)
-    F = np.empty((), dtype=np.float64)
     F = 2 * F_1
     # fused loop over [2, 3]:
     #   F = 2 * sum(A)  →  sum: dX = ds, broadcast over the summed axes
@@ -205,7 +226,7 @@ def _affine_sum_forward(A, W, B):
     # fused loop over [2, 2]:
     #   Z = A @ W + B
     #   S = sum(Z)
-    Z = np.empty((2, 2), dtype=np.float64)
+    Z = Z_1  # in place of Z_1: not read after this loop
     S = 0.0
     for i in range(2):
         for j in range(2):
@@ -219,7 +240,6 @@ def _affine_sum_forward(A, W, B):
 def _affine_sum_backward(g, A, W):
     # scalars:
     #   Z = A @ W + B  →  addition: db = dz; broadcast [2] to [2, 2]: sum over rows
-    dB = np.empty((), dtype=np.float64)
     dB = g * 2
     # fused loop over [2, 2]:
     #   Z = A @ W + B  →  right product: dA = dZ @ B.T
@@ -246,18 +266,15 @@ def _affine_sum_value_and_grad(A, W, B):
     # fused loop over [2, 2]:
     #   Z = A @ W + B
     #   S = sum(Z)
-    Z = np.empty((2, 2), dtype=np.float64)
+    #   Z = A @ W + B  →  right product: dA = dZ @ B.T
+    Z = Z_1  # in place of Z_1: not read after this loop
     S = 0.0
+    dZ_1 = np.empty((2, 2), dtype=np.float64)
     for i in range(2):
         for j in range(2):
             Z_e = Z_1[i, j] + B[j]
             Z[i, j] = Z_e
             S += Z_e
-    # fused loop over [2, 2]:
-    #   Z = A @ W + B  →  right product: dA = dZ @ B.T
-    dZ_1 = np.empty((2, 2), dtype=np.float64)
-    for i in range(2):
-        for j in range(2):
             dZ_1[i, j] = 1
     # Z = A @ W + B  →  right product: dA = dZ @ B.T
     dA = np.dot(dZ_1, W.T)
@@ -336,7 +353,6 @@ def _wx_backprop_forward(W, x, t):
         f_3 += f_1_e**2
     # scalars:
     #   f = 0.5 * sum((d - t) ** 2)
-    f = np.empty((), dtype=np.float64)
     f = 0.5 * f_3
     return f, d, W, x, f_1, M
 
@@ -346,7 +362,6 @@ def _wx_backprop_backward(g, W, x, f_1, M):
     # scalars:
     #   f = 0.5 * sum((d - t) ** 2)  →  Hadamard product: db = a * dz
     #   f = 0.5 * sum((d - t) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    df_1 = np.empty((), dtype=np.float64)
     df_1 = 0.5 * g * 2
     # fused loop over [M]:
     #   f = 0.5 * sum((d - t) ** 2)  →  power: dx = dy * c * x ** (c - 1)
@@ -376,7 +391,6 @@ def _wx_backprop_value_and_grad(W, x, t):
         f_3 += f_1_e**2
     # scalars:
     #   f = 0.5 * sum((d - t) ** 2)
-    f = np.empty((), dtype=np.float64)
     f = 0.5 * f_3
     # d = W @ x  →  matrix-vector product: dA = outer(dz, b)
     dW = np.outer(f_1, x)
@@ -444,7 +458,7 @@ def _dictionary_learning_forward(X, D, R):
     # fused loop over [M, N]:
     #   E = X - D @ R
     #   f = sum(E ** 2)
-    E = np.empty((M, N), dtype=np.float64)
+    E = E_1  # in place of E_1: not read after this loop
     f = 0.0
     for i in range(M):
         for j in range(N):
@@ -458,7 +472,6 @@ def _dictionary_learning_forward(X, D, R):
 def _dictionary_learning_backward(g, D, R, E, M, N):
     # scalars:
     #   f = sum(E ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dE = np.empty((), dtype=np.float64)
     dE = g * 2
     # fused loop over [M, N]:
     #   f = sum(E ** 2)  →  power: dx = dy * c * x ** (c - 1)
@@ -484,19 +497,14 @@ def _dictionary_learning_value_and_grad(X, D, R):
     # fused loop over [M, N]:
     #   E = X - D @ R
     #   f = sum(E ** 2)
-    E = np.empty((M, N), dtype=np.float64)
+    #   E = X - D @ R  →  subtraction: db = -dz
     f = 0.0
+    dE_1 = E_1  # in place of E_1: not read after this loop
     for i in range(M):
         for j in range(N):
             E_e = X[i, j] - E_1[i, j]
-            E[i, j] = E_e
             f += E_e**2
-    # fused loop over [M, N]:
-    #   E = X - D @ R  →  subtraction: db = -dz
-    dE_1 = np.empty((M, N), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            dE_1[i, j] = -2 * E[i, j]
+            dE_1[i, j] = -2 * E_e
     # E = X - D @ R  →  right product: dA = dZ @ B.T
     dD = np.dot(dE_1, R.T)
     # E = X - D @ R  →  left product: dB = A.T @ dZ
@@ -578,7 +586,7 @@ def _quadratic_form_backward(g, a, G, f_1, N):
     da_2 = np.dot(G, df_1)
     # fused loop over [N]:
     #   f = a @ G @ a  →  vector-matrix product: da = B @ dz; accumulate (da: a is used 2 times)
-    da_3 = np.empty((N,), dtype=np.float64)
+    da_3 = da  # in place of da: not read after this loop
     for i in range(N):
         da_3[i] = da[i] + da_2[i]
     # f = a @ G @ a  →  vector-matrix product: dB = outer(a, dz)
@@ -598,7 +606,7 @@ def _quadratic_form_value_and_grad(a, G):
     da = np.dot(G, a)
     # fused loop over [N]:
     #   f = a @ G @ a  →  vector-matrix product: da = B @ dz; accumulate (da: a is used 2 times)
-    da_2 = np.empty((N,), dtype=np.float64)
+    da_2 = da  # in place of da: not read after this loop
     for i in range(N):
         da_2[i] = f_1[i] + da[i]
     # f = a @ G @ a  →  vector-matrix product: dB = outer(a, dz)
@@ -876,15 +884,12 @@ def _hadamard_product_value_and_grad(X, K, C):
     # fused loop over [M, N]:
     #   G = X * K
     #   f = sum(G * C)
-    f = 0.0
-    for i in range(M):
-        for j in range(N):
-            f += X[i, j] * K[i, j] * C[i, j]
-    # fused loop over [M, N]:
     #   G = X * K  →  Hadamard product: da = dz * b
+    f = 0.0
     dX = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
+            f += X[i, j] * K[i, j] * C[i, j]
             dX[i, j] = C[i, j] * K[i, j]
     return f, dX
 
@@ -971,15 +976,12 @@ def _elementwise_function_value_and_grad(X, C):
     # fused loop over [M, N]:
     #   G = sin(X)
     #   f = sum(G * C)
-    f = 0.0
-    for i in range(M):
-        for j in range(N):
-            f += np.sin(X[i, j]) * C[i, j]
-    # fused loop over [M, N]:
     #   G = sin(X)  →  sin: dx = dy * cos(x)
+    f = 0.0
     dX = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
+            f += np.sin(X[i, j]) * C[i, j]
             dX[i, j] = C[i, j] * np.cos(X[i, j])
     return f, dX
 
@@ -1065,15 +1067,12 @@ def _matrix_addition_value_and_grad(X, K, C):
     # fused loop over [M, N]:
     #   G = X + K
     #   f = sum(G * C)
-    f = 0.0
-    for i in range(M):
-        for j in range(N):
-            f += (X[i, j] + K[i, j]) * C[i, j]
-    # fused loop over [M, N]:
     #   G = X + K  →  addition: da = dz; copied, dX would be another array
+    f = 0.0
     dX = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
+            f += (X[i, j] + K[i, j]) * C[i, j]
             dX[i, j] = C[i, j]
     return f, dX
 
@@ -1159,15 +1158,12 @@ def _row_broadcast_addition_value_and_grad(K, x, C):
     # fused loop over [M, N]:
     #   G = K + x
     #   f = sum(G * C)
-    f = 0.0
-    for i in range(M):
-        for j in range(N):
-            f += (K[i, j] + x[0, j]) * C[i, j]
-    # fused loop over [M, N]:
     #   G = K + x  →  addition: db = dz; broadcast [1, N] to [M, N]: sum over rows
+    f = 0.0
     dx = np.zeros((1, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
+            f += (K[i, j] + x[0, j]) * C[i, j]
             dx[0, j] += C[i, j]
     return f, dx
 
@@ -1254,15 +1250,12 @@ def _column_broadcast_addition_value_and_grad(K, x, C):
     # fused loop over [M, N]:
     #   G = K + x
     #   f = sum(G * C)
-    f = 0.0
-    for i in range(M):
-        for j in range(N):
-            f += (K[i, j] + x[i, 0]) * C[i, j]
-    # fused loop over [M, N]:
     #   G = K + x  →  addition: db = dz; broadcast [M, 1] to [M, N]: sum over columns
+    f = 0.0
     dx = np.zeros((M, 1), dtype=np.float64)
     for i in range(M):
         for j in range(N):
+            f += (K[i, j] + x[i, 0]) * C[i, j]
             dx[i, 0] += C[i, j]
     return f, dx
 
@@ -1336,7 +1329,6 @@ def _squared_frobenius_norm_forward(G):
 def _squared_frobenius_norm_backward(g, G, M, N):
     # scalars:
     #   f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dG = np.empty((), dtype=np.float64)
     dG = g * 2
     # fused loop over [M, N]:
     #   f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
@@ -1354,15 +1346,12 @@ def _squared_frobenius_norm_value_and_grad(G):
     N = G.shape[1]
     # fused loop over [M, N]:
     #   f = sum(G ** 2)
-    f = 0.0
-    for i in range(M):
-        for j in range(N):
-            f += G[i, j] ** 2
-    # fused loop over [M, N]:
     #   f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
+    f = 0.0
     dG = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
+            f += G[i, j] ** 2
             dG[i, j] = 2 * G[i, j]
     return f, dG
 
@@ -1445,15 +1434,12 @@ def _matrix_sum_value_and_grad(G):
     N = G.shape[1]
     # fused loop over [M, N]:
     #   f = sum(G)
-    f = 0.0
-    for i in range(M):
-        for j in range(N):
-            f += G[i, j]
-    # fused loop over [M, N]:
     #   f = sum(G)  →  sum: dX = ds, broadcast over the summed axes
+    f = 0.0
     dG = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
+            f += G[i, j]
             dG[i, j] = 1
     return f, dG
 

@@ -111,6 +111,8 @@ def assert_module_is_safe(source: str, functions: set[str], allowed: frozenset[s
             assert all(isinstance(t, ast.Name) and t.id.startswith("_") for t in node.targets)
             # constants: tuples of names and shapes; the dtype; the Numba kernels' namespace
             assert _no_call(node) or ast.unparse(node) in FIXED_ASSIGNMENTS, ast.unparse(node)
+        elif isinstance(node, ast.AnnAssign):  # the input checks' memo of accepted shapes
+            assert ast.unparse(node) == "_CHECKED: dict[tuple, None] = {}", ast.unparse(node)
         elif isinstance(node, ast.Expr) and ast.unparse(node) in FIXED_EXPRESSIONS:
             pass
         elif isinstance(node, ast.FunctionDef):
