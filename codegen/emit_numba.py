@@ -155,6 +155,7 @@ class NumbaEmitter(Emitter):
                 if isinstance(a, str) and a in members:
                     uses[a] = uses.get(a, 0) + 1
         reuse = self.reuse(group, program, uses, dead)
+        prange = self.parallel and self.parallel_safe(group)
         before: list[str] = []
         body: list[str] = []
         after: list[str] = []
@@ -183,12 +184,19 @@ class NumbaEmitter(Emitter):
                 x, _ = read(op.args[0])
                 out_index = self.reduced_index(op, shape, index)
                 target = f"{acc}[{', '.join(out_index)}]" if out_index else acc
-                if op.op == "max":
-                    init = "-np.inf"
+                if op.op != "max" and not value.shape and len(shape) > 1 and not prange:
+                    # one running sum per column: the inner loop's lanes are independent, so
+                    # it vectorises without reordering any addition (no fastmath needed)
+                    cols = names.fresh(f"{acc}_cols")
+                    before.append(f"{cols} = np.zeros(({self.dim_ref(shape[-1], dim)},), "
+                                  "dtype=np.float64)")
+                    body.append(f"{cols}[{index[-1]}] += {x}")
+                    after.append(f"{acc} += {cols}.sum()" if total else f"{acc} = {cols}.sum()")
+                elif op.op == "max":
                     body.append(f"{target} = max({target}, {x})")
                 else:
-                    init = "0.0"
                     body.append(f"{target} += {x}")
+                init = "-np.inf" if op.op == "max" else "0.0"
                 if total:  # adds into an earlier sum's array
                     continue
                 if value.shape:
@@ -196,7 +204,7 @@ class NumbaEmitter(Emitter):
                     args = f", {init}" if op.op == "max" else ""
                     before.append(f"{acc} = {fill}({self.shape_tuple(value.shape, dim)}{args}, "
                                   f"dtype={self.np_dtype})")
-                else:
+                elif not (op.op != "max" and len(shape) > 1 and not prange):
                     before.append(f"{acc} = {init}")
                 if op.op == "mean":
                     n = self.count(op, program, dim)

@@ -774,10 +774,11 @@ def _outer_contraction_forward(u, v, A):
     f_1 = np.outer(u, v)
     # fused loop over [N, D]:
     #   f = sum(outer(u, v) * A)
-    f = 0.0
+    f_cols = np.zeros((D,), dtype=np.float64)
     for i in range(N):
         for j in range(D):
-            f += f_1[i, j] * A[i, j]
+            f_cols[j] += f_1[i, j] * A[i, j]
+    f = f_cols.sum()
     return f, u, v, A, N, D
 
 
@@ -805,10 +806,11 @@ def _outer_contraction_value_and_grad(u, v, A):
     f_1 = np.outer(u, v)
     # fused loop over [N, D]:
     #   f = sum(outer(u, v) * A)
-    f = 0.0
+    f_cols = np.zeros((D,), dtype=np.float64)
     for i in range(N):
         for j in range(D):
-            f += f_1[i, j] * A[i, j]
+            f_cols[j] += f_1[i, j] * A[i, j]
+    f = f_cols.sum()
     # f = sum(outer(u, v) * A)  →  outer product: du = dZ @ v
     du = np.dot(A, v)
     # f = sum(outer(u, v) * A)  →  outer product: dv = dZ.T @ u

@@ -143,14 +143,15 @@ def _one_layer_forward(X, Y, W):
     #   loss = sum((P - Y) ** 2)
     P = P_1  # in place of P_1: not read after this loop
     loss_1 = np.empty((N, K), dtype=np.float64)
-    loss = 0.0
+    loss_cols = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
             P_e = np.exp(-np.logaddexp(0, -P_1[i, j]))
             P[i, j] = P_e
             loss_1_e = P_e - Y[i, j]
             loss_1[i, j] = loss_1_e
-            loss += loss_1_e**2
+            loss_cols[j] += loss_1_e**2
+    loss = loss_cols.sum()
     return loss, P, X, loss_1, N, K
 
 
@@ -184,15 +185,16 @@ def _one_layer_value_and_grad(X, Y, W):
     #   loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
     #   P = sigmoid(X @ W)  →  sigmoid: dx = dy * y * (1 - y)
     P = P_1  # in place of P_1: not read after this loop
-    loss = 0.0
+    loss_cols = np.zeros((K,), dtype=np.float64)
     dP_1 = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
             P_e = np.exp(-np.logaddexp(0, -P_1[i, j]))
             P[i, j] = P_e
             loss_1_e = P_e - Y[i, j]
-            loss += loss_1_e**2
+            loss_cols[j] += loss_1_e**2
             dP_1[i, j] = 2 * loss_1_e * (P_e * (1 - P_e))
+    loss = loss_cols.sum()
     # P = sigmoid(X @ W)  →  left product: dB = A.T @ dZ
     dW = np.dot(X.T, dP_1)
     return loss, P, dW
@@ -281,14 +283,15 @@ def _mlp_mse_forward(X, Y, W1, b1, W2, b2):
     #   loss = sum((Z2 - Y) ** 2)
     Z2 = Z2_1  # in place of Z2_1: not read after this loop
     loss_1 = np.empty((N, K), dtype=np.float64)
-    loss = 0.0
+    loss_cols = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
             Z2_e = Z2_1[i, j] + b2[j]
             Z2[i, j] = Z2_e
             loss_1_e = Z2_e - Y[i, j]
             loss_1[i, j] = loss_1_e
-            loss += loss_1_e**2
+            loss_cols[j] += loss_1_e**2
+    loss = loss_cols.sum()
     return loss, Z2, X, W2, H1, loss_1, N, K, H
 
 
@@ -349,7 +352,7 @@ def _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
     #   loss = sum((Z2 - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
     #   Z2 = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
     Z2 = Z2_1  # in place of Z2_1: not read after this loop
-    loss = 0.0
+    loss_cols = np.zeros((K,), dtype=np.float64)
     dloss_1 = np.empty((N, K), dtype=np.float64)
     db2 = np.zeros((K,), dtype=np.float64)
     for i in range(N):
@@ -357,10 +360,11 @@ def _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
             Z2_e = Z2_1[i, j] + b2[j]
             Z2[i, j] = Z2_e
             loss_1_e = Z2_e - Y[i, j]
-            loss += loss_1_e**2
+            loss_cols[j] += loss_1_e**2
             dloss_1_e = 2 * loss_1_e
             dloss_1[i, j] = dloss_1_e
             db2[j] += dloss_1_e
+    loss = loss_cols.sum()
     # Z2 = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
     dH1 = np.dot(dloss_1, W2.T)
     # Z2 = H1 @ W2 + b2  →  left product: dB = A.T @ dZ

@@ -128,10 +128,11 @@ _TWICE_SUM_INPUTS = (("A", (2, 3)),)
 def _twice_sum_forward(A):
     # fused loop over [2, 3]:
     #   F = 2 * sum(A)
-    F_1 = 0.0
+    F_1_cols = np.zeros((3,), dtype=np.float64)
     for i in range(2):
         for j in range(3):
-            F_1 += A[i, j]
+            F_1_cols[j] += A[i, j]
+    F_1 = F_1_cols.sum()
     # scalars:
     #   F = 2 * sum(A)
     F = 2 * F_1
@@ -156,10 +157,11 @@ def _twice_sum_backward(g):
 def _twice_sum_value_and_grad(A):
     # fused loop over [2, 3]:
     #   F = 2 * sum(A)
-    F_1 = 0.0
+    F_1_cols = np.zeros((3,), dtype=np.float64)
     for i in range(2):
         for j in range(3):
-            F_1 += A[i, j]
+            F_1_cols[j] += A[i, j]
+    F_1 = F_1_cols.sum()
     # scalars:
     #   F = 2 * sum(A)
     F = 2 * F_1
@@ -227,12 +229,13 @@ def _affine_sum_forward(A, W, B):
     #   Z = A @ W + B
     #   S = sum(Z)
     Z = Z_1  # in place of Z_1: not read after this loop
-    S = 0.0
+    S_cols = np.zeros((2,), dtype=np.float64)
     for i in range(2):
         for j in range(2):
             Z_e = Z_1[i, j] + B[j]
             Z[i, j] = Z_e
-            S += Z_e
+            S_cols[j] += Z_e
+    S = S_cols.sum()
     return S, Z, A, W
 
 
@@ -268,14 +271,15 @@ def _affine_sum_value_and_grad(A, W, B):
     #   S = sum(Z)
     #   Z = A @ W + B  →  right product: dA = dZ @ B.T
     Z = Z_1  # in place of Z_1: not read after this loop
-    S = 0.0
+    S_cols = np.zeros((2,), dtype=np.float64)
     dZ_1 = np.empty((2, 2), dtype=np.float64)
     for i in range(2):
         for j in range(2):
             Z_e = Z_1[i, j] + B[j]
             Z[i, j] = Z_e
-            S += Z_e
+            S_cols[j] += Z_e
             dZ_1[i, j] = 1
+    S = S_cols.sum()
     # Z = A @ W + B  →  right product: dA = dZ @ B.T
     dA = np.dot(dZ_1, W.T)
     # Z = A @ W + B  →  left product: dB = A.T @ dZ
@@ -459,12 +463,13 @@ def _dictionary_learning_forward(X, D, R):
     #   E = X - D @ R
     #   f = sum(E ** 2)
     E = E_1  # in place of E_1: not read after this loop
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     for i in range(M):
         for j in range(N):
             E_e = X[i, j] - E_1[i, j]
             E[i, j] = E_e
-            f += E_e**2
+            f_cols[j] += E_e**2
+    f = f_cols.sum()
     return f, D, R, E, M, N
 
 
@@ -498,13 +503,14 @@ def _dictionary_learning_value_and_grad(X, D, R):
     #   E = X - D @ R
     #   f = sum(E ** 2)
     #   E = X - D @ R  →  subtraction: db = -dz
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     dE_1 = E_1  # in place of E_1: not read after this loop
     for i in range(M):
         for j in range(N):
             E_e = X[i, j] - E_1[i, j]
-            f += E_e**2
+            f_cols[j] += E_e**2
             dE_1[i, j] = -2 * E_e
+    f = f_cols.sum()
     # E = X - D @ R  →  right product: dA = dZ @ B.T
     dD = np.dot(dE_1, R.T)
     # E = X - D @ R  →  left product: dB = A.T @ dZ
@@ -670,10 +676,11 @@ def _right_product_forward(X, W, C):
     G = np.dot(X, W)
     # fused loop over [M, P]:
     #   f = sum(G * C)
-    f = 0.0
+    f_cols = np.zeros((P,), dtype=np.float64)
     for i in range(M):
         for j in range(P):
-            f += G[i, j] * C[i, j]
+            f_cols[j] += G[i, j] * C[i, j]
+    f = f_cols.sum()
     return f, W, C, M, P
 
 
@@ -699,10 +706,11 @@ def _right_product_value_and_grad(X, W, C):
     G = np.dot(X, W)
     # fused loop over [M, P]:
     #   f = sum(G * C)
-    f = 0.0
+    f_cols = np.zeros((P,), dtype=np.float64)
     for i in range(M):
         for j in range(P):
-            f += G[i, j] * C[i, j]
+            f_cols[j] += G[i, j] * C[i, j]
+    f = f_cols.sum()
     # G = X @ W  →  right product: dA = dZ @ B.T
     dX = np.dot(C, W.T)
     return f, dX
@@ -764,10 +772,11 @@ def _left_product_forward(W, X, C):
     G = np.dot(W, X)
     # fused loop over [P, N]:
     #   f = sum(G * C)
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     for i in range(P):
         for j in range(N):
-            f += G[i, j] * C[i, j]
+            f_cols[j] += G[i, j] * C[i, j]
+    f = f_cols.sum()
     return f, W, C, P, N
 
 
@@ -793,10 +802,11 @@ def _left_product_value_and_grad(W, X, C):
     G = np.dot(W, X)
     # fused loop over [P, N]:
     #   f = sum(G * C)
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     for i in range(P):
         for j in range(N):
-            f += G[i, j] * C[i, j]
+            f_cols[j] += G[i, j] * C[i, j]
+    f = f_cols.sum()
     # G = W @ X  →  left product: dB = A.T @ dZ
     dX = np.dot(W.T, C)
     return f, dX
@@ -857,10 +867,11 @@ def _hadamard_product_forward(X, K, C):
     # fused loop over [M, N]:
     #   G = X * K
     #   f = sum(G * C)
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            f += X[i, j] * K[i, j] * C[i, j]
+            f_cols[j] += X[i, j] * K[i, j] * C[i, j]
+    f = f_cols.sum()
     return f, K, C, M, N
 
 
@@ -885,12 +896,13 @@ def _hadamard_product_value_and_grad(X, K, C):
     #   G = X * K
     #   f = sum(G * C)
     #   G = X * K  →  Hadamard product: da = dz * b
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     dX = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            f += X[i, j] * K[i, j] * C[i, j]
+            f_cols[j] += X[i, j] * K[i, j] * C[i, j]
             dX[i, j] = C[i, j] * K[i, j]
+    f = f_cols.sum()
     return f, dX
 
 
@@ -949,10 +961,11 @@ def _elementwise_function_forward(X, C):
     # fused loop over [M, N]:
     #   G = sin(X)
     #   f = sum(G * C)
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            f += np.sin(X[i, j]) * C[i, j]
+            f_cols[j] += np.sin(X[i, j]) * C[i, j]
+    f = f_cols.sum()
     return f, X, C, M, N
 
 
@@ -977,12 +990,13 @@ def _elementwise_function_value_and_grad(X, C):
     #   G = sin(X)
     #   f = sum(G * C)
     #   G = sin(X)  →  sin: dx = dy * cos(x)
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     dX = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            f += np.sin(X[i, j]) * C[i, j]
+            f_cols[j] += np.sin(X[i, j]) * C[i, j]
             dX[i, j] = C[i, j] * np.cos(X[i, j])
+    f = f_cols.sum()
     return f, dX
 
 
@@ -1041,10 +1055,11 @@ def _matrix_addition_forward(X, K, C):
     # fused loop over [M, N]:
     #   G = X + K
     #   f = sum(G * C)
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            f += (X[i, j] + K[i, j]) * C[i, j]
+            f_cols[j] += (X[i, j] + K[i, j]) * C[i, j]
+    f = f_cols.sum()
     return f, C, M, N
 
 
@@ -1068,12 +1083,13 @@ def _matrix_addition_value_and_grad(X, K, C):
     #   G = X + K
     #   f = sum(G * C)
     #   G = X + K  →  addition: da = dz; copied, dX would be another array
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     dX = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            f += (X[i, j] + K[i, j]) * C[i, j]
+            f_cols[j] += (X[i, j] + K[i, j]) * C[i, j]
             dX[i, j] = C[i, j]
+    f = f_cols.sum()
     return f, dX
 
 
@@ -1131,10 +1147,11 @@ def _row_broadcast_addition_forward(K, x, C):
     # fused loop over [M, N]:
     #   G = K + x
     #   f = sum(G * C)
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            f += (K[i, j] + x[0, j]) * C[i, j]
+            f_cols[j] += (K[i, j] + x[0, j]) * C[i, j]
+    f = f_cols.sum()
     return f, C, M, N
 
 
@@ -1159,12 +1176,13 @@ def _row_broadcast_addition_value_and_grad(K, x, C):
     #   G = K + x
     #   f = sum(G * C)
     #   G = K + x  →  addition: db = dz; broadcast [1, N] to [M, N]: sum over rows
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     dx = np.zeros((1, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            f += (K[i, j] + x[0, j]) * C[i, j]
+            f_cols[j] += (K[i, j] + x[0, j]) * C[i, j]
             dx[0, j] += C[i, j]
+    f = f_cols.sum()
     return f, dx
 
 
@@ -1223,10 +1241,11 @@ def _column_broadcast_addition_forward(K, x, C):
     # fused loop over [M, N]:
     #   G = K + x
     #   f = sum(G * C)
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            f += (K[i, j] + x[i, 0]) * C[i, j]
+            f_cols[j] += (K[i, j] + x[i, 0]) * C[i, j]
+    f = f_cols.sum()
     return f, C, M, N
 
 
@@ -1251,12 +1270,13 @@ def _column_broadcast_addition_value_and_grad(K, x, C):
     #   G = K + x
     #   f = sum(G * C)
     #   G = K + x  →  addition: db = dz; broadcast [M, 1] to [M, N]: sum over columns
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     dx = np.zeros((M, 1), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            f += (K[i, j] + x[i, 0]) * C[i, j]
+            f_cols[j] += (K[i, j] + x[i, 0]) * C[i, j]
             dx[i, 0] += C[i, j]
+    f = f_cols.sum()
     return f, dx
 
 
@@ -1318,10 +1338,11 @@ def _squared_frobenius_norm_forward(G):
     N = G.shape[1]
     # fused loop over [M, N]:
     #   f = sum(G ** 2)
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            f += G[i, j] ** 2
+            f_cols[j] += G[i, j] ** 2
+    f = f_cols.sum()
     return f, G, M, N
 
 
@@ -1347,12 +1368,13 @@ def _squared_frobenius_norm_value_and_grad(G):
     # fused loop over [M, N]:
     #   f = sum(G ** 2)
     #   f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     dG = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            f += G[i, j] ** 2
+            f_cols[j] += G[i, j] ** 2
             dG[i, j] = 2 * G[i, j]
+    f = f_cols.sum()
     return f, dG
 
 
@@ -1409,10 +1431,11 @@ def _matrix_sum_forward(G):
     N = G.shape[1]
     # fused loop over [M, N]:
     #   f = sum(G)
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            f += G[i, j]
+            f_cols[j] += G[i, j]
+    f = f_cols.sum()
     return f, M, N
 
 
@@ -1435,12 +1458,13 @@ def _matrix_sum_value_and_grad(G):
     # fused loop over [M, N]:
     #   f = sum(G)
     #   f = sum(G)  →  sum: dX = ds, broadcast over the summed axes
-    f = 0.0
+    f_cols = np.zeros((N,), dtype=np.float64)
     dG = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            f += G[i, j]
+            f_cols[j] += G[i, j]
             dG[i, j] = 1
+    f = f_cols.sum()
     return f, dG
 
 
