@@ -1,0 +1,221 @@
+"""Memory plan of the NumPy backend: dead arrays are deleted, and computed into when they can be.
+
+The emitter renders one statement per named value and inlines single-use temporaries, so without
+a plan every local stays bound until the function returns and every operator allocates a new
+array.  This pass works on the rendered statements of one generated function (their targets and
+the trees of their inlined expressions, ``Node``) and changes how they are written, never what
+they compute:
+
+- **liveness**: after the statement that last reads an array local, ``del name`` (never an input,
+  a returned value or a saved value: those are not bound by the body's statements or are kept);
+- **in-place evaluation**: a statement whose expression is a chain of elementwise ufuncs is
+  evaluated into one buffer, either an array that dies in this statement (``out=``) or the array
+  its innermost fresh operand allocates (``Z = X @ W``, then ``Z += b``, ``np.tanh(Z, out=Z)``).
+
+A buffer is written into only when this function allocated it (a ufunc's or product's result, never
+an input, the cotangent ``g``, a saved value, a view or an alias), it has the statement's static
+shape (so never a broadcast view: the result is as large as the buffer) and nothing reads it
+afterwards.  Every in-place form computes the bits the expression computes: the same ufunc on the
+same operands (``a + b`` and ``b + a`` are the same IEEE sum); only where the result is stored
+changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .emit import Stmt
+    from .ir import Op
+
+# Ops whose NumPy rendering always returns a new array that nothing else references.
+FRESH = frozenset({
+    "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "log1p", "sqrt", "square", "abs",
+    "tanh", "sigmoid", "relu", "softplus", "sin", "cos", "sign", "positive", "nonzero_or_inf",
+    "matmul", "outer", "sum", "mean", "max", "copy", "full", "zeros", "eye", "inv",
+    "logsumexp", "softmax", "log_softmax",
+})
+# Binary operators and their ufuncs (written with ``out=`` when the buffer is another array).
+_BINARY = {"add": ("+", "np.add"), "sub": ("-", "np.subtract"), "mul": ("*", "np.multiply"),
+           "div": ("/", "np.divide")}
+_COMMUTATIVE = frozenset({"add", "mul"})
+# Unary ops rendered as one ufunc call ``np.f(..., x)``: ``out=`` goes before its closing paren.
+_UNARY_UFUNC = frozenset({"exp", "log", "log1p", "sqrt", "square", "abs", "tanh", "sigmoid",
+                          "relu", "softplus", "sin", "cos", "sign", "positive"})
+INPLACE = frozenset(_BINARY) | _UNARY_UFUNC | {"neg"}
+
+
+@dataclass
+class Node:
+    """A rendered expression: a leaf (a local, a number, a dim) or an inlined op over nodes."""
+
+    expr: str  # without outer parentheses
+    prec: int
+    op: Op | None = None  # None: a leaf
+    args: list[Node] = field(default_factory=list)
+    name: str = ""  # a leaf's local name, when it is a value of the program
+    shape: tuple | None = None  # static shape of an array; None for numbers and dims
+
+    def leaves(self) -> list[str]:
+        """The locals this expression reads, in reading order, with repeats."""
+        if self.op is None:
+            return [self.name] if self.name else []
+        return [n for a in self.args for n in a.leaves()]
+
+
+def _is_array(shape: tuple | None) -> bool:
+    return bool(shape)
+
+
+def _out_form(node: Node, args: list[str], out: str) -> str:
+    """``node``'s op written as a ufunc call on ``args`` that stores into ``out``."""
+    assert node.op is not None
+    op = node.op.op
+    if op in _BINARY:
+        return f"{_BINARY[op][1]}({args[0]}, {args[1]}, out={out})"
+    if op == "neg":
+        return f"np.negative({args[0]}, out={out})"
+    from .ops import OPS
+
+    fmt = OPS[op].fmt
+    assert fmt.endswith(")")
+    prec = OPS[op].arg_prec[0]
+    arg = args[0] if node.args[0].prec >= prec or args[0] == out else f"({args[0]})"
+    return fmt[:-1].format(arg) + f", out={out})"
+
+
+def _step(node: Node, k: int, buf: str) -> str:
+    """One in-place statement: ``node`` computed into ``buf``, which holds its operand ``k``."""
+    assert node.op is not None
+    op = node.op.op
+    others = [a.expr for i, a in enumerate(node.args) if i != k]
+    if op in _BINARY and (k == 0 or op in _COMMUTATIVE):
+        return f"{buf} {_BINARY[op][0]}= {others[0]}"
+    args = [buf if i == k else a.expr for i, a in enumerate(node.args)]
+    return _out_form(node, args, buf)
+
+
+def _paths(node: Node, shape: tuple, dead: set[str]) -> list[tuple[int, list[int]]]:
+    """Ways to compute ``node`` in one buffer: (allocations saved, operand index per level).
+
+    A path ends at a dead array (the buffer exists: every op on the path is saved) or at a fresh
+    op whose own result becomes the buffer (it allocates once, the ops above it are saved).
+    """
+    if node.op is None:
+        return [(0, [])] if node.name in dead and node.shape == shape else []
+    if node.shape != shape or node.op.op not in FRESH:
+        return []
+    out = [(0, [])]  # this op allocates the buffer
+    if node.op.op in INPLACE:
+        for k, a in enumerate(node.args):
+            out.extend((saved + 1, [k] + rest) for saved, rest in _paths(a, shape, dead))
+    return out
+
+
+def _plan(root: Node, target: str, dead: set[str]) -> tuple[list[str], str] | None:
+    """The in-place lines for ``target = root`` and the dead array reused (or ""); None: as is."""
+    assert root.shape is not None
+    best: tuple[int, list[int]] | None = None
+    for saved, path in _paths(root, root.shape, dead):
+        if saved == 0:
+            continue
+        # walk down the path; every operand off the path is read after the buffer is written
+        node, chain = root, []
+        for k in path:
+            chain.append((node, k))
+            node = node.args[k]
+        buf = node.name if node.op is None else target
+        others = {n for nd, k in chain for i, a in enumerate(nd.args) if i != k for n in a.leaves()}
+        if buf in others or target in others:
+            continue
+        if best is None or saved > best[0]:
+            best = (saved, path)
+    if best is None:
+        return None
+    node, chain = root, []
+    for k in best[1]:
+        chain.append((node, k))
+        node = node.args[k]
+    chain.reverse()  # innermost op first
+    lines = []
+    if node.op is not None:  # a fresh op allocates the buffer under the target's name
+        lines.append(f"{target} = {node.expr}")
+        buf, reused = target, ""
+    else:
+        buf = reused = node.name
+    for nd, k in chain:
+        if buf != target:  # the first op writes into the dead array and binds the target to it
+            args = [buf if i == k else a.expr for i, a in enumerate(nd.args)]
+            lines.append(f"{target} = {_out_form(nd, args, buf)}")
+            buf = target
+        else:
+            lines.append(_step(nd, k, buf))
+    return lines, reused
+
+
+def plan(parts: list[list[Stmt]], keep: set[str]) -> list[list[Stmt]]:
+    """The statements of one function (in parts laid out one after the other), memory planned.
+
+    ``keep``: locals that the function returns; their last binding is never deleted or reused.
+    """
+    from .emit import Stmt
+
+    stmts = [s for part in parts for s in part]
+    reads = [s.node.leaves() if s.node is not None else [] for s in stmts]
+    # Each binding (statement index of a target) ends at its last read before the next binding.
+    last_read: dict[int, int] = {}  # binding statement -> last statement reading it
+    final: dict[str, int] = {}  # name -> its last binding
+    current: dict[str, int] = {}
+    for i, s in enumerate(stmts):
+        for n in reads[i]:
+            if n in current:
+                last_read[current[n]] = i
+        if s.target:
+            current[s.target] = i
+            last_read.setdefault(i, i)
+            final[s.target] = i
+    shapes = {s.target: s.node.shape for s in stmts if s.target and s.node is not None}
+
+    def kept(name: str, binding: int) -> bool:
+        return name in keep and final.get(name) == binding
+
+    owned: set[str] = set()  # locals whose current binding is an array only this body references
+    current = {}
+    out: list[list[Stmt]] = []
+    done = 0
+    for part in parts:
+        new: list[Stmt] = []
+        for s in part:
+            i = done
+            done += 1
+            if s.node is None or not s.target:
+                new.append(s)
+                continue
+            root, target = s.node, s.target
+            dead = {n for n in set(reads[i]) if n in current and n in owned
+                    and _is_array(shapes.get(n)) and last_read[current[n]] == i
+                    and not kept(n, current[n])}
+            planned = _plan(root, target, dead) if _is_array(root.shape) else None
+            if planned is None:
+                new.append(s)
+                fresh = root.op is not None and root.op.op in FRESH
+            else:
+                lines, _ = planned
+                new.append(Stmt(lines[0], s.comment, target, s.node))
+                new.extend(Stmt(line) for line in lines[1:])
+                fresh = True
+            if not fresh:  # a view or an alias: neither it nor what it reads is ours to write
+                owned.difference_update(reads[i])
+            current[target] = i
+            if fresh:
+                owned.add(target)
+            else:
+                owned.discard(target)
+            gone = [n for n in dict.fromkeys(reads[i] + [target])
+                    if final.get(n) == current.get(n) and last_read.get(current.get(n, -1)) == i
+                    and _is_array(shapes.get(n)) and n not in keep]
+            if gone:
+                new.append(Stmt("del " + ", ".join(gone)))
+        out.append(new)
+    return out
