@@ -8,6 +8,7 @@ and overrides only what differs (the NumPy backend is the base).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -16,13 +17,15 @@ import jinja2
 from . import __version__, text
 from .format import format_module
 from .ir import Arg, Const, DimSize, Op, Program
-from .memory import Node, plan as plan_memory
+from .memory import Node
+from .memory import plan as plan_memory
 from .names import Names
 from .ops import ATOM, HELPERS, OPS, UNARY
 from .parse import Function
 from .passes import backward_reads, constant_only
 from .planner import SEED
 from .shapes import fmt as fmt_shape
+
 
 @dataclass
 class Stmt:
@@ -195,7 +198,8 @@ class Emitter:
                     for a in op.args]
             arg_nodes = [self.arg_node(a, e, program, names, nodes) for a, e in zip(op.args, args)]
             expr = self.render_sum_of_squares(op, arg_nodes) or self.render_op(op, args, dim)
-            node = Node(expr[0], expr[1], op, arg_nodes, shape=value.shape)
+            node = Node(expr[0], expr[1], op, arg_nodes, shape=value.shape,
+                        render=self.renderer(op, arg_nodes, dim))
             users = uses.get(op.out, [])
             view = op.op in _VIEWS and all(prec == ATOM for _, prec in args)
             if (value.kind == "temp" and op.out not in keep_named and op.out not in names.of
@@ -214,6 +218,12 @@ class Emitter:
         for stmt, (_, _, target, node) in zip(stmts, emitted):
             stmt.target, stmt.node = target, node
         return stmts
+
+    def renderer(self, op: Op, args: list[Node], dim: dict[str, str]
+                 ) -> Callable[[list[tuple[str, int]]], tuple[str, int]]:
+        """How the memory plan renders ``op`` again on operands it rewrote."""
+        squares = self.render_sum_of_squares(op, args)
+        return lambda operands: squares or self.render_op(op, operands, dim)
 
     def arg_node(self, a: Arg, expr: tuple[str, int], program: Program, names: Names,
                  nodes: dict[str, Node]) -> Node:

@@ -22,8 +22,11 @@ changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from .ops import ATOM, OPS
 
 if TYPE_CHECKING:
     from .emit import Stmt
@@ -56,6 +59,7 @@ class Node:
     args: list[Node] = field(default_factory=list)
     name: str = ""  # a leaf's local name, when it is a value of the program
     shape: tuple | None = None  # static shape of an array; None for numbers and dims
+    render: Callable[[list[tuple[str, int]]], tuple[str, int]] | None = None  # op on operands
 
     def leaves(self) -> list[str]:
         """The locals this expression reads, in reading order, with repeats."""
@@ -63,36 +67,47 @@ class Node:
             return [self.name] if self.name else []
         return [n for a in self.args for n in a.leaves()]
 
+    def nodes(self) -> list[Node]:
+        """Its op nodes, operands first (the order they are evaluated in)."""
+        return [n for a in self.args for n in a.nodes()] + ([self] if self.op is not None else [])
+
 
 def _is_array(shape: tuple | None) -> bool:
     return bool(shape)
 
 
-def _out_form(node: Node, args: list[str], out: str) -> str:
+def _emit(node: Node, outs: dict[int, str]) -> tuple[str, int]:
+    """``node`` rendered again, the ops in ``outs`` (by id) stored into the array named there."""
+    if node.op is None or not outs:
+        return node.expr, node.prec
+    args = [_emit(a, outs) for a in node.args]
+    if id(node) in outs:
+        return _out_form(node, args, outs[id(node)]), ATOM
+    assert node.render is not None
+    return node.render(args)
+
+
+def _out_form(node: Node, args: list[tuple[str, int]], out: str) -> str:
     """``node``'s op written as a ufunc call on ``args`` that stores into ``out``."""
     assert node.op is not None
     op = node.op.op
     if op in _BINARY:
-        return f"{_BINARY[op][1]}({args[0]}, {args[1]}, out={out})"
+        return f"{_BINARY[op][1]}({args[0][0]}, {args[1][0]}, out={out})"
     if op == "neg":
-        return f"np.negative({args[0]}, out={out})"
-    from .ops import OPS
-
+        return f"np.negative({args[0][0]}, out={out})"
     fmt = OPS[op].fmt
     assert fmt.endswith(")")
-    prec = OPS[op].arg_prec[0]
-    arg = args[0] if node.args[0].prec >= prec or args[0] == out else f"({args[0]})"
-    return fmt[:-1].format(arg) + f", out={out})"
+    expr, prec = args[0]
+    return fmt[:-1].format(expr if prec >= OPS[op].arg_prec[0] else f"({expr})") + f", out={out})"
 
 
-def _step(node: Node, k: int, buf: str) -> str:
+def _step(node: Node, k: int, buf: str, outs: dict[int, str]) -> str:
     """One in-place statement: ``node`` computed into ``buf``, which holds its operand ``k``."""
     assert node.op is not None
     op = node.op.op
-    others = [a.expr for i, a in enumerate(node.args) if i != k]
+    args = [(buf, ATOM) if i == k else _emit(a, outs) for i, a in enumerate(node.args)]
     if op in _BINARY and (k == 0 or op in _COMMUTATIVE):
-        return f"{buf} {_BINARY[op][0]}= {others[0]}"
-    args = [buf if i == k else a.expr for i, a in enumerate(node.args)]
+        return f"{buf} {_BINARY[op][0]}= {args[1 - k][0]}"
     return _out_form(node, args, buf)
 
 
@@ -106,52 +121,70 @@ def _paths(node: Node, shape: tuple, dead: set[str]) -> list[tuple[int, list[int
         return [(0, [])] if node.name in dead and node.shape == shape else []
     if node.shape != shape or node.op.op not in FRESH:
         return []
-    out = [(0, [])]  # this op allocates the buffer
+    out: list[tuple[int, list[int]]] = [(0, [])]  # this op allocates the buffer
     if node.op.op in INPLACE:
         for k, a in enumerate(node.args):
             out.extend((saved + 1, [k] + rest) for saved, rest in _paths(a, shape, dead))
     return out
 
 
-def _plan(root: Node, target: str, dead: set[str]) -> tuple[list[str], str] | None:
-    """The in-place lines for ``target = root`` and the dead array reused (or ""); None: as is."""
+def _within(first: Node, root: Node, names: set[str]) -> bool:
+    """Every read of ``names`` in ``root`` happens while evaluating ``first`` (before it writes)."""
+    inside, everywhere = first.leaves(), root.leaves()
+    return all(inside.count(n) == everywhere.count(n) for n in names)
+
+
+def _plan(root: Node, target: str, dead: set[str]) -> list[str] | None:
+    """The lines that compute ``target = root`` with fewer allocations; None: as it is."""
     assert root.shape is not None
-    best: tuple[int, list[int]] | None = None
+    best: tuple[int, list[tuple[Node, int]], Node] | None = None
     for saved, path in _paths(root, root.shape, dead):
         if saved == 0:
             continue
-        # walk down the path; every operand off the path is read after the buffer is written
         node, chain = root, []
         for k in path:
             chain.append((node, k))
             node = node.args[k]
-        buf = node.name if node.op is None else target
-        others = {n for nd, k in chain for i, a in enumerate(nd.args) if i != k for n in a.leaves()}
-        if buf in others or target in others:
+        # the first op to write the buffer: a fresh op (into the target) or the op on a dead array
+        first = node if node.op is not None else chain[-1][0]
+        if not _within(first, root, {target, node.name} - {""}):
             continue
         if best is None or saved > best[0]:
-            best = (saved, path)
+            best = (saved, chain, node)
+    chain = best[1] if best is not None else []
+    on_chain = {id(nd) for nd, _ in chain}
+    # Elsewhere in the expression, an elementwise op on a dead array of its shape writes into it.
+    used = {target} | ({best[2].name} if best is not None else set())
+    outs: dict[int, str] = {}
+    inside: set[int] = set()  # ops under one written with ``out=``: one ``out=`` per subtree
+    for nd in reversed(root.nodes()):  # outermost first
+        if id(nd) in on_chain or id(nd) in inside or nd.op is None or nd.op.op not in INPLACE:
+            continue
+        for a in nd.args:
+            if (a.op is None and a.name in dead and a.name not in used and a.shape == nd.shape
+                    and _within(nd, root, {a.name})):
+                outs[id(nd)] = a.name
+                used.add(a.name)
+                inside.update(id(n) for n in nd.nodes())
+                break
     if best is None:
-        return None
-    node, chain = root, []
-    for k in best[1]:
-        chain.append((node, k))
-        node = node.args[k]
-    chain.reverse()  # innermost op first
+        return [f"{target} = {_emit(root, outs)[0]}"] if outs else None
+    _, chain, bottom = best
+    chain = chain[::-1]  # innermost op first
     lines = []
-    if node.op is not None:  # a fresh op allocates the buffer under the target's name
-        lines.append(f"{target} = {node.expr}")
-        buf, reused = target, ""
+    if bottom.op is not None:  # a fresh op allocates the buffer under the target's name
+        lines.append(f"{target} = {_emit(bottom, outs)[0]}")
+        buf = target
     else:
-        buf = reused = node.name
+        buf = bottom.name
     for nd, k in chain:
         if buf != target:  # the first op writes into the dead array and binds the target to it
-            args = [buf if i == k else a.expr for i, a in enumerate(nd.args)]
+            args = [(buf, ATOM) if i == k else _emit(a, outs) for i, a in enumerate(nd.args)]
             lines.append(f"{target} = {_out_form(nd, args, buf)}")
             buf = target
         else:
-            lines.append(_step(nd, k, buf))
-    return lines, reused
+            lines.append(_step(nd, k, buf, outs))
+    return lines
 
 
 def plan(parts: list[list[Stmt]], keep: set[str]) -> list[list[Stmt]]:
@@ -199,12 +232,10 @@ def plan(parts: list[list[Stmt]], keep: set[str]) -> list[list[Stmt]]:
             planned = _plan(root, target, dead) if _is_array(root.shape) else None
             if planned is None:
                 new.append(s)
-                fresh = root.op is not None and root.op.op in FRESH
             else:
-                lines, _ = planned
-                new.append(Stmt(lines[0], s.comment, target, s.node))
-                new.extend(Stmt(line) for line in lines[1:])
-                fresh = True
+                new.append(Stmt(planned[0], s.comment, target, s.node))
+                new.extend(Stmt(line) for line in planned[1:])
+            fresh = root.op is not None and root.op.op in FRESH
             if not fresh:  # a view or an alias: neither it nor what it reads is ours to write
                 owned.difference_update(reads[i])
             current[target] = i
