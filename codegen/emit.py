@@ -8,6 +8,7 @@ and overrides only what differs (the NumPy backend is the base).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -16,6 +17,8 @@ import jinja2
 from . import __version__, text
 from .format import format_module
 from .ir import Arg, Const, DimSize, Op, Program
+from .memory import Node
+from .memory import plan as plan_memory
 from .names import Names
 from .ops import ATOM, HELPERS, OPS, UNARY
 from .parse import Function
@@ -23,12 +26,15 @@ from .passes import backward_reads, constant_only
 from .planner import SEED
 from .shapes import fmt as fmt_shape
 
+
 @dataclass
 class Stmt:
     """One generated line (after black, maybe several) and the comment above it."""
 
     code: str
     comment: str = ""
+    target: str = ""  # the local it binds, for the memory plan
+    node: Node | None = None  # what it computes (the inlined expression tree)
 
 
 @dataclass
@@ -96,6 +102,14 @@ class Emitter:
 
     backend = "numpy"
     template = "module.py.j2"
+
+    @property
+    def plan_memory(self) -> bool:
+        """Delete dead arrays and compute into them (``memory.py``), ``sum(x ** 2)`` as ``np.vdot``.
+
+        The NumPy backend's statements only: a compiled backend's kernels own their arrays.
+        """
+        return self.backend == "numpy"
 
     def __init__(self, dtype: str) -> None:
         self.dtype = dtype
@@ -174,26 +188,68 @@ class Emitter:
                     uses.setdefault(a, []).append(op)
                     last_use[a] = i
         inline: dict[str, tuple[str, int]] = {}
-        emitted: list[tuple[Op, str]] = []
+        nodes: dict[str, Node] = {}  # the trees of the inlined values
+        emitted: list[tuple[Op, str, str, Node]] = []
         numbers = constant_only(program)  # Python numbers: typed where the dtype would leak
         for idx, op in enumerate(ops):
             value = program.values[op.out]
             typed = op.op == "broadcast_to"  # a broadcast constant must not be an int64 array
             args = [self.arg_expr(a, names, dim, inline, typed and (isinstance(a, Const) or a in numbers))
                     for a in op.args]
-            expr = self.render_op(op, args, dim)
+            arg_nodes = [self.arg_node(a, e, program, names, nodes) for a, e in zip(op.args, args)]
+            expr = self.render_sum_of_squares(op, arg_nodes) or self.render_op(op, args, dim)
+            node = Node(expr[0], expr[1], op, arg_nodes, shape=value.shape,
+                        render=self.renderer(op, arg_nodes, dim))
             users = uses.get(op.out, [])
             view = op.op in _VIEWS and all(prec == ATOM for _, prec in args)
             if (value.kind == "temp" and op.out not in keep_named and op.out not in names.of
                     and (view or (len(users) == 1 and users[0].group == op.group))):
                 inline[op.out] = expr
+                nodes[op.out] = node
                 continue
             target = self.target_name(op, program, names, last_use, idx)
             code = expr[0]
             if op.out in numbers and value.kind == "step":  # a number: give it the dtype
                 code = self.typed_number(code)
-            emitted.append((op, f"{target} = {code}"))
-        return self.annotate(emitted)
+            if op.out in numbers:
+                node.shape = ()
+            emitted.append((op, f"{target} = {code}", target, node))
+        stmts = self.annotate([(op, code) for op, code, _, _ in emitted])
+        for stmt, (_, _, target, node) in zip(stmts, emitted):
+            stmt.target, stmt.node = target, node
+        return stmts
+
+    def renderer(self, op: Op, args: list[Node], dim: dict[str, str]
+                 ) -> Callable[[list[tuple[str, int]]], tuple[str, int]]:
+        """How the memory plan renders ``op`` again on operands it rewrote."""
+        squares = self.render_sum_of_squares(op, args)
+        return lambda operands: squares or self.render_op(op, operands, dim)
+
+    def arg_node(self, a: Arg, expr: tuple[str, int], program: Program, names: Names,
+                 nodes: dict[str, Node]) -> Node:
+        """The tree of an operand: an inlined value's, or a leaf."""
+        if isinstance(a, str) and a in nodes:
+            return nodes[a]
+        if isinstance(a, str) and a in program.values:
+            return Node(expr[0], expr[1], name=names.of[a], shape=program.values[a].shape)
+        return Node(expr[0], expr[1])
+
+    def render_sum_of_squares(self, op: Op, args: list[Node]) -> tuple[str, int] | None:
+        """``sum(x ** 2)`` of a named float64 array as ``np.vdot(x, x)``: no temporary ``x ** 2``.
+
+        Float64 only: BLAS ``ddot`` is as accurate as pairwise summation there, not ``sdot`` in
+        float32.
+        """
+        if not (self.plan_memory and self.dtype == "float64" and op.op == "sum"
+                and op.attr("axis") is None and not op.attr("keepdims", False)):
+            return None
+        sq = args[0]
+        if sq.op is None or sq.op.op != "pow" or sq.op.attr("exponent") != 2:
+            return None
+        x = sq.args[0]
+        if not x.name or not x.shape or x.expr != x.name:
+            return None
+        return f"np.vdot({x.name}, {x.name})", ATOM
 
     def typed_number(self, expr: str) -> str:
         """A step computed from numbers alone, as a scalar of the module's dtype."""
@@ -307,6 +363,14 @@ class Emitter:
         vg_fwd, vg_bwd = self.render_value_and_grad(fwd_ops, vg_bwd_ops, vg, vnames, dim, keep_named)
         vg_fwd = dim_lines([d for d in fn.dims if d in self.used_dims]) + vg_fwd
         vg_return = f"{self.outputs_expr(fn, vnames)}, {self.grads_expr(fn, vg, vnames)}"
+
+        if self.plan_memory:  # what each function returns is kept; the rest is freed when dead
+            outputs = [o for o in fn.program.outputs if isinstance(o, str)]
+            forward, = plan_memory([forward], {fnames.of[o] for o in outputs} | set(saved_fields))
+            backward, = plan_memory([backward], {bnames.of[g] for _, g in bw.grads if isinstance(g, str)})
+            vg_keep = {vnames.of[o] for o in outputs} | {vnames.of[g] for _, g in vg.grads
+                                                         if isinstance(g, str)}
+            vg_fwd, vg_bwd = plan_memory([vg_fwd, vg_bwd], vg_keep)
 
         outs = ", ".join(o for o in fn.program.outputs if isinstance(o, str))
         wrt = ", ".join(fn.wrt)

@@ -129,14 +129,18 @@ def gaussian_nll_backward(saved, g=1.0):
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  Hadamard product: db = a * dz
     dnll_5 = 0.5 * g
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
-    dnll_4 = dnll_5 * np.eye(D, dtype=np.float64)
+    dnll_4 = np.eye(D, dtype=np.float64)
+    dnll_4 *= dnll_5
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  right product: dA = dZ @ B.T
     dnll_3 = dnll_4 @ C.T
+    del dnll_4
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T
-    dS = -(nll_3.T @ dnll_3 @ nll_3.T)
+    dS = nll_3.T @ dnll_3 @ nll_3.T
+    np.negative(dS, out=dS)
+    del dnll_3
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T;
     #     accumulate (dS: S is used 2 times)
-    dS = dS + dnll_5 * nll_3.T
+    dS += dnll_5 * nll_3.T
     return gaussian_nll_Grads(S=dS)
 
 
@@ -149,14 +153,19 @@ def gaussian_nll_value_and_grad(S, C):
     nll_3 = np.linalg.inv(S)
     nll = 0.5 * np.linalg.slogdet(S)[1] + 0.5 * np.trace(nll_3 @ C)
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
-    dnll_4 = 0.5 * np.eye(D, dtype=np.float64)
+    dnll_4 = np.eye(D, dtype=np.float64)
+    dnll_4 *= 0.5
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  right product: dA = dZ @ B.T
     dnll_3 = dnll_4 @ C.T
+    del dnll_4
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T
-    dS = -(nll_3.T @ dnll_3 @ nll_3.T)
+    dS = nll_3.T @ dnll_3 @ nll_3.T
+    np.negative(dS, out=dS)
+    del dnll_3
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T;
     #     accumulate (dS: S is used 2 times)
-    dS = dS + 0.5 * nll_3.T
+    dS += 0.5 * nll_3.T
+    del nll_3
     return nll, gaussian_nll_Grads(S=dS)
 
 
@@ -199,9 +208,11 @@ def trace_product_backward(saved, g=1.0):
     A, D = saved
     g = _check_cotangent("trace_product", g, ())
     # f = trace(A @ X)  →  trace: dX = dy * I
-    df_1 = g * np.eye(D, dtype=np.float64)
+    df_1 = np.eye(D, dtype=np.float64)
+    df_1 *= g
     # f = trace(A @ X)  →  left product: dB = A.T @ dZ
     dX = A.T @ df_1
+    del df_1
     return trace_product_Grads(X=dX)
 
 
@@ -216,6 +227,7 @@ def trace_product_value_and_grad(A, X):
     df_1 = np.eye(D, dtype=np.float64)
     # f = trace(A @ X)  →  left product: dB = A.T @ dZ
     dX = A.T @ df_1
+    del df_1
     return f, trace_product_Grads(X=dX)
 
 
@@ -261,15 +273,19 @@ def trace_quadratic_backward(saved, g=1.0):
     A, X, f_2, D = saved
     g = _check_cotangent("trace_quadratic", g, ())
     # f = trace(X.T @ A @ X)  →  trace: dX = dy * I
-    df_3 = g * np.eye(D, dtype=np.float64)
+    df_3 = np.eye(D, dtype=np.float64)
+    df_3 *= g
     # f = trace(X.T @ A @ X)  →  right product: dA = dZ @ B.T
     df_2 = df_3 @ X.T
     # f = trace(X.T @ A @ X)  →  left product: dB = A.T @ dZ
     dX = f_2.T @ df_3
+    del df_3
     # f = trace(X.T @ A @ X)  →  right product: dA = dZ @ B.T
     df_1 = df_2 @ A.T
+    del df_2
     # f = trace(X.T @ A @ X)  →  transpose: dX = dY.T; accumulate (dX: X is used 2 times)
-    dX = dX + df_1.T
+    dX += df_1.T
+    del df_1
     return trace_quadratic_Grads(X=dX)
 
 
@@ -287,10 +303,13 @@ def trace_quadratic_value_and_grad(A, X):
     df_2 = df_3 @ X.T
     # f = trace(X.T @ A @ X)  →  left product: dB = A.T @ dZ
     dX = f_2.T @ df_3
+    del f_2, df_3
     # f = trace(X.T @ A @ X)  →  right product: dA = dZ @ B.T
     df_1 = df_2 @ A.T
+    del df_2
     # f = trace(X.T @ A @ X)  →  transpose: dX = dY.T; accumulate (dX: X is used 2 times)
-    dX = dX + df_1.T
+    dX += df_1.T
+    del df_1
     return f, trace_quadratic_Grads(X=dX)
 
 
@@ -336,8 +355,11 @@ def inverse_bilinear_backward(saved, g=1.0):
     df_2 = g * b
     # f = a @ inv(X) @ b  →  vector-matrix product: dB = outer(a, dz)
     df_1 = np.outer(a, df_2)
+    del df_2
     # f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX = -(f_1.T @ df_1 @ f_1.T)
+    dX = f_1.T @ df_1 @ f_1.T
+    np.negative(dX, out=dX)
+    del df_1
     return inverse_bilinear_Grads(X=dX)
 
 
@@ -350,7 +372,9 @@ def inverse_bilinear_value_and_grad(a, X, b):
     # f = a @ inv(X) @ b  →  vector-matrix product: dB = outer(a, dz)
     df_1 = np.outer(a, b)
     # f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX = -(f_1.T @ df_1 @ f_1.T)
+    dX = f_1.T @ df_1 @ f_1.T
+    np.negative(dX, out=dX)
+    del f_1, df_1
     return f, inverse_bilinear_Grads(X=dX)
 
 
@@ -500,6 +524,7 @@ def outer_contraction_backward(saved, g=1.0):
     du = df_1 @ v
     # f = sum(outer(u, v) * A)  →  outer product: dv = dZ.T @ u
     dv = u @ df_1
+    del df_1
     return outer_contraction_Grads(u=du, v=dv)
 
 

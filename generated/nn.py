@@ -126,10 +126,11 @@ def one_layer_forward(X, Y, W):
     """Forward pass of one_layer: returns ((loss, P), saved) for one_layer_backward."""
     X, Y, W = _check_inputs("one_layer", (X, Y, W), _ONE_LAYER_INPUTS)
     # P = sigmoid(X @ W)
-    P = np.exp(-np.logaddexp(0, -(X @ W)))
+    P = X @ W
+    np.exp(-np.logaddexp(0, -P), out=P)
     # loss = sum((P - Y) ** 2)
     loss_1 = P - Y
-    loss = np.sum(loss_1**2)
+    loss = np.vdot(loss_1, loss_1)
     return (loss, P), one_layer_Saved(X=X, P=P, loss_1=loss_1)
 
 
@@ -141,9 +142,13 @@ def one_layer_backward(saved, g=1.0):
     # loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
     dloss_1 = g * 2 * loss_1
     # P = sigmoid(X @ W)  →  sigmoid: dx = dy * y * (1 - y)
-    dP_1 = dloss_1 * (P * (1 - P))
+    dP_1 = 1 - P
+    dP_1 *= P
+    dP_1 *= dloss_1
+    del dloss_1
     # P = sigmoid(X @ W)  →  left product: dB = A.T @ dZ
     dW = X.T @ dP_1
+    del dP_1
     return one_layer_Grads(W=dW)
 
 
@@ -151,16 +156,22 @@ def one_layer_value_and_grad(X, Y, W):
     """((loss, P), gradients of loss with respect to W) in one pass."""
     X, Y, W = _check_inputs("one_layer", (X, Y, W), _ONE_LAYER_INPUTS)
     # P = sigmoid(X @ W)
-    P = np.exp(-np.logaddexp(0, -(X @ W)))
+    P = X @ W
+    np.exp(-np.logaddexp(0, -P), out=P)
     # loss = sum((P - Y) ** 2)
     loss_1 = P - Y
-    loss = np.sum(loss_1**2)
+    loss = np.vdot(loss_1, loss_1)
     # loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dloss_1 = 2 * loss_1
+    dloss_1 = np.multiply(2, loss_1, out=loss_1)
+    del loss_1
     # P = sigmoid(X @ W)  →  sigmoid: dx = dy * y * (1 - y)
-    dP_1 = dloss_1 * (P * (1 - P))
+    dP_1 = 1 - P
+    dP_1 *= P
+    dP_1 *= dloss_1
+    del dloss_1
     # P = sigmoid(X @ W)  →  left product: dB = A.T @ dZ
     dW = X.T @ dP_1
+    del dP_1
     return (loss, P), one_layer_Grads(W=dW)
 
 
@@ -203,14 +214,17 @@ def mlp_mse_forward(X, Y, W1, b1, W2, b2):
     """Forward pass of mlp_mse: returns ((loss, Z2), saved) for mlp_mse_backward."""
     X, Y, W1, b1, W2, b2 = _check_inputs("mlp_mse", (X, Y, W1, b1, W2, b2), _MLP_MSE_INPUTS)
     # Z1 = X @ W1 + b1
-    Z1 = X @ W1 + b1
+    Z1 = X @ W1
+    Z1 += b1
     # H1 = tanh(Z1)
-    H1 = np.tanh(Z1)
+    H1 = np.tanh(Z1, out=Z1)
+    del Z1
     # Z2 = H1 @ W2 + b2
-    Z2 = H1 @ W2 + b2
+    Z2 = H1 @ W2
+    Z2 += b2
     # loss = sum((Z2 - Y) ** 2)
     loss_1 = Z2 - Y
-    loss = np.sum(loss_1**2)
+    loss = np.vdot(loss_1, loss_1)
     return (loss, Z2), mlp_mse_Saved(X=X, W2=W2, H1=H1, loss_1=loss_1)
 
 
@@ -227,12 +241,17 @@ def mlp_mse_backward(saved, g=1.0):
     dH1 = dloss_1 @ W2.T
     # Z2 = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
     dW2 = H1.T @ dloss_1
+    del dloss_1
     # H1 = tanh(Z1)  →  tanh: dx = dy * (1 - y * y)
-    dZ1 = dH1 * (1 - H1 * H1)
+    dZ1 = H1 * H1
+    np.subtract(1, dZ1, out=dZ1)
+    dZ1 *= dH1
+    del dH1
     # Z1 = X @ W1 + b1  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
     db1 = np.sum(dZ1, axis=0)
     # Z1 = X @ W1 + b1  →  left product: dB = A.T @ dZ
     dW1 = X.T @ dZ1
+    del dZ1
     return mlp_mse_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)
 
 
@@ -240,28 +259,37 @@ def mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
     """((loss, Z2), gradients of loss with respect to W1, b1, W2, b2) in one pass."""
     X, Y, W1, b1, W2, b2 = _check_inputs("mlp_mse", (X, Y, W1, b1, W2, b2), _MLP_MSE_INPUTS)
     # Z1 = X @ W1 + b1
-    Z1 = X @ W1 + b1
+    Z1 = X @ W1
+    Z1 += b1
     # H1 = tanh(Z1)
-    H1 = np.tanh(Z1)
+    H1 = np.tanh(Z1, out=Z1)
+    del Z1
     # Z2 = H1 @ W2 + b2
-    Z2 = H1 @ W2 + b2
+    Z2 = H1 @ W2
+    Z2 += b2
     # loss = sum((Z2 - Y) ** 2)
     loss_1 = Z2 - Y
-    loss = np.sum(loss_1**2)
+    loss = np.vdot(loss_1, loss_1)
     # loss = sum((Z2 - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dloss_1 = 2 * loss_1
+    dloss_1 = np.multiply(2, loss_1, out=loss_1)
+    del loss_1
     # Z2 = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
     db2 = np.sum(dloss_1, axis=0)
     # Z2 = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
     dH1 = dloss_1 @ W2.T
     # Z2 = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
     dW2 = H1.T @ dloss_1
+    del dloss_1
     # H1 = tanh(Z1)  →  tanh: dx = dy * (1 - y * y)
-    dZ1 = dH1 * (1 - H1 * H1)
+    dZ1 = np.multiply(H1, H1, out=H1)
+    np.subtract(1, dZ1, out=dZ1)
+    dZ1 *= dH1
+    del dH1, H1
     # Z1 = X @ W1 + b1  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
     db1 = np.sum(dZ1, axis=0)
     # Z1 = X @ W1 + b1  →  left product: dB = A.T @ dZ
     dW1 = X.T @ dZ1
+    del dZ1
     return (loss, Z2), mlp_mse_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)
 
 
@@ -297,7 +325,9 @@ def linear_regression_forward(X, y, w, b):
     # sizes of the symbolic dims
     N = X.shape[0]
     # r = X @ w + b - y
-    r = X @ w + b - y
+    r = X @ w
+    r += b
+    r -= y
     # loss = mean(r ** 2)
     loss = np.mean(r**2)
     return loss, linear_regression_Saved(X=X, r=r, N=N)
@@ -316,6 +346,7 @@ def linear_regression_backward(saved, g=1.0):
     db = np.sum(dr)
     # r = X @ w + b - y  →  matrix-vector product: db = A.T @ dz
     dw = X.T @ dr
+    del dr
     return linear_regression_Grads(w=dw, b=db)
 
 
@@ -325,17 +356,21 @@ def linear_regression_value_and_grad(X, y, w, b):
     # sizes of the symbolic dims
     N = X.shape[0]
     # r = X @ w + b - y
-    r = X @ w + b - y
+    r = X @ w
+    r += b
+    r -= y
     # loss = mean(r ** 2)
     loss = np.mean(r**2)
     # loss = mean(r ** 2)  →  mean: dX = dm / n, broadcast over the n averaged elements
     dloss_1 = 1 / N
     # loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dr = dloss_1 * 2 * r
+    dr = np.multiply(dloss_1 * 2, r, out=r)
+    del r
     # r = X @ w + b - y  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
     db = np.sum(dr)
     # r = X @ w + b - y  →  matrix-vector product: db = A.T @ dz
     dw = X.T @ dr
+    del dr
     return loss, linear_regression_Grads(w=dw, b=db)
 
 
@@ -374,7 +409,8 @@ def logistic_regression_forward(X, y, w, b):
     # sizes of the symbolic dims
     N = X.shape[0]
     # z = X @ w + b
-    z = X @ w + b
+    z = X @ w
+    z += b
     # loss = mean(softplus(z) - y * z)
     loss_1 = np.logaddexp(0, z)
     loss = np.mean(loss_1 - y * z)
@@ -397,11 +433,12 @@ def logistic_regression_backward(saved, g=1.0):
     dz = y * dloss_2
     # loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y);
     #     accumulate (dz: z is used 3 times)
-    dz = dz + dloss_3 * np.exp(z - loss_1)
+    dz += dloss_3 * np.exp(z - loss_1)
     # z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
     db = np.sum(dz)
     # z = X @ w + b  →  matrix-vector product: db = A.T @ dz
     dw = X.T @ dz
+    del dz
     return logistic_regression_Grads(w=dw, b=db)
 
 
@@ -411,7 +448,8 @@ def logistic_regression_value_and_grad(X, y, w, b):
     # sizes of the symbolic dims
     N = X.shape[0]
     # z = X @ w + b
-    z = X @ w + b
+    z = X @ w
+    z += b
     # loss = mean(softplus(z) - y * z)
     loss_1 = np.logaddexp(0, z)
     loss = np.mean(loss_1 - y * z)
@@ -426,11 +464,13 @@ def logistic_regression_value_and_grad(X, y, w, b):
     dz = y * dloss_2
     # loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y);
     #     accumulate (dz: z is used 3 times)
-    dz = dz + dloss_3 * np.exp(z - loss_1)
+    dz += dloss_3 * np.exp(np.subtract(z, loss_1, out=z))
+    del z, loss_1
     # z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
     db = np.sum(dz)
     # z = X @ w + b  →  matrix-vector product: db = A.T @ dz
     dw = X.T @ dz
+    del dz
     return (loss, p), logistic_regression_Grads(w=dw, b=db)
 
 
@@ -472,7 +512,8 @@ def softmax_regression_forward(X, Y, W, b):
     # sizes of the symbolic dims
     N = X.shape[0]
     # Z = X @ W + b
-    Z = X @ W + b
+    Z = X @ W
+    Z += b
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     loss_1 = _log_softmax(Z, axis=1)
     loss = -np.mean(np.sum(Y * loss_1, axis=1))
@@ -493,11 +534,15 @@ def softmax_regression_backward(saved, g=1.0):
     dloss_1 = Y * dloss_3
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
     #     sum(dy, axis)
-    dZ = dloss_1 - np.exp(loss_1) * np.sum(dloss_1, axis=1, keepdims=True)
+    dZ = np.exp(loss_1)
+    dZ *= np.sum(dloss_1, axis=1, keepdims=True)
+    np.subtract(dloss_1, dZ, out=dZ)
+    del dloss_1
     # Z = X @ W + b  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
     db = np.sum(dZ, axis=0)
     # Z = X @ W + b  →  left product: dB = A.T @ dZ
     dW = X.T @ dZ
+    del dZ
     return softmax_regression_Grads(W=dW, b=db)
 
 
@@ -507,7 +552,8 @@ def softmax_regression_value_and_grad(X, Y, W, b):
     # sizes of the symbolic dims
     N = X.shape[0]
     # Z = X @ W + b
-    Z = X @ W + b
+    Z = X @ W
+    Z += b
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     loss_1 = _log_softmax(Z, axis=1)
     loss = -np.mean(np.sum(Y * loss_1, axis=1))
@@ -518,11 +564,15 @@ def softmax_regression_value_and_grad(X, Y, W, b):
     dloss_1 = Y * dloss_3
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
     #     sum(dy, axis)
-    dZ = dloss_1 - np.exp(loss_1) * np.sum(dloss_1, axis=1, keepdims=True)
+    dZ = np.exp(loss_1, out=loss_1)
+    dZ *= np.sum(dloss_1, axis=1, keepdims=True)
+    np.subtract(dloss_1, dZ, out=dZ)
+    del dloss_1, loss_1
     # Z = X @ W + b  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
     db = np.sum(dZ, axis=0)
     # Z = X @ W + b  →  left product: dB = A.T @ dZ
     dW = X.T @ dZ
+    del dZ
     return (loss, Z), softmax_regression_Grads(W=dW, b=db)
 
 
@@ -573,9 +623,12 @@ def mlp_classifier_forward(X, Y, W1, b1, W2, b2):
     # sizes of the symbolic dims
     N = X.shape[0]
     # H1 = tanh(X @ W1 + b1)
-    H1 = np.tanh(X @ W1 + b1)
+    H1 = X @ W1
+    H1 += b1
+    np.tanh(H1, out=H1)
     # Z = H1 @ W2 + b2
-    Z = H1 @ W2 + b2
+    Z = H1 @ W2
+    Z += b2
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     loss_1 = _log_softmax(Z, axis=1)
     loss = -np.mean(np.sum(Y * loss_1, axis=1))
@@ -596,19 +649,27 @@ def mlp_classifier_backward(saved, g=1.0):
     dloss_1 = Y * dloss_3
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
     #     sum(dy, axis)
-    dZ = dloss_1 - np.exp(loss_1) * np.sum(dloss_1, axis=1, keepdims=True)
+    dZ = np.exp(loss_1)
+    dZ *= np.sum(dloss_1, axis=1, keepdims=True)
+    np.subtract(dloss_1, dZ, out=dZ)
+    del dloss_1
     # Z = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
     db2 = np.sum(dZ, axis=0)
     # Z = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
     dH1 = dZ @ W2.T
     # Z = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
     dW2 = H1.T @ dZ
+    del dZ
     # H1 = tanh(X @ W1 + b1)  →  tanh: dx = dy * (1 - y * y)
-    dH1_2 = dH1 * (1 - H1 * H1)
+    dH1_2 = H1 * H1
+    np.subtract(1, dH1_2, out=dH1_2)
+    dH1_2 *= dH1
+    del dH1
     # H1 = tanh(X @ W1 + b1)  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
     db1 = np.sum(dH1_2, axis=0)
     # H1 = tanh(X @ W1 + b1)  →  left product: dB = A.T @ dZ
     dW1 = X.T @ dH1_2
+    del dH1_2
     return mlp_classifier_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)
 
 
@@ -620,9 +681,12 @@ def mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     # sizes of the symbolic dims
     N = X.shape[0]
     # H1 = tanh(X @ W1 + b1)
-    H1 = np.tanh(X @ W1 + b1)
+    H1 = X @ W1
+    H1 += b1
+    np.tanh(H1, out=H1)
     # Z = H1 @ W2 + b2
-    Z = H1 @ W2 + b2
+    Z = H1 @ W2
+    Z += b2
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     loss_1 = _log_softmax(Z, axis=1)
     loss = -np.mean(np.sum(Y * loss_1, axis=1))
@@ -633,17 +697,25 @@ def mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     dloss_1 = Y * dloss_3
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
     #     sum(dy, axis)
-    dZ = dloss_1 - np.exp(loss_1) * np.sum(dloss_1, axis=1, keepdims=True)
+    dZ = np.exp(loss_1, out=loss_1)
+    dZ *= np.sum(dloss_1, axis=1, keepdims=True)
+    np.subtract(dloss_1, dZ, out=dZ)
+    del dloss_1, loss_1
     # Z = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
     db2 = np.sum(dZ, axis=0)
     # Z = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
     dH1 = dZ @ W2.T
     # Z = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
     dW2 = H1.T @ dZ
+    del dZ
     # H1 = tanh(X @ W1 + b1)  →  tanh: dx = dy * (1 - y * y)
-    dH1_2 = dH1 * (1 - H1 * H1)
+    dH1_2 = np.multiply(H1, H1, out=H1)
+    np.subtract(1, dH1_2, out=dH1_2)
+    dH1_2 *= dH1
+    del dH1, H1
     # H1 = tanh(X @ W1 + b1)  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
     db1 = np.sum(dH1_2, axis=0)
     # H1 = tanh(X @ W1 + b1)  →  left product: dB = A.T @ dZ
     dW1 = X.T @ dH1_2
+    del dH1_2
     return (loss, Z), mlp_classifier_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)

@@ -160,7 +160,8 @@ def affine_sum_forward(A, W, B):
     """Forward pass of affine_sum: returns ((S, Z), saved) for affine_sum_backward."""
     A, W, B = _check_inputs("affine_sum", (A, W, B), _AFFINE_SUM_INPUTS)
     # Z = A @ W + B
-    Z = A @ W + B
+    Z = A @ W
+    Z += B
     # S = sum(Z)
     S = np.sum(Z)
     return (S, Z), affine_sum_Saved(A=A, W=W)
@@ -177,6 +178,7 @@ def affine_sum_backward(saved, g=1.0):
     dA = dZ_1 @ W.T
     # Z = A @ W + B  →  left product: dB = A.T @ dZ
     dW = A.T @ dZ_1
+    del dZ_1
     # Z = A @ W + B  →  addition: db = dz; broadcast [2] to [2, 2]: sum over rows
     dB = np.full((2,), g * 2, dtype=np.float64)
     return affine_sum_Grads(A=dA, W=dW, B=dB)
@@ -186,7 +188,8 @@ def affine_sum_value_and_grad(A, W, B):
     """((S, Z), gradients of S with respect to A, W, B) in one pass."""
     A, W, B = _check_inputs("affine_sum", (A, W, B), _AFFINE_SUM_INPUTS)
     # Z = A @ W + B
-    Z = A @ W + B
+    Z = A @ W
+    Z += B
     # S = sum(Z)
     S = np.sum(Z)
     # Z = A @ W + B  →  broadcast (a read-only view, no copy)
@@ -232,7 +235,7 @@ def wx_backprop_forward(W, x, t):
     d = W @ x
     # f = 0.5 * sum((d - t) ** 2)
     f_1 = d - t
-    f = 0.5 * np.sum(f_1**2)
+    f = 0.5 * np.vdot(f_1, f_1)
     return (f, d), wx_backprop_Saved(W=W, x=x, f_1=f_1)
 
 
@@ -249,6 +252,7 @@ def wx_backprop_backward(saved, g=1.0):
     dW = np.outer(df_1, x)
     # d = W @ x  →  matrix-vector product: db = A.T @ dz
     dx = W.T @ df_1
+    del df_1
     return wx_backprop_Grads(W=dW, x=dx)
 
 
@@ -259,11 +263,12 @@ def wx_backprop_value_and_grad(W, x, t):
     d = W @ x
     # f = 0.5 * sum((d - t) ** 2)
     f_1 = d - t
-    f = 0.5 * np.sum(f_1**2)
+    f = 0.5 * np.vdot(f_1, f_1)
     # d = W @ x  →  matrix-vector product: dA = outer(dz, b)
     dW = np.outer(f_1, x)
     # d = W @ x  →  matrix-vector product: db = A.T @ dz
     dx = W.T @ f_1
+    del f_1
     return (f, d), wx_backprop_Grads(W=dW, x=dx)
 
 
@@ -297,9 +302,10 @@ def dictionary_learning_forward(X, D, R):
     dictionary_learning_backward."""
     X, D, R = _check_inputs("dictionary_learning", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
     # E = X - D @ R
-    E = X - D @ R
+    E = D @ R
+    np.subtract(X, E, out=E)
     # f = sum(E ** 2)
-    f = np.sum(E**2)
+    f = np.vdot(E, E)
     return f, dictionary_learning_Saved(D=D, R=R, E=E)
 
 
@@ -311,11 +317,13 @@ def dictionary_learning_backward(saved, g=1.0):
     # f = sum(E ** 2)  →  power: dx = dy * c * x ** (c - 1)
     dE = g * 2 * E
     # E = X - D @ R  →  subtraction: db = -dz
-    dE_1 = -dE
+    dE_1 = np.negative(dE, out=dE)
+    del dE
     # E = X - D @ R  →  right product: dA = dZ @ B.T
     dD = dE_1 @ R.T
     # E = X - D @ R  →  left product: dB = A.T @ dZ
     dR = D.T @ dE_1
+    del dE_1
     return dictionary_learning_Grads(D=dD, R=dR)
 
 
@@ -323,15 +331,18 @@ def dictionary_learning_value_and_grad(X, D, R):
     """(f, gradients of f with respect to D, R) in one pass."""
     X, D, R = _check_inputs("dictionary_learning", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
     # E = X - D @ R
-    E = X - D @ R
+    E = D @ R
+    np.subtract(X, E, out=E)
     # f = sum(E ** 2)
-    f = np.sum(E**2)
+    f = np.vdot(E, E)
     # E = X - D @ R  →  subtraction: db = -dz
-    dE_1 = -2 * E
+    dE_1 = np.multiply(-2, E, out=E)
+    del E
     # E = X - D @ R  →  right product: dA = dZ @ B.T
     dD = dE_1 @ R.T
     # E = X - D @ R  →  left product: dB = A.T @ dZ
     dR = D.T @ dE_1
+    del dE_1
     return f, dictionary_learning_Grads(D=dD, R=dR)
 
 
@@ -379,9 +390,10 @@ def quadratic_form_backward(saved, g=1.0):
     # f = a @ G @ a  →  inner product: db = a * dz
     da = f_1 * g
     # f = a @ G @ a  →  vector-matrix product: da = B @ dz; accumulate (da: a is used 2 times)
-    da = da + G @ df_1
+    da += G @ df_1
     # f = a @ G @ a  →  vector-matrix product: dB = outer(a, dz)
     dG = np.outer(a, df_1)
+    del df_1
     return quadratic_form_Grads(a=da, G=dG)
 
 
@@ -392,7 +404,8 @@ def quadratic_form_value_and_grad(a, G):
     f_1 = a @ G
     f = f_1 @ a
     # f = a @ G @ a  →  vector-matrix product: da = B @ dz; accumulate (da: a is used 2 times)
-    da = f_1 + G @ a
+    da = np.add(f_1, G @ a, out=f_1)
+    del f_1
     # f = a @ G @ a  →  vector-matrix product: dB = outer(a, dz)
     dG = np.outer(a, a)
     return f, quadratic_form_Grads(a=da, G=dG)
@@ -428,6 +441,7 @@ def right_product_forward(X, W, C):
     G = X @ W
     # f = sum(G * C)
     f = np.sum(G * C)
+    del G
     return f, right_product_Saved(W=W, C=C)
 
 
@@ -440,6 +454,7 @@ def right_product_backward(saved, g=1.0):
     dG = g * C
     # G = X @ W  →  right product: dA = dZ @ B.T
     dX = dG @ W.T
+    del dG
     return right_product_Grads(X=dX)
 
 
@@ -450,6 +465,7 @@ def right_product_value_and_grad(X, W, C):
     G = X @ W
     # f = sum(G * C)
     f = np.sum(G * C)
+    del G
     # G = X @ W  →  right product: dA = dZ @ B.T
     dX = C @ W.T
     return f, right_product_Grads(X=dX)
@@ -485,6 +501,7 @@ def left_product_forward(W, X, C):
     G = W @ X
     # f = sum(G * C)
     f = np.sum(G * C)
+    del G
     return f, left_product_Saved(W=W, C=C)
 
 
@@ -497,6 +514,7 @@ def left_product_backward(saved, g=1.0):
     dG = g * C
     # G = W @ X  →  left product: dB = A.T @ dZ
     dX = W.T @ dG
+    del dG
     return left_product_Grads(X=dX)
 
 
@@ -507,6 +525,7 @@ def left_product_value_and_grad(W, X, C):
     G = W @ X
     # f = sum(G * C)
     f = np.sum(G * C)
+    del G
     # G = W @ X  →  left product: dB = A.T @ dZ
     dX = W.T @ C
     return f, left_product_Grads(X=dX)
@@ -542,6 +561,7 @@ def hadamard_product_forward(X, K, C):
     G = X * K
     # f = sum(G * C)
     f = np.sum(G * C)
+    del G
     return f, hadamard_product_Saved(K=K, C=C)
 
 
@@ -553,7 +573,8 @@ def hadamard_product_backward(saved, g=1.0):
     # f = sum(G * C)  →  Hadamard product: da = dz * b
     dG = g * C
     # G = X * K  →  Hadamard product: da = dz * b
-    dX = dG * K
+    dX = np.multiply(dG, K, out=dG)
+    del dG
     return hadamard_product_Grads(X=dX)
 
 
@@ -564,6 +585,7 @@ def hadamard_product_value_and_grad(X, K, C):
     G = X * K
     # f = sum(G * C)
     f = np.sum(G * C)
+    del G
     # G = X * K  →  Hadamard product: da = dz * b
     dX = C * K
     return f, hadamard_product_Grads(X=dX)
@@ -600,6 +622,7 @@ def elementwise_function_forward(X, C):
     G = np.sin(X)
     # f = sum(G * C)
     f = np.sum(G * C)
+    del G
     return f, elementwise_function_Saved(X=X, C=C)
 
 
@@ -611,7 +634,8 @@ def elementwise_function_backward(saved, g=1.0):
     # f = sum(G * C)  →  Hadamard product: da = dz * b
     dG = g * C
     # G = sin(X)  →  sin: dx = dy * cos(x)
-    dX = dG * np.cos(X)
+    dX = np.multiply(dG, np.cos(X), out=dG)
+    del dG
     return elementwise_function_Grads(X=dX)
 
 
@@ -622,8 +646,10 @@ def elementwise_function_value_and_grad(X, C):
     G = np.sin(X)
     # f = sum(G * C)
     f = np.sum(G * C)
+    del G
     # G = sin(X)  →  sin: dx = dy * cos(x)
-    dX = C * np.cos(X)
+    dX = np.cos(X)
+    dX *= C
     return f, elementwise_function_Grads(X=dX)
 
 
@@ -656,6 +682,7 @@ def matrix_addition_forward(X, K, C):
     G = X + K
     # f = sum(G * C)
     f = np.sum(G * C)
+    del G
     return f, matrix_addition_Saved(C=C)
 
 
@@ -676,6 +703,7 @@ def matrix_addition_value_and_grad(X, K, C):
     G = X + K
     # f = sum(G * C)
     f = np.sum(G * C)
+    del G
     # G = X + K  →  addition: da = dz; copied, dX would be another array
     dX = C.copy()
     return f, matrix_addition_Grads(X=dX)
@@ -711,6 +739,7 @@ def row_broadcast_addition_forward(K, x, C):
     G = K + x
     # f = sum(G * C)
     f = np.sum(G * C)
+    del G
     return f, row_broadcast_addition_Saved(C=C)
 
 
@@ -723,6 +752,7 @@ def row_broadcast_addition_backward(saved, g=1.0):
     dG = g * C
     # G = K + x  →  addition: db = dz; broadcast [1, N] to [M, N]: sum over rows
     dx = np.sum(dG, axis=0, keepdims=True)
+    del dG
     return row_broadcast_addition_Grads(x=dx)
 
 
@@ -733,6 +763,7 @@ def row_broadcast_addition_value_and_grad(K, x, C):
     G = K + x
     # f = sum(G * C)
     f = np.sum(G * C)
+    del G
     # G = K + x  →  addition: db = dz; broadcast [1, N] to [M, N]: sum over rows
     dx = np.sum(C, axis=0, keepdims=True)
     return f, row_broadcast_addition_Grads(x=dx)
@@ -770,6 +801,7 @@ def column_broadcast_addition_forward(K, x, C):
     G = K + x
     # f = sum(G * C)
     f = np.sum(G * C)
+    del G
     return f, column_broadcast_addition_Saved(C=C)
 
 
@@ -782,6 +814,7 @@ def column_broadcast_addition_backward(saved, g=1.0):
     dG = g * C
     # G = K + x  →  addition: db = dz; broadcast [M, 1] to [M, N]: sum over columns
     dx = np.sum(dG, axis=1, keepdims=True)
+    del dG
     return column_broadcast_addition_Grads(x=dx)
 
 
@@ -794,6 +827,7 @@ def column_broadcast_addition_value_and_grad(K, x, C):
     G = K + x
     # f = sum(G * C)
     f = np.sum(G * C)
+    del G
     # G = K + x  →  addition: db = dz; broadcast [M, 1] to [M, N]: sum over columns
     dx = np.sum(C, axis=1, keepdims=True)
     return f, column_broadcast_addition_Grads(x=dx)
@@ -826,7 +860,7 @@ def squared_frobenius_norm_forward(G):
     squared_frobenius_norm_backward."""
     (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
     # f = sum(G ** 2)
-    f = np.sum(G**2)
+    f = np.vdot(G, G)
     return f, squared_frobenius_norm_Saved(G=G)
 
 
@@ -844,7 +878,7 @@ def squared_frobenius_norm_value_and_grad(G):
     """(f, gradients of f with respect to G) in one pass."""
     (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
     # f = sum(G ** 2)
-    f = np.sum(G**2)
+    f = np.vdot(G, G)
     # f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
     dG = 2 * G
     return f, squared_frobenius_norm_Grads(G=dG)

@@ -911,7 +911,9 @@ def test_generated_modules_are_black_formatted(generated_specs: Path) -> None:
 def backward_rule_comments(src: str) -> dict[str, dict[str, str]]:
     """For each ``*_backward`` function: assigned name -> the comment line right above it.
 
-    Asserts on the way that every statement after the cotangent check has such a comment.
+    Asserts on the way that every statement after the cotangent check has such a comment, or
+    continues the commented statement above it in place (``dZ *= dH``, ``np.exp(dZ, out=dZ)``
+    on the name that statement bound), or deletes dead arrays (``del dH``).
     """
     lines = src.splitlines()
     result: dict[str, dict[str, str]] = {}
@@ -928,26 +930,42 @@ def backward_rule_comments(src: str) -> dict[str, dict[str, str]]:
         ]
         assert starts, f"{fn.name}: no _check_cotangent call"
         comments: dict[str, str] = {}
+        bound: set[str] = set()  # names the last commented statement bound
         for stmt in body[starts[0] + 1 :]:
-            if isinstance(stmt, ast.Return):
+            if isinstance(stmt, (ast.Return, ast.Delete)):
                 continue
             k = stmt.lineno - 2
             block = []
             while k >= 0 and lines[k].strip().startswith("#"):  # a comment may be wrapped
                 block.insert(0, lines[k].strip().lstrip("#").strip())
                 k -= 1
+            if not block and _continues_in_place(stmt, bound):
+                continue
             above = "# " + " ".join(block)
             assert block and re.search(r"→\s*\S", above), (
                 f"{fn.name}, line {stmt.lineno}: {lines[stmt.lineno - 1].strip()!r} "
                 f"is not preceded by a rule comment (got {above!r})"
             )
-            for target in getattr(stmt, "targets", []):
+            targets = getattr(stmt, "targets", []) + [getattr(stmt, "target", None)]
+            bound = set()
+            for target in filter(None, targets):
                 for node in ast.walk(target):
                     if isinstance(node, ast.Name):
                         comments[node.id] = above
+                        bound.add(node.id)
         assert comments, f"{fn.name}: no backward statements found"
         result[fn.name] = comments
     return result
+
+
+def _continues_in_place(stmt: ast.stmt, bound: set[str]) -> bool:
+    """``x op= ...`` or ``np.f(..., out=x)`` on a name the commented statement above bound."""
+    if isinstance(stmt, ast.AugAssign):
+        return isinstance(stmt.target, ast.Name) and stmt.target.id in bound
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+        out = [kw.value for kw in stmt.value.keywords if kw.arg == "out"]
+        return bool(out) and isinstance(out[0], ast.Name) and out[0].id in bound
+    return False
 
 
 def test_backward_lines_name_their_rule() -> None:
