@@ -14,15 +14,15 @@ from .fusion import REDUCTIONS, Group, fuse
 from .ir import Arg, Const, DimSize, Op, Program
 from .lower import lower
 from .names import Names
-from .ops import ATOM, OPS, UNARY
+from .ops import ATOM, CMP, OPS, UNARY
 from .parse import Function
 from . import text
 
 # Per-element renderings where the NumPy array form is not right for a scalar.
 _SCALAR_FMT = {
-    "nonzero_or_inf": "({0} if {0} > 0 else np.inf)",
+    "nonzero_or_inf": "{0} if {0} > 0 else np.inf",
     "relu": "max({0}, 0.0)",
-    "positive": "(1.0 if {0} > 0 else 0.0)",
+    "positive": "1.0 if {0} > 0 else 0.0",
     "full": "{0}",
     "broadcast_to": "{0}",
     "copy": "{0}",
@@ -30,8 +30,17 @@ _SCALAR_FMT = {
 }
 
 
+_CONDITIONAL = 10  # precedence of ``a if c else b``: below every operator
+
 # Ops whose result is a new array the kernel owns (a buffer a later loop may write into).
 _NEW_ARRAY = frozenset({"matmul", "outer", "inv"})
+
+
+# Elementary functions rendered as the vectorisable helpers of helpers/numba_math.py.j2 (Numba
+# would call libm once per element for np.tanh, np.exp, ...), and what each helper calls.
+_MATH = {"exp": ("exp",), "log": ("log", "log_poly"), "log1p": ("log1p", "log_poly"),
+         "tanh": ("tanh", "exp"), "sigmoid": ("sigmoid", "exp"),
+         "softplus": ("softplus", "exp", "log1p", "log_poly")}
 
 
 def _tuple(items: list[str]) -> str:
@@ -49,6 +58,7 @@ class NumbaEmitter(Emitter):
         super().__init__(dtype)
         self.parallel = parallel
         self.fastmath = fastmath
+        self.math: set[str] = set()  # helpers of numba_math.py.j2 the kernels call
 
     def function_view(self, fn: Function, vg: Program, bw: Program) -> FunctionView:
         self._loop_index: dict[int, list[str]] = {}
@@ -73,7 +83,9 @@ class NumbaEmitter(Emitter):
     def template_vars(self) -> dict[str, str]:
         chosen = [name for name, on in (("parallel", self.parallel), ("fastmath", self.fastmath))
                   if on]
-        return {"kernel_options": "cache=True" + (", fastmath=True" if self.fastmath else ""),
+        options = 'cache=True, error_model="numpy"' + (", fastmath=True" if self.fastmath else "")
+        return {"kernel_options": options,
+                "math": sorted(self.math),
                 "parallel": self.parallel,
                 "options": f" ({', '.join(chosen)})" if chosen else "",
                 "tuple": _tuple}
@@ -82,7 +94,8 @@ class NumbaEmitter(Emitter):
         return expr  # the wrapper returns scalars in the dtype
 
     def helpers(self, programs: list[Program]) -> list[str]:
-        return []  # the normalisations are lowered to loops
+        # the normalisations are lowered to loops; elementary functions have loop helpers
+        return ["helpers/numba_math.py.j2"] if self.math else []
 
     def decorator(self, body: list[Stmt]) -> str:
         """``@_parallel_kernel`` for a kernel with a prange loop, else ``@_kernel``."""
@@ -316,13 +329,17 @@ class NumbaEmitter(Emitter):
         return " * ".join(self.dim_ref(d, dim) for d in dims) or "1"
 
     def scalar_expr(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
+        if op.op in _MATH and not self.fastmath:  # fastmath may rewrite the helpers' roundings
+            self.math |= set(_MATH[op.op])
+            return f"_{op.op}({args[0][0]})", ATOM
         fmt = _SCALAR_FMT.get(op.op)
         if fmt is None:
             return super().render_op(op, args, dim)
         opdef = OPS[op.op]
-        parts = [f"({e})" if p < (opdef.arg_prec[i] if i < len(opdef.arg_prec) else 0) else e
-                 for i, (e, p) in enumerate(args)]
-        prec = args[0][1] if fmt == "{0}" else ATOM
+        conditional = " if " in fmt  # binds loosest of all: its users parenthesise it
+        parts = [f"({e})" if p < (opdef.arg_prec[i] if i < len(opdef.arg_prec) else 0)
+                 or (conditional and p <= CMP) else e for i, (e, p) in enumerate(args)]
+        prec = args[0][1] if fmt == "{0}" else _CONDITIONAL if conditional else ATOM
         return fmt.format(*parts), prec
 
     def loop(self, group: Group, program: Program, shape: tuple, index: list[str],

@@ -23,9 +23,12 @@ vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
 
 def _kernel(function):
-    """Compile ``function`` with Numba (cache=True), its globals the kernels' namespace."""
+    """Compile ``function`` with Numba, its globals the kernels' namespace.
+
+    error_model="numpy": x / 0 is inf or nan as in NumPy, and loops with divisions vectorise.
+    """
     kernel = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    return numba.njit(cache=True)(kernel)
+    return numba.njit(cache=True, error_model="numpy")(kernel)
 
 
 # (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training

@@ -83,7 +83,10 @@ FIXED_ASSIGNMENTS = {
     "_KERNELS = sys.modules.setdefault('_codegen_numba_kernels', "
     "types.ModuleType('_codegen_numba_kernels'))",
 }
-FIXED_EXPRESSIONS = {"vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)"}
+FIXED_EXPRESSIONS = {"vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)",
+                     "vars(_KERNELS).update(_bits=_bits, _as_f64=_as_f64, _fma=_fma)"}
+# decorators of the Numba backend's elementary-function helpers (numba_math.py.j2)
+MATH_DECORATORS = {"numba.extending.intrinsic", "_scalar", "_elementwise"}
 
 
 def _no_call(node: ast.AST) -> bool:
@@ -118,7 +121,8 @@ def assert_module_is_safe(source: str, functions: set[str], allowed: frozenset[s
         elif isinstance(node, ast.FunctionDef):
             assert not node.decorator_list or all(
                 isinstance(d, (ast.Attribute, ast.Call, ast.Name)) and "numba" in ast.unparse(d)
-                or ast.unparse(d).startswith("nb.") for d in node.decorator_list
+                or ast.unparse(d).startswith("nb.") or ast.unparse(d) in MATH_DECORATORS
+                for d in node.decorator_list
             ), ast.unparse(node.decorator_list[0])
             if not node.name.startswith("_"):
                 public.add(node.name)
