@@ -40,7 +40,7 @@ _NEW_ARRAY = frozenset({"matmul", "outer", "inv"})
 # would call libm once per element for np.tanh, np.exp, ...), and what each helper calls.
 _MATH = {"exp": ("exp",), "log": ("log", "log_poly"), "log1p": ("log1p", "log_poly"),
          "tanh": ("tanh", "exp"), "sigmoid": ("sigmoid", "exp"),
-         "softplus": ("softplus", "exp", "log1p", "log_poly")}
+         "softplus": ("softplus", "exp", "log1p", "log_poly"), "sin": ("sin",), "cos": ("cos",)}
 
 
 def _tuple(items: list[str]) -> str:
@@ -189,8 +189,30 @@ class NumbaEmitter(Emitter):
                 return f"{names.of[base]}[{', '.join(parts)}]", ATOM
             return self.element(names.of[a], program.values[a].shape, shape, index), ATOM
 
+        # sin and cos of one argument (a forward sin, its backward cos) share one reduction
+        trig: dict[Arg, list[Op]] = {}
+        for op in group.ops:
+            if op.op in ("sin", "cos") and not self.fastmath:
+                trig.setdefault(op.args[0], []).append(op)
+        pairs = {op.out: ops for ops in trig.values() if {o.op for o in ops} == {"sin", "cos"}
+                 for op in ops}
         for op in group.ops:
             value = program.values[op.out]
+            if op.out in pairs and op.out not in scalar:
+                x, _ = read(op.args[0])
+                both = {o.op: names.fresh(f"{o.op}_e") for o in pairs[op.out]}
+                body.append(f"{both['sin']}, {both['cos']} = _sincos({x})")
+                self.math.add("sincos")
+                for o in pairs[op.out]:
+                    scalar[o.out] = (both[o.op], ATOM)
+            if op.out in pairs:
+                if op.out in group.materialise:
+                    arr = names.bind(op.out, value.hint)
+                    before.append(f"{arr} = np.empty({self.shape_tuple(value.shape, dim)}, "
+                                  f"dtype={self.np_dtype})")
+                    body.append(f"{arr}[{', '.join(index)}] = {scalar[op.out][0]}" if index
+                                else f"{arr} = {scalar[op.out][0]}")
+                continue
             if op.op in REDUCTIONS:
                 total = group.into.get(op.out)
                 acc = names.of[total] if total else names.bind(op.out, value.hint)
