@@ -271,7 +271,28 @@ class NumbaEmitter(Emitter):
                 scalar[op.out] = expr
         for alias, total in group.aliases.items():
             names.of[alias] = names.of[total]
+        body = self.gather_sums(body, names)
         return self.loop(group, program, shape, index, before, body, after, dim)
+
+    def gather_sums(self, body: list[str], names: Names) -> list[str]:
+        """Several sums into one element (a weight's gradient from many steps) add up in a
+        local first and store once, at the end of the loop body: one store instead of many,
+        which keeps long loop bodies vectorisable."""
+        targets = [line.split(" += ")[0] for line in body if " += " in line]
+        shared = {t for t in targets if targets.count(t) > 1}
+        local: dict[str, str] = {}
+        out = []
+        for line in body:
+            target, _, x = line.partition(" += ")
+            if target not in shared:
+                out.append(line)
+            elif target in local:
+                out.append(f"{local[target]} += {x}")
+            else:
+                local[target] = names.fresh(target.split("[")[0] + "_e")
+                out.append(f"{local[target]} = {x}")
+        out.extend(f"{target} += {name}" for target, name in local.items())
+        return out
 
     def reuse(self, group: Group, program: Program, uses: dict[str, int],
               dead: set[str]) -> dict[str, str]:
