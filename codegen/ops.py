@@ -136,10 +136,9 @@ _unary("abs", "np.abs({0})", "y = |x|", "dx = dy * sign(x)   (sign(0) = 0)",
        lambda b, op, g: b.emit("mul", g, b.emit("sign", op.args[0])))
 _unary("tanh", "np.tanh({0})", "y = tanh(x)", "dx = dy * (1 - y * y)",
        lambda b, op, g: b.emit("mul", g, b.emit("sub", Const(1), b.emit("mul", op.out, op.out))))
-_unary("sigmoid", "np.exp(-np.logaddexp(0, -{0}))", "y = 1 / (1 + exp(-x))",
-       "dx = dy * y * (1 - y)",
-       lambda b, op, g: b.emit("mul", g, b.emit("mul", op.out, b.emit("sub", Const(1), op.out))),
-       arg_prec=POW)
+# _sigmoid (helpers/sigmoid.py.j2): from exp(-|x|), no overflow, accurate for large negative x
+_unary("sigmoid", "_sigmoid({0})", "y = 1 / (1 + exp(-x))", "dx = dy * y * (1 - y)",
+       lambda b, op, g: b.emit("mul", g, b.emit("mul", op.out, b.emit("sub", Const(1), op.out))))
 _unary("relu", "np.maximum({0}, 0)", "y = max(x, 0)", "dx = dy * (y > 0)   (relu'(0) = 0)",
        lambda b, op, g: b.emit("mul", g, b.emit("positive", op.out)))
 _unary("softplus", "np.logaddexp(0, {0})", "y = log(1 + exp(x))",
@@ -390,4 +389,4 @@ CALLABLE: dict[str, tuple[int, tuple[str, ...]]] = {
     "outer": (2, ()),
 }
 # Ops whose NumPy rendering calls a helper defined in the generated module (templates/helpers/).
-HELPERS = ("logsumexp", "softmax", "log_softmax")
+HELPERS = ("logsumexp", "softmax", "log_softmax", "sigmoid")

@@ -97,6 +97,13 @@ def _log_softmax(x, axis=None):
     return x - _logsumexp(x, axis=axis, keepdims=True)
 
 
+def _sigmoid(x, out=None):
+    """1 / (1 + exp(-x)) from e = exp(-|x|): never overflows, and e / (1 + e) for x < 0 keeps
+    the relative accuracy that 1 - 1 / (1 + exp(x)) or exp(-logaddexp(0, -x)) would lose."""
+    e = np.exp(-np.abs(x))
+    return np.divide(np.where(x >= 0, 1.0, e), 1.0 + e, out=out)
+
+
 class one_layer_Grads(NamedTuple):
     """Gradients of loss with respect to W: each has its input's shape."""
 
@@ -127,7 +134,7 @@ def one_layer_forward(X, Y, W):
     X, Y, W = _check_inputs("one_layer", (X, Y, W), _ONE_LAYER_INPUTS)
     # P = sigmoid(X @ W)
     P = X @ W
-    np.exp(-np.logaddexp(0, -P), out=P)
+    _sigmoid(P, out=P)
     # loss = sum((P - Y) ** 2)
     loss_1 = P - Y
     loss = np.vdot(loss_1, loss_1)
@@ -157,7 +164,7 @@ def one_layer_value_and_grad(X, Y, W):
     X, Y, W = _check_inputs("one_layer", (X, Y, W), _ONE_LAYER_INPUTS)
     # P = sigmoid(X @ W)
     P = X @ W
-    np.exp(-np.logaddexp(0, -P), out=P)
+    _sigmoid(P, out=P)
     # loss = sum((P - Y) ** 2)
     loss_1 = P - Y
     loss = np.vdot(loss_1, loss_1)
@@ -415,7 +422,7 @@ def logistic_regression_forward(X, y, w, b):
     loss_1 = np.logaddexp(0, z)
     loss = np.mean(loss_1 - y * z)
     # p = sigmoid(z)
-    p = np.exp(-np.logaddexp(0, -z))
+    p = _sigmoid(z)
     return (loss, p), logistic_regression_Saved(X=X, y=y, z=z, loss_1=loss_1, N=N)
 
 
@@ -454,7 +461,7 @@ def logistic_regression_value_and_grad(X, y, w, b):
     loss_1 = np.logaddexp(0, z)
     loss = np.mean(loss_1 - y * z)
     # p = sigmoid(z)
-    p = np.exp(-np.logaddexp(0, -z))
+    p = _sigmoid(z)
     # loss = mean(softplus(z) - y * z)  →  mean: dX = dm / n, broadcast over the n averaged
     #     elements
     dloss_3 = 1 / N

@@ -21,7 +21,7 @@ numba = pytest.importorskip("numba")
 FUNCTIONS = {  # step -> NumPy reference
     "exp": np.exp,
     "tanh": np.tanh,
-    # exp(-logaddexp(0, -x)), the NumPy backend's form, loses |x| ulps for large negative x
+    # from exp(-|x|), as the NumPy backend's _sigmoid (exp(-logaddexp(0, -x)) loses |x| ulps)
     "sigmoid": lambda x: np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))),
                                   np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x)))),
     "log": np.log,

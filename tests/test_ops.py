@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from helpers import assert_close, module_from, numeric_grad
 
+import codegen
+
 DIMS = {"M": 3, "N": 4, "P": 2}
 S, V, R, C, MAT, NP_, NM = [], ["N"], [1, "N"], ["M", 1], ["M", "N"], ["N", "P"], ["N", "M"]
 
@@ -159,3 +161,15 @@ def eval_numpy(expr: str, env: dict) -> np.ndarray:
         "logdet": lambda x: np.log(np.abs(np.linalg.det(x))), "outer": np.outer,
     }
     return eval(expr, {"__builtins__": {}}, {**fns, **env})  # test-only reference
+
+
+def test_sigmoid_keeps_relative_accuracy_for_large_negative_inputs():
+    """exp(-logaddexp(0, -x)) loses about |x| ulps at x << 0 (1.5e-13 at -700): not _sigmoid."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.prec = 200
+    mod = codegen.load_module("functions:\n  f:\n    inputs: {x: [N]}\n    steps:\n"
+                              "      - y = sigmoid(x)\n    outputs: [y]\n")
+    x = np.array([-745.0, -700.0, -300.5, -40.25, -30.0, -1.5, 0.0, -0.0, 1.5, 40.0, 800.0])
+    y = mod.f(x)
+    exact = np.array([float(1 / (1 + mpmath.exp(-mpmath.mpf(v)))) for v in x])
+    np.testing.assert_array_less(np.abs(y - exact), 2 * np.spacing(np.abs(exact)) + 1e-323)
