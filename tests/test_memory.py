@@ -80,7 +80,7 @@ def _tuple(x):
     return x if isinstance(x, tuple) else (x,)
 
 
-@pytest.mark.parametrize("text", _cases())
+@pytest.mark.parametrize("text", list(_cases()))
 def test_planned_module_writes_only_its_own_arrays_and_computes_the_same(text):
     spec = load_spec(text, "test.yaml")
     planned = codegen.load_module(spec)
