@@ -197,9 +197,10 @@ class Emitter:
             args = [self.arg_expr(a, names, dim, inline, typed and (isinstance(a, Const) or a in numbers))
                     for a in op.args]
             arg_nodes = [self.arg_node(a, e, program, names, nodes) for a, e in zip(op.args, args)]
-            expr = self.render_sum_of_squares(op, arg_nodes) or self.render_op(op, args, dim)
+            squares = self.render_sum_of_squares(op, arg_nodes)
+            expr = squares or self.render_op(op, args, dim)
             node = Node(expr[0], expr[1], op, arg_nodes, shape=value.shape,
-                        render=self.renderer(op, arg_nodes, dim))
+                        render=self.renderer(op, squares, dim))
             users = uses.get(op.out, [])
             view = op.op in _VIEWS and all(prec == ATOM for _, prec in args)
             if (value.kind == "temp" and op.out not in keep_named and op.out not in names.of
@@ -219,10 +220,10 @@ class Emitter:
             stmt.target, stmt.node = target, node
         return stmts
 
-    def renderer(self, op: Op, args: list[Node], dim: dict[str, str]
+    def renderer(self, op: Op, squares: tuple[str, int] | None, dim: dict[str, str]
                  ) -> Callable[[list[tuple[str, int]]], tuple[str, int]]:
-        """How the memory plan renders ``op`` again on operands it rewrote."""
-        squares = self.render_sum_of_squares(op, args)
+        """How the memory plan renders ``op`` again on operands it rewrote (``squares``: its
+        ``np.vdot`` form, which reads a named array the plan never rewrites)."""
         return lambda operands: squares or self.render_op(op, operands, dim)
 
     def arg_node(self, a: Arg, expr: tuple[str, int], program: Program, names: Names,

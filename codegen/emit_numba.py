@@ -196,30 +196,24 @@ class NumbaEmitter(Emitter):
                 trig.setdefault(op.args[0], []).append(op)
         pairs = {op.out: ops for ops in trig.values() if {o.op for o in ops} == {"sin", "cos"}
                  for op in ops}
+        paired: dict[str, str] = {}  # sin or cos value -> the local _sincos assigned it to
         for op in group.ops:
             value = program.values[op.out]
-            if op.out in pairs and op.out not in scalar:
+            if op.out in pairs and op.out not in paired:
                 x, _ = read(op.args[0])
                 both = {o.op: names.fresh(f"{o.op}_e") for o in pairs[op.out]}
                 body.append(f"{both['sin']}, {both['cos']} = _sincos({x})")
                 self.math.add("sincos")
-                for o in pairs[op.out]:
-                    scalar[o.out] = (both[o.op], ATOM)
-            if op.out in pairs:
-                if op.out in group.materialise:
-                    arr = names.bind(op.out, value.hint)
-                    before.append(f"{arr} = np.empty({self.shape_tuple(value.shape, dim)}, "
-                                  f"dtype={self.np_dtype})")
-                    body.append(f"{arr}[{', '.join(index)}] = {scalar[op.out][0]}" if index
-                                else f"{arr} = {scalar[op.out][0]}")
-                continue
+                paired.update((o.out, both[o.op]) for o in pairs[op.out])
             if op.op in REDUCTIONS:
                 total = group.into.get(op.out)
                 acc = names.of[total] if total else names.bind(op.out, value.hint)
                 x, _ = read(op.args[0])
                 out_index = self.reduced_index(op, shape, index)
                 target = f"{acc}[{', '.join(out_index)}]" if out_index else acc
-                if op.op != "max" and not value.shape and len(shape) > 1 and not prange:
+                # a full sum in a nest keeps one running sum per column (below)
+                columns = op.op != "max" and not value.shape and len(shape) > 1 and not prange
+                if columns:
                     # one running sum per column: the inner loop's lanes are independent, so
                     # it vectorises without reordering any addition (no fastmath needed)
                     cols = names.fresh(f"{acc}_cols")
@@ -239,14 +233,16 @@ class NumbaEmitter(Emitter):
                     args = f", {init}" if op.op == "max" else ""
                     before.append(f"{acc} = {fill}({self.shape_tuple(value.shape, dim)}{args}, "
                                   f"dtype={self.np_dtype})")
-                elif not (op.op != "max" and len(shape) > 1 and not prange):
+                elif not columns:
                     before.append(f"{acc} = {init}")
                 if op.op == "mean":
                     n = self.count(op, program, dim)
                     after.append(f"{acc} /= {n}" if value.shape else f"{acc} = {acc} / {n}")
                 continue
-            args = [read(a) for a in op.args]
-            expr = self.scalar_expr(op, args, dim)
+            if op.out in paired:  # already a local of the loop body
+                expr = (paired[op.out], ATOM)
+            else:
+                expr = self.scalar_expr(op, [read(a) for a in op.args], dim)
             if op.out in group.materialise:
                 arr = names.bind(op.out, value.hint)
                 if op.out in reuse:
@@ -256,14 +252,16 @@ class NumbaEmitter(Emitter):
                     before.append(f"{arr} = np.empty({self.shape_tuple(value.shape, dim)}, "
                                   f"dtype={self.np_dtype})")
                 elem = f"{arr}[{', '.join(index)}]" if index else arr
-                if uses.get(op.out, 0):
+                if uses.get(op.out, 0) and op.out not in paired:
                     tmp = names.fresh(f"{arr}_e")
                     body.append(f"{tmp} = {expr[0]}")
                     body.append(f"{elem} = {tmp}")
                     scalar[op.out] = (tmp, ATOM)
                 else:
                     body.append(f"{elem} = {expr[0]}")
-            elif uses.get(op.out, 0) > 1:
+                    if op.out in paired:
+                        scalar[op.out] = expr
+            elif uses.get(op.out, 0) > 1 and op.out not in paired:
                 tmp = names.fresh(f"{value.hint}_e")
                 body.append(f"{tmp} = {expr[0]}")
                 scalar[op.out] = (tmp, ATOM)
