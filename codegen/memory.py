@@ -153,19 +153,23 @@ def _plan(root: Node, target: str, dead: set[str]) -> list[str] | None:
             best = (saved, chain, node)
     chain = best[1] if best is not None else []
     on_chain = {id(nd) for nd, _ in chain}
-    # Elsewhere in the expression, an elementwise op on a dead array of its shape writes into it.
+    # Elsewhere in the expression, an elementwise op on a dead array of its shape writes into it,
+    # and so does each op above it that reads its result at the same shape.
     used = {target} | ({best[2].name} if best is not None else set())
     outs: dict[int, str] = {}
-    inside: set[int] = set()  # ops under one written with ``out=``: one ``out=`` per subtree
-    for nd in reversed(root.nodes()):  # outermost first
-        if id(nd) in on_chain or id(nd) in inside or nd.op is None or nd.op.op not in INPLACE:
+    for nd in root.nodes():  # operands first
+        if id(nd) in on_chain or nd.op is None or nd.op.op not in INPLACE:
             continue
         for a in nd.args:
-            if (a.op is None and a.name in dead and a.name not in used and a.shape == nd.shape
+            if a.shape != nd.shape:
+                continue
+            if id(a) in outs:  # the operand's buffer: only this op reads it
+                outs[id(nd)] = outs[id(a)]
+                break
+            if (a.op is None and a.name in dead and a.name not in used
                     and _within(nd, root, {a.name})):
                 outs[id(nd)] = a.name
                 used.add(a.name)
-                inside.update(id(n) for n in nd.nodes())
                 break
     if best is None:
         return [f"{target} = {_emit(root, outs)[0]}"] if outs else None
