@@ -56,7 +56,7 @@ def _check_inputs(function, values, shapes):
                 f"{_shape_text(shape)}" + (f" with {bound}" if bound else "")
             )
         checked.append(x)
-    if key is not None:
+    if key is not None and all(x is value for x, value in zip(checked, values, strict=True)):
         if len(_CHECKED) >= 64:
             _CHECKED.clear()
         _CHECKED[key] = None
