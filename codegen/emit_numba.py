@@ -40,7 +40,9 @@ _NEW_ARRAY = frozenset({"matmul", "outer", "inv"})
 # would call libm once per element for np.tanh, np.exp, ...), and what each helper calls.
 _MATH = {"exp": ("exp",), "log": ("log", "log_poly"), "log1p": ("log1p", "log_poly"),
          "tanh": ("tanh", "exp"), "sigmoid": ("sigmoid", "exp"),
-         "softplus": ("softplus", "exp", "log1p", "log_poly"), "sin": ("sin",), "cos": ("cos",)}
+         "softplus": ("softplus", "exp", "log1p", "log_poly"), "sin": ("sin",), "cos": ("cos",),
+         # helpers that compute two values from one argument (NumbaEmitter.shared_calls)
+         "sincos": ("sincos",), "softplus_sigmoid": ("softplus_sigmoid", "exp", "log1p", "log_poly")}
 
 
 def _tuple(items: list[str]) -> str:
@@ -189,22 +191,17 @@ class NumbaEmitter(Emitter):
                 return f"{names.of[base]}[{', '.join(parts)}]", ATOM
             return self.element(names.of[a], program.values[a].shape, shape, index), ATOM
 
-        # sin and cos of one argument (a forward sin, its backward cos) share one reduction
-        trig: dict[Arg, list[Op]] = {}
-        for op in group.ops:
-            if op.op in ("sin", "cos") and not self.fastmath:
-                trig.setdefault(op.args[0], []).append(op)
-        pairs = {op.out: ops for ops in trig.values() if {o.op for o in ops} == {"sin", "cos"}
-                 for op in ops}
-        paired: dict[str, str] = {}  # sin or cos value -> the local _sincos assigned it to
+        shared = self.shared_calls(group, program)
+        paired: dict[str, str] = {}  # value -> the local a shared call assigned it to
         for op in group.ops:
             value = program.values[op.out]
-            if op.out in pairs and op.out not in paired:
-                x, _ = read(op.args[0])
-                both = {o.op: names.fresh(f"{o.op}_e") for o in pairs[op.out]}
-                body.append(f"{both['sin']}, {both['cos']} = _sincos({x})")
-                self.math.add("sincos")
-                paired.update((o.out, both[o.op]) for o in pairs[op.out])
+            if op.out in shared and op.out not in paired:
+                helper, x_arg, parts = shared[op.out]
+                x, _ = read(x_arg)
+                locals_ = [names.fresh(f"{stem}_e") for _, stem in parts]
+                body.append(f"{', '.join(locals_)} = _{helper}({x})")
+                self.math |= set(_MATH[helper])
+                paired.update((out, local) for (out, _), local in zip(parts, locals_))
             if op.op in REDUCTIONS:
                 total = group.into.get(op.out)
                 acc = names.of[total] if total else names.bind(op.out, value.hint)
@@ -271,6 +268,33 @@ class NumbaEmitter(Emitter):
             names.of[alias] = names.of[total]
         body = self.gather_sums(body, names)
         return self.loop(group, program, shape, index, before, body, after, dim)
+
+    def shared_calls(self, group: Group,
+                     program: Program) -> dict[str, tuple[str, Arg, list[tuple[str, str]]]]:
+        """Pairs of values of one argument that one helper call computes together:
+        value -> (helper, argument, [(value, local's stem)]).
+
+        sin and cos (a forward sin, its backward cos) share one argument reduction; softplus and
+        exp(x - softplus(x)), its derivative's sigmoid, share one exp(-|x|)."""
+        if self.fastmath:  # fastmath uses NumPy's functions, not the helpers
+            return {}
+        by_out = {op.out: op for op in group.ops}
+        calls: list[tuple[str, Arg, list[tuple[str, str]]]] = []
+        trig: dict[Arg, dict[str, str]] = {}
+        for op in group.ops:
+            if op.op in ("sin", "cos"):
+                trig.setdefault(op.args[0], {})[op.op] = op.out
+        calls += [("sincos", x, [(ops["sin"], "sin"), (ops["cos"], "cos")])
+                  for x, ops in trig.items() if len(ops) == 2]
+        for op in group.ops:  # exp(x - y) with y = softplus(x)
+            diff = by_out.get(op.args[0]) if op.op == "exp" and isinstance(op.args[0], str) else None
+            if diff is None or diff.op != "sub" or not isinstance(diff.args[1], str):
+                continue
+            y = by_out.get(diff.args[1])
+            if y is not None and y.op == "softplus" and y.args[0] == diff.args[0]:
+                calls.append(("softplus_sigmoid", y.args[0],
+                              [(y.out, program.values[y.out].hint), (op.out, "sigmoid")]))
+        return {out: call for call in calls for out, _ in call[2]}
 
     def gather_sums(self, body: list[str], names: Names) -> list[str]:
         """Several sums into one element (a weight's gradient from many steps) add up in a

@@ -174,3 +174,26 @@ def test_sin_and_cos_of_one_argument_share_one_reduction():
     np.testing.assert_array_equal(np.signbit(s1[296:298]), [False, True])
     for a, b in ((s0, s1), (g0, g1)):
         np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-13, equal_nan=True)
+
+
+def test_softplus_and_its_derivative_share_one_exp():
+    """exp(x - softplus(x)), softplus's derivative, comes with softplus from one exp(-|x|), as
+    an accurate sigmoid (exp of the difference loses about |x| ulps for large x)."""
+    text = ("module: splus\ndims: {N: 300}\nfunctions:\n  f:\n    inputs: {X: [N]}\n    wrt: [X]\n"
+            "    steps:\n      - B = softplus(X)\n      - S = exp(X - B)\n      - loss = sum(B * B)\n"
+            "    outputs: [loss, B, S]\n")
+    src = codegen.generate_source(text, backend="numba")
+    vg = src[src.index("def _f_value_and_grad"):src.index("def f(")]
+    assert vg.count("= _softplus_sigmoid(") == 1 and "_exp(" not in vg  # forward S, backward dB
+    assert "def _softplus(" not in src  # no other softplus left in the module
+    x = _inputs()
+    mod = codegen.load_module(text.replace("{N: 300}", f"{{N: {x.size}}}"), backend="numba")
+    (loss, B, S), (dX,) = mod.f_value_and_grad(x)
+    with np.errstate(all="ignore"):
+        _assert_close_ulp(B, FUNCTIONS["softplus"](x), x, "softplus")
+        _assert_close_ulp(S, FUNCTIONS["sigmoid"](x), x, "sigmoid")
+    ref = codegen.load_module(text.replace("{N: 300}", "{N: 200}"))
+    y = np.random.default_rng(4).uniform(-40, 40, 200)
+    _, (g0,) = ref.f_value_and_grad(y)
+    _, (g1,) = mod.f_value_and_grad(np.concatenate([y, x[200:]]))
+    np.testing.assert_allclose(g1[:200], g0, rtol=1e-13)
