@@ -9,6 +9,8 @@ Python wrappers around the kernels check inputs exactly as the NumPy module does
 
 from __future__ import annotations
 
+import re
+
 from .emit import Emitter, FunctionView, Stmt, grad_values
 from .fusion import REDUCTIONS, Group, fuse
 from .ir import Arg, Const, DimSize, Op, Program
@@ -191,6 +193,19 @@ class NumbaEmitter(Emitter):
                 return f"{names.of[base]}[{', '.join(parts)}]", ATOM
             return self.element(names.of[a], program.values[a].shape, shape, index), ATOM
 
+        trig_arrays: list[str] = []  # arrays read by sin and cos: checked before the loop
+        switch = names.fresh("short") if index else ""
+
+        def short(a: Arg) -> str:
+            """What sin's or cos's argument passes as ``short``: the loop's switch for an
+            array read from memory; an argument computed in the loop takes the long way."""
+            if not switch or not isinstance(a, str) or a in members or not program.values[a].shape:
+                return "False"
+            arr = names.of[self.views.get(a, a)]
+            if arr not in trig_arrays:
+                trig_arrays.append(arr)
+            return switch
+
         shared = self.shared_calls(group, program)
         paired: dict[str, str] = {}  # value -> the local a shared call assigned it to
         for op in group.ops:
@@ -198,6 +213,8 @@ class NumbaEmitter(Emitter):
             if op.out in shared and op.out not in paired:
                 helper, x_arg, parts = shared[op.out]
                 x, _ = read(x_arg)
+                if helper == "sincos":
+                    x += f", {short(x_arg)}"
                 locals_ = [names.fresh(f"{stem}_e") for _, stem in parts]
                 body.append(f"{', '.join(locals_)} = _{helper}({x})")
                 self.math |= set(_MATH[helper])
@@ -240,6 +257,8 @@ class NumbaEmitter(Emitter):
                 expr = (paired[op.out], ATOM)
             else:
                 expr = self.scalar_expr(op, [read(a) for a in op.args], dim)
+                if op.op in ("sin", "cos") and not self.fastmath:
+                    expr = (f"{expr[0][:-1]}, {short(op.args[0])})", ATOM)
             if op.out in group.materialise:
                 arr = names.bind(op.out, value.hint)
                 if op.out in reuse:
@@ -267,7 +286,11 @@ class NumbaEmitter(Emitter):
         for alias, total in group.aliases.items():
             names.of[alias] = names.of[total]
         body = self.gather_sums(body, names)
-        return self.loop(group, program, shape, index, before, body, after, dim)
+        if trig_arrays:
+            before.append(f"{switch} = " + " and ".join(f"_short_reduction({a})"
+                                                      for a in trig_arrays))
+        return self.loop(group, program, shape, index, before, body, after, dim,
+                         switch if trig_arrays else "")
 
     def shared_calls(self, group: Group,
                      program: Program) -> dict[str, tuple[str, Arg, list[tuple[str, str]]]]:
@@ -409,17 +432,31 @@ class NumbaEmitter(Emitter):
 
     def loop(self, group: Group, program: Program, shape: tuple, index: list[str],
              before: list[str], body: list[str], after: list[str],
-             dim: dict[str, str]) -> list[Stmt]:
+             dim: dict[str, str], switch: str = "") -> list[Stmt]:
+        """The loop nest; with a ``switch`` (sin and cos's arguments all below 1.6e6), twice:
+        with the flag True and False, so that LLVM vectorises each without the other's
+        reduction."""
         comment = self.group_comment(group, shape)
         lines = list(before)
-        indent = ""
-        for k, d in enumerate(shape):
-            rng = "range"
-            if k == 0 and self.parallel and self.parallel_safe(group):
-                rng = "numba.prange"
-            lines.append(f"{indent}for {index[k]} in {rng}({self.dim_ref(d, dim)}):")
-            indent += "    "
-        lines.extend(indent + b for b in body)
+
+        def nest(indent: str, flag: str) -> None:
+            for k, d in enumerate(shape):
+                rng = "range"
+                if k == 0 and self.parallel and self.parallel_safe(group):
+                    rng = "numba.prange"
+                lines.append(f"{indent}for {index[k]} in {rng}({self.dim_ref(d, dim)}):")
+                indent += "    "
+            word = re.compile(rf"\b{switch}\b") if switch else None
+            lines.extend(indent + (word.sub(flag, b) if word else b) for b in body)
+
+        if switch:
+            lines.append(f"if {switch}:  # every argument of sin and cos is below 1.6e6: "
+                         "the short reduction")
+            nest("    ", "True")
+            lines.append("else:")
+            nest("    ", "False")
+        else:
+            nest("", "")
         lines.extend(after)
         stmts = [Stmt(line) for line in lines]
         if stmts:

@@ -121,7 +121,7 @@ def _check_cotangent(function, g, shape):
 
 
 def _scalar(function):
-    """Compile a per-element helper into the kernels' namespace (LLVM inlines it)."""
+    """Compile a helper into the kernels' namespace (LLVM inlines it into their loops)."""
     scalar = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
     compiled = numba.njit(error_model="numpy")(scalar)
     vars(_KERNELS)[function.__name__] = compiled

@@ -120,7 +120,7 @@ def _check_cotangent(function, g, shape):
 
 
 def _scalar(function):
-    """Compile a per-element helper into the kernels' namespace (LLVM inlines it)."""
+    """Compile a helper into the kernels' namespace (LLVM inlines it into their loops)."""
     scalar = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
     compiled = numba.njit(error_model="numpy")(scalar)
     vars(_KERNELS)[function.__name__] = compiled
@@ -183,7 +183,9 @@ vars(_KERNELS).update(_bits=_bits, _as_f64=_as_f64, _fma=_fma)
 # arithmetic (the bits of 2/pi down to 2**-1219 as 25 literals, picked by the exponent of x
 # through a 5-stage barrel shifter; products split exactly with FMA) gives x = (q + 4j) pi/2
 # + y0 + y1 with about 2**-150 absolute error, far below the 2**-117 the worst double needs;
-# then fdlibm's kernels and the quadrant by select.
+# then fdlibm's kernels and the quadrant by select. When the caller has checked that every
+# argument of the loop is below 1.6e6 (< 2**20 pi/2; _short_reduction), a loop-invariant flag
+# picks fdlibm's three-step Cody-Waite reduction instead, and LLVM compiles the loop twice.
 
 
 @_scalar
@@ -352,13 +354,50 @@ def _rem_pio2(ax):
     return y0, y1, q
 
 
+@_scalar
+def _rem_pio2_short(ax):
+    """fdlibm's medium reduction, all three steps, for ax < 2^20 pi/2: (y0, y1, q) as
+    _rem_pio2 gives them. n has at most 20 bits, each part of pi/2 33: n * part is exact."""
+    n = (ax * 0.6366197723675814 + 6755399441055744.0) - 6755399441055744.0
+    q = _bits(n + 6755399441055744.0) & 3
+    t = ax - n * 1.57079632673412561417e00
+    w = n * 6.07710050630396597660e-11
+    r = t - w
+    w = n * 2.02226624879595063154e-21 - ((t - r) - w)
+    t = r
+    w2 = n * 2.02226624871116645580e-21
+    r = t - w2
+    w = n * 8.47842766036889956997e-32 - ((t - r) - w2)
+    y0 = r - w
+    y1 = (r - y0) - w
+    return y0, y1, q
+
+
 @_elementwise
-def _sin(x_):
+def _reduce_pio2(ax, short):
+    """ax = (q + 4j) pi/2 + y0 + y1 (NaN and inf give NaN): short, when the loop's arguments
+    are all below 1.6e6, else Payne-Hanek."""
+    if short:
+        return _rem_pio2_short(ax)
+    return _rem_pio2(ax if ax <= 1.7976931348623157e308 else 1.0)
+
+
+@_scalar
+def _short_reduction(x):
+    """Whether every |x| is below 1.6e6, where sin and cos may take the short reduction."""
+    for v in x.flat:
+        if abs(v) >= 1.6e6:
+            return False
+    return True
+
+
+@_elementwise
+def _sin(x_, short):
     """sin(x) for all float64 x (max 0.73 ulp measured).  NaN/+-inf -> NaN, keeps -0.0."""
     x = np.float64(x_)
     ax = abs(x)
     ok = ax <= 1.7976931348623157e308  # False for NaN/inf
-    y0, y1, q = _rem_pio2(ax if ok else 1.0)
+    y0, y1, q = _reduce_pio2(ax, short)
     s = _ksin(y0, y1)
     c = _kcos(y0, y1)
     v = s if (q & 1) == 0 else c
@@ -368,12 +407,12 @@ def _sin(x_):
 
 
 @_elementwise
-def _cos(x_):
+def _cos(x_, short):
     """cos(x) for all float64 x (max 0.73 ulp measured).  NaN/+-inf -> NaN."""
     x = np.float64(x_)
     ax = abs(x)
     ok = ax <= 1.7976931348623157e308
-    y0, y1, q = _rem_pio2(ax if ok else 1.0)
+    y0, y1, q = _reduce_pio2(ax, short)
     s = _ksin(y0, y1)
     c = _kcos(y0, y1)
     v = c if (q & 1) == 0 else s
@@ -383,12 +422,12 @@ def _cos(x_):
 
 
 @_elementwise
-def _sincos(x_):
+def _sincos(x_, short):
     """(sin(x), cos(x)) from one reduction: what _sin and _cos give."""
     x = np.float64(x_)
     ax = abs(x)
     ok = ax <= 1.7976931348623157e308
-    y0, y1, q = _rem_pio2(ax if ok else 1.0)
+    y0, y1, q = _reduce_pio2(ax, short)
     s = _ksin(y0, y1)
     c = _kcos(y0, y1)
     vs = s if (q & 1) == 0 else c
@@ -1251,9 +1290,15 @@ def _elementwise_function_forward(X, C):
     #   G = sin(X)
     #   f = sum(G * C)
     f_cols = np.zeros((N,), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            f_cols[j] += _sin(X[i, j]) * C[i, j]
+    short = _short_reduction(X)
+    if short:  # every argument of sin and cos is below 1.6e6: the short reduction
+        for i in range(M):
+            for j in range(N):
+                f_cols[j] += _sin(X[i, j], True) * C[i, j]
+    else:
+        for i in range(M):
+            for j in range(N):
+                f_cols[j] += _sin(X[i, j], False) * C[i, j]
     f = f_cols.sum()
     return f, X, C, M, N
 
@@ -1264,9 +1309,15 @@ def _elementwise_function_backward(g, X, C, M, N):
     #   f = sum(G * C)  →  Hadamard product: da = dz * b
     #   G = sin(X)  →  sin: dx = dy * cos(x)
     dX = np.empty((M, N), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            dX[i, j] = g * C[i, j] * _cos(X[i, j])
+    short = _short_reduction(X)
+    if short:  # every argument of sin and cos is below 1.6e6: the short reduction
+        for i in range(M):
+            for j in range(N):
+                dX[i, j] = g * C[i, j] * _cos(X[i, j], True)
+    else:
+        for i in range(M):
+            for j in range(N):
+                dX[i, j] = g * C[i, j] * _cos(X[i, j], False)
     return (dX,)
 
 
@@ -1281,11 +1332,19 @@ def _elementwise_function_value_and_grad(X, C):
     #   G = sin(X)  →  sin: dx = dy * cos(x)
     f_cols = np.zeros((N,), dtype=np.float64)
     dX = np.empty((M, N), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            sin_e, cos_e = _sincos(X[i, j])
-            f_cols[j] += sin_e * C[i, j]
-            dX[i, j] = C[i, j] * cos_e
+    short = _short_reduction(X)
+    if short:  # every argument of sin and cos is below 1.6e6: the short reduction
+        for i in range(M):
+            for j in range(N):
+                sin_e, cos_e = _sincos(X[i, j], True)
+                f_cols[j] += sin_e * C[i, j]
+                dX[i, j] = C[i, j] * cos_e
+    else:
+        for i in range(M):
+            for j in range(N):
+                sin_e, cos_e = _sincos(X[i, j], False)
+                f_cols[j] += sin_e * C[i, j]
+                dX[i, j] = C[i, j] * cos_e
     f = f_cols.sum()
     return f, dX
 

@@ -166,7 +166,11 @@ def test_sin_and_cos_of_one_argument_share_one_reduction():
             "    outputs: [loss, S]\n")
     src = codegen.generate_source(text, backend="numba")
     vg = src[src.index("def _f_value_and_grad"):src.index("def f(")]
-    assert vg.count("= _sincos(") == 2  # (sin X, cos X) forward, (sin 2X, cos 2X) for the grad
+    # (sin X, cos X) forward, (sin 2X, cos 2X) for the grad; the loop twice, the short reduction
+    # for X, read from memory, and the long one for 2X, computed in the loop
+    assert vg.count("= _sincos(") == 4
+    assert vg.count("_sincos(X[i], True)") == vg.count("_sincos(X[i], False)") == 1
+    assert vg.count(", False)") == 3  # X's long reduction, and 2X's in both loops
     ref, nb = codegen.load_module(text), codegen.load_module(text, backend="numba")
     x = np.concatenate([np.random.default_rng(3).uniform(-1e3, 1e3, 296), [0.0, -0.0, 1e300, np.nan]])
     (l0, s0), (g0,) = ref.f_value_and_grad(x)
@@ -197,3 +201,29 @@ def test_softplus_and_its_derivative_share_one_exp():
     _, (g0,) = ref.f_value_and_grad(y)
     _, (g1,) = mod.f_value_and_grad(np.concatenate([y, x[200:]]))
     np.testing.assert_allclose(g1[:200], g0, rtol=1e-13)
+
+
+def test_sin_and_cos_take_the_short_reduction_when_every_argument_is_below_1_6e6():
+    """fdlibm's medium reduction, used when a check before the loop finds every |x| < 1.6e6,
+    is as accurate as Payne-Hanek, near multiples of pi/2 included."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    x = np.concatenate([
+        [np.nan, 0.0, -0.0, 5e-324, 1e-300, 7.450580596923828e-09, 1e-8, 1599999.9999999998],
+        rng.uniform(-1.6e6, 1.6e6, n), rng.uniform(-10, 10, n),
+        np.round(rng.uniform(-1e6, 1e6, n)) * (np.pi / 2),
+        np.nextafter(np.round(rng.uniform(-1e6, 1e6, n)) * (np.pi / 2), np.inf),
+    ])
+    text = ("module: trigshort\nfunctions:\n  f:\n    inputs: {X: [N]}\n    steps:\n"
+            "      - S = sin(X)\n      - C = cos(X)\n      - loss = sum(S * C)\n"
+            "    outputs: [loss, S, C]\n")
+    src = codegen.generate_source(text, backend="numba")
+    assert "short = _short_reduction(X)" in src and "_sincos(X[i], True)" in src
+    mod = codegen.load_module(text, backend="numba")
+    assert mod._KERNELS._short_reduction(x) and not mod._KERNELS._short_reduction(
+        np.append(x, 1.6e6))
+    for arg in (x, np.append(x, 1e300)):  # short, then the long reduction for the same values
+        (_, S, C), _ = mod.f_value_and_grad(arg)
+        _assert_close_ulp(S[:x.size], np.sin(x), x, "sin")
+        _assert_close_ulp(C[:x.size], np.cos(x), x, "cos")
+        np.testing.assert_array_equal(np.signbit(S[1:3]), [False, True])
