@@ -49,7 +49,7 @@ _UNARY_UFUNC = frozenset({"exp", "log", "log1p", "sqrt", "square", "abs", "tanh"
 INPLACE = frozenset(_BINARY) | _UNARY_UFUNC | {"neg"}
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """A rendered expression: a leaf (a local, a number, a dim) or an inlined op over nodes."""
 
