@@ -27,7 +27,7 @@ from .planner import SEED
 from .shapes import fmt as fmt_shape
 
 
-@dataclass
+@dataclass(slots=True)
 class Stmt:
     """One generated line (after black, maybe several) and the comment above it."""
 

@@ -10,6 +10,7 @@ Python wrappers around the kernels check inputs exactly as the NumPy module does
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 from .emit import Emitter, FunctionView, Stmt, grad_values
 from .fusion import REDUCTIONS, Group, fuse
@@ -323,8 +324,8 @@ class NumbaEmitter(Emitter):
         """Several sums into one element (a weight's gradient from many steps) add up in a
         local first and store once, at the end of the loop body: one store instead of many,
         which keeps long loop bodies vectorisable."""
-        targets = [line.split(" += ")[0] for line in body if " += " in line]
-        shared = {t for t in targets if targets.count(t) > 1}
+        targets = Counter(line.split(" += ")[0] for line in body if " += " in line)
+        shared = {t for t, n in targets.items() if n > 1}
         local: dict[str, str] = {}
         out = []
         for line in body:

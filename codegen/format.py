@@ -7,9 +7,16 @@ black may change are handed to it: statements longer than the line limit and doc
 are batched into one stub module per indentation (one black call each), each chunk wrapped so
 that black sees the same indentation and the same docstring position as in the real module.
 ``tests/test_format.py`` checks that the result is stable under black on the whole file.
+
+The longest lines of a long spec are flat lists of names (a kernel's saved values, returned,
+unpacked, passed as ``name=name``), which black explodes one item a line; ``_exploded`` writes
+those few forms as black writes them without calling it (``tests/test_format.py`` compares them
+with black), and everything else still goes through black.
 """
 
 from __future__ import annotations
+
+import re
 
 import black
 
@@ -24,7 +31,10 @@ def format_module(source: str) -> str:
     chunks = _chunks(lines)
     if not chunks:
         return source
-    formatted = _format_chunks([("".join(lines[a:b]), doc) for a, b, doc in chunks])
+    texts = [("".join(lines[a:b]), doc) for a, b, doc in chunks]
+    exploded = [None if doc else _exploded(text) for text, doc in texts]
+    blacked = iter(_format_chunks([t for t, e in zip(texts, exploded, strict=True) if e is None]))
+    formatted = [e if e is not None else next(blacked) for e in exploded]
     out: list[str] = []
     row = 0
     for (a, b, _), text in zip(chunks, formatted):
@@ -54,6 +64,43 @@ def _chunks(lines: list[str]) -> list[tuple[int, int, bool]]:
             spans.append((i, i + 1, False))
         i += 1
     return spans
+
+
+_NAME = r"[A-Za-z_]\w*"
+_NAMES = rf"{_NAME}(?:, {_NAME})+"  # two or more
+_KWARGS = rf"{_NAME}={_NAME}(?:, {_NAME}={_NAME})*"
+# Statements black splits at one bracket around a flat list: (head, items, tail) by name.
+_FLAT_LISTS = [
+    # return a, b, c
+    (re.compile(rf"(?P<ind> *)return (?P<items>{_NAMES})\n"), "return (", ")"),
+    # def f(a, b, c):  at the top level (black puts blank lines around nested functions)
+    (re.compile(rf"(?P<ind>)def (?P<f>{_NAME})\((?P<items>{_NAME}(?:, {_NAME})*)\):\n"),
+     "def {f}(", "):"),
+    # a, b, c = f(x, *y)  and  a, b, c = saved
+    (re.compile(rf"(?P<ind> *)(?P<items>{_NAMES}) = "
+                rf"(?P<rhs>{_NAME}(?:\(\*?{_NAME}(?:, \*?{_NAME})*\))?)\n"), "(", ") = {rhs}"),
+    # return x, S(a=a, b=b)  and  return _DTYPE.type(x), S(a=a, b=b)
+    (re.compile(rf"(?P<ind> *)return (?P<first>{_NAME}(?:\.{_NAME})*(?:\({_NAME}\))?), "
+                rf"(?P<call>{_NAME})\((?P<items>{_KWARGS})\)\n"), "return {first}, {call}(", ")"),
+]
+
+
+def _exploded(text: str) -> str | None:
+    """Black's layout of one of the ``_FLAT_LISTS`` statements whose items do not fit on one
+    line even on a line of their own (black writes one item a line, with a trailing comma);
+    None for any other text."""
+    for pattern, head, tail in _FLAT_LISTS:
+        m = pattern.fullmatch(text)
+        if m is None:
+            continue
+        ind, items = m["ind"], m["items"]
+        first = ind + head.format(**m.groupdict())
+        last = ind + tail.format(**m.groupdict())
+        if len(ind) + 4 + len(items) <= LINE_LENGTH or max(len(first), len(last)) > LINE_LENGTH:
+            return None  # black may keep the items on one line, or split elsewhere
+        return "".join([first + "\n"] + [f"{ind}    {item},\n" for item in items.split(", ")]
+                       + [last + "\n"])
+    return None
 
 
 def _indent(text: str) -> int:

@@ -9,14 +9,14 @@ Dim = Union[int, str]
 Shape = tuple[Dim, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Const:
     """A scalar numeric literal used as an op argument."""
 
     value: float | int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DimSize:
     """The runtime size of a symbolic dim (rendered as the local bound to it)."""
 
@@ -26,7 +26,7 @@ class DimSize:
 Arg = Union[str, Const, DimSize]  # a str names a Value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Origin:
     """Where an op comes from: its spec step, and for backward ops the derivative rule applied."""
 
@@ -35,7 +35,7 @@ class Origin:
     rule: str = ""  # e.g. "right product: dB = A.T @ dG"
 
 
-@dataclass
+@dataclass(slots=True)
 class Value:
     """An SSA value: its unique id, static shape, the name it prefers in generated code, and kind."""
 
@@ -45,7 +45,7 @@ class Value:
     kind: str  # "input" | "step" | "temp" | "grad" | "seed"
 
 
-@dataclass
+@dataclass(slots=True)
 class Op:
     """One primitive op: ``out = op(*args, **attrs)``."""
 
@@ -68,7 +68,7 @@ class Op:
         return (self.op, self.args, self.attrs)
 
 
-@dataclass
+@dataclass(slots=True)
 class Program:
     """A straight-line program over values; forward ops first, then backward ops."""
 

@@ -49,7 +49,7 @@ _UNARY_UFUNC = frozenset({"exp", "log", "log1p", "sqrt", "square", "abs", "tanh"
 INPLACE = frozenset(_BINARY) | _UNARY_UFUNC | {"neg"}
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """A rendered expression: a leaf (a local, a number, a dim) or an inlined op over nodes."""
 
@@ -128,14 +128,39 @@ def _paths(node: Node, shape: tuple, dead: set[str]) -> list[tuple[int, list[int
     return out
 
 
-def _within(first: Node, root: Node, names: set[str]) -> bool:
-    """Every read of ``names`` in ``root`` happens while evaluating ``first`` (before it writes)."""
-    inside, everywhere = first.leaves(), root.leaves()
+def _within(first: Node, everywhere: list[str], names: set[str]) -> bool:
+    """Every read of ``names`` in the statement whose reads are ``everywhere`` happens while
+    evaluating ``first`` (before it writes)."""
+    inside = first.leaves()
     return all(inside.count(n) == everywhere.count(n) for n in names)
 
 
-def _plan(root: Node, target: str, dead: set[str]) -> list[str] | None:
-    """The lines that compute ``target = root`` with fewer allocations; None: as it is."""
+def _side_outs(root: Node, on_chain: set[int], free: set[str], reads: list[str]) -> dict[int, str]:
+    """Elsewhere in the expression (off ``on_chain``), an elementwise op on a dead array of its
+    shape that is still ``free`` writes into it, and so does each op above it that reads its
+    result at the same shape: op id -> array."""
+    outs: dict[int, str] = {}
+    if not free:
+        return outs
+    for nd in root.nodes():  # operands first
+        if id(nd) in on_chain or nd.op is None or nd.op.op not in INPLACE:
+            continue
+        for a in nd.args:
+            if a.shape != nd.shape:
+                continue
+            if id(a) in outs:  # the operand's buffer: only this op reads it
+                outs[id(nd)] = outs[id(a)]
+                break
+            if a.op is None and a.name in free and _within(nd, reads, {a.name}):
+                outs[id(nd)] = a.name
+                free = free - {a.name}
+                break
+    return outs
+
+
+def _plan(root: Node, target: str, dead: set[str], reads: list[str]) -> list[str] | None:
+    """The lines that compute ``target = root`` (which reads ``reads``, ``root.leaves()``) with
+    fewer allocations; None: as it is."""
     assert root.shape is not None
     best: tuple[int, list[tuple[Node, int]], Node] | None = None
     for saved, path in _paths(root, root.shape, dead):
@@ -147,30 +172,13 @@ def _plan(root: Node, target: str, dead: set[str]) -> list[str] | None:
             node = node.args[k]
         # the first op to write the buffer: a fresh op (into the target) or the op on a dead array
         first = node if node.op is not None else chain[-1][0]
-        if not _within(first, root, {target, node.name} - {""}):
+        if not _within(first, reads, {target, node.name} - {""}):
             continue
         if best is None or saved > best[0]:
             best = (saved, chain, node)
     chain = best[1] if best is not None else []
-    on_chain = {id(nd) for nd, _ in chain}
-    # Elsewhere in the expression, an elementwise op on a dead array of its shape writes into it,
-    # and so does each op above it that reads its result at the same shape.
     used = {target} | ({best[2].name} if best is not None else set())
-    outs: dict[int, str] = {}
-    for nd in root.nodes():  # operands first
-        if id(nd) in on_chain or nd.op is None or nd.op.op not in INPLACE:
-            continue
-        for a in nd.args:
-            if a.shape != nd.shape:
-                continue
-            if id(a) in outs:  # the operand's buffer: only this op reads it
-                outs[id(nd)] = outs[id(a)]
-                break
-            if (a.op is None and a.name in dead and a.name not in used
-                    and _within(nd, root, {a.name})):
-                outs[id(nd)] = a.name
-                used.add(a.name)
-                break
+    outs = _side_outs(root, {id(nd) for nd, _ in chain}, dead - used, reads)
     if best is None:
         return [f"{target} = {_emit(root, outs)[0]}"] if outs else None
     _, chain, bottom = best
@@ -233,7 +241,7 @@ def plan(parts: list[list[Stmt]], keep: set[str]) -> list[list[Stmt]]:
             dead = {n for n in set(reads[i]) if n in current and n in owned
                     and _is_array(shapes.get(n)) and last_read[current[n]] == i
                     and not kept(n, current[n])}
-            planned = _plan(root, target, dead) if _is_array(root.shape) else None
+            planned = _plan(root, target, dead, reads[i]) if _is_array(root.shape) else None
             if planned is None:
                 new.append(s)
             else:

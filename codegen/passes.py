@@ -33,7 +33,8 @@ def _rewrite(program: Program, subst: dict[str, Arg], keep: list[Op]) -> None:
 
     program.ops = keep
     for op in keep:
-        op.args = tuple(s(a) for a in op.args)
+        if not subst.keys().isdisjoint(op.args):
+            op.args = tuple(s(a) for a in op.args)
     program.grads = [(w, s(g)) for w, g in program.grads]
     program.outputs = [s(o) for o in program.outputs]
 
@@ -112,7 +113,8 @@ def simplify(program: Program) -> None:
         return x
 
     for op in program.ops:
-        op.args = tuple(s(x) for x in op.args)
+        if not subst.keys().isdisjoint(op.args):
+            op.args = tuple(s(x) for x in op.args)
         if op.phase == "backward":
             folded = _fold(op, producers)
             if isinstance(folded, Op):
@@ -137,7 +139,8 @@ def cse(program: Program) -> None:
     subst: dict[str, Arg] = {}
     keep: list[Op] = []
     for op in program.ops:
-        op.args = tuple(subst.get(x, x) if isinstance(x, str) else x for x in op.args)
+        if not subst.keys().isdisjoint(op.args):
+            op.args = tuple(subst.get(x, x) if isinstance(x, str) else x for x in op.args)
         key = op.key()
         if op.phase == "backward" and key in seen and op.op not in _NO_CSE:
             subst[op.out] = seen[key]
@@ -186,8 +189,12 @@ def constant_only(program: Program) -> set[str]:
     """Values computed from constants and dim sizes alone: Python numbers in generated code."""
     out: set[str] = set()
     for op in program.ops:
-        reads_array = any(isinstance(a, str) and a not in out for a in op.args)
-        if not reads_array and op.op not in ("zeros", "eye", "full"):
+        if op.op in ("zeros", "eye", "full"):
+            continue
+        for a in op.args:
+            if isinstance(a, str) and a not in out:
+                break  # reads an array
+        else:
             out.add(op.out)
     return out
 
