@@ -471,7 +471,7 @@ def logistic_regression_value_and_grad(X, y, w, b):
     dz = y * dloss_2
     # loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y);
     #     accumulate (dz: z is used 3 times)
-    dz += np.multiply(dloss_3, np.exp(np.subtract(z, loss_1, out=z), out=z), out=z)
+    dz += dloss_3 * np.exp(np.subtract(z, loss_1, out=z))
     del z, loss_1
     # z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
     db = np.sum(dz)

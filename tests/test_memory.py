@@ -212,25 +212,3 @@ def test_float32_sum_of_squares_stays_a_pairwise_sum():
     src = codegen.generate_source(EDGE_SPEC.format(dtype="float32"))
     assert "np.vdot" not in src and "np.sum(B**2)" in src
 
-
-def test_ops_under_an_out_op_compute_into_their_own_dead_array():
-    spec = textwrap.dedent("""\
-        module: nested
-        functions:
-          nested:
-            inputs: {X: [3, 4], w: [4]}
-            steps:
-              - T = tanh(X)
-              - a = T * w + X * 0.5
-              - loss = sum(a ** 2)
-            outputs: [loss]
-        """)
-    src = codegen.generate_source(spec)
-    # dX += dT * (1 - T * T): T and dT both die here, so no temporary is allocated
-    assert "np.subtract(1, np.multiply(T, T, out=T), out=T)" in src
-    mod = codegen.load_module(spec)
-    rng = np.random.default_rng(1)
-    X, w = rng.standard_normal((3, 4)), rng.standard_normal(4)
-    dX = mod.nested_value_and_grad(X, w)[1].X
-    T = np.tanh(X)
-    np.testing.assert_allclose(dX, 2 * (T * w + 0.5 * X) * (0.5 + w * (1 - T * T)), rtol=1e-13)
