@@ -81,7 +81,7 @@ TARGETS = [
     ("dictionary", ("numpy", "numba"), 1.15),
     ("elementwise", ("numba",), 0.5),
 ]
-TRACED = ("handwritten", "numpy", "numba", "numba_pf")  # systems whose arrays tracemalloc sees
+TRACED = ("handwritten", "numpy", "numba", "numba_par")  # systems whose arrays tracemalloc sees
 RTOL = 1e-9  # verification: max |a - b| / max |b| per gradient, float64
 
 
@@ -442,9 +442,9 @@ def evaluate_targets(res: dict) -> list[dict]:
             verdict = "met" if r <= limit else f"missed by {r / limit:.2f}×"
             out.append({"target": f"{name}: {s} ≤ {limit}×", "measured": f"{r:.2f}×",
                         "verdict": verdict})
-            r = ratio(name, "numba_pf") if s == "numba" else None
+            r = ratio(name, "numba_par") if s == "numba" else None
             if r is not None:
-                out.append({"target": f"{name}: (numba_pf ≤ {limit}×, for information)",
+                out.append({"target": f"{name}: (numba_par ≤ {limit}×, for information)",
                             "measured": f"{r:.2f}×",
                             "verdict": "met" if r <= limit else f"missed by {r / limit:.2f}×"})
     if "elementwise" in W:
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="smoke run (about a minute): 10-step deep chain, 3 short samples, no "
-                        "numba_pf column, no RSS process, start-up of small_mlp only, "
+                        "numba_par column, no RSS process, start-up of small_mlp only, "
                         "generation of 10/20/40 steps")
     p.add_argument("--output", type=Path,
                    help="where to write the JSON results (default: benchmarks/results.json; "
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                         "the full run's results alone)")
     p.add_argument("--only", nargs="+", metavar="WORKLOAD", help="run only these workloads")
     p.add_argument("--systems", nargs="+", choices=S.SYSTEMS,
-                   help="systems to run (default: all; --quick leaves out numba_pf)")
+                   help="systems to run (default: all; --quick leaves out numba_par)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="limit every system to N threads (BLAS, OpenMP, torch, XLA, Numba); "
                         "default: each library's own default")
@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
     rounds = args.rounds or (3 if quick else 21)
     sample_s = (args.sample_ms or (10 if quick else 50)) / 1000
-    chosen = args.systems or [s for s in S.SYSTEMS if not (quick and s == "numba_pf")]
+    chosen = args.systems or [s for s in S.SYSTEMS if not (quick and s == "numba_par")]
     systems = [s for s in S.SYSTEMS if s in chosen]
     if "handwritten" not in systems:
         p.error("the hand-written baseline cannot be left out")
@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
             r = res["numba_startup"].get(w.name)
             if r and "error" in r["cold"]:
                 why = f"compile failed ({r['cold']['error'][:60]})"
-                skip_numba[w.name] = {"numba": why, "numba_pf": "not tried: " + why}
+                skip_numba[w.name] = {"numba": why, "numba_par": "not tried: " + why}
 
     phase("numba start-up probes")
     # 2. timing, verification, tracemalloc

@@ -7,12 +7,12 @@ from typing import Callable
 
 import numpy as np
 
-SYSTEMS = ("handwritten", "numpy", "numba", "numba_pf", "torch", "jax")
+SYSTEMS = ("handwritten", "numpy", "numba", "numba_par", "torch", "jax")
 LABELS = {
     "handwritten": "hand-written NumPy",
     "numpy": "generated NumPy",
     "numba": "generated Numba",
-    "numba_pf": "generated Numba, parallel+fastmath",
+    "numba_par": "generated Numba, --numba-parallel",
     "torch": "PyTorch eager",
     "jax": "JAX jit",
 }
@@ -23,20 +23,20 @@ _modules: dict = {}
 def generated_module(w, backend: str):
     """The generated module of a workload's spec (loaded once per process).
 
-    ``numba_pf`` is the Numba backend with the options of ``python -m codegen --numba-parallel
-    --numba-fastmath``, reached through codegen's internal ``render(..., parallel, fastmath)``.
+    ``numba_par`` is the Numba backend with the option of ``python -m codegen --numba-parallel``,
+    reached through codegen's internal ``render(..., parallel=True)``.
     """
     import codegen
 
     key = (w.name, w.spec(), backend)
     if key not in _modules:
-        if backend == "numba_pf":
+        if backend == "numba_par":
             from codegen import api, compiler
             from codegen.loader import load_spec
 
             source = compiler.render(compiler.compile_spec(load_spec(w.spec(), "<bench>")),
-                                     "numba", parallel=True, fastmath=True)
-            _modules[key] = api.import_source(source, f"{w.name}_pf", "numba")
+                                     "numba", parallel=True)
+            _modules[key] = api.import_source(source, f"{w.name}_par", "numba")
         else:
             _modules[key] = codegen.load_module(w.spec(), backend=backend)
     return _modules[key]
@@ -134,7 +134,7 @@ def build(w, args, systems, skip: dict | None = None) -> dict:
                 out[system] = _handwritten(w, args)
             elif system in ("numpy", "numba"):
                 out[system] = _generated(w, args, system)
-            elif system == "numba_pf":
+            elif system == "numba_par":
                 try:
                     out[system] = _generated(w, args, system)
                 except (ImportError, AttributeError, TypeError) as exc:

@@ -48,6 +48,9 @@ _MATH = {"exp": ("exp",), "log": ("log", "log_poly"), "log1p": ("log1p", "log_po
          "sincos": ("sincos",), "softplus_sigmoid": ("softplus_sigmoid", "exp", "log1p", "log_poly")}
 
 
+_BLOCK = 32  # rows per block of a prange loop that sums (one row of column sums per block)
+
+
 def _tuple(items: list[str]) -> str:
     """A tuple display as black writes it: ``(a,)`` for one item, ``a, b`` otherwise."""
     return f"({items[0]},)" if len(items) == 1 else ", ".join(items)
@@ -174,6 +177,7 @@ class NumbaEmitter(Emitter):
                     uses[a] = uses.get(a, 0) + 1
         reuse = self.reuse(group, program, uses, dead)
         prange = self.parallel and self.parallel_safe(group)
+        block = ""  # under prange, the index of a block of _BLOCK rows, when sums need one
         before: list[str] = []
         body: list[str] = []
         after: list[str] = []
@@ -227,14 +231,30 @@ class NumbaEmitter(Emitter):
                 out_index = self.reduced_index(op, shape, index)
                 target = f"{acc}[{', '.join(out_index)}]" if out_index else acc
                 # a full sum in a nest keeps one running sum per column (below)
-                columns = op.op != "max" and not value.shape and len(shape) > 1 and not prange
+                columns = op.op != "max" and not value.shape and len(shape) > 1
+                if prange and (columns or value.shape) and not block:
+                    block = names.fresh("block")
+                blocks = f"({self.dim_ref(shape[0], dim)} + {_BLOCK - 1}) // {_BLOCK}"
+                if prange and value.shape:  # a sum over rows (parallel_safe): one per block
+                    part = names.fresh(f"{acc}_blocks")
+                    before.append(f"{part} = np.zeros(({blocks}, {self.dim_ref(shape[-1], dim)}),"
+                                  f" dtype={self.np_dtype})")
+                    body.append(f"{part}[{block}, {index[-1]}] += {x}")
+                    whole = f"{part}.sum(axis=0)"
+                    after.append(f"{acc} += {whole}" if total else f"{acc} = {whole}")
+                    if op.op == "mean" and not total:
+                        after.append(f"{acc} /= {self.count(op, program, dim)}")
+                    continue
                 if columns:
                     # one running sum per column: the inner loop's lanes are independent, so
-                    # it vectorises without reordering any addition (no fastmath needed)
+                    # it vectorises without reordering any addition (no fastmath needed);
+                    # under prange, one row of them per block of rows
                     cols = names.fresh(f"{acc}_cols")
-                    before.append(f"{cols} = np.zeros(({self.dim_ref(shape[-1], dim)},), "
-                                  "dtype=np.float64)")
-                    body.append(f"{cols}[{index[-1]}] += {x}")
+                    width = self.dim_ref(shape[-1], dim)
+                    size = f"({blocks}, {width})" if prange else f"({width},)"
+                    before.append(f"{cols} = np.zeros({size}, dtype=np.float64)")
+                    at = f"{block}, {index[-1]}" if prange else index[-1]
+                    body.append(f"{cols}[{at}] += {x}")
                     after.append(f"{acc} += {cols}.sum()" if total else f"{acc} = {cols}.sum()")
                 elif op.op == "max":
                     body.append(f"{target} = max({target}, {x})")
@@ -291,7 +311,7 @@ class NumbaEmitter(Emitter):
             before.append(f"{switch} = " + " and ".join(f"_short_reduction({a})"
                                                       for a in trig_arrays))
         return self.loop(group, program, shape, index, before, body, after, dim,
-                         switch if trig_arrays else "")
+                         switch if trig_arrays else "", block)
 
     def shared_calls(self, group: Group,
                      program: Program) -> dict[str, tuple[str, Arg, list[tuple[str, str]]]]:
@@ -433,19 +453,29 @@ class NumbaEmitter(Emitter):
 
     def loop(self, group: Group, program: Program, shape: tuple, index: list[str],
              before: list[str], body: list[str], after: list[str],
-             dim: dict[str, str], switch: str = "") -> list[Stmt]:
+             dim: dict[str, str], switch: str = "", block: str = "") -> list[Stmt]:
         """The loop nest; with a ``switch`` (sin and cos's arguments all below 1.6e6), twice:
         with the flag True and False, so that LLVM vectorises each without the other's
-        reduction."""
+        reduction. With a ``block`` index, prange runs over blocks of _BLOCK rows (fixed, so
+        sums add in the same order whatever the number of threads)."""
         comment = self.group_comment(group, shape)
         lines = list(before)
 
         def nest(indent: str, flag: str) -> None:
             for k, d in enumerate(shape):
                 rng = "range"
+                size = self.dim_ref(d, dim)
+                if k == 0 and block:
+                    lines.append(f"{indent}for {block} in numba.prange(({size} + {_BLOCK - 1}) "
+                                 f"// {_BLOCK}):")
+                    indent += "    "
+                    lines.append(f"{indent}for {index[k]} in range({_BLOCK} * {block}, "
+                                 f"min({_BLOCK} * {block} + {_BLOCK}, {size})):")
+                    indent += "    "
+                    continue
                 if k == 0 and self.parallel and self.parallel_safe(group):
                     rng = "numba.prange"
-                lines.append(f"{indent}for {index[k]} in {rng}({self.dim_ref(d, dim)}):")
+                lines.append(f"{indent}for {index[k]} in {rng}({size}):")
                 indent += "    "
             word = re.compile(rf"\b{switch}\b") if switch else None
             lines.extend(indent + (word.sub(flag, b) if word else b) for b in body)
@@ -465,11 +495,20 @@ class NumbaEmitter(Emitter):
         return stmts
 
     def parallel_safe(self, group: Group) -> bool:
-        """prange over the first axis only when no reduction adds rows into a shared array."""
+        """prange over the first axis of a loop nest (a 1-D loop is seldom long enough to win)
+        when every reduction across rows is a full sum (a row of column sums per block) or, in
+        two dimensions, a sum over axis 0 (a row of partial sums per block)."""
+        if len(group.shape) < 2:
+            return False
         for op in group.reductions:
             axis = op.attr("axis")
-            axes = (0,) if axis is None else (axis if isinstance(axis, tuple) else (axis,))
-            if 0 in axes and (op.op == "max" or axis is not None):
+            axes = set(range(len(group.shape))) if axis is None else set(
+                axis if isinstance(axis, tuple) else (axis,))
+            if 0 not in axes:
+                continue
+            full = axes == set(range(len(group.shape)))
+            rows = axes == {0} and len(group.shape) == 2 and not op.attr("keepdims", False)
+            if op.op == "max" or not (full or rows):
                 return False
         return True
 

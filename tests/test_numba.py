@@ -290,3 +290,61 @@ def test_numba_matches_numpy_on_random_specs():
                                            err_msg=text)
 
     check()
+
+
+PARALLEL_SPEC = """\
+module: par
+functions:
+  f:
+    inputs: {X: [M, N], W: [M, N], b: [N]}
+    steps:
+      - A = tanh(X * W) + sin(X)
+      - loss = sum(softplus(A) ** 2) + sum(A * b)
+    outputs: [loss]
+"""
+
+
+def test_parallel_kernels_match_numpy_and_do_not_depend_on_the_thread_count():
+    """--numba-parallel: prange over blocks of rows, each block with its own column sums, so the
+    loop vectorises and the sum is the same whatever the number of threads."""
+    import numba
+
+    from codegen import api, compiler
+    from codegen.loader import load_spec
+
+    source = compiler.render(compile_spec(load_spec(PARALLEL_SPEC, "par.yaml")), "numba",
+                             parallel=True)
+    assert "for block in numba.prange((M + 31) // 32):" in source
+    assert "loss_3_cols = np.zeros(((M + 31) // 32, N), dtype=np.float64)" in source
+    assert "db_blocks[block, j] += " in source and "db = db_blocks.sum(axis=0)" in source
+    par = api.import_source(source, "par_parallel", "numba")
+    ref = codegen.load_module(PARALLEL_SPEC)
+    rng = np.random.default_rng(6)
+    M, N = 70, 33  # not a whole number of blocks
+    X, W, b = rng.standard_normal((M, N)), rng.standard_normal((M, N)), rng.standard_normal(N)
+    want = ref.f_value_and_grad(X, W, b)
+    threads = numba.get_num_threads()
+    results = []
+    try:
+        # the parallel compilation with 1 and with all threads, then the serial one (for
+        # inputs below _PARALLEL_SIZE elements)
+        for n, size in [(n, 0) for n in sorted({1, threads})] + [(threads, 10**12)]:
+            numba.set_num_threads(n)
+            par._PARALLEL_SIZE = size
+            results.append(par.f_value_and_grad(X, W, b))
+            results.append(par.f_backward(par.f_forward(X, W, b)[1], 1.0))
+    finally:
+        numba.set_num_threads(threads)
+    assert par._f_value_and_grad.parallel.signatures and par._f_value_and_grad.serial.signatures
+    for (loss, grads) in results[::2]:
+        assert_close(loss, want[0])
+        for got, ref_grad in zip(grads, want[1]):
+            assert_close(got, ref_grad)
+    for grads in results[1::2]:
+        for got, ref_grad in zip(grads, want[1]):
+            assert_close(got, ref_grad)
+    first = results[0]
+    for loss, grads in results[2::2]:  # bit for bit, whatever the thread count, or none
+        assert loss == first[0]
+        for a, c in zip(grads, first[1]):
+            np.testing.assert_array_equal(a, c)
