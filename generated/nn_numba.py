@@ -15,10 +15,11 @@ _DTYPE = np.dtype(np.float64)
 
 
 # Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
-# their module. The kernels get a namespace of their own, registered under one fixed name, so
-# the cache works however this file is imported (generated.nn_numba, nn_numba, by path, ...).
+# their module. The kernels get a namespace of their own, registered under one fixed name (one
+# per version of codegen's helpers), so the cache works however this file is imported
+# (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels", types.ModuleType("_codegen_numba_kernels")
+    "_codegen_numba_kernels_1d87476322db", types.ModuleType("_codegen_numba_kernels_1d87476322db")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 

@@ -28,6 +28,7 @@ import yaml
 
 import codegen
 from codegen import cli
+from codegen.emit_numba import kernels_module
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "specs"
@@ -80,8 +81,8 @@ def docstring_nodes(tree: ast.Module) -> set[int]:
 FIXED_ASSIGNMENTS = {
     "_DTYPE = np.dtype(np.float64)",
     "_DTYPE = np.dtype(np.float32)",
-    "_KERNELS = sys.modules.setdefault('_codegen_numba_kernels', "
-    "types.ModuleType('_codegen_numba_kernels'))",
+    f"_KERNELS = sys.modules.setdefault('{kernels_module()}', "
+    f"types.ModuleType('{kernels_module()}'))",
 }
 FIXED_EXPRESSIONS = {"vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)",
                      "vars(_KERNELS).update(_bits=_bits, _as_f64=_as_f64, _fma=_fma)"}
