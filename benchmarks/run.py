@@ -209,8 +209,15 @@ def verify(calls: dict, reference: str = "handwritten") -> dict:
     return errors
 
 
-def time_interleaved(calls: dict, rounds: int, sample_s: float) -> dict:
-    """Median seconds per call; samples interleaved across systems, the order rotating."""
+# Between samples of different systems: OpenBLAS's threads spin about 0.1 s after a call
+# before they sleep, and NumPy's and SciPy's OpenBLAS (which Numba's np.dot calls) each have a
+# pool; on 2 cores, a sample started while the other pool still spins pays for both.
+SETTLE_S = 0.2
+
+
+def time_interleaved(calls: dict, rounds: int, sample_s: float, settle_s: float = SETTLE_S) -> dict:
+    """Median seconds per call; samples interleaved across systems, the order rotating, with a
+    pause of ``settle_s`` before each sample (see SETTLE_S)."""
     live = {s: c for s, c in calls.items() if not isinstance(c, str)}
     numbers = {}
     for system, call in live.items():  # warm up and calibrate
@@ -230,6 +237,8 @@ def time_interleaved(calls: dict, rounds: int, sample_s: float) -> dict:
             rotated = order[r % len(order):] + order[:r % len(order)]
             for system in rotated:
                 call, n = live[system], numbers[system]
+                time.sleep(settle_s)
+                call()  # after the pause: the first call wakes this system's threads
                 t0 = time.perf_counter()
                 for _ in range(n):
                     call()
@@ -491,6 +500,10 @@ def main(argv: list[str] | None = None) -> int:
                                               "with --quick)")
     p.add_argument("--sample-ms", type=float, help="length of one sample (default 50; 10 with "
                                                    "--quick)")
+    p.add_argument("--settle-ms", type=float, default=SETTLE_S * 1000,
+                   help="pause before each sample, so that the BLAS threads of the system timed "
+                        f"before stop spinning (default {SETTLE_S * 1000:.0f}; 0 to measure the "
+                        "contention of two BLAS pools in one process)")
     p.add_argument("--no-startup", action="store_true", help="skip the Numba start-up probes")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS process")
     p.add_argument("--no-generation", action="store_true", help="skip generation timing")
@@ -550,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
 
     res: dict = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "quick": quick,
                  "command": "python -m benchmarks" + (" --quick" if quick else ""),
-                 "settings": {"rounds": rounds, "sample_s": sample_s, "dtype": "float64",
+                 "settings": {"rounds": rounds, "sample_s": sample_s, "settle_s": args.settle_ms / 1000,
+                              "dtype": "float64",
                               "threads": args.threads or "library defaults",
                               "verify_rtol": RTOL, "numba_cache_dir": cache_dir},
                  "systems": systems, "machine": machine(), "workloads": {}}
@@ -596,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"disagree: {errors}")
             return 1
         log(f"workload {w.name}: timing")
-        times = time_interleaved(calls, rounds, sample_s)
+        times = time_interleaved(calls, rounds, sample_s, args.settle_ms / 1000)
         entry["time"] = {s: times.get(s, calls[s] if isinstance(calls[s], str) else None)
                          for s in systems}
         entry["ratio"] = {s: t["ratio"] for s, t in times.items()}

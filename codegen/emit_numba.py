@@ -49,6 +49,9 @@ _MATH = {"exp": ("exp",), "log": ("log", "log_poly"), "log1p": ("log1p", "log_po
          "sincos": ("sincos",), "softplus_sigmoid": ("softplus_sigmoid", "exp", "log1p", "log_poly")}
 
 
+# Numba frees a dead array at the end of its block of code, not after its last use: the partial
+# sums of a loop would stay alive through the products that follow it.
+_FREE = "  # frees the partial sums now"
 _BLOCK = 32  # rows per block of a prange loop that sums (one row of column sums per block)
 
 
@@ -105,6 +108,9 @@ class NumbaEmitter(Emitter):
                   if on]
         options = 'cache=True, error_model="numpy"' + (", fastmath=True" if self.fastmath else "")
         return {"kernel_options": options,
+                # Numba's cache does not load some parallel kernels back correctly (a returned
+                # array without its dtype): the parallel compilations are not cached
+                "parallel_options": options.replace("cache=True, ", ""),
                 "kernels_module": kernels_module(),
                 "math": sorted(self.math),
                 "parallel": self.parallel,
@@ -172,6 +178,8 @@ class NumbaEmitter(Emitter):
                 stmts.append(Stmt(f"{target} = {expr}", text.wrap_comment(self.comment(item))))
                 if item.op in _NEW_ARRAY:
                     owned.add(item.out)
+        while stmts and stmts[-1].code.endswith(_FREE):  # the return frees them anyway
+            stmts.pop()
         return stmts
 
     def render_group(self, group: Group, program: Program, names: Names,
@@ -245,16 +253,18 @@ class NumbaEmitter(Emitter):
                 target = f"{acc}[{', '.join(out_index)}]" if out_index else acc
                 # a full sum in a nest keeps one running sum per column (below)
                 columns = op.op != "max" and not value.shape and len(shape) > 1
-                if prange and (columns or value.shape) and not block:
+                rows = prange and self.sums_rows(op, shape)  # (parallel_safe: over axis 0)
+                if prange and (columns or rows) and not block:
                     block = names.fresh("block")
-                blocks = f"({self.dim_ref(shape[0], dim)} + {_BLOCK - 1}) // {_BLOCK}"
-                if prange and value.shape:  # a sum over rows (parallel_safe): one per block
+                blocks = f"({self.dim_ref(shape[0], dim)} + {_BLOCK - 1}) // {_BLOCK}" if block else ""
+                if rows:  # a sum over rows under prange: a row of partial sums per block
                     part = names.fresh(f"{acc}_blocks")
                     before.append(f"{part} = np.zeros(({blocks}, {self.dim_ref(shape[-1], dim)}),"
                                   f" dtype={self.np_dtype})")
                     body.append(f"{part}[{block}, {index[-1]}] += {x}")
                     whole = f"{part}.sum(axis=0)"
                     after.append(f"{acc} += {whole}" if total else f"{acc} = {whole}")
+                    after.append(f"{part} = np.empty((0, 0), dtype={self.np_dtype})" + _FREE)
                     if op.op == "mean" and not total:
                         after.append(f"{acc} /= {self.count(op, program, dim)}")
                     continue
@@ -269,6 +279,7 @@ class NumbaEmitter(Emitter):
                     at = f"{block}, {index[-1]}" if prange else index[-1]
                     body.append(f"{cols}[{at}] += {x}")
                     after.append(f"{acc} += {cols}.sum()" if total else f"{acc} = {cols}.sum()")
+                    after.append(f"{cols} = np.empty({'(0, 0)' if prange else '0'})" + _FREE)
                 elif op.op == "max":
                     body.append(f"{target} = max({target}, {x})")
                 else:
@@ -514,16 +525,24 @@ class NumbaEmitter(Emitter):
         if len(group.shape) < 2:
             return False
         for op in group.reductions:
-            axis = op.attr("axis")
-            axes = set(range(len(group.shape))) if axis is None else set(
-                axis if isinstance(axis, tuple) else (axis,))
-            if 0 not in axes:
+            axes = self.axes(op, group.shape)
+            if 0 not in axes:  # each row sums into its own element
                 continue
-            full = axes == set(range(len(group.shape)))
-            rows = axes == {0} and len(group.shape) == 2 and not op.attr("keepdims", False)
-            if op.op == "max" or not (full or rows):
+            full = axes == set(range(len(group.shape))) and not op.attr("keepdims", False)
+            if op.op == "max" or not (full or self.sums_rows(op, group.shape)):
                 return False
         return True
+
+    def axes(self, op: Op, shape: tuple) -> set[int]:
+        """The loop axes a reduction sums over."""
+        axis = op.attr("axis")
+        return set(range(len(shape))) if axis is None else set(
+            axis if isinstance(axis, tuple) else (axis,))
+
+    def sums_rows(self, op: Op, shape: tuple) -> bool:
+        """A sum (or mean) over the rows of a 2-D loop, into a vector."""
+        return (op.op != "max" and len(shape) == 2 and self.axes(op, shape) == {0}
+                and not op.attr("keepdims", False))
 
     def group_comment(self, group: Group, shape: tuple) -> str:
         seen: dict[str, None] = {}  # ordered, without repeats

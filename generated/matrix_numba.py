@@ -19,7 +19,7 @@ _DTYPE = np.dtype(np.float64)
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_1d87476322db", types.ModuleType("_codegen_numba_kernels_1d87476322db")
+    "_codegen_numba_kernels_68b723777a2c", types.ModuleType("_codegen_numba_kernels_68b723777a2c")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
@@ -812,6 +812,7 @@ def _outer_contraction_value_and_grad(u, v, A):
         for j in range(D):
             f_cols[j] += f_1[i, j] * A[i, j]
     f = f_cols.sum()
+    f_cols = np.empty(0)  # frees the partial sums now
     # f = sum(outer(u, v) * A)  →  outer product: du = dZ @ v
     du = np.dot(A, v)
     # f = sum(outer(u, v) * A)  →  outer product: dv = dZ.T @ u

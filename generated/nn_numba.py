@@ -19,7 +19,7 @@ _DTYPE = np.dtype(np.float64)
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_1d87476322db", types.ModuleType("_codegen_numba_kernels_1d87476322db")
+    "_codegen_numba_kernels_68b723777a2c", types.ModuleType("_codegen_numba_kernels_68b723777a2c")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
@@ -433,6 +433,7 @@ def _one_layer_value_and_grad(X, Y, W):
             loss_cols[j] += loss_1_e**2
             dP_1[i, j] = 2 * loss_1_e * (P_e * (1 - P_e))
     loss = loss_cols.sum()
+    loss_cols = np.empty(0)  # frees the partial sums now
     # P = sigmoid(X @ W)  →  left product: dB = A.T @ dZ
     dW = np.dot(X.T, dP_1)
     return loss, P, dW
@@ -603,6 +604,7 @@ def _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
             dloss_1[i, j] = dloss_1_e
             db2[j] += dloss_1_e
     loss = loss_cols.sum()
+    loss_cols = np.empty(0)  # frees the partial sums now
     # Z2 = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
     dH1 = np.dot(dloss_1, W2.T)
     # Z2 = H1 @ W2 + b2  →  left product: dB = A.T @ dZ

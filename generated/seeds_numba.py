@@ -18,7 +18,7 @@ _DTYPE = np.dtype(np.float64)
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_1d87476322db", types.ModuleType("_codegen_numba_kernels_1d87476322db")
+    "_codegen_numba_kernels_68b723777a2c", types.ModuleType("_codegen_numba_kernels_68b723777a2c")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
@@ -462,6 +462,7 @@ def _twice_sum_forward(A):
         for j in range(3):
             F_1_cols[j] += A[i, j]
     F_1 = F_1_cols.sum()
+    F_1_cols = np.empty(0)  # frees the partial sums now
     # scalars:
     #   F = 2 * sum(A)
     F = 2 * F_1
@@ -491,6 +492,7 @@ def _twice_sum_value_and_grad(A):
         for j in range(3):
             F_1_cols[j] += A[i, j]
     F_1 = F_1_cols.sum()
+    F_1_cols = np.empty(0)  # frees the partial sums now
     # scalars:
     #   F = 2 * sum(A)
     F = 2 * F_1
@@ -609,6 +611,7 @@ def _affine_sum_value_and_grad(A, W, B):
             S_cols[j] += Z_e
             dZ_1[i, j] = 1
     S = S_cols.sum()
+    S_cols = np.empty(0)  # frees the partial sums now
     # Z = A @ W + B  →  right product: dA = dZ @ B.T
     dA = np.dot(dZ_1, W.T)
     # Z = A @ W + B  →  left product: dB = A.T @ dZ
@@ -840,6 +843,7 @@ def _dictionary_learning_value_and_grad(X, D, R):
             f_cols[j] += E_e**2
             dE_1[i, j] = -2 * E_e
     f = f_cols.sum()
+    f_cols = np.empty(0)  # frees the partial sums now
     # E = X - D @ R  →  right product: dA = dZ @ B.T
     dD = np.dot(dE_1, R.T)
     # E = X - D @ R  →  left product: dB = A.T @ dZ
@@ -1040,6 +1044,7 @@ def _right_product_value_and_grad(X, W, C):
         for j in range(P):
             f_cols[j] += G[i, j] * C[i, j]
     f = f_cols.sum()
+    f_cols = np.empty(0)  # frees the partial sums now
     # G = X @ W  →  right product: dA = dZ @ B.T
     dX = np.dot(C, W.T)
     return f, dX
@@ -1136,6 +1141,7 @@ def _left_product_value_and_grad(W, X, C):
         for j in range(N):
             f_cols[j] += G[i, j] * C[i, j]
     f = f_cols.sum()
+    f_cols = np.empty(0)  # frees the partial sums now
     # G = W @ X  →  left product: dB = A.T @ dZ
     dX = np.dot(W.T, C)
     return f, dX

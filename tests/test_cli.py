@@ -755,8 +755,8 @@ def test_numba_options_reach_the_decorator(
                             "--numba-parallel", "--numba-fastmath")
     assert rc == 0, out + err
     src = (out_dir / "nn_numba.py").read_text()
-    assert ('cache=True, error_model="numpy", fastmath=True, '
-            'parallel={"prange": True, **only_prange}') in src
+    assert 'numba.njit(cache=True, error_model="numpy", fastmath=True)(kernel)' in src
+    assert 'error_model="numpy", fastmath=True, parallel={"prange": True, **only_prange}' in src
     assert "numba.prange(" in src and "@_parallel_kernel" in src
     rc, out, err = run_main(capsys, SPECS / "nn.yaml", "-o", out_dir, "--backend", "numba",
                             "--check")

@@ -146,13 +146,17 @@ KiB = 1024
 UFUNC_BUFFER = 64 * KiB  # NumPy's iterator buffer for a broadcast operand (8192 elements)
 
 
-def test_peak_of_dictionary_learning_is_the_residual_and_the_gradients():
-    mod = codegen.load_module(REPO / "benchmarks" / "specs" / "dictionary.yaml")
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_peak_of_dictionary_learning_is_the_residual_and_the_gradients(backend):
+    if backend == "numba":
+        pytest.importorskip("numba")
+    mod = codegen.load_module(REPO / "benchmarks" / "specs" / "dictionary.yaml", backend=backend)
     M, N, P = 200, 500, 50
     rng = np.random.default_rng(0)
     X, D, R = rng.standard_normal((M, N)), rng.standard_normal((M, P)), rng.standard_normal((P, N))
     floor = 8 * (M * N + M * P + P * N)  # E, dD and dR are alive together
-    assert _peak(lambda: mod.dictionary_value_and_grad(X, D, R)) <= floor + 4 * KiB
+    # (Numba: the loss's column sums, 8 N bytes, are freed before the products)
+    assert _peak(lambda: mod.dictionary_value_and_grad(X, D, R)) <= floor + 2 * KiB
 
 
 def test_peak_of_elementwise_chain_is_four_arrays():
