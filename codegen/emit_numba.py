@@ -199,6 +199,7 @@ class NumbaEmitter(Emitter):
         reuse = self.reuse(group, program, uses, dead)
         prange = self.parallel and self.parallel_safe(group)
         block = ""  # under prange, the index of a block of _BLOCK rows, when sums need one
+        block_sums: dict[str, str] = {}  # a sum's array -> its partial sums per block (prange)
         before: list[str] = []
         body: list[str] = []
         after: list[str] = []
@@ -256,17 +257,20 @@ class NumbaEmitter(Emitter):
                 rows = prange and self.sums_rows(op, shape)  # (parallel_safe: over axis 0)
                 if prange and (columns or rows) and not block:
                     block = names.fresh("block")
-                blocks = f"({self.dim_ref(shape[0], dim)} + {_BLOCK - 1}) // {_BLOCK}" if block else ""
+                blocks = (f"({self.dim_ref(shape[0], dim)} + {_BLOCK - 1}) // {_BLOCK}" if block
+                          else "")
                 if rows:  # a sum over rows under prange: a row of partial sums per block
-                    part = names.fresh(f"{acc}_blocks")
-                    before.append(f"{part} = np.zeros(({blocks}, {self.dim_ref(shape[-1], dim)}),"
-                                  f" dtype={self.np_dtype})")
-                    body.append(f"{part}[{block}, {index[-1]}] += {x}")
-                    whole = f"{part}.sum(axis=0)"
-                    after.append(f"{acc} += {whole}" if total else f"{acc} = {whole}")
-                    after.append(f"{part} = np.empty((0, 0), dtype={self.np_dtype})" + _FREE)
-                    if op.op == "mean" and not total:
-                        after.append(f"{acc} /= {self.count(op, program, dim)}")
+                    if acc not in block_sums:  # (sums that add into one total share them)
+                        block_sums[acc] = names.fresh(f"{acc}_blocks")
+                        part = block_sums[acc]
+                        before.append(f"{part} = np.zeros(({blocks}, "
+                                      f"{self.dim_ref(shape[-1], dim)}), dtype={self.np_dtype})")
+                        whole = f"{part}.sum(axis=0)"
+                        after.append(f"{acc} += {whole}" if total else f"{acc} = {whole}")
+                        after.append(f"{part} = np.empty((0, 0), dtype={self.np_dtype})" + _FREE)
+                        if op.op == "mean" and not total:
+                            after.append(f"{acc} /= {self.count(op, program, dim)}")
+                    body.append(f"{block_sums[acc]}[{block}, {index[-1]}] += {x}")
                     continue
                 if columns:
                     # one running sum per column: the inner loop's lanes are independent, so

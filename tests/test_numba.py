@@ -393,3 +393,16 @@ def test_parallel_reductions_of_every_kind_match_numpy(steps):
     assert_close(l1, l0)
     for a, c in zip(g0, g1):
         assert_close(c, a)
+
+
+def test_parallel_chain_adds_every_step_into_one_row_of_partial_sums_per_block():
+    """--numba-parallel on a chain: the fan-out sums of the shared w (one per step) share one
+    array of per-block partial sums, not one each."""
+    from codegen import compiler
+    from codegen.loader import load_spec
+
+    source = compiler.render(compile_spec(load_spec(_chain_spec(12), "chain.yaml")), "numba",
+                             parallel=True)
+    vg = source[source.index("def _chain_value_and_grad"):source.index("def chain(")]
+    assert vg.count("_blocks = np.zeros(") == 1 and vg.count("dw = dw_blocks.sum(axis=0)") == 1
+    assert vg.count("for block in numba.prange(") == 1
