@@ -258,12 +258,16 @@ def time_interleaved(calls: dict, rounds: int, sample_s: float, settle_s: float 
 def tracemalloc_peak(call, calls: int = 3) -> int:
     """Peak bytes traced during one call (its results included, as they are alive at return).
 
-    The least of ``calls`` calls: whether a small object comes from one of Python's free lists or
-    from the allocator varies from call to call by a few hundred bytes; arrays do not.
+    The least of ``calls`` calls, each after an untraced one: gc.collect() empties Python's free
+    lists, and a small object that is freed into a free list stays "allocated" for tracemalloc,
+    so the first call after a collection counts a few hundred bytes that a training loop's
+    steady state does not; arrays are not affected.
     """
     peaks = []
     for _ in range(calls):
         gc.collect()
+        del_result = call()  # untraced: refills the free lists that gc.collect() emptied
+        del del_result
         tracemalloc.start()
         try:
             tracemalloc.reset_peak()
