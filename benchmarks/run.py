@@ -266,8 +266,7 @@ def tracemalloc_peak(call, calls: int = 3) -> int:
     peaks = []
     for _ in range(calls):
         gc.collect()
-        del_result = call()  # untraced: refills the free lists that gc.collect() emptied
-        del del_result
+        call()  # untraced: refills the free lists that gc.collect() emptied
         tracemalloc.start()
         try:
             tracemalloc.reset_peak()

@@ -18,7 +18,7 @@ _DTYPE = np.dtype(np.float64)
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_68b723777a2c", types.ModuleType("_codegen_numba_kernels_68b723777a2c")
+    "_codegen_numba_kernels_40f91333a201", types.ModuleType("_codegen_numba_kernels_40f91333a201")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
@@ -184,9 +184,10 @@ vars(_KERNELS).update(_bits=_bits, _as_f64=_as_f64, _fma=_fma)
 # arithmetic (the bits of 2/pi down to 2**-1219 as 25 literals, picked by the exponent of x
 # through a 5-stage barrel shifter; products split exactly with FMA) gives x = (q + 4j) pi/2
 # + y0 + y1 with about 2**-150 absolute error, far below the 2**-117 the worst double needs;
-# then fdlibm's kernels and the quadrant by select. When the caller has checked that every
-# argument of the loop is below 1.6e6 (< 2**20 pi/2; _short_reduction), a loop-invariant flag
-# picks fdlibm's three-step Cody-Waite reduction instead, and LLVM compiles the loop twice.
+# then fdlibm's kernels and the quadrant by select. A kernel writes a loop that reads arrays
+# for sin and cos twice, behind one check of those arrays (_short_reduction): the copy for
+# arguments all below 1.6e6 (< 2**20 pi/2) passes short=True, a constant, and so compiles to
+# fdlibm's three-step Cody-Waite reduction alone.
 
 
 @_scalar
@@ -385,7 +386,8 @@ def _reduce_pio2(ax, short):
 
 @_scalar
 def _short_reduction(x):
-    """Whether every |x| is below 1.6e6, where sin and cos may take the short reduction."""
+    """Whether every |x| is below 1.6e6 (NaN counts: it gives NaN either way), where sin and
+    cos may take the short reduction."""
     for v in x.flat:
         if abs(v) >= 1.6e6:
             return False
