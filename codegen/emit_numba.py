@@ -221,16 +221,18 @@ class NumbaEmitter(Emitter):
             return self.element(names.of[a], program.values[a].shape, shape, index), ATOM
 
         trig_arrays: list[str] = []  # arrays read by sin and cos: checked before the loop
-        switch = names.fresh("short") if index else ""
+        switch = ""  # their check's local, named on first use
 
         def short(a: Arg) -> str:
             """What sin's or cos's argument passes as ``short``: the loop's switch for an
             array read from memory; an argument computed in the loop takes the long way."""
-            if not switch or not isinstance(a, str) or a in members or not program.values[a].shape:
+            nonlocal switch
+            if not index or not isinstance(a, str) or a in members or not program.values[a].shape:
                 return "False"
             arr = names.of[self.views.get(a, a)]
             if arr not in trig_arrays:
                 trig_arrays.append(arr)
+            switch = switch or names.fresh("short")
             return switch
 
         shared = self.shared_calls(group, program)
@@ -338,8 +340,7 @@ class NumbaEmitter(Emitter):
         if trig_arrays:
             before.append(f"{switch} = " + " and ".join(f"_short_reduction({a})"
                                                       for a in trig_arrays))
-        return self.loop(group, program, shape, index, before, body, after, dim,
-                         switch if trig_arrays else "", block)
+        return self.loop(group, program, shape, index, before, body, after, dim, switch, block)
 
     def shared_calls(self, group: Group,
                      program: Program) -> dict[str, tuple[str, Arg, list[tuple[str, str]]]]:
