@@ -109,13 +109,7 @@ def _last_boundary(text: str, end: int) -> int:
 
 def wrap_doc(doc: str, width: int = 86) -> str:
     """Fold the long lines of a docstring's text at word boundaries (short lines are kept)."""
-    import textwrap
-
     lines = []
     for line in doc.split("\n"):
-        if len(line) <= width:
-            lines.append(line)
-        else:
-            lines.extend(textwrap.wrap(line, width, break_long_words=False,
-                                       break_on_hyphens=False) or [line])
+        lines.extend([line] if len(line) <= width else _fold(line, width, ""))
     return "\n".join(lines)
