@@ -197,10 +197,10 @@ class Emitter:
             args = [self.arg_expr(a, names, dim, inline, typed and (isinstance(a, Const) or a in numbers))
                     for a in op.args]
             arg_nodes = [self.arg_node(a, e, program, names, nodes) for a, e in zip(op.args, args)]
-            squares = self.render_sum_of_squares(op, arg_nodes)
-            expr = squares or self.render_op(op, args, dim)
+            product_sum = self.render_sum_of_products(op, arg_nodes)
+            expr = product_sum or self.render_op(op, args, dim)
             node = Node(expr[0], expr[1], op, arg_nodes, shape=value.shape,
-                        render=self.renderer(op, squares, dim))
+                        render=self.renderer(op, product_sum, dim))
             users = uses.get(op.out, [])
             view = op.op in _VIEWS and all(prec == ATOM for _, prec in args)
             if (value.kind == "temp" and op.out not in keep_named and op.out not in names.of
@@ -220,11 +220,11 @@ class Emitter:
             stmt.target, stmt.node = target, node
         return stmts
 
-    def renderer(self, op: Op, squares: tuple[str, int] | None, dim: dict[str, str]
+    def renderer(self, op: Op, product_sum: tuple[str, int] | None, dim: dict[str, str]
                  ) -> Callable[[list[tuple[str, int]]], tuple[str, int]]:
-        """How the memory plan renders ``op`` again on operands it rewrote (``squares``: its
-        ``np.vdot`` form, which reads a named array the plan never rewrites)."""
-        return lambda operands: squares or self.render_op(op, operands, dim)
+        """How the memory plan renders ``op`` again on operands it rewrote (``product_sum``: its
+        ``np.vdot`` or ``np.einsum`` form, which reads named arrays the plan never rewrites)."""
+        return lambda operands: product_sum or self.render_op(op, operands, dim)
 
     def arg_node(self, a: Arg, expr: tuple[str, int], program: Program, names: Names,
                  nodes: dict[str, Node]) -> Node:
@@ -235,22 +235,33 @@ class Emitter:
             return Node(expr[0], expr[1], name=names.of[a], shape=program.values[a].shape)
         return Node(expr[0], expr[1])
 
-    def render_sum_of_squares(self, op: Op, args: list[Node]) -> tuple[str, int] | None:
-        """``sum(x ** 2)`` of a named float64 array as ``np.vdot(x, x)``: no temporary ``x ** 2``.
+    def render_sum_of_products(self, op: Op, args: list[Node]) -> tuple[str, int] | None:
+        """A sum of an elementwise product of two named arrays, without the product's temporary.
 
-        Float64 only: BLAS ``ddot`` is as accurate as pairwise summation there, not ``sdot`` in
-        float32.
+        ``sum(x ** 2)`` and ``sum(x * y)`` are ``np.vdot``: float64 only, where BLAS ``ddot`` is as
+        accurate as pairwise summation (``sdot`` in float32 is not).  The sum over rows of
+        ``x * y`` (a row vector's gradient) is ``np.einsum("ij,ij->j", x, y)``: NumPy adds rows
+        one after the other there too, so the einsum is as accurate, and it is faster.
         """
-        if not (self.plan_memory and self.dtype == "float64" and op.op == "sum"
-                and op.attr("axis") is None and not op.attr("keepdims", False)):
+        if not self.plan_memory or op.op != "sum" or op.attr("keepdims", False):
             return None
-        sq = args[0]
-        if sq.op is None or sq.op.op != "pow" or sq.op.attr("exponent") != 2:
+        prod = args[0]
+        if prod.op is None or prod.shape is None:
             return None
-        x = sq.args[0]
-        if not x.name or not x.shape or x.expr != x.name:
+        if prod.op.op == "pow" and prod.op.attr("exponent") == 2:
+            x = y = prod.args[0]
+        elif prod.op.op == "mul":
+            x, y = prod.args
+        else:
             return None
-        return f"np.vdot({x.name}, {x.name})", ATOM
+        if not all(v.name and v.expr == v.name and v.shape == prod.shape for v in (x, y)):
+            return None
+        axis = op.attr("axis")
+        if axis is None and self.dtype == "float64":
+            return f"np.vdot({x.name}, {y.name})", ATOM
+        if axis == 0 and len(prod.shape) == 2:
+            return f'np.einsum("ij,ij->j", {x.name}, {y.name})', ATOM
+        return None
 
     def typed_number(self, expr: str) -> str:
         """A step computed from numbers alone, as a scalar of the module's dtype."""
@@ -278,7 +289,7 @@ class Emitter:
         if op.out in names.of:
             return names.of[op.out]
         hint = program.values[op.out].hint
-        if op.op == "add" and op.phase == "backward" and isinstance(op.args[0], str):
+        if op.op in ("add", "sub") and op.phase == "backward" and isinstance(op.args[0], str):
             prev = op.args[0]
             prev_name = names.of.get(prev)
             if (prev_name is not None and program.values[prev].kind == "temp"

@@ -1,7 +1,8 @@
 """Reverse-mode planner: one reverse sweep that appends cotangent ops to the forward program.
 
-Like autodidax's ``eval_jaxpr_transposed``: walk the forward ops backwards with a map from value to
-cotangent, call each op's VJP from the rule table for the operands that need a gradient, sum over
+Like autodidax's ``eval_jaxpr_transposed``: walk the forward ops backwards (each op once every op
+reading its value is done, depth first: ``backward_order``) with a map from value to cotangent,
+call each op's VJP from the rule table for the operands that need a gradient, sum over
 broadcast axes, and accumulate where a value fans out.  The planner owns the chain rule; the rules
 own the calculus; nothing here makes strings.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import copy
 
 from .build import Builder
-from .ir import Arg, Const, Origin, Program, Shape
+from .ir import Arg, Const, Op, Origin, Program, Shape
 from .ops import OPS
 from .parse import Function
 from .shapes import fmt
@@ -45,7 +46,7 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
     ct: dict[str, Arg] = {first: seed}
     made_by: dict[str, Origin] = {first: Origin("", 0, f"seed: d{first} = g")}
     uses = _use_counts(program)
-    for op in reversed(fn.program.ops):
+    for op in backward_order(fn.program.ops):
         g = ct.pop(op.out, None)
         if g is None:
             continue
@@ -131,6 +132,33 @@ def unbroadcast(b: Builder, g: Arg, rep: Shape, target: Shape) -> tuple[Arg, str
     else:
         where = "axes " + ", ".join(str(i) for i in summed)
     return g, f"; broadcast {fmt(target)} to {fmt(rep)}: sum over {where}"
+
+
+def backward_order(ops: list[Op]) -> list[Op]:
+    """The forward ops in the order their VJPs run: each after every op that reads its value.
+
+    Depth first: once an op's cotangent is complete, its operands' producers go next, the left
+    operand first.  So the backward of ``tanh(a) * w + a * 0.5`` finishes ``tanh(a) * w`` (whose
+    cotangent becomes ``da``) before ``a * 0.5`` adds to it, and no second array for ``da`` is
+    started while the first branch still needs its own.
+    """
+    producer = {op.out: i for i, op in enumerate(ops)}
+    readers: dict[str, int] = {}
+    for op in ops:
+        for a in dict.fromkeys(a for a in op.args if isinstance(a, str)):
+            readers[a] = readers.get(a, 0) + 1
+    stack = [i for i, op in enumerate(ops) if not readers.get(op.out)]  # the last pops first
+    order: list[Op] = []
+    while stack:
+        op = ops[stack.pop()]
+        order.append(op)
+        operands = [a for a in dict.fromkeys(op.args) if isinstance(a, str) and a in producer]
+        for a in reversed(operands):
+            readers[a] -= 1
+            if readers[a] == 0:
+                stack.append(producer[a])
+    assert len(order) == len(ops)
+    return order
 
 
 def _depends_on(program: Program, wrt: set[str]) -> set[str]:

@@ -127,20 +127,19 @@ def gaussian_nll_backward(saved, g=1.0):
     C, nll_3, D = saved
     g = _check_cotangent("gaussian_nll", g, ())
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  Hadamard product: db = a * dz
-    dnll_5 = 0.5 * g
+    dnll_1 = 0.5 * g
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T
+    dS = dnll_1 * nll_3.T
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
     dnll_4 = np.eye(D, dtype=np.float64)
-    dnll_4 *= dnll_5
+    dnll_4 *= dnll_1
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  right product: dA = dZ @ B.T
     dnll_3 = dnll_4 @ C.T
     del dnll_4
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T
-    dS = nll_3.T @ dnll_3 @ nll_3.T
-    np.negative(dS, out=dS)
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
+    #     (dS: S is used 2 times)
+    dS -= nll_3.T @ dnll_3 @ nll_3.T
     del dnll_3
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T;
-    #     accumulate (dS: S is used 2 times)
-    dS += dnll_5 * nll_3.T
     return gaussian_nll_Grads(S=dS)
 
 
@@ -152,20 +151,18 @@ def gaussian_nll_value_and_grad(S, C):
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
     nll_3 = np.linalg.inv(S)
     nll = 0.5 * np.linalg.slogdet(S)[1] + 0.5 * np.trace(nll_3 @ C)
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T
+    dS = 0.5 * nll_3.T
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
     dnll_4 = np.eye(D, dtype=np.float64)
     dnll_4 *= 0.5
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  right product: dA = dZ @ B.T
     dnll_3 = dnll_4 @ C.T
     del dnll_4
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T
-    dS = nll_3.T @ dnll_3 @ nll_3.T
-    np.negative(dS, out=dS)
-    del dnll_3
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T;
-    #     accumulate (dS: S is used 2 times)
-    dS += 0.5 * nll_3.T
-    del nll_3
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
+    #     (dS: S is used 2 times)
+    dS -= nll_3.T @ dnll_3 @ nll_3.T
+    del nll_3, dnll_3
     return nll, gaussian_nll_Grads(S=dS)
 
 

@@ -155,7 +155,13 @@ def _gaussian_nll_forward(S, C):
 def _gaussian_nll_backward(g, C, nll_3, D):
     # scalars:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  Hadamard product: db = a * dz
-    dnll_5 = 0.5 * g
+    dnll_1 = 0.5 * g
+    # fused loop over [D, D]:
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T
+    dS = np.empty((D, D), dtype=np.float64)
+    for i in range(D):
+        for j in range(D):
+            dS[i, j] = dnll_1 * nll_3[j, i]
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
     dnll_4 = np.eye(D, dtype=np.float64)
     # fused loop over [D, D]:
@@ -163,26 +169,22 @@ def _gaussian_nll_backward(g, C, nll_3, D):
     dnll_4_2 = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
-            dnll_4_2[i, j] = dnll_5 * dnll_4[i, j]
+            dnll_4_2[i, j] = dnll_1 * dnll_4[i, j]
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  right product: dA = dZ @ B.T
     dnll_3 = np.dot(dnll_4_2, C.T)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T
-    dS = np.dot(nll_3.T, dnll_3)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T
-    dS_2 = np.dot(dS, nll_3.T)
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
+    #     (dS: S is used 2 times)
+    dS_2 = np.dot(nll_3.T, dnll_3)
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
+    #     (dS: S is used 2 times)
+    dS_3 = np.dot(dS_2, nll_3.T)
     # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T
-    dS_3 = dS_2  # in place of dS_2: not read after this loop
-    for i in range(D):
-        for j in range(D):
-            dS_3[i, j] = -dS_2[i, j]
-    # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T;
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T;
     #       accumulate (dS: S is used 2 times)
     dS_4 = dS_3  # in place of dS_3: not read after this loop
     for i in range(D):
         for j in range(D):
-            dS_4[i, j] = dS_3[i, j] + dnll_5 * nll_3[j, i]
+            dS_4[i, j] = dS[i, j] - dS_3[i, j]
     return (dS_4,)
 
 
@@ -204,6 +206,12 @@ def _gaussian_nll_value_and_grad(S, C):
     # scalars:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
     nll = nll_2 + 0.5 * nll_5
+    # fused loop over [D, D]:
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T
+    dS = np.empty((D, D), dtype=np.float64)
+    for i in range(D):
+        for j in range(D):
+            dS[i, j] = 0.5 * nll_3[j, i]
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
     dnll_4 = np.eye(D, dtype=np.float64)
     # fused loop over [D, D]:
@@ -214,23 +222,19 @@ def _gaussian_nll_value_and_grad(S, C):
             dnll_4_2[i, j] = 0.5 * dnll_4[i, j]
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  right product: dA = dZ @ B.T
     dnll_3 = np.dot(dnll_4_2, C.T)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T
-    dS = np.dot(nll_3.T, dnll_3)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T
-    dS_2 = np.dot(dS, nll_3.T)
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
+    #     (dS: S is used 2 times)
+    dS_2 = np.dot(nll_3.T, dnll_3)
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
+    #     (dS: S is used 2 times)
+    dS_3 = np.dot(dS_2, nll_3.T)
     # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T
-    dS_3 = dS_2  # in place of dS_2: not read after this loop
-    for i in range(D):
-        for j in range(D):
-            dS_3[i, j] = -dS_2[i, j]
-    # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T;
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T;
     #       accumulate (dS: S is used 2 times)
     dS_4 = dS_3  # in place of dS_3: not read after this loop
     for i in range(D):
         for j in range(D):
-            dS_4[i, j] = dS_3[i, j] + 0.5 * nll_3[j, i]
+            dS_4[i, j] = dS[i, j] - dS_3[i, j]
     return nll, dS_4
 
 

@@ -436,11 +436,13 @@ def logistic_regression_backward(saved, g=1.0):
     dloss_3 = g / N
     # loss = mean(softplus(z) - y * z)  →  subtraction: db = -dz
     dloss_2 = -dloss_3
-    # loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz
-    dz = y * dloss_2
-    # loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y);
-    #     accumulate (dz: z is used 3 times)
-    dz += dloss_3 * np.exp(z - loss_1)
+    # loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y)
+    dz = z - loss_1
+    np.exp(dz, out=dz)
+    dz *= dloss_3
+    # loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz; accumulate (dz: z is used
+    #     3 times)
+    dz += y * dloss_2
     # z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
     db = np.sum(dz)
     # z = X @ w + b  →  matrix-vector product: db = A.T @ dz
@@ -467,12 +469,14 @@ def logistic_regression_value_and_grad(X, y, w, b):
     dloss_3 = 1 / N
     # loss = mean(softplus(z) - y * z)  →  subtraction: db = -dz
     dloss_2 = -dloss_3
-    # loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz
-    dz = y * dloss_2
-    # loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y);
-    #     accumulate (dz: z is used 3 times)
-    dz += dloss_3 * np.exp(np.subtract(z, loss_1, out=z))
+    # loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y)
+    dz = np.subtract(z, loss_1, out=z)
+    np.exp(dz, out=dz)
+    dz *= dloss_3
     del z, loss_1
+    # loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz; accumulate (dz: z is used
+    #     3 times)
+    dz += y * dloss_2
     # z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
     db = np.sum(dz)
     # z = X @ w + b  →  matrix-vector product: db = A.T @ dz

@@ -829,14 +829,14 @@ def _logistic_regression_backward(g, X, y, z, loss_1, N):
     dloss_3 = dloss_3_e
     dloss_2 = -dloss_3_e
     # fused loop over [N]:
-    #   loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz
-    #   loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y);
-    #       accumulate (dz: z is used 3 times)
+    #   loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y)
+    #   loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz; accumulate (dz: z is
+    #       used 3 times)
     #   z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
     dz = np.empty((N,), dtype=np.float64)
     db = 0.0
     for i in range(N):
-        dz_e = y[i] * dloss_2 + dloss_3 * _exp(z[i] - loss_1[i])
+        dz_e = dloss_3 * _exp(z[i] - loss_1[i]) + y[i] * dloss_2
         dz[i] = dz_e
         db += dz_e
     # z = X @ w + b  →  matrix-vector product: db = A.T @ dz
@@ -874,14 +874,14 @@ def _logistic_regression_value_and_grad(X, y, w, b):
     dloss_3 = dloss_3_e
     dloss_2 = -dloss_3_e
     # fused loop over [N]:
-    #   loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz
-    #   loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y);
-    #       accumulate (dz: z is used 3 times)
+    #   loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y)
+    #   loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz; accumulate (dz: z is
+    #       used 3 times)
     #   z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
     dz = loss_1  # in place of loss_1: not read after this loop
     db = 0.0
     for i in range(N):
-        dz_e = y[i] * dloss_2 + dloss_3 * _exp(z[i] - loss_1[i])
+        dz_e = dloss_3 * _exp(z[i] - loss_1[i]) + y[i] * dloss_2
         dz[i] = dz_e
         db += dz_e
     # z = X @ w + b  →  matrix-vector product: db = A.T @ dz

@@ -440,7 +440,7 @@ def right_product_forward(X, W, C):
     # G = X @ W
     G = X @ W
     # f = sum(G * C)
-    f = np.sum(G * C)
+    f = np.vdot(G, C)
     del G
     return f, right_product_Saved(W=W, C=C)
 
@@ -464,7 +464,7 @@ def right_product_value_and_grad(X, W, C):
     # G = X @ W
     G = X @ W
     # f = sum(G * C)
-    f = np.sum(G * C)
+    f = np.vdot(G, C)
     del G
     # G = X @ W  →  right product: dA = dZ @ B.T
     dX = C @ W.T
@@ -500,7 +500,7 @@ def left_product_forward(W, X, C):
     # G = W @ X
     G = W @ X
     # f = sum(G * C)
-    f = np.sum(G * C)
+    f = np.vdot(G, C)
     del G
     return f, left_product_Saved(W=W, C=C)
 
@@ -524,7 +524,7 @@ def left_product_value_and_grad(W, X, C):
     # G = W @ X
     G = W @ X
     # f = sum(G * C)
-    f = np.sum(G * C)
+    f = np.vdot(G, C)
     del G
     # G = W @ X  →  left product: dB = A.T @ dZ
     dX = W.T @ C
@@ -560,7 +560,7 @@ def hadamard_product_forward(X, K, C):
     # G = X * K
     G = X * K
     # f = sum(G * C)
-    f = np.sum(G * C)
+    f = np.vdot(G, C)
     del G
     return f, hadamard_product_Saved(K=K, C=C)
 
@@ -584,7 +584,7 @@ def hadamard_product_value_and_grad(X, K, C):
     # G = X * K
     G = X * K
     # f = sum(G * C)
-    f = np.sum(G * C)
+    f = np.vdot(G, C)
     del G
     # G = X * K  →  Hadamard product: da = dz * b
     dX = C * K
@@ -621,7 +621,7 @@ def elementwise_function_forward(X, C):
     # G = sin(X)
     G = np.sin(X)
     # f = sum(G * C)
-    f = np.sum(G * C)
+    f = np.vdot(G, C)
     del G
     return f, elementwise_function_Saved(X=X, C=C)
 
@@ -645,7 +645,7 @@ def elementwise_function_value_and_grad(X, C):
     # G = sin(X)
     G = np.sin(X)
     # f = sum(G * C)
-    f = np.sum(G * C)
+    f = np.vdot(G, C)
     del G
     # G = sin(X)  →  sin: dx = dy * cos(x)
     dX = np.cos(X)
@@ -681,7 +681,7 @@ def matrix_addition_forward(X, K, C):
     # G = X + K
     G = X + K
     # f = sum(G * C)
-    f = np.sum(G * C)
+    f = np.vdot(G, C)
     del G
     return f, matrix_addition_Saved(C=C)
 
@@ -702,7 +702,7 @@ def matrix_addition_value_and_grad(X, K, C):
     # G = X + K
     G = X + K
     # f = sum(G * C)
-    f = np.sum(G * C)
+    f = np.vdot(G, C)
     del G
     # G = X + K  →  addition: da = dz; copied, dX would be another array
     dX = C.copy()
@@ -738,7 +738,7 @@ def row_broadcast_addition_forward(K, x, C):
     # G = K + x
     G = K + x
     # f = sum(G * C)
-    f = np.sum(G * C)
+    f = np.vdot(G, C)
     del G
     return f, row_broadcast_addition_Saved(C=C)
 
@@ -762,7 +762,7 @@ def row_broadcast_addition_value_and_grad(K, x, C):
     # G = K + x
     G = K + x
     # f = sum(G * C)
-    f = np.sum(G * C)
+    f = np.vdot(G, C)
     del G
     # G = K + x  →  addition: db = dz; broadcast [1, N] to [M, N]: sum over rows
     dx = np.sum(C, axis=0, keepdims=True)
@@ -800,7 +800,7 @@ def column_broadcast_addition_forward(K, x, C):
     # G = K + x
     G = K + x
     # f = sum(G * C)
-    f = np.sum(G * C)
+    f = np.vdot(G, C)
     del G
     return f, column_broadcast_addition_Saved(C=C)
 
@@ -826,7 +826,7 @@ def column_broadcast_addition_value_and_grad(K, x, C):
     # G = K + x
     G = K + x
     # f = sum(G * C)
-    f = np.sum(G * C)
+    f = np.vdot(G, C)
     del G
     # G = K + x  →  addition: db = dz; broadcast [M, 1] to [M, N]: sum over columns
     dx = np.sum(C, axis=1, keepdims=True)

@@ -4,6 +4,7 @@ into, nothing else is ever written, results are unchanged, and the peak stays ne
 from __future__ import annotations
 
 import gc
+import re
 import textwrap
 import tracemalloc
 from pathlib import Path
@@ -176,26 +177,71 @@ def test_peak_of_mlp_is_three_hidden_arrays_and_the_gradients():
     assert _peak(lambda: mod.small_mlp_value_and_grad(*args)) <= bound
 
 
-def test_peak_of_deep_chain_keeps_one_array_per_step():
-    steps, M, N = 30, 60, 60
+def _chain_spec(steps: int, M: int, N: int, dtype: str = "float64") -> str:
     lines = ["      - a1 = tanh(X) * w + X * 0.5"] + [
         f"      - a{k} = tanh(a{k - 1}) * w + a{k - 1} * 0.5" for k in range(2, steps + 1)]
-    spec = textwrap.dedent(f"""\
+    return textwrap.dedent(f"""\
         module: chain
+        dtype: {dtype}
         dims: {{M: {M}, N: {N}}}
         functions:
           chain:
             inputs: {{X: [M, N], w: [N]}}
             steps:
         """) + "\n".join(lines) + f"\n      - loss = sum(a{steps} ** 2)\n    outputs: [loss]\n"
-    mod = codegen.load_module(spec)
+
+
+def test_peak_of_deep_chain_keeps_one_array_per_step():
+    steps, M, N = 30, 120, 120  # an array (115 KB) is larger than the ufunc buffer
+    mod = codegen.load_module(_chain_spec(steps, M, N))
     rng = np.random.default_rng(0)
     X, w = rng.standard_normal((M, N)), rng.standard_normal(N)
     array = 8 * M * N
-    # the tanh of every step (backward reads them), three arrays of the current step, the
-    # iterator's buffer for the broadcast row, ~150 bytes of ndarray header per array
-    bound = (steps + 3) * array + UFUNC_BUFFER + (steps + 3) * 160 + 4 * KiB
+    # the tanh of every step (backward reads them), two arrays of the current step (its
+    # cotangent and the tanh branch's), the iterator's buffer for the broadcast row, ~150 bytes of
+    # ndarray header per array.  Three arrays of the step if the backward started ``da`` from
+    # ``a * 0.5`` before finishing the tanh branch, or if ``dw`` summed a temporary product.
+    bound = (steps + 2) * array + UFUNC_BUFFER + (steps + 3) * 160 + 4 * KiB
     assert _peak(lambda: mod.chain_value_and_grad(X, w)) <= bound
+
+
+def _rules(src: str, function: str) -> list[str]:
+    """The derivative rules named by the backward comments of ``function``, in order."""
+    body = src[src.index(f"def {function}("):] + "\n\n\n"
+    body = body[:body.index("\n\n\n")]
+    comments = re.findall(r"  →  (.*(?:\n +#     .*)*)", body)
+    return [" ".join(part.strip("# ") for part in c.split("\n")) for c in comments]
+
+
+def test_backward_finishes_the_left_branch_before_the_right_one():
+    src = codegen.generate_source(_chain_spec(2, 3, 4))
+    rules = _rules(src, "chain_value_and_grad")
+    # step a2: tanh(a1) * w first (da1 starts from the tanh rule), then a1 * 0.5 accumulates
+    tanh = rules.index("tanh: dx = dy * (1 - y * y)")
+    assert rules[tanh + 1].startswith("Hadamard product: da = dz * b; accumulate (da1")
+    assert "dw = np.einsum(\"ij,ij->j\", a2_1, da2)" in src
+    assert "dw += np.einsum(\"ij,ij->j\", a1_1, da1)" in src
+
+
+def test_float32_row_sum_of_a_product_is_an_einsum_and_stays_accurate():
+    spec = _chain_spec(3, 50, 40, "float32")
+    assert "np.einsum" in codegen.generate_source(spec)
+    mod, ref = codegen.load_module(spec), codegen.load_module(_chain_spec(3, 50, 40))
+    rng = np.random.default_rng(1)
+    X, w = rng.standard_normal((50, 40)), rng.standard_normal(40)
+    _, g32 = mod.chain_value_and_grad(X.astype(np.float32), w.astype(np.float32))
+    _, g64 = ref.chain_value_and_grad(X, w)
+    assert g32.w.dtype == np.float32
+    np.testing.assert_allclose(g32.w, g64.w, rtol=1e-4, atol=1e-4)
+
+
+def test_negated_contribution_is_subtracted_in_place():
+    src = codegen.generate_source(REPO / "specs" / "matrix.yaml")
+    vg = src[src.index("def gaussian_nll_value_and_grad"):]
+    vg = vg[:vg.index("\n\n\n")]
+    # inverse: dX = -Y.T @ dY @ Y.T accumulated into dS as a subtraction, not dS += -(...)
+    assert "    dS -= nll_3.T @ dnll_3 @ nll_3.T\n" in vg
+    assert "np.negative" not in vg and "-(" not in vg
 
 
 def test_plan_reads_like_the_hand_written_code():
