@@ -98,10 +98,33 @@ class NumbaEmitter(Emitter):
         view.wrapper_grads = view.vg_grads
         fields = ", ".join(f"{w}={cast(local, w)}" for w, local in zip(fn.wrt, view.vg_grads))
         view.wrap_grads = f"{fn.name}_Grads({fields})"
+        check = self.shape_check(fn)
+        view.forward[:0] = check
+        view.vg_forward[:0] = check
         view.fw_decorator = self.decorator(view.forward)
         view.bw_decorator = self.decorator(view.backward)
         view.vg_decorator = self.decorator(view.vg_forward + view.vg_backward)
         return view
+
+    def shape_check(self, fn: Function) -> list[Stmt]:
+        """The kernel's own comparison of its inputs' shapes with the spec's (the wrapper calls
+        it without checking inputs whose types it has seen: see ``_run_checked``)."""
+        first: dict[str, str] = {}
+        differ = []
+        for name in fn.program.inputs:
+            for axis, d in enumerate(fn.program.values[name].shape):
+                size = f"{name}.shape[{axis}]"
+                if isinstance(d, int):
+                    differ.append(f"{size} != {d}")
+                elif d in first:
+                    differ.append(f"{size} != {first[d]}")
+                else:
+                    first[d] = size
+        if not differ:
+            return []
+        message = f"{fn.name}: the inputs' shapes are not the spec's"
+        return [Stmt(f"if {' or '.join(differ)}:\n    raise ValueError({message!r})",
+                     "the spec's shapes (if not, the wrapper's checks name the input that differs)")]
 
     def template_vars(self) -> dict[str, str]:
         chosen = [name for name, on in (("parallel", self.parallel), ("fastmath", self.fastmath))

@@ -19,7 +19,7 @@ _DTYPE = np.dtype(np.float64)
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_856774ffc066", types.ModuleType("_codegen_numba_kernels_856774ffc066")
+    "_codegen_numba_kernels_2a23fda481ca", types.ModuleType("_codegen_numba_kernels_2a23fda481ca")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
@@ -30,7 +30,33 @@ def _kernel(function):
     error_model="numpy": x / 0 is inf or nan as in NumPy, and loops with divisions vectorise.
     """
     kernel = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    return numba.njit(cache=True, error_model="numpy")(kernel)
+    compiled = numba.njit(cache=True, error_model="numpy")(kernel)
+    compiled.checked = _unchecked
+    return compiled
+
+
+def _unchecked(*args):
+    """A kernel's ``checked`` entry before any checked call: sends every call to the checks."""
+    raise TypeError("no inputs of these types were checked yet")
+
+
+def _run_checked(kernel, *args):
+    """``kernel(*args)`` for the inputs _check_inputs returned; ``kernel.checked`` learns them.
+
+    ``kernel.checked`` is a second dispatcher of the kernel that never compiles: it only has the
+    compilations made here, for types and layouts _check_inputs let through. A wrapper calls it
+    first, without checks in Python (the kernel compares the shapes itself); any other input (a
+    float32 array for a float64 spec, a strided view, a list) raises TypeError there, and the
+    wrapper checks and converts it and comes here.
+    """
+    result = kernel(*args)
+    if len(getattr(kernel.checked, "overloads", ())) < len(getattr(kernel, "overloads", ())):
+        checked = numba.njit(kernel.py_func)
+        for compiled in kernel.overloads.values():
+            checked.add_overload(compiled)
+        checked.disable_compile()
+        kernel.checked = checked
+    return result
 
 
 # (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
@@ -132,6 +158,9 @@ _GAUSSIAN_NLL_INPUTS = (("S", ("D", "D")), ("C", ("D", "D")))
 
 @_kernel
 def _gaussian_nll_forward(S, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if S.shape[1] != S.shape[0] or C.shape[0] != S.shape[0] or C.shape[1] != S.shape[0]:
+        raise ValueError("gaussian_nll: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     D = S.shape[0]
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
@@ -190,6 +219,9 @@ def _gaussian_nll_backward(g, C, nll_3, D):
 
 @_kernel
 def _gaussian_nll_value_and_grad(S, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if S.shape[1] != S.shape[0] or C.shape[0] != S.shape[0] or C.shape[1] != S.shape[0]:
+        raise ValueError("gaussian_nll: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     D = S.shape[0]
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
@@ -249,8 +281,11 @@ def gaussian_nll(S, C):
 
 def gaussian_nll_forward(S, C):
     """Forward pass of gaussian_nll: returns (nll, saved) for gaussian_nll_backward."""
-    S, C = _check_inputs("gaussian_nll", (S, C), _GAUSSIAN_NLL_INPUTS)
-    nll, C, nll_3, D = _gaussian_nll_forward(S, C)
+    try:  # types checked before: the kernel compares the shapes
+        nll, C, nll_3, D = _gaussian_nll_forward.checked(S, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        S, C = _check_inputs("gaussian_nll", (S, C), _GAUSSIAN_NLL_INPUTS)
+        nll, C, nll_3, D = _run_checked(_gaussian_nll_forward, S, C)
     return _DTYPE.type(nll), gaussian_nll_Saved(C=C, nll_3=nll_3, D=D)
 
 
@@ -264,8 +299,11 @@ def gaussian_nll_backward(saved, g=1.0):
 
 def gaussian_nll_value_and_grad(S, C):
     """(nll, gradients of nll with respect to S) in one pass."""
-    S, C = _check_inputs("gaussian_nll", (S, C), _GAUSSIAN_NLL_INPUTS)
-    nll, dS_4 = _gaussian_nll_value_and_grad(S, C)
+    try:  # types checked before: the kernel compares the shapes
+        nll, dS_4 = _gaussian_nll_value_and_grad.checked(S, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        S, C = _check_inputs("gaussian_nll", (S, C), _GAUSSIAN_NLL_INPUTS)
+        nll, dS_4 = _run_checked(_gaussian_nll_value_and_grad, S, C)
     return _DTYPE.type(nll), gaussian_nll_Grads(S=dS_4)
 
 
@@ -287,6 +325,9 @@ _TRACE_PRODUCT_INPUTS = (("A", ("D", "D")), ("X", ("D", "D")))
 
 @_kernel
 def _trace_product_forward(A, X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[1] != A.shape[0] or X.shape[0] != A.shape[0] or X.shape[1] != A.shape[0]:
+        raise ValueError("trace_product: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     D = A.shape[0]
     # f = trace(A @ X)
@@ -313,6 +354,9 @@ def _trace_product_backward(g, A, D):
 
 @_kernel
 def _trace_product_value_and_grad(A, X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[1] != A.shape[0] or X.shape[0] != A.shape[0] or X.shape[1] != A.shape[0]:
+        raise ValueError("trace_product: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     D = A.shape[0]
     # f = trace(A @ X)
@@ -335,8 +379,11 @@ def trace_product(A, X):
 
 def trace_product_forward(A, X):
     """Forward pass of trace_product: returns (f, saved) for trace_product_backward."""
-    A, X = _check_inputs("trace_product", (A, X), _TRACE_PRODUCT_INPUTS)
-    f, A, D = _trace_product_forward(A, X)
+    try:  # types checked before: the kernel compares the shapes
+        f, A, D = _trace_product_forward.checked(A, X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        A, X = _check_inputs("trace_product", (A, X), _TRACE_PRODUCT_INPUTS)
+        f, A, D = _run_checked(_trace_product_forward, A, X)
     return _DTYPE.type(f), trace_product_Saved(A=A, D=D)
 
 
@@ -350,8 +397,11 @@ def trace_product_backward(saved, g=1.0):
 
 def trace_product_value_and_grad(A, X):
     """(f, gradients of f with respect to X) in one pass."""
-    A, X = _check_inputs("trace_product", (A, X), _TRACE_PRODUCT_INPUTS)
-    f, dX = _trace_product_value_and_grad(A, X)
+    try:  # types checked before: the kernel compares the shapes
+        f, dX = _trace_product_value_and_grad.checked(A, X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        A, X = _check_inputs("trace_product", (A, X), _TRACE_PRODUCT_INPUTS)
+        f, dX = _run_checked(_trace_product_value_and_grad, A, X)
     return _DTYPE.type(f), trace_product_Grads(X=dX)
 
 
@@ -376,6 +426,9 @@ _TRACE_QUADRATIC_INPUTS = (("A", ("N", "N")), ("X", ("N", "D")))
 
 @_kernel
 def _trace_quadratic_forward(A, X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[1] != A.shape[0] or X.shape[0] != A.shape[0]:
+        raise ValueError("trace_quadratic: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = A.shape[0]
     D = X.shape[1]
@@ -415,6 +468,9 @@ def _trace_quadratic_backward(g, A, X, f_2, N, D):
 
 @_kernel
 def _trace_quadratic_value_and_grad(A, X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[1] != A.shape[0] or X.shape[0] != A.shape[0]:
+        raise ValueError("trace_quadratic: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = A.shape[0]
     D = X.shape[1]
@@ -450,8 +506,11 @@ def trace_quadratic(A, X):
 
 def trace_quadratic_forward(A, X):
     """Forward pass of trace_quadratic: returns (f, saved) for trace_quadratic_backward."""
-    A, X = _check_inputs("trace_quadratic", (A, X), _TRACE_QUADRATIC_INPUTS)
-    f, A, X, f_2, N, D = _trace_quadratic_forward(A, X)
+    try:  # types checked before: the kernel compares the shapes
+        f, A, X, f_2, N, D = _trace_quadratic_forward.checked(A, X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        A, X = _check_inputs("trace_quadratic", (A, X), _TRACE_QUADRATIC_INPUTS)
+        f, A, X, f_2, N, D = _run_checked(_trace_quadratic_forward, A, X)
     return _DTYPE.type(f), trace_quadratic_Saved(A=A, X=X, f_2=f_2, N=N, D=D)
 
 
@@ -465,8 +524,11 @@ def trace_quadratic_backward(saved, g=1.0):
 
 def trace_quadratic_value_and_grad(A, X):
     """(f, gradients of f with respect to X) in one pass."""
-    A, X = _check_inputs("trace_quadratic", (A, X), _TRACE_QUADRATIC_INPUTS)
-    f, dX_2 = _trace_quadratic_value_and_grad(A, X)
+    try:  # types checked before: the kernel compares the shapes
+        f, dX_2 = _trace_quadratic_value_and_grad.checked(A, X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        A, X = _check_inputs("trace_quadratic", (A, X), _TRACE_QUADRATIC_INPUTS)
+        f, dX_2 = _run_checked(_trace_quadratic_value_and_grad, A, X)
     return _DTYPE.type(f), trace_quadratic_Grads(X=dX_2)
 
 
@@ -490,6 +552,9 @@ _INVERSE_BILINEAR_INPUTS = (("a", ("D",)), ("X", ("D", "D")), ("b", ("D",)))
 
 @_kernel
 def _inverse_bilinear_forward(a, X, b):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[0] != a.shape[0] or X.shape[1] != a.shape[0] or b.shape[0] != a.shape[0]:
+        raise ValueError("inverse_bilinear: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     D = a.shape[0]
     # f = a @ inv(X) @ b
@@ -525,6 +590,9 @@ def _inverse_bilinear_backward(g, a, b, f_1, D):
 
 @_kernel
 def _inverse_bilinear_value_and_grad(a, X, b):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[0] != a.shape[0] or X.shape[1] != a.shape[0] or b.shape[0] != a.shape[0]:
+        raise ValueError("inverse_bilinear: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     D = a.shape[0]
     # f = a @ inv(X) @ b
@@ -557,8 +625,11 @@ def inverse_bilinear(a, X, b):
 
 def inverse_bilinear_forward(a, X, b):
     """Forward pass of inverse_bilinear: returns (f, saved) for inverse_bilinear_backward."""
-    a, X, b = _check_inputs("inverse_bilinear", (a, X, b), _INVERSE_BILINEAR_INPUTS)
-    f, a, b, f_1, D = _inverse_bilinear_forward(a, X, b)
+    try:  # types checked before: the kernel compares the shapes
+        f, a, b, f_1, D = _inverse_bilinear_forward.checked(a, X, b)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        a, X, b = _check_inputs("inverse_bilinear", (a, X, b), _INVERSE_BILINEAR_INPUTS)
+        f, a, b, f_1, D = _run_checked(_inverse_bilinear_forward, a, X, b)
     return _DTYPE.type(f), inverse_bilinear_Saved(a=a, b=b, f_1=f_1, D=D)
 
 
@@ -572,8 +643,11 @@ def inverse_bilinear_backward(saved, g=1.0):
 
 def inverse_bilinear_value_and_grad(a, X, b):
     """(f, gradients of f with respect to X) in one pass."""
-    a, X, b = _check_inputs("inverse_bilinear", (a, X, b), _INVERSE_BILINEAR_INPUTS)
-    f, dX_3 = _inverse_bilinear_value_and_grad(a, X, b)
+    try:  # types checked before: the kernel compares the shapes
+        f, dX_3 = _inverse_bilinear_value_and_grad.checked(a, X, b)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        a, X, b = _check_inputs("inverse_bilinear", (a, X, b), _INVERSE_BILINEAR_INPUTS)
+        f, dX_3 = _run_checked(_inverse_bilinear_value_and_grad, a, X, b)
     return _DTYPE.type(f), inverse_bilinear_Grads(X=dX_3)
 
 
@@ -595,6 +669,9 @@ _LOG_ABS_DET_INPUTS = (("X", ("D", "D")),)
 
 @_kernel
 def _log_abs_det_forward(X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[1] != X.shape[0]:
+        raise ValueError("log_abs_det: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     D = X.shape[0]
     # f = logdet(X)
@@ -617,6 +694,9 @@ def _log_abs_det_backward(g, X, D):
 
 @_kernel
 def _log_abs_det_value_and_grad(X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[1] != X.shape[0]:
+        raise ValueError("log_abs_det: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     D = X.shape[0]
     # f = logdet(X)
@@ -642,8 +722,11 @@ def log_abs_det(X):
 
 def log_abs_det_forward(X):
     """Forward pass of log_abs_det: returns (f, saved) for log_abs_det_backward."""
-    (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
-    f, X, D = _log_abs_det_forward(X)
+    try:  # types checked before: the kernel compares the shapes
+        f, X, D = _log_abs_det_forward.checked(X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
+        f, X, D = _run_checked(_log_abs_det_forward, X)
     return _DTYPE.type(f), log_abs_det_Saved(X=X, D=D)
 
 
@@ -657,8 +740,11 @@ def log_abs_det_backward(saved, g=1.0):
 
 def log_abs_det_value_and_grad(X):
     """(f, gradients of f with respect to X) in one pass."""
-    (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
-    f, dX_2 = _log_abs_det_value_and_grad(X)
+    try:  # types checked before: the kernel compares the shapes
+        f, dX_2 = _log_abs_det_value_and_grad.checked(X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
+        f, dX_2 = _run_checked(_log_abs_det_value_and_grad, X)
     return _DTYPE.type(f), log_abs_det_Grads(X=dX_2)
 
 
@@ -681,6 +767,9 @@ _DETERMINANT_INPUTS = (("X", ("D", "D")),)
 
 @_kernel
 def _determinant_forward(X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[1] != X.shape[0]:
+        raise ValueError("determinant: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     D = X.shape[0]
     # f = det(X)
@@ -706,6 +795,9 @@ def _determinant_backward(g, X, f, D):
 
 @_kernel
 def _determinant_value_and_grad(X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[1] != X.shape[0]:
+        raise ValueError("determinant: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     D = X.shape[0]
     # f = det(X)
@@ -730,8 +822,11 @@ def determinant(X):
 
 def determinant_forward(X):
     """Forward pass of determinant: returns (f, saved) for determinant_backward."""
-    (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
-    f, X, D = _determinant_forward(X)
+    try:  # types checked before: the kernel compares the shapes
+        f, X, D = _determinant_forward.checked(X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
+        f, X, D = _run_checked(_determinant_forward, X)
     return _DTYPE.type(f), determinant_Saved(X=X, f=f, D=D)
 
 
@@ -745,8 +840,11 @@ def determinant_backward(saved, g=1.0):
 
 def determinant_value_and_grad(X):
     """(f, gradients of f with respect to X) in one pass."""
-    (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
-    f, dX_2 = _determinant_value_and_grad(X)
+    try:  # types checked before: the kernel compares the shapes
+        f, dX_2 = _determinant_value_and_grad.checked(X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
+        f, dX_2 = _run_checked(_determinant_value_and_grad, X)
     return _DTYPE.type(f), determinant_Grads(X=dX_2)
 
 
@@ -772,6 +870,9 @@ _OUTER_CONTRACTION_INPUTS = (("u", ("N",)), ("v", ("D",)), ("A", ("N", "D")))
 
 @_kernel
 def _outer_contraction_forward(u, v, A):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[0] != u.shape[0] or A.shape[1] != v.shape[0]:
+        raise ValueError("outer_contraction: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = u.shape[0]
     D = v.shape[0]
@@ -804,6 +905,9 @@ def _outer_contraction_backward(g, u, v, A, N, D):
 
 @_kernel
 def _outer_contraction_value_and_grad(u, v, A):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[0] != u.shape[0] or A.shape[1] != v.shape[0]:
+        raise ValueError("outer_contraction: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = u.shape[0]
     D = v.shape[0]
@@ -833,8 +937,11 @@ def outer_contraction(u, v, A):
 
 def outer_contraction_forward(u, v, A):
     """Forward pass of outer_contraction: returns (f, saved) for outer_contraction_backward."""
-    u, v, A = _check_inputs("outer_contraction", (u, v, A), _OUTER_CONTRACTION_INPUTS)
-    f, u, v, A, N, D = _outer_contraction_forward(u, v, A)
+    try:  # types checked before: the kernel compares the shapes
+        f, u, v, A, N, D = _outer_contraction_forward.checked(u, v, A)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        u, v, A = _check_inputs("outer_contraction", (u, v, A), _OUTER_CONTRACTION_INPUTS)
+        f, u, v, A, N, D = _run_checked(_outer_contraction_forward, u, v, A)
     return _DTYPE.type(f), outer_contraction_Saved(u=u, v=v, A=A, N=N, D=D)
 
 
@@ -848,6 +955,9 @@ def outer_contraction_backward(saved, g=1.0):
 
 def outer_contraction_value_and_grad(u, v, A):
     """(f, gradients of f with respect to u, v) in one pass."""
-    u, v, A = _check_inputs("outer_contraction", (u, v, A), _OUTER_CONTRACTION_INPUTS)
-    f, du, dv = _outer_contraction_value_and_grad(u, v, A)
+    try:  # types checked before: the kernel compares the shapes
+        f, du, dv = _outer_contraction_value_and_grad.checked(u, v, A)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        u, v, A = _check_inputs("outer_contraction", (u, v, A), _OUTER_CONTRACTION_INPUTS)
+        f, du, dv = _run_checked(_outer_contraction_value_and_grad, u, v, A)
     return _DTYPE.type(f), outer_contraction_Grads(u=du, v=dv)

@@ -19,7 +19,7 @@ _DTYPE = np.dtype(np.float64)
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_856774ffc066", types.ModuleType("_codegen_numba_kernels_856774ffc066")
+    "_codegen_numba_kernels_2a23fda481ca", types.ModuleType("_codegen_numba_kernels_2a23fda481ca")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
@@ -30,7 +30,33 @@ def _kernel(function):
     error_model="numpy": x / 0 is inf or nan as in NumPy, and loops with divisions vectorise.
     """
     kernel = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    return numba.njit(cache=True, error_model="numpy")(kernel)
+    compiled = numba.njit(cache=True, error_model="numpy")(kernel)
+    compiled.checked = _unchecked
+    return compiled
+
+
+def _unchecked(*args):
+    """A kernel's ``checked`` entry before any checked call: sends every call to the checks."""
+    raise TypeError("no inputs of these types were checked yet")
+
+
+def _run_checked(kernel, *args):
+    """``kernel(*args)`` for the inputs _check_inputs returned; ``kernel.checked`` learns them.
+
+    ``kernel.checked`` is a second dispatcher of the kernel that never compiles: it only has the
+    compilations made here, for types and layouts _check_inputs let through. A wrapper calls it
+    first, without checks in Python (the kernel compares the shapes itself); any other input (a
+    float32 array for a float64 spec, a strided view, a list) raises TypeError there, and the
+    wrapper checks and converts it and comes here.
+    """
+    result = kernel(*args)
+    if len(getattr(kernel.checked, "overloads", ())) < len(getattr(kernel, "overloads", ())):
+        checked = numba.njit(kernel.py_func)
+        for compiled in kernel.overloads.values():
+            checked.add_overload(compiled)
+        checked.disable_compile()
+        kernel.checked = checked
+    return result
 
 
 # (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
@@ -371,6 +397,9 @@ _ONE_LAYER_INPUTS = (("X", ("N", "D")), ("Y", ("N", "K")), ("W", ("D", "K")))
 
 @_kernel
 def _one_layer_forward(X, Y, W):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if Y.shape[0] != X.shape[0] or W.shape[0] != X.shape[1] or W.shape[1] != Y.shape[1]:
+        raise ValueError("one_layer: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = X.shape[0]
     K = Y.shape[1]
@@ -412,6 +441,9 @@ def _one_layer_backward(g, X, P, loss_1, N, K):
 
 @_kernel
 def _one_layer_value_and_grad(X, Y, W):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if Y.shape[0] != X.shape[0] or W.shape[0] != X.shape[1] or W.shape[1] != Y.shape[1]:
+        raise ValueError("one_layer: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = X.shape[0]
     K = Y.shape[1]
@@ -449,8 +481,11 @@ def one_layer(X, Y, W):
 
 def one_layer_forward(X, Y, W):
     """Forward pass of one_layer: returns ((loss, P), saved) for one_layer_backward."""
-    X, Y, W = _check_inputs("one_layer", (X, Y, W), _ONE_LAYER_INPUTS)
-    loss, P, X, loss_1, N, K = _one_layer_forward(X, Y, W)
+    try:  # types checked before: the kernel compares the shapes
+        loss, P, X, loss_1, N, K = _one_layer_forward.checked(X, Y, W)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, Y, W = _check_inputs("one_layer", (X, Y, W), _ONE_LAYER_INPUTS)
+        loss, P, X, loss_1, N, K = _run_checked(_one_layer_forward, X, Y, W)
     return (_DTYPE.type(loss), P), one_layer_Saved(X=X, P=P, loss_1=loss_1, N=N, K=K)
 
 
@@ -464,8 +499,11 @@ def one_layer_backward(saved, g=1.0):
 
 def one_layer_value_and_grad(X, Y, W):
     """((loss, P), gradients of loss with respect to W) in one pass."""
-    X, Y, W = _check_inputs("one_layer", (X, Y, W), _ONE_LAYER_INPUTS)
-    loss, P, dW = _one_layer_value_and_grad(X, Y, W)
+    try:  # types checked before: the kernel compares the shapes
+        loss, P, dW = _one_layer_value_and_grad.checked(X, Y, W)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, Y, W = _check_inputs("one_layer", (X, Y, W), _ONE_LAYER_INPUTS)
+        loss, P, dW = _run_checked(_one_layer_value_and_grad, X, Y, W)
     return (_DTYPE.type(loss), P), one_layer_Grads(W=dW)
 
 
@@ -502,6 +540,16 @@ _MLP_MSE_INPUTS = (
 
 @_kernel
 def _mlp_mse_forward(X, Y, W1, b1, W2, b2):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        Y.shape[0] != X.shape[0]
+        or W1.shape[0] != X.shape[1]
+        or b1.shape[0] != W1.shape[1]
+        or W2.shape[0] != W1.shape[1]
+        or W2.shape[1] != Y.shape[1]
+        or b2.shape[0] != Y.shape[1]
+    ):
+        raise ValueError("mlp_mse: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = X.shape[0]
     K = Y.shape[1]
@@ -570,6 +618,16 @@ def _mlp_mse_backward(g, X, W2, H1, loss_1, N, K, H):
 
 @_kernel
 def _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        Y.shape[0] != X.shape[0]
+        or W1.shape[0] != X.shape[1]
+        or b1.shape[0] != W1.shape[1]
+        or W2.shape[0] != W1.shape[1]
+        or W2.shape[1] != Y.shape[1]
+        or b2.shape[0] != Y.shape[1]
+    ):
+        raise ValueError("mlp_mse: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = X.shape[0]
     K = Y.shape[1]
@@ -633,8 +691,11 @@ def mlp_mse(X, Y, W1, b1, W2, b2):
 
 def mlp_mse_forward(X, Y, W1, b1, W2, b2):
     """Forward pass of mlp_mse: returns ((loss, Z2), saved) for mlp_mse_backward."""
-    X, Y, W1, b1, W2, b2 = _check_inputs("mlp_mse", (X, Y, W1, b1, W2, b2), _MLP_MSE_INPUTS)
-    loss, Z2, X, W2, H1, loss_1, N, K, H = _mlp_mse_forward(X, Y, W1, b1, W2, b2)
+    try:  # types checked before: the kernel compares the shapes
+        loss, Z2, X, W2, H1, loss_1, N, K, H = _mlp_mse_forward.checked(X, Y, W1, b1, W2, b2)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, Y, W1, b1, W2, b2 = _check_inputs("mlp_mse", (X, Y, W1, b1, W2, b2), _MLP_MSE_INPUTS)
+        loss, Z2, X, W2, H1, loss_1, N, K, H = _run_checked(_mlp_mse_forward, X, Y, W1, b1, W2, b2)
     return (_DTYPE.type(loss), Z2), mlp_mse_Saved(X=X, W2=W2, H1=H1, loss_1=loss_1, N=N, K=K, H=H)
 
 
@@ -648,8 +709,11 @@ def mlp_mse_backward(saved, g=1.0):
 
 def mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
     """((loss, Z2), gradients of loss with respect to W1, b1, W2, b2) in one pass."""
-    X, Y, W1, b1, W2, b2 = _check_inputs("mlp_mse", (X, Y, W1, b1, W2, b2), _MLP_MSE_INPUTS)
-    loss, Z2, dW1, db1, dW2, db2 = _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2)
+    try:  # types checked before: the kernel compares the shapes
+        loss, Z2, dW1, db1, dW2, db2 = _mlp_mse_value_and_grad.checked(X, Y, W1, b1, W2, b2)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, Y, W1, b1, W2, b2 = _check_inputs("mlp_mse", (X, Y, W1, b1, W2, b2), _MLP_MSE_INPUTS)
+        loss, Z2, dW1, db1, dW2, db2 = _run_checked(_mlp_mse_value_and_grad, X, Y, W1, b1, W2, b2)
     return (_DTYPE.type(loss), Z2), mlp_mse_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)
 
 
@@ -673,6 +737,9 @@ _LINEAR_REGRESSION_INPUTS = (("X", ("N", "D")), ("y", ("N",)), ("w", ("D",)), ("
 
 @_kernel
 def _linear_regression_forward(X, y, w, b):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if y.shape[0] != X.shape[0] or w.shape[0] != X.shape[1]:
+        raise ValueError("linear_regression: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = X.shape[0]
     # r = X @ w + b - y
@@ -712,6 +779,9 @@ def _linear_regression_backward(g, X, r, N):
 
 @_kernel
 def _linear_regression_value_and_grad(X, y, w, b):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if y.shape[0] != X.shape[0] or w.shape[0] != X.shape[1]:
+        raise ValueError("linear_regression: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = X.shape[0]
     # r = X @ w + b - y
@@ -754,8 +824,11 @@ def linear_regression(X, y, w, b):
 def linear_regression_forward(X, y, w, b):
     """Forward pass of linear_regression: returns (loss, saved) for
     linear_regression_backward."""
-    X, y, w, b = _check_inputs("linear_regression", (X, y, w, b), _LINEAR_REGRESSION_INPUTS)
-    loss, X, r, N = _linear_regression_forward(X, y, w, b)
+    try:  # types checked before: the kernel compares the shapes
+        loss, X, r, N = _linear_regression_forward.checked(X, y, w, b)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, y, w, b = _check_inputs("linear_regression", (X, y, w, b), _LINEAR_REGRESSION_INPUTS)
+        loss, X, r, N = _run_checked(_linear_regression_forward, X, y, w, b)
     return _DTYPE.type(loss), linear_regression_Saved(X=X, r=r, N=N)
 
 
@@ -769,8 +842,11 @@ def linear_regression_backward(saved, g=1.0):
 
 def linear_regression_value_and_grad(X, y, w, b):
     """(loss, gradients of loss with respect to w, b) in one pass."""
-    X, y, w, b = _check_inputs("linear_regression", (X, y, w, b), _LINEAR_REGRESSION_INPUTS)
-    loss, dw, db = _linear_regression_value_and_grad(X, y, w, b)
+    try:  # types checked before: the kernel compares the shapes
+        loss, dw, db = _linear_regression_value_and_grad.checked(X, y, w, b)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, y, w, b = _check_inputs("linear_regression", (X, y, w, b), _LINEAR_REGRESSION_INPUTS)
+        loss, dw, db = _run_checked(_linear_regression_value_and_grad, X, y, w, b)
     return _DTYPE.type(loss), linear_regression_Grads(w=dw, b=_DTYPE.type(db))
 
 
@@ -796,6 +872,9 @@ _LOGISTIC_REGRESSION_INPUTS = (("X", ("N", "D")), ("y", ("N",)), ("w", ("D",)), 
 
 @_kernel
 def _logistic_regression_forward(X, y, w, b):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if y.shape[0] != X.shape[0] or w.shape[0] != X.shape[1]:
+        raise ValueError("logistic_regression: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = X.shape[0]
     # z = X @ w + b
@@ -846,6 +925,9 @@ def _logistic_regression_backward(g, X, y, z, loss_1, N):
 
 @_kernel
 def _logistic_regression_value_and_grad(X, y, w, b):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if y.shape[0] != X.shape[0] or w.shape[0] != X.shape[1]:
+        raise ValueError("logistic_regression: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = X.shape[0]
     # z = X @ w + b
@@ -900,8 +982,13 @@ def logistic_regression(X, y, w, b):
 def logistic_regression_forward(X, y, w, b):
     """Forward pass of logistic_regression: returns ((loss, p), saved) for
     logistic_regression_backward."""
-    X, y, w, b = _check_inputs("logistic_regression", (X, y, w, b), _LOGISTIC_REGRESSION_INPUTS)
-    loss, p, X, y, z, loss_1, N = _logistic_regression_forward(X, y, w, b)
+    try:  # types checked before: the kernel compares the shapes
+        loss, p, X, y, z, loss_1, N = _logistic_regression_forward.checked(X, y, w, b)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, y, w, b = _check_inputs(
+            "logistic_regression", (X, y, w, b), _LOGISTIC_REGRESSION_INPUTS
+        )
+        loss, p, X, y, z, loss_1, N = _run_checked(_logistic_regression_forward, X, y, w, b)
     return (_DTYPE.type(loss), p), logistic_regression_Saved(X=X, y=y, z=z, loss_1=loss_1, N=N)
 
 
@@ -915,8 +1002,13 @@ def logistic_regression_backward(saved, g=1.0):
 
 def logistic_regression_value_and_grad(X, y, w, b):
     """((loss, p), gradients of loss with respect to w, b) in one pass."""
-    X, y, w, b = _check_inputs("logistic_regression", (X, y, w, b), _LOGISTIC_REGRESSION_INPUTS)
-    loss, p, dw, db = _logistic_regression_value_and_grad(X, y, w, b)
+    try:  # types checked before: the kernel compares the shapes
+        loss, p, dw, db = _logistic_regression_value_and_grad.checked(X, y, w, b)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, y, w, b = _check_inputs(
+            "logistic_regression", (X, y, w, b), _LOGISTIC_REGRESSION_INPUTS
+        )
+        loss, p, dw, db = _run_checked(_logistic_regression_value_and_grad, X, y, w, b)
     return (_DTYPE.type(loss), p), logistic_regression_Grads(w=dw, b=_DTYPE.type(db))
 
 
@@ -947,6 +1039,14 @@ _SOFTMAX_REGRESSION_INPUTS = (
 
 @_kernel
 def _softmax_regression_forward(X, Y, W, b):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        Y.shape[0] != X.shape[0]
+        or W.shape[0] != X.shape[1]
+        or W.shape[1] != Y.shape[1]
+        or b.shape[0] != Y.shape[1]
+    ):
+        raise ValueError("softmax_regression: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = X.shape[0]
     K = Y.shape[1]
@@ -1035,6 +1135,14 @@ def _softmax_regression_backward(g, X, Y, loss_1, N, K):
 
 @_kernel
 def _softmax_regression_value_and_grad(X, Y, W, b):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        Y.shape[0] != X.shape[0]
+        or W.shape[0] != X.shape[1]
+        or W.shape[1] != Y.shape[1]
+        or b.shape[0] != Y.shape[1]
+    ):
+        raise ValueError("softmax_regression: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = X.shape[0]
     K = Y.shape[1]
@@ -1124,8 +1232,11 @@ def softmax_regression(X, Y, W, b):
 def softmax_regression_forward(X, Y, W, b):
     """Forward pass of softmax_regression: returns ((loss, Z), saved) for
     softmax_regression_backward."""
-    X, Y, W, b = _check_inputs("softmax_regression", (X, Y, W, b), _SOFTMAX_REGRESSION_INPUTS)
-    loss, Z, X, Y, loss_1, N, K = _softmax_regression_forward(X, Y, W, b)
+    try:  # types checked before: the kernel compares the shapes
+        loss, Z, X, Y, loss_1, N, K = _softmax_regression_forward.checked(X, Y, W, b)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, Y, W, b = _check_inputs("softmax_regression", (X, Y, W, b), _SOFTMAX_REGRESSION_INPUTS)
+        loss, Z, X, Y, loss_1, N, K = _run_checked(_softmax_regression_forward, X, Y, W, b)
     return (_DTYPE.type(loss), Z), softmax_regression_Saved(X=X, Y=Y, loss_1=loss_1, N=N, K=K)
 
 
@@ -1139,8 +1250,11 @@ def softmax_regression_backward(saved, g=1.0):
 
 def softmax_regression_value_and_grad(X, Y, W, b):
     """((loss, Z), gradients of loss with respect to W, b) in one pass."""
-    X, Y, W, b = _check_inputs("softmax_regression", (X, Y, W, b), _SOFTMAX_REGRESSION_INPUTS)
-    loss, Z, dW, db = _softmax_regression_value_and_grad(X, Y, W, b)
+    try:  # types checked before: the kernel compares the shapes
+        loss, Z, dW, db = _softmax_regression_value_and_grad.checked(X, Y, W, b)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, Y, W, b = _check_inputs("softmax_regression", (X, Y, W, b), _SOFTMAX_REGRESSION_INPUTS)
+        loss, Z, dW, db = _run_checked(_softmax_regression_value_and_grad, X, Y, W, b)
     return (_DTYPE.type(loss), Z), softmax_regression_Grads(W=dW, b=db)
 
 
@@ -1178,6 +1292,16 @@ _MLP_CLASSIFIER_INPUTS = (
 
 @_kernel
 def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        Y.shape[0] != X.shape[0]
+        or W1.shape[0] != X.shape[1]
+        or b1.shape[0] != W1.shape[1]
+        or W2.shape[0] != W1.shape[1]
+        or W2.shape[1] != Y.shape[1]
+        or b2.shape[0] != Y.shape[1]
+    ):
+        raise ValueError("mlp_classifier: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = X.shape[0]
     K = Y.shape[1]
@@ -1289,6 +1413,16 @@ def _mlp_classifier_backward(g, X, Y, W2, H1, loss_1, N, K, H):
 
 @_kernel
 def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        Y.shape[0] != X.shape[0]
+        or W1.shape[0] != X.shape[1]
+        or b1.shape[0] != W1.shape[1]
+        or W2.shape[0] != W1.shape[1]
+        or W2.shape[1] != Y.shape[1]
+        or b2.shape[0] != Y.shape[1]
+    ):
+        raise ValueError("mlp_classifier: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = X.shape[0]
     K = Y.shape[1]
@@ -1402,10 +1536,17 @@ def mlp_classifier(X, Y, W1, b1, W2, b2):
 def mlp_classifier_forward(X, Y, W1, b1, W2, b2):
     """Forward pass of mlp_classifier: returns ((loss, Z), saved) for
     mlp_classifier_backward."""
-    X, Y, W1, b1, W2, b2 = _check_inputs(
-        "mlp_classifier", (X, Y, W1, b1, W2, b2), _MLP_CLASSIFIER_INPUTS
-    )
-    loss, Z, X, Y, W2, H1, loss_1, N, K, H = _mlp_classifier_forward(X, Y, W1, b1, W2, b2)
+    try:  # types checked before: the kernel compares the shapes
+        loss, Z, X, Y, W2, H1, loss_1, N, K, H = _mlp_classifier_forward.checked(
+            X, Y, W1, b1, W2, b2
+        )
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, Y, W1, b1, W2, b2 = _check_inputs(
+            "mlp_classifier", (X, Y, W1, b1, W2, b2), _MLP_CLASSIFIER_INPUTS
+        )
+        loss, Z, X, Y, W2, H1, loss_1, N, K, H = _run_checked(
+            _mlp_classifier_forward, X, Y, W1, b1, W2, b2
+        )
     return (_DTYPE.type(loss), Z), mlp_classifier_Saved(
         X=X, Y=Y, W2=W2, H1=H1, loss_1=loss_1, N=N, K=K, H=H
     )
@@ -1421,8 +1562,13 @@ def mlp_classifier_backward(saved, g=1.0):
 
 def mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     """((loss, Z), gradients of loss with respect to W1, b1, W2, b2) in one pass."""
-    X, Y, W1, b1, W2, b2 = _check_inputs(
-        "mlp_classifier", (X, Y, W1, b1, W2, b2), _MLP_CLASSIFIER_INPUTS
-    )
-    loss, Z, dW1, db1, dW2, db2 = _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2)
+    try:  # types checked before: the kernel compares the shapes
+        loss, Z, dW1, db1, dW2, db2 = _mlp_classifier_value_and_grad.checked(X, Y, W1, b1, W2, b2)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, Y, W1, b1, W2, b2 = _check_inputs(
+            "mlp_classifier", (X, Y, W1, b1, W2, b2), _MLP_CLASSIFIER_INPUTS
+        )
+        loss, Z, dW1, db1, dW2, db2 = _run_checked(
+            _mlp_classifier_value_and_grad, X, Y, W1, b1, W2, b2
+        )
     return (_DTYPE.type(loss), Z), mlp_classifier_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)

@@ -18,7 +18,7 @@ _DTYPE = np.dtype(np.float64)
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_856774ffc066", types.ModuleType("_codegen_numba_kernels_856774ffc066")
+    "_codegen_numba_kernels_2a23fda481ca", types.ModuleType("_codegen_numba_kernels_2a23fda481ca")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
@@ -29,7 +29,33 @@ def _kernel(function):
     error_model="numpy": x / 0 is inf or nan as in NumPy, and loops with divisions vectorise.
     """
     kernel = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    return numba.njit(cache=True, error_model="numpy")(kernel)
+    compiled = numba.njit(cache=True, error_model="numpy")(kernel)
+    compiled.checked = _unchecked
+    return compiled
+
+
+def _unchecked(*args):
+    """A kernel's ``checked`` entry before any checked call: sends every call to the checks."""
+    raise TypeError("no inputs of these types were checked yet")
+
+
+def _run_checked(kernel, *args):
+    """``kernel(*args)`` for the inputs _check_inputs returned; ``kernel.checked`` learns them.
+
+    ``kernel.checked`` is a second dispatcher of the kernel that never compiles: it only has the
+    compilations made here, for types and layouts _check_inputs let through. A wrapper calls it
+    first, without checks in Python (the kernel compares the shapes itself); any other input (a
+    float32 array for a float64 spec, a strided view, a list) raises TypeError there, and the
+    wrapper checks and converts it and comes here.
+    """
+    result = kernel(*args)
+    if len(getattr(kernel.checked, "overloads", ())) < len(getattr(kernel, "overloads", ())):
+        checked = numba.njit(kernel.py_func)
+        for compiled in kernel.overloads.values():
+            checked.add_overload(compiled)
+        checked.disable_compile()
+        kernel.checked = checked
+    return result
 
 
 # (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
@@ -457,6 +483,9 @@ _TWICE_SUM_INPUTS = (("A", (2, 3)),)
 
 @_kernel
 def _twice_sum_forward(A):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[0] != 2 or A.shape[1] != 3:
+        raise ValueError("twice_sum: the inputs' shapes are not the spec's")
     # fused loop over [2, 3]:
     #   F = 2 * sum(A)
     F_1_cols = np.zeros((3,), dtype=np.float64)
@@ -487,6 +516,9 @@ def _twice_sum_backward(g):
 
 @_kernel
 def _twice_sum_value_and_grad(A):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[0] != 2 or A.shape[1] != 3:
+        raise ValueError("twice_sum: the inputs' shapes are not the spec's")
     # fused loop over [2, 3]:
     #   F = 2 * sum(A)
     F_1_cols = np.zeros((3,), dtype=np.float64)
@@ -516,8 +548,11 @@ def twice_sum(A):
 
 def twice_sum_forward(A):
     """Forward pass of twice_sum: returns (F, saved) for twice_sum_backward."""
-    (A,) = _check_inputs("twice_sum", (A,), _TWICE_SUM_INPUTS)
-    (F,) = _twice_sum_forward(A)
+    try:  # types checked before: the kernel compares the shapes
+        (F,) = _twice_sum_forward.checked(A)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (A,) = _check_inputs("twice_sum", (A,), _TWICE_SUM_INPUTS)
+        (F,) = _run_checked(_twice_sum_forward, A)
     return _DTYPE.type(F), twice_sum_Saved()
 
 
@@ -531,8 +566,11 @@ def twice_sum_backward(saved, g=1.0):
 
 def twice_sum_value_and_grad(A):
     """(F, gradients of F with respect to A) in one pass."""
-    (A,) = _check_inputs("twice_sum", (A,), _TWICE_SUM_INPUTS)
-    F, dA = _twice_sum_value_and_grad(A)
+    try:  # types checked before: the kernel compares the shapes
+        F, dA = _twice_sum_value_and_grad.checked(A)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (A,) = _check_inputs("twice_sum", (A,), _TWICE_SUM_INPUTS)
+        F, dA = _run_checked(_twice_sum_value_and_grad, A)
     return _DTYPE.type(F), twice_sum_Grads(A=dA)
 
 
@@ -556,6 +594,9 @@ _AFFINE_SUM_INPUTS = (("A", (2, 3)), ("W", (3, 2)), ("B", (2,)))
 
 @_kernel
 def _affine_sum_forward(A, W, B):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[0] != 2 or A.shape[1] != 3 or W.shape[0] != 3 or W.shape[1] != 2 or B.shape[0] != 2:
+        raise ValueError("affine_sum: the inputs' shapes are not the spec's")
     # Z = A @ W + B
     Z_1 = np.dot(A, W)
     # fused loop over [2, 2]:
@@ -597,6 +638,9 @@ def _affine_sum_backward(g, A, W):
 
 @_kernel
 def _affine_sum_value_and_grad(A, W, B):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[0] != 2 or A.shape[1] != 3 or W.shape[0] != 3 or W.shape[1] != 2 or B.shape[0] != 2:
+        raise ValueError("affine_sum: the inputs' shapes are not the spec's")
     # Z = A @ W + B
     Z_1 = np.dot(A, W)
     # fused loop over [2, 2]:
@@ -636,8 +680,11 @@ def affine_sum(A, W, B):
 
 def affine_sum_forward(A, W, B):
     """Forward pass of affine_sum: returns ((S, Z), saved) for affine_sum_backward."""
-    A, W, B = _check_inputs("affine_sum", (A, W, B), _AFFINE_SUM_INPUTS)
-    S, Z, A, W = _affine_sum_forward(A, W, B)
+    try:  # types checked before: the kernel compares the shapes
+        S, Z, A, W = _affine_sum_forward.checked(A, W, B)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        A, W, B = _check_inputs("affine_sum", (A, W, B), _AFFINE_SUM_INPUTS)
+        S, Z, A, W = _run_checked(_affine_sum_forward, A, W, B)
     return (_DTYPE.type(S), Z), affine_sum_Saved(A=A, W=W)
 
 
@@ -651,8 +698,11 @@ def affine_sum_backward(saved, g=1.0):
 
 def affine_sum_value_and_grad(A, W, B):
     """((S, Z), gradients of S with respect to A, W, B) in one pass."""
-    A, W, B = _check_inputs("affine_sum", (A, W, B), _AFFINE_SUM_INPUTS)
-    S, Z, dA, dW, dB = _affine_sum_value_and_grad(A, W, B)
+    try:  # types checked before: the kernel compares the shapes
+        S, Z, dA, dW, dB = _affine_sum_value_and_grad.checked(A, W, B)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        A, W, B = _check_inputs("affine_sum", (A, W, B), _AFFINE_SUM_INPUTS)
+        S, Z, dA, dW, dB = _run_checked(_affine_sum_value_and_grad, A, W, B)
     return (_DTYPE.type(S), Z), affine_sum_Grads(A=dA, W=dW, B=dB)
 
 
@@ -677,6 +727,9 @@ _WX_BACKPROP_INPUTS = (("W", ("M", "N")), ("x", ("N",)), ("t", ("M",)))
 
 @_kernel
 def _wx_backprop_forward(W, x, t):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if x.shape[0] != W.shape[1] or t.shape[0] != W.shape[0]:
+        raise ValueError("wx_backprop: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = W.shape[0]
     # d = W @ x
@@ -715,6 +768,9 @@ def _wx_backprop_backward(g, W, x, f_1, M):
 
 @_kernel
 def _wx_backprop_value_and_grad(W, x, t):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if x.shape[0] != W.shape[1] or t.shape[0] != W.shape[0]:
+        raise ValueError("wx_backprop: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = W.shape[0]
     # d = W @ x
@@ -746,8 +802,11 @@ def wx_backprop(W, x, t):
 
 def wx_backprop_forward(W, x, t):
     """Forward pass of wx_backprop: returns ((f, d), saved) for wx_backprop_backward."""
-    W, x, t = _check_inputs("wx_backprop", (W, x, t), _WX_BACKPROP_INPUTS)
-    f, d, W, x, f_1, M = _wx_backprop_forward(W, x, t)
+    try:  # types checked before: the kernel compares the shapes
+        f, d, W, x, f_1, M = _wx_backprop_forward.checked(W, x, t)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        W, x, t = _check_inputs("wx_backprop", (W, x, t), _WX_BACKPROP_INPUTS)
+        f, d, W, x, f_1, M = _run_checked(_wx_backprop_forward, W, x, t)
     return (_DTYPE.type(f), d), wx_backprop_Saved(W=W, x=x, f_1=f_1, M=M)
 
 
@@ -761,8 +820,11 @@ def wx_backprop_backward(saved, g=1.0):
 
 def wx_backprop_value_and_grad(W, x, t):
     """((f, d), gradients of f with respect to W, x) in one pass."""
-    W, x, t = _check_inputs("wx_backprop", (W, x, t), _WX_BACKPROP_INPUTS)
-    f, d, dW, dx = _wx_backprop_value_and_grad(W, x, t)
+    try:  # types checked before: the kernel compares the shapes
+        f, d, dW, dx = _wx_backprop_value_and_grad.checked(W, x, t)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        W, x, t = _check_inputs("wx_backprop", (W, x, t), _WX_BACKPROP_INPUTS)
+        f, d, dW, dx = _run_checked(_wx_backprop_value_and_grad, W, x, t)
     return (_DTYPE.type(f), d), wx_backprop_Grads(W=dW, x=dx)
 
 
@@ -788,6 +850,9 @@ _DICTIONARY_LEARNING_INPUTS = (("X", ("M", "N")), ("D", ("M", "P")), ("R", ("P",
 
 @_kernel
 def _dictionary_learning_forward(X, D, R):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if D.shape[0] != X.shape[0] or R.shape[0] != D.shape[1] or R.shape[1] != X.shape[1]:
+        raise ValueError("dictionary_learning: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = X.shape[0]
     N = X.shape[1]
@@ -828,6 +893,9 @@ def _dictionary_learning_backward(g, D, R, E, M, N):
 
 @_kernel
 def _dictionary_learning_value_and_grad(X, D, R):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if D.shape[0] != X.shape[0] or R.shape[0] != D.shape[1] or R.shape[1] != X.shape[1]:
+        raise ValueError("dictionary_learning: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = X.shape[0]
     N = X.shape[1]
@@ -863,8 +931,11 @@ def dictionary_learning(X, D, R):
 def dictionary_learning_forward(X, D, R):
     """Forward pass of dictionary_learning: returns (f, saved) for
     dictionary_learning_backward."""
-    X, D, R = _check_inputs("dictionary_learning", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
-    f, D, R, E, M, N = _dictionary_learning_forward(X, D, R)
+    try:  # types checked before: the kernel compares the shapes
+        f, D, R, E, M, N = _dictionary_learning_forward.checked(X, D, R)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, D, R = _check_inputs("dictionary_learning", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
+        f, D, R, E, M, N = _run_checked(_dictionary_learning_forward, X, D, R)
     return _DTYPE.type(f), dictionary_learning_Saved(D=D, R=R, E=E, M=M, N=N)
 
 
@@ -878,8 +949,11 @@ def dictionary_learning_backward(saved, g=1.0):
 
 def dictionary_learning_value_and_grad(X, D, R):
     """(f, gradients of f with respect to D, R) in one pass."""
-    X, D, R = _check_inputs("dictionary_learning", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
-    f, dD, dR = _dictionary_learning_value_and_grad(X, D, R)
+    try:  # types checked before: the kernel compares the shapes
+        f, dD, dR = _dictionary_learning_value_and_grad.checked(X, D, R)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, D, R = _check_inputs("dictionary_learning", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
+        f, dD, dR = _run_checked(_dictionary_learning_value_and_grad, X, D, R)
     return _DTYPE.type(f), dictionary_learning_Grads(D=dD, R=dR)
 
 
@@ -904,6 +978,9 @@ _QUADRATIC_FORM_INPUTS = (("a", ("N",)), ("G", ("N", "N")))
 
 @_kernel
 def _quadratic_form_forward(a, G):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if G.shape[0] != a.shape[0] or G.shape[1] != a.shape[0]:
+        raise ValueError("quadratic_form: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = a.shape[0]
     # f = a @ G @ a
@@ -937,6 +1014,9 @@ def _quadratic_form_backward(g, a, G, f_1, N):
 
 @_kernel
 def _quadratic_form_value_and_grad(a, G):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if G.shape[0] != a.shape[0] or G.shape[1] != a.shape[0]:
+        raise ValueError("quadratic_form: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     N = a.shape[0]
     # f = a @ G @ a
@@ -964,8 +1044,11 @@ def quadratic_form(a, G):
 
 def quadratic_form_forward(a, G):
     """Forward pass of quadratic_form: returns (f, saved) for quadratic_form_backward."""
-    a, G = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
-    f, a, G, f_1, N = _quadratic_form_forward(a, G)
+    try:  # types checked before: the kernel compares the shapes
+        f, a, G, f_1, N = _quadratic_form_forward.checked(a, G)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        a, G = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
+        f, a, G, f_1, N = _run_checked(_quadratic_form_forward, a, G)
     return _DTYPE.type(f), quadratic_form_Saved(a=a, G=G, f_1=f_1, N=N)
 
 
@@ -979,8 +1062,11 @@ def quadratic_form_backward(saved, g=1.0):
 
 def quadratic_form_value_and_grad(a, G):
     """(f, gradients of f with respect to a, G) in one pass."""
-    a, G = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
-    f, da_2, dG = _quadratic_form_value_and_grad(a, G)
+    try:  # types checked before: the kernel compares the shapes
+        f, da_2, dG = _quadratic_form_value_and_grad.checked(a, G)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        a, G = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
+        f, da_2, dG = _run_checked(_quadratic_form_value_and_grad, a, G)
     return _DTYPE.type(f), quadratic_form_Grads(a=da_2, G=dG)
 
 
@@ -1004,6 +1090,9 @@ _RIGHT_PRODUCT_INPUTS = (("X", ("M", "N")), ("W", ("N", "P")), ("C", ("M", "P"))
 
 @_kernel
 def _right_product_forward(X, W, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if W.shape[0] != X.shape[1] or C.shape[0] != X.shape[0] or C.shape[1] != W.shape[1]:
+        raise ValueError("right_product: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = X.shape[0]
     P = W.shape[1]
@@ -1034,6 +1123,9 @@ def _right_product_backward(g, W, C, M, P):
 
 @_kernel
 def _right_product_value_and_grad(X, W, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if W.shape[0] != X.shape[1] or C.shape[0] != X.shape[0] or C.shape[1] != W.shape[1]:
+        raise ValueError("right_product: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = X.shape[0]
     P = W.shape[1]
@@ -1061,8 +1153,11 @@ def right_product(X, W, C):
 
 def right_product_forward(X, W, C):
     """Forward pass of right_product: returns (f, saved) for right_product_backward."""
-    X, W, C = _check_inputs("right_product", (X, W, C), _RIGHT_PRODUCT_INPUTS)
-    f, W, C, M, P = _right_product_forward(X, W, C)
+    try:  # types checked before: the kernel compares the shapes
+        f, W, C, M, P = _right_product_forward.checked(X, W, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, W, C = _check_inputs("right_product", (X, W, C), _RIGHT_PRODUCT_INPUTS)
+        f, W, C, M, P = _run_checked(_right_product_forward, X, W, C)
     return _DTYPE.type(f), right_product_Saved(W=W, C=C, M=M, P=P)
 
 
@@ -1076,8 +1171,11 @@ def right_product_backward(saved, g=1.0):
 
 def right_product_value_and_grad(X, W, C):
     """(f, gradients of f with respect to X) in one pass."""
-    X, W, C = _check_inputs("right_product", (X, W, C), _RIGHT_PRODUCT_INPUTS)
-    f, dX = _right_product_value_and_grad(X, W, C)
+    try:  # types checked before: the kernel compares the shapes
+        f, dX = _right_product_value_and_grad.checked(X, W, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, W, C = _check_inputs("right_product", (X, W, C), _RIGHT_PRODUCT_INPUTS)
+        f, dX = _run_checked(_right_product_value_and_grad, X, W, C)
     return _DTYPE.type(f), right_product_Grads(X=dX)
 
 
@@ -1101,6 +1199,9 @@ _LEFT_PRODUCT_INPUTS = (("W", ("P", "M")), ("X", ("M", "N")), ("C", ("P", "N")))
 
 @_kernel
 def _left_product_forward(W, X, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[0] != W.shape[1] or C.shape[0] != W.shape[0] or C.shape[1] != X.shape[1]:
+        raise ValueError("left_product: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     P = W.shape[0]
     N = X.shape[1]
@@ -1131,6 +1232,9 @@ def _left_product_backward(g, W, C, P, N):
 
 @_kernel
 def _left_product_value_and_grad(W, X, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[0] != W.shape[1] or C.shape[0] != W.shape[0] or C.shape[1] != X.shape[1]:
+        raise ValueError("left_product: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     P = W.shape[0]
     N = X.shape[1]
@@ -1158,8 +1262,11 @@ def left_product(W, X, C):
 
 def left_product_forward(W, X, C):
     """Forward pass of left_product: returns (f, saved) for left_product_backward."""
-    W, X, C = _check_inputs("left_product", (W, X, C), _LEFT_PRODUCT_INPUTS)
-    f, W, C, P, N = _left_product_forward(W, X, C)
+    try:  # types checked before: the kernel compares the shapes
+        f, W, C, P, N = _left_product_forward.checked(W, X, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        W, X, C = _check_inputs("left_product", (W, X, C), _LEFT_PRODUCT_INPUTS)
+        f, W, C, P, N = _run_checked(_left_product_forward, W, X, C)
     return _DTYPE.type(f), left_product_Saved(W=W, C=C, P=P, N=N)
 
 
@@ -1173,8 +1280,11 @@ def left_product_backward(saved, g=1.0):
 
 def left_product_value_and_grad(W, X, C):
     """(f, gradients of f with respect to X) in one pass."""
-    W, X, C = _check_inputs("left_product", (W, X, C), _LEFT_PRODUCT_INPUTS)
-    f, dX = _left_product_value_and_grad(W, X, C)
+    try:  # types checked before: the kernel compares the shapes
+        f, dX = _left_product_value_and_grad.checked(W, X, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        W, X, C = _check_inputs("left_product", (W, X, C), _LEFT_PRODUCT_INPUTS)
+        f, dX = _run_checked(_left_product_value_and_grad, W, X, C)
     return _DTYPE.type(f), left_product_Grads(X=dX)
 
 
@@ -1198,6 +1308,14 @@ _HADAMARD_PRODUCT_INPUTS = (("X", ("M", "N")), ("K", ("M", "N")), ("C", ("M", "N
 
 @_kernel
 def _hadamard_product_forward(X, K, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        K.shape[0] != X.shape[0]
+        or K.shape[1] != X.shape[1]
+        or C.shape[0] != X.shape[0]
+        or C.shape[1] != X.shape[1]
+    ):
+        raise ValueError("hadamard_product: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = X.shape[0]
     N = X.shape[1]
@@ -1226,6 +1344,14 @@ def _hadamard_product_backward(g, K, C, M, N):
 
 @_kernel
 def _hadamard_product_value_and_grad(X, K, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        K.shape[0] != X.shape[0]
+        or K.shape[1] != X.shape[1]
+        or C.shape[0] != X.shape[0]
+        or C.shape[1] != X.shape[1]
+    ):
+        raise ValueError("hadamard_product: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = X.shape[0]
     N = X.shape[1]
@@ -1252,8 +1378,11 @@ def hadamard_product(X, K, C):
 
 def hadamard_product_forward(X, K, C):
     """Forward pass of hadamard_product: returns (f, saved) for hadamard_product_backward."""
-    X, K, C = _check_inputs("hadamard_product", (X, K, C), _HADAMARD_PRODUCT_INPUTS)
-    f, K, C, M, N = _hadamard_product_forward(X, K, C)
+    try:  # types checked before: the kernel compares the shapes
+        f, K, C, M, N = _hadamard_product_forward.checked(X, K, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, K, C = _check_inputs("hadamard_product", (X, K, C), _HADAMARD_PRODUCT_INPUTS)
+        f, K, C, M, N = _run_checked(_hadamard_product_forward, X, K, C)
     return _DTYPE.type(f), hadamard_product_Saved(K=K, C=C, M=M, N=N)
 
 
@@ -1267,8 +1396,11 @@ def hadamard_product_backward(saved, g=1.0):
 
 def hadamard_product_value_and_grad(X, K, C):
     """(f, gradients of f with respect to X) in one pass."""
-    X, K, C = _check_inputs("hadamard_product", (X, K, C), _HADAMARD_PRODUCT_INPUTS)
-    f, dX = _hadamard_product_value_and_grad(X, K, C)
+    try:  # types checked before: the kernel compares the shapes
+        f, dX = _hadamard_product_value_and_grad.checked(X, K, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, K, C = _check_inputs("hadamard_product", (X, K, C), _HADAMARD_PRODUCT_INPUTS)
+        f, dX = _run_checked(_hadamard_product_value_and_grad, X, K, C)
     return _DTYPE.type(f), hadamard_product_Grads(X=dX)
 
 
@@ -1292,6 +1424,9 @@ _ELEMENTWISE_FUNCTION_INPUTS = (("X", ("M", "N")), ("C", ("M", "N")))
 
 @_kernel
 def _elementwise_function_forward(X, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if C.shape[0] != X.shape[0] or C.shape[1] != X.shape[1]:
+        raise ValueError("elementwise_function: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = X.shape[0]
     N = X.shape[1]
@@ -1332,6 +1467,9 @@ def _elementwise_function_backward(g, X, C, M, N):
 
 @_kernel
 def _elementwise_function_value_and_grad(X, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if C.shape[0] != X.shape[0] or C.shape[1] != X.shape[1]:
+        raise ValueError("elementwise_function: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = X.shape[0]
     N = X.shape[1]
@@ -1368,8 +1506,11 @@ def elementwise_function(X, C):
 def elementwise_function_forward(X, C):
     """Forward pass of elementwise_function: returns (f, saved) for
     elementwise_function_backward."""
-    X, C = _check_inputs("elementwise_function", (X, C), _ELEMENTWISE_FUNCTION_INPUTS)
-    f, X, C, M, N = _elementwise_function_forward(X, C)
+    try:  # types checked before: the kernel compares the shapes
+        f, X, C, M, N = _elementwise_function_forward.checked(X, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, C = _check_inputs("elementwise_function", (X, C), _ELEMENTWISE_FUNCTION_INPUTS)
+        f, X, C, M, N = _run_checked(_elementwise_function_forward, X, C)
     return _DTYPE.type(f), elementwise_function_Saved(X=X, C=C, M=M, N=N)
 
 
@@ -1383,8 +1524,11 @@ def elementwise_function_backward(saved, g=1.0):
 
 def elementwise_function_value_and_grad(X, C):
     """(f, gradients of f with respect to X) in one pass."""
-    X, C = _check_inputs("elementwise_function", (X, C), _ELEMENTWISE_FUNCTION_INPUTS)
-    f, dX = _elementwise_function_value_and_grad(X, C)
+    try:  # types checked before: the kernel compares the shapes
+        f, dX = _elementwise_function_value_and_grad.checked(X, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, C = _check_inputs("elementwise_function", (X, C), _ELEMENTWISE_FUNCTION_INPUTS)
+        f, dX = _run_checked(_elementwise_function_value_and_grad, X, C)
     return _DTYPE.type(f), elementwise_function_Grads(X=dX)
 
 
@@ -1407,6 +1551,14 @@ _MATRIX_ADDITION_INPUTS = (("X", ("M", "N")), ("K", ("M", "N")), ("C", ("M", "N"
 
 @_kernel
 def _matrix_addition_forward(X, K, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        K.shape[0] != X.shape[0]
+        or K.shape[1] != X.shape[1]
+        or C.shape[0] != X.shape[0]
+        or C.shape[1] != X.shape[1]
+    ):
+        raise ValueError("matrix_addition: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = X.shape[0]
     N = X.shape[1]
@@ -1434,6 +1586,14 @@ def _matrix_addition_backward(g, C, M, N):
 
 @_kernel
 def _matrix_addition_value_and_grad(X, K, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        K.shape[0] != X.shape[0]
+        or K.shape[1] != X.shape[1]
+        or C.shape[0] != X.shape[0]
+        or C.shape[1] != X.shape[1]
+    ):
+        raise ValueError("matrix_addition: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = X.shape[0]
     N = X.shape[1]
@@ -1460,8 +1620,11 @@ def matrix_addition(X, K, C):
 
 def matrix_addition_forward(X, K, C):
     """Forward pass of matrix_addition: returns (f, saved) for matrix_addition_backward."""
-    X, K, C = _check_inputs("matrix_addition", (X, K, C), _MATRIX_ADDITION_INPUTS)
-    f, C, M, N = _matrix_addition_forward(X, K, C)
+    try:  # types checked before: the kernel compares the shapes
+        f, C, M, N = _matrix_addition_forward.checked(X, K, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, K, C = _check_inputs("matrix_addition", (X, K, C), _MATRIX_ADDITION_INPUTS)
+        f, C, M, N = _run_checked(_matrix_addition_forward, X, K, C)
     return _DTYPE.type(f), matrix_addition_Saved(C=C, M=M, N=N)
 
 
@@ -1475,8 +1638,11 @@ def matrix_addition_backward(saved, g=1.0):
 
 def matrix_addition_value_and_grad(X, K, C):
     """(f, gradients of f with respect to X) in one pass."""
-    X, K, C = _check_inputs("matrix_addition", (X, K, C), _MATRIX_ADDITION_INPUTS)
-    f, dX = _matrix_addition_value_and_grad(X, K, C)
+    try:  # types checked before: the kernel compares the shapes
+        f, dX = _matrix_addition_value_and_grad.checked(X, K, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, K, C = _check_inputs("matrix_addition", (X, K, C), _MATRIX_ADDITION_INPUTS)
+        f, dX = _run_checked(_matrix_addition_value_and_grad, X, K, C)
     return _DTYPE.type(f), matrix_addition_Grads(X=dX)
 
 
@@ -1499,6 +1665,14 @@ _ROW_BROADCAST_ADDITION_INPUTS = (("K", ("M", "N")), ("x", (1, "N")), ("C", ("M"
 
 @_kernel
 def _row_broadcast_addition_forward(K, x, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        x.shape[0] != 1
+        or x.shape[1] != K.shape[1]
+        or C.shape[0] != K.shape[0]
+        or C.shape[1] != K.shape[1]
+    ):
+        raise ValueError("row_broadcast_addition: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = K.shape[0]
     N = K.shape[1]
@@ -1527,6 +1701,14 @@ def _row_broadcast_addition_backward(g, C, M, N):
 
 @_kernel
 def _row_broadcast_addition_value_and_grad(K, x, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        x.shape[0] != 1
+        or x.shape[1] != K.shape[1]
+        or C.shape[0] != K.shape[0]
+        or C.shape[1] != K.shape[1]
+    ):
+        raise ValueError("row_broadcast_addition: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = K.shape[0]
     N = K.shape[1]
@@ -1554,8 +1736,13 @@ def row_broadcast_addition(K, x, C):
 def row_broadcast_addition_forward(K, x, C):
     """Forward pass of row_broadcast_addition: returns (f, saved) for
     row_broadcast_addition_backward."""
-    K, x, C = _check_inputs("row_broadcast_addition", (K, x, C), _ROW_BROADCAST_ADDITION_INPUTS)
-    f, C, M, N = _row_broadcast_addition_forward(K, x, C)
+    try:  # types checked before: the kernel compares the shapes
+        f, C, M, N = _row_broadcast_addition_forward.checked(K, x, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        K, x, C = _check_inputs(
+            "row_broadcast_addition", (K, x, C), _ROW_BROADCAST_ADDITION_INPUTS
+        )
+        f, C, M, N = _run_checked(_row_broadcast_addition_forward, K, x, C)
     return _DTYPE.type(f), row_broadcast_addition_Saved(C=C, M=M, N=N)
 
 
@@ -1569,8 +1756,13 @@ def row_broadcast_addition_backward(saved, g=1.0):
 
 def row_broadcast_addition_value_and_grad(K, x, C):
     """(f, gradients of f with respect to x) in one pass."""
-    K, x, C = _check_inputs("row_broadcast_addition", (K, x, C), _ROW_BROADCAST_ADDITION_INPUTS)
-    f, dx = _row_broadcast_addition_value_and_grad(K, x, C)
+    try:  # types checked before: the kernel compares the shapes
+        f, dx = _row_broadcast_addition_value_and_grad.checked(K, x, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        K, x, C = _check_inputs(
+            "row_broadcast_addition", (K, x, C), _ROW_BROADCAST_ADDITION_INPUTS
+        )
+        f, dx = _run_checked(_row_broadcast_addition_value_and_grad, K, x, C)
     return _DTYPE.type(f), row_broadcast_addition_Grads(x=dx)
 
 
@@ -1593,6 +1785,14 @@ _COLUMN_BROADCAST_ADDITION_INPUTS = (("K", ("M", "N")), ("x", ("M", 1)), ("C", (
 
 @_kernel
 def _column_broadcast_addition_forward(K, x, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        x.shape[0] != K.shape[0]
+        or x.shape[1] != 1
+        or C.shape[0] != K.shape[0]
+        or C.shape[1] != K.shape[1]
+    ):
+        raise ValueError("column_broadcast_addition: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = K.shape[0]
     N = K.shape[1]
@@ -1621,6 +1821,14 @@ def _column_broadcast_addition_backward(g, C, M, N):
 
 @_kernel
 def _column_broadcast_addition_value_and_grad(K, x, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        x.shape[0] != K.shape[0]
+        or x.shape[1] != 1
+        or C.shape[0] != K.shape[0]
+        or C.shape[1] != K.shape[1]
+    ):
+        raise ValueError("column_broadcast_addition: the inputs' shapes are not the spec's")
     # sizes of the symbolic dims
     M = K.shape[0]
     N = K.shape[1]
@@ -1648,10 +1856,13 @@ def column_broadcast_addition(K, x, C):
 def column_broadcast_addition_forward(K, x, C):
     """Forward pass of column_broadcast_addition: returns (f, saved) for
     column_broadcast_addition_backward."""
-    K, x, C = _check_inputs(
-        "column_broadcast_addition", (K, x, C), _COLUMN_BROADCAST_ADDITION_INPUTS
-    )
-    f, C, M, N = _column_broadcast_addition_forward(K, x, C)
+    try:  # types checked before: the kernel compares the shapes
+        f, C, M, N = _column_broadcast_addition_forward.checked(K, x, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        K, x, C = _check_inputs(
+            "column_broadcast_addition", (K, x, C), _COLUMN_BROADCAST_ADDITION_INPUTS
+        )
+        f, C, M, N = _run_checked(_column_broadcast_addition_forward, K, x, C)
     return _DTYPE.type(f), column_broadcast_addition_Saved(C=C, M=M, N=N)
 
 
@@ -1665,10 +1876,13 @@ def column_broadcast_addition_backward(saved, g=1.0):
 
 def column_broadcast_addition_value_and_grad(K, x, C):
     """(f, gradients of f with respect to x) in one pass."""
-    K, x, C = _check_inputs(
-        "column_broadcast_addition", (K, x, C), _COLUMN_BROADCAST_ADDITION_INPUTS
-    )
-    f, dx = _column_broadcast_addition_value_and_grad(K, x, C)
+    try:  # types checked before: the kernel compares the shapes
+        f, dx = _column_broadcast_addition_value_and_grad.checked(K, x, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        K, x, C = _check_inputs(
+            "column_broadcast_addition", (K, x, C), _COLUMN_BROADCAST_ADDITION_INPUTS
+        )
+        f, dx = _run_checked(_column_broadcast_addition_value_and_grad, K, x, C)
     return _DTYPE.type(f), column_broadcast_addition_Grads(x=dx)
 
 
@@ -1746,8 +1960,11 @@ def squared_frobenius_norm(G):
 def squared_frobenius_norm_forward(G):
     """Forward pass of squared_frobenius_norm: returns (f, saved) for
     squared_frobenius_norm_backward."""
-    (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
-    f, G, M, N = _squared_frobenius_norm_forward(G)
+    try:  # types checked before: the kernel compares the shapes
+        f, G, M, N = _squared_frobenius_norm_forward.checked(G)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
+        f, G, M, N = _run_checked(_squared_frobenius_norm_forward, G)
     return _DTYPE.type(f), squared_frobenius_norm_Saved(G=G, M=M, N=N)
 
 
@@ -1761,8 +1978,11 @@ def squared_frobenius_norm_backward(saved, g=1.0):
 
 def squared_frobenius_norm_value_and_grad(G):
     """(f, gradients of f with respect to G) in one pass."""
-    (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
-    f, dG = _squared_frobenius_norm_value_and_grad(G)
+    try:  # types checked before: the kernel compares the shapes
+        f, dG = _squared_frobenius_norm_value_and_grad.checked(G)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
+        f, dG = _run_checked(_squared_frobenius_norm_value_and_grad, G)
     return _DTYPE.type(f), squared_frobenius_norm_Grads(G=dG)
 
 
@@ -1835,8 +2055,11 @@ def matrix_sum(G):
 
 def matrix_sum_forward(G):
     """Forward pass of matrix_sum: returns (f, saved) for matrix_sum_backward."""
-    (G,) = _check_inputs("matrix_sum", (G,), _MATRIX_SUM_INPUTS)
-    f, M, N = _matrix_sum_forward(G)
+    try:  # types checked before: the kernel compares the shapes
+        f, M, N = _matrix_sum_forward.checked(G)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (G,) = _check_inputs("matrix_sum", (G,), _MATRIX_SUM_INPUTS)
+        f, M, N = _run_checked(_matrix_sum_forward, G)
     return _DTYPE.type(f), matrix_sum_Saved(M=M, N=N)
 
 
@@ -1850,6 +2073,9 @@ def matrix_sum_backward(saved, g=1.0):
 
 def matrix_sum_value_and_grad(G):
     """(f, gradients of f with respect to G) in one pass."""
-    (G,) = _check_inputs("matrix_sum", (G,), _MATRIX_SUM_INPUTS)
-    f, dG = _matrix_sum_value_and_grad(G)
+    try:  # types checked before: the kernel compares the shapes
+        f, dG = _matrix_sum_value_and_grad.checked(G)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (G,) = _check_inputs("matrix_sum", (G,), _MATRIX_SUM_INPUTS)
+        f, dG = _run_checked(_matrix_sum_value_and_grad, G)
     return _DTYPE.type(f), matrix_sum_Grads(G=dG)

@@ -105,10 +105,62 @@ def test_numba_validation_and_noncontiguous_inputs():
         nb.mlp_mse(X, Y)
 
 
+CHECKED_SPEC = """
+module: checked
+dims: {N: 4, K: 3}
+functions:
+  f:
+    inputs: {X: [N, K], v: [K], A: [K, K], s: [], c: [N, 2]}
+    steps:
+      - loss = sum(tanh(X * v) @ A) * s + sum(c)
+    outputs: [loss]
+"""
+
+
+def test_calls_with_types_checked_before_skip_the_python_checks_and_nothing_else():
+    from codegen import api
+
+    nb = api.import_source(codegen.generate_source(CHECKED_SPEC, backend="numba"), "chk_nb", "numba")
+    ref = codegen.load_module(CHECKED_SPEC)
+    rng = np.random.default_rng(4)
+    X, v, A, c = (rng.standard_normal(s) for s in ((4, 3), (3,), (3, 3), (4, 2)))
+    kernel = nb._f_value_and_grad
+    assert nb.f_value_and_grad.__code__.co_names.count("_check_inputs") == 1
+    # the first call is checked; then the kernel's checked entry has its one compilation
+    for s in (2.0, 2.0, 3, np.float64(2.5)):  # an int or a NumPy scalar for s: converted
+        got, want = nb.f_value_and_grad(X, v, A, s, c), ref.f_value_and_grad(X, v, A, s, c)
+        assert_close(got[0], want[0])
+        for a, b in zip(got[1], want[1]):
+            assert_close(a, b)
+    assert kernel.checked.signatures == kernel.signatures and len(kernel.signatures) == 1
+    # shapes the kernel compares: a symbolic dim across inputs, within one, and a number
+    cases = [
+        ((X, v[:2], A, 2.0, c), r"input v has shape \(2,\); expected \[K\] with K=3"),
+        ((X, v, A[:, :2].copy(), 2.0, c), r"input A has shape \(3, 2\); expected \[K, K\]"),
+        ((X, v, A, 2.0, np.zeros((4, 3))), r"input c has shape \(4, 3\); expected \[N, 2\]"),
+        ((X[:3], v, A, 2.0, c), r"input c has shape \(4, 2\); expected \[N, 2\] with N=3"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match="f: " + message):
+            nb.f_value_and_grad(*args)
+        with pytest.raises(ValueError, match="f: the inputs' shapes are not the spec's"):
+            kernel.checked(*args)
+        with pytest.raises(ValueError, match=message):
+            nb.f_forward(*args)
+    # other types never reach a new compilation through the checked entry
+    with pytest.raises(ValueError, match="input X has dtype float32; expected float64"):
+        nb.f_value_and_grad(X.astype(np.float32), v, A, 2.0, c)
+    with pytest.raises(TypeError, match="No matching definition"):
+        kernel.checked(X.astype(np.float32), v, A, 2.0, c)
+    strided = np.asfortranarray(A)  # copied to C order by the checks, every call
+    assert_close(nb.f_value_and_grad(X, v, strided, 2.0, c)[0], ref.f(X, v, A, 2.0, c))
+    assert len(kernel.signatures) == 1 and kernel.checked.signatures == kernel.signatures
+
+
 def test_numba_kernels_are_compiled_fused_and_cached(tmp_path):
     src = codegen.generate_source(ROOT / "specs" / "nn.yaml", backend="numba")
     body = src[src.index("def _mlp_mse_value_and_grad"):src.index("def mlp_mse(")]
-    assert 'return numba.njit(cache=True, error_model="numpy")(kernel)' in src and "@_kernel\ndef _mlp_mse_value_and_grad" in src
+    assert 'compiled = numba.njit(cache=True, error_model="numpy")(kernel)' in src and "@_kernel\ndef _mlp_mse_value_and_grad" in src
     # bias+tanh, bias+loss fused with the loss's gradient, dtanh
     assert body.count("for i in range(N):") == 3
     assert "np.dot(X.T, dZ1)" in body  # BLAS, with the transpose as a view
