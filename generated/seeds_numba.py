@@ -18,7 +18,7 @@ _DTYPE = np.dtype(np.float64)
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_15bc0134e515", types.ModuleType("_codegen_numba_kernels_15bc0134e515")
+    "_codegen_numba_kernels_f3f1ae46d997", types.ModuleType("_codegen_numba_kernels_f3f1ae46d997")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
