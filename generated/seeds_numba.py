@@ -18,7 +18,7 @@ _DTYPE = np.dtype(np.float64)
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_f3f1ae46d997", types.ModuleType("_codegen_numba_kernels_f3f1ae46d997")
+    "_codegen_numba_kernels_ea0049808bd1", types.ModuleType("_codegen_numba_kernels_ea0049808bd1")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
@@ -49,6 +49,7 @@ def _run_checked(kernel, *args):
     wrapper checks and converts it and comes here.
     """
     result = kernel(*args)
+    # (the run function of a --numba-parallel kernel has no compilations of its own: never learns)
     if len(getattr(kernel.checked, "overloads", ())) < len(getattr(kernel, "overloads", ())):
         checked = numba.njit(kernel.py_func)
         for compiled in kernel.overloads.values():
@@ -60,7 +61,9 @@ def _run_checked(kernel, *args):
 
 # (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
 # loop calls with the same shapes again and again, and then only types and shapes are compared.
-# (The strides go with each shape: kernels take C-contiguous arrays, other layouts are copied.)
+# (The strides go with each shape: kernels take C-contiguous arrays, other layouts are copied.
+# Most calls never get here: a kernel's ``checked`` entry runs them. This serves the calls that
+# fall back, and every call of a --numba-parallel kernel.)
 _CHECKED: dict[tuple, None] = {}
 
 
