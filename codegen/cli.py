@@ -313,23 +313,36 @@ def stale(files: dict[Path, str]) -> list[str]:
 
 
 def run_gradcheck(compiled: list[Compiled], backends: Sequence[str] = ("numpy",)) -> bool:
-    """Print the worst finite-difference error per gradient; True when all are within tolerance."""
-    from .finite_differences import TOLERANCE, check_spec
+    """Print the worst error per output value (against the reference interpreter) and per
+    gradient (against central differences); True when all are within tolerance."""
+    from .finite_differences import TOLERANCE, VALUE_TOLERANCE, check_spec
 
-    rows = [(f"{c.spec.module}{'' if b == 'numpy' else '_' + b}.{r.function}", f"d{r.wrt}", r)
+    rows = [(f"{c.spec.module}{'' if b == 'numpy' else '_' + b}.{r.function}",
+             f"d{r.wrt}" if r.kind == "gradient" else f"value {r.wrt}", r)
             for c in compiled for b in backends for r in check_spec(c.spec, backend=b)]
     w1 = max((len(a) for a, _, _ in rows), default=0)
     w2 = max((len(b) for _, b, _ in rows), default=0)
-    print(f"gradcheck: worst relative error per gradient (central differences in float64, "
-          f"tolerance {TOLERANCE:.0e})")
+    print(f"gradcheck: worst relative error per output value (against the reference interpreter, "
+          f"tolerance {VALUE_TOLERANCE:.0e}) and per gradient (central differences in float64 of "
+          f"value_and_grad and of forward+backward with a random g, tolerance {TOLERANCE:.0e})")
     for fn, grad, r in rows:
         flag = "ok" if r.ok else "FAIL"
-        print(f"  {fn:<{w1}}  {grad:<{w2}}  {r.error:9.2e}  {flag:<4}  ({r.method})")
+        note = r.method if r.kind == "gradient" else "value"
+        if not r.ok and r.detail:
+            note += f"; worst: {r.detail}"
+        print(f"  {fn:<{w1}}  {grad:<{w2}}  {r.error:9.2e}  {flag:<4}  ({note})")
+    failed_values = [(fn, r) for fn, _, r in rows if r.kind == "value" and not r.ok]
+    for fn, r in failed_values:
+        print(f"gradcheck: VALUE MISMATCH: {fn} output {r.wrt}: {r.detail} differs from the "
+              f"reference interpreter (relative error {r.error:.2e})")
     failed = sum(not r.ok for _, _, r in rows)
     if failed:
-        print(f"gradcheck: {failed} of {len(rows)} gradients above tolerance")
+        print(f"gradcheck: {failed} of {len(rows)} checks above tolerance "
+              f"({len(failed_values)} output values, {failed - len(failed_values)} gradients)")
     else:
-        print(f"gradcheck: all {len(rows)} gradients within tolerance")
+        print(f"gradcheck: all {len(rows)} checks within tolerance "
+              f"({sum(r.kind == 'value' for _, _, r in rows)} output values, "
+              f"{sum(r.kind == 'gradient' for _, _, r in rows)} gradients)")
     return failed == 0
 
 

@@ -1,11 +1,17 @@
-"""Gradient checks: generated gradients against central finite differences in float64.
+"""Gradient and value checks of a generated module, in float64.
 
-For a scalar first output, every gradient is compared coordinate by coordinate (a random sample of
-at most ``max_coords`` coordinates per input) and along one random direction over all coordinates.
-For a non-scalar first output, the dot-product test ``<u, J v>`` (finite differences) against
-``<J^T u, v>`` (the generated backward with ``g = u``) is used.  The error reported is
-``max|analytic - numeric| / max(1, max|numeric|)``: relative for large gradients, absolute for
-small ones.
+Values: every output (first and ride-along) of ``f``, ``f_value_and_grad`` and ``f_forward`` is
+compared with the reference interpreter (``codegen.interpret``, plain NumPy from the parsed IR);
+the error is ``max|actual - reference| / max(1, max|reference|)`` and must be at most
+``VALUE_TOLERANCE``.  A call that raises, or returns the wrong shape, fails the check.
+
+Gradients: both the gradients of ``f_value_and_grad`` (g = 1 folded in: the derivative of
+``sum(y)``) and those of ``f_forward`` + ``f_backward`` with a random cotangent ``g`` of the
+first output's shape (the derivative of ``sum(g * y)``) are compared with central differences of
+the interpreted function, coordinate by coordinate (a random sample of at most ``max_coords``
+coordinates per input) and along one random direction over all coordinates.  The error reported
+is ``max|analytic - numeric| / max(1, max|numeric|)``: relative for large gradients, absolute
+for small ones; the worse of the two calls counts.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from .parse import Function
 from .spec import Spec
 
 TOLERANCE = 1e-6
+# Outputs against the reference interpreter: max|actual - reference| / max(1, max|reference|).
+VALUE_TOLERANCE = 1e-9
 STEP = 1e-6
 # Ops whose (first) operand must stay positive for the function to be smooth and finite.
 _POSITIVE_ARG0 = {"log", "sqrt", "log1p"}
@@ -29,16 +37,23 @@ _POSITIVE_ARG0 = {"log", "sqrt", "log1p"}
 
 @dataclass(frozen=True)
 class Result:
-    """The worst error of one gradient."""
+    """The worst error of one gradient (``kind="gradient"``, ``wrt`` the input) or of one output's
+    value (``kind="value"``, ``wrt`` the output's name) of one function."""
 
     function: str
     wrt: str
     error: float
-    method: str  # "coordinates+direction" or "dot-product"
+    method: str  # how it was checked
+    kind: str = "gradient"
+    detail: str = ""  # which call was worst, or the exception a call raised
+
+    @property
+    def tolerance(self) -> float:
+        return VALUE_TOLERANCE if self.kind == "value" else TOLERANCE
 
     @property
     def ok(self) -> bool:
-        return bool(np.isfinite(self.error)) and self.error <= TOLERANCE
+        return bool(np.isfinite(self.error)) and self.error <= self.tolerance
 
 
 def example_dims(spec: Spec, fn: Function) -> dict[str, int]:
@@ -106,55 +121,116 @@ def _error(analytic: np.ndarray, numeric: np.ndarray) -> float:
     return float(np.max(np.abs(a - n), initial=0.0) / max(1.0, float(np.max(np.abs(n), initial=0.0))))
 
 
+def _outputs(result: Any, n: int) -> tuple:
+    """A public function's outputs as a tuple (one output comes back bare)."""
+    return tuple(result) if n > 1 else (result,)
+
+
+def _value_error(actual: Any, expected: np.ndarray) -> tuple[float, str]:
+    a = np.asarray(actual)
+    if a.shape != expected.shape:
+        return float("inf"), f"shape {a.shape}, expected {expected.shape}"
+    if not np.issubdtype(a.dtype, np.floating):
+        return float("inf"), f"dtype {a.dtype}, expected a float"
+    a = a.astype(float)
+    both = np.isfinite(a) & np.isfinite(expected)
+    if not np.array_equal(np.isfinite(a), np.isfinite(expected)) or \
+            not np.array_equal(a[~both], expected[~both], equal_nan=True):
+        return float("inf"), "non-finite values differ"
+    err = np.max(np.abs(a[both] - expected[both]), initial=0.0)
+    return float(err / max(1.0, float(np.max(np.abs(expected[both]), initial=0.0)))), ""
+
+
+def _call(function: Any, *args: Any) -> tuple[Any, str]:
+    """``function(*args)``, or None and the exception it raised (a crash is a failed check)."""
+    try:
+        return function(*args), ""
+    except Exception as e:  # noqa: BLE001 - reported as a failure of this check
+        return None, f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def check_values(module: Any, fn: Function, args: list[np.ndarray]) -> list[Result]:
+    """Every output (first and ride-along) of ``f``, ``f_value_and_grad`` and ``f_forward``
+    against the reference interpreter (``codegen.interpret``), one result per output."""
+    from .interpret import interpret
+
+    n = len(fn.program.outputs)
+    expected = interpret(fn, args)
+    worst: list[tuple[float, str]] = [(0.0, "")] * n
+    calls = [(fn.name, lambda r: r), (fn.name + "_value_and_grad", lambda r: r[0]),
+             (fn.name + "_forward", lambda r: r[0])]
+    for name, pick in calls:
+        result, crash = _call(getattr(module, name), *args)
+        for k in range(n):
+            if crash:
+                err, why = float("inf"), f"{name} raised {crash}"
+            else:
+                try:
+                    err, why = _value_error(_outputs(pick(result), n)[k], expected[k])
+                except (TypeError, IndexError, ValueError) as e:
+                    err, why = float("inf"), f"unexpected result ({type(e).__name__}: {e})"
+                why = f"{name}: {why}" if why else name
+            if not err <= worst[k][0]:  # NaN and inf count as worse
+                worst[k] = (err, why)
+    return [Result(fn.name, str(out), err, "outputs of f, f_value_and_grad, f_forward vs the "
+                   "reference interpreter", kind="value", detail=why)
+            for out, (err, why) in zip(fn.program.outputs, worst)]
+
+
 def check_function(module: Any, spec: Spec, fn: Function, seed: int = 0,
                    max_coords: int = 64) -> list[Result]:
-    """Worst finite-difference error of each gradient of one function."""
+    """The values of one function against the interpreter, and each of its gradients against
+    central differences of the interpreted function, both from ``f_value_and_grad`` (g = 1: the
+    differences of ``sum(y)``) and from ``f_forward`` + ``f_backward`` with a random cotangent
+    ``g`` of the first output's shape (the differences of ``sum(g * y)``)."""
+    from .interpret import interpret
+
     rng = np.random.default_rng(seed)
     dims = example_dims(spec, fn)
     args = random_inputs(fn, dims, rng)
     names = list(fn.program.inputs)
-    f = getattr(module, fn.name)
+    results = check_values(module, fn, args)
+    shape0 = interpret(fn, args)[0].shape
+    g = np.array(rng.standard_normal(shape0))
 
-    def first(values: list[np.ndarray]) -> np.ndarray:
-        out = f(*values)
-        return np.asarray(out[0] if len(fn.program.outputs) > 1 else out, dtype=float)
+    def objective(weights: np.ndarray) -> Any:
+        return lambda values: float(np.sum(weights * interpret(fn, values)[0]))
 
-    outputs, saved = getattr(module, fn.name + "_forward")(*args)
-    out0 = np.asarray(outputs[0] if len(fn.program.outputs) > 1 else outputs)
-    results = []
-    if out0.ndim == 0:
-        grads = getattr(module, fn.name + "_backward")(saved)
-        for w in fn.wrt:
-            i = names.index(w)
-            g = np.asarray(getattr(grads, w), dtype=float)
-            x = args[i]
-            flat = np.arange(x.size)
-            if x.size > max_coords:
-                flat = rng.choice(x.size, size=max_coords, replace=False)
-            numeric, analytic = [], []
-            for k in flat:
-                idx = np.unravel_index(k, x.shape) if x.ndim else ()
-                numeric.append(_central(first, args, i, idx))
-                analytic.append(g[idx])
-            v = np.array(rng.standard_normal(x.shape))
-            numeric.append(_directional(first, args, i, v))
-            analytic.append(float(np.sum(g * v)))
-            results.append(Result(fn.name, w, _error(np.array(analytic), np.array(numeric)),
-                                  "coordinates+direction"))
-    else:
-        u = rng.standard_normal(out0.shape)
-        grads = getattr(module, fn.name + "_backward")(saved, u)
-
-        def projected(values: list[np.ndarray]) -> np.ndarray:
-            return np.asarray(np.sum(u * first(values)))
-
-        for w in fn.wrt:
-            i = names.index(w)
-            v = rng.standard_normal(args[i].shape)
-            numeric = _directional(projected, args, i, v)
-            analytic = float(np.sum(np.asarray(getattr(grads, w)) * v))
-            results.append(Result(fn.name, w, _error(np.array([analytic]), np.array([numeric])),
-                                  "dot-product"))
+    vag, crash_vag = _call(getattr(module, fn.name + "_value_and_grad"), *args)
+    fwd, crash_fwd = _call(getattr(module, fn.name + "_forward"), *args)
+    bwd, crash_bwd = (None, crash_fwd) if crash_fwd else \
+        _call(getattr(module, fn.name + "_backward"), fwd[1], g)
+    checks = [("value_and_grad (g = 1)", None if crash_vag else vag[1], crash_vag,
+               objective(np.ones(shape0))),
+              ("forward+backward (random g)", bwd, crash_bwd, objective(g))]
+    for w in fn.wrt:
+        i = names.index(w)
+        x = args[i]
+        flat = np.arange(x.size)
+        if x.size > max_coords:
+            flat = rng.choice(x.size, size=max_coords, replace=False)
+        v = np.array(rng.standard_normal(x.shape))
+        worst, detail = 0.0, ""
+        for label, grads, crash, f in checks:
+            if crash:
+                err, why = float("inf"), f"{label}: raised {crash}"
+            else:
+                grad = np.asarray(getattr(grads, w))
+                if grad.shape != x.shape:
+                    err, why = float("inf"), f"{label}: shape {grad.shape}, expected {x.shape}"
+                else:
+                    grad = grad.astype(float)
+                    numeric, analytic = [], []
+                    for k in flat:
+                        idx = np.unravel_index(k, x.shape) if x.ndim else ()
+                        numeric.append(_central(f, args, i, idx))
+                        analytic.append(grad[idx])
+                    numeric.append(_directional(f, args, i, v))
+                    analytic.append(float(np.sum(grad * v)))
+                    err, why = _error(np.array(analytic), np.array(numeric)), label
+            if not err <= worst:
+                worst, detail = err, why
+        results.append(Result(fn.name, w, worst, "coordinates+direction", detail=detail))
     return results
 
 

@@ -1,0 +1,192 @@
+"""The reference interpreter: a spec function's forward program evaluated op by op with NumPy.
+
+This is the value oracle of ``--gradcheck`` and of the tests.  It reads the parsed forward IR
+(``parse_function(...).program``) and nothing downstream of it: not the planner, the passes,
+fusion, lowering, memory planning, the emitters or the templates.  Each op has its own small,
+plain NumPy implementation here (written independently of the generated code's helpers), and
+every value is a fresh array, so no aliasing can leak between steps.
+
+    outputs = interpret(compiled_function, [X, W, b])      # a tuple in ``outputs`` order
+
+An op it does not know raises ``InterpretError`` naming the op and its spec step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .ir import Const, DimSize, Op, Program
+
+
+class InterpretError(Exception):
+    """The interpreter met an op it has no implementation for, or inputs that do not fit."""
+
+
+def _reduce_axes(x: np.ndarray, axis: object) -> tuple[int, ...]:
+    return tuple(range(x.ndim)) if axis is None else (int(axis),)  # type: ignore[call-overload]
+
+
+def _lse(x: np.ndarray, axis: object, keepdims: bool) -> np.ndarray:
+    """log(sum(exp(x))) over ``axis``, shifted by the maximum (finite for any finite input)."""
+    axes = _reduce_axes(x, axis)
+    if x.ndim == 0:
+        return x.copy()
+    m = np.max(x, axis=axes, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    out = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axes)
+
+
+def _softmax(x: np.ndarray, axis: object) -> np.ndarray:
+    axes = _reduce_axes(x, axis)
+    if x.ndim == 0:
+        return np.ones_like(x)
+    e = np.exp(x - np.max(x, axis=axes, keepdims=True))
+    return e / np.sum(e, axis=axes, keepdims=True)
+
+
+def _log_softmax(x: np.ndarray, axis: object) -> np.ndarray:
+    return x - _lse(x, axis, True)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # exp of a non-positive number only: no overflow, accurate for large |x|
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _reduction(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    def run(op: Op, x: np.ndarray) -> np.ndarray:
+        return fn(x, axis=op.attr("axis"), keepdims=bool(op.attr("keepdims", False)))
+    return run
+
+
+def _power(op: Op, x: np.ndarray) -> np.ndarray:
+    c = op.attr("exponent")
+    return np.power(x, float(c))  # type: ignore[arg-type]
+
+
+# op name -> implementation(op, *array args); arrays are float64 (or the requested dtype)
+IMPLEMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
+    # arithmetic with broadcasting
+    "add": lambda op, a, b: a + b,
+    "sub": lambda op, a, b: a - b,
+    "mul": lambda op, a, b: a * b,
+    "div": lambda op, a, b: a / b,
+    "neg": lambda op, a: -a,
+    "pow": _power,
+    "identity": lambda op, a: a.copy(),
+    # elementwise functions
+    "exp": lambda op, a: np.exp(a),
+    "log": lambda op, a: np.log(a),
+    "log1p": lambda op, a: np.log1p(a),
+    "sqrt": lambda op, a: np.sqrt(a),
+    "square": lambda op, a: a * a,
+    "abs": lambda op, a: np.abs(a),
+    "tanh": lambda op, a: np.tanh(a),
+    "sigmoid": lambda op, a: _sigmoid(a),
+    "relu": lambda op, a: np.where(a > 0, a, 0.0).astype(a.dtype),
+    "softplus": lambda op, a: _softplus(a),
+    "sin": lambda op, a: np.sin(a),
+    "cos": lambda op, a: np.cos(a),
+    # linear algebra
+    "matmul": lambda op, a, b: np.matmul(a, b),
+    "transpose": lambda op, a: a.T.copy(),
+    "outer": lambda op, a, b: np.multiply.outer(a, b),
+    "trace": lambda op, a: np.trace(a),
+    "inv": lambda op, a: np.linalg.inv(a),
+    "det": lambda op, a: np.linalg.det(a),
+    "logdet": lambda op, a: np.linalg.slogdet(a)[1],
+    # reductions and normalisations along an axis
+    "sum": _reduction(np.sum),
+    "mean": _reduction(np.mean),
+    "logsumexp": _reduction(_lse),
+    "softmax": lambda op, a: _softmax(a, op.attr("axis")),
+    "log_softmax": lambda op, a: _log_softmax(a, op.attr("axis")),
+}
+
+
+def _program(target: Any) -> Program:
+    """The forward program of a ``Function``, a ``CompiledFunction`` or a ``Program``."""
+    if isinstance(target, Program):
+        return target
+    fn = getattr(target, "function", target)  # CompiledFunction -> Function
+    program = getattr(fn, "program", None)
+    if not isinstance(program, Program):
+        raise TypeError(f"interpret() needs a parsed function or a Program, not {type(target).__name__}")
+    return program
+
+
+def _bind_dims(program: Program, env: dict[str, np.ndarray]) -> dict[str, int]:
+    dims: dict[str, int] = {}
+    for name in program.inputs:
+        declared = program.values[name].shape
+        actual = env[name].shape
+        if len(declared) != len(actual):
+            raise InterpretError(f"input {name} has shape {actual}; expected rank {len(declared)}")
+        for d, n in zip(declared, actual):
+            if isinstance(d, int):
+                if d != n:
+                    raise InterpretError(f"input {name} has shape {actual}; expected {declared}")
+            elif dims.setdefault(d, n) != n:
+                raise InterpretError(f"input {name}: dim {d} is {n} here but {dims[d]} elsewhere")
+    return dims
+
+
+def interpret(target: Any, inputs: Sequence[Any] | Mapping[str, Any],
+              dtype: Any = np.float64) -> tuple[np.ndarray, ...]:
+    """Evaluate a function's forward program on ``inputs`` and return its outputs, in order.
+
+    ``target`` is a parsed ``Function`` (``parse_function(spec, fn)``), a ``CompiledFunction``
+    or a forward ``Program``; ``inputs`` are positional (spec order) or a mapping by name.
+    Every array is converted to ``dtype`` (float64 by default, whatever the spec's dtype), so
+    a float32 module can be compared with a float64 reference on the same inputs.
+    """
+    program = _program(target)
+    if isinstance(inputs, Mapping):
+        missing = [n for n in program.inputs if n not in inputs]
+        if missing:
+            raise InterpretError(f"missing inputs: {', '.join(missing)}")
+        values = [inputs[n] for n in program.inputs]
+    else:
+        values = list(inputs)
+        if len(values) != len(program.inputs):
+            raise InterpretError(f"expected {len(program.inputs)} inputs "
+                                 f"({', '.join(program.inputs)}), got {len(values)}")
+    env: dict[str, np.ndarray] = {
+        n: np.array(v, dtype=dtype) for n, v in zip(program.inputs, values)  # copies
+    }
+    dims = _bind_dims(program, env)
+
+    def arg(a: object) -> np.ndarray:
+        if isinstance(a, Const):
+            return np.asarray(a.value, dtype=dtype)
+        if isinstance(a, DimSize):
+            return np.asarray(dims[a.name], dtype=dtype)
+        return env[a]  # type: ignore[index]
+
+    for op in program.ops:
+        impl = IMPLEMENTATIONS.get(op.op)
+        if impl is None:
+            where = f" (step '{op.origin.step}')" if op.origin.step else ""
+            raise InterpretError(f"the reference interpreter has no implementation of op "
+                                 f"'{op.op}'{where}")
+        with np.errstate(all="ignore"):
+            result = np.asarray(impl(op, *(arg(a) for a in op.args)), dtype=dtype)
+        expected = tuple(d if isinstance(d, int) else dims[d]
+                         for d in program.values[op.out].shape)
+        if result.shape != expected:  # a bug here, or in the shape rules: never silently go on
+            raise InterpretError(f"op '{op.op}' gave shape {result.shape}; the IR says {expected}")
+        env[op.out] = result
+    return tuple(arg(o).copy() for o in program.outputs)
