@@ -333,8 +333,8 @@ def run_gradcheck(compiled: list[Compiled], backends: Sequence[str] = ("numpy",)
         print(f"  {fn:<{w1}}  {grad:<{w2}}  {r.error:9.2e}  {flag:<4}  ({note})")
     failed_values = [(fn, r) for fn, _, r in rows if r.kind == "value" and not r.ok]
     for fn, r in failed_values:
-        print(f"gradcheck: VALUE MISMATCH: {fn} output {r.wrt}: {r.detail} differs from the "
-              f"reference interpreter (relative error {r.error:.2e})")
+        print(f"gradcheck: VALUE MISMATCH: {fn} output {r.wrt} differs from the reference "
+              f"interpreter (relative error {r.error:.2e}) in: {r.detail}")
     failed = sum(not r.ok for _, _, r in rows)
     if failed:
         print(f"gradcheck: {failed} of {len(rows)} checks above tolerance "

@@ -156,7 +156,7 @@ def check_values(module: Any, fn: Function, args: list[np.ndarray]) -> list[Resu
 
     n = len(fn.program.outputs)
     expected = interpret(fn, args)
-    worst: list[tuple[float, str]] = [(0.0, "")] * n
+    errors: list[list[tuple[float, str]]] = [[] for _ in range(n)]
     calls = [(fn.name, lambda r: r), (fn.name + "_value_and_grad", lambda r: r[0]),
              (fn.name + "_forward", lambda r: r[0])]
     for name, pick in calls:
@@ -169,12 +169,16 @@ def check_values(module: Any, fn: Function, args: list[np.ndarray]) -> list[Resu
                     err, why = _value_error(_outputs(pick(result), n)[k], expected[k])
                 except (TypeError, IndexError, ValueError) as e:
                     err, why = float("inf"), f"unexpected result ({type(e).__name__}: {e})"
-                why = f"{name}: {why}" if why else name
-            if not err <= worst[k][0]:  # NaN and inf count as worse
-                worst[k] = (err, why)
-    return [Result(fn.name, str(out), err, "outputs of f, f_value_and_grad, f_forward vs the "
-                   "reference interpreter", kind="value", detail=why)
-            for out, (err, why) in zip(fn.program.outputs, worst)]
+                why = f"{name} ({why})" if why else name
+            errors[k].append((err, why))
+    results = []
+    for out, errs in zip(fn.program.outputs, errors):
+        worst = max((e for e, _ in errs), key=lambda e: np.inf if np.isnan(e) else e)
+        failing = [why for e, why in errs if not e <= VALUE_TOLERANCE]  # NaN fails too
+        results.append(Result(fn.name, str(out), worst, "outputs of f, f_value_and_grad, "
+                              "f_forward vs the reference interpreter", kind="value",
+                              detail=", ".join(failing)))
+    return results
 
 
 def check_function(module: Any, spec: Spec, fn: Function, seed: int = 0,
