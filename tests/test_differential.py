@@ -27,9 +27,9 @@ Runs are reproducible (``derandomize=True``, no example database, no shrinking: 
 prints the failing function as a one-function spec, with the seed of its inputs).  Effort is
 chosen with ``HYPOTHESIS_PROFILE``:
 
-- ``ci`` (default): NumPy: 16 specs of 24 functions (384 functions); Numba: 2 specs of 24
-  functions (48 functions against both backends);
-- ``dev``: a quarter of that;
+- ``ci`` (default): NumPy: 16 specs of 24 functions (384 functions); Numba: 1 spec of 12
+  functions against both backends (most of the time is its cold compile);
+- ``dev``: NumPy: 96 functions, Numba: 6;
 - ``deep``: NumPy: 1000 specs of 24 functions (24,000 functions), Numba: 100 specs of 24
   functions (2,400), a few hours on two cores::
 
@@ -59,14 +59,15 @@ from codegen.loader import load_spec
 
 # --------------------------------------------------------------------------- profiles
 
-_COMMON = dict(derandomize=True, database=None, deadline=None, print_blob=False,
-               phases=[Phase.explicit, Phase.generate],
-               suppress_health_check=list(HealthCheck))
-# (NumPy specs, Numba specs) per profile; each spec has FUNCTIONS functions
-BUDGETS = {"dev": (4, 1), "ci": (16, 2), "deep": (1000, 100)}
+_COMMON = {"derandomize": True, "database": None, "deadline": None, "print_blob": False,
+           "phases": [Phase.explicit, Phase.generate], "suppress_health_check": list(HealthCheck)}
+# per profile: (NumPy-only specs, functions each), (specs for both backends, functions each);
+# a cold Numba compile costs a few seconds per function on a loaded two-core machine
+BUDGETS = {"dev": ((4, 24), (1, 6)), "ci": ((16, 24), (1, 12)), "deep": ((1000, 24), (100, 24))}
 PROFILE_NAME = os.environ.get("HYPOTHESIS_PROFILE", "ci")
-NUMPY_SPECS, NUMBA_SPECS = BUDGETS.get(PROFILE_NAME, BUDGETS["ci"])
-FUNCTIONS = int(os.environ.get("CODEGEN_DIFFERENTIAL_FUNCTIONS", "24"))
+(NUMPY_SPECS, NUMPY_FUNCTIONS), (NUMBA_SPECS, NUMBA_FUNCTIONS) = \
+    BUDGETS.get(PROFILE_NAME, BUDGETS["ci"])
+FUNCTIONS = 24
 
 SIZES = {"N": 3, "K": 4}
 SYMBOLIC = ("N", "K")
@@ -355,7 +356,8 @@ class Mismatch(AssertionError):
     pass
 
 
-def check_function(cf, fn: Fn, dtype: str, modules: dict, reference64=None) -> list[str]:  # type: ignore[no-untyped-def]
+def check_function(cf, fn: Fn, dtype: str, modules: dict, reference64=None,  # type: ignore[no-untyped-def]
+                   strict: bool = False) -> list[str]:
     """Every comparison of one function; returns the problems found (empty: all agree)."""
     name = cf.function.name
     n = len(cf.function.program.outputs)
@@ -364,7 +366,8 @@ def check_function(cf, fn: Fn, dtype: str, modules: dict, reference64=None) -> l
     with np.errstate(all="ignore"):
         expected = interpret(cf, args)
     if not all(np.all(np.isfinite(e)) and np.max(np.abs(e), initial=0) < 1e6 for e in expected):
-        return []  # out of the range the tolerances are made for (a rare exp of an exp)
+        # out of the range the tolerances are made for (a rare exp of an exp)
+        return ["the reference values are not finite or too large"] if strict else []
     tol = TOL64 if dtype == "float64" else TOL32
     problems: list[str] = []
     y0_shape = expected[0].shape
@@ -447,7 +450,7 @@ def _module_name(text: str) -> str:
     return "diff" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def check_spec(text: str, fns: list[Fn], backends: tuple[str, ...]) -> int:
+def check_spec(text: str, fns: list[Fn], backends: tuple[str, ...], strict: bool = False) -> int:
     """Compare every function of a spec; raise with each failing function's own spec."""
     compiled = compile_spec(load_spec(text, "differential.yaml"))  # a SpecError is a finding
     dtype = compiled.spec.dtype
@@ -460,7 +463,7 @@ def check_spec(text: str, fns: list[Fn], backends: tuple[str, ...]) -> int:
                                     _module_name(text64))
     failures = []
     for cf, fn in zip(compiled.functions, fns):
-        problems = check_function(cf, fn, dtype, modules, reference64)
+        problems = check_function(cf, fn, dtype, modules, reference64, strict)
         if problems:
             failures.append(f"--- {spec_yaml([fn], dtype)}" + "\n".join(problems[:6]))
     if failures:
@@ -470,7 +473,7 @@ def check_spec(text: str, fns: list[Fn], backends: tuple[str, ...]) -> int:
 
 
 @settings(max_examples=NUMPY_SPECS, **_COMMON)
-@given(specs())
+@given(specs(NUMPY_FUNCTIONS))
 def test_numpy_backend_agrees_with_the_interpreter(spec):
     text, fns = spec
     check_spec(text, fns, ("numpy",))
@@ -478,7 +481,7 @@ def test_numpy_backend_agrees_with_the_interpreter(spec):
 
 @pytest.mark.filterwarnings("ignore::numba.NumbaPerformanceWarning")
 @settings(max_examples=NUMBA_SPECS, **_COMMON)
-@given(specs())
+@given(specs(NUMBA_FUNCTIONS))
 def test_both_backends_agree_with_the_interpreter_and_each_other(spec):
     pytest.importorskip("numba")
     text, fns = spec
@@ -530,4 +533,100 @@ def _regression(body: str, dtype: str = "float64", backends=("numpy", "numba")) 
         fns.append(fn)
     if "numba" in backends:
         pytest.importorskip("numba")
-    check_spec(text, fns, backends)
+    check_spec(text, fns, backends, strict=True)
+
+
+def _known(bug: str):  # type: ignore[no-untyped-def]
+    """A bug being fixed on another branch (numba-values): pinned here, strict until merged."""
+    return pytest.mark.xfail(strict=True, reason=f"known bug, fixed on branch numba-values: {bug}")
+
+
+@_known("Numba mean wrong by K**2 (loss / N * K)")
+def test_regression_numba_mean_of_a_matrix():
+    _regression("""
+        f:
+          inputs: {X: [N, K]}
+          steps:
+            - loss = mean(X ** 2)
+          outputs: [loss]
+        """)
+
+
+@_known("a transposed output aliases a buffer the fused backward overwrites")
+def test_regression_numba_transposed_output_of_value_and_grad():
+    _regression("""
+        f:
+          inputs: {A: [N, K], x: [K, N]}
+          steps:
+            - z1 = sigmoid(A @ x)
+            - z2 = z1.T
+          outputs: [z2]
+        g:
+          inputs: {Z: [N, K], w: [K]}
+          steps:
+            - p = softmax(Z, axis=1)
+            - q = p.T
+            - loss = sum(log(p @ w + 1))
+          outputs: [loss, q]
+        """)
+
+
+@_known("logsumexp(X, keepdims=True) without axis does not compile in Numba")
+def test_regression_numba_logsumexp_keepdims_without_axis():
+    _regression("""
+        f:
+          inputs: {X: [N, K]}
+          steps:
+            - y = logsumexp(X, keepdims=True)
+          outputs: [y]
+        """)
+
+
+@_known("logsumexp(v, axis=0) of a vector is a 0-d array in Numba")
+def test_regression_numba_logsumexp_of_a_vector_along_its_axis():
+    _regression("""
+        f:
+          inputs: {v: [K]}
+          steps:
+            - y = relu(logsumexp(v, axis=0))
+          outputs: [y]
+        g:
+          inputs: {v: [K]}
+          steps:
+            - y = tanh(logsumexp(v, axis=0))
+          outputs: [y]
+        """, dtype="float32")
+
+
+@_known("s * (sum(a) + sum(b)): NameError in Numba f and f_forward")
+def test_regression_numba_scalar_times_a_sum_of_sums():
+    _regression("""
+        f:
+          inputs: {s: [], a: [N], b: [K]}
+          steps:
+            - loss = s * (sum(a) + sum(b))
+          outputs: [loss]
+        """)
+
+
+@_known("NumPy float32 f_value_and_grad returns float64 gradients (g = 1 folded as an integer)")
+def test_regression_numpy_float32_gradients_of_value_and_grad():
+    _regression("""
+        f:
+          inputs: {u: [N], A: [N, K], X: [K, 1]}
+          steps:
+            - z1 = u @ A
+            - z = z1 - X
+          outputs: [z]
+        """, dtype="float32", backends=("numpy",))
+
+
+@_known("the exponent 2 ** -1 is refused although constant arithmetic is folded")
+def test_regression_constant_arithmetic_in_an_exponent():
+    _regression("""
+        f:
+          inputs: {z: [N]}
+          steps:
+            - y = exp(z) ** 2 ** -1
+          outputs: [y]
+        """, backends=("numpy",))

@@ -139,9 +139,9 @@ def _planted(monkeypatch: pytest.MonkeyPatch, call: str, output: int) -> None:
         module = real(source, name, backend)
         original = getattr(module, call)
         if call == "f":
-            planted = lambda *a: wrong(original(*a), output)  # noqa: E731
+            planted = lambda *a: wrong(original(*a), output)
         else:
-            planted = lambda *a: (wrong(original(*a)[0], output), original(*a)[1])  # noqa: E731
+            planted = lambda *a: (wrong(original(*a)[0], output), original(*a)[1])
         monkeypatch.setattr(module, call, planted)
         return module
 
@@ -174,7 +174,7 @@ def test_gradcheck_cli_exits_1_and_names_the_wrong_output(monkeypatch, capsys, t
     out = capsys.readouterr().out
     assert rc == 1, out
     assert re.search(r"planted\.f\s+value Z\s+\S+\s+FAIL", out), out
-    assert re.search(r"VALUE MISMATCH: planted.f output Z differs .* in: f, f_forward$", out, re.M), out
+    assert re.search(r"VALUE MISMATCH: planted.f output Z differs .* in: f, f_forward$", out, re.MULTILINE), out
     assert re.search(r"planted\.f\s+dX\s+\S+\s+ok", out), out
 
 
