@@ -20,6 +20,7 @@ from .lower import lower
 from .names import Names
 from .ops import ATOM, CMP, OPS, UNARY
 from .parse import Function
+from . import expr as E
 from . import text
 
 # Per-element renderings where the NumPy array form is not right for a scalar.
@@ -294,7 +295,7 @@ class NumbaEmitter(Emitter):
                         after.append(f"{acc} += {whole}" if total else f"{acc} = {whole}")
                         after.append(f"{part} = np.empty((0, 0), dtype={self.np_dtype})" + _FREE)
                         if op.op == "mean" and not total:
-                            after.append(f"{acc} /= {self.count(op, program, dim)}")
+                            after.append(E.assign(acc, self.count(op, program, dim), "/"))
                     body.append(f"{block_sums[acc]}[{block}, {index[-1]}] += {x}")
                     continue
                 if columns:
@@ -325,7 +326,8 @@ class NumbaEmitter(Emitter):
                     before.append(f"{acc} = {init}")
                 if op.op == "mean":
                     n = self.count(op, program, dim)
-                    after.append(f"{acc} /= {n}" if value.shape else f"{acc} = {acc} / {n}")
+                    after.append(E.assign(acc, n, "/") if value.shape
+                                 else E.assign(acc, E.div(acc, n)))
                 continue
             if op.out in paired:  # already a local of the loop body
                 expr = (paired[op.out], ATOM)
@@ -483,11 +485,13 @@ class NumbaEmitter(Emitter):
                 out.append(index[k])
         return out
 
-    def count(self, op: Op, program: Program, dim: dict[str, str]) -> str:
+    def count(self, op: Op, program: Program, dim: dict[str, str]) -> E.Expr:
+        """The number of elements a mean averages: a product of dims (a tree, never a string
+        pasted after ``/``)."""
         x = program.values[op.args[0]].shape  # type: ignore[index]
         axis = op.attr("axis")
         dims = x if axis is None else [x[a] for a in (axis if isinstance(axis, tuple) else (axis,))]
-        return " * ".join(self.dim_ref(d, dim) for d in dims) or "1"
+        return E.product([self.dim_ref(d, dim) for d in dims])
 
     def scalar_expr(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
         if op.op in _MATH and not self.fastmath:  # fastmath may rewrite the helpers' roundings

