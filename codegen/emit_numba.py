@@ -360,7 +360,10 @@ class NumbaEmitter(Emitter):
             else:
                 scalar[op.out] = expr
         for alias, total in group.aliases.items():
-            names.of[alias] = names.of[total]
+            if alias in names.of:  # named before (a saved value): the name must be bound too
+                after.append(E.assign(names.of[alias], names.of[total]))
+            else:  # a second name for the total, which nothing binds
+                names.of[alias] = names.of[total]
         body = self.gather_sums(body, names)
         if trig_arrays:
             before.append(f"{switch} = " + " and ".join(f"_short_reduction({a})"

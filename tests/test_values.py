@@ -52,6 +52,18 @@ CASES: dict[str, tuple[dict, list[str], list[str], object]] = {
                                    np.mean(np.tanh(X), 1, keepdims=True))),
     "mean_vector": ({"v": ["M"]}, ["loss = log(mean(v * v) + 1)"], ["loss"],
                     lambda v: np.log(np.mean(v * v) + 1)),
+    # a sum added into another sum's array: the forward kernel returned a saved name it never
+    # bound (NameError: loss_3)
+    "sums_added": ({"s": [], "a": ["N"], "b": ["K"]}, ["loss = s * (sum(a) + sum(b))"], ["loss"],
+                   lambda s, a, b: s * (np.sum(a) + np.sum(b))),
+    "column_sums_added": ({"w": ["K"], "A": ["N", "K"], "B": ["M", "K"]},
+                          ["c = sum(A, axis=0) + sum(B * B, axis=0)", "loss = sum(w * c * c)"],
+                          ["loss", "c"],
+                          lambda w, A, B: (np.sum(w * (A.sum(0) + (B * B).sum(0)) ** 2),
+                                           A.sum(0) + (B * B).sum(0))),
+    "sums_added_saved": ({"a": ["N"], "b": ["K"]}, ["t = sum(a) + sum(b * b)",
+                                                    "loss = t * t"], ["loss"],
+                         lambda a, b: (np.sum(a) + np.sum(b * b)) ** 2),
 }
 
 
