@@ -67,6 +67,40 @@ CASES: dict[str, tuple[dict, list[str], list[str], object]] = {
 }
 
 
+def _reduction_cases() -> dict:
+    """Every reduction on every axis, with and without keepdims, each result fed to elementwise
+    ops (relu and tanh of a logsumexp to a scalar did not compile: a 0-d array; logsumexp with
+    keepdims and no axis called .reshape on a float). One function per shape and axis."""
+    out = {}
+    for shape in (["M"], ["N", "K"], ["N", 1]):
+        for axis in [None, 0] + ([1] if len(shape) == 2 else []):
+            kw = "" if axis is None else f", axis={axis}"
+
+            def oracle(x, axis=axis):
+                s, m, lse = np.sum(x, axis), np.mean(x, axis), _lse(x, axis)
+                s1, m1 = np.sum(x, axis, keepdims=True), np.mean(x, axis, keepdims=True)
+                lse1 = _lse(x, axis, True)
+                p, q = _softmax(x, axis), np.log(_softmax(x, axis))
+                y = relu(lse) + np.tanh(s) * m
+                y1 = np.tanh(lse1) * s1 + relu(m1)
+                loss = np.sum(y * y) + np.sum(y1 * x) + np.sum(np.tanh(p) * q)
+                return loss, s, m, lse, s1, m1, lse1, p, q
+
+            name = f"reduce_{len(shape)}d{'' if shape[-1] != 1 else 'col'}_{axis}"
+            out[name] = ({"x": shape}, [
+                f"s = sum(x{kw})", f"m = mean(x{kw})", f"lse = logsumexp(x{kw})",
+                f"s1 = sum(x{kw}, keepdims=True)", f"m1 = mean(x{kw}, keepdims=True)",
+                f"lse1 = logsumexp(x{kw}, keepdims=True)",
+                f"p = softmax(x{kw})", f"q = log_softmax(x{kw})",
+                "y = relu(lse) + tanh(s) * m", "y1 = tanh(lse1) * s1 + relu(m1)",
+                "loss = sum(y * y) + sum(y1 * x) + sum(tanh(p) * q)"],
+                ["loss", "s", "m", "lse", "s1", "m1", "lse1", "p", "q"], oracle)
+    return out
+
+
+CASES.update(_reduction_cases())
+
+
 def _spec(cases: dict, dtype: str = "float64") -> str:
     lines = ["module: values_" + dtype, f"dtype: {dtype}",
              "dims: {" + ", ".join(f"{k}: {v}" for k, v in DIMS.items()) + "}", "functions:"]
