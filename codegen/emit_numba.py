@@ -39,6 +39,8 @@ _CONDITIONAL = 10  # precedence of ``a if c else b``: below every operator
 
 # Ops whose result is a new array the kernel owns (a buffer a later loop may write into).
 _NEW_ARRAY = frozenset({"matmul", "outer", "inv"})
+# Ops rendered as statements whose result is a view of their operand's buffer.
+_VIEW_OPS = frozenset({"transpose", "expand_dims", "reshape", "broadcast_to", "identity"})
 
 
 # Elementary functions rendered as the vectorisable helpers of helpers/numba_math.py.j2 (Numba
@@ -178,17 +180,26 @@ class NumbaEmitter(Emitter):
         stmts: list[Stmt] = []
         self.views: dict[str, str] = {}  # transposes of named arrays, written inline
         items = fuse(ops, program, live_out)
+        # A view (a transpose, expand_dims or reshape statement) shares its array's buffer: a
+        # read of the view reads the array, and a view that is returned or saved keeps the
+        # array alive to the end, so no later loop writes into it.
+        root: dict[str, str] = {}
+        for item in items:
+            if isinstance(item, Op) and item.op in _VIEW_OPS and isinstance(item.args[0], str):
+                root[item.out] = root.get(item.args[0], item.args[0])
         last_read: dict[str, int] = {}
         for n, item in enumerate(items):
             for op in ([item] if isinstance(item, Op) else item.ops):
                 for a in op.args:
                     if isinstance(a, str):
                         last_read[a] = n
+                        last_read[root.get(a, a)] = n
+        kept = live_out | {root[v] for v in live_out if v in root}
         owned: set[str] = set()  # arrays this function allocated (not inputs, not views)
         for n, item in enumerate(items):
             if isinstance(item, Group):
                 dead = {a for a, last in last_read.items()
-                        if last == n and a in owned and a not in live_out}
+                        if last == n and a in owned and a not in kept}
                 stmts.extend(self.render_group(item, program, names, dim, dead))
                 owned |= {op.out for op in item.ops if op.op not in REDUCTIONS}
             elif (item.op == "transpose" and isinstance(item.args[0], str)
