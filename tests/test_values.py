@@ -116,6 +116,32 @@ def _reduction_cases() -> dict:
 CASES.update(_reduction_cases())
 
 
+# float32: every output and gradient keeps the dtype (the folded g = 1 of a broadcast became an
+# integer np.broadcast_to(K, (K,)), and a product with it float64)
+CASES32: dict[str, tuple[dict, list[str], list[str], object]] = {
+    "row_minus_column": ({"u": ["M"], "A": ["M", "K"], "X": ["K", 1]}, ["z1 = u @ A", "z = z1 - X"],
+                         ["z"], lambda u, A, X: u @ A - X),
+    "tanh_logsumexp": ({"v": ["N"]}, ["loss = tanh(logsumexp(v, axis=0))"], ["loss"],
+                       lambda v: np.tanh(_lse(v, 0))),
+    "relu_logsumexp_keep": ({"X": ["N", "K"]}, ["l = logsumexp(X, keepdims=True)",
+                                                "loss = relu(l) * X"], ["loss", "l"],
+                            lambda X: (relu(_lse(X, keepdims=True)) * X, _lse(X, keepdims=True))),
+    "mean_of_squares": ({"X": ["N", "K"]}, ["loss = mean(X ** 2)"], ["loss"],
+                        lambda X: np.mean(X ** 2)),
+    "affine": ({"X": ["N", "K"], "s": []}, ["y = X * 2 + s"], ["y"], lambda X, s: X * 2 + s),
+    "outer_product": ({"u": ["N"], "v": ["K"]}, ["Z = outer(u, v) + 1"], ["Z"],
+                      lambda u, v: np.outer(u, v) + 1),
+    "matrix_vector": ({"A": ["N", "K"], "v": ["K"]}, ["y = A @ v", "z = y.T"], ["z"],
+                      lambda A, v: A @ v),
+    "inner_sum": ({"v": ["K"], "w": ["K"], "X": ["N", "K"]}, ["loss = v @ w + sum(X, axis=0) @ w"],
+                  ["loss"], lambda v, w, X: v @ w + X.sum(0) @ w),
+    "trace_mean": ({"S": ["N", "N"]}, ["loss = trace(S) + mean(S, axis=0)"], ["loss"],
+                   lambda S: np.trace(S) + S.mean(0)),
+    "softmax_columns": ({"X": ["N", "K"]}, ["P = softmax(X, axis=0)"], ["P"],
+                        lambda X: _softmax(X, 0)),
+}
+
+
 def _spec(cases: dict, dtype: str = "float64") -> str:
     lines = ["module: values_" + dtype, f"dtype: {dtype}",
              "dims: {" + ", ".join(f"{k}: {v}" for k, v in DIMS.items()) + "}", "functions:"]
@@ -146,6 +172,34 @@ def _inputs(inputs: dict, seed: int, dtype=np.float64) -> dict:
 
 def _tuple(outs, n: int) -> tuple:
     return outs if n > 1 else (outs,)
+
+
+@pytest.mark.parametrize("name", list(CASES32))
+def test_float32_outputs_and_gradients_keep_the_dtype(name):
+    inputs, steps, outputs, oracle = CASES32[name]
+    args = _inputs(inputs, 4, np.float32)
+    expected = _tuple(oracle(**{k: v.astype(np.float64) for k, v in args.items()}), len(outputs))
+    f32 = np.dtype(np.float32)
+    np_mod, nb_mod = modules("float32")
+    for mod in (np_mod, nb_mod):
+        label = mod.__name__
+        outs, grads = getattr(mod, name + "_value_and_grad")(**args)
+        fouts, saved = getattr(mod, name + "_forward")(**args)
+        first = _tuple(outs, len(outputs))[0]
+        g = np.random.default_rng(5).standard_normal(np.shape(first)).astype(np.float32)
+        grads_g = getattr(mod, name + "_backward")(saved, g)
+        for what, got in (("f_value_and_grad", outs), ("f_forward", fouts),
+                          ("f", getattr(mod, name)(**args))):
+            for out, want, o in zip(_tuple(got, len(outputs)), expected, outputs):
+                assert np.asarray(out).dtype == f32, f"{label} {what}: {o} is {np.asarray(out).dtype}"
+                assert_close(out, want, rtol=2e-5, atol=2e-5, what=f"{label} {what}: {o}")
+        for field, a, b in zip(grads._fields, grads, grads_g):
+            assert np.asarray(a).dtype == f32, f"{label} d{field} is {np.asarray(a).dtype}"
+            assert np.asarray(b).dtype == f32, f"{label} d{field} (backward) is {np.asarray(b).dtype}"
+            assert np.shape(a) == np.shape(args[field]) == np.shape(b)
+    for (field, a), b in zip(zip(grads._fields, np_mod.__dict__[name + "_value_and_grad"](**args)[1]),
+                             nb_mod.__dict__[name + "_value_and_grad"](**args)[1]):
+        assert_close(b, a, rtol=1e-4, atol=1e-4, what=f"d{field}: Numba against NumPy")
 
 
 @pytest.mark.parametrize("name", list(CASES))
