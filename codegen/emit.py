@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 import jinja2
 
 from . import __version__, text
+from . import expr as E
 from .format import format_module
 from .ir import Arg, Const, DimSize, Op, Program
 from .memory import Node
@@ -161,14 +162,17 @@ class Emitter:
     def arg_expr(self, a: Arg, names: Names, dim: dict[str, str],
                  inline: dict[str, tuple[str, int]], typed: bool = False) -> tuple[str, int]:
         """An operand's expression and precedence; ``typed`` gives constants the module dtype."""
+        if typed:  # a number, a dim's size or a value computed from them alone
+            if isinstance(a, Const):
+                inner = E.as_expr(a.value)
+            elif isinstance(a, DimSize):
+                inner = E.as_expr(self.dim_ref(a.name, dim))
+            else:
+                inner = E.Leaf(*inline[a]) if a in inline else E.as_expr(names.of[a])
+            return E.call(self.np_dtype, inner).render(), ATOM
         if isinstance(a, Const):
             s = text.number(a.value)
-            if typed:
-                return f"{self.np_dtype}({s})", ATOM
             return s, UNARY if s.startswith("-") else ATOM
-        if typed:  # a value computed from numbers alone
-            expr = inline[a][0] if a in inline else names.of[a]
-            return f"{self.np_dtype}({expr})", ATOM
         if isinstance(a, DimSize):
             return self.dim_ref(a.name, dim), ATOM
         if a in inline:
@@ -194,7 +198,8 @@ class Emitter:
         for idx, op in enumerate(ops):
             value = program.values[op.out]
             typed = op.op == "broadcast_to"  # a broadcast constant must not be an int64 array
-            args = [self.arg_expr(a, names, dim, inline, typed and (isinstance(a, Const) or a in numbers))
+            args = [self.arg_expr(a, names, dim, inline,
+                                  typed and (isinstance(a, (Const, DimSize)) or a in numbers))
                     for a in op.args]
             arg_nodes = [self.arg_node(a, e, program, names, nodes) for a, e in zip(op.args, args)]
             product_sum = self.render_sum_of_products(op, arg_nodes)

@@ -20,6 +20,7 @@ from .lower import lower
 from .names import Names
 from .ops import ATOM, CMP, OPS, UNARY
 from .parse import Function
+from . import expr as E
 from . import text
 
 # Per-element renderings where the NumPy array form is not right for a scalar.
@@ -38,6 +39,8 @@ _CONDITIONAL = 10  # precedence of ``a if c else b``: below every operator
 
 # Ops whose result is a new array the kernel owns (a buffer a later loop may write into).
 _NEW_ARRAY = frozenset({"matmul", "outer", "inv"})
+# Ops rendered as statements whose result is a view of their operand's buffer.
+_VIEW_OPS = frozenset({"transpose", "expand_dims", "reshape", "broadcast_to", "identity"})
 
 
 # Elementary functions rendered as the vectorisable helpers of helpers/numba_math.py.j2 (Numba
@@ -177,17 +180,26 @@ class NumbaEmitter(Emitter):
         stmts: list[Stmt] = []
         self.views: dict[str, str] = {}  # transposes of named arrays, written inline
         items = fuse(ops, program, live_out)
+        # A view (a transpose, expand_dims or reshape statement) shares its array's buffer: a
+        # read of the view reads the array, and a view that is returned or saved keeps the
+        # array alive to the end, so no later loop writes into it.
+        root: dict[str, str] = {}
+        for item in items:
+            if isinstance(item, Op) and item.op in _VIEW_OPS and isinstance(item.args[0], str):
+                root[item.out] = root.get(item.args[0], item.args[0])
         last_read: dict[str, int] = {}
         for n, item in enumerate(items):
             for op in ([item] if isinstance(item, Op) else item.ops):
                 for a in op.args:
                     if isinstance(a, str):
                         last_read[a] = n
+                        last_read[root.get(a, a)] = n
+        kept = live_out | {root[v] for v in live_out if v in root}
         owned: set[str] = set()  # arrays this function allocated (not inputs, not views)
         for n, item in enumerate(items):
             if isinstance(item, Group):
                 dead = {a for a, last in last_read.items()
-                        if last == n and a in owned and a not in live_out}
+                        if last == n and a in owned and a not in kept}
                 stmts.extend(self.render_group(item, program, names, dim, dead))
                 owned |= {op.out for op in item.ops if op.op not in REDUCTIONS}
             elif (item.op == "transpose" and isinstance(item.args[0], str)
@@ -294,7 +306,7 @@ class NumbaEmitter(Emitter):
                         after.append(f"{acc} += {whole}" if total else f"{acc} = {whole}")
                         after.append(f"{part} = np.empty((0, 0), dtype={self.np_dtype})" + _FREE)
                         if op.op == "mean" and not total:
-                            after.append(f"{acc} /= {self.count(op, program, dim)}")
+                            after.append(E.assign(acc, self.count(op, program, dim), "/"))
                     body.append(f"{block_sums[acc]}[{block}, {index[-1]}] += {x}")
                     continue
                 if columns:
@@ -325,7 +337,8 @@ class NumbaEmitter(Emitter):
                     before.append(f"{acc} = {init}")
                 if op.op == "mean":
                     n = self.count(op, program, dim)
-                    after.append(f"{acc} /= {n}" if value.shape else f"{acc} = {acc} / {n}")
+                    after.append(E.assign(acc, n, "/") if value.shape
+                                 else E.assign(acc, E.div(acc, n)))
                 continue
             if op.out in paired:  # already a local of the loop body
                 expr = (paired[op.out], ATOM)
@@ -358,7 +371,10 @@ class NumbaEmitter(Emitter):
             else:
                 scalar[op.out] = expr
         for alias, total in group.aliases.items():
-            names.of[alias] = names.of[total]
+            if alias in names.of:  # named before (a saved value): the name must be bound too
+                after.append(E.assign(names.of[alias], names.of[total]))
+            else:  # a second name for the total, which nothing binds
+                names.of[alias] = names.of[total]
         body = self.gather_sums(body, names)
         if trig_arrays:
             before.append(f"{switch} = " + " and ".join(f"_short_reduction({a})"
@@ -483,11 +499,13 @@ class NumbaEmitter(Emitter):
                 out.append(index[k])
         return out
 
-    def count(self, op: Op, program: Program, dim: dict[str, str]) -> str:
+    def count(self, op: Op, program: Program, dim: dict[str, str]) -> E.Expr:
+        """The number of elements a mean averages: a product of dims (a tree, never a string
+        pasted after ``/``)."""
         x = program.values[op.args[0]].shape  # type: ignore[index]
         axis = op.attr("axis")
         dims = x if axis is None else [x[a] for a in (axis if isinstance(axis, tuple) else (axis,))]
-        return " * ".join(self.dim_ref(d, dim) for d in dims) or "1"
+        return E.product([self.dim_ref(d, dim) for d in dims])
 
     def scalar_expr(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
         if op.op in _MATH and not self.fastmath:  # fastmath may rewrite the helpers' roundings

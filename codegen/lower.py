@@ -28,7 +28,11 @@ def lower(program: Program) -> Program:
         b.phase, b.group, b.origin, b.hint = op.phase, op.group, op.origin, "t"
         x = op.args[0]
         axis = op.attr("axis")
-        keep = axis is not None  # keep the reduced axis so that it broadcasts against x
+        rank = len(program.values[x].shape) if isinstance(x, str) else 0
+        # Keep the reduced axis so that it broadcasts against x, unless every axis is reduced:
+        # a scalar broadcasts, and a loop backend has no 0-d arrays (a [1] array reshaped to
+        # () is one, which neither max() nor the math helpers take).
+        keep = axis is not None and rank > 1
         m = b.emit("max", x, axis=axis, keepdims=keep)
         e = b.emit("exp", b.emit("sub", x, m))
         total = b.emit("sum", e, axis=axis, keepdims=keep)
@@ -38,10 +42,11 @@ def lower(program: Program) -> Program:
             result = b.emit("sub", b.emit("sub", x, m), b.emit("log", total))
         else:
             result = b.emit("add", b.emit("log", total), m)
-            if keep and not op.attr("keepdims", False):
-                result = b.emit("reshape", result, shape=program.values[op.out].shape)
-            elif not keep and op.attr("keepdims", False):
-                result = b.emit("reshape", result, shape=program.values[op.out].shape)
+            shape = program.values[op.out].shape
+            if keep and not op.attr("keepdims", False):  # drop the kept axis: [1, K] -> [K]
+                result = b.emit("reshape", result, shape=shape)
+            elif not keep and shape:  # the scalar, as the [1] or [1, 1] array keepdims asks
+                result = b.emit("full", result, shape=shape)
         last = out.ops[-1]
         assert last.out == result
         del out.values[last.out]
