@@ -541,7 +541,6 @@ def _known(bug: str):  # type: ignore[no-untyped-def]
     return pytest.mark.xfail(strict=True, reason=f"known bug, fixed on branch numba-values: {bug}")
 
 
-@_known("Numba mean wrong by K**2 (loss / N * K)")
 def test_regression_numba_mean_of_a_matrix():
     _regression("""
         f:
@@ -552,7 +551,6 @@ def test_regression_numba_mean_of_a_matrix():
         """)
 
 
-@_known("a transposed output aliases a buffer the fused backward overwrites")
 def test_regression_numba_transposed_output_of_value_and_grad():
     _regression("""
         f:
@@ -571,7 +569,6 @@ def test_regression_numba_transposed_output_of_value_and_grad():
         """)
 
 
-@_known("logsumexp(X, keepdims=True) without axis does not compile in Numba")
 def test_regression_numba_logsumexp_keepdims_without_axis():
     _regression("""
         f:
@@ -582,7 +579,6 @@ def test_regression_numba_logsumexp_keepdims_without_axis():
         """)
 
 
-@_known("logsumexp(v, axis=0) of a vector is a 0-d array in Numba")
 def test_regression_numba_logsumexp_of_a_vector_along_its_axis():
     _regression("""
         f:
@@ -598,7 +594,6 @@ def test_regression_numba_logsumexp_of_a_vector_along_its_axis():
         """, dtype="float32")
 
 
-@_known("s * (sum(a) + sum(b)): NameError in Numba f and f_forward")
 def test_regression_numba_scalar_times_a_sum_of_sums():
     _regression("""
         f:
@@ -609,7 +604,6 @@ def test_regression_numba_scalar_times_a_sum_of_sums():
         """)
 
 
-@_known("NumPy float32 f_value_and_grad returns float64 gradients (g = 1 folded as an integer)")
 def test_regression_numpy_float32_gradients_of_value_and_grad():
     _regression("""
         f:

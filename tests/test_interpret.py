@@ -220,7 +220,6 @@ def test_gradcheck_reports_a_crashing_call_as_a_failure(monkeypatch):
     assert "f raised NameError: name 'loss_3'" in bad[0].detail
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: Numba mean wrong by K**2 (fixed on numba-values)")
 def test_gradcheck_catches_the_numba_mean_value_bug():
     """Issue 11's minimal case: Numba's mean was off by K**2 while its gradient was right."""
     pytest.importorskip("numba")
