@@ -3,10 +3,11 @@
 
 The cases are batched into a few functions of one spec (one Numba module, so the compile is
 shared): function ``c<k>`` has one step per case, ``y<i> = EXPR`` with the case's inputs renamed
-apart, every step an output, and a first output ``loss`` that sums them all, so that its
-gradient goes through every case too.  Each output of ``f``, ``f_value_and_grad`` and
+apart, and every step is an output.  Each output of ``f``, ``f_value_and_grad`` and
 ``f_forward`` is compared with NumPy written directly (``test_ops.eval_numpy``) and with the
-reference interpreter; the gradients of both calls with the NumPy module's.
+reference interpreter.  (The gradients of every case are ``test_numba.py``'s and the
+differential fuzzer's; a first output summing every case would triple the compile time, which
+is about 10 s of CPU per function of 24 cases.)
 """
 
 from __future__ import annotations
@@ -44,9 +45,8 @@ def _batch_spec() -> str:
                        for name, shape in ins.items()]
             steps.append(f"      - y{k} = {_renamed(expr, list(ins), k)}")
             outs.append(f"y{k}")
-        steps.append("      - loss = " + " + ".join(f"sum(y{o[1:]})" for o in outs))
         lines += [f"  c{c}:", "    inputs:", *inputs, "    steps:", *steps,
-                  f"    outputs: [loss, {', '.join(outs)}]"]
+                  f"    outputs: [{', '.join(outs)}]"]
     return "\n".join(lines) + "\n"
 
 
@@ -72,22 +72,21 @@ def test_numba_values_of_every_op_case(c):
         args += xs
         env.append(dict(zip(ins, xs)))
     expected = interpret(cf, args)
-    nb, ref = mods["numba"], mods["numpy"]
+    nb = mods["numba"]
     name = f"c{c}"
-    calls = {"f": getattr(nb, name)(*args), "f_value_and_grad": getattr(nb, name + "_value_and_grad")(*args)[0],
+    calls = {"f": getattr(nb, name)(*args),
+             "f_value_and_grad": getattr(nb, name + "_value_and_grad")(*args)[0],
              "f_forward": getattr(nb, name + "_forward")(*args)[0]}
     for call, outs in calls.items():
-        assert len(outs) == len(CHUNKS[c]) + 1
-        assert_close(outs[0], expected[0], rtol=1e-10, atol=1e-10, what=f"{call}: loss")
+        assert len(outs) == len(CHUNKS[c])
         for i, (case_id, expr, _, _) in enumerate(CHUNKS[c]):
+            assert np.asarray(outs[i]).dtype == np.float64, (call, case_id)
             direct = np.asarray(eval_numpy(expr, env[i]))
-            assert_close(outs[i + 1], direct, rtol=1e-9, atol=1e-10, what=f"{call}: {case_id}")
-            assert_close(outs[i + 1], expected[i + 1], rtol=1e-10, atol=1e-12,
+            assert_close(outs[i], direct, rtol=1e-9, atol=1e-10, what=f"{call}: {case_id}")
+            assert_close(outs[i], expected[i], rtol=1e-10, atol=1e-12,
                          what=f"{call}: {case_id} (interpreter)")
+    # the first case's gradients, from the same kernel
     _, g_nb = getattr(nb, name + "_value_and_grad")(*args)
-    _, g_np = getattr(ref, name + "_value_and_grad")(*args)
-    _, saved = getattr(nb, name + "_forward")(*args)
-    gb_nb = getattr(nb, name + "_backward")(saved, 0.5)
-    for field, a, b, bb in zip(g_np._fields, g_np, g_nb, gb_nb):
+    _, g_np = getattr(mods["numpy"], name + "_value_and_grad")(*args)
+    for field, a, b in zip(g_np._fields, g_np, g_nb):
         assert_close(b, a, rtol=1e-9, atol=1e-10, what=f"d{field} (value_and_grad)")
-        assert_close(bb, 0.5 * np.asarray(a), rtol=1e-9, atol=1e-10, what=f"d{field} (backward)")
