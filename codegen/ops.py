@@ -113,6 +113,8 @@ def _unary(name: str, fmt: str, math: str, grad: str, vjp: VJP | None, arg_prec:
 def _pow_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
     c = op.attr("exponent")
     assert isinstance(c, (int, float))
+    if c == 0:  # x ** 0 is constant: dx = 0 (c * x ** -1 would be 0 * inf = NaN at x = 0)
+        return b.emit("zeros", shape=b.shape(op.args[0]))
     if c == 2:
         return b.emit("mul", b.emit("mul", g, Const(2)), op.args[0])
     return b.emit("mul", b.emit("mul", g, Const(c)), b.emit("pow", op.args[0], exponent=c - 1))

@@ -624,3 +624,15 @@ def test_regression_constant_arithmetic_in_an_exponent():
             - y = exp(z) ** 2 ** -1
           outputs: [y]
         """, backends=("numpy",))
+
+
+def test_regression_power_zero_of_zero_has_gradient_zero():
+    """Found by the fuzzer (seed 5058): d(x ** 0)/dx was 0 * x ** -1 = NaN where x = 0."""
+    _regression("""
+        f:
+          inputs: {x: [N, K]}
+          steps:
+            - z = x - x
+            - y = -(z ** 0).T + x.T
+          outputs: [y, z]
+        """)
