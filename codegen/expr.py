@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Union
 
 from . import text
 from .ops import ADD, ATOM, CMP, MUL, POW, UNARY
@@ -41,7 +40,7 @@ class Expr:
         return self.render()
 
 
-ExprLike = Union[Expr, str, int, float]
+ExprLike = Expr | str | int | float
 
 
 @dataclass(frozen=True)
