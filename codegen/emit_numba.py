@@ -89,7 +89,7 @@ class NumbaEmitter(Emitter):
         view = super().function_view(fn, lower(vg), lower(bw))
 
         def cast(local: str, name: str) -> str:
-            return f"_DTYPE.type({local})" if name in view.scalars else local
+            return E.call("_DTYPE.type", local).render() if name in view.scalars else local
 
         outputs = [o for o in fn.program.outputs if isinstance(o, str)]
         outs = [cast(local, o) for local, o in zip(view.fw_outputs, outputs)]
@@ -110,21 +110,21 @@ class NumbaEmitter(Emitter):
     def shape_check(self, fn: Function) -> list[Stmt]:
         """The kernel's own comparison of its inputs' shapes with the spec's (the wrapper calls
         it without checking inputs whose types it has seen: see ``_run_checked``)."""
-        first: dict[str, str] = {}
-        differ = []
+        first: dict[str, E.Expr] = {}
+        differ: list[E.Expr] = []
         for name in fn.program.inputs:
             for axis, d in enumerate(fn.program.values[name].shape):
-                size = f"{name}.shape[{axis}]"
+                size = E.index(f"{name}.shape", axis)
                 if isinstance(d, int):
-                    differ.append(f"{size} != {d}")
+                    differ.append(E.binop("!=", size, d))
                 elif d in first:
-                    differ.append(f"{size} != {first[d]}")
+                    differ.append(E.binop("!=", size, first[d]))
                 else:
                     first[d] = size
         if not differ:
             return []
         message = f"{fn.name}: the inputs' shapes are not the spec's"
-        return [Stmt(f"if {' or '.join(differ)}:\n    raise ValueError({message!r})",
+        return [Stmt(f"if {E.any_of(differ)}:\n    raise ValueError({message!r})",
                      "the spec's shapes (if not, the wrapper's checks name the input that differs)")]
 
     def template_vars(self) -> dict[str, str]:
@@ -165,8 +165,7 @@ class NumbaEmitter(Emitter):
 
     def render_op(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
         if op.op == "matmul":
-            a, b = (e for e, _ in args)
-            return f"np.dot({a}, {b})", ATOM
+            return E.Call("np.dot", tuple(E.Leaf(*a) for a in args)).render(), ATOM
         return super().render_op(op, args, dim)
 
     # --- statements -----------------------------------------------------------------------------
@@ -204,11 +203,12 @@ class NumbaEmitter(Emitter):
                   and item.out not in live_out and item.args[0] not in self.views):
                 self.views[item.out] = item.args[0]
             else:
-                args = [(f"{names.of[self.views[a]]}.T", ATOM) if isinstance(a, str) and a in self.views
+                args = [(E.Attr(E.as_expr(names.of[self.views[a]]), "T").render(), ATOM)
+                        if isinstance(a, str) and a in self.views
                         else self.arg_expr(a, names, dim, {}) for a in item.args]
-                expr, _ = self.render_op(item, args, dim)
+                expr = E.Leaf(*self.render_op(item, args, dim))
                 target = names.bind(item.out, program.values[item.out].hint)
-                stmts.append(Stmt(f"{target} = {expr}", text.wrap_comment(self.comment(item))))
+                stmts.append(Stmt(E.assign(target, expr), text.wrap_comment(self.comment(item))))
                 if item.op in _NEW_ARRAY:
                     owned.add(item.out)
         while stmts and stmts[-1].code.endswith(_FREE):  # the return frees them anyway
