@@ -297,7 +297,7 @@ class NumbaEmitter(Emitter):
                 if prange and (columns or rows) and not block:
                     block = names.fresh("block")
                 blocks = (E.floordiv(E.add(self.dim_ref(shape[0], dim), _BLOCK - 1), _BLOCK)
-                          if block else None)
+                          if block else E.as_expr(0))  # (read only under prange, with a block)
                 if rows:  # a sum over rows under prange: a row of partial sums per block
                     if acc not in block_sums:  # (sums that add into one total share them)
                         block_sums[acc] = names.fresh(f"{acc}_blocks")
