@@ -7,7 +7,6 @@ and overrides only what differs (the NumPy backend is the base).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -127,8 +126,8 @@ class Emitter:
             need = opdef.arg_prec[i] if i < len(opdef.arg_prec) else 0
             parts.append(f"({expr})" if prec < need else expr)
         fields = self.attr_fields(op, dim)
-        if op.op == "pow" and _simple(parts[0]) and _simple(fields["exponent"]):
-            return f"{parts[0]}**{fields['exponent']}", opdef.prec  # black hugs simple operands
+        if op.op == "pow":  # a tree: parentheses by precedence, simple operands hugged as black does
+            return E.binop("**", E.Leaf(*args[0]), op.attr("exponent")).render(), opdef.prec  # type: ignore[arg-type]
         return opdef.fmt.format(*parts, **fields), opdef.prec
 
     def attr_fields(self, op: Op, dim: dict[str, str]) -> dict[str, str]:
@@ -156,8 +155,7 @@ class Emitter:
         return fields
 
     def shape_tuple(self, shape: tuple, dim: dict[str, str]) -> str:
-        items = [self.dim_ref(d, dim) for d in shape]
-        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+        return E.tuple_([self.dim_ref(d, dim) for d in shape]).render()
 
     def arg_expr(self, a: Arg, names: Names, dim: dict[str, str],
                  inline: dict[str, tuple[str, int]], typed: bool = False) -> tuple[str, int]:
@@ -219,7 +217,7 @@ class Emitter:
                 code = self.typed_number(code)
             if op.out in numbers:
                 node.shape = ()
-            emitted.append((op, f"{target} = {code}", target, node))
+            emitted.append((op, E.assign(target, E.Leaf(code, 0)), target, node))
         stmts = self.annotate([(op, code) for op, code, _, _ in emitted])
         for stmt, (_, _, target, node) in zip(stmts, emitted):
             stmt.target, stmt.node = target, node
@@ -263,14 +261,14 @@ class Emitter:
             return None
         axis = op.attr("axis")
         if axis is None and self.dtype == "float64":
-            return f"np.vdot({x.name}, {y.name})", ATOM
+            return E.call("np.vdot", x.name, y.name).render(), ATOM
         if axis == 0 and len(prod.shape) == 2:
-            return f'np.einsum("ij,ij->j", {x.name}, {y.name})', ATOM
+            return E.call("np.einsum", E.Leaf('"ij,ij->j"'), x.name, y.name).render(), ATOM
         return None
 
     def typed_number(self, expr: str) -> str:
         """A step computed from numbers alone, as a scalar of the module's dtype."""
-        return f"{self.np_dtype}({expr})"
+        return E.call(self.np_dtype, E.Leaf(expr, 0)).render()
 
     def annotate(self, emitted: list[tuple[Op, str]]) -> list[Stmt]:
         """Comments: a forward block is headed by its step; every backward line names its rule."""
@@ -458,7 +456,7 @@ class Emitter:
                 for name in fn.program.inputs:
                     shape = fn.program.values[name].shape
                     if d in shape:
-                        out.append(Stmt(f"{dim[d]} = {name}.shape[{shape.index(d)}]"))
+                        out.append(Stmt(E.assign(dim[d], E.index(f"{name}.shape", shape.index(d)))))
                         break
             if out:
                 out[0].comment = "sizes of the symbolic dims"
@@ -529,14 +527,6 @@ def grad_values(program: Program) -> set[str]:
 
 # Free views of a named value: written inline wherever they are used, never given a name.
 _VIEWS = frozenset({"transpose", "expand_dims"})
-_SIMPLE = re.compile(r"-?(\d+(\.\d*)?(e[+-]?\d+)?|[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)")
-
-
-def _simple(operand: str) -> bool:
-    """A name, dotted name or number, maybe negated: black writes ``a**b`` without spaces then."""
-    return _SIMPLE.fullmatch(operand) is not None
-
-
 def templates_dir() -> Path:
     """The Jinja templates: inside the installed package, or the repo's top-level ``templates/``."""
     here = Path(__file__).resolve().parent

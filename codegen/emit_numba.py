@@ -13,29 +13,27 @@ import hashlib
 import re
 from collections import Counter
 
+from . import expr as E
+from . import text
 from .emit import Emitter, FunctionView, Stmt, grad_values, templates_dir
 from .fusion import REDUCTIONS, Group, fuse
 from .ir import Arg, Const, DimSize, Op, Program
 from .lower import lower
 from .names import Names
-from .ops import ATOM, CMP, OPS, UNARY
+from .ops import ATOM, UNARY
 from .parse import Function
-from . import expr as E
-from . import text
 
-# Per-element renderings where the NumPy array form is not right for a scalar.
-_SCALAR_FMT = {
-    "nonzero_or_inf": "{0} if {0} > 0 else np.inf",
-    "relu": "max({0}, 0.0)",
-    "positive": "1.0 if {0} > 0 else 0.0",
-    "full": "{0}",
-    "broadcast_to": "{0}",
-    "copy": "{0}",
-    "identity": "{0}",
+# Per-element renderings (trees) where the NumPy array form is not right for a scalar.
+_SCALAR = {
+    "nonzero_or_inf": lambda x: E.Cond(x, E.binop(">", x, 0), E.as_expr("np.inf")),
+    "relu": lambda x: E.call("max", x, 0.0),
+    "positive": lambda x: E.Cond(E.as_expr(1.0), E.binop(">", x, 0), E.as_expr(0.0)),
+    "full": lambda x: x,
+    "broadcast_to": lambda x: x,
+    "copy": lambda x: x,
+    "identity": lambda x: x,
 }
 
-
-_CONDITIONAL = 10  # precedence of ``a if c else b``: below every operator
 
 # Ops whose result is a new array the kernel owns (a buffer a later loop may write into).
 _NEW_ARRAY = frozenset({"matmul", "outer", "inv"})
@@ -91,7 +89,7 @@ class NumbaEmitter(Emitter):
         view = super().function_view(fn, lower(vg), lower(bw))
 
         def cast(local: str, name: str) -> str:
-            return f"_DTYPE.type({local})" if name in view.scalars else local
+            return E.call("_DTYPE.type", local).render() if name in view.scalars else local
 
         outputs = [o for o in fn.program.outputs if isinstance(o, str)]
         outs = [cast(local, o) for local, o in zip(view.fw_outputs, outputs)]
@@ -112,21 +110,21 @@ class NumbaEmitter(Emitter):
     def shape_check(self, fn: Function) -> list[Stmt]:
         """The kernel's own comparison of its inputs' shapes with the spec's (the wrapper calls
         it without checking inputs whose types it has seen: see ``_run_checked``)."""
-        first: dict[str, str] = {}
-        differ = []
+        first: dict[str, E.Expr] = {}
+        differ: list[E.Expr] = []
         for name in fn.program.inputs:
             for axis, d in enumerate(fn.program.values[name].shape):
-                size = f"{name}.shape[{axis}]"
+                size = E.index(f"{name}.shape", axis)
                 if isinstance(d, int):
-                    differ.append(f"{size} != {d}")
+                    differ.append(E.binop("!=", size, d))
                 elif d in first:
-                    differ.append(f"{size} != {first[d]}")
+                    differ.append(E.binop("!=", size, first[d]))
                 else:
                     first[d] = size
         if not differ:
             return []
         message = f"{fn.name}: the inputs' shapes are not the spec's"
-        return [Stmt(f"if {' or '.join(differ)}:\n    raise ValueError({message!r})",
+        return [Stmt(f"if {E.any_of(differ)}:\n    raise ValueError({message!r})",
                      "the spec's shapes (if not, the wrapper's checks name the input that differs)")]
 
     def template_vars(self) -> dict[str, str]:
@@ -167,8 +165,7 @@ class NumbaEmitter(Emitter):
 
     def render_op(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
         if op.op == "matmul":
-            a, b = (e for e, _ in args)
-            return f"np.dot({a}, {b})", ATOM
+            return E.Call("np.dot", tuple(E.Leaf(*a) for a in args)).render(), ATOM
         return super().render_op(op, args, dim)
 
     # --- statements -----------------------------------------------------------------------------
@@ -206,11 +203,12 @@ class NumbaEmitter(Emitter):
                   and item.out not in live_out and item.args[0] not in self.views):
                 self.views[item.out] = item.args[0]
             else:
-                args = [(f"{names.of[self.views[a]]}.T", ATOM) if isinstance(a, str) and a in self.views
+                args = [(E.Attr(E.as_expr(names.of[self.views[a]]), "T").render(), ATOM)
+                        if isinstance(a, str) and a in self.views
                         else self.arg_expr(a, names, dim, {}) for a in item.args]
-                expr, _ = self.render_op(item, args, dim)
+                expr = E.Leaf(*self.render_op(item, args, dim))
                 target = names.bind(item.out, program.values[item.out].hint)
-                stmts.append(Stmt(f"{target} = {expr}", text.wrap_comment(self.comment(item))))
+                stmts.append(Stmt(E.assign(target, expr), text.wrap_comment(self.comment(item))))
                 if item.op in _NEW_ARRAY:
                     owned.add(item.out)
         while stmts and stmts[-1].code.endswith(_FREE):  # the return frees them anyway
@@ -222,7 +220,10 @@ class NumbaEmitter(Emitter):
         """One loop nest: allocations, the loop with one line per kept value, then finishing.
 
         ``dead``: arrays of this function that nothing reads after this group; a value the
-        group writes may take over the buffer of one it reads element by element."""
+        group writes may take over the buffer of one it reads element by element.
+
+        Every line is built from expression trees (``expr.py``): a loop body line is a
+        (target, augmented operator, value) triple until the loop is laid out."""
         shape = group.shape
         index = [self._index(names, k) for k in range(len(shape))]
         members = {op.out for op in group.ops}
@@ -236,9 +237,10 @@ class NumbaEmitter(Emitter):
         block = ""  # under prange, the index of a block of _BLOCK rows, when sums need one
         block_sums: dict[str, str] = {}  # a sum's array -> its partial sums per block (prange)
         before: list[str] = []
-        body: list[str] = []
+        body: list[tuple[E.Expr, str, E.Expr]] = []  # (target, "" or "+", value)
         after: list[str] = []
         scalar: dict[str, tuple[str, int]] = {}  # value -> expression inside the loop
+        dtype = E.as_expr(self.np_dtype)
 
         def read(a: Arg) -> tuple[str, int]:
             if isinstance(a, Const):
@@ -249,11 +251,12 @@ class NumbaEmitter(Emitter):
             if a in scalar:
                 return scalar[a]
             if a in self.views:  # X.T[i, j] is X[j, i]
-                base = self.views[a]
-                at = self.element("", program.values[a].shape, shape, index)
-                parts = at[1:-1].split(", ")[::-1]
-                return f"{names.of[base]}[{', '.join(parts)}]", ATOM
+                at = self.element_index(program.values[a].shape, shape, index)
+                return E.index(names.of[self.views[a]], *at[::-1]).render(), ATOM
             return self.element(names.of[a], program.values[a].shape, shape, index), ATOM
+
+        def leaf(a: Arg) -> E.Expr:
+            return E.Leaf(*read(a))
 
         trig_arrays: list[str] = []  # arrays read by sin and cos: checked before the loop
         switch = ""  # their check's local, named on first use
@@ -276,38 +279,39 @@ class NumbaEmitter(Emitter):
             value = program.values[op.out]
             if op.out in shared and op.out not in paired:
                 helper, x_arg, parts = shared[op.out]
-                x, _ = read(x_arg)
-                if helper == "sincos":
-                    x += f", {short(x_arg)}"
+                args = [leaf(x_arg)] + ([E.as_expr(short(x_arg))] if helper == "sincos" else [])
                 locals_ = [names.fresh(f"{stem}_e") for _, stem in parts]
-                body.append(f"{', '.join(locals_)} = _{helper}({x})")
+                body.append((E.Leaf(", ".join(locals_), E.COND), "",
+                             E.Call(f"_{helper}", tuple(args))))
                 self.math |= set(_MATH[helper])
                 paired.update((out, local) for (out, _), local in zip(parts, locals_))
             if op.op in REDUCTIONS:
                 total = group.into.get(op.out)
                 acc = names.of[total] if total else names.bind(op.out, value.hint)
-                x, _ = read(op.args[0])
+                x = leaf(op.args[0])
                 out_index = self.reduced_index(op, shape, index)
-                target = f"{acc}[{', '.join(out_index)}]" if out_index else acc
+                target = E.index(acc, *out_index) if out_index else E.as_expr(acc)
                 # a full sum in a nest keeps one running sum per column (below)
                 columns = op.op != "max" and not value.shape and len(shape) > 1
                 rows = prange and self.sums_rows(op, shape)  # (parallel_safe: over axis 0)
                 if prange and (columns or rows) and not block:
                     block = names.fresh("block")
-                blocks = (f"({self.dim_ref(shape[0], dim)} + {_BLOCK - 1}) // {_BLOCK}" if block
-                          else "")
+                blocks = (E.floordiv(E.add(self.dim_ref(shape[0], dim), _BLOCK - 1), _BLOCK)
+                          if block else E.as_expr(0))  # (read only under prange, with a block)
                 if rows:  # a sum over rows under prange: a row of partial sums per block
                     if acc not in block_sums:  # (sums that add into one total share them)
                         block_sums[acc] = names.fresh(f"{acc}_blocks")
                         part = block_sums[acc]
-                        before.append(f"{part} = np.zeros(({blocks}, "
-                                      f"{self.dim_ref(shape[-1], dim)}), dtype={self.np_dtype})")
-                        whole = f"{part}.sum(axis=0)"
-                        after.append(f"{acc} += {whole}" if total else f"{acc} = {whole}")
-                        after.append(f"{part} = np.empty((0, 0), dtype={self.np_dtype})" + _FREE)
+                        width = self.dim_ref(shape[-1], dim)
+                        before.append(E.assign(part, E.call("np.zeros", E.tuple_([blocks, width]),
+                                                            dtype=dtype)))
+                        whole = E.call(f"{part}.sum", axis=0)
+                        after.append(E.assign(acc, whole, "+" if total else ""))
+                        after.append(E.assign(part, E.call("np.empty", E.tuple_([0, 0]), dtype=dtype))
+                                     + _FREE)
                         if op.op == "mean" and not total:
                             after.append(E.assign(acc, self.count(op, program, dim), "/"))
-                    body.append(f"{block_sums[acc]}[{block}, {index[-1]}] += {x}")
+                    body.append((E.index(block_sums[acc], block, index[-1]), "+", x))
                     continue
                 if columns:
                     # one running sum per column: the inner loop's lanes are independent, so
@@ -315,26 +319,27 @@ class NumbaEmitter(Emitter):
                     # under prange, one row of them per block of rows
                     cols = names.fresh(f"{acc}_cols")
                     width = self.dim_ref(shape[-1], dim)
-                    size = f"({blocks}, {width})" if prange else f"({width},)"
-                    before.append(f"{cols} = np.zeros({size}, dtype=np.float64)")
-                    at = f"{block}, {index[-1]}" if prange else index[-1]
-                    body.append(f"{cols}[{at}] += {x}")
-                    after.append(f"{acc} += {cols}.sum()" if total else f"{acc} = {cols}.sum()")
-                    after.append(f"{cols} = np.empty({'(0, 0)' if prange else '0'})" + _FREE)
+                    size = E.tuple_([blocks, width] if prange else [width])
+                    before.append(E.assign(cols, E.call("np.zeros", size, dtype="np.float64")))
+                    at = [block, index[-1]] if prange else [index[-1]]
+                    body.append((E.index(cols, *at), "+", x))
+                    after.append(E.assign(acc, E.call(f"{cols}.sum"), "+" if total else ""))
+                    empty = E.tuple_([0, 0]) if prange else E.as_expr(0)
+                    after.append(E.assign(cols, E.call("np.empty", empty)) + _FREE)
                 elif op.op == "max":
-                    body.append(f"{target} = max({target}, {x})")
+                    body.append((target, "", E.call("max", target, x)))
                 else:
-                    body.append(f"{target} += {x}")
-                init = "-np.inf" if op.op == "max" else "0.0"
+                    body.append((target, "+", x))
+                init = E.Unary("-", E.as_expr("np.inf")) if op.op == "max" else E.as_expr(0.0)
                 if total:  # adds into an earlier sum's array
                     continue
                 if value.shape:
-                    fill = "np.full" if op.op == "max" else "np.zeros"
-                    args = f", {init}" if op.op == "max" else ""
-                    before.append(f"{acc} = {fill}({self.shape_tuple(value.shape, dim)}{args}, "
-                                  f"dtype={self.np_dtype})")
+                    full = self.shape_expr(value.shape, dim)
+                    before.append(E.assign(acc, E.call("np.full", full, init, dtype=dtype)
+                                           if op.op == "max" else
+                                           E.call("np.zeros", full, dtype=dtype)))
                 elif not columns:
-                    before.append(f"{acc} = {init}")
+                    before.append(E.assign(acc, init))
                 if op.op == "mean":
                     n = self.count(op, program, dim)
                     after.append(E.assign(acc, n, "/") if value.shape
@@ -343,30 +348,30 @@ class NumbaEmitter(Emitter):
             if op.out in paired:  # already a local of the loop body
                 expr = (paired[op.out], ATOM)
             else:
-                expr = self.scalar_expr(op, [read(a) for a in op.args], dim)
-                if op.op in ("sin", "cos") and not self.fastmath:
-                    expr = (f"{expr[0][:-1]}, {short(op.args[0])})", ATOM)
+                extra = ([E.as_expr(short(op.args[0]))]
+                         if op.op in ("sin", "cos") and not self.fastmath else [])
+                expr = self.scalar_expr(op, [read(a) for a in op.args], dim, extra)
             if op.out in group.materialise:
                 arr = names.bind(op.out, value.hint)
                 if op.out in reuse:
                     old = names.of[reuse[op.out]]
-                    before.append(f"{arr} = {old}  # in place of {old}: not read after this loop")
+                    before.append(E.assign(arr, old) + f"  # in place of {old}: not read after this loop")
                 elif index:  # a scalar group's values are plain locals
-                    before.append(f"{arr} = np.empty({self.shape_tuple(value.shape, dim)}, "
-                                  f"dtype={self.np_dtype})")
-                elem = f"{arr}[{', '.join(index)}]" if index else arr
+                    before.append(E.assign(arr, E.call("np.empty", self.shape_expr(value.shape, dim),
+                                                       dtype=dtype)))
+                elem = E.index(arr, *index) if index else E.as_expr(arr)
                 if uses.get(op.out, 0) and op.out not in paired:
                     tmp = names.fresh(f"{arr}_e")
-                    body.append(f"{tmp} = {expr[0]}")
-                    body.append(f"{elem} = {tmp}")
+                    body.append((E.as_expr(tmp), "", E.Leaf(*expr)))
+                    body.append((elem, "", E.as_expr(tmp)))
                     scalar[op.out] = (tmp, ATOM)
                 else:
-                    body.append(f"{elem} = {expr[0]}")
+                    body.append((elem, "", E.Leaf(*expr)))
                     if op.out in paired:
                         scalar[op.out] = expr
             elif uses.get(op.out, 0) > 1 and op.out not in paired:
                 tmp = names.fresh(f"{value.hint}_e")
-                body.append(f"{tmp} = {expr[0]}")
+                body.append((E.as_expr(tmp), "", E.Leaf(*expr)))
                 scalar[op.out] = (tmp, ATOM)
             else:
                 scalar[op.out] = expr
@@ -375,11 +380,15 @@ class NumbaEmitter(Emitter):
                 after.append(E.assign(names.of[alias], names.of[total]))
             else:  # a second name for the total, which nothing binds
                 names.of[alias] = names.of[total]
-        body = self.gather_sums(body, names)
+        lines = [E.assign(t, v, aug) for t, aug, v in self.gather_sums(body, names)]
         if trig_arrays:
-            before.append(f"{switch} = " + " and ".join(f"_short_reduction({a})"
-                                                      for a in trig_arrays))
-        return self.loop(group, program, shape, index, before, body, after, dim, switch, block)
+            before.append(E.assign(switch, E.all_of([E.call("_short_reduction", a)
+                                                     for a in trig_arrays])))
+        return self.loop(group, program, shape, index, before, lines, after, dim, switch, block)
+
+    def shape_expr(self, shape: tuple, dim: dict[str, str]) -> E.Expr:
+        """A shape as a tuple display of dims (literals or the locals bound to them)."""
+        return E.tuple_([self.dim_ref(d, dim) for d in shape])
 
     def shared_calls(self, group: Group,
                      program: Program) -> dict[str, tuple[str, Arg, list[tuple[str, str]]]]:
@@ -408,24 +417,25 @@ class NumbaEmitter(Emitter):
                               [(y.out, program.values[y.out].hint), (op.out, "sigmoid")]))
         return {out: call for call in calls for out, _ in call[2]}
 
-    def gather_sums(self, body: list[str], names: Names) -> list[str]:
+    def gather_sums(self, body: list[tuple[E.Expr, str, E.Expr]],
+                    names: Names) -> list[tuple[E.Expr, str, E.Expr]]:
         """Several sums into one element (a weight's gradient from many steps) add up in a
         local first and store once, at the end of the loop body: one store instead of many,
-        which keeps long loop bodies vectorisable."""
-        targets = Counter(line.split(" += ")[0] for line in body if " += " in line)
+        which keeps long loop bodies vectorisable. Lines are (target, "" or "+", value)."""
+        targets = Counter(t for t, aug, _ in body if aug == "+")
         shared = {t for t, n in targets.items() if n > 1}
-        local: dict[str, str] = {}
+        local: dict[E.Expr, E.Expr] = {}
         out = []
-        for line in body:
-            target, _, x = line.partition(" += ")
-            if target not in shared:
-                out.append(line)
+        for target, aug, x in body:
+            if aug != "+" or target not in shared:
+                out.append((target, aug, x))
             elif target in local:
-                out.append(f"{local[target]} += {x}")
+                out.append((local[target], "+", x))
             else:
-                local[target] = names.fresh(target.split("[")[0] + "_e")
-                out.append(f"{local[target]} = {x}")
-        out.extend(f"{target} += {name}" for target, name in local.items())
+                array = target.base if isinstance(target, E.Index) else target
+                local[target] = E.as_expr(names.fresh(array.render() + "_e"))
+                out.append((local[target], "", x))
+        out.extend((target, "+", name) for target, name in local.items())
         return out
 
     def reuse(self, group: Group, program: Program, uses: dict[str, int],
@@ -480,10 +490,13 @@ class NumbaEmitter(Emitter):
         """``name`` at the loop's current element, NumPy broadcasting: size-1 axes read index 0."""
         if not shape:
             return name
+        return E.index(name, *self.element_index(shape, loop, index)).render()
+
+    def element_index(self, shape: tuple, loop: tuple, index: list[str]) -> list[str]:
+        """The indices of an array of ``shape`` at the loop's current element."""
         offset = len(loop) - len(shape)
-        parts = ["0" if d == 1 and loop[offset + k] != 1 else index[offset + k]
-                 for k, d in enumerate(shape)]
-        return f"{name}[{', '.join(parts)}]"
+        return ["0" if d == 1 and loop[offset + k] != 1 else index[offset + k]
+                for k, d in enumerate(shape)]
 
     def reduced_index(self, op: Op, shape: tuple, index: list[str]) -> list[str]:
         axis = op.attr("axis")
@@ -507,19 +520,18 @@ class NumbaEmitter(Emitter):
         dims = x if axis is None else [x[a] for a in (axis if isinstance(axis, tuple) else (axis,))]
         return E.product([self.dim_ref(d, dim) for d in dims])
 
-    def scalar_expr(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
+    def scalar_expr(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str],
+                    extra: list[E.Expr] | None = None) -> tuple[str, int]:
+        """One element of ``op`` (``extra``: arguments a math helper takes after the operand,
+        sin's and cos's ``short``)."""
         if op.op in _MATH and not self.fastmath:  # fastmath may rewrite the helpers' roundings
             self.math |= set(_MATH[op.op])
-            return f"_{op.op}({args[0][0]})", ATOM
-        fmt = _SCALAR_FMT.get(op.op)
-        if fmt is None:
+            return E.Call(f"_{op.op}", (E.Leaf(*args[0]), *(extra or []))).render(), ATOM
+        scalar = _SCALAR.get(op.op)
+        if scalar is None:
             return super().render_op(op, args, dim)
-        opdef = OPS[op.op]
-        conditional = " if " in fmt  # binds loosest of all: its users parenthesise it
-        parts = [f"({e})" if p < (opdef.arg_prec[i] if i < len(opdef.arg_prec) else 0)
-                 or (conditional and p <= CMP) else e for i, (e, p) in enumerate(args)]
-        prec = args[0][1] if fmt == "{0}" else _CONDITIONAL if conditional else ATOM
-        return fmt.format(*parts), prec
+        tree = scalar(*(E.Leaf(*a) for a in args))
+        return tree.render(), tree.prec
 
     def loop(self, group: Group, program: Program, shape: tuple, index: list[str],
              before: list[str], body: list[str], after: list[str],
@@ -536,17 +548,19 @@ class NumbaEmitter(Emitter):
                 rng = "range"
                 size = self.dim_ref(d, dim)
                 if k == 0 and block:
-                    lines.append(f"{indent}for {block} in numba.prange(({size} + {_BLOCK - 1}) "
-                                 f"// {_BLOCK}):")
+                    blocks = E.floordiv(E.add(size, _BLOCK - 1), _BLOCK)
+                    lines.append(f"{indent}for {block} in {E.call('numba.prange', blocks)}:")
                     indent += "    "
-                    lines.append(f"{indent}for {index[k]} in range({_BLOCK} * {block}, "
-                                 f"min({_BLOCK} * {block} + {_BLOCK}, {size})):")
+                    start = E.mul(_BLOCK, block)
+                    rows = E.call("range", start, E.call("min", E.add(start, _BLOCK), size))
+                    lines.append(f"{indent}for {index[k]} in {rows}:")
                     indent += "    "
                     continue
                 if k == 0 and self.parallel and self.parallel_safe(group):
                     rng = "numba.prange"
-                lines.append(f"{indent}for {index[k]} in {rng}({size}):")
+                lines.append(f"{indent}for {index[k]} in {E.call(rng, size)}:")
                 indent += "    "
+            # (the switch is a local of its own name: replaced, as a whole word, by the flag)
             word = re.compile(rf"\b{switch}\b") if switch else None
             lines.extend(indent + (word.sub(flag, b) if word else b) for b in body)
 

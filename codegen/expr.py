@@ -12,8 +12,8 @@ tree without its precedence.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
 
 from . import text
 from .ops import ADD, ATOM, CMP, MUL, POW, UNARY
@@ -41,7 +41,7 @@ class Expr:
         return self.render()
 
 
-ExprLike = Union[Expr, str, int, float]
+ExprLike = Expr | str | int | float
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def floordiv(a: ExprLike, b: ExprLike) -> Expr:
     return binop("//", a, b)
 
 
-def product(items: list[ExprLike]) -> Expr:
+def product(items: Sequence[ExprLike]) -> Expr:
     """``a * b * c``; the number 1 for no items."""
     if not items:
         return as_expr(1)
@@ -207,11 +207,11 @@ def index(base: ExprLike, *items: ExprLike) -> Expr:
     return Index(as_expr(base), tuple(as_expr(i) for i in items))
 
 
-def tuple_(items: list[ExprLike]) -> Expr:
+def tuple_(items: Sequence[ExprLike]) -> Expr:
     return Tuple(tuple(as_expr(i) for i in items))
 
 
-def any_of(items: list[ExprLike]) -> Expr:
+def any_of(items: Sequence[ExprLike]) -> Expr:
     """``a or b or c`` (left to right)."""
     out = as_expr(items[0])
     for item in items[1:]:
@@ -219,7 +219,7 @@ def any_of(items: list[ExprLike]) -> Expr:
     return out
 
 
-def all_of(items: list[ExprLike]) -> Expr:
+def all_of(items: Sequence[ExprLike]) -> Expr:
     out = as_expr(items[0])
     for item in items[1:]:
         out = binop("and", out, item)

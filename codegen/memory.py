@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .ops import ATOM, OPS
+from . import expr as E
+from .ops import ATOM
 
 if TYPE_CHECKING:
     from .emit import Stmt
@@ -87,18 +88,30 @@ def _emit(node: Node, outs: dict[int, str]) -> tuple[str, int]:
     return node.render(args)
 
 
+# Unary ops' ufunc calls: (function, the operand's position among its arguments, the other
+# arguments); ``tests/test_memory.py`` checks them against the op table's renderings.
+UFUNC_CALLS: dict[str, tuple[str, int, tuple[float, ...]]] = {
+    **{op: ("np." + op, 0, ()) for op in ("exp", "log", "log1p", "sqrt", "square", "abs", "tanh",
+                                           "sin", "cos", "sign")},
+    "sigmoid": ("_sigmoid", 0, ()),
+    "relu": ("np.maximum", 0, (0,)),
+    "softplus": ("np.logaddexp", 1, (0,)),
+    "positive": ("np.heaviside", 0, (0,)),
+    "neg": ("np.negative", 0, ()),
+}
+
+
 def _out_form(node: Node, args: list[tuple[str, int]], out: str) -> str:
     """``node``'s op written as a ufunc call on ``args`` that stores into ``out``."""
     assert node.op is not None
     op = node.op.op
+    operands = [E.Leaf(*a) for a in args]
     if op in _BINARY:
-        return f"{_BINARY[op][1]}({args[0][0]}, {args[1][0]}, out={out})"
-    if op == "neg":
-        return f"np.negative({args[0][0]}, out={out})"
-    fmt = OPS[op].fmt
-    assert fmt.endswith(")")
-    expr, prec = args[0]
-    return fmt[:-1].format(expr if prec >= OPS[op].arg_prec[0] else f"({expr})") + f", out={out})"
+        return E.call(_BINARY[op][1], *operands, out=out).render()
+    func, at, others = UFUNC_CALLS[op]
+    call_args: list[E.ExprLike] = list(others)
+    call_args.insert(at, operands[0])
+    return E.call(func, *call_args, out=out).render()
 
 
 def _step(node: Node, k: int, buf: str, outs: dict[int, str]) -> str:
@@ -107,7 +120,7 @@ def _step(node: Node, k: int, buf: str, outs: dict[int, str]) -> str:
     op = node.op.op
     args = [(buf, ATOM) if i == k else _emit(a, outs) for i, a in enumerate(node.args)]
     if op in _BINARY and (k == 0 or op in _COMMUTATIVE):
-        return f"{buf} {_BINARY[op][0]}= {args[1 - k][0]}"
+        return E.assign(buf, E.Leaf(*args[1 - k]), _BINARY[op][0])
     return _out_form(node, args, buf)
 
 
@@ -179,19 +192,19 @@ def _plan(root: Node, target: str, dead: set[str], reads: list[str]) -> list[str
     used = {target} | ({best[2].name} if best is not None else set())
     outs = _side_outs(root, {id(nd) for nd, _ in chain}, dead - used, reads)
     if best is None:
-        return [f"{target} = {_emit(root, outs)[0]}"] if outs else None
+        return [E.assign(target, E.Leaf(*_emit(root, outs)))] if outs else None
     _, chain, bottom = best
     chain = chain[::-1]  # innermost op first
     lines = []
     if bottom.op is not None:  # a fresh op allocates the buffer under the target's name
-        lines.append(f"{target} = {_emit(bottom, outs)[0]}")
+        lines.append(E.assign(target, E.Leaf(*_emit(bottom, outs))))
         buf = target
     else:
         buf = bottom.name
     for nd, k in chain:
         if buf != target:  # the first op writes into the dead array and binds the target to it
             args = [(buf, ATOM) if i == k else _emit(a, outs) for i, a in enumerate(nd.args)]
-            lines.append(f"{target} = {_out_form(nd, args, buf)}")
+            lines.append(E.assign(target, E.Leaf(_out_form(nd, args, buf))))
             buf = target
         else:
             lines.append(_step(nd, k, buf, outs))

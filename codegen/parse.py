@@ -200,7 +200,7 @@ class _StepParser:
         if isinstance(node, ast.BinOp):
             if isinstance(node.op, ast.Pow):
                 base = self.expr(node.left, d)
-                exponent = self.exponent(node.right)
+                exponent = self.exponent(node.right, d)
                 if isinstance(base, Const):
                     return self.fold("pow", base.value, exponent)
                 return self.b.emit("pow", base, exponent=exponent)
@@ -232,6 +232,9 @@ class _StepParser:
                 "add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b,
                 "div": lambda: a / b, "pow": lambda: float(a) ** b,
             }[op]()
+            if op == "pow" and isinstance(a, int) and isinstance(b, int) and b >= 0 \
+                    and isinstance(value, float) and abs(value) <= 2**53:
+                value = a**b  # as Python folds it: an integer (small, as its float shows)
         except ZeroDivisionError:
             raise self.fail("division by the constant zero") from None
         except OverflowError:
@@ -261,14 +264,14 @@ class _StepParser:
             raise self.fail("numbers must be finite")
         return v
 
-    def exponent(self, node: ast.AST) -> int | float:
-        sign = 1
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            sign = -1 if isinstance(node.op, ast.USub) else 1
-            node = node.operand
-        if not isinstance(node, ast.Constant):
+    def exponent(self, node: ast.AST, depth: int) -> int | float:
+        """The exponent of ``**``: a number, or constant arithmetic folded to one (``2 ** -1``,
+        ``1 / 3``, ``-(1 + 1)``, ``sqrt(2)``)."""
+        if not _is_constant(node):
             raise self.fail("the exponent of '**' must be a number (array exponents are not supported)")
-        return sign * self.number(node)
+        value = self.expr(node, depth)
+        assert isinstance(value, Const)
+        return value.value
 
     def call(self, node: ast.Call, depth: int) -> Arg:
         if not isinstance(node.func, ast.Name):
@@ -315,6 +318,24 @@ class _StepParser:
         if isinstance(v, ast.Constant) and type(v.value) is int and abs(v.value) < 64:
             return sign * v.value
         raise self.fail(f"{fn}(): axis must be a small integer literal like axis=0")
+
+
+def _is_constant(node: ast.AST, depth: int = 0) -> bool:
+    """Whether ``node`` is arithmetic on numbers alone (which the parser folds to a number)."""
+    if depth > MAX_DEPTH:
+        return False
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.UnaryOp):
+        return isinstance(node.op, (ast.USub, ast.UAdd)) and _is_constant(node.operand, depth + 1)
+    if isinstance(node, ast.BinOp):
+        return (isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow))
+                and _is_constant(node.left, depth + 1) and _is_constant(node.right, depth + 1))
+    if isinstance(node, ast.Call):
+        return (isinstance(node.func, ast.Name) and node.func.id in _SCALAR_FUNCTIONS
+                and len(node.args) == 1 and not node.keywords
+                and _is_constant(node.args[0], depth + 1))
+    return False
 
 
 def _op_word(op: ast.AST) -> str:

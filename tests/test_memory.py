@@ -262,3 +262,17 @@ def test_float32_sum_of_squares_stays_a_pairwise_sum():
     src = codegen.generate_source(EDGE_SPEC.format(dtype="float32"))
     assert "np.vdot" not in src and "np.sum(B**2)" in src
 
+
+
+def test_in_place_ufunc_calls_are_the_op_tables_calls():
+    """The memory plan writes a unary op as a ufunc call with out= from a table of calls (a
+    tree, not the op table's format string cut open): each is the op table's call."""
+    from codegen import expr as E
+    from codegen.memory import INPLACE, UFUNC_CALLS
+    from codegen.ops import OPS
+
+    for op in INPLACE - {"add", "sub", "mul", "div", "neg"}:
+        func, at, others = UFUNC_CALLS[op]
+        args: list = list(others)
+        args.insert(at, E.Leaf("{0}"))
+        assert E.call(func, *args).render() == OPS[op].fmt, op

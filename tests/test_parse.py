@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import codegen
@@ -76,3 +78,19 @@ def test_step_errors(step, message):
     assert message in err.message
     assert err.loc is not None and (err.loc.line, err.loc.col) == (6, 9), str(err)
     assert str(err).startswith("s.yaml:6:9: error: f: step ")
+
+
+def test_constant_exponents_are_folded_and_others_refused():
+    """``z ** 2 ** -1`` is ``z ** 0.5``: constant arithmetic in an exponent is folded like any
+    other (it was refused); integers stay integers (``z ** (2 * 3)`` is ``z**6``)."""
+    src = codegen.generate_source(
+        "functions:\n  f:\n    inputs: {z: [N]}\n    steps:\n"
+        "      - y = z ** 2 ** -1 + z ** (2 * 3) + z ** -(1 / 4)\n    outputs: [y]\n")
+    assert "z**0.5" in src and "z**6" in src and "z**-0.25" in src
+    for step, message in [("y = z ** z", "the exponent of '**' must be a number"),
+                          ("y = z ** sum(z)", "the exponent of '**' must be a number"),
+                          ("y = z ** (1 / 0)", "division by the constant zero"),
+                          ("y = z ** 10 ** 400", "overflows")]:
+        with pytest.raises(codegen.SpecError, match=re.escape(message)):
+            codegen.generate_source("functions:\n  f:\n    inputs: {z: [N]}\n    steps:\n"
+                                    f"      - {step}\n    outputs: [y]\n")

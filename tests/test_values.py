@@ -79,6 +79,12 @@ CASES: dict[str, tuple[dict, list[str], list[str], object]] = {
                           ["loss", "l", "e"],
                           lambda X, v: (np.sum(np.exp(_lse(X, 1) - v) * _lse(X, 1)), _lse(X, 1),
                                         np.exp(_lse(X, 1) - v))),
+    # constant arithmetic in an exponent is folded (it was refused: "must be a number")
+    "folded_exponents": ({"z": ["K"]}, [
+        "y = z ** 2 ** -1 + z ** (1 / 2) * z ** -(3 - 1) + z ** (2 * 3) + z ** sqrt(4.0)",
+        "loss = sum(y)"], ["loss", "y"],
+        lambda z: (np.sum(z ** 0.5 + z ** 0.5 * z ** -2.0 + z ** 6 + z ** 2.0),
+                   z ** 0.5 + z ** 0.5 * z ** -2.0 + z ** 6 + z ** 2.0)),
 }
 
 
