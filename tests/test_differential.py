@@ -615,7 +615,6 @@ def test_regression_numpy_float32_gradients_of_value_and_grad():
         """, dtype="float32", backends=("numpy",))
 
 
-@_known("the exponent 2 ** -1 is refused although constant arithmetic is folded")
 def test_regression_constant_arithmetic_in_an_exponent():
     _regression("""
         f:
