@@ -86,6 +86,7 @@ class FunctionView:
     fw_decorator: str = ""  # a compiled backend's decorator for each kernel
     bw_decorator: str = ""
     vg_decorator: str = ""
+    masked_guard: str = ""  # a compiled backend's test for masked arrays among the array inputs
 
 
 @dataclass

@@ -98,6 +98,10 @@ class NumbaEmitter(Emitter):
         view.wrapper_grads = view.vg_grads
         fields = ", ".join(f"{w}={cast(local, w)}" for w, local in zip(fn.wrt, view.vg_grads))
         view.wrap_grads = f"{fn.name}_Grads({fields})"
+        # Numba takes a masked array for its data: the wrappers send it to the checks (refused)
+        view.masked_guard = " or ".join(
+            f"type({name}) is _MASKED" for name in fn.program.inputs
+            if fn.program.values[name].shape)
         check = self.shape_check(fn)
         view.forward[:0] = check
         view.vg_forward[:0] = check

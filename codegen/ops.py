@@ -282,7 +282,8 @@ _def(name="full", kind="layout", arity=1, shape=_to_shape, fmt="np.full({shape},
 _def(name="reshape", kind="layout", arity=1, shape=_attr_shape, fmt="{0}.reshape({shape})",
      prec=ATOM, arg_prec=(ATOM,), rule="drop the kept axis", vjps=(None,))
 _def(name="copy", kind="layout", arity=1, shape=_same, fmt="{0}.copy()", prec=ATOM,
-     arg_prec=(ATOM,), rule="copy (the gradient would alias another array)", vjps=(None,))
+     arg_prec=(ATOM,), rule="copy (the gradient would alias another array)",
+     grads=("copy: dx = dy",), vjps=(lambda b, op, g: g,))
 _def(name="zeros", kind="layout", arity=0, shape=_attr_shape, fmt="np.zeros({shape}, dtype={dtype})",
      prec=ATOM, arg_prec=(), rule="zero gradient (the output does not depend on it)", vjps=())
 

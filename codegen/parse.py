@@ -93,7 +93,50 @@ def parse_function(spec: Spec, fn: FunctionSpec) -> Function:
             raise SpecError(f"output '{out.name}' of {fn.name} is not an input or a step", out.loc)
         program.outputs.append(out.name)
     _drop_dead_steps(program)
+    _own_outputs(program, builder)
     return Function(fn.name, fn.doc, fn, program, tuple(dims), tuple(w.name for w in fn.wrt))
+
+
+# Forward ops whose result is the operand's memory (``Y = X``, ``Y = +X``, ``Y = X.T``).
+_VIEWS = frozenset({"identity", "transpose"})
+
+
+def _own_outputs(program: Program, builder: Builder) -> None:
+    """Outputs never alias an input: one that is an input, or a view of one, becomes a copy.
+
+    (A caller who writes into an output must not change its own inputs; both backends return
+    the same fresh arrays.)  A step's view gets a ``copy`` op after it, under the same step;
+    an input listed as an output is copied at the end of the forward ops.
+    """
+    producer = {op.out: op for op in program.ops}
+
+    def aliases_input(v: Arg) -> bool:
+        while isinstance(v, str) and v not in program.inputs:
+            op = producer.get(v)
+            if op is None or op.op not in _VIEWS:
+                return False
+            v = op.args[0]
+        return isinstance(v, str)
+
+    for i, out in enumerate(program.outputs):
+        if not aliases_input(out):
+            continue
+        assert isinstance(out, str)
+        if out in program.inputs:
+            with builder.at(Origin(f"output {out} (a copy of the input)", 0), out):
+                program.outputs[i] = builder.emit("copy", out)
+            program.values[program.outputs[i]].hint = out
+            continue
+        op = producer[out]
+        if op.op == "identity":  # Y = X: the step copies
+            op.op = "copy"
+            continue
+        index = program.ops.index(op)
+        view = builder.new_value(program.values[out].shape, out, "temp")
+        op.out = view
+        copy = Op("copy", (view,), (), out, op.phase, op.group, op.origin)
+        program.ops.insert(index + 1, copy)
+        producer[out], producer[view] = copy, op
 
 
 def _value(name: str, shape: tuple, kind: str):  # type: ignore[no-untyped-def]
