@@ -127,6 +127,8 @@ class Emitter:
             need = opdef.arg_prec[i] if i < len(opdef.arg_prec) else 0
             parts.append(f"({expr})" if prec < need else expr)
         fields = self.attr_fields(op, dim)
+        if self.backend == "numpy" and op.op in _LAPACK and op.phase == "forward":
+            parts[0] = f"_finite({parts[0]})"  # inf or NaN: LinAlgError, as in the Numba module
         if op.op == "pow" and _simple(parts[0]) and _simple(fields["exponent"]):
             return f"{parts[0]}**{fields['exponent']}", opdef.prec  # black hugs simple operands
         return opdef.fmt.format(*parts, **fields), opdef.prec
@@ -197,6 +199,10 @@ class Emitter:
             typed = op.op == "broadcast_to"  # a broadcast constant must not be an int64 array
             args = [self.arg_expr(a, names, dim, inline, typed and (isinstance(a, Const) or a in numbers))
                     for a in op.args]
+            if self.backend == "numpy" and op.op == "div" and _python_number(op.args[0], numbers) \
+                    and _python_number(op.args[1], numbers) and not isinstance(op.args[1], Const):
+                # 1 / N with N = 0 (an empty batch's mean) is inf as in NumPy, not ZeroDivisionError
+                args[0] = self.arg_expr(op.args[0], names, dim, inline, True)
             arg_nodes = [self.arg_node(a, e, program, names, nodes) for a, e in zip(op.args, args)]
             product_sum = self.render_sum_of_products(op, arg_nodes)
             expr = product_sum or self.render_op(op, args, dim)
@@ -484,7 +490,9 @@ class Emitter:
         used = {op.op for p in programs for op in p.ops}
         if "log_softmax" in used:
             used.add("logsumexp")  # _log_softmax calls _logsumexp
-        return [f"helpers/{name}.py.j2" for name in HELPERS if name in used]
+        if not used.isdisjoint(_LAPACK):
+            used.add("finite")
+        return [f"helpers/{name}.py.j2" for name in HELPERS + ("finite",) if name in used]
 
     def module(self, spec_path: str, sha256: str, module: str, doc: str,
                views: list[FunctionView], helpers: list[str]) -> str:
@@ -518,11 +526,18 @@ class Emitter:
         return {}
 
 
+def _python_number(a: Arg, numbers: set[str]) -> bool:
+    """An operand that is a Python number in generated code (a constant, a dim's size, ...)."""
+    return isinstance(a, (Const, DimSize)) or a in numbers
+
+
 def grad_values(program: Program) -> set[str]:
     """The values a function returns as gradients (they always get a name)."""
     return {g for _, g in program.grads if isinstance(g, str)}
 
 
+# Ops computed by LAPACK, whose input must be finite (Numba's np.linalg refuses inf and NaN).
+_LAPACK = frozenset({"inv", "det", "logdet"})
 # Free views of a named value: written inline wherever they are used, never given a name.
 _VIEWS = frozenset({"transpose", "expand_dims"})
 _SIMPLE = re.compile(r"-?(\d+(\.\d*)?(e[+-]?\d+)?|[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)")

@@ -26,7 +26,8 @@ from . import text
 _SCALAR_FMT = {
     "nonzero_or_inf": "{0} if {0} > 0 else np.inf",
     "relu": "max({0}, 0.0)",
-    "positive": "1.0 if {0} > 0 else 0.0",
+    "positive": "1.0 if {0} > 0 else {0} * 0.0",  # NaN stays NaN, as in np.heaviside
+    "finite_or_zero": "{0} if abs({0}) < np.inf else 0.0",
     "full": "{0}",
     "broadcast_to": "{0}",
     "copy": "{0}",
@@ -170,6 +171,8 @@ class NumbaEmitter(Emitter):
         if op.op == "matmul":
             a, b = (e for e, _ in args)
             return f"np.dot({a}, {b})", ATOM
+        if op.op == "pow" and op.attr("exponent") == 0.5:  # NumPy's x ** 0.5 is sqrt: NaN at -inf
+            return f"np.sqrt({args[0][0]})", ATOM
         return super().render_op(op, args, dim)
 
     # --- statements -----------------------------------------------------------------------------

@@ -29,7 +29,8 @@ def lower(program: Program) -> Program:
         x = op.args[0]
         axis = op.attr("axis")
         keep = axis is not None  # keep the reduced axis so that it broadcasts against x
-        m = b.emit("max", x, axis=axis, keepdims=keep)
+        # the shift: the maximum, or 0 where it is not finite (as the NumPy module's helpers)
+        m = b.emit("finite_or_zero", b.emit("max", x, axis=axis, keepdims=keep))
         e = b.emit("exp", b.emit("sub", x, m))
         total = b.emit("sum", e, axis=axis, keepdims=keep)
         if op.op == "softmax":
@@ -40,8 +41,8 @@ def lower(program: Program) -> Program:
             result = b.emit("add", b.emit("log", total), m)
             if keep and not op.attr("keepdims", False):
                 result = b.emit("reshape", result, shape=program.values[op.out].shape)
-            elif not keep and op.attr("keepdims", False):
-                result = b.emit("reshape", result, shape=program.values[op.out].shape)
+            elif not keep and op.attr("keepdims", False):  # a number: Numba cannot reshape it
+                result = b.emit("full", result, shape=program.values[op.out].shape)
         last = out.ops[-1]
         assert last.out == result
         del out.values[last.out]
