@@ -332,7 +332,9 @@ class NumbaEmitter(Emitter):
                     before.append(f"{acc} = {init}")
                 if op.op == "mean":
                     n = self.count(op, program, dim)
-                    after.append(f"{acc} /= {n}" if value.shape else f"{acc} = {acc} / {n}")
+                    # (a product of sizes divides as a whole: y / (M * N), never y / M * N)
+                    after.append(f"{acc} /= {n}" if value.shape or "*" not in n else
+                                 f"{acc} = {acc} / ({n})")
                 continue
             if op.out in paired:  # already a local of the loop body
                 expr = (paired[op.out], ATOM)
@@ -497,6 +499,8 @@ class NumbaEmitter(Emitter):
         return " * ".join(self.dim_ref(d, dim) for d in dims) or "1"
 
     def scalar_expr(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
+        if op.op == "pow" and op.attr("exponent") == 0.5:  # NumPy's x ** 0.5 is sqrt: NaN at -inf
+            return f"np.sqrt({args[0][0]})", ATOM
         if op.op in _MATH and not self.fastmath:  # fastmath may rewrite the helpers' roundings
             self.math |= set(_MATH[op.op])
             return f"_{op.op}({args[0][0]})", ATOM

@@ -90,10 +90,12 @@ def _shape_text(shape):
 
 def _check_cotangent(function, g, shape):
     """Return the cotangent g as a float64 array of the first output's shape."""
-    if not isinstance(g, (np.ndarray, np.generic)):
-        g = np.asarray(g, dtype=_DTYPE)
+    if type(g) is not np.ndarray:  # converted as an input is
+        g = _as_array(f"{function}_backward", "g", shape, g)
     if g.dtype != _DTYPE:
-        raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        if g.dtype.kind not in "biu":
+            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        g = g.astype(_DTYPE)
     if g.shape != shape:
         if g.ndim != 0:
             raise ValueError(

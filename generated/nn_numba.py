@@ -149,10 +149,12 @@ def _shape_text(shape):
 
 def _check_cotangent(function, g, shape):
     """Return the cotangent g as a float64 array of the first output's shape."""
-    if not isinstance(g, (np.ndarray, np.generic)):
-        g = np.asarray(g, dtype=_DTYPE)
+    if type(g) is not np.ndarray:  # converted as an input is
+        g = _as_array(f"{function}_backward", "g", shape, g)
     if g.dtype != _DTYPE:
-        raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        if g.dtype.kind not in "biu":
+            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        g = g.astype(_DTYPE)
     if g.shape != shape:
         if g.ndim != 0:
             raise ValueError(
@@ -799,7 +801,7 @@ def _linear_regression_forward(X, y, w, b):
         r_e = r_1[i] + b - y[i]
         r[i] = r_e
         loss += r_e**2
-    loss = loss / N
+    loss /= N
     return loss, X, r, N
 
 
@@ -841,7 +843,7 @@ def _linear_regression_value_and_grad(X, y, w, b):
         r_e = r_1[i] + b - y[i]
         r[i] = r_e
         loss += r_e**2
-    loss = loss / N
+    loss /= N
     # scalars:
     #   loss = mean(r ** 2)  →  mean: dX = dm / n, broadcast over the n averaged elements
     #   loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
@@ -944,7 +946,7 @@ def _logistic_regression_forward(X, y, w, b):
         loss_1[i] = loss_1_e
         loss += loss_1_e - y[i] * z_e
         p[i] = _sigmoid(z_e)
-    loss = loss / N
+    loss /= N
     return loss, p, X, y, z, loss_1, N
 
 
@@ -997,7 +999,7 @@ def _logistic_regression_value_and_grad(X, y, w, b):
         loss_1[i] = loss_1_e
         loss += loss_1_e - y[i] * z_e
         p[i] = _sigmoid(z_e)
-    loss = loss / N
+    loss /= N
     # scalars:
     #   loss = mean(softplus(z) - y * z)  →  mean: dX = dm / n, broadcast over the n averaged
     #       elements
@@ -1150,7 +1152,7 @@ def _softmax_regression_forward(X, Y, W, b):
     loss_4 = 0.0
     for i in range(N):
         loss_4 += loss_3[i]
-    loss_4 = loss_4 / N
+    loss_4 /= N
     # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     loss = -loss_4
@@ -1252,7 +1254,7 @@ def _softmax_regression_value_and_grad(X, Y, W, b):
     loss_4 = 0.0
     for i in range(N):
         loss_4 += loss_3[i]
-    loss_4 = loss_4 / N
+    loss_4 /= N
     # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
@@ -1430,7 +1432,7 @@ def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
     loss_4 = 0.0
     for i in range(N):
         loss_4 += loss_3[i]
-    loss_4 = loss_4 / N
+    loss_4 /= N
     # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     loss = -loss_4
@@ -1557,7 +1559,7 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     loss_4 = 0.0
     for i in range(N):
         loss_4 += loss_3[i]
-    loss_4 = loss_4 / N
+    loss_4 /= N
     # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
