@@ -326,6 +326,7 @@ class Emitter:
         first = fn.program.outputs[0]
         assert isinstance(first, str)
         out_shape = fn.program.values[first].shape
+        first_name = fn.program.values[first].hint  # (an output copied for being an input: its id)
 
         bw_saved, _ = backward_reads(bw)
         vg_saved, _ = backward_reads(vg)
@@ -391,7 +392,8 @@ class Emitter:
                                                          if isinstance(g, str)}
             vg_fwd, vg_bwd = plan_memory([vg_fwd, vg_bwd], vg_keep)
 
-        outs = ", ".join(o for o in fn.program.outputs if isinstance(o, str))
+        outs = ", ".join(fn.program.values[o].hint for o in fn.program.outputs
+                         if isinstance(o, str))
         wrt = ", ".join(fn.wrt)
         shape_text = fmt_shape(out_shape)
         ret = f"({outs})" if len(fn.program.outputs) > 1 else outs
@@ -410,14 +412,14 @@ class Emitter:
             check=check,
             grad_fields=list(fn.wrt),
             saved_types=saved_types,
-            grads_doc=doc(f"Gradients of {first} with respect to {wrt}: each has its input's shape."),
+            grads_doc=doc(f"Gradients of {first_name} with respect to {wrt}: each has its input's shape."),
             saved_doc=doc(f"What {fn.name}_backward needs from {fn.name}_forward."),
             forward_doc=doc(f"Forward pass of {fn.name}: returns ({ret}, saved) for {fn.name}_backward."),
             backward_doc=doc(
-                f"Gradients of {first} with respect to {wrt}, given g = d(objective)/d{first} "
+                f"Gradients of {first_name} with respect to {wrt}, given g = d(objective)/d{first_name} "
                 f"(shape {shape_text}; a scalar broadcasts)."
             ),
-            vg_doc=doc(f"({ret}, gradients of {first} with respect to {wrt}) in one pass."),
+            vg_doc=doc(f"({ret}, gradients of {first_name} with respect to {wrt}) in one pass."),
             forward=forward,
             forward_return=forward_return,
             backward_prologue=prologue,

@@ -191,10 +191,19 @@ class NumbaEmitter(Emitter):
                     if isinstance(a, str):
                         last_read[a] = n
         owned: set[str] = set()  # arrays this function allocated (not inputs, not views)
+        # arrays a returned transpose views: never dead (a loop writing into one would change it)
+        producer = {op.out: op for op in ops}
+        pinned: set[str] = set()
+        for op in ops:
+            a = op.out
+            while a in producer and producer[a].op == "transpose" and (
+                    op.out in live_out and isinstance(producer[a].args[0], str)):
+                a = producer[a].args[0]  # type: ignore[assignment]
+                pinned.add(a)
         for n, item in enumerate(items):
             if isinstance(item, Group):
                 dead = {a for a, last in last_read.items()
-                        if last == n and a in owned and a not in live_out}
+                        if last == n and a in owned and a not in live_out and a not in pinned}
                 stmts.extend(self.render_group(item, program, names, dim, dead))
                 owned |= {op.out for op in item.ops if op.op not in REDUCTIONS}
             elif (item.op == "transpose" and isinstance(item.args[0], str)

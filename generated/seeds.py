@@ -32,9 +32,9 @@ def _check_inputs(function, values, shapes):
     for (name, shape), value in zip(shapes, values, strict=True):
         x = value if type(value) is np.ndarray else _as_array(function, name, shape, value)
         if x.dtype != _DTYPE:
-            # integers and booleans are converted (exactly, as lists are); another float
-            # precision is refused: converting it silently would change the results
-            if x.dtype.kind not in "biu":
+            # integers and booleans are converted (exactly, as lists are), so is another byte
+            # order; another float precision is refused: converting it would change the results
+            if x.dtype.kind not in "biu" and x.dtype.newbyteorder("=") != _DTYPE:
                 raise ValueError(
                     f"{function}: input {name} has dtype {x.dtype}; expected float64 "
                     f"with shape {_shape_text(shape)}"
@@ -92,7 +92,7 @@ def _check_cotangent(function, g, shape):
     if type(g) is not np.ndarray:  # converted as an input is
         g = _as_array(f"{function}_backward", "g", shape, g)
     if g.dtype != _DTYPE:
-        if g.dtype.kind not in "biu":
+        if g.dtype.kind not in "biu" and g.dtype.newbyteorder("=") != _DTYPE:
             raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
         g = g.astype(_DTYPE)
     if g.shape != shape:

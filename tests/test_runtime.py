@@ -78,8 +78,10 @@ def check_function(mod, name: str, fn, args: list, dtype) -> None:
     shapes = {w: np.shape(a) for w, a in zip(fn.program.inputs, args)}
     inputs = tuple(a.copy() for a in args)
     outs, grads = getattr(mod, name + "_value_and_grad")(*args)
-    for o in _arrays(outs if isinstance(outs, tuple) else (outs,)):
+    arrays = _arrays(outs if isinstance(outs, tuple) else (outs,))
+    for k, o in enumerate(arrays):
         assert not any(np.shares_memory(o, a) for a in args), f"{name}: an output aliases an input"
+        assert not any(np.shares_memory(o, p) for p in arrays[:k]), f"{name}: outputs alias"
     assert_fresh(grads, shapes, dtype, {"an input": tuple(args), "an output": outs})
     outs, saved = getattr(mod, name + "_forward")(*args)
     first = outs[0] if isinstance(outs, tuple) else outs
@@ -132,13 +134,22 @@ ALIASES = """
         inputs: {x: [D]}
         steps: [y = x * 2]
         outputs: [y, x]
+      pair:
+        inputs: {X: [N, D], W: [D, D]}
+        steps: [A = X @ W, Y = A, Z = Y.T, V = A.T]
+        outputs: [Z, Y, A, V]
+      chain:
+        inputs: {X: [N, D]}
+        steps: [Y = X, Z = Y * 2]
+        outputs: [Z, Y]
     """
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_inputs_as_outputs_and_pass_through_gradients_are_fresh(backend):
     """An input that is the first output (dX is g), Y = X, Y = X.T, Y = X + b (dX is g, a
-    read-only broadcast of a scalar g): before, the caller's g or its input came back."""
+    read-only broadcast of a scalar g), outputs that are views of each other: before, the
+    caller's g or its input came back, or two outputs shared memory."""
     mod = inline(ALIASES, backend)
     spec = load_spec(textwrap.dedent(ALIASES), "<string>")
     rng = np.random.default_rng(0)
@@ -282,6 +293,21 @@ def _same(a, b) -> bool:
     return bool(np.allclose(a[finite], b[finite], rtol=1e-9, atol=1e-12))
 
 
+def _case_inputs(inputs, positive, rng, dims, which=None, special=None) -> list[np.ndarray]:
+    """Random inputs of a case at ``dims``; ``special`` as the first element of input ``which``."""
+    args = []
+    for k, shape in enumerate(inputs.values()):
+        concrete = tuple(dims[d] if isinstance(d, str) else d for d in shape)
+        x = rng.uniform(0.5, 1.5, concrete) if positive else rng.standard_normal(concrete)
+        if list(shape) == ["N", "N"] and concrete[0]:
+            x = np.eye(concrete[0]) * 3 + 0.5 * x
+        x = np.array(x, dtype=np.float64)
+        if k == which and x.size:
+            x.flat[0] = special
+        args.append(x)
+    return args
+
+
 def _run(mod, name, args):
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -312,24 +338,11 @@ def test_backends_agree_on_non_finite_and_empty_inputs_for_every_op():
     failures = []
     for i, (cid, expr, inputs, positive) in enumerate(cases):
         rng = np.random.default_rng(zlib.crc32(cid.encode()))
-
-        def make(dims, which=None, special=None):
-            args = []
-            for k, shape in enumerate(inputs.values()):
-                concrete = tuple(dims[d] if isinstance(d, str) else d for d in shape)
-                x = rng.uniform(0.5, 1.5, concrete) if positive else rng.standard_normal(concrete)
-                if list(shape) == ["N", "N"] and concrete[0]:
-                    x = np.eye(concrete[0]) * 3 + 0.5 * x
-                x = np.array(x, dtype=np.float64)
-                if k == which and x.size:
-                    x.flat[0] = special
-                args.append(x)
-            return args
-
-        trials = [("finite inputs", make(DIMS))]
-        trials += [(f"{special} in input {which}", make(DIMS, which, special))
-                  for special in (np.inf, -np.inf, np.nan) for which in range(len(inputs))]
-        trials += [(f"{d} = 0", make({**DIMS, d: 0})) for d in DIMS
+        trials = [("finite inputs", _case_inputs(inputs, positive, rng, DIMS))]
+        trials += [(f"{special} in input {which}",
+                    _case_inputs(inputs, positive, rng, DIMS, which, special))
+                   for special in (np.inf, -np.inf, np.nan) for which in range(len(inputs))]
+        trials += [(f"{d} = 0", _case_inputs(inputs, positive, rng, {**DIMS, d: 0})) for d in DIMS
                    if any(d in shape for shape in inputs.values())]
         for label, args in trials:
             a, b = _run(np_mod, f"f{i}", args), _run(nb_mod, f"f{i}", args)
