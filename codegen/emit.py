@@ -86,6 +86,7 @@ class FunctionView:
     fw_decorator: str = ""  # a compiled backend's decorator for each kernel
     bw_decorator: str = ""
     vg_decorator: str = ""
+    masked_guard: str = ""  # a compiled backend's test for masked arrays among the array inputs
 
 
 @dataclass
@@ -126,6 +127,9 @@ class Emitter:
             need = opdef.arg_prec[i] if i < len(opdef.arg_prec) else 0
             parts.append(f"({expr})" if prec < need else expr)
         fields = self.attr_fields(op, dim)
+        if self.backend == "numpy" and op.op in _LAPACK and op.phase == "forward":
+            # inf or NaN: LinAlgError, as in the Numba module
+            parts[0] = E.call("_finite", E.Leaf(parts[0], ATOM)).render()
         if op.op == "pow":  # a tree: parentheses by precedence, simple operands hugged as black does
             return E.binop("**", E.Leaf(*args[0]), op.attr("exponent")).render(), opdef.prec  # type: ignore[arg-type]
         return opdef.fmt.format(*parts, **fields), opdef.prec
@@ -199,6 +203,10 @@ class Emitter:
             args = [self.arg_expr(a, names, dim, inline,
                                   typed and (isinstance(a, (Const, DimSize)) or a in numbers))
                     for a in op.args]
+            if self.backend == "numpy" and op.op == "div" and _python_number(op.args[0], numbers) \
+                    and _python_number(op.args[1], numbers) and not isinstance(op.args[1], Const):
+                # 1 / N with N = 0 (an empty batch's mean) is inf as in NumPy, not ZeroDivisionError
+                args[0] = self.arg_expr(op.args[0], names, dim, inline, True)
             arg_nodes = [self.arg_node(a, e, program, names, nodes) for a, e in zip(op.args, args)]
             product_sum = self.render_sum_of_products(op, arg_nodes)
             expr = product_sum or self.render_op(op, args, dim)
@@ -322,6 +330,7 @@ class Emitter:
         first = fn.program.outputs[0]
         assert isinstance(first, str)
         out_shape = fn.program.values[first].shape
+        first_name = fn.program.values[first].hint  # (an output copied for being an input: its id)
 
         bw_saved, _ = backward_reads(bw)
         vg_saved, _ = backward_reads(vg)
@@ -387,7 +396,8 @@ class Emitter:
                                                          if isinstance(g, str)}
             vg_fwd, vg_bwd = plan_memory([vg_fwd, vg_bwd], vg_keep)
 
-        outs = ", ".join(o for o in fn.program.outputs if isinstance(o, str))
+        outs = ", ".join(fn.program.values[o].hint for o in fn.program.outputs
+                         if isinstance(o, str))
         wrt = ", ".join(fn.wrt)
         shape_text = fmt_shape(out_shape)
         ret = f"({outs})" if len(fn.program.outputs) > 1 else outs
@@ -406,14 +416,14 @@ class Emitter:
             check=check,
             grad_fields=list(fn.wrt),
             saved_types=saved_types,
-            grads_doc=doc(f"Gradients of {first} with respect to {wrt}: each has its input's shape."),
+            grads_doc=doc(f"Gradients of {first_name} with respect to {wrt}: each has its input's shape."),
             saved_doc=doc(f"What {fn.name}_backward needs from {fn.name}_forward."),
             forward_doc=doc(f"Forward pass of {fn.name}: returns ({ret}, saved) for {fn.name}_backward."),
             backward_doc=doc(
-                f"Gradients of {first} with respect to {wrt}, given g = d(objective)/d{first} "
+                f"Gradients of {first_name} with respect to {wrt}, given g = d(objective)/d{first_name} "
                 f"(shape {shape_text}; a scalar broadcasts)."
             ),
-            vg_doc=doc(f"({ret}, gradients of {first} with respect to {wrt}) in one pass."),
+            vg_doc=doc(f"({ret}, gradients of {first_name} with respect to {wrt}) in one pass."),
             forward=forward,
             forward_return=forward_return,
             backward_prologue=prologue,
@@ -486,7 +496,9 @@ class Emitter:
         used = {op.op for p in programs for op in p.ops}
         if "log_softmax" in used:
             used.add("logsumexp")  # _log_softmax calls _logsumexp
-        return [f"helpers/{name}.py.j2" for name in HELPERS if name in used]
+        if not used.isdisjoint(_LAPACK):
+            used.add("finite")
+        return [f"helpers/{name}.py.j2" for name in HELPERS + ("finite",) if name in used]
 
     def module(self, spec_path: str, sha256: str, module: str, doc: str,
                views: list[FunctionView], helpers: list[str]) -> str:
@@ -520,11 +532,18 @@ class Emitter:
         return {}
 
 
+def _python_number(a: Arg, numbers: set[str]) -> bool:
+    """An operand that is a Python number in generated code (a constant, a dim's size, ...)."""
+    return isinstance(a, (Const, DimSize)) or a in numbers
+
+
 def grad_values(program: Program) -> set[str]:
     """The values a function returns as gradients (they always get a name)."""
     return {g for _, g in program.grads if isinstance(g, str)}
 
 
+# Ops computed by LAPACK, whose input must be finite (Numba's np.linalg refuses inf and NaN).
+_LAPACK = frozenset({"inv", "det", "logdet"})
 # Free views of a named value: written inline wherever they are used, never given a name.
 _VIEWS = frozenset({"transpose", "expand_dims"})
 def templates_dir() -> Path:

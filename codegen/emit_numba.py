@@ -27,7 +27,10 @@ from .parse import Function
 _SCALAR = {
     "nonzero_or_inf": lambda x: E.Cond(x, E.binop(">", x, 0), E.as_expr("np.inf")),
     "relu": lambda x: E.call("max", x, 0.0),
-    "positive": lambda x: E.Cond(E.as_expr(1.0), E.binop(">", x, 0), E.as_expr(0.0)),
+    # NaN stays NaN, as in np.heaviside
+    "positive": lambda x: E.Cond(E.as_expr(1.0), E.binop(">", x, 0), E.binop("*", x, 0.0)),
+    "finite_or_zero": lambda x: E.Cond(x, E.binop("<", E.call("abs", x), E.as_expr("np.inf")),
+                                       E.as_expr(0.0)),
     "full": lambda x: x,
     "broadcast_to": lambda x: x,
     "copy": lambda x: x,
@@ -99,6 +102,10 @@ class NumbaEmitter(Emitter):
         view.wrapper_grads = view.vg_grads
         fields = ", ".join(f"{w}={cast(local, w)}" for w, local in zip(fn.wrt, view.vg_grads))
         view.wrap_grads = f"{fn.name}_Grads({fields})"
+        # Numba takes a masked array for its data: the wrappers send it to the checks (refused)
+        view.masked_guard = " or ".join(
+            f"type({name}) is _MASKED" for name in fn.program.inputs
+            if fn.program.values[name].shape)
         check = self.shape_check(fn)
         view.forward[:0] = check
         view.vg_forward[:0] = check
@@ -166,6 +173,8 @@ class NumbaEmitter(Emitter):
     def render_op(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
         if op.op == "matmul":
             return E.Call("np.dot", tuple(E.Leaf(*a) for a in args)).render(), ATOM
+        if op.op == "pow" and op.attr("exponent") == 0.5:  # NumPy's x ** 0.5 is sqrt: NaN at -inf
+            return E.call("np.sqrt", E.Leaf(*args[0])).render(), ATOM
         return super().render_op(op, args, dim)
 
     # --- statements -----------------------------------------------------------------------------
@@ -193,10 +202,19 @@ class NumbaEmitter(Emitter):
                         last_read[root.get(a, a)] = n
         kept = live_out | {root[v] for v in live_out if v in root}
         owned: set[str] = set()  # arrays this function allocated (not inputs, not views)
+        # arrays a returned transpose views: never dead (a loop writing into one would change it)
+        producer = {op.out: op for op in ops}
+        pinned: set[str] = set()
+        for op in ops:
+            a = op.out
+            while a in producer and producer[a].op == "transpose" and (
+                    op.out in live_out and isinstance(producer[a].args[0], str)):
+                a = producer[a].args[0]  # type: ignore[assignment]
+                pinned.add(a)
         for n, item in enumerate(items):
             if isinstance(item, Group):
                 dead = {a for a, last in last_read.items()
-                        if last == n and a in owned and a not in kept}
+                        if last == n and a in owned and a not in kept and a not in pinned}
                 stmts.extend(self.render_group(item, program, names, dim, dead))
                 owned |= {op.out for op in item.ops if op.op not in REDUCTIONS}
             elif (item.op == "transpose" and isinstance(item.args[0], str)
@@ -524,6 +542,8 @@ class NumbaEmitter(Emitter):
                     extra: list[E.Expr] | None = None) -> tuple[str, int]:
         """One element of ``op`` (``extra``: arguments a math helper takes after the operand,
         sin's and cos's ``short``)."""
+        if op.op == "pow" and op.attr("exponent") == 0.5:  # NumPy's x ** 0.5 is sqrt: NaN at -inf
+            return E.call("np.sqrt", E.Leaf(*args[0])).render(), ATOM
         if op.op in _MATH and not self.fastmath:  # fastmath may rewrite the helpers' roundings
             self.math |= set(_MATH[op.op])
             return E.Call(f"_{op.op}", (E.Leaf(*args[0]), *(extra or []))).render(), ATOM

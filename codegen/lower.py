@@ -33,7 +33,8 @@ def lower(program: Program) -> Program:
         # a scalar broadcasts, and a loop backend has no 0-d arrays (a [1] array reshaped to
         # () is one, which neither max() nor the math helpers take).
         keep = axis is not None and rank > 1
-        m = b.emit("max", x, axis=axis, keepdims=keep)
+        # the shift: the maximum, or 0 where it is not finite (as the NumPy module's helpers)
+        m = b.emit("finite_or_zero", b.emit("max", x, axis=axis, keepdims=keep))
         e = b.emit("exp", b.emit("sub", x, m))
         total = b.emit("sum", e, axis=axis, keepdims=keep)
         if op.op == "softmax":

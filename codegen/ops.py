@@ -156,6 +156,9 @@ _unary("sign", "np.sign({0})", "y = sign(x)", "", None)
 _unary("positive", "np.heaviside({0}, 0)", "y = [x > 0]", "", None)
 # x where x > 0, else +inf: a divisor that turns the infinite slope of sqrt at 0 into 0, not NaN.
 _unary("nonzero_or_inf", "np.where({0} > 0, {0}, np.inf)", "", "", None, arg_prec=CMP + 1)
+# x where it is finite, else 0: the shift of a max-shifted normalisation, as the NumPy module's
+# helpers take it (a loop backend's lowering of logsumexp, softmax, log_softmax).
+_unary("finite_or_zero", "np.where(np.isfinite({0}), {0}, 0)", "", "", None)
 
 # --- linear algebra ------------------------------------------------------------------------------
 
@@ -284,7 +287,8 @@ _def(name="full", kind="layout", arity=1, shape=_to_shape, fmt="np.full({shape},
 _def(name="reshape", kind="layout", arity=1, shape=_attr_shape, fmt="{0}.reshape({shape})",
      prec=ATOM, arg_prec=(ATOM,), rule="drop the kept axis", vjps=(None,))
 _def(name="copy", kind="layout", arity=1, shape=_same, fmt="{0}.copy()", prec=ATOM,
-     arg_prec=(ATOM,), rule="copy (the gradient would alias another array)", vjps=(None,))
+     arg_prec=(ATOM,), rule="copy (the gradient would alias another array)",
+     grads=("copy: dx = dy",), vjps=(lambda b, op, g: g,))
 _def(name="zeros", kind="layout", arity=0, shape=_attr_shape, fmt="np.zeros({shape}, dtype={dtype})",
      prec=ATOM, arg_prec=(), rule="zero gradient (the output does not depend on it)", vjps=())
 
@@ -378,7 +382,8 @@ _def(name="eye", kind="layout", arity=0, shape=_attr_shape, fmt="np.eye({n}, dty
 # Ops a spec may call by name: (number of array arguments, keyword arguments accepted).
 CALLABLE: dict[str, tuple[int, tuple[str, ...]]] = {
     **{name: (1, ()) for name, op in OPS.items()
-       if op.kind == "unary" and name not in ("neg", "pow", "sign", "positive", "nonzero_or_inf")},
+       if op.kind == "unary" and name not in ("neg", "pow", "sign", "positive", "nonzero_or_inf",
+                                                "finite_or_zero")},
     "sum": (1, ("axis", "keepdims")),
     "mean": (1, ("axis", "keepdims")),
     "logsumexp": (1, ("axis", "keepdims")),

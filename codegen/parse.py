@@ -93,7 +93,52 @@ def parse_function(spec: Spec, fn: FunctionSpec) -> Function:
             raise SpecError(f"output '{out.name}' of {fn.name} is not an input or a step", out.loc)
         program.outputs.append(out.name)
     _drop_dead_steps(program)
+    _own_outputs(program, builder)
     return Function(fn.name, fn.doc, fn, program, tuple(dims), tuple(w.name for w in fn.wrt))
+
+
+# Forward ops whose result is the operand's memory (``Y = X``, ``Y = +X``, ``Y = X.T``).
+_VIEWS = frozenset({"identity", "transpose"})
+
+
+def _own_outputs(program: Program, builder: Builder) -> None:
+    """Outputs never alias an input or each other: one that is an input, or a view of one (or
+    of an earlier output's array), becomes a copy.
+
+    (A caller who writes into an output must not change its own inputs or another output; both
+    backends return the same fresh arrays.)  ``Y = X`` becomes ``Y = X.copy()``; a transpose
+    read by no other step gets a ``copy`` op after it, under the same step; anything else is
+    copied at the end of the forward ops.
+    """
+    producer = {op.out: op for op in program.ops}
+    read = {a for op in program.ops for a in op.args if isinstance(a, str)}
+
+    def root(v: str) -> str:
+        """The array whose memory ``v`` is (itself unless it is a view)."""
+        while v in producer and producer[v].op in _VIEWS and isinstance(producer[v].args[0], str):
+            v = producer[v].args[0]  # type: ignore[assignment]
+        return v
+
+    claimed: set[str] = set()  # the arrays earlier outputs are
+    for i, out in enumerate(program.outputs):
+        assert isinstance(out, str)
+        base = root(out)
+        if base not in program.inputs and base not in claimed:
+            claimed.add(base)
+            continue
+        op = producer.get(out)
+        if op is not None and op.op == "identity" and out not in read:  # Y = X: the step copies
+            op.op = "copy"
+        elif op is not None and op.op == "transpose" and out not in read:
+            view = builder.new_value(program.values[out].shape, out, "temp")
+            op.out = view
+            program.ops.insert(program.ops.index(op) + 1,
+                               Op("copy", (view,), (), out, op.phase, op.group, op.origin))
+        else:
+            with builder.at(Origin(f"output {out} (a copy: it would share memory)", 0), out):
+                program.outputs[i] = builder.emit("copy", out)
+            program.values[program.outputs[i]].hint = out
+        claimed.add(program.outputs[i])  # type: ignore[arg-type]
 
 
 def _value(name: str, shape: tuple, kind: str):  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ import math
 
 from .build import Builder
 from .ir import Arg, Const, DimSize, Op, Origin, Program
+from .planner import SEED
 
 
 def optimize(program: Program) -> Program:
@@ -167,8 +168,14 @@ def dce(program: Program) -> None:
 
 
 def fresh_grads(program: Program) -> None:
-    """Each gradient is a fresh array: folded constants are materialised, aliases are copied."""
+    """Each gradient is a fresh array: folded constants are materialised, aliases are copied.
+
+    The seed counts as another array: a gradient that is ``g`` itself (an input that is the first
+    output, or ``Y = X + b``'s dX) would be the caller's cotangent, or a read-only broadcast of a
+    scalar ``g``.
+    """
     forward = set(program.inputs) | {op.out for op in program.ops if op.phase == "forward"}
+    forward.add(SEED)
     views = {op.out for op in program.ops if op.op in VIEW_OPS}
     scalars = constant_only(program)
     seen: set[str] = set()

@@ -44,7 +44,8 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
         seed = SEED
     needed = _depends_on(program, set(fn.wrt))
     ct: dict[str, Arg] = {first: seed}
-    made_by: dict[str, Origin] = {first: Origin("", 0, f"seed: d{first} = g")}
+    name = program.values[first].hint
+    made_by: dict[str, Origin] = {first: Origin("", 0, f"seed: d{name} = g")}
     uses = _use_counts(program)
     for op in backward_order(fn.program.ops):
         g = ct.pop(op.out, None)
@@ -75,7 +76,7 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
     for w in fn.wrt:
         shape = program.values[w].shape
         g = ct.get(w)
-        origin = made_by.get(w, Origin("", 0, f"{w} does not affect {first}: zero gradient"))
+        origin = made_by.get(w, Origin("", 0, f"{w} does not affect {name}: zero gradient"))
         if g is None:
             with b.at(origin, "d" + w):
                 g = b.emit("zeros", shape=shape)

@@ -31,20 +31,16 @@ def _check_inputs(function, values, shapes):
     dims = {}
     checked = []
     for (name, shape), value in zip(shapes, values, strict=True):
-        x = value
-        if not isinstance(x, (np.ndarray, np.generic)):
-            try:
-                x = np.asarray(value, dtype=_DTYPE)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"{function}: input {name} must be a float64 array of shape "
-                    f"{_shape_text(shape)}"
-                ) from None
+        x = value if type(value) is np.ndarray else _as_array(function, name, shape, value)
         if x.dtype != _DTYPE:
-            raise ValueError(
-                f"{function}: input {name} has dtype {x.dtype}; expected float64 "
-                f"with shape {_shape_text(shape)}"
-            )
+            # integers and booleans are converted (exactly, as lists are), so is another byte
+            # order; another float precision is refused: converting it would change the results
+            if x.dtype.kind not in "biu" and x.dtype.newbyteorder("=") != _DTYPE:
+                raise ValueError(
+                    f"{function}: input {name} has dtype {x.dtype}; expected float64 "
+                    f"with shape {_shape_text(shape)}"
+                )
+            x = x.astype(_DTYPE)
         ok = x.ndim == len(shape)
         if ok:
             for size, dim in zip(x.shape, shape, strict=True):
@@ -63,6 +59,30 @@ def _check_inputs(function, values, shapes):
     return checked
 
 
+def _as_array(function, name, shape, value):
+    """An input that is not a plain ndarray, as one: numbers (Python or NumPy scalars) and lists
+    are converted to float64; ndarray subclasses become plain arrays (np.matrix too, whose
+    2-D shape is then checked); masked arrays are refused, since computing on them would drop
+    the mask."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise ValueError(
+            f"{function}: input {name} is a masked array; pass a plain array "
+            f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
+        )
+    try:
+        x = np.asarray(value)
+    except (TypeError, ValueError):
+        x = None
+    if x is None or x.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{function}: input {name} must be a float64 array of shape "
+            f"{_shape_text(shape)}" + ("" if x is None else f" (got dtype {x.dtype})")
+        )
+    if isinstance(value, (int, float, list, tuple, np.generic)):
+        x = x.astype(_DTYPE, copy=False)  # a number or a list: converted whatever its precision
+    return x
+
+
 def _shape_text(shape):
     """A shape as the spec writes it: [N, 3]."""
     return "[" + ", ".join(str(d) for d in shape) + "]"
@@ -70,10 +90,12 @@ def _shape_text(shape):
 
 def _check_cotangent(function, g, shape):
     """Return the cotangent g as a float64 array of the first output's shape."""
-    if not isinstance(g, (np.ndarray, np.generic)):
-        g = np.asarray(g, dtype=_DTYPE)
+    if type(g) is not np.ndarray:  # converted as an input is
+        g = _as_array(f"{function}_backward", "g", shape, g)
     if g.dtype != _DTYPE:
-        raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        if g.dtype.kind not in "biu" and g.dtype.newbyteorder("=") != _DTYPE:
+            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        g = g.astype(_DTYPE)
     if g.shape != shape:
         if g.ndim != 0:
             raise ValueError(
@@ -82,6 +104,14 @@ def _check_cotangent(function, g, shape):
             )
         g = np.broadcast_to(g, shape)
     return g
+
+
+def _finite(x):
+    """x, if it holds no inf or NaN: the Numba module's LAPACK calls (inv, det, slogdet) refuse
+    those, and so does this module, with the same error."""
+    if not np.isfinite(x).all():
+        raise np.linalg.LinAlgError("Array must not contain infs or NaNs.")
+    return x
 
 
 class gaussian_nll_Grads(NamedTuple):
@@ -116,8 +146,8 @@ def gaussian_nll_forward(S, C):
     # sizes of the symbolic dims
     D = S.shape[0]
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll_3 = np.linalg.inv(S)
-    nll = 0.5 * np.linalg.slogdet(S)[1] + 0.5 * np.trace(nll_3 @ C)
+    nll_3 = np.linalg.inv(_finite(S))
+    nll = 0.5 * np.linalg.slogdet(_finite(S))[1] + 0.5 * np.trace(nll_3 @ C)
     return nll, gaussian_nll_Saved(C=C, nll_3=nll_3, D=D)
 
 
@@ -149,8 +179,8 @@ def gaussian_nll_value_and_grad(S, C):
     # sizes of the symbolic dims
     D = S.shape[0]
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll_3 = np.linalg.inv(S)
-    nll = 0.5 * np.linalg.slogdet(S)[1] + 0.5 * np.trace(nll_3 @ C)
+    nll_3 = np.linalg.inv(_finite(S))
+    nll = 0.5 * np.linalg.slogdet(_finite(S))[1] + 0.5 * np.trace(nll_3 @ C)
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T
     dS = 0.5 * nll_3.T
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
@@ -338,7 +368,7 @@ def inverse_bilinear_forward(a, X, b):
     """Forward pass of inverse_bilinear: returns (f, saved) for inverse_bilinear_backward."""
     a, X, b = _check_inputs("inverse_bilinear", (a, X, b), _INVERSE_BILINEAR_INPUTS)
     # f = a @ inv(X) @ b
-    f_1 = np.linalg.inv(X)
+    f_1 = np.linalg.inv(_finite(X))
     f = a @ f_1 @ b
     return f, inverse_bilinear_Saved(a=a, b=b, f_1=f_1)
 
@@ -364,7 +394,7 @@ def inverse_bilinear_value_and_grad(a, X, b):
     """(f, gradients of f with respect to X) in one pass."""
     a, X, b = _check_inputs("inverse_bilinear", (a, X, b), _INVERSE_BILINEAR_INPUTS)
     # f = a @ inv(X) @ b
-    f_1 = np.linalg.inv(X)
+    f_1 = np.linalg.inv(_finite(X))
     f = a @ f_1 @ b
     # f = a @ inv(X) @ b  →  vector-matrix product: dB = outer(a, dz)
     df_1 = np.outer(a, b)
@@ -401,7 +431,7 @@ def log_abs_det_forward(X):
     """Forward pass of log_abs_det: returns (f, saved) for log_abs_det_backward."""
     (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
     # f = logdet(X)
-    f = np.linalg.slogdet(X)[1]
+    f = np.linalg.slogdet(_finite(X))[1]
     return f, log_abs_det_Saved(X=X)
 
 
@@ -419,7 +449,7 @@ def log_abs_det_value_and_grad(X):
     """(f, gradients of f with respect to X) in one pass."""
     (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
     # f = logdet(X)
-    f = np.linalg.slogdet(X)[1]
+    f = np.linalg.slogdet(_finite(X))[1]
     # f = logdet(X)  →  log-determinant: dX = dy * inv(X).T; copied, dX would be a view of another
     #     array
     dX = np.linalg.inv(X).T.copy()
@@ -453,7 +483,7 @@ def determinant_forward(X):
     """Forward pass of determinant: returns (f, saved) for determinant_backward."""
     (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
     # f = det(X)
-    f = np.linalg.det(X)
+    f = np.linalg.det(_finite(X))
     return f, determinant_Saved(X=X, f=f)
 
 
@@ -471,7 +501,7 @@ def determinant_value_and_grad(X):
     """(f, gradients of f with respect to X) in one pass."""
     (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
     # f = det(X)
-    f = np.linalg.det(X)
+    f = np.linalg.det(_finite(X))
     # f = det(X)  →  determinant: dX = dy * y * inv(X).T
     dX = f * np.linalg.inv(X).T
     return f, determinant_Grads(X=dX)

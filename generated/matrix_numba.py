@@ -12,6 +12,7 @@ import numba
 import numpy as np
 
 _DTYPE = np.dtype(np.float64)
+_MASKED = np.ma.MaskedArray
 
 
 # Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
@@ -19,7 +20,7 @@ _DTYPE = np.dtype(np.float64)
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_ea0049808bd1", types.ModuleType("_codegen_numba_kernels_ea0049808bd1")
+    "_codegen_numba_kernels_1e8616810c50", types.ModuleType("_codegen_numba_kernels_1e8616810c50")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
@@ -84,20 +85,16 @@ def _check_inputs(function, values, shapes):
     dims = {}
     checked = []
     for (name, shape), value in zip(shapes, values, strict=True):
-        x = value
-        if not isinstance(x, (np.ndarray, np.generic)):
-            try:
-                x = np.asarray(value, dtype=_DTYPE)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"{function}: input {name} must be a float64 array of shape "
-                    f"{_shape_text(shape)}"
-                ) from None
+        x = value if type(value) is np.ndarray else _as_array(function, name, shape, value)
         if x.dtype != _DTYPE:
-            raise ValueError(
-                f"{function}: input {name} has dtype {x.dtype}; expected float64 "
-                f"with shape {_shape_text(shape)}"
-            )
+            # integers and booleans are converted (exactly, as lists are), so is another byte
+            # order; another float precision is refused: converting it would change the results
+            if x.dtype.kind not in "biu" and x.dtype.newbyteorder("=") != _DTYPE:
+                raise ValueError(
+                    f"{function}: input {name} has dtype {x.dtype}; expected float64 "
+                    f"with shape {_shape_text(shape)}"
+                )
+            x = x.astype(_DTYPE)
         ok = x.ndim == len(shape)
         if ok:
             for size, dim in zip(x.shape, shape, strict=True):
@@ -121,6 +118,30 @@ def _check_inputs(function, values, shapes):
     return checked
 
 
+def _as_array(function, name, shape, value):
+    """An input that is not a plain ndarray, as one: numbers (Python or NumPy scalars) and lists
+    are converted to float64; ndarray subclasses become plain arrays (np.matrix too, whose
+    2-D shape is then checked); masked arrays are refused, since computing on them would drop
+    the mask."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise ValueError(
+            f"{function}: input {name} is a masked array; pass a plain array "
+            f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
+        )
+    try:
+        x = np.asarray(value)
+    except (TypeError, ValueError):
+        x = None
+    if x is None or x.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{function}: input {name} must be a float64 array of shape "
+            f"{_shape_text(shape)}" + ("" if x is None else f" (got dtype {x.dtype})")
+        )
+    if isinstance(value, (int, float, list, tuple, np.generic)):
+        x = x.astype(_DTYPE, copy=False)  # a number or a list: converted whatever its precision
+    return x
+
+
 def _shape_text(shape):
     """A shape as the spec writes it: [N, 3]."""
     return "[" + ", ".join(str(d) for d in shape) + "]"
@@ -128,10 +149,12 @@ def _shape_text(shape):
 
 def _check_cotangent(function, g, shape):
     """Return the cotangent g as a float64 array of the first output's shape."""
-    if not isinstance(g, (np.ndarray, np.generic)):
-        g = np.asarray(g, dtype=_DTYPE)
+    if type(g) is not np.ndarray:  # converted as an input is
+        g = _as_array(f"{function}_backward", "g", shape, g)
     if g.dtype != _DTYPE:
-        raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        if g.dtype.kind not in "biu" and g.dtype.newbyteorder("=") != _DTYPE:
+            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        g = g.astype(_DTYPE)
     if g.shape != shape:
         if g.ndim != 0:
             raise ValueError(
@@ -285,6 +308,8 @@ def gaussian_nll(S, C):
 def gaussian_nll_forward(S, C):
     """Forward pass of gaussian_nll: returns (nll, saved) for gaussian_nll_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(S) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         nll, C, nll_3, D = _gaussian_nll_forward.checked(S, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         S, C = _check_inputs("gaussian_nll", (S, C), _GAUSSIAN_NLL_INPUTS)
@@ -303,6 +328,8 @@ def gaussian_nll_backward(saved, g=1.0):
 def gaussian_nll_value_and_grad(S, C):
     """(nll, gradients of nll with respect to S) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(S) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         nll, dS_4 = _gaussian_nll_value_and_grad.checked(S, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         S, C = _check_inputs("gaussian_nll", (S, C), _GAUSSIAN_NLL_INPUTS)
@@ -383,6 +410,8 @@ def trace_product(A, X):
 def trace_product_forward(A, X):
     """Forward pass of trace_product: returns (f, saved) for trace_product_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED or type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, A, D = _trace_product_forward.checked(A, X)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         A, X = _check_inputs("trace_product", (A, X), _TRACE_PRODUCT_INPUTS)
@@ -401,6 +430,8 @@ def trace_product_backward(saved, g=1.0):
 def trace_product_value_and_grad(A, X):
     """(f, gradients of f with respect to X) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED or type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, dX = _trace_product_value_and_grad.checked(A, X)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         A, X = _check_inputs("trace_product", (A, X), _TRACE_PRODUCT_INPUTS)
@@ -510,6 +541,8 @@ def trace_quadratic(A, X):
 def trace_quadratic_forward(A, X):
     """Forward pass of trace_quadratic: returns (f, saved) for trace_quadratic_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED or type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, A, X, f_2, N, D = _trace_quadratic_forward.checked(A, X)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         A, X = _check_inputs("trace_quadratic", (A, X), _TRACE_QUADRATIC_INPUTS)
@@ -528,6 +561,8 @@ def trace_quadratic_backward(saved, g=1.0):
 def trace_quadratic_value_and_grad(A, X):
     """(f, gradients of f with respect to X) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED or type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, dX_2 = _trace_quadratic_value_and_grad.checked(A, X)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         A, X = _check_inputs("trace_quadratic", (A, X), _TRACE_QUADRATIC_INPUTS)
@@ -629,6 +664,8 @@ def inverse_bilinear(a, X, b):
 def inverse_bilinear_forward(a, X, b):
     """Forward pass of inverse_bilinear: returns (f, saved) for inverse_bilinear_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(a) is _MASKED or type(X) is _MASKED or type(b) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, a, b, f_1, D = _inverse_bilinear_forward.checked(a, X, b)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         a, X, b = _check_inputs("inverse_bilinear", (a, X, b), _INVERSE_BILINEAR_INPUTS)
@@ -647,6 +684,8 @@ def inverse_bilinear_backward(saved, g=1.0):
 def inverse_bilinear_value_and_grad(a, X, b):
     """(f, gradients of f with respect to X) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(a) is _MASKED or type(X) is _MASKED or type(b) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, dX_3 = _inverse_bilinear_value_and_grad.checked(a, X, b)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         a, X, b = _check_inputs("inverse_bilinear", (a, X, b), _INVERSE_BILINEAR_INPUTS)
@@ -726,6 +765,8 @@ def log_abs_det(X):
 def log_abs_det_forward(X):
     """Forward pass of log_abs_det: returns (f, saved) for log_abs_det_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, X, D = _log_abs_det_forward.checked(X)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
@@ -744,6 +785,8 @@ def log_abs_det_backward(saved, g=1.0):
 def log_abs_det_value_and_grad(X):
     """(f, gradients of f with respect to X) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, dX_2 = _log_abs_det_value_and_grad.checked(X)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
@@ -826,6 +869,8 @@ def determinant(X):
 def determinant_forward(X):
     """Forward pass of determinant: returns (f, saved) for determinant_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, X, D = _determinant_forward.checked(X)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
@@ -844,6 +889,8 @@ def determinant_backward(saved, g=1.0):
 def determinant_value_and_grad(X):
     """(f, gradients of f with respect to X) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, dX_2 = _determinant_value_and_grad.checked(X)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
@@ -941,6 +988,8 @@ def outer_contraction(u, v, A):
 def outer_contraction_forward(u, v, A):
     """Forward pass of outer_contraction: returns (f, saved) for outer_contraction_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(u) is _MASKED or type(v) is _MASKED or type(A) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, u, v, A, N, D = _outer_contraction_forward.checked(u, v, A)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         u, v, A = _check_inputs("outer_contraction", (u, v, A), _OUTER_CONTRACTION_INPUTS)
@@ -959,6 +1008,8 @@ def outer_contraction_backward(saved, g=1.0):
 def outer_contraction_value_and_grad(u, v, A):
     """(f, gradients of f with respect to u, v) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(u) is _MASKED or type(v) is _MASKED or type(A) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, du, dv = _outer_contraction_value_and_grad.checked(u, v, A)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         u, v, A = _check_inputs("outer_contraction", (u, v, A), _OUTER_CONTRACTION_INPUTS)

@@ -31,20 +31,16 @@ def _check_inputs(function, values, shapes):
     dims = {}
     checked = []
     for (name, shape), value in zip(shapes, values, strict=True):
-        x = value
-        if not isinstance(x, (np.ndarray, np.generic)):
-            try:
-                x = np.asarray(value, dtype=_DTYPE)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"{function}: input {name} must be a float64 array of shape "
-                    f"{_shape_text(shape)}"
-                ) from None
+        x = value if type(value) is np.ndarray else _as_array(function, name, shape, value)
         if x.dtype != _DTYPE:
-            raise ValueError(
-                f"{function}: input {name} has dtype {x.dtype}; expected float64 "
-                f"with shape {_shape_text(shape)}"
-            )
+            # integers and booleans are converted (exactly, as lists are), so is another byte
+            # order; another float precision is refused: converting it would change the results
+            if x.dtype.kind not in "biu" and x.dtype.newbyteorder("=") != _DTYPE:
+                raise ValueError(
+                    f"{function}: input {name} has dtype {x.dtype}; expected float64 "
+                    f"with shape {_shape_text(shape)}"
+                )
+            x = x.astype(_DTYPE)
         ok = x.ndim == len(shape)
         if ok:
             for size, dim in zip(x.shape, shape, strict=True):
@@ -63,6 +59,30 @@ def _check_inputs(function, values, shapes):
     return checked
 
 
+def _as_array(function, name, shape, value):
+    """An input that is not a plain ndarray, as one: numbers (Python or NumPy scalars) and lists
+    are converted to float64; ndarray subclasses become plain arrays (np.matrix too, whose
+    2-D shape is then checked); masked arrays are refused, since computing on them would drop
+    the mask."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise ValueError(
+            f"{function}: input {name} is a masked array; pass a plain array "
+            f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
+        )
+    try:
+        x = np.asarray(value)
+    except (TypeError, ValueError):
+        x = None
+    if x is None or x.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{function}: input {name} must be a float64 array of shape "
+            f"{_shape_text(shape)}" + ("" if x is None else f" (got dtype {x.dtype})")
+        )
+    if isinstance(value, (int, float, list, tuple, np.generic)):
+        x = x.astype(_DTYPE, copy=False)  # a number or a list: converted whatever its precision
+    return x
+
+
 def _shape_text(shape):
     """A shape as the spec writes it: [N, 3]."""
     return "[" + ", ".join(str(d) for d in shape) + "]"
@@ -70,10 +90,12 @@ def _shape_text(shape):
 
 def _check_cotangent(function, g, shape):
     """Return the cotangent g as a float64 array of the first output's shape."""
-    if not isinstance(g, (np.ndarray, np.generic)):
-        g = np.asarray(g, dtype=_DTYPE)
+    if type(g) is not np.ndarray:  # converted as an input is
+        g = _as_array(f"{function}_backward", "g", shape, g)
     if g.dtype != _DTYPE:
-        raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        if g.dtype.kind not in "biu" and g.dtype.newbyteorder("=") != _DTYPE:
+            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        g = g.astype(_DTYPE)
     if g.shape != shape:
         if g.ndim != 0:
             raise ValueError(
@@ -86,7 +108,7 @@ def _check_cotangent(function, g, shape):
 
 def _logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x), axis)), shifted by the maximum: it neither overflows nor underflows."""
-    m = np.max(x, axis=axis, keepdims=True)
+    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)  # -inf over an empty axis
     m = np.where(np.isfinite(m), m, 0)
     y = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
     return y if keepdims else np.squeeze(y, axis=axis)
@@ -369,7 +391,7 @@ def linear_regression_value_and_grad(X, y, w, b):
     # loss = mean(r ** 2)
     loss = np.mean(r**2)
     # loss = mean(r ** 2)  →  mean: dX = dm / n, broadcast over the n averaged elements
-    dloss_1 = 1 / N
+    dloss_1 = np.float64(1) / N
     # loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
     dr = np.multiply(dloss_1 * 2, r, out=r)
     del r
@@ -466,7 +488,7 @@ def logistic_regression_value_and_grad(X, y, w, b):
     p = _sigmoid(z)
     # loss = mean(softplus(z) - y * z)  →  mean: dX = dm / n, broadcast over the n averaged
     #     elements
-    dloss_3 = 1 / N
+    dloss_3 = np.float64(1) / N
     # loss = mean(softplus(z) - y * z)  →  subtraction: db = -dz
     dloss_2 = -dloss_3
     # loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y)
@@ -570,7 +592,7 @@ def softmax_regression_value_and_grad(X, Y, W, b):
     loss = -np.mean(np.sum(Y * loss_1, axis=1))
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
     #     the n averaged elements
-    dloss_3 = -1 / N
+    dloss_3 = np.float64(-1) / N
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
     dloss_1 = Y * dloss_3
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
@@ -703,7 +725,7 @@ def mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     loss = -np.mean(np.sum(Y * loss_1, axis=1))
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
     #     the n averaged elements
-    dloss_3 = -1 / N
+    dloss_3 = np.float64(-1) / N
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
     dloss_1 = Y * dloss_3
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *

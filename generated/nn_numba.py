@@ -12,6 +12,7 @@ import numba
 import numpy as np
 
 _DTYPE = np.dtype(np.float64)
+_MASKED = np.ma.MaskedArray
 
 
 # Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
@@ -19,7 +20,7 @@ _DTYPE = np.dtype(np.float64)
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_ea0049808bd1", types.ModuleType("_codegen_numba_kernels_ea0049808bd1")
+    "_codegen_numba_kernels_1e8616810c50", types.ModuleType("_codegen_numba_kernels_1e8616810c50")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
@@ -84,20 +85,16 @@ def _check_inputs(function, values, shapes):
     dims = {}
     checked = []
     for (name, shape), value in zip(shapes, values, strict=True):
-        x = value
-        if not isinstance(x, (np.ndarray, np.generic)):
-            try:
-                x = np.asarray(value, dtype=_DTYPE)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"{function}: input {name} must be a float64 array of shape "
-                    f"{_shape_text(shape)}"
-                ) from None
+        x = value if type(value) is np.ndarray else _as_array(function, name, shape, value)
         if x.dtype != _DTYPE:
-            raise ValueError(
-                f"{function}: input {name} has dtype {x.dtype}; expected float64 "
-                f"with shape {_shape_text(shape)}"
-            )
+            # integers and booleans are converted (exactly, as lists are), so is another byte
+            # order; another float precision is refused: converting it would change the results
+            if x.dtype.kind not in "biu" and x.dtype.newbyteorder("=") != _DTYPE:
+                raise ValueError(
+                    f"{function}: input {name} has dtype {x.dtype}; expected float64 "
+                    f"with shape {_shape_text(shape)}"
+                )
+            x = x.astype(_DTYPE)
         ok = x.ndim == len(shape)
         if ok:
             for size, dim in zip(x.shape, shape, strict=True):
@@ -121,6 +118,30 @@ def _check_inputs(function, values, shapes):
     return checked
 
 
+def _as_array(function, name, shape, value):
+    """An input that is not a plain ndarray, as one: numbers (Python or NumPy scalars) and lists
+    are converted to float64; ndarray subclasses become plain arrays (np.matrix too, whose
+    2-D shape is then checked); masked arrays are refused, since computing on them would drop
+    the mask."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise ValueError(
+            f"{function}: input {name} is a masked array; pass a plain array "
+            f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
+        )
+    try:
+        x = np.asarray(value)
+    except (TypeError, ValueError):
+        x = None
+    if x is None or x.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{function}: input {name} must be a float64 array of shape "
+            f"{_shape_text(shape)}" + ("" if x is None else f" (got dtype {x.dtype})")
+        )
+    if isinstance(value, (int, float, list, tuple, np.generic)):
+        x = x.astype(_DTYPE, copy=False)  # a number or a list: converted whatever its precision
+    return x
+
+
 def _shape_text(shape):
     """A shape as the spec writes it: [N, 3]."""
     return "[" + ", ".join(str(d) for d in shape) + "]"
@@ -128,10 +149,12 @@ def _shape_text(shape):
 
 def _check_cotangent(function, g, shape):
     """Return the cotangent g as a float64 array of the first output's shape."""
-    if not isinstance(g, (np.ndarray, np.generic)):
-        g = np.asarray(g, dtype=_DTYPE)
+    if type(g) is not np.ndarray:  # converted as an input is
+        g = _as_array(f"{function}_backward", "g", shape, g)
     if g.dtype != _DTYPE:
-        raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        if g.dtype.kind not in "biu" and g.dtype.newbyteorder("=") != _DTYPE:
+            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        g = g.astype(_DTYPE)
     if g.shape != shape:
         if g.ndim != 0:
             raise ValueError(
@@ -485,6 +508,8 @@ def one_layer(X, Y, W):
 def one_layer_forward(X, Y, W):
     """Forward pass of one_layer: returns ((loss, P), saved) for one_layer_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(Y) is _MASKED or type(W) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         loss, P, X, loss_1, N, K = _one_layer_forward.checked(X, Y, W)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, Y, W = _check_inputs("one_layer", (X, Y, W), _ONE_LAYER_INPUTS)
@@ -503,6 +528,8 @@ def one_layer_backward(saved, g=1.0):
 def one_layer_value_and_grad(X, Y, W):
     """((loss, P), gradients of loss with respect to W) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(Y) is _MASKED or type(W) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         loss, P, dW = _one_layer_value_and_grad.checked(X, Y, W)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, Y, W = _check_inputs("one_layer", (X, Y, W), _ONE_LAYER_INPUTS)
@@ -695,6 +722,15 @@ def mlp_mse(X, Y, W1, b1, W2, b2):
 def mlp_mse_forward(X, Y, W1, b1, W2, b2):
     """Forward pass of mlp_mse: returns ((loss, Z2), saved) for mlp_mse_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if (
+            type(X) is _MASKED
+            or type(Y) is _MASKED
+            or type(W1) is _MASKED
+            or type(b1) is _MASKED
+            or type(W2) is _MASKED
+            or type(b2) is _MASKED
+        ):
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         loss, Z2, X, W2, H1, loss_1, N, K, H = _mlp_mse_forward.checked(X, Y, W1, b1, W2, b2)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, Y, W1, b1, W2, b2 = _check_inputs("mlp_mse", (X, Y, W1, b1, W2, b2), _MLP_MSE_INPUTS)
@@ -713,6 +749,15 @@ def mlp_mse_backward(saved, g=1.0):
 def mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
     """((loss, Z2), gradients of loss with respect to W1, b1, W2, b2) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if (
+            type(X) is _MASKED
+            or type(Y) is _MASKED
+            or type(W1) is _MASKED
+            or type(b1) is _MASKED
+            or type(W2) is _MASKED
+            or type(b2) is _MASKED
+        ):
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         loss, Z2, dW1, db1, dW2, db2 = _mlp_mse_value_and_grad.checked(X, Y, W1, b1, W2, b2)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, Y, W1, b1, W2, b2 = _check_inputs("mlp_mse", (X, Y, W1, b1, W2, b2), _MLP_MSE_INPUTS)
@@ -828,6 +873,8 @@ def linear_regression_forward(X, y, w, b):
     """Forward pass of linear_regression: returns (loss, saved) for
     linear_regression_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(y) is _MASKED or type(w) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         loss, X, r, N = _linear_regression_forward.checked(X, y, w, b)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, y, w, b = _check_inputs("linear_regression", (X, y, w, b), _LINEAR_REGRESSION_INPUTS)
@@ -846,6 +893,8 @@ def linear_regression_backward(saved, g=1.0):
 def linear_regression_value_and_grad(X, y, w, b):
     """(loss, gradients of loss with respect to w, b) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(y) is _MASKED or type(w) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         loss, dw, db = _linear_regression_value_and_grad.checked(X, y, w, b)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, y, w, b = _check_inputs("linear_regression", (X, y, w, b), _LINEAR_REGRESSION_INPUTS)
@@ -986,6 +1035,8 @@ def logistic_regression_forward(X, y, w, b):
     """Forward pass of logistic_regression: returns ((loss, p), saved) for
     logistic_regression_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(y) is _MASKED or type(w) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         loss, p, X, y, z, loss_1, N = _logistic_regression_forward.checked(X, y, w, b)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, y, w, b = _check_inputs(
@@ -1006,6 +1057,8 @@ def logistic_regression_backward(saved, g=1.0):
 def logistic_regression_value_and_grad(X, y, w, b):
     """((loss, p), gradients of loss with respect to w, b) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(y) is _MASKED or type(w) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         loss, p, dw, db = _logistic_regression_value_and_grad.checked(X, y, w, b)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, y, w, b = _check_inputs(
@@ -1065,27 +1118,33 @@ def _softmax_regression_forward(X, Y, W, b):
             Z_e = Z_1[i, j] + b[j]
             Z[i, j] = Z_e
             t_1[i, 0] = max(t_1[i, 0], Z_e)
-    # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_4 = np.zeros((N, 1), dtype=np.float64)
-    t_5 = np.empty((N, K), dtype=np.float64)
-    for i in range(N):
-        for j in range(K):
-            t_4[i, 0] += _exp(Z[i, j] - t_1[i, 0])
-            t_5[i, j] = Z[i, j] - t_1[i, 0]
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_6 = np.empty((N, 1), dtype=np.float64)
+    t_2 = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_6[i, j] = _log(t_4[i, j])
+            t_2[i, j] = t_1[i, j] if abs(t_1[i, j]) < np.inf else 0.0
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = t_5  # in place of t_5: not read after this loop
+    t_5 = np.zeros((N, 1), dtype=np.float64)
+    t_6 = np.empty((N, K), dtype=np.float64)
+    for i in range(N):
+        for j in range(K):
+            t_5[i, 0] += _exp(Z[i, j] - t_2[i, 0])
+            t_6[i, j] = Z[i, j] - t_2[i, 0]
+    # fused loop over [N, 1]:
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
+    t_7 = np.empty((N, 1), dtype=np.float64)
+    for i in range(N):
+        for j in range(1):
+            t_7[i, j] = _log(t_5[i, j])
+    # fused loop over [N, K]:
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
+    loss_1 = t_6  # in place of t_6: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            loss_1_e = t_5[i, j] - t_6[i, 0]
+            loss_1_e = t_6[i, j] - t_7[i, 0]
             loss_1[i, j] = loss_1_e
             loss_3[i] += Y[i, j] * loss_1_e
     # fused loop over [N]:
@@ -1161,27 +1220,33 @@ def _softmax_regression_value_and_grad(X, Y, W, b):
             Z_e = Z_1[i, j] + b[j]
             Z[i, j] = Z_e
             t_1[i, 0] = max(t_1[i, 0], Z_e)
-    # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_4 = np.zeros((N, 1), dtype=np.float64)
-    t_5 = np.empty((N, K), dtype=np.float64)
-    for i in range(N):
-        for j in range(K):
-            t_4[i, 0] += _exp(Z[i, j] - t_1[i, 0])
-            t_5[i, j] = Z[i, j] - t_1[i, 0]
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_6 = np.empty((N, 1), dtype=np.float64)
+    t_2 = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_6[i, j] = _log(t_4[i, j])
+            t_2[i, j] = t_1[i, j] if abs(t_1[i, j]) < np.inf else 0.0
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = t_5  # in place of t_5: not read after this loop
+    t_5 = np.zeros((N, 1), dtype=np.float64)
+    t_6 = np.empty((N, K), dtype=np.float64)
+    for i in range(N):
+        for j in range(K):
+            t_5[i, 0] += _exp(Z[i, j] - t_2[i, 0])
+            t_6[i, j] = Z[i, j] - t_2[i, 0]
+    # fused loop over [N, 1]:
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
+    t_7 = np.empty((N, 1), dtype=np.float64)
+    for i in range(N):
+        for j in range(1):
+            t_7[i, j] = _log(t_5[i, j])
+    # fused loop over [N, K]:
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
+    loss_1 = t_6  # in place of t_6: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            loss_1_e = t_5[i, j] - t_6[i, 0]
+            loss_1_e = t_6[i, j] - t_7[i, 0]
             loss_1[i, j] = loss_1_e
             loss_3[i] += Y[i, j] * loss_1_e
     # fused loop over [N]:
@@ -1236,6 +1301,8 @@ def softmax_regression_forward(X, Y, W, b):
     """Forward pass of softmax_regression: returns ((loss, Z), saved) for
     softmax_regression_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(Y) is _MASKED or type(W) is _MASKED or type(b) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         loss, Z, X, Y, loss_1, N, K = _softmax_regression_forward.checked(X, Y, W, b)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, Y, W, b = _check_inputs("softmax_regression", (X, Y, W, b), _SOFTMAX_REGRESSION_INPUTS)
@@ -1254,6 +1321,8 @@ def softmax_regression_backward(saved, g=1.0):
 def softmax_regression_value_and_grad(X, Y, W, b):
     """((loss, Z), gradients of loss with respect to W, b) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(Y) is _MASKED or type(W) is _MASKED or type(b) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         loss, Z, dW, db = _softmax_regression_value_and_grad.checked(X, Y, W, b)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, Y, W, b = _check_inputs("softmax_regression", (X, Y, W, b), _SOFTMAX_REGRESSION_INPUTS)
@@ -1329,27 +1398,33 @@ def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
             Z_e = Z_1[i, j] + b2[j]
             Z[i, j] = Z_e
             t_1[i, 0] = max(t_1[i, 0], Z_e)
-    # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_4 = np.zeros((N, 1), dtype=np.float64)
-    t_5 = np.empty((N, K), dtype=np.float64)
-    for i in range(N):
-        for j in range(K):
-            t_4[i, 0] += _exp(Z[i, j] - t_1[i, 0])
-            t_5[i, j] = Z[i, j] - t_1[i, 0]
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_6 = np.empty((N, 1), dtype=np.float64)
+    t_2 = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_6[i, j] = _log(t_4[i, j])
+            t_2[i, j] = t_1[i, j] if abs(t_1[i, j]) < np.inf else 0.0
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = t_5  # in place of t_5: not read after this loop
+    t_5 = np.zeros((N, 1), dtype=np.float64)
+    t_6 = np.empty((N, K), dtype=np.float64)
+    for i in range(N):
+        for j in range(K):
+            t_5[i, 0] += _exp(Z[i, j] - t_2[i, 0])
+            t_6[i, j] = Z[i, j] - t_2[i, 0]
+    # fused loop over [N, 1]:
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
+    t_7 = np.empty((N, 1), dtype=np.float64)
+    for i in range(N):
+        for j in range(1):
+            t_7[i, j] = _log(t_5[i, j])
+    # fused loop over [N, K]:
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
+    loss_1 = t_6  # in place of t_6: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            loss_1_e = t_5[i, j] - t_6[i, 0]
+            loss_1_e = t_6[i, j] - t_7[i, 0]
             loss_1[i, j] = loss_1_e
             loss_3[i] += Y[i, j] * loss_1_e
     # fused loop over [N]:
@@ -1450,27 +1525,33 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
             Z_e = Z_1[i, j] + b2[j]
             Z[i, j] = Z_e
             t_1[i, 0] = max(t_1[i, 0], Z_e)
-    # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_4 = np.zeros((N, 1), dtype=np.float64)
-    t_5 = np.empty((N, K), dtype=np.float64)
-    for i in range(N):
-        for j in range(K):
-            t_4[i, 0] += _exp(Z[i, j] - t_1[i, 0])
-            t_5[i, j] = Z[i, j] - t_1[i, 0]
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_6 = np.empty((N, 1), dtype=np.float64)
+    t_2 = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_6[i, j] = _log(t_4[i, j])
+            t_2[i, j] = t_1[i, j] if abs(t_1[i, j]) < np.inf else 0.0
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = t_5  # in place of t_5: not read after this loop
+    t_5 = np.zeros((N, 1), dtype=np.float64)
+    t_6 = np.empty((N, K), dtype=np.float64)
+    for i in range(N):
+        for j in range(K):
+            t_5[i, 0] += _exp(Z[i, j] - t_2[i, 0])
+            t_6[i, j] = Z[i, j] - t_2[i, 0]
+    # fused loop over [N, 1]:
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
+    t_7 = np.empty((N, 1), dtype=np.float64)
+    for i in range(N):
+        for j in range(1):
+            t_7[i, j] = _log(t_5[i, j])
+    # fused loop over [N, K]:
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
+    loss_1 = t_6  # in place of t_6: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            loss_1_e = t_5[i, j] - t_6[i, 0]
+            loss_1_e = t_6[i, j] - t_7[i, 0]
             loss_1[i, j] = loss_1_e
             loss_3[i] += Y[i, j] * loss_1_e
     # fused loop over [N]:
@@ -1540,6 +1621,15 @@ def mlp_classifier_forward(X, Y, W1, b1, W2, b2):
     """Forward pass of mlp_classifier: returns ((loss, Z), saved) for
     mlp_classifier_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if (
+            type(X) is _MASKED
+            or type(Y) is _MASKED
+            or type(W1) is _MASKED
+            or type(b1) is _MASKED
+            or type(W2) is _MASKED
+            or type(b2) is _MASKED
+        ):
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         loss, Z, X, Y, W2, H1, loss_1, N, K, H = _mlp_classifier_forward.checked(
             X, Y, W1, b1, W2, b2
         )
@@ -1566,6 +1656,15 @@ def mlp_classifier_backward(saved, g=1.0):
 def mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     """((loss, Z), gradients of loss with respect to W1, b1, W2, b2) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if (
+            type(X) is _MASKED
+            or type(Y) is _MASKED
+            or type(W1) is _MASKED
+            or type(b1) is _MASKED
+            or type(W2) is _MASKED
+            or type(b2) is _MASKED
+        ):
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         loss, Z, dW1, db1, dW2, db2 = _mlp_classifier_value_and_grad.checked(X, Y, W1, b1, W2, b2)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, Y, W1, b1, W2, b2 = _check_inputs(

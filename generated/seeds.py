@@ -30,20 +30,16 @@ def _check_inputs(function, values, shapes):
     dims = {}
     checked = []
     for (name, shape), value in zip(shapes, values, strict=True):
-        x = value
-        if not isinstance(x, (np.ndarray, np.generic)):
-            try:
-                x = np.asarray(value, dtype=_DTYPE)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"{function}: input {name} must be a float64 array of shape "
-                    f"{_shape_text(shape)}"
-                ) from None
+        x = value if type(value) is np.ndarray else _as_array(function, name, shape, value)
         if x.dtype != _DTYPE:
-            raise ValueError(
-                f"{function}: input {name} has dtype {x.dtype}; expected float64 "
-                f"with shape {_shape_text(shape)}"
-            )
+            # integers and booleans are converted (exactly, as lists are), so is another byte
+            # order; another float precision is refused: converting it would change the results
+            if x.dtype.kind not in "biu" and x.dtype.newbyteorder("=") != _DTYPE:
+                raise ValueError(
+                    f"{function}: input {name} has dtype {x.dtype}; expected float64 "
+                    f"with shape {_shape_text(shape)}"
+                )
+            x = x.astype(_DTYPE)
         ok = x.ndim == len(shape)
         if ok:
             for size, dim in zip(x.shape, shape, strict=True):
@@ -62,6 +58,30 @@ def _check_inputs(function, values, shapes):
     return checked
 
 
+def _as_array(function, name, shape, value):
+    """An input that is not a plain ndarray, as one: numbers (Python or NumPy scalars) and lists
+    are converted to float64; ndarray subclasses become plain arrays (np.matrix too, whose
+    2-D shape is then checked); masked arrays are refused, since computing on them would drop
+    the mask."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise ValueError(
+            f"{function}: input {name} is a masked array; pass a plain array "
+            f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
+        )
+    try:
+        x = np.asarray(value)
+    except (TypeError, ValueError):
+        x = None
+    if x is None or x.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{function}: input {name} must be a float64 array of shape "
+            f"{_shape_text(shape)}" + ("" if x is None else f" (got dtype {x.dtype})")
+        )
+    if isinstance(value, (int, float, list, tuple, np.generic)):
+        x = x.astype(_DTYPE, copy=False)  # a number or a list: converted whatever its precision
+    return x
+
+
 def _shape_text(shape):
     """A shape as the spec writes it: [N, 3]."""
     return "[" + ", ".join(str(d) for d in shape) + "]"
@@ -69,10 +89,12 @@ def _shape_text(shape):
 
 def _check_cotangent(function, g, shape):
     """Return the cotangent g as a float64 array of the first output's shape."""
-    if not isinstance(g, (np.ndarray, np.generic)):
-        g = np.asarray(g, dtype=_DTYPE)
+    if type(g) is not np.ndarray:  # converted as an input is
+        g = _as_array(f"{function}_backward", "g", shape, g)
     if g.dtype != _DTYPE:
-        raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        if g.dtype.kind not in "biu" and g.dtype.newbyteorder("=") != _DTYPE:
+            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        g = g.astype(_DTYPE)
     if g.shape != shape:
         if g.ndim != 0:
             raise ValueError(

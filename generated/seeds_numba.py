@@ -11,6 +11,7 @@ import numba
 import numpy as np
 
 _DTYPE = np.dtype(np.float64)
+_MASKED = np.ma.MaskedArray
 
 
 # Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
@@ -18,7 +19,7 @@ _DTYPE = np.dtype(np.float64)
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_ea0049808bd1", types.ModuleType("_codegen_numba_kernels_ea0049808bd1")
+    "_codegen_numba_kernels_1e8616810c50", types.ModuleType("_codegen_numba_kernels_1e8616810c50")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
@@ -83,20 +84,16 @@ def _check_inputs(function, values, shapes):
     dims = {}
     checked = []
     for (name, shape), value in zip(shapes, values, strict=True):
-        x = value
-        if not isinstance(x, (np.ndarray, np.generic)):
-            try:
-                x = np.asarray(value, dtype=_DTYPE)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"{function}: input {name} must be a float64 array of shape "
-                    f"{_shape_text(shape)}"
-                ) from None
+        x = value if type(value) is np.ndarray else _as_array(function, name, shape, value)
         if x.dtype != _DTYPE:
-            raise ValueError(
-                f"{function}: input {name} has dtype {x.dtype}; expected float64 "
-                f"with shape {_shape_text(shape)}"
-            )
+            # integers and booleans are converted (exactly, as lists are), so is another byte
+            # order; another float precision is refused: converting it would change the results
+            if x.dtype.kind not in "biu" and x.dtype.newbyteorder("=") != _DTYPE:
+                raise ValueError(
+                    f"{function}: input {name} has dtype {x.dtype}; expected float64 "
+                    f"with shape {_shape_text(shape)}"
+                )
+            x = x.astype(_DTYPE)
         ok = x.ndim == len(shape)
         if ok:
             for size, dim in zip(x.shape, shape, strict=True):
@@ -120,6 +117,30 @@ def _check_inputs(function, values, shapes):
     return checked
 
 
+def _as_array(function, name, shape, value):
+    """An input that is not a plain ndarray, as one: numbers (Python or NumPy scalars) and lists
+    are converted to float64; ndarray subclasses become plain arrays (np.matrix too, whose
+    2-D shape is then checked); masked arrays are refused, since computing on them would drop
+    the mask."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise ValueError(
+            f"{function}: input {name} is a masked array; pass a plain array "
+            f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
+        )
+    try:
+        x = np.asarray(value)
+    except (TypeError, ValueError):
+        x = None
+    if x is None or x.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{function}: input {name} must be a float64 array of shape "
+            f"{_shape_text(shape)}" + ("" if x is None else f" (got dtype {x.dtype})")
+        )
+    if isinstance(value, (int, float, list, tuple, np.generic)):
+        x = x.astype(_DTYPE, copy=False)  # a number or a list: converted whatever its precision
+    return x
+
+
 def _shape_text(shape):
     """A shape as the spec writes it: [N, 3]."""
     return "[" + ", ".join(str(d) for d in shape) + "]"
@@ -127,10 +148,12 @@ def _shape_text(shape):
 
 def _check_cotangent(function, g, shape):
     """Return the cotangent g as a float64 array of the first output's shape."""
-    if not isinstance(g, (np.ndarray, np.generic)):
-        g = np.asarray(g, dtype=_DTYPE)
+    if type(g) is not np.ndarray:  # converted as an input is
+        g = _as_array(f"{function}_backward", "g", shape, g)
     if g.dtype != _DTYPE:
-        raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        if g.dtype.kind not in "biu" and g.dtype.newbyteorder("=") != _DTYPE:
+            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        g = g.astype(_DTYPE)
     if g.shape != shape:
         if g.ndim != 0:
             raise ValueError(
@@ -552,6 +575,8 @@ def twice_sum(A):
 def twice_sum_forward(A):
     """Forward pass of twice_sum: returns (F, saved) for twice_sum_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         (F,) = _twice_sum_forward.checked(A)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         (A,) = _check_inputs("twice_sum", (A,), _TWICE_SUM_INPUTS)
@@ -570,6 +595,8 @@ def twice_sum_backward(saved, g=1.0):
 def twice_sum_value_and_grad(A):
     """(F, gradients of F with respect to A) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         F, dA = _twice_sum_value_and_grad.checked(A)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         (A,) = _check_inputs("twice_sum", (A,), _TWICE_SUM_INPUTS)
@@ -684,6 +711,8 @@ def affine_sum(A, W, B):
 def affine_sum_forward(A, W, B):
     """Forward pass of affine_sum: returns ((S, Z), saved) for affine_sum_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED or type(W) is _MASKED or type(B) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         S, Z, A, W = _affine_sum_forward.checked(A, W, B)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         A, W, B = _check_inputs("affine_sum", (A, W, B), _AFFINE_SUM_INPUTS)
@@ -702,6 +731,8 @@ def affine_sum_backward(saved, g=1.0):
 def affine_sum_value_and_grad(A, W, B):
     """((S, Z), gradients of S with respect to A, W, B) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED or type(W) is _MASKED or type(B) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         S, Z, dA, dW, dB = _affine_sum_value_and_grad.checked(A, W, B)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         A, W, B = _check_inputs("affine_sum", (A, W, B), _AFFINE_SUM_INPUTS)
@@ -806,6 +837,8 @@ def wx_backprop(W, x, t):
 def wx_backprop_forward(W, x, t):
     """Forward pass of wx_backprop: returns ((f, d), saved) for wx_backprop_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(W) is _MASKED or type(x) is _MASKED or type(t) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, d, W, x, f_1, M = _wx_backprop_forward.checked(W, x, t)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         W, x, t = _check_inputs("wx_backprop", (W, x, t), _WX_BACKPROP_INPUTS)
@@ -824,6 +857,8 @@ def wx_backprop_backward(saved, g=1.0):
 def wx_backprop_value_and_grad(W, x, t):
     """((f, d), gradients of f with respect to W, x) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(W) is _MASKED or type(x) is _MASKED or type(t) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, d, dW, dx = _wx_backprop_value_and_grad.checked(W, x, t)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         W, x, t = _check_inputs("wx_backprop", (W, x, t), _WX_BACKPROP_INPUTS)
@@ -935,6 +970,8 @@ def dictionary_learning_forward(X, D, R):
     """Forward pass of dictionary_learning: returns (f, saved) for
     dictionary_learning_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(D) is _MASKED or type(R) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, D, R, E, M, N = _dictionary_learning_forward.checked(X, D, R)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, D, R = _check_inputs("dictionary_learning", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
@@ -953,6 +990,8 @@ def dictionary_learning_backward(saved, g=1.0):
 def dictionary_learning_value_and_grad(X, D, R):
     """(f, gradients of f with respect to D, R) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(D) is _MASKED or type(R) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, dD, dR = _dictionary_learning_value_and_grad.checked(X, D, R)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, D, R = _check_inputs("dictionary_learning", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
@@ -1048,6 +1087,8 @@ def quadratic_form(a, G):
 def quadratic_form_forward(a, G):
     """Forward pass of quadratic_form: returns (f, saved) for quadratic_form_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(a) is _MASKED or type(G) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, a, G, f_1, N = _quadratic_form_forward.checked(a, G)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         a, G = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
@@ -1066,6 +1107,8 @@ def quadratic_form_backward(saved, g=1.0):
 def quadratic_form_value_and_grad(a, G):
     """(f, gradients of f with respect to a, G) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(a) is _MASKED or type(G) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, da_2, dG = _quadratic_form_value_and_grad.checked(a, G)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         a, G = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
@@ -1157,6 +1200,8 @@ def right_product(X, W, C):
 def right_product_forward(X, W, C):
     """Forward pass of right_product: returns (f, saved) for right_product_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(W) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, W, C, M, P = _right_product_forward.checked(X, W, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, W, C = _check_inputs("right_product", (X, W, C), _RIGHT_PRODUCT_INPUTS)
@@ -1175,6 +1220,8 @@ def right_product_backward(saved, g=1.0):
 def right_product_value_and_grad(X, W, C):
     """(f, gradients of f with respect to X) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(W) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, dX = _right_product_value_and_grad.checked(X, W, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, W, C = _check_inputs("right_product", (X, W, C), _RIGHT_PRODUCT_INPUTS)
@@ -1266,6 +1313,8 @@ def left_product(W, X, C):
 def left_product_forward(W, X, C):
     """Forward pass of left_product: returns (f, saved) for left_product_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(W) is _MASKED or type(X) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, W, C, P, N = _left_product_forward.checked(W, X, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         W, X, C = _check_inputs("left_product", (W, X, C), _LEFT_PRODUCT_INPUTS)
@@ -1284,6 +1333,8 @@ def left_product_backward(saved, g=1.0):
 def left_product_value_and_grad(W, X, C):
     """(f, gradients of f with respect to X) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(W) is _MASKED or type(X) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, dX = _left_product_value_and_grad.checked(W, X, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         W, X, C = _check_inputs("left_product", (W, X, C), _LEFT_PRODUCT_INPUTS)
@@ -1382,6 +1433,8 @@ def hadamard_product(X, K, C):
 def hadamard_product_forward(X, K, C):
     """Forward pass of hadamard_product: returns (f, saved) for hadamard_product_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(K) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, K, C, M, N = _hadamard_product_forward.checked(X, K, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, K, C = _check_inputs("hadamard_product", (X, K, C), _HADAMARD_PRODUCT_INPUTS)
@@ -1400,6 +1453,8 @@ def hadamard_product_backward(saved, g=1.0):
 def hadamard_product_value_and_grad(X, K, C):
     """(f, gradients of f with respect to X) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(K) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, dX = _hadamard_product_value_and_grad.checked(X, K, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, K, C = _check_inputs("hadamard_product", (X, K, C), _HADAMARD_PRODUCT_INPUTS)
@@ -1510,6 +1565,8 @@ def elementwise_function_forward(X, C):
     """Forward pass of elementwise_function: returns (f, saved) for
     elementwise_function_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, X, C, M, N = _elementwise_function_forward.checked(X, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, C = _check_inputs("elementwise_function", (X, C), _ELEMENTWISE_FUNCTION_INPUTS)
@@ -1528,6 +1585,8 @@ def elementwise_function_backward(saved, g=1.0):
 def elementwise_function_value_and_grad(X, C):
     """(f, gradients of f with respect to X) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, dX = _elementwise_function_value_and_grad.checked(X, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, C = _check_inputs("elementwise_function", (X, C), _ELEMENTWISE_FUNCTION_INPUTS)
@@ -1624,6 +1683,8 @@ def matrix_addition(X, K, C):
 def matrix_addition_forward(X, K, C):
     """Forward pass of matrix_addition: returns (f, saved) for matrix_addition_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(K) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, C, M, N = _matrix_addition_forward.checked(X, K, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, K, C = _check_inputs("matrix_addition", (X, K, C), _MATRIX_ADDITION_INPUTS)
@@ -1642,6 +1703,8 @@ def matrix_addition_backward(saved, g=1.0):
 def matrix_addition_value_and_grad(X, K, C):
     """(f, gradients of f with respect to X) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(K) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, dX = _matrix_addition_value_and_grad.checked(X, K, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, K, C = _check_inputs("matrix_addition", (X, K, C), _MATRIX_ADDITION_INPUTS)
@@ -1740,6 +1803,8 @@ def row_broadcast_addition_forward(K, x, C):
     """Forward pass of row_broadcast_addition: returns (f, saved) for
     row_broadcast_addition_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(K) is _MASKED or type(x) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, C, M, N = _row_broadcast_addition_forward.checked(K, x, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         K, x, C = _check_inputs(
@@ -1760,6 +1825,8 @@ def row_broadcast_addition_backward(saved, g=1.0):
 def row_broadcast_addition_value_and_grad(K, x, C):
     """(f, gradients of f with respect to x) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(K) is _MASKED or type(x) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, dx = _row_broadcast_addition_value_and_grad.checked(K, x, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         K, x, C = _check_inputs(
@@ -1860,6 +1927,8 @@ def column_broadcast_addition_forward(K, x, C):
     """Forward pass of column_broadcast_addition: returns (f, saved) for
     column_broadcast_addition_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(K) is _MASKED or type(x) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, C, M, N = _column_broadcast_addition_forward.checked(K, x, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         K, x, C = _check_inputs(
@@ -1880,6 +1949,8 @@ def column_broadcast_addition_backward(saved, g=1.0):
 def column_broadcast_addition_value_and_grad(K, x, C):
     """(f, gradients of f with respect to x) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(K) is _MASKED or type(x) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, dx = _column_broadcast_addition_value_and_grad.checked(K, x, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         K, x, C = _check_inputs(
@@ -1964,6 +2035,8 @@ def squared_frobenius_norm_forward(G):
     """Forward pass of squared_frobenius_norm: returns (f, saved) for
     squared_frobenius_norm_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(G) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, G, M, N = _squared_frobenius_norm_forward.checked(G)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
@@ -1982,6 +2055,8 @@ def squared_frobenius_norm_backward(saved, g=1.0):
 def squared_frobenius_norm_value_and_grad(G):
     """(f, gradients of f with respect to G) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(G) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, dG = _squared_frobenius_norm_value_and_grad.checked(G)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
@@ -2059,6 +2134,8 @@ def matrix_sum(G):
 def matrix_sum_forward(G):
     """Forward pass of matrix_sum: returns (f, saved) for matrix_sum_backward."""
     try:  # types checked before: the kernel compares the shapes
+        if type(G) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, M, N = _matrix_sum_forward.checked(G)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         (G,) = _check_inputs("matrix_sum", (G,), _MATRIX_SUM_INPUTS)
@@ -2077,6 +2154,8 @@ def matrix_sum_backward(saved, g=1.0):
 def matrix_sum_value_and_grad(G):
     """(f, gradients of f with respect to G) in one pass."""
     try:  # types checked before: the kernel compares the shapes
+        if type(G) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
         f, dG = _matrix_sum_value_and_grad.checked(G)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         (G,) = _check_inputs("matrix_sum", (G,), _MATRIX_SUM_INPUTS)

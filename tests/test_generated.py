@@ -94,7 +94,7 @@ def test_saved_holds_only_what_backward_needs(mlp):
     (3, np.zeros((5, 1)), r"input b1 has shape \(5, 1\); expected \[H\]"),
     (1, np.zeros((7, 3)), r"input Y has shape \(7, 3\); expected \[N, K\] with N=6"),
     (0, np.zeros((6, 4), dtype=np.float32), r"input X has dtype float32; expected float64"),
-    (0, np.zeros((6, 4), dtype=np.int64), r"input X has dtype int64"),
+    (0, np.zeros((6, 4), dtype=np.complex128), r"input X has dtype complex128"),
     (0, "not an array", r"input X must be a float64 array"),
 ])
 def test_wrong_inputs_raise_value_error_naming_input(mlp, index, bad, message):

@@ -195,7 +195,9 @@ def test_softplus_and_its_derivative_share_one_exp():
     (loss, B, S), (dX,) = mod.f_value_and_grad(x)
     with np.errstate(all="ignore"):
         _assert_close_ulp(B, FUNCTIONS["softplus"](x), x, "softplus")
-        _assert_close_ulp(S, FUNCTIONS["sigmoid"](x), x, "sigmoid")
+        # (at x = inf, NaN: the NumPy module's exp(inf - inf); test_runtime.py's rule)
+        want = np.where(x == np.inf, np.nan, FUNCTIONS["sigmoid"](x))
+        _assert_close_ulp(S, want, x, "sigmoid")
     ref = codegen.load_module(text.replace("{N: 300}", "{N: 200}"))
     y = np.random.default_rng(4).uniform(-40, 40, 200)
     _, (g0,) = ref.f_value_and_grad(y)
