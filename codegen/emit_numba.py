@@ -129,11 +129,11 @@ class NumbaEmitter(Emitter):
     def template_vars(self) -> dict[str, str]:
         chosen = [name for name, on in (("parallel", self.parallel), ("fastmath", self.fastmath))
                   if on]
-        options = 'cache=True, error_model="numpy"' + (", fastmath=True" if self.fastmath else "")
-        return {"kernel_options": options,
+        options = 'error_model="numpy"' + (", fastmath=True" if self.fastmath else "")
+        return {"kernel_options": options,  # (_cached adds cache=True where it can)
                 # Numba's cache does not load some parallel kernels back correctly (a returned
                 # array without its dtype): the parallel compilations are not cached
-                "parallel_options": options.replace("cache=True, ", ""),
+                "parallel_options": options,
                 "kernels_module": kernels_module(),
                 "math": sorted(self.math),
                 "parallel": self.parallel,
