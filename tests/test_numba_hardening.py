@@ -151,3 +151,204 @@ def test_parallel_kernels_called_from_threads_under_the_workqueue_layer(tmp_path
                 {"NUMBA_THREADING_LAYER": "workqueue"}, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["workqueue", "0"]
+
+
+def _roles(name: str) -> dict[str, str]:
+    """A spec using ``name`` as a function, input, step (and output) or dim name."""
+    head = "module: names\ndims: {N: 3}\nfunctions:\n"
+    return {
+        "function": head + f"  {name}:\n    inputs: {{X: [N]}}\n    steps: ['y = sum(tanh(X) * X)']\n"
+                           "    outputs: [y]\n",
+        "input": head + f"  f:\n    inputs: {{{name}: [N], W: [N]}}\n"
+                        f"    steps: ['y = sum(tanh({name}) * W)']\n    outputs: [y]\n",
+        "step": head + f"  f:\n    inputs: {{X: [N], W: [N]}}\n"
+                       f"    steps: ['{name} = tanh(X) * W', 'y = sum({name} * X)']\n"
+                       f"    outputs: [y, {name}]\n",
+        "dim": f"module: names\ndims: {{{name}: 3}}\nfunctions:\n"
+               f"  f:\n    inputs: {{X: [{name}], W: [{name}]}}\n"
+               "    steps: ['y = sum(tanh(X) * W)']\n    outputs: [y]\n",
+    }
+
+
+def test_no_name_generated_modules_use_can_break_them():
+    """Every name a template binds at module level, every builtin generated functions read and
+    every name derived for a function, as a function, input, step and dim name: a located error,
+    or modules (NumPy and Numba) that import and compute what the same spec with plain names
+    computes."""
+    import re
+
+    from codegen import api, reserved
+    from codegen.errors import SpecError
+
+    names = sorted(reserved.template_names() | reserved.reserved_names()
+                   | set(reserved.function_names("f")) | {"len", "zip", "isinstance", "tuple",
+                                                          "g", "saved", "i", "j", "short",
+                                                          "block", "X_Grads", "dX", "f_2"})
+    accepted = []
+    for name in names:
+        for role, text in _roles(name).items():
+            try:
+                compiled = compile_spec(load_spec(text, "names.yaml"))
+            except SpecError as error:
+                located = re.match(r"names\.yaml:(\d+):(\d+): error: ", str(error))
+                assert located, (name, role, str(error))  # at a line that writes the name
+                assert name in text.splitlines()[int(located.group(1)) - 1], (name, role, error)
+                continue
+            accepted.append((name, role, compiled))
+    # the names Python and the templates bind are refused wherever a spec could write them
+    for name in reserved.reserved_names() | {n for n in reserved.template_names()}:
+        assert not any(n == name for n, _, _ in accepted), name
+    assert {n for n, _, _ in accepted} >= {"len", "g", "saved", "i", "short", "X_Grads"}
+    # the accepted ones, as functions of modules (as few as clashes allow), against plain names
+    rng = np.random.default_rng(0)
+    X, W = rng.standard_normal(3), rng.standard_normal(3)
+    ref = codegen.load_module(_roles("plain")["input"].replace("plain", "X"))
+    want_value, want_grads = ref.f_value_and_grad(X, W)
+    batches: list[list[tuple[str, str, str, str]]] = []  # (name, role, function, body)
+    for k, (name, role, compiled) in enumerate(accepted):
+        call = name if role == "function" else f"h{k}"
+        body = _roles(name)[role].split("functions:\n")[1].replace(
+            f"  {compiled.functions[0].function.name}:", f"  {call}:", 1)
+        if role == "dim":
+            body = f"dims: {{{name}: 3}}\n" + body
+        for batch in batches + [[]]:
+            try:
+                compile_spec(load_spec(_batch_text(batch + [(name, role, call, body)]), "n.yaml"))
+            except SpecError:
+                continue
+            if not batch:
+                batches.append(batch)
+            batch.append((name, role, call, body))
+            break
+    assert len(batches) <= 3
+    for n, batch in enumerate(batches):
+        compiled = compile_spec(load_spec(_batch_text(batch), "names.yaml"))
+        mods = [api.import_source(compiler.render(compiled, "numpy"), f"names{n}"),
+                api.import_source(compiler.render(compiled, "numba"), f"names{n}", "numba")]
+        for name, role, call, _ in batch:
+            for mod in mods:
+                if role == "function":
+                    value, grads = getattr(mod, call + "_value_and_grad")(X)
+                    assert np.isclose(value, np.sum(np.tanh(X) * X)), (name, role)
+                    continue
+                out, grads = getattr(mod, call + "_value_and_grad")(X, W)
+                if role == "step":
+                    assert np.isclose(out[0], np.sum(np.tanh(X) * W * X)), (name, role)
+                else:
+                    assert np.isclose(out, want_value), (name, role, mod)
+                    np.testing.assert_allclose(grads[0], want_grads[0])
+
+
+def _batch_text(batch) -> str:
+    dims = {"N": 3}
+    bodies = []
+    for _, _, _, body in batch:
+        if body.startswith("dims: "):
+            head, body = body.split("\n", 1)
+            dims[head[len("dims: {"):].split(":")[0]] = 3
+        bodies.append(body.rstrip("\n"))
+    dim_text = ", ".join(f"{d}: {v}" for d, v in dims.items())
+    return "\n".join(["module: names", f"dims: {{{dim_text}}}", "functions:", *bodies]) + "\n"
+
+
+def test_module_level_names_of_generated_modules_are_all_reserved():
+    """What codegen/reserved.py reads from the templates is everything generated modules bind,
+    and the generated functions read no builtin beyond BODY_BUILTINS."""
+    import ast
+    import builtins
+
+    from codegen import reserved
+
+    spec = """
+module: allm
+functions:
+  f:
+    inputs: {X: [M, N], W: [M, N], b: [N], s: []}
+    steps:
+      - A = tanh(X * W) + sin(X) + cos(X) + exp(X) + log(abs(X) + 1) + log1p(abs(X)) + sigmoid(X)
+      - B = softmax(A, axis=1) + log_softmax(A, axis=1) + relu(A) + softplus(A) + sin(W)
+      - c = logsumexp(A, axis=0) + sqrt(square(b)) + trace(outer(b, b))
+      - loss = sum(softplus(A) ** 2) + sum(A * b) + sum(B) + sum(c) * s + mean(X) / s
+    outputs: [loss]
+"""
+    compiled = compile_spec(load_spec(spec, "allm.yaml"))
+    allowed = reserved.template_names() | set(reserved.function_names("f"))
+    for backend, options in [("numpy", {}), ("numba", {}), ("numba", {"parallel": True}),
+                             ("numba", {"fastmath": True})]:
+        tree = ast.parse(compiler.render(compiled, backend, **options))
+        bound = set()
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                bound.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                bound |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        assert bound <= allowed, bound - allowed
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name in allowed - reserved.template_names():
+                local = {a.arg for a in ast.walk(node) if isinstance(a, ast.arg)} | {
+                    n.id for n in ast.walk(node)
+                    if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+                read = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
+                        and isinstance(n.ctx, ast.Load) and n.id not in local}
+                assert {n for n in read if hasattr(builtins, n)} <= reserved.BODY_BUILTINS
+
+
+def test_long_function_names_are_refused_where_the_spec_writes_them():
+    """A 230-character function name passed generation and failed at the first call
+    (OSError: File name too long, in Numba's cache)."""
+    from codegen.errors import SpecError
+    from codegen.loader import MAX_FUNCTION_NAME_CHARS
+
+    for length, ok in ((MAX_FUNCTION_NAME_CHARS, True), (MAX_FUNCTION_NAME_CHARS + 1, False),
+                       (230, False)):
+        text = _roles("a" * length)["function"]
+        if ok:
+            compile_spec(load_spec(text, "long.yaml"))
+            continue
+        with pytest.raises(SpecError, match=rf"long\.yaml:4:3: error: function name .* is "
+                                            rf"{length} characters long; the limit is 64"):
+            load_spec(text, "long.yaml")
+
+
+def test_longest_function_name_runs_from_numba_cache(tmp_path):
+    """The longest accepted function name in the longest module name: Numba's cache files fit."""
+    from codegen.loader import MAX_FUNCTION_NAME_CHARS, MAX_MODULE_CHARS
+
+    module = "m" * MAX_MODULE_CHARS
+    name = "f" * MAX_FUNCTION_NAME_CHARS
+    text = _roles(name)["function"].replace("module: names", f"module: {module}")
+    source = compiler.render(compile_spec(load_spec(text, "long.yaml")), "numba",
+                             parallel=True)
+    (tmp_path / f"{module}_numba.py").write_text(source)
+    script = (f"import sys, numpy as np\nsys.path.insert(0, {str(tmp_path)!r})\n"
+              f"import {module}_numba as m\nm._PARALLEL_SIZE = 0\n"
+              f"print(m.{name}(np.ones(3)))\n")
+    proc = _run(["-c", script], {}, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("module", ["llvmlite", "scipy", "numpy", "numba", "yaml", "json",
+                                    "typing", "codegen", "importlib"])
+def test_module_names_that_shadow_what_generated_code_imports_are_refused(module):
+    """`module: llvmlite` was accepted, and its file shadowed Numba's own dependency."""
+    from codegen.errors import SpecError
+
+    text = _roles("f")["function"].replace("module: names", f"module: {module}")
+    with pytest.raises(SpecError, match=rf"m\.yaml:1:9: error: module '{module}' would shadow"):
+        load_spec(text, "m.yaml")
+
+
+def test_shadowed_modules_follow_numbas_requirements():
+    from importlib import metadata
+
+    from codegen.loader import shadowed_modules
+
+    required = {r.split(";")[0].split("<")[0].split(">")[0].split("=")[0].strip().lower()
+                for r in metadata.requires("numba") or ()}
+    assert {"llvmlite", "numpy"} <= required
+    assert {"llvmlite", "numpy", "numba", "scipy", "yaml", "os"} <= shadowed_modules()
+    assert "mymodel" not in shadowed_modules()
+    load_spec(_roles("f")["function"].replace("module: names", "module: mymodel"), "m.yaml")
