@@ -9,6 +9,7 @@ Python wrappers around the kernels check inputs exactly as the NumPy module does
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import re
 from collections import Counter
@@ -64,6 +65,16 @@ def kernels_module() -> str:
     for name in ("module_numba.py.j2", "helpers/numba_math.py.j2"):
         digest.update((root / name).read_text(encoding="utf-8").replace("\r\n", "\n").encode())
     return f"_codegen_numba_kernels_{digest.hexdigest()[:12]}"
+
+
+def _addend(expr: str) -> str:
+    """``expr`` as the right operand of ``+``, as ``+=`` took it: parenthesised unless its
+    outermost operation binds tighter than ``+`` (read from its syntax tree)."""
+    node = ast.parse(expr, mode="eval").body
+    tight = isinstance(node, (ast.Name, ast.Constant, ast.Call, ast.Subscript, ast.Attribute,
+                              ast.UnaryOp)) or (
+        isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Div, ast.Pow)))
+    return expr if tight else f"({expr})"
 
 
 def _tuple(items: list[str]) -> str:
@@ -395,7 +406,11 @@ class NumbaEmitter(Emitter):
     def gather_sums(self, body: list[str], names: Names) -> list[str]:
         """Several sums into one element (a weight's gradient from many steps) add up in a
         local first and store once, at the end of the loop body: one store instead of many,
-        which keeps long loop bodies vectorisable."""
+        which keeps long loop bodies vectorisable.
+
+        Each partial sum is a local of its own (``dw_e_2 = dw_e + ...``), never ``dw_e += ...``
+        again: Numba's SSA pass looks up every use of a name assigned many times in one block by
+        scanning the block, which made a 250-step chain's compile time cubic in its length."""
         targets = Counter(line.split(" += ")[0] for line in body if " += " in line)
         shared = {t for t, n in targets.items() if n > 1}
         local: dict[str, str] = {}
@@ -404,10 +419,14 @@ class NumbaEmitter(Emitter):
             target, _, x = line.partition(" += ")
             if target not in shared:
                 out.append(line)
-            elif target in local:
-                out.append(f"{local[target]} += {x}")
+                continue
+            stem = target.split("[")[0] + "_e"
+            if target in local:
+                total = names.fresh(stem)
+                out.append(f"{total} = {local[target]} + {_addend(x)}")
+                local[target] = total
             else:
-                local[target] = names.fresh(target.split("[")[0] + "_e")
+                local[target] = names.fresh(stem)
                 out.append(f"{local[target]} = {x}")
         out.extend(f"{target} += {name}" for target, name in local.items())
         return out
