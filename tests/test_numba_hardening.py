@@ -389,3 +389,42 @@ def test_long_chains_compile_in_time_linear_in_their_length():
     loss, saved = nb.chain_forward(X, w)
     for a, b in zip(g0, nb.chain_backward(saved, 1.0)):
         assert_close(b, a)
+
+
+def test_long_loop_bodies_are_split_into_several_loop_nests(monkeypatch):
+    """A chain's fused loop body grows with the chain, and LLVM's time on one body faster than
+    its length: runs longer than fusion.MAX_GROUP_OPS ops become several loop nests. Checked
+    with a small limit (a short chain compiles fast) against the NumPy module."""
+    from test_numba import _chain_spec
+
+    from codegen import fusion
+    from helpers import assert_close
+
+    def loops(source: str, kernel: str) -> int:
+        body = source[source.index(f"def {kernel}"):]
+        body = body[:body.index("\n\n\n")]
+        return body.count("for i in range(")
+
+    long_chain = codegen.generate_source(_chain_spec(100), backend="numba")
+    assert loops(long_chain, "_chain_value_and_grad") >= 3  # (about 1,100 ops, by default)
+    assert loops(codegen.generate_source(_chain_spec(20), backend="numba"),
+                 "_chain_value_and_grad") == 1
+    monkeypatch.setattr(fusion, "MAX_GROUP_OPS", 25)
+    text = _chain_spec(20)
+    source = codegen.generate_source(text, backend="numba")
+    assert loops(source, "_chain_value_and_grad") >= 8
+    assert loops(source, "_chain_backward") >= 5
+    from codegen import api
+
+    nb = api.import_source(source, "chain_split", "numba")
+    ref = codegen.load_module(text)
+    rng = np.random.default_rng(9)
+    X, w = rng.standard_normal((7, 5)), rng.standard_normal(5)
+    (l0, g0), (l1, g1) = ref.chain_value_and_grad(X, w), nb.chain_value_and_grad(X, w)
+    assert_close(l1, l0, rtol=1e-12)
+    for a, b in zip(g0, g1):
+        assert_close(b, a, rtol=1e-12)
+    loss, saved = nb.chain_forward(X, w)
+    assert_close(loss, l0, rtol=1e-12)
+    for a, b in zip(g0, nb.chain_backward(saved, 1.0)):
+        assert_close(b, a, rtol=1e-12)
