@@ -18,10 +18,6 @@ from .ops import OPS
 # Ops computed per element of their output (a materialising broadcast counts: it copies).
 _ELEMENTWISE_EXTRA = frozenset({"full", "broadcast_to", "identity", "copy"})
 REDUCTIONS = frozenset({"sum", "mean", "max"})
-# Ops in one loop nest at most: a longer run becomes several loop nests (the values that cross
-# from one to the next are written to arrays). LLVM's time on one loop body grows faster than
-# its length; bounded bodies keep a kernel's compile time about linear in a spec's length.
-MAX_GROUP_OPS = 400
 
 
 def is_elementwise(op: Op) -> bool:
@@ -88,8 +84,7 @@ def fuse(ops: list[Op], program: Program, live_out: set[str]) -> list[Op | Group
         reads_pending = any(
             isinstance(a, str) and produced_in.get(a) is current and current is not None
             and _is_reduction_out(a, current) for a in op.args)
-        if (current is None or current.shape != shape or reads_pending
-                or len(current.ops) >= MAX_GROUP_OPS):
+        if current is None or current.shape != shape or reads_pending:
             close()
             current = Group(shape)
         current.ops.append(op)
