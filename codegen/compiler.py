@@ -5,7 +5,6 @@ from __future__ import annotations
 import builtins
 import functools
 import gc
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
@@ -13,14 +12,14 @@ from typing import ParamSpec, TypeVar
 from .emit import Emitter, spec_label
 from .errors import SpecError
 from .ir import Program
+from .loader import _module_problem as module_problem
+from .reserved import function_names
 from .parse import Function, parse_function
 from .passes import optimize
 from .planner import differentiate
 from .spec import Spec
 
 BACKENDS = ("numpy", "numba")
-# Module names that would shadow what generated code (or its users) import.
-FORBIDDEN_MODULES = frozenset(sys.stdlib_module_names) | {"numpy", "numba", "codegen", "scipy"}
 
 
 P = ParamSpec("P")
@@ -65,11 +64,9 @@ class Compiled:
 @_gc_paused
 def compile_spec(spec: Spec) -> Compiled:
     """Parse, shape-check and differentiate every function of ``spec``."""
-    if spec.module in FORBIDDEN_MODULES:
-        raise SpecError(
-            f"module name '{spec.module}' would shadow a Python or NumPy module; choose another",
-            spec.loc,
-        )
+    problem = module_problem(spec.module)  # (a Spec built without the loader)
+    if problem:
+        raise SpecError(f"module name '{spec.module}' {problem}; choose another", spec.loc)
     out = []
     for fs in spec.functions:
         if fs.name in dir(builtins):
@@ -99,6 +96,7 @@ def render(compiled: Compiled, backend: str = "numpy", outdir: str | None = None
     """The generated module's source for one backend (black-formatted, deterministic)."""
     spec = compiled.spec
     emitter = emitter_for(backend, spec.dtype, **options)
+    emitter.module_names = {n for cf in compiled.functions for n in function_names(cf.function.name)}
     views = [emitter.function_view(cf.function, cf.value_and_grad, cf.backward)
              for cf in compiled.functions]
     helpers = emitter.helpers([p for cf in compiled.functions for p in (cf.value_and_grad, cf.backward)])

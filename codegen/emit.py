@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import jinja2
 
@@ -24,6 +24,7 @@ from .ops import ATOM, HELPERS, OPS, UNARY
 from .parse import Function
 from .passes import backward_reads, constant_only
 from .planner import SEED
+from .reserved import BODY_BUILTINS, inputs_const, template_names, templates_dir
 from .shapes import fmt as fmt_shape
 
 
@@ -116,6 +117,7 @@ class Emitter:
         self.dtype = dtype
         self.np_dtype = f"np.{dtype}"
         self.used_dims: set[str] = set()  # dims the code rendered so far refers to
+        self.module_names: set[str] = set()  # what the spec's functions bind at module level
 
     # --- expressions ----------------------------------------------------------------------------
 
@@ -322,7 +324,8 @@ class Emitter:
 
     def function_view(self, fn: Function, vg: Program, bw: Program) -> FunctionView:
         spec_names = {v for v, val in fn.program.values.items() if val.kind in ("input", "step")}
-        base = Names(spec_names | {"np"})
+        # locals never take a name the module binds or the body reads (codegen/reserved.py)
+        base = Names(spec_names | {"np"} | template_names() | BODY_BUILTINS | self.module_names)
         for vid in spec_names:
             base.of[vid] = vid  # spec names are kept
         base.taken |= {"g", "saved"}  # dims never take the backward's parameter names
@@ -344,7 +347,7 @@ class Emitter:
         params = ", ".join(fn.program.inputs)
         tupled = params + ("," if len(fn.program.inputs) == 1 else "")
         targets = f"({tupled})" if len(fn.program.inputs) == 1 else tupled
-        const = f"_{fn.name.upper()}_INPUTS"
+        const = inputs_const(fn.name)
         inputs_spec = "(" + ", ".join(
             f'("{name}", {self.shape_spec(fn.program.values[name].shape)})'
             for name in fn.program.inputs) + ("," if len(fn.program.inputs) == 1 else "") + ")"
@@ -546,13 +549,6 @@ def grad_values(program: Program) -> set[str]:
 _LAPACK = frozenset({"inv", "det", "logdet"})
 # Free views of a named value: written inline wherever they are used, never given a name.
 _VIEWS = frozenset({"transpose", "expand_dims"})
-def templates_dir() -> Path:
-    """The Jinja templates: inside the installed package, or the repo's top-level ``templates/``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "templates", here.parent / "templates"):
-        if (candidate / "module.py.j2").is_file():
-            return candidate
-    raise FileNotFoundError("codegen's templates are missing from the installation")
 
 
 def spec_label(spec_path: str, outdir: str | None) -> str:

@@ -137,11 +137,11 @@ class NumbaEmitter(Emitter):
     def template_vars(self) -> dict[str, str]:
         chosen = [name for name, on in (("parallel", self.parallel), ("fastmath", self.fastmath))
                   if on]
-        options = 'cache=True, error_model="numpy"' + (", fastmath=True" if self.fastmath else "")
-        return {"kernel_options": options,
+        options = 'error_model="numpy"' + (", fastmath=True" if self.fastmath else "")
+        return {"kernel_options": options,  # (_cached adds cache=True where it can)
                 # Numba's cache does not load some parallel kernels back correctly (a returned
                 # array without its dtype): the parallel compilations are not cached
-                "parallel_options": options.replace("cache=True, ", ""),
+                "parallel_options": options,
                 "kernels_module": kernels_module(),
                 "math": sorted(self.math),
                 "parallel": self.parallel,
@@ -439,7 +439,11 @@ class NumbaEmitter(Emitter):
                     names: Names) -> list[tuple[E.Expr, str, E.Expr]]:
         """Several sums into one element (a weight's gradient from many steps) add up in a
         local first and store once, at the end of the loop body: one store instead of many,
-        which keeps long loop bodies vectorisable. Lines are (target, "" or "+", value)."""
+        which keeps long loop bodies vectorisable. Lines are (target, "" or "+", value).
+
+        Each partial sum is a local of its own (``dw_e_2 = dw_e + ...``), never ``dw_e += ...``
+        again: Numba's SSA pass looks up every use of a name assigned many times in one block by
+        scanning the block, which made a 250-step chain's compile time cubic in its length."""
         targets = Counter(t for t, aug, _ in body if aug == "+")
         shared = {t for t, n in targets.items() if n > 1}
         local: dict[E.Expr, E.Expr] = {}
@@ -447,12 +451,11 @@ class NumbaEmitter(Emitter):
         for target, aug, x in body:
             if aug != "+" or target not in shared:
                 out.append((target, aug, x))
-            elif target in local:
-                out.append((local[target], "+", x))
-            else:
-                array = target.base if isinstance(target, E.Index) else target
-                local[target] = E.as_expr(names.fresh(array.render() + "_e"))
-                out.append((local[target], "", x))
+                continue
+            array = target.base if isinstance(target, E.Index) else target
+            total = E.as_expr(names.fresh(array.render() + "_e"))
+            out.append((total, "", E.add(local[target], x) if target in local else x))
+            local[target] = total
         out.extend((target, "+", name) for target, name in local.items())
         return out
 

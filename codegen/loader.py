@@ -8,9 +8,12 @@ malformed the input, surfaces as :class:`~codegen.errors.SpecError`; no other ex
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import keyword
 import os
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -21,6 +24,7 @@ from yaml.events import AliasEvent, StreamEndEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import Loc, SpecError
+from .reserved import function_names, reserved_names, template_names
 from .spec import Dim, FunctionSpec, InputSpec, NameRef, Spec, StepSpec
 
 __all__ = [
@@ -43,14 +47,18 @@ MAX_DIM = 10**7
 MAX_RANK = 2
 MAX_DEPTH = 64  # YAML nesting; real specs need 5
 MAX_MODULE_CHARS = 100  # module names become file names (NAME_MAX is 255 bytes)
+# Function names become the names of Numba's cache files, with the module's name (at most 100
+# characters), a suffix and a line number: 64 keeps those within NAME_MAX (255 bytes).
+MAX_FUNCTION_NAME_CHARS = 64
 MAX_NODES = 250_000  # YAML nodes; bounds load time for pathological 1 MiB inputs
 
-# Names the generated modules bind at module level; user names must not shadow them.
-RESERVED_NAMES = frozenset({"np", "numpy", "numba", "NamedTuple"})
-# Module names that would shadow what generated modules import.
-RESERVED_MODULES = frozenset({"numpy", "numba", "typing"})
-# Suffixes the emitter appends to a function name (f_forward, f_Grads, ...).
-GENERATED_SUFFIXES = ("_value_and_grad", "_forward", "_backward", "_Grads", "_Saved")
+# Names the generated modules bind at module level or read as builtins; user names must not
+# shadow them (codegen/reserved.py reads them from the templates).
+RESERVED_NAMES = reserved_names()
+# Module names that would shadow what generated modules import, directly or through Numba (and
+# codegen itself); every standard-library module and the packages Numba needs are added at load
+# time (shadowed_modules).
+RESERVED_MODULES = frozenset({"numpy", "numba", "llvmlite", "scipy", "yaml", "typing", "codegen"})
 
 TOP_KEYS = ("module", "dtype", "doc", "dims", "functions")
 FUNCTION_KEYS = ("doc", "inputs", "wrt", "steps", "outputs")
@@ -509,9 +517,55 @@ def _module_problem(name: str) -> str | None:
         return problem
     if len(name) > MAX_MODULE_CHARS:
         return f"is {len(name)} characters long; the limit is {MAX_MODULE_CHARS}"
-    if name in RESERVED_MODULES:
-        return "would shadow a module the generated code imports"
+    for candidate in (name, name + "_numba"):  # the NumPy module's name, the Numba module's
+        if candidate in shadowed_modules():
+            return (f"would shadow the module {candidate!r}, which generated code imports "
+                    "(directly or through Numba) or Python provides")
     return None
+
+
+# Packages Numba imports when they are installed (numba.core.config reads YAML; np.linalg calls
+# SciPy's LAPACK), beyond its requirements.
+_OPTIONAL_IMPORTS = ("scipy", "yaml")
+
+
+@functools.cache
+def shadowed_modules() -> frozenset[str]:
+    """Top-level module names a generated module must not take: Python's standard library,
+    codegen, and every installed package that generated code imports directly or through Numba
+    (the requirement closure of NumPy and Numba, by their installed metadata)."""
+    from importlib import metadata
+
+    names = set(sys.stdlib_module_names) | set(RESERVED_MODULES) | set(_OPTIONAL_IMPORTS)
+
+    def key(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    try:
+        top_level = metadata.packages_distributions()
+    except Exception:  # noqa: BLE001 - broken metadata: the fixed names still apply
+        return frozenset(names)
+    wanted: set[str] = set()
+    todo = ["numpy", "numba"]
+    while todo:
+        dist = key(todo.pop())
+        if dist in wanted:
+            continue
+        wanted.add(dist)
+        try:
+            requires = metadata.requires(dist) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for requirement in requires:
+            if "extra" in requirement.partition(";")[2]:
+                continue  # an optional extra
+            match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+            if match:
+                todo.append(match.group(1))
+    for module, dists in top_level.items():
+        if any(key(d) in wanted for d in dists):
+            names.add(module)
+    return frozenset(names)
 
 
 def _load_dtype(w: _Walker, fields: dict[str, tuple[Node, Node]]) -> str:
@@ -752,6 +806,12 @@ def _load_functions(
                 key_node,
             )
         fname = w.name(key_node, "function name")
+        if len(fname) > MAX_FUNCTION_NAME_CHARS:
+            w.fail(
+                f"function name {_clip(fname)!r} is {len(fname)} characters long; "
+                f"the limit is {MAX_FUNCTION_NAME_CHARS}",
+                key_node,
+            )
         _claim_generated_names(w, fname, key_node, owners)
         functions.append(_load_function(w, fname, key_node, value_node))
     return tuple(functions)
@@ -760,9 +820,15 @@ def _load_functions(
 def _claim_generated_names(
     w: _Walker, fname: str, key_node: Node, owners: dict[str, str]
 ) -> None:
-    """Reject a function whose generated names (f, f_forward, ...) clash with another's."""
-    generated = [fname] + [fname + suffix for suffix in GENERATED_SUFFIXES]
+    """Reject a function whose generated names (f, f_forward, _F_INPUTS, ...) clash with
+    another's or with a name the templates bind."""
+    generated = function_names(fname)
     for name in generated:
+        if name in template_names():
+            w.fail(
+                f"function {fname!r} would generate {name!r}, a name generated modules use",
+                key_node,
+            )
         if name in owners:
             w.fail(
                 f"function {fname!r} clashes with function {owners[name]!r}: both would generate {name!r}",

@@ -11,11 +11,12 @@ from .build import Builder
 from .errors import SpecError
 from .ir import Arg, Const, Op, Origin, Program
 from .ops import CALLABLE
+from .reserved import function_names, reserved_names
 from .spec import FunctionSpec, Spec, StepSpec
 
 MAX_DEPTH = 200
-RESERVED = frozenset(CALLABLE) | {"np", "numba", "nb", "NamedTuple", "typing"}
-GENERATED_SUFFIXES = ("", "_forward", "_backward", "_value_and_grad", "_Grads", "_Saved")
+# The vocabulary's functions, and every name generated modules use (codegen/reserved.py).
+RESERVED = frozenset(CALLABLE) | reserved_names()
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.MatMult: "matmul"}
 _NODE_WORDS = {
@@ -69,7 +70,7 @@ class Function:
 
 def generated_names(spec: Spec) -> set[str]:
     """Module-level names the generated module defines (spec values may not shadow them)."""
-    return {f.name + suffix for f in spec.functions for suffix in GENERATED_SUFFIXES}
+    return {name for f in spec.functions for name in function_names(f.name)}
 
 
 def parse_function(spec: Spec, fn: FunctionSpec) -> Function:

@@ -6,6 +6,7 @@ gradients."""
 
 import sys
 import types
+import warnings
 from typing import NamedTuple
 
 import numba
@@ -20,7 +21,7 @@ _MASKED = np.ma.MaskedArray
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_1e8616810c50", types.ModuleType("_codegen_numba_kernels_1e8616810c50")
+    "_codegen_numba_kernels_165794cb29cd", types.ModuleType("_codegen_numba_kernels_165794cb29cd")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
@@ -31,9 +32,30 @@ def _kernel(function):
     error_model="numpy": x / 0 is inf or nan as in NumPy, and loops with divisions vectorise.
     """
     kernel = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    compiled = numba.njit(cache=True, error_model="numpy")(kernel)
+    compiled = _cached(kernel)
     compiled.checked = _unchecked
     return compiled
+
+
+def _cached(kernel):
+    """``numba.njit(cache=True)``, or without the cache where Numba has nowhere to write it.
+
+    Numba caches beside this file (``__pycache__``), else in NUMBA_CACHE_DIR or the user's
+    cache directory. When none is writable (a read-only install), it refuses to cache
+    ("no locator available"): the kernel is then compiled at every import, with one warning.
+    """
+    try:
+        return numba.njit(cache=True, error_model="numpy")(kernel)
+    except RuntimeError as error:
+        if "no locator available" not in str(error):
+            raise
+    warnings.warn(
+        f"{__name__}: no writable directory for Numba's cache (beside {__file__}, "
+        "NUMBA_CACHE_DIR or the user's cache directory): kernels are compiled without caching",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return numba.njit(error_model="numpy")(kernel)
 
 
 def _unchecked(*args):

@@ -765,7 +765,7 @@ def test_explicit_values() -> None:
 def test_output_may_be_input_and_target_is_before_first_equals() -> None:
     text = func("Y = X", extra="")
     text = text.replace("outputs: [Y]", "outputs: [Y, X]")
-    s = load_spec(text, "specs/io.yaml")
+    s = load_spec(text, "specs/in_out.yaml")
     assert [r.name for r in s.functions[0].outputs] == ["Y", "X"]
 
 
