@@ -226,8 +226,10 @@ def is_generated(path: Path, spec_label: str | None = None) -> bool:
 
 
 def _content_spec(content: str, suffix: str) -> str | None:
-    """The spec label in the header of content codegen is about to write."""
-    return header_spec(content.split("\n", 3)[:3], suffix)
+    """The spec label in the header of content codegen is about to write (any file name)."""
+    first = {".py": _MODULE_HEADER, ".md": _REPORT_HEADER}.get(suffix, (None,))[0]
+    m = first.match(content.split("\n", 1)[0]) if first is not None else None
+    return m["spec"] if m else None
 
 
 def clobbered(files: dict[Path, str], force: bool = False) -> list[tuple[Path, str]]:
