@@ -52,7 +52,7 @@ _TEMP_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789_"
 # Without working locks (a filesystem without flock), only temp files this old are removed.
 UNLOCKED_STALE_SECONDS = 3600.0
 # How long a run waits for the shared lock before writing without it (never forever).
-LOCK_WAIT_SECONDS = 10.0
+LOCK_WAIT_SECONDS = 2.0
 
 
 def file_kind(mode: int) -> str:
