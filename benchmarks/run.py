@@ -542,11 +542,12 @@ def main(argv: list[str] | None = None) -> int:
     # One empty cache for the whole run: the start-up probes fill it, the timing loads from it.
     cache_dir = tempfile.mkdtemp(prefix="codegen-bench-numba-")
     os.environ["NUMBA_CACHE_DIR"] = cache_dir
-    # codegen.load_module writes Numba modules under tempfile.gettempdir(); a private one keeps
+    # codegen.load_module writes Numba modules under CODEGEN_CACHE_DIR; a private one keeps
     # other processes (test suites) from rewriting them and so invalidating the cache mid-run
     private_tmp = os.path.join(cache_dir, "tmp")
-    os.makedirs(private_tmp)
+    os.makedirs(private_tmp, mode=0o700)
     os.environ["TMPDIR"] = private_tmp
+    os.environ["CODEGEN_CACHE_DIR"] = private_tmp
     tempfile.tempdir = private_tmp
     if "numba" in sys.modules or "numba.core.config" in sys.modules:
         log("note: numba was imported before NUMBA_CACHE_DIR was set; timings compile in-process")

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .compiler import compile_spec, render
+from .compiler import Compiled, compile_spec, render
 from .ir import Program
 from .parse import Function
 from .spec import Spec
@@ -31,6 +31,9 @@ TOLERANCE = 1e-6
 # Outputs against the reference interpreter: max|actual - reference| / max(1, max|reference|).
 VALUE_TOLERANCE = 1e-9
 STEP = 1e-6
+# The most memory a gradient check may need (its estimate: every value of the joint forward and
+# backward program at the example dims, plus the two perturbed copies of the inputs, in float64).
+MAX_BYTES = 1 << 30
 # Ops whose (first) operand must stay positive for the function to be smooth and finite.
 _POSITIVE_ARG0 = {"log", "sqrt", "log1p"}
 
@@ -67,6 +70,51 @@ def example_dims(spec: Spec, fn: Function) -> dict[str, int]:
             dims[d] = size
             size += 1
     return dims
+
+
+class GradcheckTooLarge(ValueError):
+    """The spec's dims make a gradient check need more memory than ``MAX_BYTES``."""
+
+
+def _size(amount: int) -> str:
+    """A byte count in binary units (3 significant digits)."""
+    value = float(amount)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if value < 1024 or unit == "EiB":
+            return f"{amount:,} bytes" if unit == "bytes" else f"{value:.3g} {unit}"
+        value /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def memory_needed(spec: Spec, cf: Any) -> tuple[int, dict[str, int]]:
+    """(bytes, dims) a gradient check of one compiled function needs, estimated before allocating:
+    every value of the joint forward and backward program, plus two copies of the inputs."""
+    fn = cf.function
+    dims = example_dims(spec, fn)
+    program = cf.value_and_grad
+
+    def elements(shape: tuple) -> int:
+        n = 1
+        for d in shape:
+            n *= d if isinstance(d, int) else dims.get(d, 1)
+        return n
+
+    total = sum(elements(v.shape) for v in program.values.values())
+    total += 2 * sum(elements(fn.program.values[i].shape) for i in fn.program.inputs)
+    used = {d: dims[d] for d in fn.dims if d in dims}
+    return 8 * total, used
+
+
+def check_memory(compiled: Compiled) -> None:
+    """Raise GradcheckTooLarge when a function's gradient check would need more than MAX_BYTES."""
+    for cf in compiled.functions:
+        need, dims = memory_needed(compiled.spec, cf)
+        if need > MAX_BYTES:
+            sizes = ", ".join(f"{d}={n}" for d, n in dims.items()) or "no symbolic dims"
+            raise GradcheckTooLarge(
+                f"gradcheck of function '{cf.function.name}' at the spec's dims ({sizes}) would "
+                f"need about {_size(need)} of memory for its inputs, values and gradients in "
+                f"float64; the limit is {_size(MAX_BYTES)}: give smaller example sizes in 'dims'")
 
 
 _MATRIX_FUNCTIONS = {"inv", "det", "logdet"}
@@ -260,6 +308,7 @@ def check_spec(spec: Spec, seed: int = 0, backend: str = "numpy") -> list[Result
 
     spec64 = dataclasses.replace(spec, dtype="float64")
     compiled = compile_spec(spec64)
+    check_memory(compiled)  # before any module is imported or input allocated
     module = import_source(render(compiled, backend), spec.module + "_gradcheck", backend)
     results: list[Result] = []
     with np.errstate(all="ignore"):

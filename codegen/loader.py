@@ -24,6 +24,7 @@ from yaml.events import AliasEvent, StreamEndEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import Loc, SpecError
+from .files import read_regular
 from .reserved import function_names, reserved_names, template_names
 from .spec import Dim, FunctionSpec, InputSpec, NameRef, Spec, StepSpec
 
@@ -744,7 +745,7 @@ def _load_outputs(
         w, node, f"outputs of function {fname!r}", "of names, like [loss]"
     )
     targets = [_step_target(s.text) for s in steps]
-    if not all(t and t.isidentifier() for t in targets):
+    if not all(t and t.isidentifier() and t.isascii() for t in targets):
         return tuple(refs)  # a malformed step: the step parser reports it, at the step
     known = {spec.name for spec in inputs} | {t for t in targets if t}
     for ref in refs:
@@ -943,12 +944,14 @@ def load_spec_file(path: str | os.PathLike[str]) -> Spec:
 
 
 def _read_bytes(name: str) -> bytes:
-    """Read at most MAX_SPEC_BYTES + 1 bytes of a file, converting OS errors to SpecError."""
+    """Read at most MAX_SPEC_BYTES + 1 bytes of a file, converting OS errors to SpecError.
+
+    Only a regular file is opened (a named pipe or a device is refused, never read: no hang).
+    """
     try:
         if os.path.isdir(name):
             raise SpecError("is a directory, not a spec file", Loc(name, 1, 1))
-        with open(name, "rb") as handle:
-            data = handle.read(MAX_SPEC_BYTES + 1)
+        data = read_regular(name, MAX_SPEC_BYTES + 1)
     except SpecError:
         raise
     except (OSError, ValueError) as err:

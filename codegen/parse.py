@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import io
 import math
+import tokenize
 from dataclasses import dataclass
 
 from . import shapes
@@ -183,6 +185,7 @@ class _StepParser:
             raise self.fail(f"invalid syntax ({e.msg}, column {e.offset})") from None
         except (ValueError, RecursionError, MemoryError, OverflowError):
             raise self.fail("the step cannot be parsed (too deep or invalid characters)") from None
+        self._check_ascii_names()
         body = tree.body
         if len(body) != 1 or not isinstance(body[0], ast.Assign):
             raise self.fail("a step must be one assignment 'name = expression'")
@@ -211,6 +214,21 @@ class _StepParser:
         value.id, value.hint, value.kind = target, target, "step"
         program.values[target] = value
         produced.out = target
+
+    def _check_ascii_names(self) -> None:
+        """Names in a step must be ASCII, as written: Python's parser NFKC-normalises identifiers
+        (``ﬁ2 = 𝐗 * ﬁ`` would silently become ``fi2 = X * fi``), so the source text is checked."""
+        text = self.step.text
+        if text.isascii():
+            return
+        try:
+            for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+                if tok.type in (tokenize.COMMENT, tokenize.STRING) or tok.string.isascii():
+                    continue
+                raise self.fail(f"the name '{tok.string}' (column {tok.start[1] + 1}) must use "
+                                "only ASCII letters, digits and '_'")
+        except (tokenize.TokenError, SyntaxError, ValueError, RecursionError, MemoryError):
+            raise self.fail("names must use only ASCII letters, digits and '_'") from None
 
     def _check_target(self, target: str) -> None:
         what = f"{self.fn.name}: step '{self.step.text}'"
