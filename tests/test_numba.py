@@ -186,7 +186,7 @@ def test_numba_kernels_are_compiled_fused_and_cached(tmp_path):
 
 
 def test_readme_numba_excerpt_is_real_generated_code():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "numba.md").read_text()
     excerpt = readme.split("```python\n@_kernel\ndef _mlp_mse_value_and_grad")[1]
     excerpt = excerpt.split("```")[0]
     generated = (ROOT / "generated" / "nn_numba.py").read_text()
