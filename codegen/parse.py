@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ast
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import shapes
 from .build import Builder
-from .errors import SpecError
+from .errors import SpecError, SpecWarning
 from .ir import Arg, Const, Op, Origin, Program
 from .ops import CALLABLE
 from .spec import FunctionSpec, Spec, StepSpec
@@ -65,6 +65,8 @@ class Function:
     program: Program  # forward ops only; values of inputs and steps keep their spec names as ids
     dims: tuple[str, ...]  # symbolic dims in order of first appearance in the inputs
     wrt: tuple[str, ...]
+    # What compiles but is probably a mistake (dropped steps, zero gradients, a non-scalar loss).
+    warnings: list[SpecWarning] = field(default_factory=list)
 
 
 def generated_names(spec: Spec) -> set[str]:
@@ -92,8 +94,58 @@ def parse_function(spec: Spec, fn: FunctionSpec) -> Function:
         if out.name not in names:
             raise SpecError(f"output '{out.name}' of {fn.name} is not an input or a step", out.loc)
         program.outputs.append(out.name)
+    steps = list(program.ops)
     _drop_dead_steps(program)
-    return Function(fn.name, fn.doc, fn, program, tuple(dims), tuple(w.name for w in fn.wrt))
+    warnings = _warnings(fn, program, steps)
+    return Function(fn.name, fn.doc, fn, program, tuple(dims), tuple(w.name for w in fn.wrt),
+                    warnings)
+
+
+def _depends(program: Program, name: str) -> set[str]:
+    """Every value ``name`` is computed from (itself included)."""
+    live = {name}
+    for op in reversed(program.ops):
+        if op.out in live:
+            live.update(a for a in op.args if isinstance(a, str))
+    return live
+
+
+def _warnings(fn: FunctionSpec, program: Program, before: list[Op]) -> list[SpecWarning]:
+    """Silent mistakes made loud: a step no output uses, a wrt input its first output ignores,
+    a first output that is not a scalar (its value_and_grad differentiates the sum)."""
+    found = []
+    first = fn.outputs[0].name
+    kept = {op.out for op in program.ops} | set(program.inputs)
+    read = {a for op in before for a in op.args if isinstance(a, str)}
+    for step in fn.steps:
+        target = step.text.partition("=")[0].strip()
+        if target in kept or target in read or target not in program.values:
+            continue  # kept, or dropped only because a dropped step reads it (reported there)
+        found.append(SpecWarning(
+            f"{fn.name}: step '{step.text}': no output depends on '{target}', so this step is "
+            f"dropped; did you mean to add it to '{first}', or to "
+            "list it in outputs?", step.loc))
+    needed = _depends(program, first)
+    for ref in fn.wrt:
+        if ref.name in needed:
+            continue
+        default, loc = "", ref.loc
+        if ref.loc == fn.loc:  # wrt not given: point at the input itself
+            default = " (wrt defaults to every input)"
+            loc = next(i.loc for i in fn.inputs if i.name == ref.name)
+        found.append(SpecWarning(
+            f"{fn.name}: wrt '{ref.name}'{default}: the first output '{first}' does not depend "
+            f"on '{ref.name}', so its gradient is always zero; did you mean to use it in a step, "
+            "or to leave it out of wrt?", loc))
+    shape = program.values[first].shape
+    if shape != ():
+        dims = "[" + ", ".join(str(d) for d in shape) + "]"
+        found.append(SpecWarning(
+            f"{fn.name}: the first output '{first}' has shape {dims}, not a scalar, so "
+            f"{fn.name}_value_and_grad returns the gradients of sum({first}) (a cotangent of "
+            f"ones); did you mean to put a scalar loss first in outputs? For another cotangent "
+            f"call {fn.name}_backward(saved, g)", fn.outputs[0].loc))
+    return found
 
 
 def _value(name: str, shape: tuple, kind: str):  # type: ignore[no-untyped-def]
