@@ -35,6 +35,25 @@ BACKEND_CHOICES = ("numpy", "numba", "all")
 AVAILABLE = ("numpy", "numba")
 
 
+# What the Numba modules need at run time (SciPy: Numba's np.linalg calls LAPACK through it).
+NUMBA_PACKAGES = ("numba", "scipy")
+
+
+def missing_packages(names: Sequence[str]) -> list[str]:
+    """The packages of ``names`` that cannot be imported here (found without importing them)."""
+    import importlib.util
+
+    missing = []
+    for name in names:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
 class UsageError(Exception):
     """A problem with the command line itself (exit 2)."""
 
@@ -383,6 +402,16 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.output is None:
         parser.error("the following arguments are required: -o/--output")
     backends = AVAILABLE if args.backend == "all" else (args.backend,)
+    if "numba" in backends:
+        missing = missing_packages(NUMBA_PACKAGES)
+        if missing:
+            names = " and ".join(missing)
+            print(f"codegen: error: --backend {args.backend} needs {names}, which "
+                  f"{'is' if len(missing) == 1 else 'are'} not installed here; install "
+                  f"{'it' if len(missing) == 1 else 'them'} with: "
+                  f"python -m pip install {' '.join(missing)}  (or use --backend numpy)",
+                  file=sys.stderr)
+            return 2
     try:
         files = spec_files(args.specs)
         compiled, errors = compile_all(files)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import math
 from dataclasses import dataclass, field
 
@@ -172,6 +173,10 @@ def _drop_dead_steps(program: Program) -> None:
     program.ops = kept[::-1]
 
 
+# Reductions along an axis that can keep it (keepdims=True), for the hint after a broadcast error.
+_KEEPDIMS = frozenset(name for name, (_, allowed) in CALLABLE.items() if "keepdims" in allowed)
+
+
 class _StepParser:
     """Converts one step's expression tree to IR ops (a whitelist: anything else is a SpecError)."""
 
@@ -264,7 +269,10 @@ class _StepParser:
                 return self.fold(name, left.value, right.value)
             if name == "div" and isinstance(right, Const) and right.value == 0:
                 raise self.fail("division by the constant zero")
-            return self.b.emit(name, left, right)
+            try:
+                return self.b.emit(name, left, right)
+            except shapes.ShapeError as e:
+                raise self.fail(str(e) + self.keepdims_hint(left, right)) from None
         if isinstance(node, ast.Attribute):
             if node.attr != "T":
                 raise self.fail(f"attribute access '.{node.attr}' is not supported (only '.T')")
@@ -276,6 +284,20 @@ class _StepParser:
             return self.call(node, d)
         word = _NODE_WORDS.get(type(node), f"'{type(node).__name__}' expressions")
         raise self.fail(f"{word} are not supported")
+
+    def keepdims_hint(self, *args: Arg) -> str:
+        """A hint when an operand that did not broadcast is a reduction along an axis."""
+        for arg in args:
+            if not isinstance(arg, str):
+                continue
+            made = next((op for op in reversed(self.b.program.ops) if op.out == arg), None)
+            if made is None or made.op not in _KEEPDIMS or made.attr("axis") is None or \
+                    made.attr("keepdims"):
+                continue
+            what = f"'{arg}'" if self.b.program.values[arg].kind != "temp" else f"{made.op}(...)"
+            return (f"; {what} reduces along axis {made.attr('axis')} and drops it: did you mean "
+                    f"{made.op}(..., axis={made.attr('axis')}, keepdims=True)?")
+        return ""
 
     def fold(self, op: str, a: int | float, b: int | float) -> Const:
         """Constant arithmetic, done now; the result must be a finite real number."""
@@ -328,7 +350,9 @@ class _StepParser:
         name = node.func.id
         if name not in CALLABLE:
             known = ", ".join(sorted(CALLABLE))
-            raise self.fail(f"unknown function '{name}' (known: {known})")
+            close = difflib.get_close_matches(name, sorted(CALLABLE), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise self.fail(f"unknown function '{name}' (known: {known}){hint}")
         arity, allowed = CALLABLE[name]
         if len(node.args) != arity or any(isinstance(a, ast.Starred) for a in node.args):
             what = "one array argument" if arity == 1 else f"{arity} array arguments"
