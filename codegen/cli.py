@@ -19,6 +19,7 @@ import argparse
 import glob
 import os
 import re
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -366,9 +367,10 @@ def run_gradcheck(compiled: list[Compiled], backends: Sequence[str] = ("numpy",)
         print(f"  {fn:<{w1}}  {grad:<{w2}}  {r.error:9.2e}  {flag:<4}  ({r.method})")
     failed = sum(not r.ok for _, _, r in rows)
     if failed:
-        print(f"gradcheck: {failed} of {len(rows)} gradients above tolerance")
+        print(f"gradcheck: {failed} of {plural(len(rows), 'gradient')} above tolerance")
     else:
-        print(f"gradcheck: all {len(rows)} gradients within tolerance")
+        print(f"gradcheck: {'all ' if len(rows) > 1 else ''}{plural(len(rows), 'gradient')} "
+              "within tolerance")
     return failed == 0
 
 
@@ -389,7 +391,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
 
 
+def plural(n: int, word: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def fix_command(argv: Sequence[str], prune: bool) -> str:
+    """The command that regenerates what ``--check`` found: the same arguments without --check."""
+    args = [a for a in argv if not (a.startswith("--ch") and "--check".startswith(a))]
+    if prune and "--prune" not in args:
+        args.append("--prune")
+    return "python -m codegen " + shlex.join(args)
+
+
 def _main(argv: Sequence[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.schema:
@@ -450,15 +466,17 @@ def _main(argv: Sequence[str] | None) -> int:
         if problems or found:
             parts = []
             if problems:
-                parts.append(f"{len(problems)} of {len(outputs)} files need regenerating")
+                verb = "needs" if len(problems) == 1 else "need"
+                parts.append(f"{len(problems)} of {plural(len(outputs), 'file')} {verb} regenerating")
             if found:
                 n = len(found)
                 parts.append(f"{n} orphan{'s' if n > 1 else ''} "
                              f"({'delete it' if n == 1 else 'delete them'} or run with --prune)")
             print(f"codegen --check: {'; '.join(parts)}")
+            print(f"codegen --check: to fix, run: {fix_command(argv, prune=bool(found))}")
             status = 1
         else:
-            print(f"codegen --check: {len(outputs)} files up to date")
+            print(f"codegen --check: {plural(len(outputs), 'file')} up to date")
     else:
         refused = clobbered(outputs, args.force)
         if refused:
