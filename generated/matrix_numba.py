@@ -19,7 +19,7 @@ _DTYPE = np.dtype(np.float64)
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_ea0049808bd1", types.ModuleType("_codegen_numba_kernels_ea0049808bd1")
+    "_codegen_numba_kernels_8582432a8f1c", types.ModuleType("_codegen_numba_kernels_8582432a8f1c")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 

@@ -19,7 +19,7 @@ _DTYPE = np.dtype(np.float64)
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_ea0049808bd1", types.ModuleType("_codegen_numba_kernels_ea0049808bd1")
+    "_codegen_numba_kernels_8582432a8f1c", types.ModuleType("_codegen_numba_kernels_8582432a8f1c")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
@@ -243,8 +243,8 @@ def _expm1_poly(r):
 def _exp(x_):
     """e ** x (0.93 ulp): overflow to inf, gradual underflow to subnormals and 0."""
     x = np.float64(x_)
-    xc = x if x > -746.0 else -746.0  # NaN -> -746: no NaN in the integer part
-    xc = xc if xc < 710.0 else 710.0
+    xc = max(-746.0, x)  # NaN -> -746: no NaN in the integer part
+    xc = min(710.0, xc)
     r, n = _reduce_ln2(xc)
     p = _expm1_poly(r)
     n1 = n >> 1  # 2**n as 2**n1 * 2**n2, both normal numbers
@@ -252,7 +252,7 @@ def _exp(x_):
     t1 = _as_f64((n1 + 1023) << 52)
     t2 = _as_f64((n2 + 1023) << 52)
     y = _fma(t1, p, t1) * t2
-    return y if x == x else x
+    return x if np.isnan(x) else y
 
 
 @_scalar
@@ -273,7 +273,7 @@ def _tanh(x_):
     """
     x = np.float64(x_)
     a = abs(x)
-    a = a if a < 22.0 else 22.0  # NaN -> 22; the result is replaced at the end
+    a = min(22.0, a)  # NaN -> 22; the result is replaced at the end
     y = a * a
     g = -0.00019202753283131075
     g = _fma(g, y, 0.0005796641245845887)
@@ -291,7 +291,7 @@ def _tanh(x_):
     z = q if mid else 1.0 - q
     z = small if a < 0.35 else z
     z = -z if _bits(x) < 0 else z  # the sign of x, -0.0 included
-    return z if x == x else x
+    return x if np.isnan(x) else z
 
 
 @_scalar
@@ -299,10 +299,10 @@ def _sigmoid(x_):
     """1 / (1 + exp(-x)) (1.63 ulp), from exp(-|x|): no overflow for any x."""
     x = np.float64(x_)
     a = abs(x)
-    a = a if a < 746.0 else 746.0  # NaN -> 746
+    a = min(746.0, a)  # NaN -> 746
     e = _exp(-a)
     y = (1.0 if x >= 0.0 else e) / (1.0 + e)
-    return y if x == x else x
+    return x if np.isnan(x) else y
 
 
 @_scalar
@@ -336,7 +336,7 @@ def _log(x_):
     y = sr + dk * 1.90821492927058770002e-10 - hfsq + f + dk * 6.93147180369123816490e-01
     y = y if x <= 1.7976931348623157e308 else x  # +inf
     y = y if x > 0.0 else (-np.inf if x == 0.0 else np.nan)
-    return y if x == x else x
+    return x if np.isnan(x) else y
 
 
 @_elementwise
@@ -353,7 +353,7 @@ def _log1p(x_):
     small = (x < 0.4142135623730950) & (x > -0.2928932188134524)  # then f = x exactly
     f = x if small else f
     k = 0 if small else k
-    kc = k if k < 54 else 54
+    kc = min(54, k)
     cs = c * _as_f64((1023 - kc) << 52)  # c * 2**-k, exact
     cs = 0.0 if (small | (k >= 54)) else cs
     d = 2.0 + f
@@ -366,7 +366,7 @@ def _log1p(x_):
     y = x if abs(x) < 1.1102230246251565e-16 else y  # |x| < 2**-53: -0.0 and subnormals
     y = y if x <= 1.7976931348623157e308 else x  # +inf
     y = y if x > -1.0 else (-np.inf if x == -1.0 else np.nan)
-    return y if x == x else x
+    return x if np.isnan(x) else y
 
 
 @_elementwise
@@ -374,9 +374,9 @@ def _softplus(x_):
     """log(1 + exp(x)) = logaddexp(0, x) (1.41 ulp), as max(x, 0) + log1p(exp(-|x|))."""
     x = np.float64(x_)
     a = abs(x)
-    a = a if a < 746.0 else 746.0
-    y = (x if x > 0.0 else 0.0) + _log1p(_exp(-a))
-    return y if x == x else x
+    a = min(746.0, a)
+    y = max(0.0, x) + _log1p(_exp(-a))
+    return x if np.isnan(x) else y
 
 
 class one_layer_Grads(NamedTuple):

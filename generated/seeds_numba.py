@@ -18,7 +18,7 @@ _DTYPE = np.dtype(np.float64)
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_ea0049808bd1", types.ModuleType("_codegen_numba_kernels_ea0049808bd1")
+    "_codegen_numba_kernels_8582432a8f1c", types.ModuleType("_codegen_numba_kernels_8582432a8f1c")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
@@ -322,7 +322,7 @@ def _rem_pio2(ax):
     ax = (q + 4j) pi/2 + y0 + y1, |y0| <= pi/4 (+2^-40), q in 0..3."""
     ib = _bits(ax)
     e = (ib >> 52) - 972  # E + 103, E = biased exponent - 1075
-    e = e if e > 0 else 0
+    e = max(0, e)
     k0 = (e * 1237) >> 16  # floor(e/53) for 0 <= e < 1100; k0 <= 20
     sc = e - 53 * k0 + 3  # s = E - 53(k0-2) in [3, 55]
     m = _as_f64((ib & 0xFFFFFFFFFFFFF) | 0x4330000000000000)  # mantissa as integer
