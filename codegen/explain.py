@@ -2,7 +2,7 @@
 
 For every function of a spec the report lists the forward steps, then the backward pass in the
 order it runs (the forward steps in reverse), naming the derivative rule applied at each step as
-seed 003 does ("for (1) we've used G: W -> X W ..."), the chain of rules behind every gradient,
+a worked derivation does ("for (1) we've used G: W -> X W ..."), the chain of rules behind every gradient,
 and the forward values the backward pass keeps alive, with their symbolic shapes and the memory
 they hold at the spec's example ``dims``.
 
@@ -184,8 +184,8 @@ def render_explain(compiled: Compiled, label: str) -> str:
     out += [
         f"How {code(spec.module + '.py')} computes each gradient: the forward steps, then the "
         "backward pass in the order it runs (the forward steps in reverse), naming the "
-        "derivative rule applied to each step (seed 003's chain rule: df/dX is written in "
-        "terms of df/dG for each step G), and the forward values the backward pass keeps.",
+        "derivative rule applied to each step (the chain rule, one step at a time: df/dX is "
+        "written in terms of df/dG for each step G that uses X), and the forward values the backward pass keeps.",
         "",
         f"Memory estimates use the spec's example sizes ({sizes}) and {itemsize} bytes per "
         f"element ({spec.dtype}).",
@@ -271,7 +271,7 @@ def _function_report(
             )
     out.append("")
 
-    # per gradient: the chain of rules, as in seed 003's worked examples
+    # per gradient: the chain of rules, as in a worked derivation by hand
     out += ["### Gradients", ""]
     out += [
         "Each gradient is the chain of these rule applications, from the output back to the "

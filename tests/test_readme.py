@@ -96,3 +96,14 @@ def test_readme_quickstart_test_catches_a_wrong_readme(tmp_path: Path, break_it)
     assert old in readme
     with pytest.raises(AssertionError):
         run_quickstart(readme.replace(old, new, 1), tmp_path)
+
+
+def test_no_project_jargon_in_user_facing_text() -> None:
+    """Readers never saw the project's seed texts: "seed 003's chain rule" says nothing to them."""
+    jargon = re.compile(r"\bseed\s+\d{3}|\bseed texts?\b|\bseeds'", re.I)
+    files = [README, *(REPO / "docs").glob("*.md"), *(REPO / "generated").iterdir(),
+             *(REPO / "specs").glob("*.yaml"), *(REPO / "templates").rglob("*.j2"),
+             *(REPO / "codegen").glob("*.py")]
+    found = [f"{path.relative_to(REPO)}: {m.group(0)}" for path in files if path.is_file()
+             for m in jargon.finditer(path.read_text(encoding="utf-8"))]
+    assert not found, found
