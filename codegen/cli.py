@@ -312,10 +312,10 @@ def write_all(files: dict[Path, str]) -> list[Path]:
             if path.is_file() and path.read_text(encoding="utf-8", errors="replace") == content:
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(content)
-            pending.append((Path(tmp), path))
+            pending.append((Path(tmp_name), path))
     except OSError:
         for tmp, _ in pending:
             tmp.unlink(missing_ok=True)
@@ -478,9 +478,9 @@ def _main(argv: Sequence[str] | None) -> int:
         else:
             print(f"codegen --check: {plural(len(outputs), 'file')} up to date")
     else:
-        refused = clobbered(outputs, args.force)
-        if refused:
-            for path, reason in refused:
+        refusals = clobbered(outputs, args.force)
+        if refusals:
+            for path, reason in refusals:
                 print(f"codegen: error: {path} {reason}; refusing to overwrite it",
                       file=sys.stderr)
             hint = "" if args.force else ", or pass --force to overwrite them"

@@ -147,7 +147,7 @@ class Emitter:
         if isinstance(exponent, (int, float)):
             fields["exponent"] = text.number(exponent)
         if op.op == "expand_dims":
-            fields["index"] = "[" + ", ".join([":"] * int(op.attr("axis")) + ["None"]) + "]"  # type: ignore[arg-type]
+            fields["index"] = "[" + ", ".join([":"] * int(op.attr("axis")) + ["None"]) + "]"  # type: ignore[arg-type, call-overload]
         if isinstance(shape, tuple):
             fields["shape"] = self.shape_tuple(shape, dim)
             if shape:
@@ -167,7 +167,7 @@ class Emitter:
                 return f"{self.np_dtype}({s})", ATOM
             return s, UNARY if s.startswith("-") else ATOM
         if typed:  # a value computed from numbers alone
-            expr = inline[a][0] if a in inline else names.of[a]
+            expr = inline[a][0] if a in inline else names.of[a]  # type: ignore[index]
             return f"{self.np_dtype}({expr})", ATOM
         if isinstance(a, DimSize):
             return self.dim_ref(a.name, dim), ATOM
@@ -518,7 +518,7 @@ class Emitter:
         )
         return format_module(source)
 
-    def template_vars(self) -> dict[str, str]:
+    def template_vars(self) -> dict[str, object]:
         """Extra module-level values a backend's template needs."""
         return {}
 

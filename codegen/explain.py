@@ -278,12 +278,12 @@ def _function_report(
         "input:",
         "",
     ]
-    grads = dict(bw.grads)
+    grad_of = dict(bw.grads)
     for w in fn.wrt:
         shape = shape_code(bw.values[w].shape) if w in bw.values else ""
         out.append(f"- {code('d' + w)} {shape}, the gradient of {code(str(first))} with "
                    f"respect to {code(w)}:")
-        anc = _ancestors(bw, grads.get(w))
+        anc = _ancestors(bw, grad_of.get(w))
         chain = [op for op in bw_ops if op.out in anc]
         steps: list[tuple[str, str]] = []
         for run in _runs(chain):
@@ -292,8 +292,8 @@ def _function_report(
                 steps.append(key)
         if not steps:
             out.append("  1. (a constant: no rule applies)")
-        for k, (step, rule) in enumerate(steps, 1):
-            out.append(f"  {k}. {code(step) if step else '(generated)'}: {_rule_md(rule)}")
+        for k, (step_text, rule) in enumerate(steps, 1):
+            out.append(f"  {k}. {code(step_text) if step_text else '(generated)'}: {_rule_md(rule)}")
     out.append("")
 
     # the save-set and its memory

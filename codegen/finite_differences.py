@@ -151,9 +151,9 @@ def check_function(module: Any, spec: Spec, fn: Function, seed: int = 0,
         for w in fn.wrt:
             i = names.index(w)
             v = rng.standard_normal(args[i].shape)
-            numeric = _directional(projected, args, i, v)
-            analytic = float(np.sum(np.asarray(getattr(grads, w)) * v))
-            results.append(Result(fn.name, w, _error(np.array([analytic]), np.array([numeric])),
+            numeric_uv = _directional(projected, args, i, v)
+            analytic_uv = float(np.sum(np.asarray(getattr(grads, w)) * v))
+            results.append(Result(fn.name, w, _error(np.array([analytic_uv]), np.array([numeric_uv])),
                                   "dot-product"))
     return results
 

@@ -129,7 +129,7 @@ if _CBase is not None:  # pragma: no branch - depends on the PyYAML build
         """libyaml-backed safe loader (C scanner/parser, Python composer)."""
 
         def __init__(self, stream: str, path: str) -> None:
-            _CBase.__init__(self, stream)
+            _CBase.__init__(self, stream)  # type: ignore[misc]
             Composer.__init__(self)
             self.spec_path = path
 

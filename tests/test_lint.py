@@ -46,3 +46,19 @@ def test_generated_modules_pass_ruff_default_rules():
     result = subprocess.run([*ruff(), "check", "--isolated", *GENERATED],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_project_code_passes_ruff():
+    """codegen/, tests/, examples/ and benchmarks/ with the project's selection (pyproject.toml)."""
+    result = subprocess.run([*ruff(), "check", "codegen", "tests", "examples", "benchmarks"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_project_code_passes_mypy(tmp_path):
+    """The package itself type-checks (configuration in pyproject.toml)."""
+    pytest.importorskip("mypy")
+    result = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental",
+                             "--cache-dir", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
