@@ -9,7 +9,8 @@ What it measures (see benchmarks/README.md for the latest full run):
    ones first.  Samples are interleaved across systems (the order rotates each round) and each
    sample averages enough back-to-back calls to last ``--sample-ms``; the median over rounds is
    reported, and each ratio is the median over rounds of the ratio to the hand-written sample of
-   the same round (so that drifts of the machine's load cancel).  float64 throughout (JAX with ``jax_enable_x64``); thread counts left at defaults.
+   the same round (so that drifts of the machine's load cancel).  float64 throughout (JAX with
+   ``jax_enable_x64``); thread counts left at defaults.
 2. Peak memory of one call: tracemalloc (NumPy's and Numba's array allocations, which both go
    through the Python allocator hooks, plus Python objects) for the NumPy and Numba systems, and
    the peak resident-set growth of one call in a separate process for every system.

@@ -10,9 +10,10 @@ import shutil
 import sys
 import tempfile
 import types
+import warnings
 from pathlib import Path
 
-from .compiler import compile_spec, render
+from .compiler import Compiled, compile_spec, render
 from .files import private_dir_problem, same_content, write_files
 from .loader import load_spec, load_spec_file
 from .spec import Spec
@@ -27,13 +28,22 @@ def _spec(spec: str | os.PathLike | Spec, path: str | None) -> Spec:
     return load_spec(str(spec), path or "<string>")
 
 
+def _compile(spec: Spec) -> Compiled:
+    """Compile, issuing the spec's warnings (``SpecWarning``) at the caller of the public function."""
+    compiled = compile_spec(spec)
+    for warning in compiled.warnings:
+        warnings.warn(warning, stacklevel=3)
+    return compiled
+
+
 def generate_source(spec: str | os.PathLike | Spec, backend: str = "numpy",
                     path: str | None = None) -> str:
     """Source of the generated module for a spec given as YAML text, a spec file path, or a Spec.
 
-    Raises ``SpecError`` (``path:line:col: error: ...``) for a bad spec.
+    Raises ``SpecError`` (``path:line:col: error: ...``) for a bad spec, and warns with
+    ``SpecWarning`` (``path:line:col: warning: ...``) for a probable mistake.
     """
-    return render(compile_spec(_spec(spec, path)), backend)
+    return render(_compile(_spec(spec, path)), backend)
 
 
 def load_module(spec: str | os.PathLike | Spec, backend: str = "numpy",
@@ -45,7 +55,7 @@ def load_module(spec: str | os.PathLike | Spec, backend: str = "numpy",
     beside.
     """
     s = _spec(spec, path)
-    return import_source(render(compile_spec(s), backend), s.module, backend)
+    return import_source(render(_compile(s), backend), s.module, backend)
 
 
 def import_source(source: str, name: str, backend: str = "numpy") -> types.ModuleType:
@@ -110,5 +120,10 @@ def gradcheck(spec: str | os.PathLike | Spec, path: str | None = None, seed: int
               backend: str = "numpy"):  # type: ignore[no-untyped-def]
     """Compare every gradient of a spec with central finite differences (see the README)."""
     from .finite_differences import check_spec
+    from .parse import parse_function
 
-    return check_spec(_spec(spec, path), seed=seed, backend=backend)
+    s = _spec(spec, path)
+    for fs in s.functions:
+        for warning in parse_function(s, fs).warnings:
+            warnings.warn(warning, stacklevel=2)
+    return check_spec(s, seed=seed, backend=backend)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 from .emit import Emitter, spec_label
-from .errors import SpecError
+from .errors import SpecError, SpecWarning
 from .ir import Program
 from .loader import _module_problem as module_problem
 from .reserved import function_names
@@ -59,6 +59,11 @@ class Compiled:
 
     spec: Spec
     functions: list[CompiledFunction]
+
+    @property
+    def warnings(self) -> list[SpecWarning]:
+        """What compiles but is probably a mistake, in spec order (see ``parse._warnings``)."""
+        return [w for cf in self.functions for w in cf.function.warnings]
 
 
 @_gc_paused

@@ -153,7 +153,7 @@ class Emitter:
         if isinstance(exponent, (int, float)):
             fields["exponent"] = text.number(exponent)
         if op.op == "expand_dims":
-            fields["index"] = "[" + ", ".join([":"] * int(op.attr("axis")) + ["None"]) + "]"  # type: ignore[arg-type]
+            fields["index"] = "[" + ", ".join([":"] * int(op.attr("axis")) + ["None"]) + "]"  # type: ignore[arg-type, call-overload]
         if isinstance(shape, tuple):
             fields["shape"] = self.shape_tuple(shape, dim)
             if shape:
@@ -419,14 +419,20 @@ class Emitter:
             check=check,
             grad_fields=list(fn.wrt),
             saved_types=saved_types,
-            grads_doc=doc(f"Gradients of {first_name} with respect to {wrt}: each has its input's shape."),
+            grads_doc=doc(f"Gradients of {first_name} with respect to {wrt}: each has its input's shape."
+                          if not out_shape else
+                          f"Gradients of sum({first_name}) with respect to {wrt} (from {fn.name}_backward: "
+                          f"of sum(g * {first_name}) for its cotangent g); each has its input's shape."),
             saved_doc=doc(f"What {fn.name}_backward needs from {fn.name}_forward."),
             forward_doc=doc(f"Forward pass of {fn.name}: returns ({ret}, saved) for {fn.name}_backward."),
             backward_doc=doc(
                 f"Gradients of {first_name} with respect to {wrt}, given g = d(objective)/d{first_name} "
                 f"(shape {shape_text}; a scalar broadcasts)."
             ),
-            vg_doc=doc(f"({ret}, gradients of {first_name} with respect to {wrt}) in one pass."),
+            vg_doc=doc(f"({ret}, gradients of {first_name} with respect to {wrt}) in one pass." if not out_shape
+                       else f"({ret}, gradients of sum({first_name}) with respect to {wrt}) in one pass: "
+                            f"{first_name} is not a scalar, so this is the vector-Jacobian product with a "
+                            f"cotangent of ones ({fn.name}_backward takes any cotangent)."),
             forward=forward,
             forward_return=forward_return,
             backward_prologue=prologue,
@@ -530,7 +536,7 @@ class Emitter:
         )
         return format_module(source)
 
-    def template_vars(self) -> dict[str, str]:
+    def template_vars(self) -> dict[str, object]:
         """Extra module-level values a backend's template needs."""
         return {}
 

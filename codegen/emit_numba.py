@@ -134,7 +134,7 @@ class NumbaEmitter(Emitter):
         return [Stmt(f"if {E.any_of(differ)}:\n    raise ValueError({message!r})",
                      "the spec's shapes (if not, the wrapper's checks name the input that differs)")]
 
-    def template_vars(self) -> dict[str, str]:
+    def template_vars(self) -> dict[str, object]:
         chosen = [name for name, on in (("parallel", self.parallel), ("fastmath", self.fastmath))
                   if on]
         options = 'error_model="numpy"' + (", fastmath=True" if self.fastmath else "")

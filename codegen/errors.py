@@ -28,3 +28,26 @@ class SpecError(Exception):
     def __str__(self) -> str:
         where = str(self.loc) if self.loc is not None else "<spec>:1:1"
         return f"{where}: error: {self.message}"
+
+
+class SpecWarning(UserWarning):
+    """A spec that compiles but probably does not mean what it says, located like a SpecError.
+
+    Rendered as ``path:line:col: warning: message``.  The command line prints each warning once
+    on stderr (``--strict`` makes them errors); the Python API issues them with
+    :func:`warnings.warn`, so the usual warning filters apply (``warnings.simplefilter("error",
+    codegen.SpecWarning)`` makes them exceptions).
+    """
+
+    def __init__(self, message: str, loc: Loc | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.loc = loc
+
+    def __str__(self) -> str:
+        where = str(self.loc) if self.loc is not None else "<spec>:1:1"
+        return f"{where}: warning: {self.message}"
+
+    def as_error(self) -> SpecError:
+        """The same diagnostic as an error (``--strict``)."""
+        return SpecError(f"{self.message} (a warning; an error with --strict)", self.loc)

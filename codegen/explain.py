@@ -2,7 +2,7 @@
 
 For every function of a spec the report lists the forward steps, then the backward pass in the
 order it runs (the forward steps in reverse), naming the derivative rule applied at each step as
-seed 003 does ("for (1) we've used G: W -> X W ..."), the chain of rules behind every gradient,
+a worked derivation does ("for (1) we've used G: W -> X W ..."), the chain of rules behind every gradient,
 and the forward values the backward pass keeps alive, with their symbolic shapes and the memory
 they hold at the spec's example ``dims``.
 
@@ -184,8 +184,8 @@ def render_explain(compiled: Compiled, label: str) -> str:
     out += [
         f"How {code(spec.module + '.py')} computes each gradient: the forward steps, then the "
         "backward pass in the order it runs (the forward steps in reverse), naming the "
-        "derivative rule applied to each step (seed 003's chain rule: df/dX is written in "
-        "terms of df/dG for each step G), and the forward values the backward pass keeps.",
+        "derivative rule applied to each step (the chain rule, one step at a time: df/dX is "
+        "written in terms of df/dG for each step G that uses X), and the forward values the backward pass keeps.",
         "",
         f"Memory estimates use the spec's example sizes ({sizes}) and {itemsize} bytes per "
         f"element ({spec.dtype}).",
@@ -271,19 +271,19 @@ def _function_report(
             )
     out.append("")
 
-    # per gradient: the chain of rules, as in seed 003's worked examples
+    # per gradient: the chain of rules, as in a worked derivation by hand
     out += ["### Gradients", ""]
     out += [
         "Each gradient is the chain of these rule applications, from the output back to the "
         "input:",
         "",
     ]
-    grads = dict(bw.grads)
+    grad_of = dict(bw.grads)
     for w in fn.wrt:
         shape = shape_code(bw.values[w].shape) if w in bw.values else ""
         out.append(f"- {code('d' + w)} {shape}, the gradient of {code(str(first))} with "
                    f"respect to {code(w)}:")
-        anc = _ancestors(bw, grads.get(w))
+        anc = _ancestors(bw, grad_of.get(w))
         chain = [op for op in bw_ops if op.out in anc]
         steps: list[tuple[str, str]] = []
         for run in _runs(chain):
@@ -292,8 +292,8 @@ def _function_report(
                 steps.append(key)
         if not steps:
             out.append("  1. (a constant: no rule applies)")
-        for k, (step, rule) in enumerate(steps, 1):
-            out.append(f"  {k}. {code(step) if step else '(generated)'}: {_rule_md(rule)}")
+        for k, (step_text, rule) in enumerate(steps, 1):
+            out.append(f"  {k}. {code(step_text) if step_text else '(generated)'}: {_rule_md(rule)}")
     out.append("")
 
     # the save-set and its memory

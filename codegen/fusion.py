@@ -142,6 +142,8 @@ def _mark_materialised(items: list[Op | Group], live_out: set[str]) -> None:
         ops = [item] if isinstance(item, Op) else item.ops
         for op in ops:
             for a in op.args:
-                group = owner.get(a) if isinstance(a, str) else None
+                if not isinstance(a, str):
+                    continue
+                group = owner.get(a)
                 if group is not None and group is not item:
                     group.materialise.add(a)

@@ -138,7 +138,7 @@ if _CBase is not None:  # pragma: no branch - depends on the PyYAML build
         """libyaml-backed safe loader (C scanner/parser, Python composer)."""
 
         def __init__(self, stream: str, path: str) -> None:
-            _CBase.__init__(self, stream)
+            _CBase.__init__(self, stream)  # type: ignore[misc]
             Composer.__init__(self)
             self.spec_path = path
 
@@ -741,6 +741,13 @@ def _load_outputs(
     steps: tuple[StepSpec, ...],
 ) -> tuple[NameRef, ...]:
     """Outputs: inputs or step targets, no duplicates."""
+    listed = {entry.value for entry in getattr(node, "value", ()) if isinstance(entry, ScalarNode)}
+    for step in steps:  # an unusable name that a step assigns: the mistake is in the step
+        target = _step_target(step.text)
+        if target and target in listed:
+            problem = identifier_problem(target) or reserved_problem(target)
+            if problem:
+                w.fail(f"{fname}: step {_clip(step.text)!r}: the name {target!r} {problem}", step.loc)
     refs = _load_name_list(
         w, node, f"outputs of function {fname!r}", "of names, like [loss]"
     )

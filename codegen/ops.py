@@ -240,7 +240,7 @@ def _spread(b: Builder, op: "Op", g: Arg) -> Arg:
 def _mean_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
     shape = b.shape(op.args[0])
     axis = op.attr("axis")
-    dims = shape if axis is None else (shape[axis],)  # type: ignore[index]
+    dims = shape if axis is None else (shape[axis],)  # type: ignore[index, call-overload]
     out = _spread(b, op, g)
     for d in dims:
         out = b.emit("div", out, b.size(d))

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import io
 import math
 import tokenize
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import shapes
 from .build import Builder
-from .errors import SpecError
+from .errors import SpecError, SpecWarning
 from .ir import Arg, Const, Op, Origin, Program
 from .ops import CALLABLE
 from .reserved import function_names, reserved_names
@@ -68,6 +69,8 @@ class Function:
     program: Program  # forward ops only; values of inputs and steps keep their spec names as ids
     dims: tuple[str, ...]  # symbolic dims in order of first appearance in the inputs
     wrt: tuple[str, ...]
+    # What compiles but is probably a mistake (dropped steps, zero gradients, a non-scalar loss).
+    warnings: list[SpecWarning] = field(default_factory=list)
 
 
 def generated_names(spec: Spec) -> set[str]:
@@ -95,9 +98,59 @@ def parse_function(spec: Spec, fn: FunctionSpec) -> Function:
         if out.name not in names:
             raise SpecError(f"output '{out.name}' of {fn.name} is not an input or a step", out.loc)
         program.outputs.append(out.name)
+    steps = list(program.ops)
     _drop_dead_steps(program)
+    warnings = _warnings(fn, program, steps)
     _own_outputs(program, builder)
-    return Function(fn.name, fn.doc, fn, program, tuple(dims), tuple(w.name for w in fn.wrt))
+    return Function(fn.name, fn.doc, fn, program, tuple(dims), tuple(w.name for w in fn.wrt),
+                    warnings)
+
+
+def _depends(program: Program, name: str) -> set[str]:
+    """Every value ``name`` is computed from (itself included)."""
+    live = {name}
+    for op in reversed(program.ops):
+        if op.out in live:
+            live.update(a for a in op.args if isinstance(a, str))
+    return live
+
+
+def _warnings(fn: FunctionSpec, program: Program, before: list[Op]) -> list[SpecWarning]:
+    """Silent mistakes made loud: a step no output uses, a wrt input its first output ignores,
+    a first output that is not a scalar (its value_and_grad differentiates the sum)."""
+    found = []
+    first = fn.outputs[0].name
+    kept = {op.out for op in program.ops} | set(program.inputs)
+    read = {a for op in before for a in op.args if isinstance(a, str)}
+    for step in fn.steps:
+        target = step.text.partition("=")[0].strip()
+        if target in kept or target in read or target not in program.values:
+            continue  # kept, or dropped only because a dropped step reads it (reported there)
+        found.append(SpecWarning(
+            f"{fn.name}: step '{step.text}': no output depends on '{target}', so this step is "
+            f"dropped; did you mean to add it to '{first}', or to "
+            "list it in outputs?", step.loc))
+    needed = _depends(program, first)
+    for ref in fn.wrt:
+        if ref.name in needed:
+            continue
+        default, loc = "", ref.loc
+        if ref.loc == fn.loc:  # wrt not given: point at the input itself
+            default = " (wrt defaults to every input)"
+            loc = next(i.loc for i in fn.inputs if i.name == ref.name)
+        found.append(SpecWarning(
+            f"{fn.name}: wrt '{ref.name}'{default}: the first output '{first}' does not depend "
+            f"on '{ref.name}', so its gradient is always zero; did you mean to use it in a step, "
+            "or to leave it out of wrt?", loc))
+    shape = program.values[first].shape
+    if shape != ():
+        dims = "[" + ", ".join(str(d) for d in shape) + "]"
+        found.append(SpecWarning(
+            f"{fn.name}: the first output '{first}' has shape {dims}, not a scalar, so "
+            f"{fn.name}_value_and_grad returns the gradients of sum({first}) (a cotangent of "
+            f"ones); did you mean to put a scalar loss first in outputs? For another cotangent "
+            f"call {fn.name}_backward(saved, g)", fn.outputs[0].loc))
+    return found
 
 
 # Forward ops whose result is the operand's memory (``Y = X``, ``Y = +X``, ``Y = X.T``).
@@ -166,6 +219,10 @@ def _drop_dead_steps(program: Program) -> None:
             kept.append(op)
             live.update(a for a in op.args if isinstance(a, str))
     program.ops = kept[::-1]
+
+
+# Reductions along an axis that can keep it (keepdims=True), for the hint after a broadcast error.
+_KEEPDIMS = frozenset(name for name, (_, allowed) in CALLABLE.items() if "keepdims" in allowed)
 
 
 class _StepParser:
@@ -276,7 +333,10 @@ class _StepParser:
                 return self.fold(name, left.value, right.value)
             if name == "div" and isinstance(right, Const) and right.value == 0:
                 raise self.fail("division by the constant zero")
-            return self.b.emit(name, left, right)
+            try:
+                return self.b.emit(name, left, right)
+            except shapes.ShapeError as e:
+                raise self.fail(str(e) + self.keepdims_hint(left, right)) from None
         if isinstance(node, ast.Attribute):
             if node.attr != "T":
                 raise self.fail(f"attribute access '.{node.attr}' is not supported (only '.T')")
@@ -288,6 +348,20 @@ class _StepParser:
             return self.call(node, d)
         word = _NODE_WORDS.get(type(node), f"'{type(node).__name__}' expressions")
         raise self.fail(f"{word} are not supported")
+
+    def keepdims_hint(self, *args: Arg) -> str:
+        """A hint when an operand that did not broadcast is a reduction along an axis."""
+        for arg in args:
+            if not isinstance(arg, str):
+                continue
+            made = next((op for op in reversed(self.b.program.ops) if op.out == arg), None)
+            if made is None or made.op not in _KEEPDIMS or made.attr("axis") is None or \
+                    made.attr("keepdims"):
+                continue
+            what = f"'{arg}'" if self.b.program.values[arg].kind != "temp" else f"{made.op}(...)"
+            return (f"; {what} reduces along axis {made.attr('axis')} and drops it: did you mean "
+                    f"{made.op}(..., axis={made.attr('axis')}, keepdims=True)?")
+        return ""
 
     def fold(self, op: str, a: int | float, b: int | float) -> Const:
         """Constant arithmetic, done now; the result must be a finite real number."""
@@ -343,7 +417,9 @@ class _StepParser:
         name = node.func.id
         if name not in CALLABLE:
             known = ", ".join(sorted(CALLABLE))
-            raise self.fail(f"unknown function '{name}' (known: {known})")
+            close = difflib.get_close_matches(name, sorted(CALLABLE), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise self.fail(f"unknown function '{name}' (known: {known}){hint}")
         arity, allowed = CALLABLE[name]
         if len(node.args) != arity or any(isinstance(a, ast.Starred) for a in node.args):
             what = "one array argument" if arity == 1 else f"{arity} array arguments"

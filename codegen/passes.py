@@ -75,7 +75,8 @@ def _fold(op: Op, producers: dict[str, Op]) -> Arg | Op | None:
         if _is(a[1], 0):
             return a[0]
         for k in (1, 0):  # x + (-y) is x - y, bit for bit: one pass and no array for -y
-            inner = producers.get(a[k]) if isinstance(a[k], str) else None
+            operand = a[k]
+            inner = producers.get(operand) if isinstance(operand, str) else None
             if inner is not None and inner.op == "neg" and inner.phase == "backward":
                 return Op("sub", (a[1 - k], inner.args[0]), (), op.out, op.phase, op.group,
                           op.origin)

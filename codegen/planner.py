@@ -101,7 +101,9 @@ def unbroadcast(b: Builder, g: Arg, rep: Shape, target: Shape) -> tuple[Arg, str
     n = len(rep)
     gpad: list[object] = [None] * (n - len(gshape)) + list(gshape)
     tpad: list[object] = [None] * (n - len(target)) + list(target)
-    drop, keep, scale = [], [], []
+    drop: list[int] = []
+    keep: list[int] = []
+    scale: list[object] = []
     for i in range(n):
         r, t, d = rep[i], tpad[i], gpad[i]
         if t is not None and t == r:

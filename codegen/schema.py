@@ -18,7 +18,6 @@ from importlib import resources
 
 from .loader import (
     DTYPES,
-    FUNCTION_KEYS,
     MAX_DIM,
     MAX_FUNCTIONS,
     MAX_MODULE_CHARS,
@@ -27,7 +26,6 @@ from .loader import (
     MAX_STEPS,
     RESERVED_MODULES,
     RESERVED_NAMES,
-    TOP_KEYS,
 )
 
 __all__ = ["SCHEMA_FILE", "build_schema", "schema_json", "shipped_schema_text"]

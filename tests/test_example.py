@@ -115,3 +115,16 @@ def test_missing_numba_module_says_how_to_generate_it(example, tmp_path):
     assert "run python -m codegen specs -o generated --backend all first" in str(
         info.value
     )
+
+
+def test_plot_goes_to_the_current_directory_never_over_the_committed_one(
+        example, tmp_path, monkeypatch):
+    committed = REPO / "examples" / "train_digits.png"
+    before = committed.read_bytes() if committed.exists() else None
+    monkeypatch.chdir(tmp_path)
+    result = example.main(["--epochs", "1", "--no-progress"])
+    assert (tmp_path / "train_digits.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert result["plot"] is not None and Path(result["plot"]).resolve() == (
+        tmp_path / "train_digits.png")
+    after = committed.read_bytes() if committed.exists() else None
+    assert after == before

@@ -160,7 +160,8 @@ def test_calls_with_types_checked_before_skip_the_python_checks_and_nothing_else
 def test_numba_kernels_are_compiled_fused_and_cached(tmp_path):
     src = codegen.generate_source(ROOT / "specs" / "nn.yaml", backend="numba")
     body = src[src.index("def _mlp_mse_value_and_grad"):src.index("def mlp_mse(")]
-    assert 'return numba.njit(cache=True, error_model="numpy")(kernel)' in src and "@_kernel\ndef _mlp_mse_value_and_grad" in src
+    assert 'return numba.njit(cache=True, error_model="numpy")(kernel)' in src
+    assert "@_kernel\ndef _mlp_mse_value_and_grad" in src
     # bias+tanh, bias+loss fused with the loss's gradient, dtanh
     assert body.count("for i in range(N):") == 3
     assert "np.dot(X.T, dZ1)" in body  # BLAS, with the transpose as a view
@@ -186,7 +187,7 @@ def test_numba_kernels_are_compiled_fused_and_cached(tmp_path):
 
 
 def test_readme_numba_excerpt_is_real_generated_code():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "numba.md").read_text()
     excerpt = readme.split("```python\n@_kernel\ndef _mlp_mse_value_and_grad")[1]
     excerpt = excerpt.split("```")[0]
     generated = (ROOT / "generated" / "nn_numba.py").read_text()

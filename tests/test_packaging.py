@@ -94,6 +94,10 @@ def test_wheel_installs_and_generates_like_the_repo(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "codegen/templates/module.py.j2" in names, names
     assert "codegen/__main__.py" in names and "codegen/cli.py" in names
+    # the license travels with the wheel and is the one pyproject.toml declares
+    licenses = [n for n in names if n.endswith("/LICENSE") and ".dist-info/" in n]
+    assert licenses, names
+    assert zipfile.ZipFile(wheel).read(licenses[0]).decode().startswith("MIT License")
 
     site = tmp_path / "site"
     install = run(
@@ -141,3 +145,13 @@ def test_wheel_installs_and_generates_like_the_repo(tmp_path: Path) -> None:
         "the installed codegen generates a different nn.py than the committed generated/nn.py "
         "(if generated/ is stale, run `python -m codegen specs -o generated`)"
     )
+
+
+def test_license_file_matches_the_metadata() -> None:
+    import re
+
+    pyproject = (REPO / "pyproject.toml").read_text()
+    license_text = (REPO / "LICENSE").read_text()
+    assert re.search(r'^license = \{ text = "MIT" \}$', pyproject, re.M)
+    assert license_text.startswith("MIT License\n")
+    assert "Permission is hereby granted, free of charge" in license_text

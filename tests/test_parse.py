@@ -37,6 +37,13 @@ CASES = [
     ("Y = True * X", "only numeric constants are allowed"),
     ("Y = 1e999 * X", "numbers must be finite"),
     ("Y = 1j * X", "only numeric constants are allowed"),
+    ("Y = tahn(X)", "unknown function 'tahn' (known: "),
+    ("Y = tahn(X)", "; did you mean 'tanh'?"),
+    ("Y = logsumexpp(X, axis=1)", "did you mean 'logsumexp'?"),
+    ("Y = X - logsumexp(X, axis=1)", "do not broadcast (dim D vs dim N); logsumexp(...) reduces "
+     "along axis 1 and drops it: did you mean logsumexp(..., axis=1, keepdims=True)?"),
+    ("Y = X / sum(X, axis=-1)", "did you mean sum(..., axis=1, keepdims=True)?"),
+    ("Y = mean(X, axis=1) * X", "did you mean mean(..., axis=1, keepdims=True)?"),
     ("Y = Q + 1", "unknown name 'Q'"),
     ("Z = X * 2", "'Z' is already defined by an earlier step"),
     ("X = W * 2", "'X' is already defined by an input"),
@@ -94,3 +101,40 @@ def test_constant_exponents_are_folded_and_others_refused():
         with pytest.raises(codegen.SpecError, match=re.escape(message)):
             codegen.generate_source("functions:\n  f:\n    inputs: {z: [N]}\n    steps:\n"
                                     f"      - {step}\n    outputs: [y]\n")
+
+
+def test_unknown_function_far_from_any_gets_no_guess():
+    with pytest.raises(codegen.SpecError) as info:
+        codegen.generate_source(SPEC.format(step="Y = frobnicate(X)"), path="s.yaml")
+    assert "unknown function 'frobnicate'" in info.value.message
+    assert "did you mean" not in info.value.message
+
+
+def test_keepdims_hint_names_an_earlier_step():
+    text = SPEC.replace("outputs: [Z]", "outputs: [Y]").format(step="lse = logsumexp(Z, axis=1)")
+    text = text.replace("    outputs:", "      - Y = Z - lse\n    outputs:")
+    with pytest.raises(codegen.SpecError) as info:
+        codegen.generate_source(text, path="s.yaml")
+    assert (info.value.loc.line, info.value.loc.col) == (7, 9)
+    assert info.value.message.endswith(
+        "'lse' reduces along axis 1 and drops it: did you mean logsumexp(..., axis=1, "
+        "keepdims=True)?")
+
+
+@pytest.mark.filterwarnings("ignore::codegen.SpecWarning")
+def test_no_keepdims_hint_for_other_broadcast_errors():
+    with pytest.raises(codegen.SpecError) as info:
+        codegen.generate_source(SPEC.format(step="Y = X + v"), path="s.yaml")
+    assert "keepdims" not in info.value.message
+    ok = SPEC.format(step="Y = X - logsumexp(X, axis=1, keepdims=True)")
+    assert "def f(" in codegen.generate_source(ok.replace("[Z]", "[Y]"), path="s.yaml")
+
+
+@pytest.mark.parametrize("name", ["np", "numpy", "NamedTuple"])
+def test_reserved_step_name_that_is_also_an_output_points_at_the_step(name):
+    text = SPEC.format(step=f"{name} = X * 2").replace("outputs: [Z]", f"outputs: [{name}]")
+    with pytest.raises(codegen.SpecError) as info:
+        codegen.generate_source(text, path="s.yaml")
+    err = info.value
+    assert (err.loc.line, err.loc.col) == (6, 9), str(err)
+    assert f"step '{name} = X * 2': the name '{name}' is reserved" in err.message
