@@ -87,6 +87,7 @@ IMPLEMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     "neg": lambda op, a: -a,
     "pow": _power,
     "identity": lambda op, a: a.copy(),
+    "copy": lambda op, a: a.copy(),  # an output that would share an input's memory
     # elementwise functions
     "exp": lambda op, a: np.exp(a),
     "log": lambda op, a: np.log(a),

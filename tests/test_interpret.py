@@ -33,7 +33,7 @@ def _function(text: str, name: str = "f"):
 
 
 def test_every_op_a_spec_can_produce_is_implemented():
-    parser_ops = set(parse._BINOPS.values()) | {"neg", "pow", "transpose", "identity"}
+    parser_ops = set(parse._BINOPS.values()) | {"neg", "pow", "transpose", "identity", "copy"}
     assert set(CALLABLE) | parser_ops <= set(IMPLEMENTATIONS), \
         sorted((set(CALLABLE) | parser_ops) - set(IMPLEMENTATIONS))
 
