@@ -303,7 +303,7 @@ def test_gradcheck_numba_ignores_a_planted_tmp_directory(tmp_path: Path) -> None
                    timeout=600, TMPDIR=str(shared_tmp), XDG_CACHE_HOME=str(tmp_path / "cache"))
     assert not sentinel.exists()
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "all 1 gradients within tolerance" in proc.stdout
+    assert "all 2 checks within tolerance" in proc.stdout
 
 
 # --------------------------------------------------------------------------- 3. file modes
