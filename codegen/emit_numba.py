@@ -207,9 +207,11 @@ class NumbaEmitter(Emitter):
         pinned: set[str] = set()
         for op in ops:
             a = op.out
-            while a in producer and producer[a].op == "transpose" and (
-                    op.out in live_out and isinstance(producer[a].args[0], str)):
-                a = producer[a].args[0]  # type: ignore[assignment]
+            while a in producer and producer[a].op == "transpose" and op.out in live_out:
+                base = producer[a].args[0]
+                if not isinstance(base, str):
+                    break
+                a = base
                 pinned.add(a)
         for n, item in enumerate(items):
             if isinstance(item, Group):

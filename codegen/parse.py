@@ -192,8 +192,10 @@ def _own_outputs(program: Program, builder: Builder) -> None:
                                Op("copy", (view,), (), out, op.phase, op.group, op.origin))
         else:
             with builder.at(Origin(f"output {out} (a copy: it would share memory)", 0), out):
-                program.outputs[i] = builder.emit("copy", out)
-            program.values[program.outputs[i]].hint = out
+                copied = builder.emit("copy", out)
+            assert isinstance(copied, str)
+            program.outputs[i] = copied
+            program.values[copied].hint = out
         claimed.add(program.outputs[i])  # type: ignore[arg-type]
 
 

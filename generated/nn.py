@@ -64,7 +64,8 @@ def _as_array(function, name, shape, value):
     are converted to float64; ndarray subclasses become plain arrays (np.matrix too, whose
     2-D shape is then checked); masked arrays are refused, since computing on them would drop
     the mask."""
-    if isinstance(value, np.ma.MaskedArray):
+    masked = isinstance(value, np.ma.MaskedArray)  # a ValueError, as for any refused input
+    if masked:
         raise ValueError(
             f"{function}: input {name} is a masked array; pass a plain array "
             f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"

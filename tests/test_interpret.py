@@ -138,10 +138,11 @@ def _planted(monkeypatch: pytest.MonkeyPatch, call: str, output: int) -> None:
     def import_source(source, name, backend="numpy"):
         module = real(source, name, backend)
         original = getattr(module, call)
-        if call == "f":
-            planted = lambda *a: wrong(original(*a), output)
-        else:
-            planted = lambda *a: (wrong(original(*a)[0], output), original(*a)[1])
+        def planted(*a):
+            if call == "f":
+                return wrong(original(*a), output)
+            result = original(*a)
+            return wrong(result[0], output), result[1]
         monkeypatch.setattr(module, call, planted)
         return module
 
