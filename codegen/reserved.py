@@ -17,7 +17,7 @@ from pathlib import Path
 # Builtins that the functions generated for a spec function read (the Numba kernels' loops,
 # the wrappers' except clauses): an input or step of that name would shadow them.
 # tests/test_numba_hardening.py checks that generated code reads no other.
-BODY_BUILTINS = frozenset({"range", "max", "min", "TypeError", "ValueError"})
+BODY_BUILTINS = frozenset({"range", "max", "min", "abs", "type", "TypeError", "ValueError"})
 # Modules the generated code imports, by their own names (a user name `numpy` or `typing`
 # shadows nothing, but reads as if it did).
 IMPORTED = frozenset({"numpy", "numba", "typing", "sys", "types", "warnings", "threading"})
