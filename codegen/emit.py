@@ -20,7 +20,7 @@ from .ir import Arg, Const, DimSize, Op, Program
 from .memory import Node
 from .memory import plan as plan_memory
 from .names import Names
-from .ops import ATOM, HELPERS, OPS, UNARY
+from .ops import ATOM, HELPERS, OPS, UNARY, names
 from .parse import Function
 from .passes import backward_reads, constant_only
 from .planner import SEED
@@ -552,9 +552,9 @@ def grad_values(program: Program) -> set[str]:
 
 
 # Ops computed by LAPACK, whose input must be finite (Numba's np.linalg refuses inf and NaN).
-_LAPACK = frozenset({"inv", "det", "logdet"})
+_LAPACK = names(lapack=True)
 # Free views of a named value: written inline wherever they are used, never given a name.
-_VIEWS = frozenset({"transpose", "expand_dims"})
+_VIEWS = names(inline=True)
 
 
 def spec_label(spec_path: str, outdir: str | None) -> str:

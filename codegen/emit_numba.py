@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from . import expr as E
 from . import text
@@ -20,37 +22,71 @@ from .fusion import REDUCTIONS, Group, fuse
 from .ir import Arg, Const, DimSize, Op, Program
 from .lower import lower
 from .names import Names
-from .ops import ATOM, UNARY
+from .ops import ATOM, OPS, UNARY, names
 from .parse import Function
 
-# Per-element renderings (trees) where the NumPy array form is not right for a scalar.
-_SCALAR = {
-    "nonzero_or_inf": lambda x: E.Cond(x, E.binop(">", x, 0), E.as_expr("np.inf")),
-    "relu": lambda x: E.call("max", x, 0.0),
+Render = Callable[..., "E.Expr | None"]  # (op, *operand trees) -> tree, or None: NumPy's
+
+
+@dataclass(frozen=True)
+class NumbaForm:
+    """How the Numba backend renders an op where the NumPy rendering (the op table's) differs."""
+
+    # one element inside a loop, a tree over the operands' elements
+    element: Render | None = None
+    # the helpers of helpers/numba_math.py.j2 it calls: the first is ``_<op>`` itself, a loop
+    # version of an elementary function (Numba would call libm once per element for np.exp)
+    math: tuple[str, ...] = ()
+    statement: Render | None = None  # as a statement on whole arrays
+    new_array: bool = False  # a statement's result is a new array the kernel owns (a buffer)
+
+
+def _half_power(op: Op, x: E.Expr) -> E.Expr | None:
+    """NumPy's x ** 0.5 is sqrt (NaN at -inf, where Numba's power gives inf)."""
+    return E.call("np.sqrt", x) if op.attr("exponent") == 0.5 else None
+
+
+def _same_element(op: Op, x: E.Expr) -> E.Expr:
+    return x
+
+
+# The Numba table: it extends the op table's NumPy renderings, overriding only what differs.
+NUMBA: dict[str, NumbaForm] = {
+    "pow": NumbaForm(element=_half_power, statement=_half_power),
+    "exp": NumbaForm(math=("exp",)),
+    "log": NumbaForm(math=("log", "log_poly")),
+    "log1p": NumbaForm(math=("log1p", "log_poly")),
+    "tanh": NumbaForm(math=("tanh", "exp")),
+    "sigmoid": NumbaForm(math=("sigmoid", "exp")),
+    "softplus": NumbaForm(math=("softplus", "exp", "log1p", "log_poly")),
+    "sin": NumbaForm(math=("sin",)),
+    "cos": NumbaForm(math=("cos",)),
+    "relu": NumbaForm(element=lambda op, x: E.call("max", x, 0.0)),
     # NaN stays NaN, as in np.heaviside
-    "positive": lambda x: E.Cond(E.as_expr(1.0), E.binop(">", x, 0), E.binop("*", x, 0.0)),
-    "finite_or_zero": lambda x: E.Cond(x, E.binop("<", E.call("abs", x), E.as_expr("np.inf")),
-                                       E.as_expr(0.0)),
-    "full": lambda x: x,
-    "broadcast_to": lambda x: x,
-    "copy": lambda x: x,
-    "identity": lambda x: x,
+    "positive": NumbaForm(element=lambda op, x: E.Cond(E.as_expr(1.0), E.binop(">", x, 0),
+                                                       E.binop("*", x, 0.0))),
+    "nonzero_or_inf": NumbaForm(element=lambda op, x: E.Cond(x, E.binop(">", x, 0),
+                                                             E.as_expr("np.inf"))),
+    "finite_or_zero": NumbaForm(element=lambda op, x: E.Cond(
+        x, E.binop("<", E.call("abs", x), E.as_expr("np.inf")), E.as_expr(0.0))),
+    "full": NumbaForm(element=_same_element),
+    "broadcast_to": NumbaForm(element=_same_element),
+    "copy": NumbaForm(element=_same_element),
+    "identity": NumbaForm(element=_same_element),
+    "matmul": NumbaForm(statement=lambda op, a, b: E.Call("np.dot", (a, b)), new_array=True),
+    "outer": NumbaForm(new_array=True),
+    "inv": NumbaForm(new_array=True),
 }
+assert NUMBA.keys() <= OPS.keys(), sorted(NUMBA.keys() - OPS.keys())
+_PLAIN = NumbaForm()  # an op rendered as NumPy renders it
 
-
-# Ops whose result is a new array the kernel owns (a buffer a later loop may write into).
-_NEW_ARRAY = frozenset({"matmul", "outer", "inv"})
 # Ops rendered as statements whose result is a view of their operand's buffer.
-_VIEW_OPS = frozenset({"transpose", "expand_dims", "reshape", "broadcast_to", "identity"})
+_VIEW_OPS = names(result="view")
 
-
-# Elementary functions rendered as the vectorisable helpers of helpers/numba_math.py.j2 (Numba
-# would call libm once per element for np.tanh, np.exp, ...), and what each helper calls.
-_MATH = {"exp": ("exp",), "log": ("log", "log_poly"), "log1p": ("log1p", "log_poly"),
-         "tanh": ("tanh", "exp"), "sigmoid": ("sigmoid", "exp"),
-         "softplus": ("softplus", "exp", "log1p", "log_poly"), "sin": ("sin",), "cos": ("cos",),
-         # helpers that compute two values from one argument (NumbaEmitter.shared_calls)
-         "sincos": ("sincos",), "softplus_sigmoid": ("softplus_sigmoid", "exp", "log1p", "log_poly")}
+# Helpers that compute two values from one argument (NumbaEmitter.shared_calls), and what each
+# calls.
+_SHARED_MATH = {"sincos": ("sincos",),
+                "softplus_sigmoid": ("softplus_sigmoid", "exp", "log1p", "log_poly")}
 
 
 # Numba frees a dead array at the end of its block of code, not after its last use: the partial
@@ -171,10 +207,10 @@ class NumbaEmitter(Emitter):
     # --- plain ops ------------------------------------------------------------------------------
 
     def render_op(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
-        if op.op == "matmul":
-            return E.Call("np.dot", tuple(E.Leaf(*a) for a in args)).render(), ATOM
-        if op.op == "pow" and op.attr("exponent") == 0.5:  # NumPy's x ** 0.5 is sqrt: NaN at -inf
-            return E.call("np.sqrt", E.Leaf(*args[0])).render(), ATOM
+        form = NUMBA.get(op.op, _PLAIN).statement
+        tree = form(op, *(E.Leaf(*a) for a in args)) if form is not None else None
+        if tree is not None:
+            return tree.render(), tree.prec
         return super().render_op(op, args, dim)
 
     # --- statements -----------------------------------------------------------------------------
@@ -229,7 +265,7 @@ class NumbaEmitter(Emitter):
                 expr = E.Leaf(*self.render_op(item, args, dim))
                 target = names.bind(item.out, program.values[item.out].hint)
                 stmts.append(Stmt(E.assign(target, expr), text.wrap_comment(self.comment(item))))
-                if item.op in _NEW_ARRAY:
+                if NUMBA.get(item.op, _PLAIN).new_array:
                     owned.add(item.out)
         while stmts and stmts[-1].code.endswith(_FREE):  # the return frees them anyway
             stmts.pop()
@@ -303,7 +339,7 @@ class NumbaEmitter(Emitter):
                 locals_ = [names.fresh(f"{stem}_e") for _, stem in parts]
                 body.append((E.Leaf(", ".join(locals_), E.COND), "",
                              E.Call(f"_{helper}", tuple(args))))
-                self.math |= set(_MATH[helper])
+                self.math |= set(_SHARED_MATH[helper])
                 paired.update((out, local) for (out, _), local in zip(parts, locals_))
             if op.op in REDUCTIONS:
                 total = group.into.get(op.out)
@@ -547,15 +583,13 @@ class NumbaEmitter(Emitter):
                     extra: list[E.Expr] | None = None) -> tuple[str, int]:
         """One element of ``op`` (``extra``: arguments a math helper takes after the operand,
         sin's and cos's ``short``)."""
-        if op.op == "pow" and op.attr("exponent") == 0.5:  # NumPy's x ** 0.5 is sqrt: NaN at -inf
-            return E.call("np.sqrt", E.Leaf(*args[0])).render(), ATOM
-        if op.op in _MATH and not self.fastmath:  # fastmath may rewrite the helpers' roundings
-            self.math |= set(_MATH[op.op])
+        form = NUMBA.get(op.op, _PLAIN)
+        if form.math and not self.fastmath:  # fastmath may rewrite the helpers' roundings
+            self.math |= set(form.math)
             return E.Call(f"_{op.op}", (E.Leaf(*args[0]), *(extra or []))).render(), ATOM
-        scalar = _SCALAR.get(op.op)
-        if scalar is None:
+        tree = form.element(op, *(E.Leaf(*a) for a in args)) if form.element is not None else None
+        if tree is None:
             return super().render_op(op, args, dim)
-        tree = scalar(*(E.Leaf(*a) for a in args))
         return tree.render(), tree.prec
 
     def loop(self, group: Group, program: Program, shape: tuple, index: list[str],

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from .compiler import Compiled, compile_spec, render
-from .ir import Program
+from .ir import Op, Program
+from .ops import NONSINGULAR, OPS, POSITIVE, POSITIVE_IF_FRACTIONAL
 from .parse import Function
 from .spec import Spec
 
@@ -34,8 +35,6 @@ STEP = 1e-6
 # The most memory a gradient check may need (its estimate: every value of the joint forward and
 # backward program at the example dims, plus the two perturbed copies of the inputs, in float64).
 MAX_BYTES = 1 << 30
-# Ops whose (first) operand must stay positive for the function to be smooth and finite.
-_POSITIVE_ARG0 = {"log", "sqrt", "log1p"}
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,20 @@ def check_memory(compiled: Compiled) -> None:
                 f"float64; the limit is {_size(MAX_BYTES)}: give smaller example sizes in 'dims'")
 
 
-_MATRIX_FUNCTIONS = {"inv", "det", "logdet"}
+def _operands_in(program: Program, wanted: str) -> set[str]:
+    """Values read where the op table's ``domain`` of the operand is ``wanted``."""
+    found: set[str] = set()
+    for op in program.ops:
+        for a, domain in zip(op.args, OPS[op.op].domain):
+            if isinstance(a, str) and _domain(op, domain) == wanted:
+                found.add(a)
+    return found
+
+
+def _domain(op: Op, domain: str) -> str:
+    if domain == POSITIVE_IF_FRACTIONAL:
+        return POSITIVE if float(op.attr("exponent")) % 1 != 0 else ""  # type: ignore[arg-type]
+    return domain
 
 
 def _reaching(program: Program, targets: set[str]) -> set[str]:
@@ -130,19 +142,12 @@ def _reaching(program: Program, targets: set[str]) -> set[str]:
 
 def conditioned_inputs(program: Program) -> set[str]:
     """Square inputs that reach an inverse or a determinant: drawn near the identity."""
-    return _reaching(program, {op.args[0] for op in program.ops  # type: ignore[misc]
-                               if op.op in _MATRIX_FUNCTIONS and isinstance(op.args[0], str)})
+    return _reaching(program, _operands_in(program, NONSINGULAR))
 
 
 def positive_inputs(program: Program) -> set[str]:
     """Inputs that reach an operand which must be positive (log, sqrt, divisor, fractional power)."""
-    must: set[str] = set()
-    for op in program.ops:
-        if op.op in _POSITIVE_ARG0 or (op.op == "pow" and float(op.attr("exponent")) % 1 != 0):  # type: ignore[arg-type]
-            must.add(op.args[0]) if isinstance(op.args[0], str) else None
-        if op.op == "div" and isinstance(op.args[1], str):
-            must.add(op.args[1])
-    return _reaching(program, must)
+    return _reaching(program, _operands_in(program, POSITIVE))
 
 
 def random_inputs(fn: Function, dims: dict[str, int], rng: np.random.Generator) -> list[np.ndarray]:

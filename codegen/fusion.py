@@ -13,16 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .ir import Op, Program, Shape
-from .ops import OPS
+from .ops import OPS, names
 
-# Ops computed per element of their output (a materialising broadcast counts: it copies).
-_ELEMENTWISE_EXTRA = frozenset({"full", "broadcast_to", "identity", "copy"})
-REDUCTIONS = frozenset({"sum", "mean", "max"})
+# Reductions a loop computes as it goes (the op table's ``fusion``).
+REDUCTIONS = names(fusion="reduction")
 
 
 def is_elementwise(op: Op) -> bool:
-    """Whether ``op`` computes each output element from the same element of its operands."""
-    return OPS[op.op].kind in ("unary", "binary") or op.op in _ELEMENTWISE_EXTRA
+    """Whether ``op`` computes each output element from the same element of its operands (a
+    materialising broadcast counts: it copies)."""
+    return OPS[op.op].fusion == "elementwise"
 
 
 @dataclass

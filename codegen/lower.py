@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from .build import Builder
 from .ir import Program
+from .ops import names
 
-LOWERED = frozenset({"logsumexp", "softmax", "log_softmax"})
+LOWERED = names(lowered=True)
 
 
 def lower(program: Program) -> Program:

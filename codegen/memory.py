@@ -27,27 +27,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import expr as E
-from .ops import ATOM
+from .ops import ATOM, OPS, UfuncCall, names
 
 if TYPE_CHECKING:
     from .emit import Stmt
     from .ir import Op
 
 # Ops whose NumPy rendering always returns a new array that nothing else references.
-FRESH = frozenset({
-    "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "log1p", "sqrt", "square", "abs",
-    "tanh", "sigmoid", "relu", "softplus", "sin", "cos", "sign", "positive", "nonzero_or_inf",
-    "matmul", "outer", "sum", "mean", "max", "copy", "full", "zeros", "eye", "inv",
-    "logsumexp", "softmax", "log_softmax",
-})
-# Binary operators and their ufuncs (written with ``out=`` when the buffer is another array).
-_BINARY = {"add": ("+", "np.add"), "sub": ("-", "np.subtract"), "mul": ("*", "np.multiply"),
-           "div": ("/", "np.divide")}
-_COMMUTATIVE = frozenset({"add", "mul"})
-# Unary ops rendered as one ufunc call ``np.f(..., x)``: ``out=`` goes before its closing paren.
-_UNARY_UFUNC = frozenset({"exp", "log", "log1p", "sqrt", "square", "abs", "tanh", "sigmoid",
-                          "relu", "softplus", "sin", "cos", "sign", "positive"})
-INPLACE = frozenset(_BINARY) | _UNARY_UFUNC | {"neg"}
+FRESH = names(result="fresh")
+# Ops computed into a buffer by a ufunc call with ``out=`` (the op table's ``ufunc``).
+INPLACE = frozenset(name for name, op in OPS.items() if op.ufunc is not None)
 
 
 @dataclass(slots=True)
@@ -88,17 +77,9 @@ def _emit(node: Node, outs: dict[int, str]) -> tuple[str, int]:
     return node.render(args)
 
 
-# Unary ops' ufunc calls: (function, the operand's position among its arguments, the other
+# Ops' ufunc calls: (function, the operands' position among its arguments, the other
 # arguments); ``tests/test_memory.py`` checks them against the op table's renderings.
-UFUNC_CALLS: dict[str, tuple[str, int, tuple[float, ...]]] = {
-    **{op: ("np." + op, 0, ()) for op in ("exp", "log", "log1p", "sqrt", "square", "abs", "tanh",
-                                           "sin", "cos", "sign")},
-    "sigmoid": ("_sigmoid", 0, ()),
-    "relu": ("np.maximum", 0, (0,)),
-    "softplus": ("np.logaddexp", 1, (0,)),
-    "positive": ("np.heaviside", 0, (0,)),
-    "neg": ("np.negative", 0, ()),
-}
+UFUNC_CALLS: dict[str, UfuncCall] = {name: OPS[name].ufunc for name in INPLACE}  # type: ignore[misc]
 
 
 def _out_form(node: Node, args: list[tuple[str, int]], out: str) -> str:
@@ -106,11 +87,9 @@ def _out_form(node: Node, args: list[tuple[str, int]], out: str) -> str:
     assert node.op is not None
     op = node.op.op
     operands = [E.Leaf(*a) for a in args]
-    if op in _BINARY:
-        return E.call(_BINARY[op][1], *operands, out=out).render()
     func, at, others = UFUNC_CALLS[op]
     call_args: list[E.ExprLike] = list(others)
-    call_args.insert(at, operands[0])
+    call_args[at:at] = operands
     return E.call(func, *call_args, out=out).render()
 
 
@@ -119,8 +98,9 @@ def _step(node: Node, k: int, buf: str, outs: dict[int, str]) -> str:
     assert node.op is not None
     op = node.op.op
     args = [(buf, ATOM) if i == k else _emit(a, outs) for i, a in enumerate(node.args)]
-    if op in _BINARY and (k == 0 or op in _COMMUTATIVE):
-        return E.assign(buf, E.Leaf(*args[1 - k]), _BINARY[op][0])
+    opdef = OPS[op]
+    if opdef.augmented and (k == 0 or opdef.commutative):
+        return E.assign(buf, E.Leaf(*args[1 - k]), opdef.augmented)
     return _out_form(node, args, buf)
 
 

@@ -1,4 +1,12 @@
-"""The rule table: each op once, with its shape rule, its NumPy rendering and its VJP written in IR ops.
+"""The rule table: each op once, with everything the pipeline knows about it.
+
+An entry (``OpDef``) holds an op's shape rule, its NumPy rendering, its VJP written in IR ops and
+the rule's text, the domain its finite-difference check draws inputs from, its memory facts (a
+fresh array or a view; the ufunc call that computes it in place), how the loop backends fuse it
+(elementwise, a reduction, or lowered to primitive ops first), and whether and how a spec may
+call it.  The other modules read these fields; none keeps a list of op names of its own.
+A backend whose rendering differs keeps a table keyed by op that overrides only what differs
+(``emit_numba.NUMBA``).
 
 Grouped by kind, as in HIPS autograd's ``numpy_vjps.py``: elementwise binary, elementwise unary,
 linear algebra, reductions, and the layout ops that only the planner introduces.  A VJP is one
@@ -6,10 +14,16 @@ function per operand, ``vjp(b, op, g) -> contribution``, where ``b`` appends bac
 the forward op (``op.args``, ``op.out``) and ``g`` is the cotangent of ``op.out``.  Cotangents may be
 *lazily broadcast* (a smaller shape that broadcasts to the value's shape); elementwise rules keep
 them lazy, the others ask for ``b.dense(g, shape)``.  The planner un-broadcasts contributions.
+Linear and bilinear ops get their VJPs from their structure (``linear``, ``bilinear``).
+
+Adding an op: one ``_def`` (or ``_unary``) call below, one row in ``tests/test_ops.py``; a backend
+whose NumPy form does not work (Numba per element) adds a row to its table.
+``tests/test_op_table.py`` fails when an entry lacks something.
 """
 
 from __future__ import annotations
 
+import math as _math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
@@ -22,9 +36,16 @@ if TYPE_CHECKING:
 # Python operator precedences used to parenthesise rendered expressions.
 ATOM, POW, UNARY, MUL, ADD, CMP, ANY = 100, 90, 80, 70, 60, 40, 0
 
+# Domains of an operand, for the inputs a finite-difference check draws (finite_differences.py).
+REAL = "real"  # any finite number
+POSITIVE = "positive"  # log, sqrt, a divisor: drawn in [0.5, 1.5]
+POSITIVE_IF_FRACTIONAL = "positive if the exponent is fractional"  # x ** c
+NONSINGULAR = "nonsingular"  # inv, det, logdet: a square matrix near the identity
+DOMAINS = (REAL, POSITIVE, POSITIVE_IF_FRACTIONAL, NONSINGULAR)
 
-class Builder(Protocol):
-    """What a VJP may call to append backward ops (implemented in ``build.py``)."""
+
+class RuleBuilder(Protocol):
+    """What a VJP may call to append backward ops (``build.Builder`` implements it)."""
 
     def emit(self, op: str, *args: Arg, **attrs: object) -> Arg: ...
     def shape(self, arg: Arg) -> Shape: ...
@@ -33,8 +54,11 @@ class Builder(Protocol):
     def explain(self, rule: str) -> None: ...
 
 
-VJP = Callable[[Builder, "Op", Arg], Arg]
+VJP = Callable[[RuleBuilder, "Op", Arg], Arg]
 ShapeRule = Callable[[list[Shape], dict], Shape]
+# How the memory plan computes an op into an existing array: (ufunc, position of the operands
+# among its arguments, the other arguments), called with ``out=``.
+UfuncCall = tuple[str, int, tuple[float, ...]]
 
 
 @dataclass(frozen=True)
@@ -45,18 +69,41 @@ class OpDef:
     kind: str  # "binary" | "unary" | "linalg" | "reduce" | "layout"
     arity: int
     shape: ShapeRule
-    fmt: str  # NumPy rendering; {0}, {1} are operands, other fields come from attrs
+    # --- NumPy rendering (other backends override it by op in their own tables) ---
+    fmt: str  # {0}, {1} are operands, other fields come from attrs (Emitter.attr_fields)
     prec: int  # precedence of the rendered expression
     arg_prec: tuple[int, ...]  # minimum precedence each operand needs without parentheses
+    domain: tuple[str, ...]  # per operand, the inputs a finite-difference check draws (DOMAINS)
+    # --- calculus ---
     rule: str = ""  # rule name for comments and the README, e.g. "right product"
     math: str = ""  # forward in math, e.g. "y = tanh(x)"
     grads: tuple[str, ...] = ()  # per operand, the derivative rule in math, e.g. "dx = dy * (1 - y*y)"
     vjps: tuple[VJP | None, ...] = ()  # per operand; None: not differentiable there
     elementwise: bool = False  # contributions represent arrays of the output's shape
+    # --- memory (the NumPy memory plan, views for the passes and the emitters) ---
+    result: str = "fresh"  # "fresh": a new array nothing else references; "view": the operand's memory
+    inline: bool = False  # a free view (``X.T``): written inline wherever used, never named or CSE'd
+    distinct: bool = False  # exists to be an array of its own (a gradient's): never merged by CSE
+    ufunc: UfuncCall | None = None  # the call that computes it into ``out=`` (in place)
+    augmented: str = ""  # the augmented assignment that computes it in place (``+`` for ``a += b``)
+    commutative: bool = False
+    helper: str = ""  # the module helper its NumPy rendering calls (templates/helpers/<helper>.py.j2)
+    lapack: bool = False  # computed by LAPACK: its forward input must be finite (checked)
+    # --- loop backends ---
+    fusion: str = ""  # "elementwise" | "reduction": fused into loops (fusion.py); "": a statement
+    lowered: bool = False  # replaced by primitive ops before fusion (lower.py)
+    # --- the spec language ---
+    call: tuple[str, ...] | None = None  # keywords a spec's call accepts; None: a spec cannot call it
+    scalar: Callable[[float], float] | None = None  # on a Python number: the parser folds f(1)
 
     @property
     def differentiable(self) -> bool:
         return any(v is not None for v in self.vjps)
+
+    @property
+    def callable(self) -> bool:
+        """Whether a spec may call it by name (``tanh(Z)``)."""
+        return self.call is not None
 
 
 OPS: dict[str, OpDef] = {}
@@ -64,6 +111,7 @@ OPS: dict[str, OpDef] = {}
 
 def _def(**kw: object) -> None:
     op = OpDef(**kw)  # type: ignore[arg-type]
+    assert op.name not in OPS, op.name
     OPS[op.name] = op
 
 
@@ -79,38 +127,70 @@ def _attr_shape(shapes_: list[Shape], attrs: dict) -> Shape:
     return attrs["shape"]  # type: ignore[no-any-return]
 
 
+# --- rules from structure (JAX's deflinear / defbilinear) ----------------------------------------
+
+
+def linear(*signs: int) -> tuple[VJP, ...]:
+    """VJPs of an elementwise op linear in each operand with coefficient +1 or -1
+    (``a + b``, ``a - b``, ``-x``): the cotangent, or its negation."""
+    return tuple((lambda b, op, g: g) if s > 0 else (lambda b, op, g: b.emit("neg", g))
+                 for s in signs)
+
+
+def bilinear(left: Callable[[RuleBuilder, Arg, Arg], Arg],
+             right: Callable[[RuleBuilder, Arg, Arg], Arg], dense: bool = False) -> tuple[VJP, VJP]:
+    """VJPs of an op linear in each operand separately, ``z = f(a, b)``: ``left(b, g, b_value)``
+    is da (the cotangent contracted with the other operand), ``right(b, a_value, g)`` is db.
+    ``dense``: the rules read the cotangent as an array of the output's shape."""
+    def cot(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+        return b.dense(g, b.shape(op.out)) if dense else g
+    return (lambda b, op, g: left(b, cot(b, op, g), op.args[1]),
+            lambda b, op, g: right(b, op.args[0], cot(b, op, g)))
+
+
 # --- elementwise binary (NumPy broadcasting; the planner sums over broadcast axes) ---------------
 
-_def(name="add", kind="binary", arity=2, shape=_bcast("addition '+'"), fmt="{0} + {1}",
-     prec=ADD, arg_prec=(ADD, ADD + 1), rule="addition", math="z = a + b",
-     grads=("addition: da = dz", "addition: db = dz"), vjps=(lambda b, op, g: g, lambda b, op, g: g), elementwise=True)
-_def(name="sub", kind="binary", arity=2, shape=_bcast("subtraction '-'"), fmt="{0} - {1}",
-     prec=ADD, arg_prec=(ADD, ADD + 1), rule="subtraction", math="z = a - b",
-     grads=("subtraction: da = dz", "subtraction: db = -dz"),
-     vjps=(lambda b, op, g: g, lambda b, op, g: b.emit("neg", g)), elementwise=True)
-_def(name="mul", kind="binary", arity=2, shape=_bcast("product '*'"), fmt="{0} * {1}",
-     prec=MUL, arg_prec=(MUL, MUL + 1), rule="Hadamard product", math="z = a * b",
-     grads=("Hadamard product: da = dz * b", "Hadamard product: db = a * dz"),
-     vjps=(lambda b, op, g: b.emit("mul", g, op.args[1]),
-           lambda b, op, g: b.emit("mul", op.args[0], g)), elementwise=True)
-_def(name="div", kind="binary", arity=2, shape=_bcast("division '/'"), fmt="{0} / {1}",
-     prec=MUL, arg_prec=(MUL, MUL + 1), rule="division", math="z = a / b",
-     grads=("division: da = dz / b", "division: db = -dz * z / b"),
-     vjps=(lambda b, op, g: b.emit("div", g, op.args[1]),
-           lambda b, op, g: b.emit("neg", b.emit("div", b.emit("mul", g, op.out), op.args[1]))),
-     elementwise=True)
+
+def _binary(name: str, sym: str, ufunc: str, what: str, rule: str, grads: tuple[str, str],
+            vjps: tuple[VJP, ...], domain: tuple[str, str] = (REAL, REAL), prec: int = ADD,
+            commutative: bool = False) -> None:
+    _def(name=name, kind="binary", arity=2, shape=_bcast(what), fmt="{0} %s {1}" % sym,
+         prec=prec, arg_prec=(prec, prec + 1), domain=domain, rule=rule, math=f"z = a {sym} b",
+         grads=tuple(f"{rule}: {g}" for g in grads), vjps=vjps, elementwise=True,
+         ufunc=(ufunc, 0, ()), augmented=sym, commutative=commutative, fusion="elementwise")
+
+
+_binary("add", "+", "np.add", "addition '+'", "addition", ("da = dz", "db = dz"), linear(1, 1),
+        commutative=True)
+_binary("sub", "-", "np.subtract", "subtraction '-'", "subtraction", ("da = dz", "db = -dz"),
+        linear(1, -1))
+_binary("mul", "*", "np.multiply", "product '*'", "Hadamard product", ("da = dz * b", "db = a * dz"),
+        bilinear(lambda b, g, y: b.emit("mul", g, y), lambda b, x, g: b.emit("mul", x, g)),
+        prec=MUL, commutative=True)
+_binary("div", "/", "np.divide", "division '/'", "division", ("da = dz / b", "db = -dz * z / b"),
+        (lambda b, op, g: b.emit("div", g, op.args[1]),
+         lambda b, op, g: b.emit("neg", b.emit("div", b.emit("mul", g, op.out), op.args[1]))),
+        domain=(REAL, POSITIVE), prec=MUL)
 
 # --- elementwise unary ---------------------------------------------------------------------------
 
 
-def _unary(name: str, fmt: str, math: str, grad: str, vjp: VJP | None, arg_prec: int = ANY,
-           prec: int = ATOM, rule: str = "") -> None:
+def _unary(name: str, fmt: str, math: str, grad: str, vjp: VJP | None, *, domain: str,
+           scalar: Callable[[float], float] | None = None, arg_prec: int = ANY, prec: int = ATOM,
+           rule: str = "", ufunc: UfuncCall | None = None, call: bool = True,
+           helper: str = "") -> None:
+    """An elementwise function; ``call``: a spec may call it by name; ``ufunc``: its in-place
+    call, by default ``np.<name>(x, out=...)`` when the rendering is exactly that call."""
+    if ufunc is None and fmt == f"np.{name}({{0}})":
+        ufunc = (f"np.{name}", 0, ())
     _def(name=name, kind="unary", arity=1, shape=_same, fmt=fmt, prec=prec, arg_prec=(arg_prec,),
-         rule=rule or name, math=math, grads=(f"{rule or name}: {grad}",) if grad else (),
-         vjps=(vjp,), elementwise=True)
+         domain=(domain,), rule=rule or name, math=math,
+         grads=(f"{rule or name}: {grad}",) if grad else (), vjps=(vjp,), elementwise=True,
+         ufunc=ufunc, helper=helper, fusion="elementwise", call=() if call else None,
+         scalar=scalar)
 
 
-def _pow_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+def _pow_vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
     c = op.attr("exponent")
     assert isinstance(c, (int, float))
     if c == 0:  # x ** 0 is constant: dx = 0 (c * x ** -1 would be 0 * inf = NaN at x = 0)
@@ -120,50 +200,66 @@ def _pow_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
     return b.emit("mul", b.emit("mul", g, Const(c)), b.emit("pow", op.args[0], exponent=c - 1))
 
 
-_unary("neg", "-{0}", "y = -x", "dx = -dy", lambda b, op, g: b.emit("neg", g), arg_prec=POW,
-       prec=UNARY, rule="negation")
+def _softplus(x: float) -> float:
+    return max(x, 0.0) + _math.log1p(_math.exp(-abs(x)))
+
+
+_unary("neg", "-{0}", "y = -x", "dx = -dy", linear(-1)[0], domain=REAL, arg_prec=POW,
+       prec=UNARY, rule="negation", ufunc=("np.negative", 0, ()), call=False)
 _unary("pow", "{0} ** {exponent}", "y = x ** c", "dx = dy * c * x ** (c - 1)", _pow_vjp,
-       arg_prec=POW + 1, prec=POW, rule="power")
+       domain=POSITIVE_IF_FRACTIONAL, arg_prec=POW + 1, prec=POW, rule="power", call=False)
 _unary("exp", "np.exp({0})", "y = exp(x)", "dx = dy * y",
-       lambda b, op, g: b.emit("mul", g, op.out))
+       lambda b, op, g: b.emit("mul", g, op.out), domain=REAL, scalar=_math.exp)
 _unary("log", "np.log({0})", "y = log(x)", "dx = dy / x",
-       lambda b, op, g: b.emit("div", g, op.args[0]))
+       lambda b, op, g: b.emit("div", g, op.args[0]), domain=POSITIVE, scalar=_math.log)
 _unary("log1p", "np.log1p({0})", "y = log1p(x)", "dx = dy / (1 + x)",
-       lambda b, op, g: b.emit("div", g, b.emit("add", Const(1), op.args[0])))
+       lambda b, op, g: b.emit("div", g, b.emit("add", Const(1), op.args[0])), domain=POSITIVE,
+       scalar=_math.log1p)
 _unary("sqrt", "np.sqrt({0})", "y = sqrt(x)", "dx = dy / (2 * y), and 0 where y = 0",
-       lambda b, op, g: b.emit("div", g, b.emit("mul", Const(2), b.emit("nonzero_or_inf", op.out))))
+       lambda b, op, g: b.emit("div", g, b.emit("mul", Const(2), b.emit("nonzero_or_inf", op.out))),
+       domain=POSITIVE, scalar=_math.sqrt)
 _unary("square", "np.square({0})", "y = x ** 2", "dx = dy * 2 * x",
-       lambda b, op, g: b.emit("mul", b.emit("mul", g, Const(2)), op.args[0]))
+       lambda b, op, g: b.emit("mul", b.emit("mul", g, Const(2)), op.args[0]), domain=REAL,
+       scalar=lambda x: x * x)
 _unary("abs", "np.abs({0})", "y = |x|", "dx = dy * sign(x)   (sign(0) = 0)",
-       lambda b, op, g: b.emit("mul", g, b.emit("sign", op.args[0])))
+       lambda b, op, g: b.emit("mul", g, b.emit("sign", op.args[0])), domain=REAL, scalar=abs)
 _unary("tanh", "np.tanh({0})", "y = tanh(x)", "dx = dy * (1 - y * y)",
-       lambda b, op, g: b.emit("mul", g, b.emit("sub", Const(1), b.emit("mul", op.out, op.out))))
+       lambda b, op, g: b.emit("mul", g, b.emit("sub", Const(1), b.emit("mul", op.out, op.out))),
+       domain=REAL, scalar=_math.tanh)
 # _sigmoid (helpers/sigmoid.py.j2): from exp(-|x|), no overflow, accurate for large negative x
 _unary("sigmoid", "_sigmoid({0})", "y = 1 / (1 + exp(-x))", "dx = dy * y * (1 - y)",
-       lambda b, op, g: b.emit("mul", g, b.emit("mul", op.out, b.emit("sub", Const(1), op.out))))
+       lambda b, op, g: b.emit("mul", g, b.emit("mul", op.out, b.emit("sub", Const(1), op.out))),
+       domain=REAL, scalar=lambda x: _math.exp(-_softplus(-x)), ufunc=("_sigmoid", 0, ()),
+       helper="sigmoid")
 _unary("relu", "np.maximum({0}, 0)", "y = max(x, 0)", "dx = dy * (y > 0)   (relu'(0) = 0)",
-       lambda b, op, g: b.emit("mul", g, b.emit("positive", op.out)))
+       lambda b, op, g: b.emit("mul", g, b.emit("positive", op.out)), domain=REAL,
+       scalar=lambda x: max(x, 0.0), ufunc=("np.maximum", 0, (0,)))
 _unary("softplus", "np.logaddexp(0, {0})", "y = log(1 + exp(x))",
        "dx = dy * sigmoid(x) = dy * exp(x - y)",
-       lambda b, op, g: b.emit("mul", g, b.emit("exp", b.emit("sub", op.args[0], op.out))))
+       lambda b, op, g: b.emit("mul", g, b.emit("exp", b.emit("sub", op.args[0], op.out))),
+       domain=REAL, scalar=_softplus, ufunc=("np.logaddexp", 1, (0,)))
 _unary("sin", "np.sin({0})", "y = sin(x)", "dx = dy * cos(x)",
-       lambda b, op, g: b.emit("mul", g, b.emit("cos", op.args[0])))
+       lambda b, op, g: b.emit("mul", g, b.emit("cos", op.args[0])), domain=REAL, scalar=_math.sin)
 _unary("cos", "np.cos({0})", "y = cos(x)", "dx = -dy * sin(x)",
-       lambda b, op, g: b.emit("neg", b.emit("mul", g, b.emit("sin", op.args[0]))))
+       lambda b, op, g: b.emit("neg", b.emit("mul", g, b.emit("sin", op.args[0]))), domain=REAL,
+       scalar=_math.cos)
 # Piecewise-constant helpers that only backward programs use; their derivative is zero.
-_unary("sign", "np.sign({0})", "y = sign(x)", "", None)
+_unary("sign", "np.sign({0})", "y = sign(x)", "", None, domain=REAL, call=False)
 # [x > 0] as a float of x's dtype (a boolean mask would break on negation once g = 1 is folded).
-_unary("positive", "np.heaviside({0}, 0)", "y = [x > 0]", "", None)
+_unary("positive", "np.heaviside({0}, 0)", "y = [x > 0]", "", None, domain=REAL, call=False,
+       ufunc=("np.heaviside", 0, (0,)))
 # x where x > 0, else +inf: a divisor that turns the infinite slope of sqrt at 0 into 0, not NaN.
-_unary("nonzero_or_inf", "np.where({0} > 0, {0}, np.inf)", "", "", None, arg_prec=CMP + 1)
+_unary("nonzero_or_inf", "np.where({0} > 0, {0}, np.inf)", "", "", None, domain=REAL,
+       arg_prec=CMP + 1, call=False)
 # x where it is finite, else 0: the shift of a max-shifted normalisation, as the NumPy module's
 # helpers take it (a loop backend's lowering of logsumexp, softmax, log_softmax).
-_unary("finite_or_zero", "np.where(np.isfinite({0}), {0}, 0)", "", "", None)
+_unary("finite_or_zero", "np.where(np.isfinite({0}), {0}, 0)", "", "", None, domain=REAL,
+       call=False)
 
 # --- linear algebra ------------------------------------------------------------------------------
 
 
-def _matmul_da(b: Builder, op: "Op", g: Arg) -> Arg:
+def _matmul_da(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
     a, w = op.args
     ra, rw = len(b.shape(a)), len(b.shape(w))
     if ra == 1 and rw == 1:
@@ -179,7 +275,7 @@ def _matmul_da(b: Builder, op: "Op", g: Arg) -> Arg:
     return b.emit("matmul", g, b.emit("transpose", w))
 
 
-def _matmul_db(b: Builder, op: "Op", g: Arg) -> Arg:
+def _matmul_db(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
     a, w = op.args
     ra, rw = len(b.shape(a)), len(b.shape(w))
     if ra == 1 and rw == 1:
@@ -195,13 +291,15 @@ def _matmul_db(b: Builder, op: "Op", g: Arg) -> Arg:
 
 
 _def(name="matmul", kind="linalg", arity=2, shape=lambda s, attrs: shapes.matmul(s[0], s[1]),
-     fmt="{0} @ {1}", prec=MUL, arg_prec=(MUL, MUL + 1), rule="matrix product", math="Z = A @ B",
+     fmt="{0} @ {1}", prec=MUL, arg_prec=(MUL, MUL + 1), domain=(REAL, REAL),
+     rule="matrix product", math="Z = A @ B",
      grads=("right product: dA = dZ @ B.T", "left product: dB = A.T @ dZ"),
      vjps=(_matmul_da, _matmul_db))
 _def(name="transpose", kind="linalg", arity=1, shape=lambda s, attrs: shapes.transpose(s[0]),
-     fmt="{0}.T", prec=ATOM, arg_prec=(ATOM,), rule="transpose", math="Y = X.T",
+     fmt="{0}.T", prec=ATOM, arg_prec=(ATOM,), domain=(REAL,), rule="transpose", math="Y = X.T",
      grads=("transpose: dX = dY.T",),
-     vjps=(lambda b, op, g: b.emit("transpose", b.dense(g, b.shape(op.out))),))
+     vjps=(lambda b, op, g: b.emit("transpose", b.dense(g, b.shape(op.out))),),
+     result="view", inline=True)
 
 
 def _outer_shape(s: list[Shape], attrs: dict) -> Shape:
@@ -212,10 +310,12 @@ def _outer_shape(s: list[Shape], attrs: dict) -> Shape:
 
 
 _def(name="outer", kind="linalg", arity=2, shape=_outer_shape, fmt="np.outer({0}, {1})",
-     prec=ATOM, arg_prec=(ANY, ANY), rule="outer product", math="Z = outer(u, v) = u v^T",
+     prec=ATOM, arg_prec=(ANY, ANY), domain=(REAL, REAL), rule="outer product",
+     math="Z = outer(u, v) = u v^T",
      grads=("outer product: du = dZ @ v", "outer product: dv = dZ.T @ u"),
-     vjps=(lambda b, op, g: b.emit("matmul", b.dense(g, b.shape(op.out)), op.args[1]),
-           lambda b, op, g: b.emit("matmul", op.args[0], b.dense(g, b.shape(op.out)))))
+     vjps=bilinear(lambda b, g, v: b.emit("matmul", g, v), lambda b, u, g: b.emit("matmul", u, g),
+                   dense=True),
+     call=())
 
 # --- reductions ----------------------------------------------------------------------------------
 
@@ -224,7 +324,7 @@ def _reduce_shape(s: list[Shape], attrs: dict) -> Shape:
     return shapes.reduce(s[0], attrs.get("axis"), bool(attrs.get("keepdims", False)))  # type: ignore[arg-type]
 
 
-def _spread(b: Builder, op: "Op", g: Arg) -> Arg:
+def _spread(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
     """Cotangent of a reduction's output, re-aligned so that it broadcasts over the input."""
     axis, keepdims = op.attr("axis"), op.attr("keepdims", False)
     if axis is None or keepdims:
@@ -237,7 +337,7 @@ def _spread(b: Builder, op: "Op", g: Arg) -> Arg:
     return g
 
 
-def _mean_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+def _mean_vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
     shape = b.shape(op.args[0])
     axis = op.attr("axis")
     dims = shape if axis is None else (shape[axis],)  # type: ignore[index, call-overload]
@@ -251,16 +351,21 @@ def _fmt_reduce(fn: str) -> str:
     return "np." + fn + "({0}{axis_kw}{keepdims_kw})"
 
 
+AXIS_KEEPDIMS = ("axis", "keepdims")
+
+# sum is linear: its VJP spreads the cotangent back over the summed axes (a lazy broadcast)
 _def(name="sum", kind="reduce", arity=1, shape=_reduce_shape, fmt=_fmt_reduce("sum"), prec=ATOM,
-     arg_prec=(ANY,), rule="sum", math="s = sum(X, axis)",
-     grads=("sum: dX = ds, broadcast over the summed axes",), vjps=(_spread,))
+     arg_prec=(ANY,), domain=(REAL,), rule="sum", math="s = sum(X, axis)",
+     grads=("sum: dX = ds, broadcast over the summed axes",), vjps=(_spread,),
+     fusion="reduction", call=AXIS_KEEPDIMS)
 _def(name="mean", kind="reduce", arity=1, shape=_reduce_shape, fmt=_fmt_reduce("mean"), prec=ATOM,
-     arg_prec=(ANY,), rule="mean", math="m = mean(X, axis)",
+     arg_prec=(ANY,), domain=(REAL,), rule="mean", math="m = mean(X, axis)",
      grads=("mean: dX = dm / n, broadcast over the n averaged elements",),
-     vjps=(_mean_vjp,))
+     vjps=(_mean_vjp,), fusion="reduction", call=AXIS_KEEPDIMS)
 
 _def(name="max", kind="reduce", arity=1, shape=_reduce_shape, fmt=_fmt_reduce("max"), prec=ATOM,
-     arg_prec=(ANY,), rule="maximum (the shift of a stable logsumexp)", vjps=(None,))
+     arg_prec=(ANY,), domain=(REAL,), rule="maximum (the shift of a stable logsumexp)",
+     vjps=(None,), fusion="reduction")
 
 # --- layout ops introduced by the planner (never written in specs) ------------------------------
 
@@ -278,23 +383,28 @@ def _to_shape(s: list[Shape], attrs: dict) -> Shape:
 
 
 _def(name="expand_dims", kind="layout", arity=1, shape=_expand_shape, fmt="{0}{index}",
-     prec=ATOM, arg_prec=(ATOM,), rule="re-insert reduced axis", vjps=(None,))
+     prec=ATOM, arg_prec=(ATOM,), domain=(REAL,), rule="re-insert reduced axis", vjps=(None,),
+     result="view", inline=True)
 _def(name="broadcast_to", kind="layout", arity=1, shape=_to_shape,
-     fmt="np.broadcast_to({0}, {shape})", prec=ATOM, arg_prec=(ANY,),
-     rule="broadcast (a read-only view, no copy)", vjps=(None,))
+     fmt="np.broadcast_to({0}, {shape})", prec=ATOM, arg_prec=(ANY,), domain=(REAL,),
+     rule="broadcast (a read-only view, no copy)", vjps=(None,), result="view",
+     fusion="elementwise")
 _def(name="full", kind="layout", arity=1, shape=_to_shape, fmt="np.full({shape}, {0}, dtype={dtype})",
-     prec=ATOM, arg_prec=(ANY,), rule="materialise a broadcast gradient", vjps=(None,))
+     prec=ATOM, arg_prec=(ANY,), domain=(REAL,), rule="materialise a broadcast gradient",
+     vjps=(None,), distinct=True, fusion="elementwise")
 _def(name="reshape", kind="layout", arity=1, shape=_attr_shape, fmt="{0}.reshape({shape})",
-     prec=ATOM, arg_prec=(ATOM,), rule="drop the kept axis", vjps=(None,))
+     prec=ATOM, arg_prec=(ATOM,), domain=(REAL,), rule="drop the kept axis", vjps=(None,),
+     result="view")
 _def(name="copy", kind="layout", arity=1, shape=_same, fmt="{0}.copy()", prec=ATOM,
-     arg_prec=(ATOM,), rule="copy (the gradient would alias another array)",
-     grads=("copy: dx = dy",), vjps=(lambda b, op, g: g,))
+     arg_prec=(ATOM,), domain=(REAL,), rule="copy (the gradient would alias another array)",
+     grads=("copy: dx = dy",), vjps=linear(1), distinct=True, fusion="elementwise")
 _def(name="zeros", kind="layout", arity=0, shape=_attr_shape, fmt="np.zeros({shape}, dtype={dtype})",
-     prec=ATOM, arg_prec=(), rule="zero gradient (the output does not depend on it)", vjps=())
+     prec=ATOM, arg_prec=(), domain=(), rule="zero gradient (the output does not depend on it)",
+     vjps=(), distinct=True)
 
 _def(name="identity", kind="layout", arity=1, shape=_same, fmt="{0}", prec=ANY, arg_prec=(ANY,),
-     rule="identity", math="y = x", grads=("identity: dx = dy",), vjps=(lambda b, op, g: g,),
-     elementwise=True)
+     domain=(REAL,), rule="identity", math="y = x", grads=("identity: dx = dy",),
+     vjps=linear(1), elementwise=True, result="view", fusion="elementwise")
 
 # --- ML: normalisations along an axis, computed max-shifted (module helpers in templates/) ------
 
@@ -303,19 +413,19 @@ def _same_axis(s: list[Shape], attrs: dict) -> Shape:
     return s[0]
 
 
-def _lse_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+def _lse_vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
     y = _spread(b, op, op.out)  # the result with the reduced axis re-inserted
     return b.emit("mul", _spread(b, op, g), b.emit("exp", b.emit("sub", op.args[0], y)))
 
 
-def _softmax_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+def _softmax_vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
     y, axis = op.out, op.attr("axis")
     g = b.dense(g, b.shape(y))
     inner = b.emit("sum", b.emit("mul", g, y), axis=axis, keepdims=True)
     return b.emit("mul", y, b.emit("sub", g, inner))
 
 
-def _log_softmax_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+def _log_softmax_vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
     y, axis = op.out, op.attr("axis")
     g = b.dense(g, b.shape(y))
     total = b.emit("sum", g, axis=axis, keepdims=True)
@@ -323,16 +433,20 @@ def _log_softmax_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
 
 
 _def(name="logsumexp", kind="reduce", arity=1, shape=_reduce_shape,
-     fmt="_logsumexp({0}{axis_kw}{keepdims_kw})", prec=ATOM, arg_prec=(ANY,), rule="logsumexp",
-     math="y = log(sum(exp(x), axis))", grads=("logsumexp: dx = dy * exp(x - y)  (= dy * softmax(x))",),
-     vjps=(_lse_vjp,))
+     fmt="_logsumexp({0}{axis_kw}{keepdims_kw})", prec=ATOM, arg_prec=(ANY,), domain=(REAL,),
+     rule="logsumexp", math="y = log(sum(exp(x), axis))",
+     grads=("logsumexp: dx = dy * exp(x - y)  (= dy * softmax(x))",), vjps=(_lse_vjp,),
+     helper="logsumexp", lowered=True, call=AXIS_KEEPDIMS)
 _def(name="softmax", kind="reduce", arity=1, shape=_same_axis, fmt="_softmax({0}{axis_kw})",
-     prec=ATOM, arg_prec=(ANY,), rule="softmax", math="y = exp(x) / sum(exp(x), axis)",
-     grads=("softmax: dx = y * (dy - sum(dy * y, axis))",), vjps=(_softmax_vjp,))
+     prec=ATOM, arg_prec=(ANY,), domain=(REAL,), rule="softmax",
+     math="y = exp(x) / sum(exp(x), axis)",
+     grads=("softmax: dx = y * (dy - sum(dy * y, axis))",), vjps=(_softmax_vjp,),
+     helper="softmax", lowered=True, call=("axis",))
 _def(name="log_softmax", kind="reduce", arity=1, shape=_same_axis,
-     fmt="_log_softmax({0}{axis_kw})", prec=ATOM, arg_prec=(ANY,), rule="log_softmax",
-     math="y = x - logsumexp(x, axis)", grads=("log_softmax: dx = dy - exp(y) * sum(dy, axis)",),
-     vjps=(_log_softmax_vjp,))
+     fmt="_log_softmax({0}{axis_kw})", prec=ATOM, arg_prec=(ANY,), domain=(REAL,),
+     rule="log_softmax", math="y = x - logsumexp(x, axis)",
+     grads=("log_softmax: dx = dy - exp(y) * sum(dy, axis)",), vjps=(_log_softmax_vjp,),
+     helper="log_softmax", lowered=True, call=("axis",))
 
 # --- matrix functions ----------------------------------------------------------------------------
 
@@ -346,54 +460,54 @@ def _square(what: str, out: str) -> ShapeRule:
     return rule
 
 
-def _trace_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+def _trace_vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
     return b.emit("mul", g, b.emit("eye", shape=b.shape(op.args[0])))
 
 
-def _inv_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+def _inv_vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
     yt = b.emit("transpose", op.out)
     return b.emit("neg", b.emit("matmul", b.emit("matmul", yt, b.dense(g, b.shape(op.out))), yt))
 
 
-def _det_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+def _det_vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
     inv_t = b.emit("transpose", b.emit("inv", op.args[0]))
     return b.emit("mul", b.emit("mul", g, op.out), inv_t)
 
 
-def _logdet_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+def _logdet_vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
     return b.emit("mul", g, b.emit("transpose", b.emit("inv", op.args[0])))
 
 
 _def(name="trace", kind="linalg", arity=1, shape=_square("trace()", "scalar"),
-     fmt="np.trace({0})", prec=ATOM, arg_prec=(ANY,), rule="trace", math="y = tr(X)",
-     grads=("trace: dX = dy * I",), vjps=(_trace_vjp,))
+     fmt="np.trace({0})", prec=ATOM, arg_prec=(ANY,), domain=(REAL,), rule="trace",
+     math="y = tr(X)", grads=("trace: dX = dy * I",), vjps=(_trace_vjp,), call=())
 _def(name="inv", kind="linalg", arity=1, shape=_square("inv()", "matrix"),
-     fmt="np.linalg.inv({0})", prec=ATOM, arg_prec=(ANY,), rule="inverse", math="Y = X^-1",
-     grads=("inverse: dX = -Y.T @ dY @ Y.T",), vjps=(_inv_vjp,))
+     fmt="np.linalg.inv({0})", prec=ATOM, arg_prec=(ANY,), domain=(NONSINGULAR,), rule="inverse",
+     math="Y = X^-1", grads=("inverse: dX = -Y.T @ dY @ Y.T",), vjps=(_inv_vjp,), lapack=True,
+     call=())
 _def(name="det", kind="linalg", arity=1, shape=_square("det()", "scalar"),
-     fmt="np.linalg.det({0})", prec=ATOM, arg_prec=(ANY,), rule="determinant", math="y = det(X)",
-     grads=("determinant: dX = dy * y * inv(X).T",), vjps=(_det_vjp,))
+     fmt="np.linalg.det({0})", prec=ATOM, arg_prec=(ANY,), domain=(NONSINGULAR,),
+     rule="determinant", math="y = det(X)", grads=("determinant: dX = dy * y * inv(X).T",),
+     vjps=(_det_vjp,), lapack=True, call=())
 _def(name="logdet", kind="linalg", arity=1, shape=_square("logdet()", "scalar"),
-     fmt="np.linalg.slogdet({0})[1]", prec=ATOM, arg_prec=(ANY,), rule="log-determinant",
-     math="y = log|det(X)|", grads=("log-determinant: dX = dy * inv(X).T",), vjps=(_logdet_vjp,))
+     fmt="np.linalg.slogdet({0})[1]", prec=ATOM, arg_prec=(ANY,), domain=(NONSINGULAR,),
+     rule="log-determinant", math="y = log|det(X)|",
+     grads=("log-determinant: dX = dy * inv(X).T",), vjps=(_logdet_vjp,), lapack=True, call=())
 _def(name="eye", kind="layout", arity=0, shape=_attr_shape, fmt="np.eye({n}, dtype={dtype})",
-     prec=ATOM, arg_prec=(), rule="identity matrix", vjps=())
+     prec=ATOM, arg_prec=(), domain=(), rule="identity matrix", vjps=())
+
+# --- views of the table for the modules that ask one question of it -------------------------------
 
 # Ops a spec may call by name: (number of array arguments, keyword arguments accepted).
 CALLABLE: dict[str, tuple[int, tuple[str, ...]]] = {
-    **{name: (1, ()) for name, op in OPS.items()
-       if op.kind == "unary" and name not in ("neg", "pow", "sign", "positive", "nonzero_or_inf",
-                                                "finite_or_zero")},
-    "sum": (1, ("axis", "keepdims")),
-    "mean": (1, ("axis", "keepdims")),
-    "logsumexp": (1, ("axis", "keepdims")),
-    "softmax": (1, ("axis",)),
-    "log_softmax": (1, ("axis",)),
-    "trace": (1, ()),
-    "inv": (1, ()),
-    "det": (1, ()),
-    "logdet": (1, ()),
-    "outer": (2, ()),
-}
-# Ops whose NumPy rendering calls a helper defined in the generated module (templates/helpers/).
-HELPERS = ("logsumexp", "softmax", "log_softmax", "sigmoid")
+    name: (op.arity, op.call) for name, op in OPS.items() if op.call is not None}
+# The helpers NumPy renderings call (templates/helpers/), in the order a module defines them:
+# the normalisations first (_log_softmax calls _logsumexp), then the elementwise functions.
+HELPERS = tuple(sorted((op.helper for op in OPS.values() if op.helper),
+                       key=lambda name: OPS[name].kind == "unary"))
+
+
+def names(**where: object) -> frozenset[str]:
+    """The ops whose fields have the given values: ``names(result="view")``."""
+    return frozenset(name for name, op in OPS.items()
+                     if all(getattr(op, k) == v for k, v in where.items()))

@@ -13,7 +13,7 @@ from . import shapes
 from .build import Builder
 from .errors import SpecError, SpecWarning
 from .ir import Arg, Const, Op, Origin, Program
-from .ops import CALLABLE
+from .ops import CALLABLE, OPS, names
 from .reserved import function_names, reserved_names
 from .spec import FunctionSpec, Spec, StepSpec
 
@@ -46,17 +46,8 @@ _NODE_WORDS = {
 }
 
 
-def _softplus(x: float) -> float:
-    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
-
-
 # The elementwise functions, on numbers: a step such as `v * exp(1)` folds to `v * 2.718...`.
-_SCALAR_FUNCTIONS = {
-    "exp": math.exp, "log": math.log, "log1p": math.log1p, "sqrt": math.sqrt,
-    "square": lambda x: x * x, "abs": abs, "tanh": math.tanh,
-    "sigmoid": lambda x: math.exp(-_softplus(-x)), "relu": lambda x: max(x, 0.0),
-    "softplus": _softplus, "sin": math.sin, "cos": math.cos,
-}
+_SCALAR_FUNCTIONS = {name: op.scalar for name, op in OPS.items() if op.scalar is not None}
 
 
 @dataclass
@@ -154,7 +145,7 @@ def _warnings(fn: FunctionSpec, program: Program, before: list[Op]) -> list[Spec
 
 
 # Forward ops whose result is the operand's memory (``Y = X``, ``Y = +X``, ``Y = X.T``).
-_VIEWS = frozenset({"identity", "transpose"})
+_VIEWS = names(result="view")
 
 
 def _own_outputs(program: Program, builder: Builder) -> None:

@@ -13,6 +13,7 @@ import math
 
 from .build import Builder
 from .ir import Arg, Const, DimSize, Op, Origin, Program
+from .ops import names
 from .planner import SEED
 
 
@@ -135,9 +136,9 @@ def simplify(program: Program) -> None:
 
 
 # Ops whose result shares memory with their operand.
-VIEW_OPS = frozenset({"transpose", "expand_dims", "broadcast_to", "identity"})
-# Fresh arrays must stay distinct; views are free to recompute and read better inline.
-_NO_CSE = frozenset({"zeros", "full", "copy", "transpose", "expand_dims"})
+VIEW_OPS = names(result="view")
+# Fresh arrays made to be distinct stay distinct; free views recompute and read better inline.
+_NO_CSE = names(distinct=True) | names(inline=True)
 
 
 def cse(program: Program) -> None:

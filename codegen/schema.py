@@ -27,6 +27,7 @@ from .loader import (
     RESERVED_MODULES,
     RESERVED_NAMES,
 )
+from .ops import OPS
 
 __all__ = ["SCHEMA_FILE", "build_schema", "schema_json", "shipped_schema_text"]
 
@@ -44,7 +45,7 @@ FORBIDDEN_MODULES = sorted(set(keyword.kwlist) | set(RESERVED_MODULES))
 STEP_HELP = (
     "One assignment, `name = expression`, parsed with Python's `ast` (never eval). "
     "Arithmetic `+ - * /`, unary `-`, `** c` (c a number), `@`, `.T`; elementwise "
-    "`exp log log1p sqrt square abs tanh sigmoid relu softplus sin cos`; reductions "
+    f"`{' '.join(n for n, op in OPS.items() if op.kind == 'unary' and op.callable)}`; reductions "
     "`sum(a)`, `sum(a, axis=0)`, `mean(a, axis=1, keepdims=True)`; ML and matrix functions "
     "such as `logsumexp`, `softmax`, `log_softmax`, `trace`, `inv`, `det`, `logdet`, `outer`; "
     "numeric literals. Each name is assigned once."
