@@ -8,6 +8,7 @@ every value is a fresh array, so no aliasing can leak between steps.
 
     outputs = interpret(compiled_function, [X, W, b])      # a tuple in ``outputs`` order
 
+An elementwise op that NumPy has as a ufunc of the same name needs no entry here.
 An op it does not know raises ``InterpretError`` naming the op and its spec step.
 """
 
@@ -118,6 +119,17 @@ IMPLEMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
+def implementation(name: str) -> Callable[..., np.ndarray] | None:
+    """The implementation of op ``name``: its entry above, else NumPy's one-argument ufunc of that
+    name (``expm1`` is ``np.expm1``), else None."""
+    impl = IMPLEMENTATIONS.get(name)
+    if impl is None:
+        ufunc = getattr(np, name, None)
+        if isinstance(ufunc, np.ufunc) and ufunc.nin == 1 and ufunc.nout == 1:
+            return lambda op, a: ufunc(a)
+    return impl
+
+
 def _program(target: Any) -> Program:
     """The forward program of a ``Function``, a ``CompiledFunction`` or a ``Program``."""
     if isinstance(target, Program):
@@ -178,7 +190,7 @@ def interpret(target: Any, inputs: Sequence[Any] | Mapping[str, Any],
         return env[a]  # type: ignore[index]
 
     for op in program.ops:
-        impl = IMPLEMENTATIONS.get(op.op)
+        impl = implementation(op.op)
         if impl is None:
             where = f" (step '{op.origin.step}')" if op.origin.step else ""
             raise InterpretError(f"the reference interpreter has no implementation of op "
