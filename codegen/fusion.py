@@ -10,41 +10,19 @@ nest and every other op as a plain statement; it decides nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from .ir import Op, Program, Shape
 from .ops import OPS
+from .plan import REDUCTIONS, Group
+
+__all__ = ["REDUCTIONS", "Group", "fuse", "is_elementwise"]
 
 # Ops computed per element of their output (a materialising broadcast counts: it copies).
 _ELEMENTWISE_EXTRA = frozenset({"full", "broadcast_to", "identity", "copy"})
-REDUCTIONS = frozenset({"sum", "mean", "max"})
 
 
 def is_elementwise(op: Op) -> bool:
     """Whether ``op`` computes each output element from the same element of its operands."""
     return OPS[op.op].kind in ("unary", "binary") or op.op in _ELEMENTWISE_EXTRA
-
-
-@dataclass
-class Group:
-    """Ops rendered as one loop nest over ``shape``."""
-
-    shape: Shape
-    ops: list[Op] = field(default_factory=list)
-    materialise: set[str] = field(default_factory=set)  # values written to arrays
-    reduced: set[str] = field(default_factory=set)  # outputs of its reductions
-    # A sum whose only use is to be added to an earlier sum's total adds into that total's
-    # array instead (``into``: its output -> the total), and the addition becomes a second
-    # name for the total (``aliases``: the addition's output -> the total).
-    into: dict[str, str] = field(default_factory=dict)
-    aliases: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def reductions(self) -> list[Op]:
-        return [op for op in self.ops if op.op in REDUCTIONS]
-
-
-Item = "Op | Group"
 
 
 def fuse(ops: list[Op], program: Program, live_out: set[str]) -> list[Op | Group]:
