@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import atexit
-import hashlib
-import importlib.util
 import os
-import shutil
-import sys
-import tempfile
 import types
 import warnings
-from pathlib import Path
 
 from .compiler import Compiled, compile_spec, render
-from .files import private_dir_problem, same_content, write_files
+from .importing import import_source, module_dir
 from .loader import load_spec, load_spec_file
 from .spec import Spec
+
+__all__ = ["generate_source", "gradcheck", "import_source", "load_module", "module_dir"]
 
 
 def _spec(spec: str | os.PathLike | Spec, path: str | None) -> Spec:
@@ -56,64 +51,6 @@ def load_module(spec: str | os.PathLike | Spec, backend: str = "numpy",
     """
     s = _spec(spec, path)
     return import_source(render(_compile(s), backend), s.module, backend)
-
-
-def import_source(source: str, name: str, backend: str = "numpy") -> types.ModuleType:
-    """Import generated source as a module (see ``load_module``)."""
-    if backend == "numpy":
-        module = types.ModuleType(name)
-        module.__file__ = f"<codegen:{name}>"
-        exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - our output
-        return module
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    qualified = f"{name}_{backend}_{digest}"
-    if qualified in sys.modules:
-        return sys.modules[qualified]
-    folder = module_dir()
-    file = folder / f"{qualified}.py"
-    # Only what this call generated is imported: the file is compared with the source (and
-    # replaced when it differs) even in a directory that only the user can write.
-    if not same_content(file, source):
-        write_files({file: source})
-    spec = importlib.util.spec_from_file_location(qualified, file)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[qualified] = module  # Numba's cache finds the module's globals by its name
-    spec.loader.exec_module(module)
-    return module
-
-
-_module_dir: Path | None = None
-
-
-def module_dir() -> Path:
-    """The directory Numba modules are imported from (and cached beside): private to the user.
-
-    ``CODEGEN_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/codegen`` (``~/.cache/codegen``), so
-    that Numba's cache stays warm across processes.  It is used only when it is a real directory
-    (not a symbolic link), owned by the user and writable by no one else; otherwise, or when it
-    cannot be created, a fresh ``tempfile.mkdtemp`` directory (mode 0700, removed at exit) is
-    used.  Never a predictable shared path such as ``/tmp/codegen-<uid>``, which another user
-    could create first and fill with code.
-    """
-    global _module_dir
-    if _module_dir is not None and private_dir_problem(_module_dir) is None:
-        return _module_dir
-    chosen = os.environ.get("CODEGEN_CACHE_DIR")
-    if not chosen:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        chosen = os.path.join(base, "codegen") if os.path.isabs(base) else ""
-    folder = Path(chosen) if chosen else None
-    if folder is not None:
-        try:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError:
-            folder = None
-    if folder is None or private_dir_problem(folder) is not None:
-        folder = Path(tempfile.mkdtemp(prefix="codegen-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    _module_dir = folder
-    return folder
 
 
 def gradcheck(spec: str | os.PathLike | Spec, path: str | None = None, seed: int = 0,

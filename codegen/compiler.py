@@ -1,4 +1,14 @@
-"""The pipeline, end to end: spec → forward IR → planner → passes → emitter → formatted source."""
+"""The pipeline, end to end, every stage a pass over the IR run here in order.
+
+spec → parse (forward IR) → differentiate (joint IR, ``planner.py``) → optimise (``passes.py``)
+→ lower (loop backends, ``lower.py``) → fuse (loop backends, ``fusion.py``) → split long kernels
+into parts (loop backends) → render statements (the emitter) → plan memory (array backends,
+``memory.py``) → print the module (the emitter's templates, then black).
+
+The stages after optimisation depend on the backend: the emitter says which it wants (its
+``lowers``, ``fuses``, ``plan_memory``, ... attributes) and receives their results as a plan
+(``plan.py``); it runs none of them.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from .emit import Emitter, spec_label
+from .emit import Emitter, FunctionView, spec_label
 from .errors import SpecError, SpecWarning
-from .ir import Program
+from .fusion import fuse
+from .ir import Op, Program
 from .loader import _module_problem as module_problem
-from .reserved import function_names
+from .lower import lower
+from .memory import plan as plan_memory
 from .parse import Function, parse_function
-from .passes import optimize
-from .planner import differentiate
+from .passes import backward_reads, constant_only, optimize
+from .plan import Body, FunctionPlan, Group, grad_values
+from .planner import SEED, differentiate
+from .reserved import function_names
 from .spec import Spec
 
 BACKENDS = ("numpy", "numba")
@@ -95,6 +109,65 @@ def emitter_for(backend: str, dtype: str, **options: bool) -> Emitter:
     raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
 
 
+def plan_function(cf: CompiledFunction, emitter: Emitter) -> FunctionPlan:
+    """The backend's stages after optimisation, up to what its emitter prints: lowering, the
+    bodies of the generated functions, their loop groups and their parts."""
+    vg, bw = cf.value_and_grad, cf.backward
+    if emitter.lowers:
+        vg, bw = lower(vg), lower(bw)
+    bw_saved, _ = backward_reads(bw)
+    vg_saved, _ = backward_reads(vg)
+    keep_named = set(bw_saved) | set(vg_saved)
+    fwd_ops = [op for op in vg.ops if op.phase == "forward"]
+    vg_numbers, bw_numbers = constant_only(vg), constant_only(bw)
+    forward = Body(vg, fwd_ops, keep_named, numbers=vg_numbers)
+    backward = Body(bw, [op for op in bw.ops if op.phase == "backward"], grad_values(bw),
+                    numbers=bw_numbers)
+    vg_bwd_ops = [op for op in vg.ops if op.phase == "backward"]
+    if emitter.fuses_value_and_grad:  # one run: a forward loop and the backward loop that reads
+        # it element by element become one loop nest
+        value_and_grad = [Body(vg, fwd_ops + vg_bwd_ops, grad_values(vg), numbers=vg_numbers)]
+    else:
+        value_and_grad = [Body(vg, fwd_ops, keep_named, numbers=vg_numbers),
+                          Body(vg, vg_bwd_ops, grad_values(vg), numbers=vg_numbers)]
+    bodies = [forward, backward, *value_and_grad]
+    for body in bodies:
+        program = body.program
+        body.live_out = set(body.keep) | {o for o in program.outputs if isinstance(o, str)} | {
+            g for _, g in program.grads if isinstance(g, str)}
+        if emitter.fuses:
+            body.items = fuse(body.ops, program, body.live_out)
+            body.parts = split(body.items, emitter.max_part_ops)
+    return FunctionPlan(cf.function, vg, bw, SEED, bw_saved, vg_saved, forward, backward,
+                        value_and_grad)
+
+
+def split(items: list[Op | Group], max_ops: int | None) -> list[list[Op | Group]]:
+    """Runs of ``items`` of at most ``max_ops`` ops each (a longer group alone), compiled as
+    functions of their own; one run when ``max_ops`` is None or the items are fewer."""
+    size = [len(item.ops) if isinstance(item, Group) else 1 for item in items]
+    if max_ops is None or sum(size) <= max_ops:
+        return [list(items)]
+    parts: list[list[Op | Group]] = [[]]
+    count = 0
+    for item, n in zip(items, size):
+        if parts[-1] and count + n > max_ops:
+            parts.append([])
+            count = 0
+        parts[-1].append(item)
+        count += n
+    return parts
+
+
+def memory_pass(view: FunctionView) -> None:
+    """The memory plan of each generated function's statements (``memory.py``): what it
+    returns is kept, the rest freed when dead and computed into where it can be."""
+    for fields, keep in view.returns:
+        planned = plan_memory([getattr(view, f) for f in fields], keep)
+        for f, stmts in zip(fields, planned):
+            setattr(view, f, stmts)
+
+
 @_gc_paused
 def render(compiled: Compiled, backend: str = "numpy", outdir: str | None = None,
            **options: bool) -> str:
@@ -102,9 +175,12 @@ def render(compiled: Compiled, backend: str = "numpy", outdir: str | None = None
     spec = compiled.spec
     emitter = emitter_for(backend, spec.dtype, **options)
     emitter.module_names = {n for cf in compiled.functions for n in function_names(cf.function.name)}
-    views = [emitter.function_view(cf.function, cf.value_and_grad, cf.backward)
-             for cf in compiled.functions]
-    helpers = emitter.helpers([p for cf in compiled.functions for p in (cf.value_and_grad, cf.backward)])
+    plans = [plan_function(cf, emitter) for cf in compiled.functions]
+    views = [emitter.function_view(plan) for plan in plans]
+    if emitter.plan_memory:
+        for view in views:
+            memory_pass(view)
+    helpers = emitter.helpers([p for plan in plans for p in (plan.vg, plan.bw)])
     return emitter.module(spec_label(spec.path, outdir), spec.sha256, spec.module, spec.doc, views,
                           helpers)
 

@@ -17,33 +17,12 @@ from . import __version__, text
 from . import expr as E
 from .format import format_module
 from .ir import Arg, Const, DimSize, Op, Program
-from .memory import Node
-from .memory import plan as plan_memory
 from .names import Names
 from .ops import ATOM, HELPERS, OPS, UNARY, names
 from .parse import Function
-from .passes import backward_reads, constant_only
-from .planner import SEED
+from .plan import Body, FunctionPlan, Node, Stmt
 from .reserved import BODY_BUILTINS, inputs_const, template_names, templates_dir
 from .shapes import fmt as fmt_shape
-
-
-@dataclass(slots=True)
-class Stmt:
-    """One generated line (after black, maybe several) and the comment above it."""
-
-    code: str
-    comment: str = ""
-    target: str = ""  # the local it binds, for the memory plan
-    node: Node | None = None  # what it computes (the inlined expression tree)
-
-
-@dataclass
-class Body:
-    """A function body split into the parts the template lays out."""
-
-    stmts: list[Stmt] = field(default_factory=list)
-    names: Names = field(default_factory=Names)
 
 
 @dataclass
@@ -71,6 +50,9 @@ class FunctionView:
     vg_forward: list[Stmt]
     vg_backward: list[Stmt]
     vg_return: str
+    # The locals each generated function returns, by the view's fields laid out as its body:
+    # what the memory plan (a pass of compiler.py, for backends that want it) never frees.
+    returns: list[tuple[tuple[str, ...], set[str]]] = field(default_factory=list)
     # Structured returns, for backends whose wrappers unpack a compiled kernel's tuple.
     fw_outputs: list[str] = field(default_factory=list)
     fw_saved: list[str] = field(default_factory=list)
@@ -80,14 +62,6 @@ class FunctionView:
     vg_grads: list[str] = field(default_factory=list)
     scalars: set[str] = field(default_factory=set)  # outputs and wrt names of shape []
     cotangent_shape: str = "()"  # the first output's shape, from saved dims: "(saved.N,)"
-    wrap_outputs: str = ""  # the outputs as a wrapper returns them (scalars given the dtype)
-    saved_kwargs: str = ""  # "X=X, H1=H1"
-    wrapper_grads: list[str] = field(default_factory=list)  # a wrapper's locals for the grads
-    wrap_grads: str = ""  # "f_Grads(W=dW, b=_DTYPE.type(db))"
-    fw_decorator: str = ""  # a compiled backend's decorator for each kernel
-    bw_decorator: str = ""
-    vg_decorator: str = ""
-    masked_guard: str = ""  # a compiled backend's test for masked arrays among the array inputs
 
 
 @dataclass
@@ -105,13 +79,19 @@ class Emitter:
     backend = "numpy"
     template = "module.py.j2"
 
-    @property
-    def plan_memory(self) -> bool:
-        """Delete dead arrays and compute into them (``memory.py``), ``sum(x ** 2)`` as ``np.vdot``.
+    # --- what the pipeline runs for this backend (compiler.py reads these) ----------------------
 
-        The NumPy backend's statements only: a compiled backend's kernels own their arrays.
-        """
-        return self.backend == "numpy"
+    #: Delete dead arrays and compute into them (``memory.py``), ``sum(x ** 2)`` as ``np.vdot``:
+    #: statements of array expressions (a compiled backend's kernels own their arrays).
+    plan_memory = True
+    #: logsumexp, softmax and log_softmax as primitive ops (``lower.py``), for loop backends.
+    lowers = False
+    #: Partition each body into loop groups (``fusion.py``), for loop backends.
+    fuses = False
+    #: value_and_grad's forward and backward as one body (one run of fused loops).
+    fuses_value_and_grad = False
+    #: At most this many ops per separately compiled function (None: one function per body).
+    max_part_ops: int | None = None
 
     def __init__(self, dtype: str) -> None:
         self.dtype = dtype
@@ -129,12 +109,21 @@ class Emitter:
             need = opdef.arg_prec[i] if i < len(opdef.arg_prec) else 0
             parts.append(f"({expr})" if prec < need else expr)
         fields = self.attr_fields(op, dim)
-        if self.backend == "numpy" and op.op in _LAPACK and op.phase == "forward":
-            # inf or NaN: LinAlgError, as in the Numba module
-            parts[0] = E.call("_finite", E.Leaf(parts[0], ATOM)).render()
+        if op.op in _LAPACK and op.phase == "forward":
+            parts[0] = self.lapack_operand(parts[0])
         if op.op == "pow":  # a tree: parentheses by precedence, simple operands hugged as black does
             return E.binop("**", E.Leaf(*args[0]), op.attr("exponent")).render(), opdef.prec  # type: ignore[arg-type]
         return opdef.fmt.format(*parts, **fields), opdef.prec
+
+    def lapack_operand(self, expr: str) -> str:
+        """The operand of inv, det or logdet: checked finite (inf or NaN: LinAlgError, as where
+        the linear algebra refuses them itself)."""
+        return E.call("_finite", E.Leaf(expr, ATOM)).render()
+
+    def types_number_division(self) -> bool:
+        """Whether a division of two Python numbers (``1 / N``) is computed in the dtype: with
+        N = 0 (an empty batch's mean) it is then inf as in NumPy, not ZeroDivisionError."""
+        return True
 
     def attr_fields(self, op: Op, dim: dict[str, str]) -> dict[str, str]:
         axis = op.attr("axis")
@@ -185,9 +174,9 @@ class Emitter:
 
     # --- statements -----------------------------------------------------------------------------
 
-    def render_ops(self, ops: list[Op], program: Program, names: Names, dim: dict[str, str],
-                   keep_named: set[str]) -> list[Stmt]:
-        """Statements for ``ops``; single-use temporaries inside one group are inlined."""
+    def render_body(self, body: Body, names: Names, dim: dict[str, str]) -> list[Stmt]:
+        """Statements for the body's ops; single-use temporaries inside one group are inlined."""
+        ops, program, keep_named, numbers = body.ops, body.program, body.keep, body.numbers
         uses: dict[str, list[Op]] = {}
         last_use: dict[str, int] = {}
         for i, op in enumerate(ops):
@@ -198,16 +187,15 @@ class Emitter:
         inline: dict[str, tuple[str, int]] = {}
         nodes: dict[str, Node] = {}  # the trees of the inlined values
         emitted: list[tuple[Op, str, str, Node]] = []
-        numbers = constant_only(program)  # Python numbers: typed where the dtype would leak
         for idx, op in enumerate(ops):
             value = program.values[op.out]
             typed = op.op == "broadcast_to"  # a broadcast constant must not be an int64 array
             args = [self.arg_expr(a, names, dim, inline,
                                   typed and (isinstance(a, (Const, DimSize)) or a in numbers))
                     for a in op.args]
-            if self.backend == "numpy" and op.op == "div" and _python_number(op.args[0], numbers) \
-                    and _python_number(op.args[1], numbers) and not isinstance(op.args[1], Const):
-                # 1 / N with N = 0 (an empty batch's mean) is inf as in NumPy, not ZeroDivisionError
+            if op.op == "div" and _python_number(op.args[0], numbers) \
+                    and _python_number(op.args[1], numbers) and not isinstance(op.args[1], Const) \
+                    and self.types_number_division():
                 args[0] = self.arg_expr(op.args[0], names, dim, inline, True)
             arg_nodes = [self.arg_node(a, e, program, names, nodes) for a, e in zip(op.args, args)]
             product_sum = self.render_sum_of_products(op, arg_nodes)
@@ -322,7 +310,9 @@ class Emitter:
 
     # --- functions ------------------------------------------------------------------------------
 
-    def function_view(self, fn: Function, vg: Program, bw: Program) -> FunctionView:
+    def function_view(self, plan: FunctionPlan) -> FunctionView:
+        """The template's view of one function: its bodies rendered as statements."""
+        fn, vg, bw = plan.function, plan.vg, plan.bw
         spec_names = {v for v, val in fn.program.values.items() if val.kind in ("input", "step")}
         # locals never take a name the module binds or the body reads (codegen/reserved.py)
         base = Names(spec_names | {"np"} | template_names() | BODY_BUILTINS | self.module_names)
@@ -335,12 +325,10 @@ class Emitter:
         out_shape = fn.program.values[first].shape
         first_name = fn.program.values[first].hint  # (an output copied for being an input: its id)
 
-        bw_saved, _ = backward_reads(bw)
-        vg_saved, _ = backward_reads(vg)
+        bw_saved, vg_saved = plan.bw_saved, plan.vg_saved
         keep_named = set(bw_saved) | set(vg_saved)
-        fwd_ops = [op for op in vg.ops if op.phase == "forward"]
         # Forward temporaries that backward reads get names shared by every variant.
-        for op in fwd_ops:
+        for op in plan.forward.ops:
             if op.out in keep_named and op.out not in base.of:
                 base.bind(op.out, vg.values[op.out].hint)
 
@@ -360,10 +348,9 @@ class Emitter:
             if name in ("g", "saved"):  # the backward's parameters keep their contract names
                 bnames.of[vid] = bnames.fresh(name)
         bnames.taken |= {"g", "saved"}
-        bnames.of[SEED] = "g"
-        bw_ops = [op for op in bw.ops if op.phase == "backward"]
+        bnames.of[plan.seed] = "g"
         self.used_dims = set()
-        backward = self.render_ops(bw_ops, bw, bnames, dim, grad_values(bw))
+        backward = self.render_body(plan.backward, bnames, dim)
         out_dims = {d for d in out_shape if isinstance(d, str)}
         saved_dims = [d for d in fn.dims if d in self.used_dims or d in out_dims]
         saved_locals = [bnames.of[v] for v in bw_saved] + [dim[d] for d in saved_dims]
@@ -378,7 +365,7 @@ class Emitter:
         fnames = base.fork()
         saved_fields = [base.of[v] for v in bw_saved] + [dim[d] for d in saved_dims]
         self.used_dims = set()
-        forward = self.render_ops(fwd_ops, vg, fnames, dim, keep_named)
+        forward = self.render_body(plan.forward, fnames, dim)
         forward = dim_lines([d for d in fn.dims if d in self.used_dims or d in saved_dims]) + forward
         fields = ", ".join(f"{f}={f}" for f in saved_fields)
         forward_return = f"{self.outputs_expr(fn, fnames)}, {fn.name}_Saved({fields})"
@@ -386,18 +373,18 @@ class Emitter:
         # f_value_and_grad: the forward of f_forward, then the backward with g = 1 folded in
         vnames = base.fork()
         self.used_dims = set()
-        vg_bwd_ops = [op for op in vg.ops if op.phase == "backward"]
-        vg_fwd, vg_bwd = self.render_value_and_grad(fwd_ops, vg_bwd_ops, vg, vnames, dim, keep_named)
+        vg_fwd, *rest = [self.render_body(b, vnames, dim) for b in plan.value_and_grad]
+        vg_bwd = rest[0] if rest else []
         vg_fwd = dim_lines([d for d in fn.dims if d in self.used_dims]) + vg_fwd
         vg_return = f"{self.outputs_expr(fn, vnames)}, {self.grads_expr(fn, vg, vnames)}"
 
-        if self.plan_memory:  # what each function returns is kept; the rest is freed when dead
-            outputs = [o for o in fn.program.outputs if isinstance(o, str)]
-            forward, = plan_memory([forward], {fnames.of[o] for o in outputs} | set(saved_fields))
-            backward, = plan_memory([backward], {bnames.of[g] for _, g in bw.grads if isinstance(g, str)})
-            vg_keep = {vnames.of[o] for o in outputs} | {vnames.of[g] for _, g in vg.grads
-                                                         if isinstance(g, str)}
-            vg_fwd, vg_bwd = plan_memory([vg_fwd, vg_bwd], vg_keep)
+        outputs = [o for o in fn.program.outputs if isinstance(o, str)]
+        returns = [  # what each function returns (the memory plan keeps it)
+            (("forward",), {fnames.of[o] for o in outputs} | set(saved_fields)),
+            (("backward",), {bnames.of[g] for _, g in bw.grads if isinstance(g, str)}),
+            (("vg_forward", "vg_backward"),
+             {vnames.of[o] for o in outputs} | {vnames.of[g] for _, g in vg.grads if isinstance(g, str)}),
+        ]
 
         outs = ", ".join(fn.program.values[o].hint for o in fn.program.outputs
                          if isinstance(o, str))
@@ -441,6 +428,7 @@ class Emitter:
             vg_forward=vg_fwd,
             vg_backward=vg_bwd,
             vg_return=vg_return,
+            returns=returns,
             fw_outputs=[fnames.of[o] for o in fn.program.outputs if isinstance(o, str)],
             fw_saved=saved_fields,
             bw_saved=saved_locals,
@@ -451,13 +439,6 @@ class Emitter:
                      if fn.program.values[v].shape == ()},
             cotangent_shape=self.shape_tuple(out_shape, {d: f"saved.{dim[d]}" for d in dim}),
         )
-
-    def render_value_and_grad(self, fwd_ops: list[Op], bwd_ops: list[Op], vg: Program,
-                              names: Names, dim: dict[str, str],
-                              keep_named: set[str]) -> tuple[list[Stmt], list[Stmt]]:
-        """The body of f_value_and_grad: its forward as f_forward's, then its backward."""
-        forward = self.render_ops(fwd_ops, vg, names, dim, keep_named)
-        return forward, self.render_ops(bwd_ops, vg, names, dim, grad_values(vg))
 
     def dim_ref(self, d: object, dim: dict[str, str]) -> str:
         """A dim's size in code: a literal, or the local bound to the symbolic dim (recorded)."""
@@ -531,24 +512,19 @@ class Emitter:
             np_dtype=self.np_dtype,
             functions=views,
             helpers=helpers,
-            numba=self.backend == "numba",
             **self.template_vars(),
         )
         return format_module(source)
 
     def template_vars(self) -> dict[str, object]:
-        """Extra module-level values a backend's template needs."""
-        return {}
+        """Module-level values of the templates that a backend sets (``contiguous_inputs``: the
+        checks hand compiled code C-contiguous arrays, and scalars for [] inputs)."""
+        return {"contiguous_inputs": False}
 
 
 def _python_number(a: Arg, numbers: set[str]) -> bool:
     """An operand that is a Python number in generated code (a constant, a dim's size, ...)."""
     return isinstance(a, (Const, DimSize)) or a in numbers
-
-
-def grad_values(program: Program) -> set[str]:
-    """The values a function returns as gradients (they always get a name)."""
-    return {g for _, g in program.grads if isinstance(g, str)}
 
 
 # Ops computed by LAPACK, whose input must be finite (Numba's np.linalg refuses inf and NaN).

@@ -1,29 +1,28 @@
 """The Numba backend: the NumPy emitter, overriding only what differs.
 
 Kernels are ``@numba.njit(cache=True)`` functions in nopython mode.  The fusion pass
-(``fusion.py``) decides the loop groups; this emitter renders each group as one explicit loop
-nest (elementwise chains and the reductions that close them: one pass over memory), every other
+(``fusion.py``, run by ``compiler.py``) decides the loop groups; this emitter renders each group
+as one explicit loop nest (elementwise chains and the reductions that close them: one pass over memory), every other
 op as a statement (matrix products go to BLAS through ``np.dot``; transposes stay views).
 Python wrappers around the kernels check inputs exactly as the NumPy module does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import expr as E
 from . import text
-from .emit import Emitter, FunctionView, Stmt, grad_values, templates_dir
-from .fusion import REDUCTIONS, Group, fuse
+from .emit import Emitter, FunctionView, templates_dir
 from .ir import Arg, Const, DimSize, Op, Program
-from .lower import lower
 from .names import Names
 from .ops import ATOM, OPS, UNARY, names
 from .parse import Function
+from .plan import REDUCTIONS, Body, FunctionPlan, Group, Stmt
 
 Render = Callable[..., "E.Expr | None"]  # (op, *operand trees) -> tree, or None: NumPy's
 
@@ -111,11 +110,29 @@ def _tuple(items: list[str]) -> str:
     return f"({items[0]},)" if len(items) == 1 else ", ".join(items)
 
 
+@dataclass
+class NumbaFunctionView(FunctionView):
+    """The NumPy view, and what the wrappers around the compiled kernels need."""
+
+    wrap_outputs: str = ""  # the outputs as a wrapper returns them (scalars given the dtype)
+    saved_kwargs: str = ""  # "X=X, H1=H1"
+    wrapper_grads: list[str] = dataclasses.field(default_factory=list)  # a wrapper's grad locals
+    wrap_grads: str = ""  # "f_Grads(W=dW, b=_DTYPE.type(db))"
+    fw_decorator: str = ""  # each kernel's decorator
+    bw_decorator: str = ""
+    vg_decorator: str = ""
+    masked_guard: str = ""  # a test for masked arrays among the array inputs
+
+
 class NumbaEmitter(Emitter):
     """Renders kernels with explicit fused loops, and NumPy-compatible wrappers."""
 
     backend = "numba"
     template = "module_numba.py.j2"
+    plan_memory = False  # kernels own their arrays
+    lowers = True
+    fuses = True
+    fuses_value_and_grad = True
 
     def __init__(self, dtype: str, parallel: bool = False, fastmath: bool = False) -> None:
         super().__init__(dtype)
@@ -123,9 +140,12 @@ class NumbaEmitter(Emitter):
         self.fastmath = fastmath
         self.math: set[str] = set()  # helpers of numba_math.py.j2 the kernels call
 
-    def function_view(self, fn: Function, vg: Program, bw: Program) -> FunctionView:
+    def function_view(self, plan: FunctionPlan) -> NumbaFunctionView:
         self._loop_index: dict[int, list[str]] = {}
-        view = super().function_view(fn, lower(vg), lower(bw))
+        fn = plan.function
+        base = super().function_view(plan)
+        view = NumbaFunctionView(**{f.name: getattr(base, f.name)
+                                    for f in dataclasses.fields(FunctionView)})
 
         def cast(local: str, name: str) -> str:
             return E.call("_DTYPE.type", local).render() if name in view.scalars else local
@@ -174,7 +194,8 @@ class NumbaEmitter(Emitter):
         chosen = [name for name, on in (("parallel", self.parallel), ("fastmath", self.fastmath))
                   if on]
         options = 'error_model="numpy"' + (", fastmath=True" if self.fastmath else "")
-        return {"kernel_options": options,  # (_cached adds cache=True where it can)
+        return {"contiguous_inputs": True,  # kernels take C-contiguous arrays, scalars for []
+                "kernel_options": options,  # (_cached adds cache=True where it can)
                 # Numba's cache does not load some parallel kernels back correctly (a returned
                 # array without its dtype): the parallel compilations are not cached
                 "parallel_options": options,
@@ -187,22 +208,20 @@ class NumbaEmitter(Emitter):
     def typed_number(self, expr: str) -> str:
         return expr  # the wrapper returns scalars in the dtype
 
+    def lapack_operand(self, expr: str) -> str:
+        return expr  # Numba's np.linalg refuses inf and NaN itself
+
+    def types_number_division(self) -> bool:
+        return False  # error_model="numpy": 1 / 0 is inf in a kernel
+
     def helpers(self, programs: list[Program]) -> list[str]:
         # the normalisations are lowered to loops; elementary functions have loop helpers
         return ["helpers/numba_math.py.j2"] if self.math else []
 
     def decorator(self, body: list[Stmt]) -> str:
         """``@_parallel_kernel`` for a kernel with a prange loop, else ``@_kernel``."""
-        parallel = any("numba.prange(" in s.code for s in body)
+        parallel = any(s.parallel for s in body)
         return "@_parallel_kernel" if parallel else "@_kernel"
-
-    def render_value_and_grad(self, fwd_ops: list[Op], bwd_ops: list[Op], vg: Program,
-                              names: Names, dim: dict[str, str],
-                              keep_named: set[str]) -> tuple[list[Stmt], list[Stmt]]:
-        """Forward and backward fused as one run: a forward loop and the backward loop that
-        reads it element by element become one loop nest, and what only that loop reads is
-        never written to an array."""
-        return self.render_ops(fwd_ops + bwd_ops, vg, names, dim, grad_values(vg)), []
 
     # --- plain ops ------------------------------------------------------------------------------
 
@@ -215,13 +234,11 @@ class NumbaEmitter(Emitter):
 
     # --- statements -----------------------------------------------------------------------------
 
-    def render_ops(self, ops: list[Op], program: Program, names: Names, dim: dict[str, str],
-                   keep_named: set[str]) -> list[Stmt]:
-        live_out = set(keep_named) | {o for o in program.outputs if isinstance(o, str)} | {
-            g for _, g in program.grads if isinstance(g, str)}
+    def render_body(self, body: Body, names: Names, dim: dict[str, str]) -> list[Stmt]:
+        """The body's loop groups (the fusion pass's) as loop nests, other ops as statements."""
+        ops, program, live_out, items = body.ops, body.program, body.live_out, body.items
         stmts: list[Stmt] = []
         self.views: dict[str, str] = {}  # transposes of named arrays, written inline
-        items = fuse(ops, program, live_out)
         # A view (a transpose, expand_dims or reshape statement) shares its array's buffer: a
         # read of the view reads the array, and a view that is returned or saved keeps the
         # array alive to the end, so no later loop writes into it.
@@ -267,7 +284,7 @@ class NumbaEmitter(Emitter):
                 stmts.append(Stmt(E.assign(target, expr), text.wrap_comment(self.comment(item))))
                 if NUMBA.get(item.op, _PLAIN).new_array:
                     owned.add(item.out)
-        while stmts and stmts[-1].code.endswith(_FREE):  # the return frees them anyway
+        while stmts and stmts[-1].frees:  # the return frees them anyway
             stmts.pop()
         return stmts
 
@@ -278,10 +295,32 @@ class NumbaEmitter(Emitter):
         ``dead``: arrays of this function that nothing reads after this group; a value the
         group writes may take over the buffer of one it reads element by element.
 
+        When sin or cos read arrays, the loop body is rendered twice from the same names, with
+        their ``short`` argument True and False (the loop runs the first when a check of the
+        arrays before the loop allows it)."""
+        index = [self._index(names, k) for k in range(len(group.shape))]
+        start = names.snapshot()
+        before, body, after, switch, block = self.group_lines(group, program, names, dim, dead,
+                                                              index, "True")
+        body_else: list[str] = []
+        if switch:
+            names.restore(start)
+            _, body_else, _, _, _ = self.group_lines(group, program, names, dim, dead, index,
+                                                     "False")
+        return self.loop(group, group.shape, index, before, body, after, dim, switch, block,
+                         body_else)
+
+    def group_lines(self, group: Group, program: Program, names: Names, dim: dict[str, str],
+                    dead: set[str], index: list[str], flag: str
+                    ) -> tuple[list[str | Stmt], list[str], list[str | Stmt], str, str]:
+        """A loop nest's lines before the loop, in its body and after it, the local of the
+        check that sin's and cos's arrays allow the short reduction ("" if none), and the
+        index of the blocks of a prange loop ("" if none); ``flag``: what sin and cos pass
+        as ``short`` for those arrays.
+
         Every line is built from expression trees (``expr.py``): a loop body line is a
-        (target, augmented operator, value) triple until the loop is laid out."""
+        (target, augmented operator, value) triple until it is rendered."""
         shape = group.shape
-        index = [self._index(names, k) for k in range(len(shape))]
         members = {op.out for op in group.ops}
         uses: dict[str, int] = {}
         for op in group.ops:
@@ -292,9 +331,9 @@ class NumbaEmitter(Emitter):
         prange = self.parallel and self.parallel_safe(group)
         block = ""  # under prange, the index of a block of _BLOCK rows, when sums need one
         block_sums: dict[str, str] = {}  # a sum's array -> its partial sums per block (prange)
-        before: list[str] = []
+        before: list[str | Stmt] = []
         body: list[tuple[E.Expr, str, E.Expr]] = []  # (target, "" or "+", value)
-        after: list[str] = []
+        after: list[str | Stmt] = []
         scalar: dict[str, tuple[str, int]] = {}  # value -> expression inside the loop
         dtype = E.as_expr(self.np_dtype)
 
@@ -327,7 +366,7 @@ class NumbaEmitter(Emitter):
             if arr not in trig_arrays:
                 trig_arrays.append(arr)
             switch = switch or names.fresh("short")
-            return switch
+            return flag
 
         shared = self.shared_calls(group, program)
         paired: dict[str, str] = {}  # value -> the local a shared call assigned it to
@@ -363,8 +402,8 @@ class NumbaEmitter(Emitter):
                                                             dtype=dtype)))
                         whole = E.call(f"{part}.sum", axis=0)
                         after.append(E.assign(acc, whole, "+" if total else ""))
-                        after.append(E.assign(part, E.call("np.empty", E.tuple_([0, 0]), dtype=dtype))
-                                     + _FREE)
+                        after.append(Stmt(E.assign(part, E.call("np.empty", E.tuple_([0, 0]),
+                                                                dtype=dtype)) + _FREE, frees=True))
                         if op.op == "mean" and not total:
                             after.append(E.assign(acc, self.count(op, program, dim), "/"))
                     body.append((E.index(block_sums[acc], block, index[-1]), "+", x))
@@ -381,7 +420,8 @@ class NumbaEmitter(Emitter):
                     body.append((E.index(cols, *at), "+", x))
                     after.append(E.assign(acc, E.call(f"{cols}.sum"), "+" if total else ""))
                     empty = E.tuple_([0, 0]) if prange else E.as_expr(0)
-                    after.append(E.assign(cols, E.call("np.empty", empty)) + _FREE)
+                    after.append(Stmt(E.assign(cols, E.call("np.empty", empty)) + _FREE,
+                                      frees=True))
                 elif op.op == "max":
                     body.append((target, "", E.call("max", target, x)))
                 else:
@@ -440,7 +480,7 @@ class NumbaEmitter(Emitter):
         if trig_arrays:
             before.append(E.assign(switch, E.all_of([E.call("_short_reduction", a)
                                                      for a in trig_arrays])))
-        return self.loop(group, program, shape, index, before, lines, after, dim, switch, block)
+        return before, lines, after, switch, block
 
     def shape_expr(self, shape: tuple, dim: dict[str, str]) -> E.Expr:
         """A shape as a tuple display of dims (literals or the locals bound to them)."""
@@ -592,23 +632,26 @@ class NumbaEmitter(Emitter):
             return super().render_op(op, args, dim)
         return tree.render(), tree.prec
 
-    def loop(self, group: Group, program: Program, shape: tuple, index: list[str],
-             before: list[str], body: list[str], after: list[str],
-             dim: dict[str, str], switch: str = "", block: str = "") -> list[Stmt]:
+    def loop(self, group: Group, shape: tuple, index: list[str], before: list[str | Stmt],
+             body: list[str], after: list[str | Stmt], dim: dict[str, str], switch: str = "",
+             block: str = "", body_else: list[str] | None = None) -> list[Stmt]:
         """The loop nest; with a ``switch`` (sin and cos's arguments all below 1.6e6), twice:
-        with the flag True and False, so that LLVM vectorises each without the other's
-        reduction. With a ``block`` index, prange runs over blocks of _BLOCK rows (fixed, so
-        sums add in the same order whatever the number of threads)."""
+        ``body`` (the flag True) and ``body_else`` (False), so that LLVM vectorises each without
+        the other's reduction. With a ``block`` index, prange runs over blocks of _BLOCK rows
+        (fixed, so sums add in the same order whatever the number of threads)."""
         comment = self.group_comment(group, shape)
         lines = list(before)
+        parallel = False
 
-        def nest(indent: str, flag: str) -> None:
+        def nest(indent: str, body: list[str]) -> None:
+            nonlocal parallel
             for k, d in enumerate(shape):
                 rng = "range"
                 size = self.dim_ref(d, dim)
                 if k == 0 and block:
                     blocks = E.floordiv(E.add(size, _BLOCK - 1), _BLOCK)
                     lines.append(f"{indent}for {block} in {E.call('numba.prange', blocks)}:")
+                    parallel = True
                     indent += "    "
                     start = E.mul(_BLOCK, block)
                     rows = E.call("range", start, E.call("min", E.add(start, _BLOCK), size))
@@ -617,22 +660,22 @@ class NumbaEmitter(Emitter):
                     continue
                 if k == 0 and self.parallel and self.parallel_safe(group):
                     rng = "numba.prange"
+                    parallel = True
                 lines.append(f"{indent}for {index[k]} in {E.call(rng, size)}:")
                 indent += "    "
-            # (the switch is a local of its own name: replaced, as a whole word, by the flag)
-            word = re.compile(rf"\b{switch}\b") if switch else None
-            lines.extend(indent + (word.sub(flag, b) if word else b) for b in body)
+            lines.extend(indent + b for b in body)
 
         if switch:
             lines.append(f"if {switch}:  # every argument of sin and cos is below 1.6e6: "
                          "the short reduction")
-            nest("    ", "True")
+            nest("    ", body)
             lines.append("else:")
-            nest("    ", "False")
+            nest("    ", body_else or [])
         else:
-            nest("", "")
+            nest("", body)
         lines.extend(after)
-        stmts = [Stmt(line) for line in lines]
+        stmts = [line if isinstance(line, Stmt) else Stmt(line, parallel=parallel)
+                 for line in lines]
         if stmts:
             stmts[0].comment = text.wrap_comment(comment)
         return stmts

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from . import __version__, text
-from .compiler import Compiled, CompiledFunction
+from .compiler import Compiled, CompiledFunction, plan_function
 from .ir import Op, Program, Shape
 from .ops import OPS
 from .passes import backward_reads
@@ -105,7 +105,8 @@ def _saved_fields(cf: CompiledFunction, dtype: str,
     decides both; the report asks it rather than deriving them a second way)."""
     from .emit import Emitter
 
-    view = Emitter(dtype).function_view(cf.function, cf.value_and_grad, cf.backward)
+    emitter = Emitter(dtype)
+    view = emitter.function_view(plan_function(cf, emitter))
     arrays = [name for name, kind in view.saved_types if kind != "int"]
     sizes = [name for name, kind in view.saved_types if kind == "int"]
     return dict(zip(saved, arrays)), sizes

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from . import importing
 from .compiler import Compiled, compile_spec, render
 from .ir import Op, Program
 from .ops import NONSINGULAR, OPS, POSITIVE, POSITIVE_IF_FRACTIONAL
@@ -309,12 +310,10 @@ def _directional(f: Any, args: list[np.ndarray], i: int, v: np.ndarray) -> float
 
 def check_spec(spec: Spec, seed: int = 0, backend: str = "numpy") -> list[Result]:
     """Check every gradient of every function of a spec (in float64, whatever its dtype)."""
-    from .api import import_source
-
     spec64 = dataclasses.replace(spec, dtype="float64")
     compiled = compile_spec(spec64)
     check_memory(compiled)  # before any module is imported or input allocated
-    module = import_source(render(compiled, backend), spec.module + "_gradcheck", backend)
+    module = importing.import_source(render(compiled, backend), spec.module + "_gradcheck", backend)
     results: list[Result] = []
     with np.errstate(all="ignore"):
         for cf in compiled.functions:

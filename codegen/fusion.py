@@ -10,41 +10,17 @@ nest and every other op as a plain statement; it decides nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from .ir import Op, Program, Shape
-from .ops import OPS, names
+from .ops import OPS
+from .plan import REDUCTIONS, Group
 
-# Reductions a loop computes as it goes (the op table's ``fusion``).
-REDUCTIONS = names(fusion="reduction")
+__all__ = ["REDUCTIONS", "Group", "fuse", "is_elementwise"]
 
 
 def is_elementwise(op: Op) -> bool:
     """Whether ``op`` computes each output element from the same element of its operands (a
     materialising broadcast counts: it copies)."""
     return OPS[op.op].fusion == "elementwise"
-
-
-@dataclass
-class Group:
-    """Ops rendered as one loop nest over ``shape``."""
-
-    shape: Shape
-    ops: list[Op] = field(default_factory=list)
-    materialise: set[str] = field(default_factory=set)  # values written to arrays
-    reduced: set[str] = field(default_factory=set)  # outputs of its reductions
-    # A sum whose only use is to be added to an earlier sum's total adds into that total's
-    # array instead (``into``: its output -> the total), and the addition becomes a second
-    # name for the total (``aliases``: the addition's output -> the total).
-    into: dict[str, str] = field(default_factory=dict)
-    aliases: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def reductions(self) -> list[Op]:
-        return [op for op in self.ops if op.op in REDUCTIONS]
-
-
-Item = "Op | Group"
 
 
 def fuse(ops: list[Op], program: Program, live_out: set[str]) -> list[Op | Group]:

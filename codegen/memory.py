@@ -3,7 +3,7 @@
 The emitter renders one statement per named value and inlines single-use temporaries, so without
 a plan every local stays bound until the function returns and every operator allocates a new
 array.  This pass works on the rendered statements of one generated function (their targets and
-the trees of their inlined expressions, ``Node``) and changes how they are written, never what
+the trees of their inlined expressions, ``plan.Node``) and changes how they are written, never what
 they compute:
 
 - **liveness**: after the statement that last reads an array local, ``del name`` (never an input,
@@ -22,44 +22,14 @@ changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 from . import expr as E
 from .ops import ATOM, OPS, UfuncCall, names
-
-if TYPE_CHECKING:
-    from .emit import Stmt
-    from .ir import Op
+from .plan import Node, Stmt
 
 # Ops whose NumPy rendering always returns a new array that nothing else references.
 FRESH = names(result="fresh")
 # Ops computed into a buffer by a ufunc call with ``out=`` (the op table's ``ufunc``).
 INPLACE = frozenset(name for name, op in OPS.items() if op.ufunc is not None)
-
-
-@dataclass(slots=True)
-class Node:
-    """A rendered expression: a leaf (a local, a number, a dim) or an inlined op over nodes."""
-
-    expr: str  # without outer parentheses
-    prec: int
-    op: Op | None = None  # None: a leaf
-    args: list[Node] = field(default_factory=list)
-    name: str = ""  # a leaf's local name, when it is a value of the program
-    shape: tuple | None = None  # static shape of an array; None for numbers and dims
-    render: Callable[[list[tuple[str, int]]], tuple[str, int]] | None = None  # op on operands
-
-    def leaves(self) -> list[str]:
-        """The locals this expression reads, in reading order, with repeats."""
-        if self.op is None:
-            return [self.name] if self.name else []
-        return [n for a in self.args for n in a.leaves()]
-
-    def nodes(self) -> list[Node]:
-        """Its op nodes, operands first (the order they are evaluated in)."""
-        return [n for a in self.args for n in a.nodes()] + ([self] if self.op is not None else [])
 
 
 def _is_array(shape: tuple | None) -> bool:
@@ -196,8 +166,6 @@ def plan(parts: list[list[Stmt]], keep: set[str]) -> list[list[Stmt]]:
 
     ``keep``: locals that the function returns; their last binding is never deleted or reused.
     """
-    from .emit import Stmt
-
     stmts = [s for part in parts for s in part]
     reads = [s.node.leaves() if s.node is not None else [] for s in stmts]
     # Each binding (statement index of a target) ends at its last read before the next binding.

@@ -20,6 +20,13 @@ class Names:
         child._next = dict(self._next)
         return child
 
+    def snapshot(self) -> tuple[set[str], dict[str, str], dict[str, int]]:
+        """This scope's state, to ``restore`` it (to render one piece of code twice)."""
+        return set(self.taken), dict(self.of), dict(self._next)
+
+    def restore(self, state: tuple[set[str], dict[str, str], dict[str, int]]) -> None:
+        self.taken, self.of, self._next = set(state[0]), dict(state[1]), dict(state[2])
+
     def fresh(self, hint: str) -> str:
         """A name based on ``hint`` that is not yet taken (``hint``, ``hint_2``, ...)."""
         base = hint if hint.isidentifier() and not keyword.iskeyword(hint) else "t"

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import codegen
-from codegen import api, cli, files
+from codegen import cli, files, importing
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 60
@@ -227,7 +227,7 @@ def test_planted_shared_directory_is_never_imported(
     monkeypatch.setenv("TMPDIR", str(shared_tmp))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("CODEGEN_CACHE_DIR", raising=False)
-    monkeypatch.setattr(api, "_module_dir", None)
+    monkeypatch.setattr(importing, "_module_dir", None)
     module = codegen.load_module(named("planted1"), backend="numba", path="m.yaml")
     assert not sentinel.exists()
     assert hasattr(module, "f_value_and_grad")
@@ -253,7 +253,7 @@ def test_unsafe_cache_directory_is_not_used(tmp_path: Path, monkeypatch: pytest.
     else:
         cache.write_text("a file\n")
     monkeypatch.setenv("CODEGEN_CACHE_DIR", str(cache))
-    monkeypatch.setattr(api, "_module_dir", None)
+    monkeypatch.setattr(importing, "_module_dir", None)
     module = codegen.load_module(named(f"unsafe_{how}"), backend="numba", path="m.yaml")
     assert not sentinel.exists()
     folder = Path(module.__file__).parent
@@ -269,7 +269,7 @@ def test_tampered_module_in_own_cache_is_replaced(tmp_path: Path,
     name = _numba_module_name(named("tampered"), "tampered")
     (cache / name).write_text(PLANT.format(sentinel=str(sentinel)))
     monkeypatch.setenv("CODEGEN_CACHE_DIR", str(cache))
-    monkeypatch.setattr(api, "_module_dir", None)
+    monkeypatch.setattr(importing, "_module_dir", None)
     module = codegen.load_module(named("tampered"), backend="numba", path="m.yaml")
     assert not sentinel.exists() and Path(module.__file__) == cache / name
     assert "PWNED" not in (cache / name).read_text()

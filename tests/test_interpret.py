@@ -18,7 +18,7 @@ from helpers import assert_close
 from test_ops import CASES, _inputs, _spec, eval_numpy
 
 import codegen
-from codegen import api, cli, parse
+from codegen import cli, importing, parse
 from codegen.compiler import compile_spec
 from codegen.finite_differences import check_spec
 from codegen.interpret import InterpretError, implementation, interpret
@@ -128,7 +128,7 @@ functions:
 
 def _planted(monkeypatch: pytest.MonkeyPatch, call: str, output: int) -> None:
     """Make the imported module's ``call`` return output ``output`` 0.1 % off (gradients intact)."""
-    real = api.import_source
+    real = importing.import_source
 
     def wrong(result, k):
         outs = list(result)
@@ -146,7 +146,7 @@ def _planted(monkeypatch: pytest.MonkeyPatch, call: str, output: int) -> None:
         monkeypatch.setattr(module, call, planted)
         return module
 
-    monkeypatch.setattr(api, "import_source", import_source)
+    monkeypatch.setattr(importing, "import_source", import_source)
 
 
 def test_gradcheck_values_pass_on_a_correct_module():
@@ -181,7 +181,7 @@ def test_gradcheck_cli_exits_1_and_names_the_wrong_output(monkeypatch, capsys, t
 
 def test_gradcheck_fails_on_a_planted_wrong_gradient_of_either_call(monkeypatch):
     """A gradient wrong only in f_backward (or only in f_value_and_grad) fails the check."""
-    real = api.import_source
+    real = importing.import_source
     for call in ("f_backward", "f_value_and_grad"):
         def import_source(source, name, backend="numpy", call=call):
             module = real(source, name, backend)
@@ -196,7 +196,7 @@ def test_gradcheck_fails_on_a_planted_wrong_gradient_of_either_call(monkeypatch)
             monkeypatch.setattr(module, call, planted)
             return module
 
-        monkeypatch.setattr(api, "import_source", import_source)
+        monkeypatch.setattr(importing, "import_source", import_source)
         bad = [r for r in check_spec(load_spec(SPEC, "planted.yaml")) if not r.ok]
         assert [(r.kind, r.wrt) for r in bad] == [("gradient", "w")], call
         assert bad[0].detail.startswith("forward+backward" if call == "f_backward"
@@ -204,7 +204,7 @@ def test_gradcheck_fails_on_a_planted_wrong_gradient_of_either_call(monkeypatch)
 
 
 def test_gradcheck_reports_a_crashing_call_as_a_failure(monkeypatch):
-    real = api.import_source
+    real = importing.import_source
 
     def import_source(source, name, backend="numpy"):
         module = real(source, name, backend)
@@ -215,7 +215,7 @@ def test_gradcheck_reports_a_crashing_call_as_a_failure(monkeypatch):
         monkeypatch.setattr(module, "f", crash)
         return module
 
-    monkeypatch.setattr(api, "import_source", import_source)
+    monkeypatch.setattr(importing, "import_source", import_source)
     bad = [r for r in check_spec(load_spec(SPEC, "planted.yaml")) if not r.ok]
     assert [(r.kind, r.wrt) for r in bad] == [("value", "loss"), ("value", "Z")]
     assert "f raised NameError: name 'loss_3'" in bad[0].detail

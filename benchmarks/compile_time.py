@@ -1,0 +1,88 @@
+"""First-call compile time of the Numba module of long chains (not part of the test suite).
+
+    python -m benchmarks.compile_time                      # 250, 500, 1000, 2000 steps
+    python -m benchmarks.compile_time --steps 250 500      # some lengths only
+    python -m benchmarks.compile_time --matmul --steps 120 # the unfused chain h = tanh(h @ W)
+
+Each length is generated into a fresh temporary directory and imported by a fresh Python process
+with an empty Numba cache (``NUMBA_CACHE_DIR``), which calls ``deep_chain_value_and_grad`` once on
+small inputs: the call's time is the compile time (the run itself takes microseconds). Reported:
+the CPU seconds of that process during the call (the machine may be shared, so wall time is
+printed too), the generation time and the number of lines of the module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .workloads import deep_chain_spec
+
+_CHILD = r"""
+import importlib, json, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+module = importlib.import_module(sys.argv[2])
+rng = np.random.default_rng(0)
+inputs = [rng.standard_normal(tuple(shape)) * 0.1 for shape in json.loads(sys.argv[3])]
+cpu, wall = time.process_time(), time.perf_counter()
+module.deep_chain_value_and_grad(*inputs)
+cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+print(json.dumps({"cpu": cpu, "wall": wall}))
+"""
+
+
+def matmul_chain_spec(steps: int) -> str:
+    """``h_k = tanh(h_(k-1) @ W)``: products between the elementwise steps, so no fusion."""
+    lines = ["module: bench_deep_chain", "dtype: float64", "dims: {N: 8, K: 8}", "functions:",
+             "  deep_chain:", "    inputs:", "      X: [N, K]", "      W: [K, K]",
+             "    wrt: [X, W]", "    steps:"]
+    prev = "X"
+    for k in range(1, steps + 1):
+        lines.append(f"      - h{k} = tanh({prev} @ W)")
+        prev = f"h{k}"
+    lines += [f"      - loss = sum({prev} ** 2)", "    outputs: [loss]"]
+    return "\n".join(lines) + "\n"
+
+
+def measure(steps: int, matmul: bool) -> dict:
+    from codegen.api import generate_source
+
+    spec = matmul_chain_spec(steps) if matmul else deep_chain_spec(steps, {"M": 8, "N": 8})
+    shapes = [[8, 8], [8, 8]] if matmul else [[8, 8], [8]]
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        source = generate_source(spec, backend="numba")
+        generation = time.perf_counter() - start
+        Path(tmp, "bench_deep_chain_numba.py").write_text(source, encoding="utf-8")
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(Path(tmp, "cache")))
+        run = subprocess.run([sys.executable, "-c", _CHILD, tmp, "bench_deep_chain_numba",
+                              json.dumps(shapes)], env=env, capture_output=True, text=True,
+                             check=True)
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+    kernels = source.count("\n@_kernel") + source.count("\n@_parallel_kernel")
+    return {"steps": steps, "lines": source.count("\n"), "kernels": kernels,
+            "generation": generation, **result}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[250, 500, 1000, 2000])
+    parser.add_argument("--matmul", action="store_true", help="the chain h = tanh(h @ W)")
+    args = parser.parse_args(argv)
+    print("| steps | module lines | compiled functions | generation (s) | first call CPU (s) | wall (s) |")
+    print("|---|---|---|---|---|---|")
+    for steps in args.steps:
+        r = measure(steps, args.matmul)
+        print(f"| {r['steps']} | {r['lines']} | {r['kernels']} | {r['generation']:.1f} | "
+              f"{r['cpu']:.1f} | {r['wall']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
