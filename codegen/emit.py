@@ -39,14 +39,6 @@ class Stmt:
 
 
 @dataclass
-class Body:
-    """A function body split into the parts the template lays out."""
-
-    stmts: list[Stmt] = field(default_factory=list)
-    names: Names = field(default_factory=Names)
-
-
-@dataclass
 class FunctionView:
     """Everything the template needs to lay out one spec function's four functions and types."""
 
@@ -88,15 +80,6 @@ class FunctionView:
     bw_decorator: str = ""
     vg_decorator: str = ""
     masked_guard: str = ""  # a compiled backend's test for masked arrays among the array inputs
-
-
-@dataclass
-class Variant:
-    """A joint program ready to render: forward ops, backward ops, and what crosses between them."""
-
-    program: Program
-    saved: list[str]
-    dims: list[str]
 
 
 class Emitter:

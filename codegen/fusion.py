@@ -44,9 +44,6 @@ class Group:
         return [op for op in self.ops if op.op in REDUCTIONS]
 
 
-Item = "Op | Group"
-
-
 def fuse(ops: list[Op], program: Program, live_out: set[str]) -> list[Op | Group]:
     """Partition ``ops`` (in order) into groups and plain ops; ``live_out``: read after ``ops``."""
     items: list[Op | Group] = []
