@@ -210,6 +210,9 @@ _unary("pow", "{0} ** {exponent}", "y = x ** c", "dx = dy * c * x ** (c - 1)", _
        domain=POSITIVE_IF_FRACTIONAL, arg_prec=POW + 1, prec=POW, rule="power", call=False)
 _unary("exp", "np.exp({0})", "y = exp(x)", "dx = dy * y",
        lambda b, op, g: b.emit("mul", g, op.out), domain=REAL, scalar=_math.exp)
+_unary("expm1", "np.expm1({0})", "y = exp(x) - 1", "dx = dy * (y + 1)",
+       lambda b, op, g: b.emit("mul", g, b.emit("add", op.out, Const(1))), domain=REAL,
+       scalar=_math.expm1)
 _unary("log", "np.log({0})", "y = log(x)", "dx = dy / x",
        lambda b, op, g: b.emit("div", g, op.args[0]), domain=POSITIVE, scalar=_math.log)
 _unary("log1p", "np.log1p({0})", "y = log1p(x)", "dx = dy / (1 + x)",
