@@ -64,15 +64,6 @@ class FunctionView:
     cotangent_shape: str = "()"  # the first output's shape, from saved dims: "(saved.N,)"
 
 
-@dataclass
-class Variant:
-    """A joint program ready to render: forward ops, backward ops, and what crosses between them."""
-
-    program: Program
-    saved: list[str]
-    dims: list[str]
-
-
 class Emitter:
     """The NumPy backend; other backends override the hooks below."""
 

@@ -36,6 +36,7 @@ class NumbaForm:
     # the helpers of helpers/numba_math.py.j2 it calls: the first is ``_<op>`` itself, a loop
     # version of an elementary function (Numba would call libm once per element for np.exp)
     math: tuple[str, ...] = ()
+    short: bool = False  # its helper also takes the loop's switch ``short`` (sin, cos)
     statement: Render | None = None  # as a statement on whole arrays
     new_array: bool = False  # a statement's result is a new array the kernel owns (a buffer)
 
@@ -58,8 +59,8 @@ NUMBA: dict[str, NumbaForm] = {
     "tanh": NumbaForm(math=("tanh", "exp")),
     "sigmoid": NumbaForm(math=("sigmoid", "exp")),
     "softplus": NumbaForm(math=("softplus", "exp", "log1p", "log_poly")),
-    "sin": NumbaForm(math=("sin",)),
-    "cos": NumbaForm(math=("cos",)),
+    "sin": NumbaForm(math=("sin",), short=True),
+    "cos": NumbaForm(math=("cos",), short=True),
     "relu": NumbaForm(element=lambda op, x: E.call("max", x, 0.0)),
     # NaN stays NaN, as in np.heaviside
     "positive": NumbaForm(element=lambda op, x: E.Cond(E.as_expr(1.0), E.binop(">", x, 0),
@@ -445,7 +446,7 @@ class NumbaEmitter(Emitter):
                 expr = (paired[op.out], ATOM)
             else:
                 extra = ([E.as_expr(short(op.args[0]))]
-                         if op.op in ("sin", "cos") and not self.fastmath else [])
+                         if NUMBA.get(op.op, _PLAIN).short and not self.fastmath else [])
                 expr = self.scalar_expr(op, [read(a) for a in op.args], dim, extra)
             if op.out in group.materialise:
                 arr = names.bind(op.out, value.hint)

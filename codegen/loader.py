@@ -25,7 +25,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import Loc, SpecError
 from .files import read_regular
-from .reserved import function_names, reserved_names, template_names
+from .reserved import MODULES, VOCABULARY, function_names, reserved_names, template_names
 from .spec import Dim, FunctionSpec, InputSpec, NameRef, Spec, StepSpec
 
 __all__ = [
@@ -53,13 +53,13 @@ MAX_MODULE_CHARS = 100  # module names become file names (NAME_MAX is 255 bytes)
 MAX_FUNCTION_NAME_CHARS = 64
 MAX_NODES = 250_000  # YAML nodes; bounds load time for pathological 1 MiB inputs
 
-# Names the generated modules bind at module level or read as builtins; user names must not
-# shadow them (codegen/reserved.py reads them from the templates).
+# Names the generated modules bind at module level or read as builtins, and the vocabulary's
+# functions; user names must not shadow them (codegen/reserved.py, the one list).
 RESERVED_NAMES = reserved_names()
 # Module names that would shadow what generated modules import, directly or through Numba (and
 # codegen itself); every standard-library module and the packages Numba needs are added at load
 # time (shadowed_modules).
-RESERVED_MODULES = frozenset({"numpy", "numba", "llvmlite", "scipy", "yaml", "typing", "codegen"})
+RESERVED_MODULES = MODULES
 
 TOP_KEYS = ("module", "dtype", "doc", "dims", "functions")
 FUNCTION_KEYS = ("doc", "inputs", "wrt", "steps", "outputs")
@@ -459,6 +459,8 @@ def identifier_problem(name: str) -> str | None:
 
 def reserved_problem(name: str) -> str | None:
     """Why name would shadow something generated modules use, or None."""
+    if name in VOCABULARY:
+        return "is reserved (a function of the step vocabulary)"
     if name in RESERVED_NAMES:
         return (
             f"is reserved (generated modules use: {', '.join(sorted(RESERVED_NAMES))})"

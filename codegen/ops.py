@@ -210,6 +210,9 @@ _unary("pow", "{0} ** {exponent}", "y = x ** c", "dx = dy * c * x ** (c - 1)", _
        domain=POSITIVE_IF_FRACTIONAL, arg_prec=POW + 1, prec=POW, rule="power", call=False)
 _unary("exp", "np.exp({0})", "y = exp(x)", "dx = dy * y",
        lambda b, op, g: b.emit("mul", g, op.out), domain=REAL, scalar=_math.exp)
+_unary("expm1", "np.expm1({0})", "y = exp(x) - 1", "dx = dy * (y + 1)",
+       lambda b, op, g: b.emit("mul", g, b.emit("add", op.out, Const(1))), domain=REAL,
+       scalar=_math.expm1)
 _unary("log", "np.log({0})", "y = log(x)", "dx = dy / x",
        lambda b, op, g: b.emit("div", g, op.args[0]), domain=POSITIVE, scalar=_math.log)
 _unary("log1p", "np.log1p({0})", "y = log1p(x)", "dx = dy / (1 + x)",
@@ -259,42 +262,39 @@ _unary("finite_or_zero", "np.where(np.isfinite({0}), {0}, 0)", "", "", None, dom
 # --- linear algebra ------------------------------------------------------------------------------
 
 
-def _matmul_da(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
-    a, w = op.args
-    ra, rw = len(b.shape(a)), len(b.shape(w))
-    if ra == 1 and rw == 1:
-        b.explain("inner product: da = dz * b")
-        return b.emit("mul", g, w)
-    g = b.dense(g, b.shape(op.out))
-    if ra == 2 and rw == 1:
-        b.explain("matrix-vector product: dA = outer(dz, b)")
-        return b.emit("outer", g, w)
-    if ra == 1:
-        b.explain("vector-matrix product: da = B @ dz")
-        return b.emit("matmul", w, g)
-    return b.emit("matmul", g, b.emit("transpose", w))
+# The matrix product's rules by the operands' ranks: (rule for dA, rule for dB), each a text (None:
+# the general rule of the entry) and a function of (builder, a, b, dense cotangent).
+_MatmulRule = tuple["str | None", Callable[[RuleBuilder, Arg, Arg, Arg], Arg]]
+_MATMUL: dict[tuple[int, int], tuple[_MatmulRule, _MatmulRule]] = {
+    (1, 1): (("inner product: da = dz * b", lambda b, x, y, g: b.emit("mul", g, y)),
+             ("inner product: db = a * dz", lambda b, x, y, g: b.emit("mul", x, g))),
+    (2, 1): (("matrix-vector product: dA = outer(dz, b)", lambda b, x, y, g: b.emit("outer", g, y)),
+             ("matrix-vector product: db = A.T @ dz",
+              lambda b, x, y, g: b.emit("matmul", b.emit("transpose", x), g))),
+    (1, 2): (("vector-matrix product: da = B @ dz", lambda b, x, y, g: b.emit("matmul", y, g)),
+             ("vector-matrix product: dB = outer(a, dz)", lambda b, x, y, g: b.emit("outer", x, g))),
+    (2, 2): ((None, lambda b, x, y, g: b.emit("matmul", g, b.emit("transpose", y))),
+             (None, lambda b, x, y, g: b.emit("matmul", b.emit("transpose", x), g))),
+}
 
 
-def _matmul_db(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
-    a, w = op.args
-    ra, rw = len(b.shape(a)), len(b.shape(w))
-    if ra == 1 and rw == 1:
-        b.explain("inner product: db = a * dz")
-        return b.emit("mul", a, g)
-    g = b.dense(g, b.shape(op.out))
-    if ra == 1 and rw == 2:
-        b.explain("vector-matrix product: dB = outer(a, dz)")
-        return b.emit("outer", a, g)
-    if rw == 1:
-        b.explain("matrix-vector product: db = A.T @ dz")
-    return b.emit("matmul", b.emit("transpose", a) if ra == 2 else a, g)
+def _matmul_vjp(i: int) -> VJP:
+    def vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+        x, y = op.args
+        text, rule = _MATMUL[len(b.shape(x)), len(b.shape(y))][i]
+        if text is not None:
+            b.explain(text)
+        if b.shape(op.out):  # (an inner product's cotangent is a scalar already)
+            g = b.dense(g, b.shape(op.out))
+        return rule(b, x, y, g)
+    return vjp
 
 
 _def(name="matmul", kind="linalg", arity=2, shape=lambda s, attrs: shapes.matmul(s[0], s[1]),
      fmt="{0} @ {1}", prec=MUL, arg_prec=(MUL, MUL + 1), domain=(REAL, REAL),
      rule="matrix product", math="Z = A @ B",
      grads=("right product: dA = dZ @ B.T", "left product: dB = A.T @ dZ"),
-     vjps=(_matmul_da, _matmul_db))
+     vjps=(_matmul_vjp(0), _matmul_vjp(1)))
 _def(name="transpose", kind="linalg", arity=1, shape=lambda s, attrs: shapes.transpose(s[0]),
      fmt="{0}.T", prec=ATOM, arg_prec=(ATOM,), domain=(REAL,), rule="transpose", math="Y = X.T",
      grads=("transpose: dX = dY.T",),

@@ -19,7 +19,7 @@ from .spec import FunctionSpec, Spec, StepSpec
 
 MAX_DEPTH = 200
 # The vocabulary's functions, and every name generated modules use (codegen/reserved.py).
-RESERVED = frozenset(CALLABLE) | reserved_names()
+RESERVED = reserved_names()
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.MatMult: "matmul"}
 _NODE_WORDS = {

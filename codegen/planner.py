@@ -4,7 +4,8 @@ Like autodidax's ``eval_jaxpr_transposed``: walk the forward ops backwards (each
 reading its value is done, depth first: ``backward_order``) with a map from value to cotangent,
 call each op's VJP from the rule table for the operands that need a gradient, sum over
 broadcast axes, and accumulate where a value fans out.  The planner owns the chain rule; the rules
-own the calculus; nothing here makes strings.
+own the calculus.  Nothing here renders code: the only strings made are the notes that each
+backward op's origin carries for the comments (which rule, which broadcast was undone).
 """
 
 from __future__ import annotations

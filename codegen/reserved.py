@@ -1,11 +1,14 @@
-"""Names a spec may not use: the one place the loader, the step parser and the emitters ask.
+"""Names a spec may not use: the one place the loader, the step parser, the schema and the
+emitters ask.
 
-A generated module binds, at module level, the names its templates bind (imports, helpers,
-constants: read from the template files themselves, so a new helper is reserved the moment it
-is written) and, for each spec function ``f``, the names in :func:`function_names`. The
-functions generated for ``f`` also read a few builtins (:data:`BODY_BUILTINS`). A user name
-(function, input, step, dim) that were any of these would shadow it: it is refused where the
-spec writes it, and locals the emitters invent never take one.
+A step calls the vocabulary's functions by name (``tanh``, ``sum``: the op table's callable
+ops), so no value, dim or function may take one. A generated module binds, at module level,
+the names its templates bind (imports, helpers, constants: read from the template files
+themselves, so a new helper is reserved the moment it is written) and, for each spec function
+``f``, the names in :func:`function_names`. The functions generated for ``f`` also read a few
+builtins (:data:`BODY_BUILTINS`). A user name (function, input, step, dim) that were any of
+these would shadow it: it is refused where the spec writes it, and locals the emitters invent
+never take one.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
+
+from .ops import CALLABLE
 
 # Builtins that the functions generated for a spec function read (the Numba kernels' loops,
 # the wrappers' except clauses): an input or step of that name would shadow them.
@@ -23,6 +28,12 @@ BODY_BUILTINS = frozenset({"range", "max", "min", "abs", "type", "TypeError", "V
 IMPORTED = frozenset({"numpy", "numba", "typing", "sys", "types", "warnings", "threading"})
 # Kept from earlier versions: the usual alias of numba.
 LEGACY = frozenset({"nb"})
+# Module names a spec's module may not take (the loader adds the standard library and every
+# package Numba imports, found at load time): what generated code imports, what Numba imports
+# through it, and codegen itself.
+MODULES = IMPORTED | {"llvmlite", "scipy", "yaml", "codegen"}
+# The functions a step calls by name.
+VOCABULARY = frozenset(CALLABLE)
 
 _DEF = re.compile(r"^(?:def|class)\s+([A-Za-z_]\w*)\s*[(:]")
 _ASSIGN = re.compile(r"^([A-Za-z_]\w*)\s*(?::[^=]*)?=(?!=)")
@@ -61,7 +72,7 @@ def reserved_names() -> frozenset[str]:
     """The names a spec may not give a function, an input, a step or a dim (those not starting
     with '_': such names are refused anyway)."""
     public = {n for n in template_names() if not n.startswith("_")}
-    return frozenset(public | BODY_BUILTINS | IMPORTED | LEGACY)
+    return frozenset(public | BODY_BUILTINS | IMPORTED | LEGACY | VOCABULARY)
 
 
 def inputs_const(function: str) -> str:

@@ -28,6 +28,7 @@ from codegen.ir import Arg, Const, DimSize, Op, Origin, Program, Value
 from codegen.loader import load_spec
 from codegen.lower import lower
 from codegen.ops import CALLABLE, DOMAINS, OPS, OpDef
+from codegen.reserved import templates_dir
 
 # --- fields -------------------------------------------------------------------------------------
 
@@ -68,9 +69,20 @@ def test_every_entry_is_complete(name):
 
 
 def test_the_numba_table_names_only_ops_and_overrides_something():
+    helpers = (templates_dir() / "helpers" / "numba_math.py.j2").read_text(encoding="utf-8")
     for name, form in NUMBA.items():
         assert name in OPS
         assert form.element or form.math or form.statement or form.new_array, name
+        for helper in form.math:  # the loop helpers it calls exist
+            assert f"def _{helper}(" in helpers, helper
+        assert not form.short or form.math
+
+
+@pytest.mark.parametrize("name", [n for n, op in OPS.items() if op.helper])
+def test_every_numpy_helper_exists(name):
+    helper = OPS[name].helper
+    template = (templates_dir() / "helpers" / f"{helper}.py.j2").read_text(encoding="utf-8")
+    assert f"def _{helper}(" in template and f"_{helper}(" in OPS[name].fmt
 
 
 @pytest.mark.parametrize("name", [n for n, op in OPS.items() if op.scalar is not None])
@@ -287,6 +299,20 @@ def test_the_rule_text_reads_what_the_vjp_reads(name, i):
     computed, _ = _run_vjp(name, i)
     written = _formula(OPS[name].grads[i])
     assert _operands(computed) == _operands(written), (computed, written)
+
+
+# Rule texts written in another form of the same math than the VJP's rendering: a sign or a
+# product regrouped, the exponent as its letter, dZ.T @ u for u @ dZ (u a vector).
+_REGROUPED = {("div", 1), ("pow", 0), ("sigmoid", 0), ("cos", 0), ("outer", 1), ("inv", 0)}
+
+
+@pytest.mark.parametrize("name,i", _RULES, ids=[f"{n}-{i}" for n, i in _RULES])
+def test_the_rule_text_is_the_vjp_rendered(name, i):
+    """Most rule texts are, letter for letter, what the VJP computes; a new one should be."""
+    computed, _ = _run_vjp(name, i)
+    written = _formula(OPS[name].grads[i])
+    same = computed.replace(" ", "") == written.replace(" ", "")
+    assert same != ((name, i) in _REGROUPED), (computed, written)
 
 
 @pytest.mark.parametrize("ranks", [(1, 1), (2, 1), (1, 2)])

@@ -34,7 +34,7 @@ for sym, name in [("+", "add"), ("-", "sub"), ("*", "mul"), ("/", "div")]:
     CASES.append((f"{name}-same-operand", f"a {sym} a", {"a": MAT}, sym == "/"))
 
 # elementwise functions: inputs drawn from the op table's domain
-for fn in ["exp", "log", "log1p", "sqrt", "square", "abs", "tanh", "sigmoid", "relu", "softplus",
+for fn in ["exp", "expm1", "log", "log1p", "sqrt", "square", "abs", "tanh", "sigmoid", "relu", "softplus",
            "sin", "cos"]:
     positive = OPS[fn].domain == (POSITIVE,)
     for label, shape in [("scalar", S), ("vector", V), ("matrix", MAT)]:

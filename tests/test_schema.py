@@ -196,6 +196,11 @@ MALFORMED = [
         textwrap.dedent(BASE).strip("\n"), "    ")),
     ("input_name_keyword", one_fn("inputs: {lambda: [N]}\nsteps: [y = 2]\noutputs: [y]\n")),
     ("input_name_reserved", one_fn("inputs: {np: [N]}\nsteps: [y = 2]\noutputs: [y]\n")),
+    # the vocabulary's functions: one reserved list for the schema, the loader and the parser
+    ("input_name_vocabulary", one_fn("inputs: {tanh: [N]}\nsteps: [y = 2]\noutputs: [y]\n")),
+    ("function_name_vocabulary", "functions:\n  softmax:\n" + textwrap.indent(
+        textwrap.dedent(BASE).strip("\n"), "    ")),
+    ("dims_vocabulary_name", one_fn(BASE, "dims: {sum: 3}\n")),
     ("top_level_list", "- functions\n"),
     ("top_level_scalar", "just a string\n"),
 ]
