@@ -6,7 +6,7 @@
 
 Each length is generated into a fresh temporary directory and imported by a fresh Python process
 with an empty Numba cache (``NUMBA_CACHE_DIR``), which calls ``deep_chain_value_and_grad`` once on
-small inputs: the call's time is the compile time (the run itself takes microseconds). Reported:
+small inputs (8 x 8): the call's time is the compile time (the run takes microseconds). Reported:
 the CPU seconds of that process during the call (the machine may be shared, so wall time is
 printed too), the generation time and the number of lines of the module.
 """
@@ -51,14 +51,19 @@ def matmul_chain_spec(steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def measure(steps: int, matmul: bool) -> dict:
-    from codegen.api import generate_source
+def measure(steps: int, matmul: bool, max_part_ops: int | None = None) -> dict:
+    from codegen.compiler import compile_spec, render
+    from codegen.loader import load_spec
 
-    spec = matmul_chain_spec(steps) if matmul else deep_chain_spec(steps, {"M": 8, "N": 8})
+    # ``steps`` steps in all: the chain's and the loss (a spec has at most 2,000)
+    chain = steps - 1
+    spec = matmul_chain_spec(chain) if matmul else deep_chain_spec(chain, {"M": 8, "N": 8})
     shapes = [[8, 8], [8, 8]] if matmul else [[8, 8], [8]]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        source = generate_source(spec, backend="numba")
+        compiled = compile_spec(load_spec(spec, "compile_time.yaml"))
+        options = {} if max_part_ops is None else {"max_part_ops": max_part_ops}
+        source = render(compiled, "numba", None, **options)
         generation = time.perf_counter() - start
         Path(tmp, "bench_deep_chain_numba.py").write_text(source, encoding="utf-8")
         env = dict(os.environ, NUMBA_CACHE_DIR=str(Path(tmp, "cache")))
@@ -66,7 +71,7 @@ def measure(steps: int, matmul: bool) -> dict:
                               json.dumps(shapes)], env=env, capture_output=True, text=True,
                              check=True)
         result = json.loads(run.stdout.strip().splitlines()[-1])
-    kernels = source.count("\n@_kernel") + source.count("\n@_parallel_kernel")
+    kernels = sum(source.count(f"\n@{d}\n") for d in ("_kernel", "_parallel_kernel", "_part"))
     return {"steps": steps, "lines": source.count("\n"), "kernels": kernels,
             "generation": generation, **result}
 
@@ -75,11 +80,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[250, 500, 1000, 2000])
     parser.add_argument("--matmul", action="store_true", help="the chain h = tanh(h @ W)")
+    parser.add_argument("--max-part-ops", type=int, default=None,
+                        help="ops per compiled function (default: codegen's own)")
     args = parser.parse_args(argv)
     print("| steps | module lines | compiled functions | generation (s) | first call CPU (s) | wall (s) |")
     print("|---|---|---|---|---|---|")
     for steps in args.steps:
-        r = measure(steps, args.matmul)
+        r = measure(steps, args.matmul, args.max_part_ops)
         print(f"| {r['steps']} | {r['lines']} | {r['kernels']} | {r['generation']:.1f} | "
               f"{r['cpu']:.1f} | {r['wall']:.1f} |", flush=True)
 

@@ -98,14 +98,15 @@ def compile_spec(spec: Spec) -> Compiled:
     return Compiled(spec, out)
 
 
-def emitter_for(backend: str, dtype: str, **options: bool) -> Emitter:
-    """The emitter of a backend by name (options: the Numba backend's parallel, fastmath)."""
+def emitter_for(backend: str, dtype: str, **options: bool | int | None) -> Emitter:
+    """The emitter of a backend by name (options: the Numba backend's parallel, fastmath and
+    max_part_ops)."""
     if backend == "numpy":
         return Emitter(dtype)
     if backend == "numba":
         from .emit_numba import NumbaEmitter
 
-        return NumbaEmitter(dtype, **options)
+        return NumbaEmitter(dtype, **options)  # type: ignore[arg-type]
     raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
 
 
@@ -120,23 +121,25 @@ def plan_function(cf: CompiledFunction, emitter: Emitter) -> FunctionPlan:
     keep_named = set(bw_saved) | set(vg_saved)
     fwd_ops = [op for op in vg.ops if op.phase == "forward"]
     vg_numbers, bw_numbers = constant_only(vg), constant_only(bw)
-    forward = Body(vg, fwd_ops, keep_named, numbers=vg_numbers)
+    forward = Body(vg, fwd_ops, keep_named, "forward", numbers=vg_numbers)
     backward = Body(bw, [op for op in bw.ops if op.phase == "backward"], grad_values(bw),
-                    numbers=bw_numbers)
+                    "backward", numbers=bw_numbers)
     vg_bwd_ops = [op for op in vg.ops if op.phase == "backward"]
     if emitter.fuses_value_and_grad:  # one run: a forward loop and the backward loop that reads
         # it element by element become one loop nest
-        value_and_grad = [Body(vg, fwd_ops + vg_bwd_ops, grad_values(vg), numbers=vg_numbers)]
+        value_and_grad = [Body(vg, fwd_ops + vg_bwd_ops, grad_values(vg), "value_and_grad",
+                               numbers=vg_numbers)]
     else:
-        value_and_grad = [Body(vg, fwd_ops, keep_named, numbers=vg_numbers),
-                          Body(vg, vg_bwd_ops, grad_values(vg), numbers=vg_numbers)]
+        value_and_grad = [Body(vg, fwd_ops, keep_named, "value_and_grad", numbers=vg_numbers),
+                          Body(vg, vg_bwd_ops, grad_values(vg), "value_and_grad",
+                               numbers=vg_numbers)]
     bodies = [forward, backward, *value_and_grad]
     for body in bodies:
         program = body.program
         body.live_out = set(body.keep) | {o for o in program.outputs if isinstance(o, str)} | {
             g for _, g in program.grads if isinstance(g, str)}
         if emitter.fuses:
-            body.items = fuse(body.ops, program, body.live_out)
+            body.items = fuse(body.ops, program, body.live_out, emitter.max_part_ops)
             body.parts = split(body.items, emitter.max_part_ops)
     return FunctionPlan(cf.function, vg, bw, SEED, bw_saved, vg_saved, forward, backward,
                         value_and_grad)
@@ -170,7 +173,7 @@ def memory_pass(view: FunctionView) -> None:
 
 @_gc_paused
 def render(compiled: Compiled, backend: str = "numpy", outdir: str | None = None,
-           **options: bool) -> str:
+           **options: bool | int | None) -> str:
     """The generated module's source for one backend (black-formatted, deterministic)."""
     spec = compiled.spec
     emitter = emitter_for(backend, spec.dtype, **options)

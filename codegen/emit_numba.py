@@ -93,6 +93,9 @@ _SHARED_MATH = {"sincos": ("sincos",),
 # sums of a loop would stay alive through the products that follow it.
 _FREE = "  # frees the partial sums now"
 _BLOCK = 32  # rows per block of a prange loop that sums (one row of column sums per block)
+# At most this many IR ops per compiled function (a longer kernel is split into parts, a longer
+# run of fused ops into several loops): LLVM's time grows faster than a function's length.
+MAX_PART_OPS = 2000
 
 
 def kernels_module() -> str:
@@ -106,6 +109,27 @@ def kernels_module() -> str:
     return f"_codegen_numba_kernels_{digest.hexdigest()[:12]}"
 
 
+_KERNEL_ABBREVIATION = {"forward": "fw", "backward": "bw", "value_and_grad": "vg"}
+
+
+@dataclass
+class Part:
+    """A run of a long kernel's statements, compiled as a kernel of its own."""
+
+    name: str
+    params: list[str]
+    body: list[Stmt]
+    returns: str  # "a", "a, b" or "None"
+
+
+def _drop_trailing_frees(stmts: list[Stmt]) -> list[Stmt]:
+    """Without the statements at the end that only free memory: the return frees it anyway."""
+    end = len(stmts)
+    while end and stmts[end - 1].frees:
+        end -= 1
+    return stmts[:end]
+
+
 def _tuple(items: list[str]) -> str:
     """A tuple display as black writes it: ``(a,)`` for one item, ``a, b`` otherwise."""
     return f"({items[0]},)" if len(items) == 1 else ", ".join(items)
@@ -115,6 +139,7 @@ def _tuple(items: list[str]) -> str:
 class NumbaFunctionView(FunctionView):
     """The NumPy view, and what the wrappers around the compiled kernels need."""
 
+    parts: list[Part] = dataclasses.field(default_factory=list)  # long kernels' parts
     wrap_outputs: str = ""  # the outputs as a wrapper returns them (scalars given the dtype)
     saved_kwargs: str = ""  # "X=X, H1=H1"
     wrapper_grads: list[str] = dataclasses.field(default_factory=list)  # a wrapper's grad locals
@@ -135,18 +160,26 @@ class NumbaEmitter(Emitter):
     fuses = True
     fuses_value_and_grad = True
 
-    def __init__(self, dtype: str, parallel: bool = False, fastmath: bool = False) -> None:
+    def __init__(self, dtype: str, parallel: bool = False, fastmath: bool = False,
+                 max_part_ops: int | None = MAX_PART_OPS) -> None:
         super().__init__(dtype)
         self.parallel = parallel
         self.fastmath = fastmath
+        self.max_part_ops = max_part_ops
+        self.parts: list[Part] = []  # the current function's kernels' parts
+        self.split = False  # some kernel of the module has parts
+        self.function_name = ""
         self.math: set[str] = set()  # helpers of numba_math.py.j2 the kernels call
 
     def function_view(self, plan: FunctionPlan) -> NumbaFunctionView:
         self._loop_index: dict[int, list[str]] = {}
         fn = plan.function
+        self.parts, self.function_name = [], fn.name
         base = super().function_view(plan)
         view = NumbaFunctionView(**{f.name: getattr(base, f.name)
                                     for f in dataclasses.fields(FunctionView)})
+        view.parts = self.parts
+        self.split = self.split or bool(self.parts)
 
         def cast(local: str, name: str) -> str:
             return E.call("_DTYPE.type", local).render() if name in view.scalars else local
@@ -203,6 +236,7 @@ class NumbaEmitter(Emitter):
                 "kernels_module": kernels_module(),
                 "math": sorted(self.math),
                 "parallel": self.parallel,
+                "split": self.split,
                 "options": f" ({', '.join(chosen)})" if chosen else "",
                 "tuple": _tuple}
 
@@ -267,7 +301,10 @@ class NumbaEmitter(Emitter):
                     break
                 a = base
                 pinned.add(a)
+        rendered: list[tuple[list[Stmt], set[str]]] = []  # per item: statements, dims used
         for n, item in enumerate(items):
+            outer_dims, self.used_dims = self.used_dims, set()
+            stmts = []
             if isinstance(item, Group):
                 dead = {a for a, last in last_read.items()
                         if last == n and a in owned and a not in kept and a not in pinned}
@@ -285,9 +322,71 @@ class NumbaEmitter(Emitter):
                 stmts.append(Stmt(E.assign(target, expr), text.wrap_comment(self.comment(item))))
                 if NUMBA.get(item.op, _PLAIN).new_array:
                     owned.add(item.out)
-        while stmts and stmts[-1].frees:  # the return frees them anyway
-            stmts.pop()
-        return stmts
+            rendered.append((stmts, self.used_dims))
+            self.used_dims = outer_dims | self.used_dims
+        if len(body.parts) > 1:
+            return self.call_parts(body, rendered, names, dim)
+        return _drop_trailing_frees([s for stmts, _ in rendered for s in stmts])
+
+    # --- long kernels: parts compiled on their own ----------------------------------------------
+
+    def call_parts(self, body: Body, rendered: list[tuple[list[Stmt], set[str]]], names: Names,
+                   dim: dict[str, str]) -> list[Stmt]:
+        """The kernel's body as calls of its parts (``body.parts``, the split ``compiler.py``
+        planned), each a kernel of its own (``self.parts``): it takes the locals it reads
+        before writing them and the dims it uses, and returns the locals it writes that a later
+        part reads or the kernel returns. Arrays pass by reference; nothing is copied."""
+        at = {id(item): n for n, item in enumerate(body.items)}
+        io = []
+        for part in body.parts:
+            reads: list[str] = []
+            writes: list[str] = []
+            dims: set[str] = set()
+            for item in part:
+                r, w = self.item_io(item, names)
+                reads.extend(x for x in r if x not in writes and x not in reads)
+                writes.extend(x for x in w if x not in writes)
+                dims |= rendered[at[id(item)]][1]
+            io.append((reads, writes, dims))
+        live = {names.of[v] for v in body.live_out if v in names.of}
+        read_after: list[set[str]] = [set() for _ in body.parts]
+        for k in range(len(body.parts) - 2, -1, -1):
+            read_after[k] = read_after[k + 1] | set(io[k + 1][0])
+        calls = []
+        for k, (part, (reads, writes, dims)) in enumerate(zip(body.parts, io)):
+            params = reads + [local for d, local in dim.items() if d in dims]
+            returns = [w for w in writes if w in live or w in read_after[k]]
+            stmts = _drop_trailing_frees([s for item in part for s in rendered[at[id(item)]][0]])
+            value = returns[0] if len(returns) == 1 else ", ".join(returns) or "None"
+            digest = hashlib.sha256(repr((self.template_vars()["kernel_options"], self.dtype,
+                                          params, value, [(s.comment, s.code) for s in stmts])
+                                         ).encode()).hexdigest()[:8]
+            name = f"_{self.function_name}_{_KERNEL_ABBREVIATION[body.kernel]}_part{k + 1}_{digest}"
+            self.parts.append(Part(name, params, stmts, value))
+            call = E.call(name, *params)
+            code = E.assign(E.Leaf(", ".join(returns), E.COND), call) if returns else call.render()
+            calls.append(Stmt(code, f"part {k + 1} of {len(body.parts)}, compiled on its own"
+                              if k == 0 else ""))
+        return calls
+
+    def item_io(self, item: Op | Group, names: Names) -> tuple[list[str], list[str]]:
+        """The locals an item of a body reads (in order) and writes."""
+
+        def name(a: str) -> str:
+            return names.of[self.views.get(a, a)]
+
+        if isinstance(item, Op):
+            if item.out in self.views:  # a transpose read in place (its array is read)
+                return [], []
+            return [name(a) for a in item.args if isinstance(a, str)], [names.of[item.out]]
+        outs = {op.out for op in item.ops}
+        totals = list(dict.fromkeys(item.into.values()))
+        reads = [name(a) for op in item.ops for a in op.args if isinstance(a, str) and a not in outs]
+        reads += [names.of[t] for t in totals if t not in outs]  # sums added into them
+        written = [op.out for op in item.ops if op.out not in item.into
+                   and (op.out in item.materialise or op.op in REDUCTIONS)]
+        writes = [names.of[v] for v in written + totals + list(item.aliases) if v in names.of]
+        return list(dict.fromkeys(reads)), list(dict.fromkeys(writes))
 
     def render_group(self, group: Group, program: Program, names: Names,
                      dim: dict[str, str], dead: set[str]) -> list[Stmt]:

@@ -23,8 +23,11 @@ def is_elementwise(op: Op) -> bool:
     return OPS[op.op].fusion == "elementwise"
 
 
-def fuse(ops: list[Op], program: Program, live_out: set[str]) -> list[Op | Group]:
-    """Partition ``ops`` (in order) into groups and plain ops; ``live_out``: read after ``ops``."""
+def fuse(ops: list[Op], program: Program, live_out: set[str],
+         max_ops: int | None = None) -> list[Op | Group]:
+    """Partition ``ops`` (in order) into groups and plain ops; ``live_out``: read after ``ops``;
+    ``max_ops``: at most that many ops per group (a longer run becomes several loops, the
+    values crossing between them written to arrays)."""
     items: list[Op | Group] = []
     current: Group | None = None
     produced_in: dict[str, Group] = {}
@@ -60,7 +63,8 @@ def fuse(ops: list[Op], program: Program, live_out: set[str]) -> list[Op | Group
         reads_pending = any(
             isinstance(a, str) and produced_in.get(a) is current and current is not None
             and _is_reduction_out(a, current) for a in op.args)
-        if current is None or current.shape != shape or reads_pending:
+        full = current is not None and max_ops is not None and len(current.ops) >= max_ops
+        if current is None or current.shape != shape or reads_pending or full:
             close()
             current = Group(shape)
         current.ops.append(op)

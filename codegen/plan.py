@@ -58,6 +58,7 @@ class Body:
     program: Program
     ops: list[Op]
     keep: set[str]
+    kernel: str = ""  # which generated function: "forward", "backward" or "value_and_grad"
     live_out: set[str] = field(default_factory=set)
     numbers: set[str] = field(default_factory=set)
     items: list[Op | Group] = field(default_factory=list)
