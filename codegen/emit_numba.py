@@ -14,7 +14,7 @@ import re
 from collections import Counter
 
 from . import expr as E
-from . import text
+from . import annotate, text
 from .emit import Emitter, FunctionView, Stmt, grad_values, templates_dir
 from .fusion import REDUCTIONS, Group, fuse
 from .ir import Arg, Const, DimSize, Op, Program
@@ -213,11 +213,18 @@ class NumbaEmitter(Emitter):
                     break
                 a = base
                 pinned.add(a)
+        block = None  # the spec step the last statement's comment named
+
+        def expand(v: str) -> Op | None:
+            return producer.get(v) if v in self.views else None
+
+        leaf = annotate.hint_leaf(program, names.of)
         for n, item in enumerate(items):
             if isinstance(item, Group):
                 dead = {a for a, last in last_read.items()
                         if last == n and a in owned and a not in kept and a not in pinned}
                 stmts.extend(self.render_group(item, program, names, dim, dead))
+                block = None  # the loop's comment names its own steps
                 owned |= {op.out for op in item.ops if op.op not in REDUCTIONS}
             elif (item.op == "transpose" and isinstance(item.args[0], str)
                   and item.out not in live_out and item.args[0] not in self.views):
@@ -228,7 +235,14 @@ class NumbaEmitter(Emitter):
                         else self.arg_expr(a, names, dim, {}) for a in item.args]
                 expr = E.Leaf(*self.render_op(item, args, dim))
                 target = names.bind(item.out, program.values[item.out].hint)
-                stmts.append(Stmt(E.assign(target, expr), text.wrap_comment(self.comment(item))))
+                lines = []
+                if annotate.block_key(item) != block:
+                    block = annotate.block_key(item)
+                    lines.append(annotate.step_header(item))
+                if item.phase == "backward":
+                    eq = annotate.equation(item, target, leaf, expand)
+                    lines.append("  " + annotate.rule_line(item, eq))
+                stmts.append(Stmt(E.assign(target, expr), annotate.join(lines)))
                 if item.op in _NEW_ARRAY:
                     owned.add(item.out)
         while stmts and stmts[-1].code.endswith(_FREE):  # the return frees them anyway
@@ -245,6 +259,7 @@ class NumbaEmitter(Emitter):
         Every line is built from expression trees (``expr.py``): a loop body line is a
         (target, augmented operator, value) triple until the loop is laid out."""
         shape = group.shape
+        self._comment_names = names
         index = [self._index(names, k) for k in range(len(shape))]
         members = {op.out for op in group.ops}
         uses: dict[str, int] = {}
@@ -565,7 +580,7 @@ class NumbaEmitter(Emitter):
         with the flag True and False, so that LLVM vectorises each without the other's
         reduction. With a ``block`` index, prange runs over blocks of _BLOCK rows (fixed, so
         sums add in the same order whatever the number of threads)."""
-        comment = self.group_comment(group, shape)
+        comment = self.group_comment(group, program, shape)
         lines = list(before)
 
         def nest(indent: str, flag: str) -> None:
@@ -629,11 +644,35 @@ class NumbaEmitter(Emitter):
         return (op.op != "max" and len(shape) == 2 and self.axes(op, shape) == {0}
                 and not op.attr("keepdims", False))
 
-    def group_comment(self, group: Group, shape: tuple) -> str:
-        seen: dict[str, None] = {}  # ordered, without repeats
+    def group_comment(self, group: Group, program: Program, shape: tuple) -> str:
+        """The loop's comment: each spec step it computes, once, and under a step's backward the
+        equation of each rule application the loop completes, over the names the kernel uses
+        (a value the loop keeps in a register goes by the name it stands for)."""
+        names = self._comment_names.of
+        mine = {op.out: op for op in group.ops}
+        read_in_group: set[tuple[str, int]] = {(a, op.group) for op in group.ops for a in op.args
+                                               if isinstance(a, str)}
+
+        def expand(v: str) -> Op | None:
+            op = mine.get(v)
+            return op if op is not None and v not in names and op.group == current else None
+
+        leaf = annotate.hint_leaf(program, names)
+        blocks: dict[tuple[str, str, int], list[str]] = {}  # ordered: step -> its rule lines
+        current = -1
         for op in group.ops:
-            line = self.comment(op) if op.origin.step or op.origin.rule else ""
-            if line:
-                seen.setdefault(line)
+            lines = blocks.setdefault(annotate.block_key(op), [])
+            if op.phase != "backward" or (op.out not in names
+                                          and (op.out, op.group) in read_in_group):
+                continue  # a part of a rule application's expression
+            current = op.group
+            target = names.get(op.out) or program.values[op.out].hint
+            lines.append("    " + annotate.rule_line(op, annotate.equation(op, target, leaf,
+                                                                            expand)))
         head = f"fused loop over [{', '.join(str(d) for d in shape)}]" if shape else "scalars"
-        return "\n    # ".join([head + ":"] + ["  " + c for c in seen])
+        out = [head + ":"]
+        for key, lines in blocks.items():
+            header = annotate.step_header(next(op for op in group.ops
+                                               if annotate.block_key(op) == key))
+            out += (["  " + header] if header else []) + lines
+        return annotate.join(out)

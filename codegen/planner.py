@@ -47,6 +47,7 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
     name = program.values[first].hint
     made_by: dict[str, Origin] = {first: Origin("", 0, f"seed: d{name} = g")}
     uses = _use_counts(program)
+    named: set[str] = set()  # cotangents already named for a spec value
     for op in backward_order(fn.program.ops):
         g = ct.pop(op.out, None)
         if g is None:
@@ -72,6 +73,12 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
                     note += f"; accumulate (d{xv.hint}: {xv.hint} is used {uses[x]} times)"
                 made_by[x] = Origin(origin.step, origin.line, rule + note)
                 b.annotate(made_by[x])
+            if isinstance(contrib, str) and xv.kind in ("input", "step") and contrib not in named:
+                if contrib == g and program.values[g].kind == "temp":
+                    # passed through unchanged (a sum's first operand): the cotangent of a spec
+                    # value is named for it (dZ2), not for the temporary it came from
+                    program.values[g].hint = "d" + xv.hint
+                named.add(contrib)
             ct[x] = contrib
     for w in fn.wrt:
         shape = program.values[w].shape
