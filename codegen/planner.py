@@ -13,6 +13,7 @@ import copy
 
 from .build import Builder
 from .ir import Arg, Const, Op, Origin, Program, Shape
+from .names import temp_hint
 from .ops import OPS
 from .parse import Function
 from .shapes import fmt
@@ -63,6 +64,7 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
             xv = program.values[x]
             origin = Origin(op.origin.step, op.origin.line, rule)
             with b.at(origin, "d" + xv.hint):
+                start = len(program.ops)
                 b.cotangent_hint, b.explained = "d" + program.values[op.out].hint, ""
                 contrib = vjp(b, op, g)
                 rule = b.explained or rule
@@ -73,6 +75,10 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
                     note += f"; accumulate (d{xv.hint}: {xv.hint} is used {uses[x]} times)"
                 made_by[x] = Origin(origin.step, origin.line, rule + note)
                 b.annotate(made_by[x])
+                shown: dict[str, tuple[str, str]] = {}
+                for part in program.ops[start:]:  # the parts of dx: named for what they hold
+                    if part.out != contrib:
+                        program.values[part.out].hint = temp_hint(part, program.values, shown)
             if isinstance(contrib, str) and xv.kind in ("input", "step") and contrib not in named:
                 if contrib == g and program.values[g].kind == "temp":
                     # passed through unchanged (a sum's first operand): the cotangent of a spec

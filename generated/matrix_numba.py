@@ -219,9 +219,7 @@ def _gaussian_nll_forward(S, C):
     nll_2 = 0.5 * nll_1
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
     nll_3 = np.linalg.inv(S)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
     nll_4 = np.dot(nll_3, C)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
     nll_5 = np.trace(nll_4)
     # scalars:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
@@ -232,38 +230,41 @@ def _gaussian_nll_forward(S, C):
 @_kernel
 def _gaussian_nll_backward(g, C, nll_3, D):
     # scalars:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  Hadamard product: db = a * dz
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #     → Hadamard product: dnll_1 = 0.5 * g
     dnll_1 = 0.5 * g
     # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #     → log-determinant: dS = dnll_1 * dS
     dS = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
             dS[i, j] = dnll_1 * nll_3[j, i]
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
-    dnll_4 = np.eye(D, dtype=np.float64)
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #   → trace: eye = I
+    eye = np.eye(D, dtype=np.float64)
     # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
-    dnll_4_2 = np.empty((D, D), dtype=np.float64)
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #     → trace: dnll_4 = dnll_1 * eye
+    dnll_4 = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
-            dnll_4_2[i, j] = dnll_1 * dnll_4[i, j]
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  right product: dA = dZ @ B.T
-    dnll_3 = np.dot(dnll_4_2, C.T)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
-    #     (dS: S is used 2 times)
-    dS_2 = np.dot(nll_3.T, dnll_3)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
-    #     (dS: S is used 2 times)
-    dS_3 = np.dot(dS_2, nll_3.T)
+            dnll_4[i, j] = dnll_1 * eye[i, j]
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #   → right product: dnll_3 = dnll_4 @ C.T
+    dnll_3 = np.dot(dnll_4, C.T)
+    #   → inverse: prod_nll_3 = nll_3.T @ dnll_3; accumulate (dS: S is used 2 times)
+    prod_nll_3 = np.dot(nll_3.T, dnll_3)
+    #   → inverse: prod_prod_nll_3 = prod_nll_3 @ nll_3.T; accumulate (dS: S is used 2 times)
+    prod_prod_nll_3 = np.dot(prod_nll_3, nll_3.T)
     # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T;
-    #       accumulate (dS: S is used 2 times)
-    dS_4 = dS_3  # in place of dS_3: not read after this loop
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #     → inverse: dS_2 = dS - prod_prod_nll_3; accumulate (dS: S is used 2 times)
+    dS_2 = prod_prod_nll_3  # in place of prod_prod_nll_3: not read after this loop
     for i in range(D):
         for j in range(D):
-            dS_4[i, j] = dS[i, j] - dS_3[i, j]
-    return (dS_4,)
+            dS_2[i, j] = dS[i, j] - prod_prod_nll_3[i, j]
+    return (dS_2,)
 
 
 @_kernel
@@ -280,43 +281,43 @@ def _gaussian_nll_value_and_grad(S, C):
     nll_2 = 0.5 * nll_1
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
     nll_3 = np.linalg.inv(S)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
     nll_4 = np.dot(nll_3, C)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
     nll_5 = np.trace(nll_4)
     # scalars:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
     nll = nll_2 + 0.5 * nll_5
     # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #     → log-determinant: dS = 0.5 * dS
     dS = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
             dS[i, j] = 0.5 * nll_3[j, i]
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
-    dnll_4 = np.eye(D, dtype=np.float64)
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #   → trace: eye = I
+    eye = np.eye(D, dtype=np.float64)
     # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
-    dnll_4_2 = np.empty((D, D), dtype=np.float64)
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #     → trace: dnll_4 = 0.5 * eye
+    dnll_4 = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
-            dnll_4_2[i, j] = 0.5 * dnll_4[i, j]
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  right product: dA = dZ @ B.T
-    dnll_3 = np.dot(dnll_4_2, C.T)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
-    #     (dS: S is used 2 times)
-    dS_2 = np.dot(nll_3.T, dnll_3)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
-    #     (dS: S is used 2 times)
-    dS_3 = np.dot(dS_2, nll_3.T)
+            dnll_4[i, j] = 0.5 * eye[i, j]
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #   → right product: dnll_3 = dnll_4 @ C.T
+    dnll_3 = np.dot(dnll_4, C.T)
+    #   → inverse: prod_nll_3 = nll_3.T @ dnll_3; accumulate (dS: S is used 2 times)
+    prod_nll_3 = np.dot(nll_3.T, dnll_3)
+    #   → inverse: prod_prod_nll_3 = prod_nll_3 @ nll_3.T; accumulate (dS: S is used 2 times)
+    prod_prod_nll_3 = np.dot(prod_nll_3, nll_3.T)
     # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T;
-    #       accumulate (dS: S is used 2 times)
-    dS_4 = dS_3  # in place of dS_3: not read after this loop
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #     → inverse: dS_2 = dS - prod_prod_nll_3; accumulate (dS: S is used 2 times)
+    dS_2 = prod_prod_nll_3  # in place of prod_prod_nll_3: not read after this loop
     for i in range(D):
         for j in range(D):
-            dS_4[i, j] = dS[i, j] - dS_3[i, j]
-    return nll, dS_4
+            dS_2[i, j] = dS[i, j] - prod_prod_nll_3[i, j]
+    return nll, dS_2
 
 
 def gaussian_nll(S, C):
@@ -344,8 +345,8 @@ def gaussian_nll_backward(saved, g=1.0):
     """Gradients of nll with respect to S, given g = d(objective)/dnll (shape []; a scalar
     broadcasts)."""
     g = _check_cotangent("gaussian_nll", g, ())
-    (dS_4,) = _gaussian_nll_backward(g, *saved)
-    return gaussian_nll_Grads(S=dS_4)
+    (dS_2,) = _gaussian_nll_backward(g, *saved)
+    return gaussian_nll_Grads(S=dS_2)
 
 
 def gaussian_nll_value_and_grad(S, C):
@@ -353,11 +354,11 @@ def gaussian_nll_value_and_grad(S, C):
     try:  # types checked before: the kernel compares the shapes
         if type(S) is _MASKED or type(C) is _MASKED:
             raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        nll, dS_4 = _gaussian_nll_value_and_grad.checked(S, C)
+        nll, dS_2 = _gaussian_nll_value_and_grad.checked(S, C)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         S, C = _check_inputs("gaussian_nll", (S, C), _GAUSSIAN_NLL_INPUTS)
-        nll, dS_4 = _run_checked(_gaussian_nll_value_and_grad, S, C)
-    return _DTYPE.type(nll), gaussian_nll_Grads(S=dS_4)
+        nll, dS_2 = _run_checked(_gaussian_nll_value_and_grad, S, C)
+    return _DTYPE.type(nll), gaussian_nll_Grads(S=dS_2)
 
 
 class trace_product_Grads(NamedTuple):
@@ -385,23 +386,25 @@ def _trace_product_forward(A, X):
     D = A.shape[0]
     # f = trace(A @ X)
     f_1 = np.dot(A, X)
-    # f = trace(A @ X)
     f = np.trace(f_1)
     return f, A, D
 
 
 @_kernel
 def _trace_product_backward(g, A, D):
-    # f = trace(A @ X)  →  trace: dX = dy * I
-    df_1 = np.eye(D, dtype=np.float64)
+    # f = trace(A @ X), backward:
+    #   → trace: eye = I
+    eye = np.eye(D, dtype=np.float64)
     # fused loop over [D, D]:
-    #   f = trace(A @ X)  →  trace: dX = dy * I
-    df_1_2 = np.empty((D, D), dtype=np.float64)
+    #   f = trace(A @ X), backward:
+    #     → trace: df_1 = g * eye
+    df_1 = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
-            df_1_2[i, j] = g * df_1[i, j]
-    # f = trace(A @ X)  →  left product: dB = A.T @ dZ
-    dX = np.dot(A.T, df_1_2)
+            df_1[i, j] = g * eye[i, j]
+    # f = trace(A @ X), backward:
+    #   → left product: dX = A.T @ df_1
+    dX = np.dot(A.T, df_1)
     return (dX,)
 
 
@@ -414,12 +417,12 @@ def _trace_product_value_and_grad(A, X):
     D = A.shape[0]
     # f = trace(A @ X)
     f_1 = np.dot(A, X)
-    # f = trace(A @ X)
     f = np.trace(f_1)
-    # f = trace(A @ X)  →  trace: dX = dy * I
-    df_1 = np.eye(D, dtype=np.float64)
-    # f = trace(A @ X)  →  left product: dB = A.T @ dZ
-    dX = np.dot(A.T, df_1)
+    # f = trace(A @ X), backward:
+    #   → trace: eye = I
+    eye = np.eye(D, dtype=np.float64)
+    #   → left product: dX = A.T @ eye
+    dX = np.dot(A.T, eye)
     return f, dX
 
 
@@ -491,31 +494,33 @@ def _trace_quadratic_forward(A, X):
     D = X.shape[1]
     # f = trace(X.T @ A @ X)
     f_2 = np.dot(X.T, A)
-    # f = trace(X.T @ A @ X)
     f_3 = np.dot(f_2, X)
-    # f = trace(X.T @ A @ X)
     f = np.trace(f_3)
     return f, A, X, f_2, N, D
 
 
 @_kernel
 def _trace_quadratic_backward(g, A, X, f_2, N, D):
-    # f = trace(X.T @ A @ X)  →  trace: dX = dy * I
-    df_3 = np.eye(D, dtype=np.float64)
+    # f = trace(X.T @ A @ X), backward:
+    #   → trace: eye = I
+    eye = np.eye(D, dtype=np.float64)
     # fused loop over [D, D]:
-    #   f = trace(X.T @ A @ X)  →  trace: dX = dy * I
-    df_3_2 = np.empty((D, D), dtype=np.float64)
+    #   f = trace(X.T @ A @ X), backward:
+    #     → trace: df_3 = g * eye
+    df_3 = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
-            df_3_2[i, j] = g * df_3[i, j]
-    # f = trace(X.T @ A @ X)  →  right product: dA = dZ @ B.T
-    df_2 = np.dot(df_3_2, X.T)
-    # f = trace(X.T @ A @ X)  →  left product: dB = A.T @ dZ
-    dX = np.dot(f_2.T, df_3_2)
-    # f = trace(X.T @ A @ X)  →  right product: dA = dZ @ B.T
+            df_3[i, j] = g * eye[i, j]
+    # f = trace(X.T @ A @ X), backward:
+    #   → right product: df_2 = df_3 @ X.T
+    df_2 = np.dot(df_3, X.T)
+    #   → left product: dX = f_2.T @ df_3
+    dX = np.dot(f_2.T, df_3)
+    #   → right product: df_1 = df_2 @ A.T
     df_1 = np.dot(df_2, A.T)
     # fused loop over [N, D]:
-    #   f = trace(X.T @ A @ X)  →  transpose: dX = dY.T; accumulate (dX: X is used 2 times)
+    #   f = trace(X.T @ A @ X), backward:
+    #     → transpose: dX_2 = dX + dX; accumulate (dX: X is used 2 times)
     dX_2 = dX  # in place of dX: not read after this loop
     for i in range(N):
         for j in range(D):
@@ -533,20 +538,20 @@ def _trace_quadratic_value_and_grad(A, X):
     D = X.shape[1]
     # f = trace(X.T @ A @ X)
     f_2 = np.dot(X.T, A)
-    # f = trace(X.T @ A @ X)
     f_3 = np.dot(f_2, X)
-    # f = trace(X.T @ A @ X)
     f = np.trace(f_3)
-    # f = trace(X.T @ A @ X)  →  trace: dX = dy * I
-    df_3 = np.eye(D, dtype=np.float64)
-    # f = trace(X.T @ A @ X)  →  right product: dA = dZ @ B.T
-    df_2 = np.dot(df_3, X.T)
-    # f = trace(X.T @ A @ X)  →  left product: dB = A.T @ dZ
-    dX = np.dot(f_2.T, df_3)
-    # f = trace(X.T @ A @ X)  →  right product: dA = dZ @ B.T
+    # f = trace(X.T @ A @ X), backward:
+    #   → trace: eye = I
+    eye = np.eye(D, dtype=np.float64)
+    #   → right product: df_2 = eye @ X.T
+    df_2 = np.dot(eye, X.T)
+    #   → left product: dX = f_2.T @ eye
+    dX = np.dot(f_2.T, eye)
+    #   → right product: df_1 = df_2 @ A.T
     df_1 = np.dot(df_2, A.T)
     # fused loop over [N, D]:
-    #   f = trace(X.T @ A @ X)  →  transpose: dX = dY.T; accumulate (dX: X is used 2 times)
+    #   f = trace(X.T @ A @ X), backward:
+    #     → transpose: dX_2 = dX + dX; accumulate (dX: X is used 2 times)
     dX_2 = dX  # in place of dX: not read after this loop
     for i in range(N):
         for j in range(D):
@@ -620,9 +625,7 @@ def _inverse_bilinear_forward(a, X, b):
     D = a.shape[0]
     # f = a @ inv(X) @ b
     f_1 = np.linalg.inv(X)
-    # f = a @ inv(X) @ b
     f_2 = np.dot(a, f_1)
-    # f = a @ inv(X) @ b
     f = np.dot(f_2, b)
     return f, a, b, f_1, D
 
@@ -630,23 +633,26 @@ def _inverse_bilinear_forward(a, X, b):
 @_kernel
 def _inverse_bilinear_backward(g, a, b, f_1, D):
     # fused loop over [D]:
-    #   f = a @ inv(X) @ b  →  inner product: da = dz * b
+    #   f = a @ inv(X) @ b, backward:
+    #     → inner product: df_2 = g * b
     df_2 = np.empty((D,), dtype=np.float64)
     for i in range(D):
         df_2[i] = g * b[i]
-    # f = a @ inv(X) @ b  →  vector-matrix product: dB = outer(a, dz)
+    # f = a @ inv(X) @ b, backward:
+    #   → vector-matrix product: df_1 = outer(a, df_2)
     df_1 = np.outer(a, df_2)
-    # f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX = np.dot(f_1.T, df_1)
-    # f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX_2 = np.dot(dX, f_1.T)
+    #   → inverse: prod_f_1 = f_1.T @ df_1
+    prod_f_1 = np.dot(f_1.T, df_1)
+    #   → inverse: prod_prod_f_1 = prod_f_1 @ f_1.T
+    prod_prod_f_1 = np.dot(prod_f_1, f_1.T)
     # fused loop over [D, D]:
-    #   f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX_3 = dX_2  # in place of dX_2: not read after this loop
+    #   f = a @ inv(X) @ b, backward:
+    #     → inverse: dX = -prod_prod_f_1
+    dX = prod_prod_f_1  # in place of prod_prod_f_1: not read after this loop
     for i in range(D):
         for j in range(D):
-            dX_3[i, j] = -dX_2[i, j]
-    return (dX_3,)
+            dX[i, j] = -prod_prod_f_1[i, j]
+    return (dX,)
 
 
 @_kernel
@@ -658,23 +664,23 @@ def _inverse_bilinear_value_and_grad(a, X, b):
     D = a.shape[0]
     # f = a @ inv(X) @ b
     f_1 = np.linalg.inv(X)
-    # f = a @ inv(X) @ b
     f_2 = np.dot(a, f_1)
-    # f = a @ inv(X) @ b
     f = np.dot(f_2, b)
-    # f = a @ inv(X) @ b  →  vector-matrix product: dB = outer(a, dz)
+    # f = a @ inv(X) @ b, backward:
+    #   → vector-matrix product: df_1 = outer(a, b)
     df_1 = np.outer(a, b)
-    # f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX = np.dot(f_1.T, df_1)
-    # f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX_2 = np.dot(dX, f_1.T)
+    #   → inverse: prod_f_1 = f_1.T @ df_1
+    prod_f_1 = np.dot(f_1.T, df_1)
+    #   → inverse: prod_prod_f_1 = prod_f_1 @ f_1.T
+    prod_prod_f_1 = np.dot(prod_f_1, f_1.T)
     # fused loop over [D, D]:
-    #   f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX_3 = dX_2  # in place of dX_2: not read after this loop
+    #   f = a @ inv(X) @ b, backward:
+    #     → inverse: dX = -prod_prod_f_1
+    dX = prod_prod_f_1  # in place of prod_prod_f_1: not read after this loop
     for i in range(D):
         for j in range(D):
-            dX_3[i, j] = -dX_2[i, j]
-    return f, dX_3
+            dX[i, j] = -prod_prod_f_1[i, j]
+    return f, dX
 
 
 def inverse_bilinear(a, X, b):
@@ -700,8 +706,8 @@ def inverse_bilinear_backward(saved, g=1.0):
     """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
     broadcasts)."""
     g = _check_cotangent("inverse_bilinear", g, ())
-    (dX_3,) = _inverse_bilinear_backward(g, *saved)
-    return inverse_bilinear_Grads(X=dX_3)
+    (dX,) = _inverse_bilinear_backward(g, *saved)
+    return inverse_bilinear_Grads(X=dX)
 
 
 def inverse_bilinear_value_and_grad(a, X, b):
@@ -709,11 +715,11 @@ def inverse_bilinear_value_and_grad(a, X, b):
     try:  # types checked before: the kernel compares the shapes
         if type(a) is _MASKED or type(X) is _MASKED or type(b) is _MASKED:
             raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dX_3 = _inverse_bilinear_value_and_grad.checked(a, X, b)
+        f, dX = _inverse_bilinear_value_and_grad.checked(a, X, b)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         a, X, b = _check_inputs("inverse_bilinear", (a, X, b), _INVERSE_BILINEAR_INPUTS)
-        f, dX_3 = _run_checked(_inverse_bilinear_value_and_grad, a, X, b)
-    return _DTYPE.type(f), inverse_bilinear_Grads(X=dX_3)
+        f, dX = _run_checked(_inverse_bilinear_value_and_grad, a, X, b)
+    return _DTYPE.type(f), inverse_bilinear_Grads(X=dX)
 
 
 class log_abs_det_Grads(NamedTuple):
@@ -746,15 +752,17 @@ def _log_abs_det_forward(X):
 
 @_kernel
 def _log_abs_det_backward(g, X, D):
-    # f = logdet(X)  →  log-determinant: dX = dy * inv(X).T
-    dX = np.linalg.inv(X)
+    # f = logdet(X), backward:
+    #   → log-determinant: inv_X = inv(X)
+    inv_X = np.linalg.inv(X)
     # fused loop over [D, D]:
-    #   f = logdet(X)  →  log-determinant: dX = dy * inv(X).T
-    dX_2 = np.empty((D, D), dtype=np.float64)
+    #   f = logdet(X), backward:
+    #     → log-determinant: dX = g * dX
+    dX = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
-            dX_2[i, j] = g * dX[j, i]
-    return (dX_2,)
+            dX[i, j] = g * inv_X[j, i]
+    return (dX,)
 
 
 @_kernel
@@ -766,16 +774,17 @@ def _log_abs_det_value_and_grad(X):
     D = X.shape[0]
     # f = logdet(X)
     f = np.linalg.slogdet(X)[1]
-    # f = logdet(X)  →  log-determinant: dX = dy * inv(X).T
-    dX = np.linalg.inv(X)
+    # f = logdet(X), backward:
+    #   → log-determinant: inv_X = inv(X)
+    inv_X = np.linalg.inv(X)
     # fused loop over [D, D]:
-    #   f = logdet(X)  →  log-determinant: dX = dy * inv(X).T; copied, dX would be a view of
-    #       another array
-    dX_2 = np.empty((D, D), dtype=np.float64)
+    #   f = logdet(X), backward:
+    #     → log-determinant: dX = dX; copied, dX would be a view of another array
+    dX = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
-            dX_2[i, j] = dX[j, i]
-    return f, dX_2
+            dX[i, j] = inv_X[j, i]
+    return f, dX
 
 
 def log_abs_det(X):
@@ -801,8 +810,8 @@ def log_abs_det_backward(saved, g=1.0):
     """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
     broadcasts)."""
     g = _check_cotangent("log_abs_det", g, ())
-    (dX_2,) = _log_abs_det_backward(g, *saved)
-    return log_abs_det_Grads(X=dX_2)
+    (dX,) = _log_abs_det_backward(g, *saved)
+    return log_abs_det_Grads(X=dX)
 
 
 def log_abs_det_value_and_grad(X):
@@ -810,11 +819,11 @@ def log_abs_det_value_and_grad(X):
     try:  # types checked before: the kernel compares the shapes
         if type(X) is _MASKED:
             raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dX_2 = _log_abs_det_value_and_grad.checked(X)
+        f, dX = _log_abs_det_value_and_grad.checked(X)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
-        f, dX_2 = _run_checked(_log_abs_det_value_and_grad, X)
-    return _DTYPE.type(f), log_abs_det_Grads(X=dX_2)
+        f, dX = _run_checked(_log_abs_det_value_and_grad, X)
+    return _DTYPE.type(f), log_abs_det_Grads(X=dX)
 
 
 class determinant_Grads(NamedTuple):
@@ -848,18 +857,21 @@ def _determinant_forward(X):
 
 @_kernel
 def _determinant_backward(g, X, f, D):
-    # f = det(X)  →  determinant: dX = dy * y * inv(X).T
-    dX = np.linalg.inv(X)
+    # f = det(X), backward:
+    #   → determinant: inv_X = inv(X)
+    inv_X = np.linalg.inv(X)
     # scalars:
-    #   f = det(X)  →  determinant: dX = dy * y * inv(X).T
-    dX_2 = g * f
+    #   f = det(X), backward:
+    #     → determinant: mul_g = g * f
+    mul_g = g * f
     # fused loop over [D, D]:
-    #   f = det(X)  →  determinant: dX = dy * y * inv(X).T
-    dX_3 = np.empty((D, D), dtype=np.float64)
+    #   f = det(X), backward:
+    #     → determinant: dX = mul_g * dX
+    dX = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
-            dX_3[i, j] = dX_2 * dX[j, i]
-    return (dX_3,)
+            dX[i, j] = mul_g * inv_X[j, i]
+    return (dX,)
 
 
 @_kernel
@@ -871,15 +883,17 @@ def _determinant_value_and_grad(X):
     D = X.shape[0]
     # f = det(X)
     f = np.linalg.det(X)
-    # f = det(X)  →  determinant: dX = dy * y * inv(X).T
-    dX = np.linalg.inv(X)
+    # f = det(X), backward:
+    #   → determinant: inv_X = inv(X)
+    inv_X = np.linalg.inv(X)
     # fused loop over [D, D]:
-    #   f = det(X)  →  determinant: dX = dy * y * inv(X).T
-    dX_2 = np.empty((D, D), dtype=np.float64)
+    #   f = det(X), backward:
+    #     → determinant: dX = f * dX
+    dX = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
-            dX_2[i, j] = f * dX[j, i]
-    return f, dX_2
+            dX[i, j] = f * inv_X[j, i]
+    return f, dX
 
 
 def determinant(X):
@@ -905,8 +919,8 @@ def determinant_backward(saved, g=1.0):
     """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
     broadcasts)."""
     g = _check_cotangent("determinant", g, ())
-    (dX_2,) = _determinant_backward(g, *saved)
-    return determinant_Grads(X=dX_2)
+    (dX,) = _determinant_backward(g, *saved)
+    return determinant_Grads(X=dX)
 
 
 def determinant_value_and_grad(X):
@@ -914,11 +928,11 @@ def determinant_value_and_grad(X):
     try:  # types checked before: the kernel compares the shapes
         if type(X) is _MASKED:
             raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dX_2 = _determinant_value_and_grad.checked(X)
+        f, dX = _determinant_value_and_grad.checked(X)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
-        f, dX_2 = _run_checked(_determinant_value_and_grad, X)
-    return _DTYPE.type(f), determinant_Grads(X=dX_2)
+        f, dX = _run_checked(_determinant_value_and_grad, X)
+    return _DTYPE.type(f), determinant_Grads(X=dX)
 
 
 class outer_contraction_Grads(NamedTuple):
@@ -964,14 +978,16 @@ def _outer_contraction_forward(u, v, A):
 @_kernel
 def _outer_contraction_backward(g, u, v, A, N, D):
     # fused loop over [N, D]:
-    #   f = sum(outer(u, v) * A)  →  Hadamard product: da = dz * b
+    #   f = sum(outer(u, v) * A), backward:
+    #     → Hadamard product: df_1 = g * A
     df_1 = np.empty((N, D), dtype=np.float64)
     for i in range(N):
         for j in range(D):
             df_1[i, j] = g * A[i, j]
-    # f = sum(outer(u, v) * A)  →  outer product: du = dZ @ v
+    # f = sum(outer(u, v) * A), backward:
+    #   → outer product: du = df_1 @ v
     du = np.dot(df_1, v)
-    # f = sum(outer(u, v) * A)  →  outer product: dv = dZ.T @ u
+    #   → outer product: dv = u @ df_1
     dv = np.dot(u, df_1)
     return du, dv
 
@@ -994,9 +1010,10 @@ def _outer_contraction_value_and_grad(u, v, A):
             f_cols[j] += f_1[i, j] * A[i, j]
     f = f_cols.sum()
     f_cols = np.empty(0)  # frees the partial sums now
-    # f = sum(outer(u, v) * A)  →  outer product: du = dZ @ v
+    # f = sum(outer(u, v) * A), backward:
+    #   → outer product: du = A @ v
     du = np.dot(A, v)
-    # f = sum(outer(u, v) * A)  →  outer product: dv = dZ.T @ u
+    #   → outer product: dv = u @ A
     dv = np.dot(u, A)
     return f, du, dv
 

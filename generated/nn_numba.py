@@ -474,16 +474,20 @@ def _one_layer_forward(X, Y, W):
 @_kernel
 def _one_layer_backward(g, X, P, loss_1, N, K):
     # scalars:
-    #   loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dloss_1 = g * 2
+    #   loss = sum((P - Y) ** 2), backward:
+    #     → power: mul_g = g * 2
+    mul_g = g * 2
     # fused loop over [N, K]:
-    #   loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   P = sigmoid(X @ W)  →  sigmoid: dx = dy * y * (1 - y)
+    #   loss = sum((P - Y) ** 2), backward:
+    #     → power: dP = mul_g * loss_1
+    #   P = sigmoid(X @ W), backward:
+    #     → sigmoid: dP_1 = dP * (P * (1 - P))
     dP_1 = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            dP_1[i, j] = dloss_1 * loss_1[i, j] * (P[i, j] * (1 - P[i, j]))
-    # P = sigmoid(X @ W)  →  left product: dB = A.T @ dZ
+            dP_1[i, j] = mul_g * loss_1[i, j] * (P[i, j] * (1 - P[i, j]))
+    # P = sigmoid(X @ W), backward:
+    #   → left product: dW = X.T @ dP_1
     dW = np.dot(X.T, dP_1)
     return (dW,)
 
@@ -501,8 +505,10 @@ def _one_layer_value_and_grad(X, Y, W):
     # fused loop over [N, K]:
     #   P = sigmoid(X @ W)
     #   loss = sum((P - Y) ** 2)
-    #   loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   P = sigmoid(X @ W)  →  sigmoid: dx = dy * y * (1 - y)
+    #   loss = sum((P - Y) ** 2), backward:
+    #     → power: dP = 2 * loss_1
+    #   P = sigmoid(X @ W), backward:
+    #     → sigmoid: dP_1 = dP * (P * (1 - P))
     P = P_1  # in place of P_1: not read after this loop
     loss_cols = np.zeros((K,), dtype=np.float64)
     dP_1 = np.empty((N, K), dtype=np.float64)
@@ -515,7 +521,8 @@ def _one_layer_value_and_grad(X, Y, W):
             dP_1[i, j] = 2 * loss_1_e * (P_e * (1 - P_e))
     loss = loss_cols.sum()
     loss_cols = np.empty(0)  # frees the partial sums now
-    # P = sigmoid(X @ W)  →  left product: dB = A.T @ dZ
+    # P = sigmoid(X @ W), backward:
+    #   → left product: dW = X.T @ dP_1
     dW = np.dot(X.T, dP_1)
     return loss, P, dW
 
@@ -638,25 +645,31 @@ def _mlp_mse_forward(X, Y, W1, b1, W2, b2):
 @_kernel
 def _mlp_mse_backward(g, X, W2, H1, loss_1, N, K, H):
     # scalars:
-    #   loss = sum((Z2 - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dloss_1 = g * 2
+    #   loss = sum((Z2 - Y) ** 2), backward:
+    #     → power: mul_g = g * 2
+    mul_g = g * 2
     # fused loop over [N, K]:
-    #   loss = sum((Z2 - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   Z2 = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    dloss_1_2 = np.empty((N, K), dtype=np.float64)
+    #   loss = sum((Z2 - Y) ** 2), backward:
+    #     → power: dZ2 = mul_g * loss_1
+    #   Z2 = H1 @ W2 + b2, backward:
+    #     → addition: db2 = sum(dZ2, axis=0); broadcast [K] to [N, K]: sum over rows
+    dZ2 = np.empty((N, K), dtype=np.float64)
     db2 = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            dloss_1_2_e = dloss_1 * loss_1[i, j]
-            dloss_1_2[i, j] = dloss_1_2_e
-            db2[j] += dloss_1_2_e
-    # Z2 = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
-    dH1 = np.dot(dloss_1_2, W2.T)
-    # Z2 = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
-    dW2 = np.dot(H1.T, dloss_1_2)
+            dZ2_e = mul_g * loss_1[i, j]
+            dZ2[i, j] = dZ2_e
+            db2[j] += dZ2_e
+    # Z2 = H1 @ W2 + b2, backward:
+    #   → right product: dH1 = dZ2 @ W2.T
+    dH1 = np.dot(dZ2, W2.T)
+    #   → left product: dW2 = H1.T @ dZ2
+    dW2 = np.dot(H1.T, dZ2)
     # fused loop over [N, H]:
-    #   H1 = tanh(Z1)  →  tanh: dx = dy * (1 - y * y)
-    #   Z1 = X @ W1 + b1  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
+    #   H1 = tanh(Z1), backward:
+    #     → tanh: dZ1 = dH1 * (1 - H1 * H1)
+    #   Z1 = X @ W1 + b1, backward:
+    #     → addition: db1 = sum(dZ1, axis=0); broadcast [H] to [N, H]: sum over rows
     dZ1 = dH1  # in place of dH1: not read after this loop
     db1 = np.zeros((H,), dtype=np.float64)
     for i in range(N):
@@ -664,7 +677,8 @@ def _mlp_mse_backward(g, X, W2, H1, loss_1, N, K, H):
             dZ1_e = dH1[i, j] * (1 - H1[i, j] * H1[i, j])
             dZ1[i, j] = dZ1_e
             db1[j] += dZ1_e
-    # Z1 = X @ W1 + b1  →  left product: dB = A.T @ dZ
+    # Z1 = X @ W1 + b1, backward:
+    #   → left product: dW1 = X.T @ dZ1
     dW1 = np.dot(X.T, dZ1)
     return dW1, db1, dW2, db2
 
@@ -699,11 +713,13 @@ def _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
     # fused loop over [N, K]:
     #   Z2 = H1 @ W2 + b2
     #   loss = sum((Z2 - Y) ** 2)
-    #   loss = sum((Z2 - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   Z2 = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
+    #   loss = sum((Z2 - Y) ** 2), backward:
+    #     → power: dZ2 = 2 * loss_1
+    #   Z2 = H1 @ W2 + b2, backward:
+    #     → addition: db2 = sum(dZ2, axis=0); broadcast [K] to [N, K]: sum over rows
     Z2 = Z2_1  # in place of Z2_1: not read after this loop
     loss_cols = np.zeros((K,), dtype=np.float64)
-    dloss_1 = np.empty((N, K), dtype=np.float64)
+    dZ2 = np.empty((N, K), dtype=np.float64)
     db2 = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
@@ -711,18 +727,21 @@ def _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
             Z2[i, j] = Z2_e
             loss_1_e = Z2_e - Y[i, j]
             loss_cols[j] += loss_1_e**2
-            dloss_1_e = 2 * loss_1_e
-            dloss_1[i, j] = dloss_1_e
-            db2[j] += dloss_1_e
+            dZ2_e = 2 * loss_1_e
+            dZ2[i, j] = dZ2_e
+            db2[j] += dZ2_e
     loss = loss_cols.sum()
     loss_cols = np.empty(0)  # frees the partial sums now
-    # Z2 = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
-    dH1 = np.dot(dloss_1, W2.T)
-    # Z2 = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
-    dW2 = np.dot(H1.T, dloss_1)
+    # Z2 = H1 @ W2 + b2, backward:
+    #   → right product: dH1 = dZ2 @ W2.T
+    dH1 = np.dot(dZ2, W2.T)
+    #   → left product: dW2 = H1.T @ dZ2
+    dW2 = np.dot(H1.T, dZ2)
     # fused loop over [N, H]:
-    #   H1 = tanh(Z1)  →  tanh: dx = dy * (1 - y * y)
-    #   Z1 = X @ W1 + b1  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
+    #   H1 = tanh(Z1), backward:
+    #     → tanh: dZ1 = dH1 * (1 - H1 * H1)
+    #   Z1 = X @ W1 + b1, backward:
+    #     → addition: db1 = sum(dZ1, axis=0); broadcast [H] to [N, H]: sum over rows
     dZ1 = dH1  # in place of dH1: not read after this loop
     db1 = np.zeros((H,), dtype=np.float64)
     for i in range(N):
@@ -730,7 +749,8 @@ def _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
             dZ1_e = dH1[i, j] * (1 - H1[i, j] * H1[i, j])
             dZ1[i, j] = dZ1_e
             db1[j] += dZ1_e
-    # Z1 = X @ W1 + b1  →  left product: dB = A.T @ dZ
+    # Z1 = X @ W1 + b1, backward:
+    #   → left product: dW1 = X.T @ dZ1
     dW1 = np.dot(X.T, dZ1)
     return loss, Z2, dW1, db1, dW2, db2
 
@@ -831,20 +851,24 @@ def _linear_regression_forward(X, y, w, b):
 @_kernel
 def _linear_regression_backward(g, X, r, N):
     # scalars:
-    #   loss = mean(r ** 2)  →  mean: dX = dm / n, broadcast over the n averaged elements
-    #   loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dr = g / N * 2
+    #   loss = mean(r ** 2), backward:
+    #     → mean: dloss_1 = g / N
+    #     → power: mul_dloss_1 = dloss_1 * 2
+    mul_dloss_1 = g / N * 2
     # fused loop over [N]:
-    #   loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   r = X @ w + b - y  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
-    dr_2 = np.empty((N,), dtype=np.float64)
+    #   loss = mean(r ** 2), backward:
+    #     → power: dr = mul_dloss_1 * r
+    #   r = X @ w + b - y, backward:
+    #     → addition: db = sum(dr); broadcast [] to [N]: sum over axes 0
+    dr = np.empty((N,), dtype=np.float64)
     db = 0.0
     for i in range(N):
-        dr_2_e = dr * r[i]
-        dr_2[i] = dr_2_e
-        db += dr_2_e
-    # r = X @ w + b - y  →  matrix-vector product: db = A.T @ dz
-    dw = np.dot(X.T, dr_2)
+        dr_e = mul_dloss_1 * r[i]
+        dr[i] = dr_e
+        db += dr_e
+    # r = X @ w + b - y, backward:
+    #   → matrix-vector product: dw = X.T @ dr
+    dw = np.dot(X.T, dr)
     return dw, db
 
 
@@ -868,20 +892,24 @@ def _linear_regression_value_and_grad(X, y, w, b):
         loss += r_e**2
     loss = loss / N
     # scalars:
-    #   loss = mean(r ** 2)  →  mean: dX = dm / n, broadcast over the n averaged elements
-    #   loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dr = 1 / N * 2
+    #   loss = mean(r ** 2), backward:
+    #     → mean: dloss_1 = 1 / N
+    #     → power: mul_dloss_1 = dloss_1 * 2
+    mul_dloss_1 = 1 / N * 2
     # fused loop over [N]:
-    #   loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   r = X @ w + b - y  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
-    dr_2 = r  # in place of r: not read after this loop
+    #   loss = mean(r ** 2), backward:
+    #     → power: dr = mul_dloss_1 * r
+    #   r = X @ w + b - y, backward:
+    #     → addition: db = sum(dr); broadcast [] to [N]: sum over axes 0
+    dr = r  # in place of r: not read after this loop
     db = 0.0
     for i in range(N):
-        dr_2_e = dr * r[i]
-        dr_2[i] = dr_2_e
-        db += dr_2_e
-    # r = X @ w + b - y  →  matrix-vector product: db = A.T @ dz
-    dw = np.dot(X.T, dr_2)
+        dr_e = mul_dloss_1 * r[i]
+        dr[i] = dr_e
+        db += dr_e
+    # r = X @ w + b - y, backward:
+    #   → matrix-vector product: dw = X.T @ dr
+    dw = np.dot(X.T, dr)
     return loss, dw, db
 
 
@@ -976,24 +1004,26 @@ def _logistic_regression_forward(X, y, w, b):
 @_kernel
 def _logistic_regression_backward(g, X, y, z, loss_1, N):
     # scalars:
-    #   loss = mean(softplus(z) - y * z)  →  mean: dX = dm / n, broadcast over the n averaged
-    #       elements
-    #   loss = mean(softplus(z) - y * z)  →  subtraction: db = -dz
+    #   loss = mean(softplus(z) - y * z), backward:
+    #     → mean: dloss_3 = g / N
+    #     → subtraction: dloss_2 = -dloss_3
     dloss_3_e = g / N
     dloss_3 = dloss_3_e
     dloss_2 = -dloss_3_e
     # fused loop over [N]:
-    #   loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y)
-    #   loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz; accumulate (dz: z is
-    #       used 3 times)
-    #   z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
+    #   loss = mean(softplus(z) - y * z), backward:
+    #     → softplus: dz = dloss_3 * exp(z - loss_1)
+    #     → Hadamard product: dz = dz + y * dloss_2; accumulate (dz: z is used 3 times)
+    #   z = X @ w + b, backward:
+    #     → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
     dz = np.empty((N,), dtype=np.float64)
     db = 0.0
     for i in range(N):
         dz_e = dloss_3 * _exp(z[i] - loss_1[i]) + y[i] * dloss_2
         dz[i] = dz_e
         db += dz_e
-    # z = X @ w + b  →  matrix-vector product: db = A.T @ dz
+    # z = X @ w + b, backward:
+    #   → matrix-vector product: dw = X.T @ dz
     dw = np.dot(X.T, dz)
     return dw, db
 
@@ -1024,24 +1054,26 @@ def _logistic_regression_value_and_grad(X, y, w, b):
         p[i] = _sigmoid(z_e)
     loss = loss / N
     # scalars:
-    #   loss = mean(softplus(z) - y * z)  →  mean: dX = dm / n, broadcast over the n averaged
-    #       elements
-    #   loss = mean(softplus(z) - y * z)  →  subtraction: db = -dz
+    #   loss = mean(softplus(z) - y * z), backward:
+    #     → mean: dloss_3 = 1 / N
+    #     → subtraction: dloss_2 = -dloss_3
     dloss_3_e = 1 / N
     dloss_3 = dloss_3_e
     dloss_2 = -dloss_3_e
     # fused loop over [N]:
-    #   loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y)
-    #   loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz; accumulate (dz: z is
-    #       used 3 times)
-    #   z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
+    #   loss = mean(softplus(z) - y * z), backward:
+    #     → softplus: dz = dloss_3 * exp(z - loss_1)
+    #     → Hadamard product: dz = dz + y * dloss_2; accumulate (dz: z is used 3 times)
+    #   z = X @ w + b, backward:
+    #     → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
     dz = loss_1  # in place of loss_1: not read after this loop
     db = 0.0
     for i in range(N):
         dz_e = dloss_3 * _exp(z[i] - loss_1[i]) + y[i] * dloss_2
         dz[i] = dz_e
         db += dz_e
-    # z = X @ w + b  →  matrix-vector product: db = A.T @ dz
+    # z = X @ w + b, backward:
+    #   → matrix-vector product: dw = X.T @ dz
     dw = np.dot(X.T, dz)
     return loss, p, dw, db
 
@@ -1135,39 +1167,39 @@ def _softmax_regression_forward(X, Y, W, b):
     #   Z = X @ W + b
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     Z = Z_1  # in place of Z_1: not read after this loop
-    t_1 = np.full((N, 1), -np.inf, dtype=np.float64)
+    rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
         for j in range(K):
             Z_e = Z_1[i, j] + b[j]
             Z[i, j] = Z_e
-            t_1[i, 0] = max(t_1[i, 0], Z_e)
+            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z_e)
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_2 = np.empty((N, 1), dtype=np.float64)
+    shift_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_2[i, j] = t_1[i, j] if abs(t_1[i, j]) < np.inf else 0.0
+            shift_Z[i, j] = rowmax_Z[i, j] if abs(rowmax_Z[i, j]) < np.inf else 0.0
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_5 = np.zeros((N, 1), dtype=np.float64)
-    t_6 = np.empty((N, K), dtype=np.float64)
+    sumexp_Z = np.zeros((N, 1), dtype=np.float64)
+    Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            t_5[i, 0] += _exp(Z[i, j] - t_2[i, 0])
-            t_6[i, j] = Z[i, j] - t_2[i, 0]
+            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_7 = np.empty((N, 1), dtype=np.float64)
+    log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_7[i, j] = _log(t_5[i, j])
+            log_sumexp_Z[i, j] = _log(sumexp_Z[i, j])
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = t_6  # in place of t_6: not read after this loop
+    loss_1 = Z_shifted  # in place of Z_shifted: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            loss_1_e = t_6[i, j] - t_7[i, 0]
+            loss_1_e = Z_shifted[i, j] - log_sumexp_Z[i, 0]
             loss_1[i, j] = loss_1_e
             loss_3[i] += Y[i, j] * loss_1_e
     # fused loop over [N]:
@@ -1185,36 +1217,39 @@ def _softmax_regression_forward(X, Y, W, b):
 @_kernel
 def _softmax_regression_backward(g, X, Y, loss_1, N, K):
     # scalars:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  negation: dx = -dy
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
-    #       the n averaged elements
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → negation: dloss_4 = -g
+    #     → mean: dloss_3 = dloss_4 / N
     dloss_3 = -g / N
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → Hadamard product: dloss_1 = Y * dloss_3
+    #     → log_softmax: rowsum_dloss_1 = sum(dloss_1, axis=1, keepdims=True)
+    #     → log_softmax: exp_loss_1 = exp(loss_1)
     dloss_1 = np.empty((N, K), dtype=np.float64)
-    dZ = np.zeros((N, 1), dtype=np.float64)
-    dZ_2 = np.empty((N, K), dtype=np.float64)
+    rowsum_dloss_1 = np.zeros((N, 1), dtype=np.float64)
+    exp_loss_1 = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
             dloss_1_e = Y[i, j] * dloss_3
             dloss_1[i, j] = dloss_1_e
-            dZ[i, 0] += dloss_1_e
-            dZ_2[i, j] = _exp(loss_1[i, j])
+            rowsum_dloss_1[i, 0] += dloss_1_e
+            exp_loss_1[i, j] = _exp(loss_1[i, j])
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
-    #   Z = X @ W + b  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    dZ_3 = dloss_1  # in place of dloss_1: not read after this loop
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → log_softmax: dZ = dloss_1 - exp_loss_1 * rowsum_dloss_1
+    #   Z = X @ W + b, backward:
+    #     → addition: db = sum(dZ, axis=0); broadcast [K] to [N, K]: sum over rows
+    dZ = dloss_1  # in place of dloss_1: not read after this loop
     db = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            dZ_3_e = dloss_1[i, j] - dZ_2[i, j] * dZ[i, 0]
-            dZ_3[i, j] = dZ_3_e
-            db[j] += dZ_3_e
-    # Z = X @ W + b  →  left product: dB = A.T @ dZ
-    dW = np.dot(X.T, dZ_3)
+            dZ_e = dloss_1[i, j] - exp_loss_1[i, j] * rowsum_dloss_1[i, 0]
+            dZ[i, j] = dZ_e
+            db[j] += dZ_e
+    # Z = X @ W + b, backward:
+    #   → left product: dW = X.T @ dZ
+    dW = np.dot(X.T, dZ)
     return dW, db
 
 
@@ -1237,39 +1272,39 @@ def _softmax_regression_value_and_grad(X, Y, W, b):
     #   Z = X @ W + b
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     Z = Z_1  # in place of Z_1: not read after this loop
-    t_1 = np.full((N, 1), -np.inf, dtype=np.float64)
+    rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
         for j in range(K):
             Z_e = Z_1[i, j] + b[j]
             Z[i, j] = Z_e
-            t_1[i, 0] = max(t_1[i, 0], Z_e)
+            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z_e)
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_2 = np.empty((N, 1), dtype=np.float64)
+    shift_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_2[i, j] = t_1[i, j] if abs(t_1[i, j]) < np.inf else 0.0
+            shift_Z[i, j] = rowmax_Z[i, j] if abs(rowmax_Z[i, j]) < np.inf else 0.0
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_5 = np.zeros((N, 1), dtype=np.float64)
-    t_6 = np.empty((N, K), dtype=np.float64)
+    sumexp_Z = np.zeros((N, 1), dtype=np.float64)
+    Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            t_5[i, 0] += _exp(Z[i, j] - t_2[i, 0])
-            t_6[i, j] = Z[i, j] - t_2[i, 0]
+            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_7 = np.empty((N, 1), dtype=np.float64)
+    log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_7[i, j] = _log(t_5[i, j])
+            log_sumexp_Z[i, j] = _log(sumexp_Z[i, j])
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = t_6  # in place of t_6: not read after this loop
+    loss_1 = Z_shifted  # in place of Z_shifted: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            loss_1_e = t_6[i, j] - t_7[i, 0]
+            loss_1_e = Z_shifted[i, j] - log_sumexp_Z[i, 0]
             loss_1[i, j] = loss_1_e
             loss_3[i] += Y[i, j] * loss_1_e
     # fused loop over [N]:
@@ -1280,36 +1315,39 @@ def _softmax_regression_value_and_grad(X, Y, W, b):
     loss_4 = loss_4 / N
     # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
-    #       the n averaged elements
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → mean: dloss_3 = -1 / N
     loss = -loss_4
     dloss_3 = -1 / N
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → Hadamard product: dloss_1 = Y * dloss_3
+    #     → log_softmax: rowsum_dloss_1 = sum(dloss_1, axis=1, keepdims=True)
+    #     → log_softmax: exp_loss_1 = exp(loss_1)
     dloss_1 = np.empty((N, K), dtype=np.float64)
-    dZ = np.zeros((N, 1), dtype=np.float64)
-    dZ_2 = loss_1  # in place of loss_1: not read after this loop
+    rowsum_dloss_1 = np.zeros((N, 1), dtype=np.float64)
+    exp_loss_1 = loss_1  # in place of loss_1: not read after this loop
     for i in range(N):
         for j in range(K):
             dloss_1_e = Y[i, j] * dloss_3
             dloss_1[i, j] = dloss_1_e
-            dZ[i, 0] += dloss_1_e
-            dZ_2[i, j] = _exp(loss_1[i, j])
+            rowsum_dloss_1[i, 0] += dloss_1_e
+            exp_loss_1[i, j] = _exp(loss_1[i, j])
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
-    #   Z = X @ W + b  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    dZ_3 = dloss_1  # in place of dloss_1: not read after this loop
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → log_softmax: dZ = dloss_1 - exp_loss_1 * rowsum_dloss_1
+    #   Z = X @ W + b, backward:
+    #     → addition: db = sum(dZ, axis=0); broadcast [K] to [N, K]: sum over rows
+    dZ = dloss_1  # in place of dloss_1: not read after this loop
     db = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            dZ_3_e = dloss_1[i, j] - dZ_2[i, j] * dZ[i, 0]
-            dZ_3[i, j] = dZ_3_e
-            db[j] += dZ_3_e
-    # Z = X @ W + b  →  left product: dB = A.T @ dZ
-    dW = np.dot(X.T, dZ_3)
+            dZ_e = dloss_1[i, j] - exp_loss_1[i, j] * rowsum_dloss_1[i, 0]
+            dZ[i, j] = dZ_e
+            db[j] += dZ_e
+    # Z = X @ W + b, backward:
+    #   → left product: dW = X.T @ dZ
+    dW = np.dot(X.T, dZ)
     return loss, Z, dW, db
 
 
@@ -1415,39 +1453,39 @@ def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
     #   Z = H1 @ W2 + b2
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     Z = Z_1  # in place of Z_1: not read after this loop
-    t_1 = np.full((N, 1), -np.inf, dtype=np.float64)
+    rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
         for j in range(K):
             Z_e = Z_1[i, j] + b2[j]
             Z[i, j] = Z_e
-            t_1[i, 0] = max(t_1[i, 0], Z_e)
+            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z_e)
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_2 = np.empty((N, 1), dtype=np.float64)
+    shift_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_2[i, j] = t_1[i, j] if abs(t_1[i, j]) < np.inf else 0.0
+            shift_Z[i, j] = rowmax_Z[i, j] if abs(rowmax_Z[i, j]) < np.inf else 0.0
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_5 = np.zeros((N, 1), dtype=np.float64)
-    t_6 = np.empty((N, K), dtype=np.float64)
+    sumexp_Z = np.zeros((N, 1), dtype=np.float64)
+    Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            t_5[i, 0] += _exp(Z[i, j] - t_2[i, 0])
-            t_6[i, j] = Z[i, j] - t_2[i, 0]
+            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_7 = np.empty((N, 1), dtype=np.float64)
+    log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_7[i, j] = _log(t_5[i, j])
+            log_sumexp_Z[i, j] = _log(sumexp_Z[i, j])
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = t_6  # in place of t_6: not read after this loop
+    loss_1 = Z_shifted  # in place of Z_shifted: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            loss_1_e = t_6[i, j] - t_7[i, 0]
+            loss_1_e = Z_shifted[i, j] - log_sumexp_Z[i, 0]
             loss_1[i, j] = loss_1_e
             loss_3[i] += Y[i, j] * loss_1_e
     # fused loop over [N]:
@@ -1465,41 +1503,45 @@ def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
 @_kernel
 def _mlp_classifier_backward(g, X, Y, W2, H1, loss_1, N, K, H):
     # scalars:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  negation: dx = -dy
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
-    #       the n averaged elements
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → negation: dloss_4 = -g
+    #     → mean: dloss_3 = dloss_4 / N
     dloss_3 = -g / N
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → Hadamard product: dloss_1 = Y * dloss_3
+    #     → log_softmax: rowsum_dloss_1 = sum(dloss_1, axis=1, keepdims=True)
+    #     → log_softmax: exp_loss_1 = exp(loss_1)
     dloss_1 = np.empty((N, K), dtype=np.float64)
-    dZ = np.zeros((N, 1), dtype=np.float64)
-    dZ_2 = np.empty((N, K), dtype=np.float64)
+    rowsum_dloss_1 = np.zeros((N, 1), dtype=np.float64)
+    exp_loss_1 = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
             dloss_1_e = Y[i, j] * dloss_3
             dloss_1[i, j] = dloss_1_e
-            dZ[i, 0] += dloss_1_e
-            dZ_2[i, j] = _exp(loss_1[i, j])
+            rowsum_dloss_1[i, 0] += dloss_1_e
+            exp_loss_1[i, j] = _exp(loss_1[i, j])
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
-    #   Z = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    dZ_3 = dloss_1  # in place of dloss_1: not read after this loop
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → log_softmax: dZ = dloss_1 - exp_loss_1 * rowsum_dloss_1
+    #   Z = H1 @ W2 + b2, backward:
+    #     → addition: db2 = sum(dZ, axis=0); broadcast [K] to [N, K]: sum over rows
+    dZ = dloss_1  # in place of dloss_1: not read after this loop
     db2 = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            dZ_3_e = dloss_1[i, j] - dZ_2[i, j] * dZ[i, 0]
-            dZ_3[i, j] = dZ_3_e
-            db2[j] += dZ_3_e
-    # Z = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
-    dH1 = np.dot(dZ_3, W2.T)
-    # Z = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
-    dW2 = np.dot(H1.T, dZ_3)
+            dZ_e = dloss_1[i, j] - exp_loss_1[i, j] * rowsum_dloss_1[i, 0]
+            dZ[i, j] = dZ_e
+            db2[j] += dZ_e
+    # Z = H1 @ W2 + b2, backward:
+    #   → right product: dH1 = dZ @ W2.T
+    dH1 = np.dot(dZ, W2.T)
+    #   → left product: dW2 = H1.T @ dZ
+    dW2 = np.dot(H1.T, dZ)
     # fused loop over [N, H]:
-    #   H1 = tanh(X @ W1 + b1)  →  tanh: dx = dy * (1 - y * y)
-    #   H1 = tanh(X @ W1 + b1)  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
+    #   H1 = tanh(X @ W1 + b1), backward:
+    #     → tanh: dH1_2 = dH1 * (1 - H1 * H1)
+    #     → addition: db1 = sum(dH1_2, axis=0); broadcast [H] to [N, H]: sum over rows
     dH1_2 = dH1  # in place of dH1: not read after this loop
     db1 = np.zeros((H,), dtype=np.float64)
     for i in range(N):
@@ -1507,7 +1549,8 @@ def _mlp_classifier_backward(g, X, Y, W2, H1, loss_1, N, K, H):
             dH1_2_e = dH1[i, j] * (1 - H1[i, j] * H1[i, j])
             dH1_2[i, j] = dH1_2_e
             db1[j] += dH1_2_e
-    # H1 = tanh(X @ W1 + b1)  →  left product: dB = A.T @ dZ
+    # H1 = tanh(X @ W1 + b1), backward:
+    #   → left product: dW1 = X.T @ dH1_2
     dW1 = np.dot(X.T, dH1_2)
     return dW1, db1, dW2, db2
 
@@ -1542,39 +1585,39 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     #   Z = H1 @ W2 + b2
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     Z = Z_1  # in place of Z_1: not read after this loop
-    t_1 = np.full((N, 1), -np.inf, dtype=np.float64)
+    rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
         for j in range(K):
             Z_e = Z_1[i, j] + b2[j]
             Z[i, j] = Z_e
-            t_1[i, 0] = max(t_1[i, 0], Z_e)
+            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z_e)
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_2 = np.empty((N, 1), dtype=np.float64)
+    shift_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_2[i, j] = t_1[i, j] if abs(t_1[i, j]) < np.inf else 0.0
+            shift_Z[i, j] = rowmax_Z[i, j] if abs(rowmax_Z[i, j]) < np.inf else 0.0
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_5 = np.zeros((N, 1), dtype=np.float64)
-    t_6 = np.empty((N, K), dtype=np.float64)
+    sumexp_Z = np.zeros((N, 1), dtype=np.float64)
+    Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            t_5[i, 0] += _exp(Z[i, j] - t_2[i, 0])
-            t_6[i, j] = Z[i, j] - t_2[i, 0]
+            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_7 = np.empty((N, 1), dtype=np.float64)
+    log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_7[i, j] = _log(t_5[i, j])
+            log_sumexp_Z[i, j] = _log(sumexp_Z[i, j])
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = t_6  # in place of t_6: not read after this loop
+    loss_1 = Z_shifted  # in place of Z_shifted: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            loss_1_e = t_6[i, j] - t_7[i, 0]
+            loss_1_e = Z_shifted[i, j] - log_sumexp_Z[i, 0]
             loss_1[i, j] = loss_1_e
             loss_3[i] += Y[i, j] * loss_1_e
     # fused loop over [N]:
@@ -1585,41 +1628,45 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     loss_4 = loss_4 / N
     # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
-    #       the n averaged elements
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → mean: dloss_3 = -1 / N
     loss = -loss_4
     dloss_3 = -1 / N
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → Hadamard product: dloss_1 = Y * dloss_3
+    #     → log_softmax: rowsum_dloss_1 = sum(dloss_1, axis=1, keepdims=True)
+    #     → log_softmax: exp_loss_1 = exp(loss_1)
     dloss_1 = np.empty((N, K), dtype=np.float64)
-    dZ = np.zeros((N, 1), dtype=np.float64)
-    dZ_2 = loss_1  # in place of loss_1: not read after this loop
+    rowsum_dloss_1 = np.zeros((N, 1), dtype=np.float64)
+    exp_loss_1 = loss_1  # in place of loss_1: not read after this loop
     for i in range(N):
         for j in range(K):
             dloss_1_e = Y[i, j] * dloss_3
             dloss_1[i, j] = dloss_1_e
-            dZ[i, 0] += dloss_1_e
-            dZ_2[i, j] = _exp(loss_1[i, j])
+            rowsum_dloss_1[i, 0] += dloss_1_e
+            exp_loss_1[i, j] = _exp(loss_1[i, j])
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
-    #   Z = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    dZ_3 = dloss_1  # in place of dloss_1: not read after this loop
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → log_softmax: dZ = dloss_1 - exp_loss_1 * rowsum_dloss_1
+    #   Z = H1 @ W2 + b2, backward:
+    #     → addition: db2 = sum(dZ, axis=0); broadcast [K] to [N, K]: sum over rows
+    dZ = dloss_1  # in place of dloss_1: not read after this loop
     db2 = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            dZ_3_e = dloss_1[i, j] - dZ_2[i, j] * dZ[i, 0]
-            dZ_3[i, j] = dZ_3_e
-            db2[j] += dZ_3_e
-    # Z = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
-    dH1 = np.dot(dZ_3, W2.T)
-    # Z = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
-    dW2 = np.dot(H1.T, dZ_3)
+            dZ_e = dloss_1[i, j] - exp_loss_1[i, j] * rowsum_dloss_1[i, 0]
+            dZ[i, j] = dZ_e
+            db2[j] += dZ_e
+    # Z = H1 @ W2 + b2, backward:
+    #   → right product: dH1 = dZ @ W2.T
+    dH1 = np.dot(dZ, W2.T)
+    #   → left product: dW2 = H1.T @ dZ
+    dW2 = np.dot(H1.T, dZ)
     # fused loop over [N, H]:
-    #   H1 = tanh(X @ W1 + b1)  →  tanh: dx = dy * (1 - y * y)
-    #   H1 = tanh(X @ W1 + b1)  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
+    #   H1 = tanh(X @ W1 + b1), backward:
+    #     → tanh: dH1_2 = dH1 * (1 - H1 * H1)
+    #     → addition: db1 = sum(dH1_2, axis=0); broadcast [H] to [N, H]: sum over rows
     dH1_2 = dH1  # in place of dH1: not read after this loop
     db1 = np.zeros((H,), dtype=np.float64)
     for i in range(N):
@@ -1627,7 +1674,8 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
             dH1_2_e = dH1[i, j] * (1 - H1[i, j] * H1[i, j])
             dH1_2[i, j] = dH1_2_e
             db1[j] += dH1_2_e
-    # H1 = tanh(X @ W1 + b1)  →  left product: dB = A.T @ dZ
+    # H1 = tanh(X @ W1 + b1), backward:
+    #   → left product: dW1 = X.T @ dH1_2
     dW1 = np.dot(X.T, dH1_2)
     return loss, Z, dW1, db1, dW2, db2
 

@@ -552,15 +552,17 @@ def _twice_sum_forward(A):
 @_kernel
 def _twice_sum_backward(g):
     # scalars:
-    #   F = 2 * sum(A)  →  Hadamard product: db = a * dz
-    dF_1 = 2 * g
+    #   F = 2 * sum(A), backward:
+    #     → Hadamard product: dA = 2 * g
+    dA = 2 * g
     # fused loop over [2, 3]:
-    #   F = 2 * sum(A)  →  sum: dX = ds, broadcast over the summed axes
-    dA = np.empty((2, 3), dtype=np.float64)
+    #   F = 2 * sum(A), backward:
+    #     → sum: dA_2 = broadcast(dA, [2, 3])
+    dA_2 = np.empty((2, 3), dtype=np.float64)
     for i in range(2):
         for j in range(3):
-            dA[i, j] = dF_1
-    return (dA,)
+            dA_2[i, j] = dA
+    return (dA_2,)
 
 
 @_kernel
@@ -580,7 +582,8 @@ def _twice_sum_value_and_grad(A):
     #   F = 2 * sum(A)
     F = 2 * F_1
     # fused loop over [2, 3]:
-    #   F = 2 * sum(A)  →  sum: dX = ds, broadcast over the summed axes
+    #   F = 2 * sum(A), backward:
+    #     → sum: dA = broadcast(2, [2, 3])
     dA = np.empty((2, 3), dtype=np.float64)
     for i in range(2):
         for j in range(3):
@@ -670,20 +673,24 @@ def _affine_sum_forward(A, W, B):
 @_kernel
 def _affine_sum_backward(g, A, W):
     # scalars:
-    #   Z = A @ W + B  →  addition: db = dz; broadcast [2] to [2, 2]: sum over rows
+    #   Z = A @ W + B, backward:
+    #     → addition: dB = g * 2; broadcast [2] to [2, 2]: sum over rows
     dB = g * 2
     # fused loop over [2, 2]:
-    #   Z = A @ W + B  →  right product: dA = dZ @ B.T
+    #   Z = A @ W + B, backward:
+    #     → right product: dZ_1 = broadcast(g, [2, 2])
     dZ_1 = np.empty((2, 2), dtype=np.float64)
     for i in range(2):
         for j in range(2):
             dZ_1[i, j] = g
-    # Z = A @ W + B  →  right product: dA = dZ @ B.T
+    # Z = A @ W + B, backward:
+    #   → right product: dA = dZ_1 @ W.T
     dA = np.dot(dZ_1, W.T)
-    # Z = A @ W + B  →  left product: dB = A.T @ dZ
+    #   → left product: dW = A.T @ dZ_1
     dW = np.dot(A.T, dZ_1)
     # fused loop over [2]:
-    #   Z = A @ W + B  →  addition: db = dz; broadcast [2] to [2, 2]: sum over rows
+    #   Z = A @ W + B, backward:
+    #     → addition: dB_2 = broadcast(dB, [2]); broadcast [2] to [2, 2]: sum over rows
     dB_2 = np.empty((2,), dtype=np.float64)
     for i in range(2):
         dB_2[i] = dB
@@ -700,7 +707,8 @@ def _affine_sum_value_and_grad(A, W, B):
     # fused loop over [2, 2]:
     #   Z = A @ W + B
     #   S = sum(Z)
-    #   Z = A @ W + B  →  right product: dA = dZ @ B.T
+    #   Z = A @ W + B, backward:
+    #     → right product: dZ_1 = broadcast(1, [2, 2])
     Z = Z_1  # in place of Z_1: not read after this loop
     S_cols = np.zeros((2,), dtype=np.float64)
     dZ_1 = np.empty((2, 2), dtype=np.float64)
@@ -712,12 +720,14 @@ def _affine_sum_value_and_grad(A, W, B):
             dZ_1[i, j] = 1
     S = S_cols.sum()
     S_cols = np.empty(0)  # frees the partial sums now
-    # Z = A @ W + B  →  right product: dA = dZ @ B.T
+    # Z = A @ W + B, backward:
+    #   → right product: dA = dZ_1 @ W.T
     dA = np.dot(dZ_1, W.T)
-    # Z = A @ W + B  →  left product: dB = A.T @ dZ
+    #   → left product: dW = A.T @ dZ_1
     dW = np.dot(A.T, dZ_1)
     # fused loop over [2]:
-    #   Z = A @ W + B  →  addition: db = dz; broadcast [2] to [2, 2]: sum over rows
+    #   Z = A @ W + B, backward:
+    #     → addition: dB = broadcast(2, [2]); broadcast [2] to [2, 2]: sum over rows
     dB = np.empty((2,), dtype=np.float64)
     for i in range(2):
         dB[i] = 2
@@ -809,18 +819,21 @@ def _wx_backprop_forward(W, x, t):
 @_kernel
 def _wx_backprop_backward(g, W, x, f_1, M):
     # scalars:
-    #   f = 0.5 * sum((d - t) ** 2)  →  Hadamard product: db = a * dz
-    #   f = 0.5 * sum((d - t) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    df_1 = 0.5 * g * 2
+    #   f = 0.5 * sum((d - t) ** 2), backward:
+    #     → Hadamard product: df_3 = 0.5 * g
+    #     → power: mul_df_3 = df_3 * 2
+    mul_df_3 = 0.5 * g * 2
     # fused loop over [M]:
-    #   f = 0.5 * sum((d - t) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    df_1_2 = np.empty((M,), dtype=np.float64)
+    #   f = 0.5 * sum((d - t) ** 2), backward:
+    #     → power: dd = mul_df_3 * f_1
+    dd = np.empty((M,), dtype=np.float64)
     for i in range(M):
-        df_1_2[i] = df_1 * f_1[i]
-    # d = W @ x  →  matrix-vector product: dA = outer(dz, b)
-    dW = np.outer(df_1_2, x)
-    # d = W @ x  →  matrix-vector product: db = A.T @ dz
-    dx = np.dot(W.T, df_1_2)
+        dd[i] = mul_df_3 * f_1[i]
+    # d = W @ x, backward:
+    #   → matrix-vector product: dW = outer(dd, x)
+    dW = np.outer(dd, x)
+    #   → matrix-vector product: dx = W.T @ dd
+    dx = np.dot(W.T, dd)
     return dW, dx
 
 
@@ -844,9 +857,10 @@ def _wx_backprop_value_and_grad(W, x, t):
     # scalars:
     #   f = 0.5 * sum((d - t) ** 2)
     f = 0.5 * f_3
-    # d = W @ x  →  matrix-vector product: dA = outer(dz, b)
+    # d = W @ x, backward:
+    #   → matrix-vector product: dW = outer(f_1, x)
     dW = np.outer(f_1, x)
-    # d = W @ x  →  matrix-vector product: db = A.T @ dz
+    #   → matrix-vector product: dx = W.T @ f_1
     dx = np.dot(W.T, f_1)
     return f, d, dW, dx
 
@@ -938,18 +952,22 @@ def _dictionary_learning_forward(X, D, R):
 @_kernel
 def _dictionary_learning_backward(g, D, R, E, M, N):
     # scalars:
-    #   f = sum(E ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dE = g * 2
+    #   f = sum(E ** 2), backward:
+    #     → power: mul_g = g * 2
+    mul_g = g * 2
     # fused loop over [M, N]:
-    #   f = sum(E ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   E = X - D @ R  →  subtraction: db = -dz
+    #   f = sum(E ** 2), backward:
+    #     → power: dE = mul_g * E
+    #   E = X - D @ R, backward:
+    #     → subtraction: dE_1 = -dE
     dE_1 = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            dE_1[i, j] = -(dE * E[i, j])
-    # E = X - D @ R  →  right product: dA = dZ @ B.T
+            dE_1[i, j] = -(mul_g * E[i, j])
+    # E = X - D @ R, backward:
+    #   → right product: dD = dE_1 @ R.T
     dD = np.dot(dE_1, R.T)
-    # E = X - D @ R  →  left product: dB = A.T @ dZ
+    #   → left product: dR = D.T @ dE_1
     dR = np.dot(D.T, dE_1)
     return dD, dR
 
@@ -967,7 +985,8 @@ def _dictionary_learning_value_and_grad(X, D, R):
     # fused loop over [M, N]:
     #   E = X - D @ R
     #   f = sum(E ** 2)
-    #   E = X - D @ R  →  subtraction: db = -dz
+    #   E = X - D @ R, backward:
+    #     → subtraction: dE_1 = -2 * E
     f_cols = np.zeros((N,), dtype=np.float64)
     dE_1 = E_1  # in place of E_1: not read after this loop
     for i in range(M):
@@ -977,9 +996,10 @@ def _dictionary_learning_value_and_grad(X, D, R):
             dE_1[i, j] = -2 * E_e
     f = f_cols.sum()
     f_cols = np.empty(0)  # frees the partial sums now
-    # E = X - D @ R  →  right product: dA = dZ @ B.T
+    # E = X - D @ R, backward:
+    #   → right product: dD = dE_1 @ R.T
     dD = np.dot(dE_1, R.T)
-    # E = X - D @ R  →  left product: dB = A.T @ dZ
+    #   → left product: dR = D.T @ dE_1
     dR = np.dot(D.T, dE_1)
     return f, dD, dR
 
@@ -1053,7 +1073,6 @@ def _quadratic_form_forward(a, G):
     N = a.shape[0]
     # f = a @ G @ a
     f_1 = np.dot(a, G)
-    # f = a @ G @ a
     f = np.dot(f_1, a)
     return f, a, G, f_1, N
 
@@ -1061,23 +1080,27 @@ def _quadratic_form_forward(a, G):
 @_kernel
 def _quadratic_form_backward(g, a, G, f_1, N):
     # fused loop over [N]:
-    #   f = a @ G @ a  →  inner product: da = dz * b
-    #   f = a @ G @ a  →  inner product: db = a * dz
+    #   f = a @ G @ a, backward:
+    #     → inner product: df_1 = g * a
+    #     → inner product: da = f_1 * g
     df_1 = np.empty((N,), dtype=np.float64)
     da = np.empty((N,), dtype=np.float64)
     for i in range(N):
         df_1[i] = g * a[i]
         da[i] = f_1[i] * g
-    # f = a @ G @ a  →  vector-matrix product: da = B @ dz; accumulate (da: a is used 2 times)
-    da_2 = np.dot(G, df_1)
+    # f = a @ G @ a, backward:
+    #   → vector-matrix product: prod_G = G @ df_1; accumulate (da: a is used 2 times)
+    prod_G = np.dot(G, df_1)
     # fused loop over [N]:
-    #   f = a @ G @ a  →  vector-matrix product: da = B @ dz; accumulate (da: a is used 2 times)
-    da_3 = da  # in place of da: not read after this loop
+    #   f = a @ G @ a, backward:
+    #     → vector-matrix product: da_2 = da + prod_G; accumulate (da: a is used 2 times)
+    da_2 = da  # in place of da: not read after this loop
     for i in range(N):
-        da_3[i] = da[i] + da_2[i]
-    # f = a @ G @ a  →  vector-matrix product: dB = outer(a, dz)
+        da_2[i] = da[i] + prod_G[i]
+    # f = a @ G @ a, backward:
+    #   → vector-matrix product: dG = outer(a, df_1)
     dG = np.outer(a, df_1)
-    return da_3, dG
+    return da_2, dG
 
 
 @_kernel
@@ -1089,18 +1112,20 @@ def _quadratic_form_value_and_grad(a, G):
     N = a.shape[0]
     # f = a @ G @ a
     f_1 = np.dot(a, G)
-    # f = a @ G @ a
     f = np.dot(f_1, a)
-    # f = a @ G @ a  →  vector-matrix product: da = B @ dz; accumulate (da: a is used 2 times)
-    da = np.dot(G, a)
+    # f = a @ G @ a, backward:
+    #   → vector-matrix product: prod_G = G @ a; accumulate (da: a is used 2 times)
+    prod_G = np.dot(G, a)
     # fused loop over [N]:
-    #   f = a @ G @ a  →  vector-matrix product: da = B @ dz; accumulate (da: a is used 2 times)
-    da_2 = da  # in place of da: not read after this loop
+    #   f = a @ G @ a, backward:
+    #     → vector-matrix product: da = f_1 + prod_G; accumulate (da: a is used 2 times)
+    da = prod_G  # in place of prod_G: not read after this loop
     for i in range(N):
-        da_2[i] = f_1[i] + da[i]
-    # f = a @ G @ a  →  vector-matrix product: dB = outer(a, dz)
+        da[i] = f_1[i] + prod_G[i]
+    # f = a @ G @ a, backward:
+    #   → vector-matrix product: dG = outer(a, a)
     dG = np.outer(a, a)
-    return f, da_2, dG
+    return f, da, dG
 
 
 def quadratic_form(a, G):
@@ -1126,8 +1151,8 @@ def quadratic_form_backward(saved, g=1.0):
     """Gradients of f with respect to a, G, given g = d(objective)/df (shape []; a scalar
     broadcasts)."""
     g = _check_cotangent("quadratic_form", g, ())
-    da_2, dG = _quadratic_form_backward(g, *saved)
-    return quadratic_form_Grads(a=da_2, G=dG)
+    da, dG = _quadratic_form_backward(g, *saved)
+    return quadratic_form_Grads(a=da, G=dG)
 
 
 def quadratic_form_value_and_grad(a, G):
@@ -1135,11 +1160,11 @@ def quadratic_form_value_and_grad(a, G):
     try:  # types checked before: the kernel compares the shapes
         if type(a) is _MASKED or type(G) is _MASKED:
             raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, da_2, dG = _quadratic_form_value_and_grad.checked(a, G)
+        f, da, dG = _quadratic_form_value_and_grad.checked(a, G)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         a, G = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
-        f, da_2, dG = _run_checked(_quadratic_form_value_and_grad, a, G)
-    return _DTYPE.type(f), quadratic_form_Grads(a=da_2, G=dG)
+        f, da, dG = _run_checked(_quadratic_form_value_and_grad, a, G)
+    return _DTYPE.type(f), quadratic_form_Grads(a=da, G=dG)
 
 
 class right_product_Grads(NamedTuple):
@@ -1183,12 +1208,14 @@ def _right_product_forward(X, W, C):
 @_kernel
 def _right_product_backward(g, W, C, M, P):
     # fused loop over [M, P]:
-    #   f = sum(G * C)  →  Hadamard product: da = dz * b
+    #   f = sum(G * C), backward:
+    #     → Hadamard product: dG = g * C
     dG = np.empty((M, P), dtype=np.float64)
     for i in range(M):
         for j in range(P):
             dG[i, j] = g * C[i, j]
-    # G = X @ W  →  right product: dA = dZ @ B.T
+    # G = X @ W, backward:
+    #   → right product: dX = dG @ W.T
     dX = np.dot(dG, W.T)
     return (dX,)
 
@@ -1211,7 +1238,8 @@ def _right_product_value_and_grad(X, W, C):
             f_cols[j] += G[i, j] * C[i, j]
     f = f_cols.sum()
     f_cols = np.empty(0)  # frees the partial sums now
-    # G = X @ W  →  right product: dA = dZ @ B.T
+    # G = X @ W, backward:
+    #   → right product: dX = C @ W.T
     dX = np.dot(C, W.T)
     return f, dX
 
@@ -1296,12 +1324,14 @@ def _left_product_forward(W, X, C):
 @_kernel
 def _left_product_backward(g, W, C, P, N):
     # fused loop over [P, N]:
-    #   f = sum(G * C)  →  Hadamard product: da = dz * b
+    #   f = sum(G * C), backward:
+    #     → Hadamard product: dG = g * C
     dG = np.empty((P, N), dtype=np.float64)
     for i in range(P):
         for j in range(N):
             dG[i, j] = g * C[i, j]
-    # G = W @ X  →  left product: dB = A.T @ dZ
+    # G = W @ X, backward:
+    #   → left product: dX = W.T @ dG
     dX = np.dot(W.T, dG)
     return (dX,)
 
@@ -1324,7 +1354,8 @@ def _left_product_value_and_grad(W, X, C):
             f_cols[j] += G[i, j] * C[i, j]
     f = f_cols.sum()
     f_cols = np.empty(0)  # frees the partial sums now
-    # G = W @ X  →  left product: dB = A.T @ dZ
+    # G = W @ X, backward:
+    #   → left product: dX = W.T @ C
     dX = np.dot(W.T, C)
     return f, dX
 
@@ -1413,8 +1444,10 @@ def _hadamard_product_forward(X, K, C):
 @_kernel
 def _hadamard_product_backward(g, K, C, M, N):
     # fused loop over [M, N]:
-    #   f = sum(G * C)  →  Hadamard product: da = dz * b
-    #   G = X * K  →  Hadamard product: da = dz * b
+    #   f = sum(G * C), backward:
+    #     → Hadamard product: dG = g * C
+    #   G = X * K, backward:
+    #     → Hadamard product: dX = dG * K
     dX = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
@@ -1438,7 +1471,8 @@ def _hadamard_product_value_and_grad(X, K, C):
     # fused loop over [M, N]:
     #   G = X * K
     #   f = sum(G * C)
-    #   G = X * K  →  Hadamard product: da = dz * b
+    #   G = X * K, backward:
+    #     → Hadamard product: dX = C * K
     f_cols = np.zeros((N,), dtype=np.float64)
     dX = np.empty((M, N), dtype=np.float64)
     for i in range(M):
@@ -1534,8 +1568,10 @@ def _elementwise_function_forward(X, C):
 @_kernel
 def _elementwise_function_backward(g, X, C, M, N):
     # fused loop over [M, N]:
-    #   f = sum(G * C)  →  Hadamard product: da = dz * b
-    #   G = sin(X)  →  sin: dx = dy * cos(x)
+    #   f = sum(G * C), backward:
+    #     → Hadamard product: dG = g * C
+    #   G = sin(X), backward:
+    #     → sin: dX = dG * cos(X)
     dX = np.empty((M, N), dtype=np.float64)
     short = _short_reduction(X)
     if short:  # every argument of sin and cos is below 1.6e6: the short reduction
@@ -1560,7 +1596,8 @@ def _elementwise_function_value_and_grad(X, C):
     # fused loop over [M, N]:
     #   G = sin(X)
     #   f = sum(G * C)
-    #   G = sin(X)  →  sin: dx = dy * cos(x)
+    #   G = sin(X), backward:
+    #     → sin: dX = C * cos(X)
     f_cols = np.zeros((N,), dtype=np.float64)
     dX = np.empty((M, N), dtype=np.float64)
     short = _short_reduction(X)
@@ -1664,7 +1701,8 @@ def _matrix_addition_forward(X, K, C):
 @_kernel
 def _matrix_addition_backward(g, C, M, N):
     # fused loop over [M, N]:
-    #   f = sum(G * C)  →  Hadamard product: da = dz * b
+    #   f = sum(G * C), backward:
+    #     → Hadamard product: dG = g * C
     dG = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
@@ -1688,7 +1726,8 @@ def _matrix_addition_value_and_grad(X, K, C):
     # fused loop over [M, N]:
     #   G = X + K
     #   f = sum(G * C)
-    #   G = X + K  →  addition: da = dz; copied, dX would be another array
+    #   G = X + K, backward:
+    #     → addition: dX = C; copied, dX would be another array
     f_cols = np.zeros((N,), dtype=np.float64)
     dX = np.empty((M, N), dtype=np.float64)
     for i in range(M):
@@ -1782,8 +1821,11 @@ def _row_broadcast_addition_forward(K, x, C):
 @_kernel
 def _row_broadcast_addition_backward(g, C, M, N):
     # fused loop over [M, N]:
-    #   f = sum(G * C)  →  Hadamard product: da = dz * b
-    #   G = K + x  →  addition: db = dz; broadcast [1, N] to [M, N]: sum over rows
+    #   f = sum(G * C), backward:
+    #     → Hadamard product: dG = g * C
+    #   G = K + x, backward:
+    #     → addition: dx = sum(dG, axis=0, keepdims=True); broadcast [1, N] to [M, N]: sum over
+    #         rows
     dx = np.zeros((1, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
@@ -1807,7 +1849,8 @@ def _row_broadcast_addition_value_and_grad(K, x, C):
     # fused loop over [M, N]:
     #   G = K + x
     #   f = sum(G * C)
-    #   G = K + x  →  addition: db = dz; broadcast [1, N] to [M, N]: sum over rows
+    #   G = K + x, backward:
+    #     → addition: dx = sum(C, axis=0, keepdims=True); broadcast [1, N] to [M, N]: sum over rows
     f_cols = np.zeros((N,), dtype=np.float64)
     dx = np.zeros((1, N), dtype=np.float64)
     for i in range(M):
@@ -1906,8 +1949,11 @@ def _column_broadcast_addition_forward(K, x, C):
 @_kernel
 def _column_broadcast_addition_backward(g, C, M, N):
     # fused loop over [M, N]:
-    #   f = sum(G * C)  →  Hadamard product: da = dz * b
-    #   G = K + x  →  addition: db = dz; broadcast [M, 1] to [M, N]: sum over columns
+    #   f = sum(G * C), backward:
+    #     → Hadamard product: dG = g * C
+    #   G = K + x, backward:
+    #     → addition: dx = sum(dG, axis=1, keepdims=True); broadcast [M, 1] to [M, N]: sum over
+    #         columns
     dx = np.zeros((M, 1), dtype=np.float64)
     for i in range(M):
         for j in range(N):
@@ -1931,7 +1977,9 @@ def _column_broadcast_addition_value_and_grad(K, x, C):
     # fused loop over [M, N]:
     #   G = K + x
     #   f = sum(G * C)
-    #   G = K + x  →  addition: db = dz; broadcast [M, 1] to [M, N]: sum over columns
+    #   G = K + x, backward:
+    #     → addition: dx = sum(C, axis=1, keepdims=True); broadcast [M, 1] to [M, N]: sum over
+    #         columns
     f_cols = np.zeros((N,), dtype=np.float64)
     dx = np.zeros((M, 1), dtype=np.float64)
     for i in range(M):
@@ -2021,15 +2069,17 @@ def _squared_frobenius_norm_forward(G):
 @_kernel
 def _squared_frobenius_norm_backward(g, G, M, N):
     # scalars:
-    #   f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dG = g * 2
+    #   f = sum(G ** 2), backward:
+    #     → power: mul_g = g * 2
+    mul_g = g * 2
     # fused loop over [M, N]:
-    #   f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dG_2 = np.empty((M, N), dtype=np.float64)
+    #   f = sum(G ** 2), backward:
+    #     → power: dG = mul_g * G
+    dG = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            dG_2[i, j] = dG * G[i, j]
-    return (dG_2,)
+            dG[i, j] = mul_g * G[i, j]
+    return (dG,)
 
 
 @_kernel
@@ -2039,7 +2089,8 @@ def _squared_frobenius_norm_value_and_grad(G):
     N = G.shape[1]
     # fused loop over [M, N]:
     #   f = sum(G ** 2)
-    #   f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
+    #   f = sum(G ** 2), backward:
+    #     → power: dG = 2 * G
     f_cols = np.zeros((N,), dtype=np.float64)
     dG = np.empty((M, N), dtype=np.float64)
     for i in range(M):
@@ -2124,7 +2175,8 @@ def _matrix_sum_forward(G):
 @_kernel
 def _matrix_sum_backward(g, M, N):
     # fused loop over [M, N]:
-    #   f = sum(G)  →  sum: dX = ds, broadcast over the summed axes
+    #   f = sum(G), backward:
+    #     → sum: dG = broadcast(g, [M, N])
     dG = np.empty((M, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
@@ -2139,7 +2191,8 @@ def _matrix_sum_value_and_grad(G):
     N = G.shape[1]
     # fused loop over [M, N]:
     #   f = sum(G)
-    #   f = sum(G)  →  sum: dX = ds, broadcast over the summed axes
+    #   f = sum(G), backward:
+    #     → sum: dG = broadcast(1, [M, N])
     f_cols = np.zeros((N,), dtype=np.float64)
     dG = np.empty((M, N), dtype=np.float64)
     for i in range(M):
