@@ -35,6 +35,18 @@ class Origin:
     rule: str = ""  # e.g. "right product: dB = A.T @ dG"
 
 
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """One application of a derivative rule by the planner: the cotangent of ``out`` (a forward
+    op's value) contributes to the cotangent of ``x``, its operand ``index``, as ``origin.rule``
+    says.  The paths from an output to an input along edges are the terms of its gradient."""
+
+    out: str
+    x: str
+    index: int
+    origin: Origin
+
+
 @dataclass(slots=True)
 class Value:
     """An SSA value: its unique id, static shape, the name it prefers in generated code, and kind."""
@@ -78,6 +90,7 @@ class Program:
     outputs: list[Arg] = field(default_factory=list)
     grads: list[tuple[str, Arg]] = field(default_factory=list)  # (wrt input name, gradient)
     grad_origins: dict[str, Origin] = field(default_factory=dict)  # the rule that made each gradient
+    edges: list[Edge] = field(default_factory=list)  # the rule applications, in planner order
 
     def shape_of(self, arg: Arg) -> Shape:
         if isinstance(arg, str):

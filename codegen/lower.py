@@ -20,7 +20,7 @@ def lower(program: Program) -> Program:
         return program
     out = Program(values=dict(program.values), ops=[], inputs=list(program.inputs),
                   outputs=list(program.outputs), grads=list(program.grads),
-                  grad_origins=dict(program.grad_origins))
+                  grad_origins=dict(program.grad_origins), edges=list(program.edges))
     b = Builder(out, "lowered")
     for op in program.ops:
         if op.op not in LOWERED:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 
 from .build import Builder
-from .ir import Arg, Const, Op, Origin, Program, Shape
+from .ir import Arg, Const, Edge, Op, Origin, Program, Shape
 from .names import temp_hint
 from .ops import OPS
 from .parse import Function
@@ -70,6 +70,7 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
                 rule = b.explained or rule
                 rep = program.values[op.out].shape if opdef.elementwise else xv.shape
                 contrib, note = unbroadcast(b, contrib, rep, xv.shape)
+                program.edges.append(Edge(op.out, x, i, Origin(origin.step, origin.line, rule + note)))
                 if x in ct:  # fan-out: accumulate in the same statement block
                     contrib = b.emit("add", ct[x], contrib)
                     note += f"; accumulate (d{xv.hint}: {xv.hint} is used {uses[x]} times)"
@@ -80,7 +81,8 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
                     if part.out != contrib:
                         program.values[part.out].hint = temp_hint(part, program.values, shown)
             if isinstance(contrib, str) and xv.kind in ("input", "step") and contrib not in named:
-                if contrib == g and program.values[g].kind == "temp":
+                if (contrib == g and program.values[g].kind == "temp"
+                        and program.values[g].shape == xv.shape):
                     # passed through unchanged (a sum's first operand): the cotangent of a spec
                     # value is named for it (dZ2), not for the temporary it came from
                     program.values[g].hint = "d" + xv.hint

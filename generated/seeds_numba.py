@@ -553,16 +553,16 @@ def _twice_sum_forward(A):
 def _twice_sum_backward(g):
     # scalars:
     #   F = 2 * sum(A), backward:
-    #     → Hadamard product: dA = 2 * g
-    dA = 2 * g
+    #     → Hadamard product: dF_1 = 2 * g
+    dF_1 = 2 * g
     # fused loop over [2, 3]:
     #   F = 2 * sum(A), backward:
-    #     → sum: dA_2 = broadcast(dA, [2, 3])
-    dA_2 = np.empty((2, 3), dtype=np.float64)
+    #     → sum: dA = broadcast(dF_1, [2, 3])
+    dA = np.empty((2, 3), dtype=np.float64)
     for i in range(2):
         for j in range(3):
-            dA_2[i, j] = dA
-    return (dA_2,)
+            dA[i, j] = dF_1
+    return (dA,)
 
 
 @_kernel
