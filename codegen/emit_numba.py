@@ -214,6 +214,7 @@ class NumbaEmitter(Emitter):
                 a = base
                 pinned.add(a)
         block = None  # the spec step the last statement's comment named
+        self._producers = producer
 
         def expand(v: str) -> Op | None:
             return producer.get(v) if v in self.views else None
@@ -654,6 +655,8 @@ class NumbaEmitter(Emitter):
                                                if isinstance(a, str)}
 
         def expand(v: str) -> Op | None:
+            if v in self.views:  # a transpose the loop reads across: X.T
+                return self._producers.get(v)
             op = mine.get(v)
             return op if op is not None and v not in names and op.group == current else None
 

@@ -99,3 +99,42 @@ class Program:
 
     def producers(self) -> dict[str, Op]:
         return {op.out: op for op in self.ops}
+
+
+def _arg_text(a: Arg) -> str:
+    if isinstance(a, Const):
+        return repr(a.value)
+    if isinstance(a, DimSize):
+        return f"dim({a.name})"
+    return a
+
+
+def _shape_text(shape: Shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def dump(program: Program) -> str:
+    """A readable, deterministic text form of the program (for golden tests and debugging).
+
+    One line per op, ``out = op(args, attrs)  : shape 'hint'``, under a header line whenever the
+    statement group changes (its phase, spec step and rule); then the outputs and gradients.
+    """
+    lines = [f"inputs: {', '.join(f'{i} {_shape_text(program.values[i].shape)}' for i in program.inputs)}"]
+    group = None
+    for op in program.ops:
+        if (op.phase, op.group) != group:
+            group = (op.phase, op.group)
+            o = op.origin
+            where = f"{o.step} (line {o.line})" if o.step else "(generated)"
+            rule = f"  |  {o.rule}" if o.rule else ""
+            lines.append(f"{op.phase} {op.group}: {where}{rule}")
+        args = [_arg_text(a) for a in op.args] + [f"{k}={v!r}" for k, v in op.attrs]
+        value = program.values[op.out]
+        lines.append(f"  {op.out} = {op.op}({', '.join(args)})  : {_shape_text(value.shape)} "
+                     f"{value.kind} '{value.hint}'")
+    lines.append(f"outputs: {', '.join(_arg_text(o) for o in program.outputs)}")
+    for w, g in program.grads:
+        lines.append(f"grad {w} = {_arg_text(g)}")
+    for e in program.edges:
+        lines.append(f"edge {e.out} -> {e.x} (operand {e.index}): {e.origin.rule}")
+    return "\n".join(lines) + "\n"

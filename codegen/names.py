@@ -63,9 +63,11 @@ def temp_hint(op: "Op", values: dict[str, "Value"], shown: dict[str, tuple[str, 
     updated; a transparent op keeps its hint."""
     first = next((a for a in op.args if isinstance(a, str)), None)
     if op.op in TRANSPARENT:
-        if first is not None:
-            shown[op.out] = shown.get(first, (values[first].hint, values[first].hint))
-        return values[op.out].hint
+        if first is None:
+            return values[op.out].hint
+        shown[op.out] = shown.get(first, (values[first].hint, values[first].hint))
+        # a transpose of W2 is W2_T; a broadcast cotangent keeps the cotangent's name
+        return f"{values[first].hint}_T" if op.op == "transpose" else values[op.out].hint
     if first is None:
         return _LABELS.get(op.op, op.op)
     name, root = shown.get(first, (values[first].hint, values[first].hint))

@@ -235,7 +235,7 @@ def _gaussian_nll_backward(g, C, nll_3, D):
     dnll_1 = 0.5 * g
     # fused loop over [D, D]:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
-    #     → log-determinant: dS = dnll_1 * dS
+    #     → log-determinant: dS = dnll_1 * nll_3.T
     dS = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
@@ -288,7 +288,7 @@ def _gaussian_nll_value_and_grad(S, C):
     nll = nll_2 + 0.5 * nll_5
     # fused loop over [D, D]:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
-    #     → log-determinant: dS = 0.5 * dS
+    #     → log-determinant: dS = 0.5 * nll_3.T
     dS = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
@@ -520,7 +520,7 @@ def _trace_quadratic_backward(g, A, X, f_2, N, D):
     df_1 = np.dot(df_2, A.T)
     # fused loop over [N, D]:
     #   f = trace(X.T @ A @ X), backward:
-    #     → transpose: dX_2 = dX + dX; accumulate (dX: X is used 2 times)
+    #     → transpose: dX_2 = dX + df_1.T; accumulate (dX: X is used 2 times)
     dX_2 = dX  # in place of dX: not read after this loop
     for i in range(N):
         for j in range(D):
@@ -551,7 +551,7 @@ def _trace_quadratic_value_and_grad(A, X):
     df_1 = np.dot(df_2, A.T)
     # fused loop over [N, D]:
     #   f = trace(X.T @ A @ X), backward:
-    #     → transpose: dX_2 = dX + dX; accumulate (dX: X is used 2 times)
+    #     → transpose: dX_2 = dX + df_1.T; accumulate (dX: X is used 2 times)
     dX_2 = dX  # in place of dX: not read after this loop
     for i in range(N):
         for j in range(D):
@@ -757,7 +757,7 @@ def _log_abs_det_backward(g, X, D):
     inv_X = np.linalg.inv(X)
     # fused loop over [D, D]:
     #   f = logdet(X), backward:
-    #     → log-determinant: dX = g * dX
+    #     → log-determinant: dX = g * inv_X.T
     dX = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
@@ -779,7 +779,7 @@ def _log_abs_det_value_and_grad(X):
     inv_X = np.linalg.inv(X)
     # fused loop over [D, D]:
     #   f = logdet(X), backward:
-    #     → log-determinant: dX = dX; copied, dX would be a view of another array
+    #     → log-determinant: dX = inv_X.T; copied, dX would be a view of another array
     dX = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
@@ -866,7 +866,7 @@ def _determinant_backward(g, X, f, D):
     mul_g = g * f
     # fused loop over [D, D]:
     #   f = det(X), backward:
-    #     → determinant: dX = mul_g * dX
+    #     → determinant: dX = mul_g * inv_X.T
     dX = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):
@@ -888,7 +888,7 @@ def _determinant_value_and_grad(X):
     inv_X = np.linalg.inv(X)
     # fused loop over [D, D]:
     #   f = det(X), backward:
-    #     → determinant: dX = f * dX
+    #     → determinant: dX = f * inv_X.T
     dX = np.empty((D, D), dtype=np.float64)
     for i in range(D):
         for j in range(D):

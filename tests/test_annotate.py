@@ -56,7 +56,10 @@ def rule_comments(body: list[str]) -> list[tuple[int, str, str]]:
     for k, line in enumerate(body):
         m = RULE.match(line)
         if m and not (k + 1 < len(body) and re.match(r"^ *# {5,}", body[k + 1])):  # not wrapped
-            found.append((k, m.group(1), m.group(2).split("; ")[0]))
+            expr, _, note = m.group(2).partition("; ")
+            # a value reads its own name only where a gradient accumulates (dX = dX + ...)
+            assert m.group(1) not in re.findall(r"\w+", expr) or "accumulate" in note, line
+            found.append((k, m.group(1), expr))
     return found
 
 
