@@ -4,188 +4,27 @@
 """Matrix-function objectives (trace, inverse, determinant) and their closed-form
 gradients."""
 
-import sys
-import types
-import warnings
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 _DTYPE = np.dtype(np.float64)
 _MASKED = np.ma.MaskedArray
 
 
-# Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
-# their module. The kernels get a namespace of their own, registered under one fixed name (one
-# per version of codegen's helpers), so the cache works however this file is imported
-# (generated.nn_numba, nn_numba, by path, ...).
-_KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_084e40b5bb23", types.ModuleType("_codegen_numba_kernels_084e40b5bb23")
-)
-vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
-
-
-def _kernel(function):
-    """Compile ``function`` with Numba, its globals the kernels' namespace.
-
-    error_model="numpy": x / 0 is inf or nan as in NumPy, and loops with divisions vectorise.
-    """
-    kernel = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    compiled = _cached(kernel)
-    compiled.checked = _unchecked
-    return compiled
-
-
-def _cached(kernel):
-    """``numba.njit(cache=True)``, or without the cache where Numba has nowhere to write it.
-
-    Numba caches beside this file (``__pycache__``), else in NUMBA_CACHE_DIR or the user's
-    cache directory. When none is writable (a read-only install), it refuses to cache
-    ("no locator available"): the kernel is then compiled at every import, with one warning.
-    """
-    try:
-        return numba.njit(cache=True, error_model="numpy")(kernel)
-    except RuntimeError as error:
-        if "no locator available" not in str(error):
-            raise
-    warnings.warn(
-        f"{__name__}: no writable directory for Numba's cache (beside {__file__}, "
-        "NUMBA_CACHE_DIR or the user's cache directory): kernels are compiled without caching",
-        RuntimeWarning,
-        stacklevel=2,
+# The decorators that compile the kernels, the elementary functions their loops call and the
+# dispatch to checked inputs: codegen's Numba runtime, generated beside this file.
+try:
+    from . import _codegen_numba_runtime as _runtime
+except ImportError:  # imported as a top-level module: its directory is on sys.path
+    import _codegen_numba_runtime as _runtime
+if _runtime._VERSION != "193be609e7a5":
+    raise ImportError(
+        "the Numba runtime beside this module (_codegen_numba_runtime.py) is from another "
+        "version of codegen: generate the module and the runtime again (python -m codegen)"
     )
-    return numba.njit(error_model="numpy")(kernel)
-
-
-def _unchecked(*args):
-    """A kernel's ``checked`` entry before any checked call: sends every call to the checks."""
-    raise TypeError("no inputs of these types were checked yet")
-
-
-def _run_checked(kernel, *args):
-    """``kernel(*args)`` for the inputs _check_inputs returned; ``kernel.checked`` learns them.
-
-    ``kernel.checked`` is a second dispatcher of the kernel that never compiles: it only has the
-    compilations made here, for types and layouts _check_inputs let through. A wrapper calls it
-    first, without checks in Python (the kernel compares the shapes itself); any other input (a
-    float32 array for a float64 spec, a strided view, a list) raises TypeError there, and the
-    wrapper checks and converts it and comes here.
-    """
-    result = kernel(*args)
-    # (the run function of a --numba-parallel kernel has no compilations of its own: never learns)
-    if len(getattr(kernel.checked, "overloads", ())) < len(getattr(kernel, "overloads", ())):
-        checked = numba.njit(kernel.py_func)
-        for compiled in kernel.overloads.values():
-            checked.add_overload(compiled)
-        checked.disable_compile()
-        kernel.checked = checked
-    return result
-
-
-# (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
-# loop calls with the same shapes again and again, and then only types and shapes are compared.
-# (The strides go with each shape: kernels take C-contiguous arrays, other layouts are copied.
-# Most calls never get here: a kernel's ``checked`` entry runs them. This serves the calls that
-# fall back, and every call of a --numba-parallel kernel.)
-_CHECKED: dict[tuple, None] = {}
-
-
-def _check_inputs(function, values, shapes):
-    """Return the inputs as float64 arrays after checking them against the spec's shapes."""
-    key = [function]
-    for x in values:
-        if type(x) is not np.ndarray or x.dtype is not _DTYPE:
-            key = None
-            break
-        key.append(x.strides)  # with the shape, it tells a C-contiguous array
-        key.append(x.shape)
-    if key is not None:
-        key = tuple(key)
-        if key in _CHECKED:
-            return values
-    dims = {}
-    checked = []
-    for (name, shape), value in zip(shapes, values, strict=True):
-        x = value if type(value) is np.ndarray else _as_array(function, name, shape, value)
-        if x.dtype != _DTYPE:
-            # integers and booleans are converted (exactly, as lists are), so is another byte
-            # order; another float precision is refused: converting it would change the results
-            if x.dtype.kind not in "biu" and x.dtype.newbyteorder("=") != _DTYPE:
-                raise ValueError(
-                    f"{function}: input {name} has dtype {x.dtype}; expected float64 "
-                    f"with shape {_shape_text(shape)}"
-                )
-            x = x.astype(_DTYPE)
-        ok = x.ndim == len(shape)
-        if ok:
-            for size, dim in zip(x.shape, shape, strict=True):
-                ok = ok and size == (dim if isinstance(dim, int) else dims.setdefault(dim, size))
-        if not ok:
-            bound = ", ".join(f"{d}={dims[d]}" for d in shape if isinstance(d, str) and d in dims)
-            raise ValueError(
-                f"{function}: input {name} has shape {tuple(x.shape)}; expected "
-                f"{_shape_text(shape)}" + (f" with {bound}" if bound else "")
-            )
-        # compiled kernels take scalars for [] inputs and C-contiguous arrays otherwise
-        if x.ndim == 0:
-            x = x[()]
-        elif not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
-        checked.append(x)
-    if key is not None and all(x is value for x, value in zip(checked, values, strict=True)):
-        if len(_CHECKED) >= 64:
-            _CHECKED.clear()
-        _CHECKED[key] = None
-    return checked
-
-
-def _as_array(function, name, shape, value):
-    """An input that is not a plain ndarray, as one: numbers (Python or NumPy scalars) and lists
-    are converted to float64; ndarray subclasses become plain arrays (np.matrix too, whose
-    2-D shape is then checked); masked arrays are refused, since computing on them would drop
-    the mask."""
-    masked = isinstance(value, np.ma.MaskedArray)  # a ValueError, as for any refused input
-    if masked:
-        raise ValueError(
-            f"{function}: input {name} is a masked array; pass a plain array "
-            f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
-        )
-    try:
-        x = np.asarray(value)
-    except (TypeError, ValueError):
-        x = None
-    if x is None or x.dtype.kind not in "biuf":
-        raise ValueError(
-            f"{function}: input {name} must be a float64 array of shape "
-            f"{_shape_text(shape)}" + ("" if x is None else f" (got dtype {x.dtype})")
-        )
-    if isinstance(value, (int, float, list, tuple, np.generic)):
-        x = x.astype(_DTYPE, copy=False)  # a number or a list: converted whatever its precision
-    return x
-
-
-def _shape_text(shape):
-    """A shape as the spec writes it: [N, 3]."""
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def _check_cotangent(function, g, shape):
-    """Return the cotangent g as a float64 array of the first output's shape."""
-    if type(g) is not np.ndarray:  # converted as an input is
-        g = _as_array(f"{function}_backward", "g", shape, g)
-    if g.dtype != _DTYPE:
-        if g.dtype.kind not in "biu" and g.dtype.newbyteorder("=") != _DTYPE:
-            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
-        g = g.astype(_DTYPE)
-    if g.shape != shape:
-        if g.ndim != 0:
-            raise ValueError(
-                f"{function}_backward: g has shape {tuple(g.shape)}; expected {shape} "
-                "(the shape of the first output) or a scalar"
-            )
-        g = np.broadcast_to(g, shape)
-    return g[()] if g.ndim == 0 else np.ascontiguousarray(g)
+_kernel = _runtime._kernel
+_run_checked = _runtime._run_checked
 
 
 class gaussian_nll_Grads(NamedTuple):
@@ -1055,3 +894,111 @@ def outer_contraction_value_and_grad(u, v, A):
         u, v, A = _check_inputs("outer_contraction", (u, v, A), _OUTER_CONTRACTION_INPUTS)
         f, du, dv = _run_checked(_outer_contraction_value_and_grad, u, v, A)
     return _DTYPE.type(f), outer_contraction_Grads(u=du, v=dv)
+
+
+# --- the wrappers' checks of inputs and cotangents (as in the NumPy module) ---
+
+
+# (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
+# loop calls with the same shapes again and again, and then only types and shapes are compared.
+# (The strides go with each shape: kernels take C-contiguous arrays, other layouts are copied.
+# Most calls never get here: a kernel's ``checked`` entry runs them. This serves the calls that
+# fall back, and every call of a --numba-parallel kernel.)
+_CHECKED: dict[tuple, None] = {}
+
+
+def _check_inputs(function, values, shapes):
+    """Return the inputs as float64 arrays after checking them against the spec's shapes."""
+    key = [function]
+    for x in values:
+        if type(x) is not np.ndarray or x.dtype is not _DTYPE:
+            key = None
+            break
+        key.append(x.strides)  # with the shape, it tells a C-contiguous array
+        key.append(x.shape)
+    if key is not None:
+        key = tuple(key)
+        if key in _CHECKED:
+            return values
+    dims = {}
+    checked = []
+    for (name, shape), value in zip(shapes, values, strict=True):
+        x = value if type(value) is np.ndarray else _as_array(function, name, shape, value)
+        if x.dtype != _DTYPE:
+            # integers and booleans are converted (exactly, as lists are), so is another byte
+            # order; another float precision is refused: converting it would change the results
+            if x.dtype.kind not in "biu" and x.dtype.newbyteorder("=") != _DTYPE:
+                raise ValueError(
+                    f"{function}: input {name} has dtype {x.dtype}; expected float64 "
+                    f"with shape {_shape_text(shape)}"
+                )
+            x = x.astype(_DTYPE)
+        ok = x.ndim == len(shape)
+        if ok:
+            for size, dim in zip(x.shape, shape, strict=True):
+                ok = ok and size == (dim if isinstance(dim, int) else dims.setdefault(dim, size))
+        if not ok:
+            bound = ", ".join(f"{d}={dims[d]}" for d in shape if isinstance(d, str) and d in dims)
+            raise ValueError(
+                f"{function}: input {name} has shape {tuple(x.shape)}; expected "
+                f"{_shape_text(shape)}" + (f" with {bound}" if bound else "")
+            )
+        # compiled kernels take scalars for [] inputs and C-contiguous arrays otherwise
+        if x.ndim == 0:
+            x = x[()]
+        elif not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        checked.append(x)
+    if key is not None and all(x is value for x, value in zip(checked, values, strict=True)):
+        if len(_CHECKED) >= 64:
+            _CHECKED.clear()
+        _CHECKED[key] = None
+    return checked
+
+
+def _as_array(function, name, shape, value):
+    """An input that is not a plain ndarray, as one: numbers (Python or NumPy scalars) and lists
+    are converted to float64; ndarray subclasses become plain arrays (np.matrix too, whose
+    2-D shape is then checked); masked arrays are refused, since computing on them would drop
+    the mask."""
+    masked = isinstance(value, np.ma.MaskedArray)  # a ValueError, as for any refused input
+    if masked:
+        raise ValueError(
+            f"{function}: input {name} is a masked array; pass a plain array "
+            f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
+        )
+    try:
+        x = np.asarray(value)
+    except (TypeError, ValueError):
+        x = None
+    if x is None or x.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{function}: input {name} must be a float64 array of shape "
+            f"{_shape_text(shape)}" + ("" if x is None else f" (got dtype {x.dtype})")
+        )
+    if isinstance(value, (int, float, list, tuple, np.generic)):
+        x = x.astype(_DTYPE, copy=False)  # a number or a list: converted whatever its precision
+    return x
+
+
+def _shape_text(shape):
+    """A shape as the spec writes it: [N, 3]."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _check_cotangent(function, g, shape):
+    """Return the cotangent g as a float64 array of the first output's shape."""
+    if type(g) is not np.ndarray:  # converted as an input is
+        g = _as_array(f"{function}_backward", "g", shape, g)
+    if g.dtype != _DTYPE:
+        if g.dtype.kind not in "biu" and g.dtype.newbyteorder("=") != _DTYPE:
+            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        g = g.astype(_DTYPE)
+    if g.shape != shape:
+        if g.ndim != 0:
+            raise ValueError(
+                f"{function}_backward: g has shape {tuple(g.shape)}; expected {shape} "
+                "(the shape of the first output) or a scalar"
+            )
+        g = np.broadcast_to(g, shape)
+    return g[()] if g.ndim == 0 else np.ascontiguousarray(g)

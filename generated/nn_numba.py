@@ -4,425 +4,27 @@
 """Small neural-network losses: a one-layer sigmoid network, a tanh MLP with squared
 error, linear and logistic regression, softmax regression and an MLP classifier."""
 
-import sys
-import types
-import warnings
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 _DTYPE = np.dtype(np.float64)
 _MASKED = np.ma.MaskedArray
 
 
-# Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
-# their module. The kernels get a namespace of their own, registered under one fixed name (one
-# per version of codegen's helpers), so the cache works however this file is imported
-# (generated.nn_numba, nn_numba, by path, ...).
-_KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_084e40b5bb23", types.ModuleType("_codegen_numba_kernels_084e40b5bb23")
-)
-vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
-
-
-def _kernel(function):
-    """Compile ``function`` with Numba, its globals the kernels' namespace.
-
-    error_model="numpy": x / 0 is inf or nan as in NumPy, and loops with divisions vectorise.
-    """
-    kernel = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    compiled = _cached(kernel)
-    compiled.checked = _unchecked
-    return compiled
-
-
-def _cached(kernel):
-    """``numba.njit(cache=True)``, or without the cache where Numba has nowhere to write it.
-
-    Numba caches beside this file (``__pycache__``), else in NUMBA_CACHE_DIR or the user's
-    cache directory. When none is writable (a read-only install), it refuses to cache
-    ("no locator available"): the kernel is then compiled at every import, with one warning.
-    """
-    try:
-        return numba.njit(cache=True, error_model="numpy")(kernel)
-    except RuntimeError as error:
-        if "no locator available" not in str(error):
-            raise
-    warnings.warn(
-        f"{__name__}: no writable directory for Numba's cache (beside {__file__}, "
-        "NUMBA_CACHE_DIR or the user's cache directory): kernels are compiled without caching",
-        RuntimeWarning,
-        stacklevel=2,
+# The decorators that compile the kernels, the elementary functions their loops call and the
+# dispatch to checked inputs: codegen's Numba runtime, generated beside this file.
+try:
+    from . import _codegen_numba_runtime as _runtime
+except ImportError:  # imported as a top-level module: its directory is on sys.path
+    import _codegen_numba_runtime as _runtime
+if _runtime._VERSION != "193be609e7a5":
+    raise ImportError(
+        "the Numba runtime beside this module (_codegen_numba_runtime.py) is from another "
+        "version of codegen: generate the module and the runtime again (python -m codegen)"
     )
-    return numba.njit(error_model="numpy")(kernel)
-
-
-def _unchecked(*args):
-    """A kernel's ``checked`` entry before any checked call: sends every call to the checks."""
-    raise TypeError("no inputs of these types were checked yet")
-
-
-def _run_checked(kernel, *args):
-    """``kernel(*args)`` for the inputs _check_inputs returned; ``kernel.checked`` learns them.
-
-    ``kernel.checked`` is a second dispatcher of the kernel that never compiles: it only has the
-    compilations made here, for types and layouts _check_inputs let through. A wrapper calls it
-    first, without checks in Python (the kernel compares the shapes itself); any other input (a
-    float32 array for a float64 spec, a strided view, a list) raises TypeError there, and the
-    wrapper checks and converts it and comes here.
-    """
-    result = kernel(*args)
-    # (the run function of a --numba-parallel kernel has no compilations of its own: never learns)
-    if len(getattr(kernel.checked, "overloads", ())) < len(getattr(kernel, "overloads", ())):
-        checked = numba.njit(kernel.py_func)
-        for compiled in kernel.overloads.values():
-            checked.add_overload(compiled)
-        checked.disable_compile()
-        kernel.checked = checked
-    return result
-
-
-# (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
-# loop calls with the same shapes again and again, and then only types and shapes are compared.
-# (The strides go with each shape: kernels take C-contiguous arrays, other layouts are copied.
-# Most calls never get here: a kernel's ``checked`` entry runs them. This serves the calls that
-# fall back, and every call of a --numba-parallel kernel.)
-_CHECKED: dict[tuple, None] = {}
-
-
-def _check_inputs(function, values, shapes):
-    """Return the inputs as float64 arrays after checking them against the spec's shapes."""
-    key = [function]
-    for x in values:
-        if type(x) is not np.ndarray or x.dtype is not _DTYPE:
-            key = None
-            break
-        key.append(x.strides)  # with the shape, it tells a C-contiguous array
-        key.append(x.shape)
-    if key is not None:
-        key = tuple(key)
-        if key in _CHECKED:
-            return values
-    dims = {}
-    checked = []
-    for (name, shape), value in zip(shapes, values, strict=True):
-        x = value if type(value) is np.ndarray else _as_array(function, name, shape, value)
-        if x.dtype != _DTYPE:
-            # integers and booleans are converted (exactly, as lists are), so is another byte
-            # order; another float precision is refused: converting it would change the results
-            if x.dtype.kind not in "biu" and x.dtype.newbyteorder("=") != _DTYPE:
-                raise ValueError(
-                    f"{function}: input {name} has dtype {x.dtype}; expected float64 "
-                    f"with shape {_shape_text(shape)}"
-                )
-            x = x.astype(_DTYPE)
-        ok = x.ndim == len(shape)
-        if ok:
-            for size, dim in zip(x.shape, shape, strict=True):
-                ok = ok and size == (dim if isinstance(dim, int) else dims.setdefault(dim, size))
-        if not ok:
-            bound = ", ".join(f"{d}={dims[d]}" for d in shape if isinstance(d, str) and d in dims)
-            raise ValueError(
-                f"{function}: input {name} has shape {tuple(x.shape)}; expected "
-                f"{_shape_text(shape)}" + (f" with {bound}" if bound else "")
-            )
-        # compiled kernels take scalars for [] inputs and C-contiguous arrays otherwise
-        if x.ndim == 0:
-            x = x[()]
-        elif not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
-        checked.append(x)
-    if key is not None and all(x is value for x, value in zip(checked, values, strict=True)):
-        if len(_CHECKED) >= 64:
-            _CHECKED.clear()
-        _CHECKED[key] = None
-    return checked
-
-
-def _as_array(function, name, shape, value):
-    """An input that is not a plain ndarray, as one: numbers (Python or NumPy scalars) and lists
-    are converted to float64; ndarray subclasses become plain arrays (np.matrix too, whose
-    2-D shape is then checked); masked arrays are refused, since computing on them would drop
-    the mask."""
-    masked = isinstance(value, np.ma.MaskedArray)  # a ValueError, as for any refused input
-    if masked:
-        raise ValueError(
-            f"{function}: input {name} is a masked array; pass a plain array "
-            f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
-        )
-    try:
-        x = np.asarray(value)
-    except (TypeError, ValueError):
-        x = None
-    if x is None or x.dtype.kind not in "biuf":
-        raise ValueError(
-            f"{function}: input {name} must be a float64 array of shape "
-            f"{_shape_text(shape)}" + ("" if x is None else f" (got dtype {x.dtype})")
-        )
-    if isinstance(value, (int, float, list, tuple, np.generic)):
-        x = x.astype(_DTYPE, copy=False)  # a number or a list: converted whatever its precision
-    return x
-
-
-def _shape_text(shape):
-    """A shape as the spec writes it: [N, 3]."""
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def _check_cotangent(function, g, shape):
-    """Return the cotangent g as a float64 array of the first output's shape."""
-    if type(g) is not np.ndarray:  # converted as an input is
-        g = _as_array(f"{function}_backward", "g", shape, g)
-    if g.dtype != _DTYPE:
-        if g.dtype.kind not in "biu" and g.dtype.newbyteorder("=") != _DTYPE:
-            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
-        g = g.astype(_DTYPE)
-    if g.shape != shape:
-        if g.ndim != 0:
-            raise ValueError(
-                f"{function}_backward: g has shape {tuple(g.shape)}; expected {shape} "
-                "(the shape of the first output) or a scalar"
-            )
-        g = np.broadcast_to(g, shape)
-    return g[()] if g.ndim == 0 else np.ascontiguousarray(g)
-
-
-# Elementary functions for the kernels' loops. Numba calls libm once per element for np.tanh,
-# np.exp, ...; these are written with arithmetic, selects, FMA and bit casts only, so LLVM
-# vectorises the loops that call them. No fastmath: every rounding step is as written. float64
-# inside (a float32 argument is widened). Max errors, measured against 200-bit references:
-# exp 0.93 ulp, tanh 1.34, sigmoid 1.63, log 0.72, log1p 0.82, softplus 1.41, sin/cos 0.73
-# (any finite x); special values (NaN, +-inf, -0.0, overflow, subnormals) as NumPy gives them.
-
-
-def _scalar(function):
-    """Compile a helper into the kernels' namespace (LLVM inlines it into their loops)."""
-    scalar = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    compiled = numba.njit(error_model="numpy")(scalar)
-    vars(_KERNELS)[function.__name__] = compiled
-    return compiled
-
-
-def _elementwise(function):
-    """Compile a per-element function into the kernels' namespace, inlined into their loops."""
-    scalar = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    compiled = numba.njit(inline="always", error_model="numpy")(scalar)
-    vars(_KERNELS)[function.__name__] = compiled
-    return compiled
-
-
-@numba.extending.intrinsic
-def _bits(typingctx, x):
-    """The bits of a float64 as an int64 (an LLVM bitcast: free, and vectorisable)."""
-    if x != numba.types.float64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(numba.types.int64))
-
-    return numba.types.int64(numba.types.float64), codegen
-
-
-@numba.extending.intrinsic
-def _as_f64(typingctx, i):
-    """The float64 whose bits are the int64 i (an LLVM bitcast)."""
-    if not isinstance(i, numba.types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        value = context.cast(builder, args[0], signature.args[0], numba.types.int64)
-        return builder.bitcast(value, context.get_value_type(numba.types.float64))
-
-    return numba.types.float64(i), codegen
-
-
-@numba.extending.intrinsic
-def _fma(typingctx, a, b, c):
-    """a * b + c with one rounding (llvm.fma.f64: vfmadd)."""
-    if not all(isinstance(t, (numba.types.Float, numba.types.Integer)) for t in (a, b, c)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        values = [
-            context.cast(builder, v, t, numba.types.float64)
-            for v, t in zip(args, signature.args, strict=True)
-        ]
-        return builder.fma(*values)
-
-    return numba.types.float64(a, b, c), codegen
-
-
-vars(_KERNELS).update(_bits=_bits, _as_f64=_as_f64, _fma=_fma)
-
-
-@_scalar
-def _reduce_ln2(x):
-    """x = n ln2 + r with |r| <= ln2/2, for |x| < 1e15: (r, n), n an int64 (Cody-Waite)."""
-    k = _fma(x, 1.4426950408889634, 6755399441055744.0)  # + 1.5 * 2**52 rounds to an integer
-    fn = k - 6755399441055744.0
-    n = _bits(k) - 4843621399236968448  # n from the low bits of k
-    r = _fma(fn, -6.93147180369123816490e-01, x)  # exact: ln2's high part has 32 bits
-    r = _fma(fn, -1.90821492927058770002e-10, r)
-    return r, n
-
-
-@_scalar
-def _expm1_poly(r):
-    """expm1(r) for |r| <= ln2/2: Taylor to degree 13 (truncation < 0.04 ulp)."""
-    q = 1.6059043836821613e-10
-    q = _fma(q, r, 2.08767569878681e-09)
-    q = _fma(q, r, 2.505210838544172e-08)
-    q = _fma(q, r, 2.755731922398589e-07)
-    q = _fma(q, r, 2.7557319223985893e-06)
-    q = _fma(q, r, 2.48015873015873e-05)
-    q = _fma(q, r, 0.0001984126984126984)
-    q = _fma(q, r, 0.001388888888888889)
-    q = _fma(q, r, 0.008333333333333333)
-    q = _fma(q, r, 0.041666666666666664)
-    q = _fma(q, r, 0.16666666666666666)
-    q = _fma(q, r, 0.5)
-    return _fma(r * r, q, r)
-
-
-@_scalar
-def _exp(x_):
-    """e ** x (0.93 ulp): overflow to inf, gradual underflow to subnormals and 0."""
-    x = np.float64(x_)
-    xc = max(-746.0, x)  # NaN -> -746: no NaN in the integer part
-    xc = min(710.0, xc)
-    r, n = _reduce_ln2(xc)
-    p = _expm1_poly(r)
-    n1 = n >> 1  # 2**n as 2**n1 * 2**n2, both normal numbers
-    n2 = n - n1
-    t1 = _as_f64((n1 + 1023) << 52)
-    t2 = _as_f64((n2 + 1023) << 52)
-    y = _fma(t1, p, t1) * t2
-    return x if np.isnan(x) else y
-
-
-@_scalar
-def _expm1_reduced(x):
-    """expm1(x) for x in [0.7, 44] (the range tanh needs): 2**n * expm1(r) + (2**n - 1)."""
-    r, n = _reduce_ln2(x)
-    p = _expm1_poly(r)
-    th = _as_f64((n + 1022) << 52)  # 2**(n - 1)
-    return _fma(th, p, th - 0.5) * 2.0
-
-
-@_scalar
-def _tanh(x_):
-    """tanh(x) (1.34 ulp); tanh(-0.0) = -0.0, tanh(+-inf) = +-1.
-
-    |x| < 0.35: a + a**3 g(a**2), g a degree-8 Chebyshev fit (error 5e-19); |x| < 0.8:
-    t / (t + 2) with t = expm1(2|x|); else 1 - 2 / (t + 2), |x| clamped at 22 (tanh(22) = 1).
-    """
-    x = np.float64(x_)
-    a = abs(x)
-    a = min(22.0, a)  # NaN -> 22; the result is replaced at the end
-    y = a * a
-    g = -0.00019202753283131075
-    g = _fma(g, y, 0.0005796641245845887)
-    g = _fma(g, y, -0.0014545775399280403)
-    g = _fma(g, y, 0.003592038401479678)
-    g = _fma(g, y, -0.00886323175761739)
-    g = _fma(g, y, 0.02186948844673358)
-    g = _fma(g, y, -0.053968253967190176)
-    g = _fma(g, y, 0.13333333333332845)
-    g = _fma(g, y, -0.3333333333333333)
-    small = _fma(a * y, g, a)
-    mid = a < 0.8
-    t = _expm1_reduced(2.0 * a)
-    q = (t if mid else 2.0) / (t + 2.0)
-    z = q if mid else 1.0 - q
-    z = small if a < 0.35 else z
-    z = -z if _bits(x) < 0 else z  # the sign of x, -0.0 included
-    return x if np.isnan(x) else z
-
-
-@_scalar
-def _sigmoid(x_):
-    """1 / (1 + exp(-x)) (1.63 ulp), from exp(-|x|): no overflow for any x."""
-    x = np.float64(x_)
-    a = abs(x)
-    a = min(746.0, a)  # NaN -> 746
-    e = _exp(-a)
-    y = (1.0 if x >= 0.0 else e) / (1.0 + e)
-    return x if np.isnan(x) else y
-
-
-@_scalar
-def _log_poly(f, s):
-    """(s * (f*f/2 + R(s)), f*f/2) for log(1 + f), f in [sqrt(2)/2 - 1, sqrt(2) - 1]
-    and s = f / (2 + f) (fdlibm's polynomial)."""
-    hfsq = 0.5 * f * f
-    z = s * s
-    w = z * z
-    t1 = 2.222219843214978396e-01 + w * 1.531383769920937332e-01
-    t1 = w * (3.999999999940941908e-01 + w * t1)
-    t2 = 1.818357216161805012e-01 + w * 1.479819860511658591e-01
-    t2 = 2.857142874366239149e-01 + w * t2
-    t2 = z * (6.666666666666735130e-01 + w * t2)
-    return s * (hfsq + t2 + t1), hfsq
-
-
-@_scalar
-def _log(x_):
-    """Natural logarithm (0.72 ulp); log(0) = -inf, log(x < 0) = nan, subnormals included."""
-    x = np.float64(x_)
-    sub = x < 2.2250738585072014e-308  # subnormal (or <= 0: replaced below)
-    xs = x * 18014398509481984.0 if sub else x  # * 2**54
-    ix = _bits(xs)
-    hx = (ix >> 32) + (0x3FF00000 - 0x3FE6A09E)  # mantissa reduced to [sqrt(2)/2, sqrt(2))
-    k = (hx >> 20) - 0x3FF - (54 if sub else 0)
-    hx = (hx & 0x000FFFFF) + 0x3FE6A09E
-    f = _as_f64((hx << 32) | (ix & 0xFFFFFFFF)) - 1.0
-    sr, hfsq = _log_poly(f, f / (2.0 + f))
-    dk = float(k)
-    y = sr + dk * 1.90821492927058770002e-10 - hfsq + f + dk * 6.93147180369123816490e-01
-    y = y if x <= 1.7976931348623157e308 else x  # +inf
-    y = y if x > 0.0 else (-np.inf if x == 0.0 else np.nan)
-    return x if np.isnan(x) else y
-
-
-@_elementwise
-def _log1p(x_):
-    """log(1 + x) (0.82 ulp); log1p(-1) = -inf, log1p(x < -1) = nan, -0.0 kept."""
-    x = np.float64(x_)
-    u = 1.0 + x
-    iu = _bits(u)
-    hu = (iu >> 32) + (0x3FF00000 - 0x3FE6A09E)
-    k = (hu >> 20) - 0x3FF
-    c = (1.0 - (u - x)) if k >= 2 else (x - (u - 1.0))  # the rounding error of u = 1 + x
-    hu = (hu & 0x000FFFFF) + 0x3FE6A09E
-    f = _as_f64((hu << 32) | (iu & 0xFFFFFFFF)) - 1.0
-    small = (x < 0.4142135623730950) & (x > -0.2928932188134524)  # then f = x exactly
-    f = x if small else f
-    k = 0 if small else k
-    kc = min(54, k)
-    cs = c * _as_f64((1023 - kc) << 52)  # c * 2**-k, exact
-    cs = 0.0 if (small | (k >= 54)) else cs
-    d = 2.0 + f
-    m = 1.0 + f
-    inv = 1.0 / (d * m)  # one division for s = f / (2 + f) and c / u
-    sr, hfsq = _log_poly(f, f * (m * inv))
-    dk = float(k)
-    c = cs * (d * inv)
-    y = sr + (dk * 1.90821492927058770002e-10 + c) - hfsq + f + dk * 6.93147180369123816490e-01
-    y = x if abs(x) < 1.1102230246251565e-16 else y  # |x| < 2**-53: -0.0 and subnormals
-    y = y if x <= 1.7976931348623157e308 else x  # +inf
-    y = y if x > -1.0 else (-np.inf if x == -1.0 else np.nan)
-    return x if np.isnan(x) else y
-
-
-@_elementwise
-def _softplus(x_):
-    """log(1 + exp(x)) = logaddexp(0, x) (1.41 ulp), as max(x, 0) + log1p(exp(-|x|))."""
-    x = np.float64(x_)
-    a = abs(x)
-    a = min(746.0, a)
-    y = max(0.0, x) + _log1p(_exp(-a))
-    return x if np.isnan(x) else y
+_kernel = _runtime._kernel
+_run_checked = _runtime._run_checked
 
 
 class one_layer_Grads(NamedTuple):
@@ -1745,3 +1347,111 @@ def mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
             _mlp_classifier_value_and_grad, X, Y, W1, b1, W2, b2
         )
     return (_DTYPE.type(loss), Z), mlp_classifier_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)
+
+
+# --- the wrappers' checks of inputs and cotangents (as in the NumPy module) ---
+
+
+# (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
+# loop calls with the same shapes again and again, and then only types and shapes are compared.
+# (The strides go with each shape: kernels take C-contiguous arrays, other layouts are copied.
+# Most calls never get here: a kernel's ``checked`` entry runs them. This serves the calls that
+# fall back, and every call of a --numba-parallel kernel.)
+_CHECKED: dict[tuple, None] = {}
+
+
+def _check_inputs(function, values, shapes):
+    """Return the inputs as float64 arrays after checking them against the spec's shapes."""
+    key = [function]
+    for x in values:
+        if type(x) is not np.ndarray or x.dtype is not _DTYPE:
+            key = None
+            break
+        key.append(x.strides)  # with the shape, it tells a C-contiguous array
+        key.append(x.shape)
+    if key is not None:
+        key = tuple(key)
+        if key in _CHECKED:
+            return values
+    dims = {}
+    checked = []
+    for (name, shape), value in zip(shapes, values, strict=True):
+        x = value if type(value) is np.ndarray else _as_array(function, name, shape, value)
+        if x.dtype != _DTYPE:
+            # integers and booleans are converted (exactly, as lists are), so is another byte
+            # order; another float precision is refused: converting it would change the results
+            if x.dtype.kind not in "biu" and x.dtype.newbyteorder("=") != _DTYPE:
+                raise ValueError(
+                    f"{function}: input {name} has dtype {x.dtype}; expected float64 "
+                    f"with shape {_shape_text(shape)}"
+                )
+            x = x.astype(_DTYPE)
+        ok = x.ndim == len(shape)
+        if ok:
+            for size, dim in zip(x.shape, shape, strict=True):
+                ok = ok and size == (dim if isinstance(dim, int) else dims.setdefault(dim, size))
+        if not ok:
+            bound = ", ".join(f"{d}={dims[d]}" for d in shape if isinstance(d, str) and d in dims)
+            raise ValueError(
+                f"{function}: input {name} has shape {tuple(x.shape)}; expected "
+                f"{_shape_text(shape)}" + (f" with {bound}" if bound else "")
+            )
+        # compiled kernels take scalars for [] inputs and C-contiguous arrays otherwise
+        if x.ndim == 0:
+            x = x[()]
+        elif not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        checked.append(x)
+    if key is not None and all(x is value for x, value in zip(checked, values, strict=True)):
+        if len(_CHECKED) >= 64:
+            _CHECKED.clear()
+        _CHECKED[key] = None
+    return checked
+
+
+def _as_array(function, name, shape, value):
+    """An input that is not a plain ndarray, as one: numbers (Python or NumPy scalars) and lists
+    are converted to float64; ndarray subclasses become plain arrays (np.matrix too, whose
+    2-D shape is then checked); masked arrays are refused, since computing on them would drop
+    the mask."""
+    masked = isinstance(value, np.ma.MaskedArray)  # a ValueError, as for any refused input
+    if masked:
+        raise ValueError(
+            f"{function}: input {name} is a masked array; pass a plain array "
+            f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
+        )
+    try:
+        x = np.asarray(value)
+    except (TypeError, ValueError):
+        x = None
+    if x is None or x.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{function}: input {name} must be a float64 array of shape "
+            f"{_shape_text(shape)}" + ("" if x is None else f" (got dtype {x.dtype})")
+        )
+    if isinstance(value, (int, float, list, tuple, np.generic)):
+        x = x.astype(_DTYPE, copy=False)  # a number or a list: converted whatever its precision
+    return x
+
+
+def _shape_text(shape):
+    """A shape as the spec writes it: [N, 3]."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _check_cotangent(function, g, shape):
+    """Return the cotangent g as a float64 array of the first output's shape."""
+    if type(g) is not np.ndarray:  # converted as an input is
+        g = _as_array(f"{function}_backward", "g", shape, g)
+    if g.dtype != _DTYPE:
+        if g.dtype.kind not in "biu" and g.dtype.newbyteorder("=") != _DTYPE:
+            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        g = g.astype(_DTYPE)
+    if g.shape != shape:
+        if g.ndim != 0:
+            raise ValueError(
+                f"{function}_backward: g has shape {tuple(g.shape)}; expected {shape} "
+                "(the shape of the first output) or a scalar"
+            )
+        g = np.broadcast_to(g, shape)
+    return g[()] if g.ndim == 0 else np.ascontiguousarray(g)

@@ -3,518 +3,27 @@
 # Spec sha256: 42a1b3fde5abc1620efe9f2f6f597f2cc9acbbcf80155f1d20ee6f465e9eb2ab
 """Worked examples of matrix calculus and one function per derivative rule, as specs."""
 
-import sys
-import types
-import warnings
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 _DTYPE = np.dtype(np.float64)
 _MASKED = np.ma.MaskedArray
 
 
-# Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
-# their module. The kernels get a namespace of their own, registered under one fixed name (one
-# per version of codegen's helpers), so the cache works however this file is imported
-# (generated.nn_numba, nn_numba, by path, ...).
-_KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_084e40b5bb23", types.ModuleType("_codegen_numba_kernels_084e40b5bb23")
-)
-vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
-
-
-def _kernel(function):
-    """Compile ``function`` with Numba, its globals the kernels' namespace.
-
-    error_model="numpy": x / 0 is inf or nan as in NumPy, and loops with divisions vectorise.
-    """
-    kernel = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    compiled = _cached(kernel)
-    compiled.checked = _unchecked
-    return compiled
-
-
-def _cached(kernel):
-    """``numba.njit(cache=True)``, or without the cache where Numba has nowhere to write it.
-
-    Numba caches beside this file (``__pycache__``), else in NUMBA_CACHE_DIR or the user's
-    cache directory. When none is writable (a read-only install), it refuses to cache
-    ("no locator available"): the kernel is then compiled at every import, with one warning.
-    """
-    try:
-        return numba.njit(cache=True, error_model="numpy")(kernel)
-    except RuntimeError as error:
-        if "no locator available" not in str(error):
-            raise
-    warnings.warn(
-        f"{__name__}: no writable directory for Numba's cache (beside {__file__}, "
-        "NUMBA_CACHE_DIR or the user's cache directory): kernels are compiled without caching",
-        RuntimeWarning,
-        stacklevel=2,
+# The decorators that compile the kernels, the elementary functions their loops call and the
+# dispatch to checked inputs: codegen's Numba runtime, generated beside this file.
+try:
+    from . import _codegen_numba_runtime as _runtime
+except ImportError:  # imported as a top-level module: its directory is on sys.path
+    import _codegen_numba_runtime as _runtime
+if _runtime._VERSION != "193be609e7a5":
+    raise ImportError(
+        "the Numba runtime beside this module (_codegen_numba_runtime.py) is from another "
+        "version of codegen: generate the module and the runtime again (python -m codegen)"
     )
-    return numba.njit(error_model="numpy")(kernel)
-
-
-def _unchecked(*args):
-    """A kernel's ``checked`` entry before any checked call: sends every call to the checks."""
-    raise TypeError("no inputs of these types were checked yet")
-
-
-def _run_checked(kernel, *args):
-    """``kernel(*args)`` for the inputs _check_inputs returned; ``kernel.checked`` learns them.
-
-    ``kernel.checked`` is a second dispatcher of the kernel that never compiles: it only has the
-    compilations made here, for types and layouts _check_inputs let through. A wrapper calls it
-    first, without checks in Python (the kernel compares the shapes itself); any other input (a
-    float32 array for a float64 spec, a strided view, a list) raises TypeError there, and the
-    wrapper checks and converts it and comes here.
-    """
-    result = kernel(*args)
-    # (the run function of a --numba-parallel kernel has no compilations of its own: never learns)
-    if len(getattr(kernel.checked, "overloads", ())) < len(getattr(kernel, "overloads", ())):
-        checked = numba.njit(kernel.py_func)
-        for compiled in kernel.overloads.values():
-            checked.add_overload(compiled)
-        checked.disable_compile()
-        kernel.checked = checked
-    return result
-
-
-# (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
-# loop calls with the same shapes again and again, and then only types and shapes are compared.
-# (The strides go with each shape: kernels take C-contiguous arrays, other layouts are copied.
-# Most calls never get here: a kernel's ``checked`` entry runs them. This serves the calls that
-# fall back, and every call of a --numba-parallel kernel.)
-_CHECKED: dict[tuple, None] = {}
-
-
-def _check_inputs(function, values, shapes):
-    """Return the inputs as float64 arrays after checking them against the spec's shapes."""
-    key = [function]
-    for x in values:
-        if type(x) is not np.ndarray or x.dtype is not _DTYPE:
-            key = None
-            break
-        key.append(x.strides)  # with the shape, it tells a C-contiguous array
-        key.append(x.shape)
-    if key is not None:
-        key = tuple(key)
-        if key in _CHECKED:
-            return values
-    dims = {}
-    checked = []
-    for (name, shape), value in zip(shapes, values, strict=True):
-        x = value if type(value) is np.ndarray else _as_array(function, name, shape, value)
-        if x.dtype != _DTYPE:
-            # integers and booleans are converted (exactly, as lists are), so is another byte
-            # order; another float precision is refused: converting it would change the results
-            if x.dtype.kind not in "biu" and x.dtype.newbyteorder("=") != _DTYPE:
-                raise ValueError(
-                    f"{function}: input {name} has dtype {x.dtype}; expected float64 "
-                    f"with shape {_shape_text(shape)}"
-                )
-            x = x.astype(_DTYPE)
-        ok = x.ndim == len(shape)
-        if ok:
-            for size, dim in zip(x.shape, shape, strict=True):
-                ok = ok and size == (dim if isinstance(dim, int) else dims.setdefault(dim, size))
-        if not ok:
-            bound = ", ".join(f"{d}={dims[d]}" for d in shape if isinstance(d, str) and d in dims)
-            raise ValueError(
-                f"{function}: input {name} has shape {tuple(x.shape)}; expected "
-                f"{_shape_text(shape)}" + (f" with {bound}" if bound else "")
-            )
-        # compiled kernels take scalars for [] inputs and C-contiguous arrays otherwise
-        if x.ndim == 0:
-            x = x[()]
-        elif not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
-        checked.append(x)
-    if key is not None and all(x is value for x, value in zip(checked, values, strict=True)):
-        if len(_CHECKED) >= 64:
-            _CHECKED.clear()
-        _CHECKED[key] = None
-    return checked
-
-
-def _as_array(function, name, shape, value):
-    """An input that is not a plain ndarray, as one: numbers (Python or NumPy scalars) and lists
-    are converted to float64; ndarray subclasses become plain arrays (np.matrix too, whose
-    2-D shape is then checked); masked arrays are refused, since computing on them would drop
-    the mask."""
-    masked = isinstance(value, np.ma.MaskedArray)  # a ValueError, as for any refused input
-    if masked:
-        raise ValueError(
-            f"{function}: input {name} is a masked array; pass a plain array "
-            f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
-        )
-    try:
-        x = np.asarray(value)
-    except (TypeError, ValueError):
-        x = None
-    if x is None or x.dtype.kind not in "biuf":
-        raise ValueError(
-            f"{function}: input {name} must be a float64 array of shape "
-            f"{_shape_text(shape)}" + ("" if x is None else f" (got dtype {x.dtype})")
-        )
-    if isinstance(value, (int, float, list, tuple, np.generic)):
-        x = x.astype(_DTYPE, copy=False)  # a number or a list: converted whatever its precision
-    return x
-
-
-def _shape_text(shape):
-    """A shape as the spec writes it: [N, 3]."""
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def _check_cotangent(function, g, shape):
-    """Return the cotangent g as a float64 array of the first output's shape."""
-    if type(g) is not np.ndarray:  # converted as an input is
-        g = _as_array(f"{function}_backward", "g", shape, g)
-    if g.dtype != _DTYPE:
-        if g.dtype.kind not in "biu" and g.dtype.newbyteorder("=") != _DTYPE:
-            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
-        g = g.astype(_DTYPE)
-    if g.shape != shape:
-        if g.ndim != 0:
-            raise ValueError(
-                f"{function}_backward: g has shape {tuple(g.shape)}; expected {shape} "
-                "(the shape of the first output) or a scalar"
-            )
-        g = np.broadcast_to(g, shape)
-    return g[()] if g.ndim == 0 else np.ascontiguousarray(g)
-
-
-# Elementary functions for the kernels' loops. Numba calls libm once per element for np.tanh,
-# np.exp, ...; these are written with arithmetic, selects, FMA and bit casts only, so LLVM
-# vectorises the loops that call them. No fastmath: every rounding step is as written. float64
-# inside (a float32 argument is widened). Max errors, measured against 200-bit references:
-# exp 0.93 ulp, tanh 1.34, sigmoid 1.63, log 0.72, log1p 0.82, softplus 1.41, sin/cos 0.73
-# (any finite x); special values (NaN, +-inf, -0.0, overflow, subnormals) as NumPy gives them.
-
-
-def _scalar(function):
-    """Compile a helper into the kernels' namespace (LLVM inlines it into their loops)."""
-    scalar = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    compiled = numba.njit(error_model="numpy")(scalar)
-    vars(_KERNELS)[function.__name__] = compiled
-    return compiled
-
-
-def _elementwise(function):
-    """Compile a per-element function into the kernels' namespace, inlined into their loops."""
-    scalar = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    compiled = numba.njit(inline="always", error_model="numpy")(scalar)
-    vars(_KERNELS)[function.__name__] = compiled
-    return compiled
-
-
-@numba.extending.intrinsic
-def _bits(typingctx, x):
-    """The bits of a float64 as an int64 (an LLVM bitcast: free, and vectorisable)."""
-    if x != numba.types.float64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(numba.types.int64))
-
-    return numba.types.int64(numba.types.float64), codegen
-
-
-@numba.extending.intrinsic
-def _as_f64(typingctx, i):
-    """The float64 whose bits are the int64 i (an LLVM bitcast)."""
-    if not isinstance(i, numba.types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        value = context.cast(builder, args[0], signature.args[0], numba.types.int64)
-        return builder.bitcast(value, context.get_value_type(numba.types.float64))
-
-    return numba.types.float64(i), codegen
-
-
-@numba.extending.intrinsic
-def _fma(typingctx, a, b, c):
-    """a * b + c with one rounding (llvm.fma.f64: vfmadd)."""
-    if not all(isinstance(t, (numba.types.Float, numba.types.Integer)) for t in (a, b, c)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        values = [
-            context.cast(builder, v, t, numba.types.float64)
-            for v, t in zip(args, signature.args, strict=True)
-        ]
-        return builder.fma(*values)
-
-    return numba.types.float64(a, b, c), codegen
-
-
-vars(_KERNELS).update(_bits=_bits, _as_f64=_as_f64, _fma=_fma)
-
-
-# sin and cos: one branch-free path for every finite x. A Payne-Hanek reduction in double
-# arithmetic (the bits of 2/pi down to 2**-1219 as 25 literals, picked by the exponent of x
-# through a 5-stage barrel shifter; products split exactly with FMA) gives x = (q + 4j) pi/2
-# + y0 + y1 with about 2**-150 absolute error, far below the 2**-117 the worst double needs;
-# then fdlibm's kernels and the quadrant by select. A kernel writes a loop that reads arrays
-# for sin and cos twice, behind one check of those arrays (_short_reduction): the copy for
-# arguments all below 1.6e6 (< 2**20 pi/2) passes short=True, a constant, and so compiles to
-# fdlibm's three-step Cody-Waite reduction alone.
-
-
-@_scalar
-def _ksin(x, y):
-    z = x * x
-    w = z * z
-    r = (
-        8.33333333332248946124e-03
-        + z * (-1.98412698298579493134e-04 + z * 2.75573137070700676789e-06)
-        + z * w * (-2.50507602534068634195e-08 + z * 1.58969099521155010221e-10)
-    )
-    v = z * x
-    return x - ((z * (0.5 * y - v * r) - y) - v * -1.66666666666666324348e-01)
-
-
-@_scalar
-def _kcos(x, y):
-    z = x * x
-    w = z * z
-    r = z * (
-        4.16666666666666019037e-02
-        + z * (-1.38888888888741095749e-03 + z * 2.48015872894767294178e-05)
-    ) + w * w * (
-        -2.75573143513906633035e-07
-        + z * (2.08757232129817482790e-09 + z * -1.13596475577881948265e-11)
-    )
-    hz = 0.5 * z
-    w = 1.0 - hz
-    return w + (((1.0 - w) - hz) + (z * r - x * y))
-
-
-@_elementwise
-def _pio2_chunks(b4, b3, b2, b1, b0):
-    """(D[k0], ..., D[k0+4]) for k0 = 16 b4 + 8 b3 + 4 b2 + 2 b1 + b0 (barrel shifter)."""
-    t4_0 = 0.505462883924126 if b4 else 0.0
-    t4_1 = 0.35474129975356194 if b4 else 0.0
-    t4_2 = 0.495348441190541 if b4 else 0.6366197723675813
-    t4_3 = 0.9093006150323975 if b4 else 0.6455004762340146
-    t4_4 = 0.7102755855591438 if b4 else 0.8260347502167291
-    t4_5 = 0.9716433593102769 if b4 else 0.6177029686506639
-    t4_6 = 0.645159640989469 if b4 else 0.22946046207480975
-    t4_7 = 0.38377539675336436 if b4 else 0.28461387860774945
-    t4_8 = 0.7971457910852385 if b4 else 0.006138546976630632
-    t3_0 = t4_8 if b3 else t4_0
-    t3_1 = 0.5660391411155584 if b3 else t4_1
-    t3_2 = 0.16270821739654884 if b3 else t4_2
-    t3_3 = 0.6478181222020806 if b3 else t4_3
-    t3_4 = 0.752362340216695 if b3 else t4_4
-    t3_5 = 0.7848375294503177 if b3 else t4_5
-    t3_6 = 0.2882121784458589 if b3 else t4_6
-    t3_7 = 0.3143043483578357 if b3 else t4_7
-    t3_8 = 0.505462883924126 if b3 else t4_8
-    t3_9 = 0.35474129975356194 if b3 else 0.5660391411155584
-    t3_10 = 0.495348441190541 if b3 else 0.16270821739654884
-    t3_11 = 0.9093006150323975 if b3 else 0.6478181222020806
-    t2_0 = t3_4 if b2 else t3_0
-    t2_1 = t3_5 if b2 else t3_1
-    t2_2 = t3_6 if b2 else t3_2
-    t2_3 = t3_7 if b2 else t3_3
-    t2_4 = t3_8 if b2 else t3_4
-    t2_5 = t3_9 if b2 else t3_5
-    t2_6 = t3_10 if b2 else t3_6
-    t2_7 = t3_11 if b2 else t3_7
-    t1_0 = t2_2 if b1 else t2_0
-    t1_1 = t2_3 if b1 else t2_1
-    t1_2 = t2_4 if b1 else t2_2
-    t1_3 = t2_5 if b1 else t2_3
-    t1_4 = t2_6 if b1 else t2_4
-    t1_5 = t2_7 if b1 else t2_5
-    t0_0 = t1_1 if b0 else t1_0
-    t0_1 = t1_2 if b0 else t1_1
-    t0_2 = t1_3 if b0 else t1_2
-    t0_3 = t1_4 if b0 else t1_3
-    t0_4 = t1_5 if b0 else t1_4
-    return t0_0, t0_1, t0_2, t0_3, t0_4
-
-
-@_scalar
-def _red4(v):
-    """v mod 4 in [-2, 2], exact, for |v| < 2^55 (v - nearest multiple of 16,
-    then - nearest multiple of 4; magic constants 3*2^55 and 3*2^53)."""
-    v = v - ((v + 108086391056891904.0) - 108086391056891904.0)
-    return v - ((v + 27021597764222976.0) - 27021597764222976.0)
-
-
-@_scalar
-def _split48(v):
-    """v = hi + lo, hi a multiple of 2^-48 (exact for |v| < 8)."""
-    hi = (v + 24.0) - 24.0
-    return hi, v - hi
-
-
-@_scalar
-def _two_sum(a, b):
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
-
-
-@_elementwise
-def _rem_pio2(ax):
-    """Payne-Hanek for finite ax >= 2^-51: returns (y0, y1, q) with
-    ax = (q + 4j) pi/2 + y0 + y1, |y0| <= pi/4 (+2^-40), q in 0..3."""
-    ib = _bits(ax)
-    e = (ib >> 52) - 972  # E + 103, E = biased exponent - 1075
-    e = max(0, e)
-    k0 = (e * 1237) >> 16  # floor(e/53) for 0 <= e < 1100; k0 <= 20
-    sc = e - 53 * k0 + 3  # s = E - 53(k0-2) in [3, 55]
-    m = _as_f64((ib & 0xFFFFFFFFFFFFF) | 0x4330000000000000)  # mantissa as integer
-    c0, c1, c2, c3, c4 = _pio2_chunks(
-        (k0 & 16) != 0, (k0 & 8) != 0, (k0 & 4) != 0, (k0 & 2) != 0, (k0 & 1) != 0
-    )
-    p0 = _as_f64((sc + 1023) << 52)  # 2^s
-    p1 = _as_f64((sc + 970) << 52)  # 2^(s-53)
-    p2 = _as_f64((sc + 917) << 52)
-    p3 = _as_f64((sc + 864) << 52)
-    p4 = _as_f64((sc + 811) << 52)
-    g0 = _red4(c0 * p0)  # d_k0 2^E mod 4, |.| <= 2, multiple of 2^(s-53)
-    h0 = m * g0
-    l0 = _fma(m, g0, -h0)  # |l0| <= 1
-    g1 = c1 * p1  # < 4
-    h1 = m * g1  # < 2^55
-    l1 = _fma(m, g1, -h1)  # <= 2
-    g2 = c2 * p2
-    h2 = m * g2  # < 4
-    l2 = _fma(m, g2, -h2)  # <= 2^-51
-    g3 = c3 * p3
-    h3 = m * g3  # < 2^-51
-    l3 = _fma(m, g3, -h3)
-    h4 = m * (c4 * p4)  # < 2^-104
-    a0 = _red4(h0)
-    a1 = _red4(h1)
-    # exact sum of the parts above 2^-48 (multiples of 2^-48, |sum| < 16)
-    u0, v0 = _split48(a0)
-    u1, v1 = _split48(l0)
-    u2, v2 = _split48(a1)
-    u3, v3 = _split48(l1)
-    u4, v4 = _split48(h2)
-    H = (((u0 + u1) + u2) + u3) + u4
-    n = (H + 6755399441055744.0) - 6755399441055744.0
-    H = H - n  # |H| <= 1/2, multiple of 2^-48
-    q = _bits(n + 6755399441055744.0) & 3
-    # small parts (each < 2^-47): double-double accumulation
-    s, t = _two_sum(v0, v1)
-    s, e1 = _two_sum(s, v2)
-    t = t + e1
-    s, e1 = _two_sum(s, v3)
-    t = t + e1
-    s, e1 = _two_sum(s, v4)
-    t = t + e1
-    s, e1 = _two_sum(s, l2)
-    t = t + e1
-    s, e1 = _two_sum(s, h3)
-    t = t + e1 + (l3 + h4)
-    fh, e1 = _two_sum(H, s)  # exact, even under cancellation
-    fl = e1 + t
-    f = fh + fl
-    fl = fl - (f - fh)
-    # r = f * pi/2 (double-double)
-    rh = f * 1.5707963267948966
-    rl = _fma(f, 1.5707963267948966, -rh)
-    rl = _fma(f, 6.123233995736766e-17, rl)
-    rl = _fma(fl, 1.5707963267948966, rl)
-    y0 = rh + rl
-    y1 = rl - (y0 - rh)
-    return y0, y1, q
-
-
-@_scalar
-def _rem_pio2_short(ax):
-    """fdlibm's medium reduction, all three steps, for ax < 2^20 pi/2: (y0, y1, q) as
-    _rem_pio2 gives them. n has at most 20 bits, each part of pi/2 33: n * part is exact."""
-    n = (ax * 0.6366197723675814 + 6755399441055744.0) - 6755399441055744.0
-    q = _bits(n + 6755399441055744.0) & 3
-    t = ax - n * 1.57079632673412561417e00
-    w = n * 6.07710050630396597660e-11
-    r = t - w
-    w = n * 2.02226624879595063154e-21 - ((t - r) - w)
-    t = r
-    w2 = n * 2.02226624871116645580e-21
-    r = t - w2
-    w = n * 8.47842766036889956997e-32 - ((t - r) - w2)
-    y0 = r - w
-    y1 = (r - y0) - w
-    return y0, y1, q
-
-
-@_elementwise
-def _reduce_pio2(ax, short):
-    """ax = (q + 4j) pi/2 + y0 + y1 (NaN and inf give NaN): short, when the loop's arguments
-    are all below 1.6e6, else Payne-Hanek."""
-    if short:
-        return _rem_pio2_short(ax)
-    return _rem_pio2(ax if ax <= 1.7976931348623157e308 else 1.0)
-
-
-@_scalar
-def _short_reduction(x):
-    """Whether every |x| is below 1.6e6 (NaN counts: it gives NaN either way), where sin and
-    cos may take the short reduction."""
-    for v in x.flat:
-        if abs(v) >= 1.6e6:
-            return False
-    return True
-
-
-@_elementwise
-def _sin(x_, short):
-    """sin(x) for all float64 x (max 0.73 ulp measured).  NaN/+-inf -> NaN, keeps -0.0."""
-    x = np.float64(x_)
-    ax = abs(x)
-    ok = ax <= 1.7976931348623157e308  # False for NaN/inf
-    y0, y1, q = _reduce_pio2(ax, short)
-    s = _ksin(y0, y1)
-    c = _kcos(y0, y1)
-    v = s if (q & 1) == 0 else c
-    v = -v if ((q & 2) != 0) != (x < 0.0) else v  # sin is odd
-    v = x if ax < 1e-8 else v  # sin(x) rounds to x; keeps -0.0
-    return v if ok else np.nan
-
-
-@_elementwise
-def _cos(x_, short):
-    """cos(x) for all float64 x (max 0.73 ulp measured).  NaN/+-inf -> NaN."""
-    x = np.float64(x_)
-    ax = abs(x)
-    ok = ax <= 1.7976931348623157e308
-    y0, y1, q = _reduce_pio2(ax, short)
-    s = _ksin(y0, y1)
-    c = _kcos(y0, y1)
-    v = c if (q & 1) == 0 else s
-    v = -v if ((q + 1) & 2) != 0 else v
-    v = 1.0 if ax < 7.450580596923828e-09 else v  # |x| < 2^-27: cos rounds to 1
-    return v if ok else np.nan
-
-
-@_elementwise
-def _sincos(x_, short):
-    """(sin(x), cos(x)) from one reduction: what _sin and _cos give."""
-    x = np.float64(x_)
-    ax = abs(x)
-    ok = ax <= 1.7976931348623157e308
-    y0, y1, q = _reduce_pio2(ax, short)
-    s = _ksin(y0, y1)
-    c = _kcos(y0, y1)
-    vs = s if (q & 1) == 0 else c
-    vs = -vs if ((q & 2) != 0) != (x < 0.0) else vs
-    vs = x if ax < 1e-8 else vs
-    vc = c if (q & 1) == 0 else s
-    vc = -vc if ((q + 1) & 2) != 0 else vc
-    vc = 1.0 if ax < 7.450580596923828e-09 else vc
-    return (vs if ok else np.nan), (vc if ok else np.nan)
+_kernel = _runtime._kernel
+_run_checked = _runtime._run_checked
 
 
 class twice_sum_Grads(NamedTuple):
@@ -2240,3 +1749,111 @@ def matrix_sum_value_and_grad(G):
         (G,) = _check_inputs("matrix_sum", (G,), _MATRIX_SUM_INPUTS)
         f, dG = _run_checked(_matrix_sum_value_and_grad, G)
     return _DTYPE.type(f), matrix_sum_Grads(G=dG)
+
+
+# --- the wrappers' checks of inputs and cotangents (as in the NumPy module) ---
+
+
+# (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
+# loop calls with the same shapes again and again, and then only types and shapes are compared.
+# (The strides go with each shape: kernels take C-contiguous arrays, other layouts are copied.
+# Most calls never get here: a kernel's ``checked`` entry runs them. This serves the calls that
+# fall back, and every call of a --numba-parallel kernel.)
+_CHECKED: dict[tuple, None] = {}
+
+
+def _check_inputs(function, values, shapes):
+    """Return the inputs as float64 arrays after checking them against the spec's shapes."""
+    key = [function]
+    for x in values:
+        if type(x) is not np.ndarray or x.dtype is not _DTYPE:
+            key = None
+            break
+        key.append(x.strides)  # with the shape, it tells a C-contiguous array
+        key.append(x.shape)
+    if key is not None:
+        key = tuple(key)
+        if key in _CHECKED:
+            return values
+    dims = {}
+    checked = []
+    for (name, shape), value in zip(shapes, values, strict=True):
+        x = value if type(value) is np.ndarray else _as_array(function, name, shape, value)
+        if x.dtype != _DTYPE:
+            # integers and booleans are converted (exactly, as lists are), so is another byte
+            # order; another float precision is refused: converting it would change the results
+            if x.dtype.kind not in "biu" and x.dtype.newbyteorder("=") != _DTYPE:
+                raise ValueError(
+                    f"{function}: input {name} has dtype {x.dtype}; expected float64 "
+                    f"with shape {_shape_text(shape)}"
+                )
+            x = x.astype(_DTYPE)
+        ok = x.ndim == len(shape)
+        if ok:
+            for size, dim in zip(x.shape, shape, strict=True):
+                ok = ok and size == (dim if isinstance(dim, int) else dims.setdefault(dim, size))
+        if not ok:
+            bound = ", ".join(f"{d}={dims[d]}" for d in shape if isinstance(d, str) and d in dims)
+            raise ValueError(
+                f"{function}: input {name} has shape {tuple(x.shape)}; expected "
+                f"{_shape_text(shape)}" + (f" with {bound}" if bound else "")
+            )
+        # compiled kernels take scalars for [] inputs and C-contiguous arrays otherwise
+        if x.ndim == 0:
+            x = x[()]
+        elif not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        checked.append(x)
+    if key is not None and all(x is value for x, value in zip(checked, values, strict=True)):
+        if len(_CHECKED) >= 64:
+            _CHECKED.clear()
+        _CHECKED[key] = None
+    return checked
+
+
+def _as_array(function, name, shape, value):
+    """An input that is not a plain ndarray, as one: numbers (Python or NumPy scalars) and lists
+    are converted to float64; ndarray subclasses become plain arrays (np.matrix too, whose
+    2-D shape is then checked); masked arrays are refused, since computing on them would drop
+    the mask."""
+    masked = isinstance(value, np.ma.MaskedArray)  # a ValueError, as for any refused input
+    if masked:
+        raise ValueError(
+            f"{function}: input {name} is a masked array; pass a plain array "
+            f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
+        )
+    try:
+        x = np.asarray(value)
+    except (TypeError, ValueError):
+        x = None
+    if x is None or x.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{function}: input {name} must be a float64 array of shape "
+            f"{_shape_text(shape)}" + ("" if x is None else f" (got dtype {x.dtype})")
+        )
+    if isinstance(value, (int, float, list, tuple, np.generic)):
+        x = x.astype(_DTYPE, copy=False)  # a number or a list: converted whatever its precision
+    return x
+
+
+def _shape_text(shape):
+    """A shape as the spec writes it: [N, 3]."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _check_cotangent(function, g, shape):
+    """Return the cotangent g as a float64 array of the first output's shape."""
+    if type(g) is not np.ndarray:  # converted as an input is
+        g = _as_array(f"{function}_backward", "g", shape, g)
+    if g.dtype != _DTYPE:
+        if g.dtype.kind not in "biu" and g.dtype.newbyteorder("=") != _DTYPE:
+            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        g = g.astype(_DTYPE)
+    if g.shape != shape:
+        if g.ndim != 0:
+            raise ValueError(
+                f"{function}_backward: g has shape {tuple(g.shape)}; expected {shape} "
+                "(the shape of the first output) or a scalar"
+            )
+        g = np.broadcast_to(g, shape)
+    return g[()] if g.ndim == 0 else np.ascontiguousarray(g)

@@ -511,8 +511,8 @@ def test_killed_run_leaves_whole_files_and_the_next_run_cleans_up(tmp_path: Path
     # every module is whole: the old or the new version, and --check names the old ones
     assert cli_run(specs, "-o", tmp_path / "new", "--backend", "all").returncode == 0
     after = {p.name: p.read_bytes() for p in (tmp_path / "new").iterdir()}
-    whole = [p.name for p in out.glob("*.py")]
-    assert sorted(whole) == sorted(before)
+    whole = [p.name for p in out.glob("[!_]*.py")]  # (the Numba runtime is not rewritten)
+    assert sorted(whole) == sorted(n for n in before if not n.startswith("_"))
     for name in whole:
         data = (out / name).read_bytes()
         new = after[name].replace(b"from ../specs/", b"from ../specs/")
