@@ -97,11 +97,17 @@ def equation(op: Op, target: str, leaf: Callable[[str], str],
     return f"{target} = {math(op, [render(a) for a in op.args])[0]}"
 
 
-def rule_line(op: Op, eq: str) -> str:
-    """``→ left product: dW2 = H1.T @ dZ2`` (and the planner's note after a semicolon)."""
+def rule_line(op: Op, eq: str, final: bool = True) -> str:
+    """``→ left product: dW2 = H1.T @ dZ2``, and after a semicolon the planner's note (on the
+    line that completes the rule application: ``final``)."""
     name, note = rule_parts(op.origin.rule)
     line = f"→ {name}: {eq}" if name else f"→ {eq}"
-    return text.comment(f"{line}; {note}" if note else line)
+    return text.comment(f"{line}; {note}" if note and final else line)
+
+
+def last_of_groups(ops: list[Op]) -> set[str]:
+    """The values that complete their statement group (a rule application) in ``ops``."""
+    return set({op.group: op.out for op in ops}.values())
 
 
 def step_header(op: Op) -> str:

@@ -234,6 +234,7 @@ class Emitter:
             return producer.get(v) if v in inline else None
 
         leaf = annotate.hint_leaf(program, names.of)
+        self._final = annotate.last_of_groups(ops)
         stmts = self.annotate([(op, code, annotate.equation(op, target, leaf, expand))
                                for op, code, target, _ in emitted])
         for stmt, (_, _, target, node) in zip(stmts, emitted):
@@ -298,7 +299,7 @@ class Emitter:
                 block = annotate.block_key(op)
                 lines.append(annotate.step_header(op))
             if op.phase == "backward":
-                lines.append("  " + annotate.rule_line(op, eq))
+                lines.append("  " + annotate.rule_line(op, eq, op.out in self._final))
             stmts.append(Stmt(code, annotate.join(lines)))
         return stmts
 

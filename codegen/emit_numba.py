@@ -235,6 +235,7 @@ class NumbaEmitter(Emitter):
                 pinned.add(a)
         block = None  # the spec step the last statement's comment named
         self._producers = producer
+        self._final = annotate.last_of_groups(ops)
 
         def expand(v: str) -> Op | None:
             return producer.get(v) if v in self.views else None
@@ -262,7 +263,7 @@ class NumbaEmitter(Emitter):
                     lines.append(annotate.step_header(item))
                 if item.phase == "backward":
                     eq = annotate.equation(item, target, leaf, expand)
-                    lines.append("  " + annotate.rule_line(item, eq))
+                    lines.append("  " + annotate.rule_line(item, eq, item.out in self._final))
                 stmts.append(Stmt(E.assign(target, expr), annotate.join(lines)))
                 if item.op in _NEW_ARRAY:
                     owned.add(item.out)
@@ -688,8 +689,8 @@ class NumbaEmitter(Emitter):
                 continue  # a part of a rule application's expression
             current = op.group
             target = names.get(op.out) or program.values[op.out].hint
-            lines.append("    " + annotate.rule_line(op, annotate.equation(op, target, leaf,
-                                                                            expand)))
+            eq = annotate.equation(op, target, leaf, expand)
+            lines.append("    " + annotate.rule_line(op, eq, op.out in self._final))
         head = f"fused loop over [{', '.join(str(d) for d in shape)}]" if shape else "scalars"
         out = [head + ":"]
         for key, lines in blocks.items():

@@ -92,9 +92,9 @@ def _gaussian_nll_backward(g, C, nll_3, D):
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
     #   → right product: dnll_3 = dnll_4 @ C.T
     dnll_3 = np.dot(dnll_4, C.T)
-    #   → inverse: prod_nll_3 = nll_3.T @ dnll_3; accumulate (dS: S is used 2 times)
+    #   → inverse: prod_nll_3 = nll_3.T @ dnll_3
     prod_nll_3 = np.dot(nll_3.T, dnll_3)
-    #   → inverse: prod_prod_nll_3 = prod_nll_3 @ nll_3.T; accumulate (dS: S is used 2 times)
+    #   → inverse: prod_prod_nll_3 = prod_nll_3 @ nll_3.T
     prod_prod_nll_3 = np.dot(prod_nll_3, nll_3.T)
     # fused loop over [D, D]:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
@@ -145,9 +145,9 @@ def _gaussian_nll_value_and_grad(S, C):
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
     #   → right product: dnll_3 = dnll_4 @ C.T
     dnll_3 = np.dot(dnll_4, C.T)
-    #   → inverse: prod_nll_3 = nll_3.T @ dnll_3; accumulate (dS: S is used 2 times)
+    #   → inverse: prod_nll_3 = nll_3.T @ dnll_3
     prod_nll_3 = np.dot(nll_3.T, dnll_3)
-    #   → inverse: prod_prod_nll_3 = prod_nll_3 @ nll_3.T; accumulate (dS: S is used 2 times)
+    #   → inverse: prod_prod_nll_3 = prod_nll_3 @ nll_3.T
     prod_prod_nll_3 = np.dot(prod_nll_3, nll_3.T)
     # fused loop over [D, D]:
     #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:

@@ -183,7 +183,7 @@ def _affine_sum_forward(A, W, B):
 def _affine_sum_backward(g, A, W):
     # scalars:
     #   Z = A @ W + B, backward:
-    #     → addition: dB = g * 2; broadcast [2] to [2, 2]: sum over rows
+    #     → addition: dB = g * 2
     dB = g * 2
     # fused loop over [2, 2]:
     #   Z = A @ W + B, backward:
@@ -598,7 +598,7 @@ def _quadratic_form_backward(g, a, G, f_1, N):
         df_1[i] = g * a[i]
         da[i] = f_1[i] * g
     # f = a @ G @ a, backward:
-    #   → vector-matrix product: prod_G = G @ df_1; accumulate (da: a is used 2 times)
+    #   → vector-matrix product: prod_G = G @ df_1
     prod_G = np.dot(G, df_1)
     # fused loop over [N]:
     #   f = a @ G @ a, backward:
@@ -623,7 +623,7 @@ def _quadratic_form_value_and_grad(a, G):
     f_1 = np.dot(a, G)
     f = np.dot(f_1, a)
     # f = a @ G @ a, backward:
-    #   → vector-matrix product: prod_G = G @ a; accumulate (da: a is used 2 times)
+    #   → vector-matrix product: prod_G = G @ a
     prod_G = np.dot(G, a)
     # fused loop over [N]:
     #   f = a @ G @ a, backward:
