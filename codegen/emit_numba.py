@@ -112,6 +112,7 @@ class NumbaEmitter(Emitter):
         super().__init__(dtype)
         self.parallel = parallel
         self.fastmath = fastmath
+        self.called: set[str] = set()  # the runtime's functions the kernels call (_exp, ...)
 
     def function_view(self, fn: Function, vg: Program, bw: Program) -> FunctionView:
         self._loop_index: dict[int, list[str]] = {}
@@ -164,6 +165,7 @@ class NumbaEmitter(Emitter):
         chosen = [name for name, on in (("parallel", self.parallel), ("fastmath", self.fastmath))
                   if on]
         return {"runtime_version": runtime_version(),
+                "called": sorted(self.called),
                 "fastmath": self.fastmath,
                 "parallel": self.parallel,
                 "options": f" ({', '.join(chosen)})" if chosen else "",
@@ -340,6 +342,7 @@ class NumbaEmitter(Emitter):
                 locals_ = [names.fresh(f"{stem}_e") for _, stem in parts]
                 body.append((E.Leaf(", ".join(locals_), E.COND), "",
                              E.Call(f"_{helper}", tuple(args))))
+                self.called.add(f"_{helper}")
                 paired.update((out, local) for (out, _), local in zip(parts, locals_))
             if op.op in REDUCTIONS:
                 total = group.into.get(op.out)
@@ -438,6 +441,7 @@ class NumbaEmitter(Emitter):
                 names.of[alias] = names.of[total]
         lines = [E.assign(t, v, aug) for t, aug, v in self.gather_sums(body, names)]
         if trig_arrays:
+            self.called.add("_short_reduction")
             before.append(E.assign(switch, E.all_of([E.call("_short_reduction", a)
                                                      for a in trig_arrays])))
         return self.loop(group, program, shape, index, before, lines, after, dim, switch, block)
@@ -586,6 +590,7 @@ class NumbaEmitter(Emitter):
         if op.op == "pow" and op.attr("exponent") == 0.5:  # NumPy's x ** 0.5 is sqrt: NaN at -inf
             return E.call("np.sqrt", E.Leaf(*args[0])).render(), ATOM
         if op.op in _MATH and not self.fastmath:  # fastmath may rewrite the helpers' roundings
+            self.called.add(f"_{op.op}")
             return E.Call(f"_{op.op}", (E.Leaf(*args[0]), *(extra or []))).render(), ATOM
         scalar = _SCALAR.get(op.op)
         if scalar is None:

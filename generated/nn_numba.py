@@ -4,6 +4,7 @@
 """Small neural-network losses: a one-layer sigmoid network, a tanh MLP with squared
 error, linear and logistic regression, softmax regression and an MLP classifier."""
 
+import importlib
 from typing import NamedTuple
 
 import numpy as np
@@ -14,10 +15,10 @@ _MASKED = np.ma.MaskedArray
 
 # The decorators that compile the kernels, the elementary functions their loops call and the
 # dispatch to checked inputs: codegen's Numba runtime, generated beside this file.
-try:
-    from . import _codegen_numba_runtime as _runtime
-except ImportError:  # imported as a top-level module: its directory is on sys.path
-    import _codegen_numba_runtime as _runtime
+try:  # from this module's package
+    _runtime = importlib.import_module("._codegen_numba_runtime", __package__ or None)
+except (ImportError, TypeError):  # a top-level module: by name, its directory on sys.path
+    _runtime = importlib.import_module("_codegen_numba_runtime")
 if _runtime._VERSION != "193be609e7a5":
     raise ImportError(
         "the Numba runtime beside this module (_codegen_numba_runtime.py) is from another "
@@ -25,6 +26,12 @@ if _runtime._VERSION != "193be609e7a5":
     )
 _kernel = _runtime._kernel
 _run_checked = _runtime._run_checked
+# The runtime's elementary functions the kernels call (compiled into their loops).
+_exp = _runtime._exp
+_log = _runtime._log
+_sigmoid = _runtime._sigmoid
+_softplus = _runtime._softplus
+_tanh = _runtime._tanh
 
 
 class one_layer_Grads(NamedTuple):

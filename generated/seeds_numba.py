@@ -3,6 +3,7 @@
 # Spec sha256: 42a1b3fde5abc1620efe9f2f6f597f2cc9acbbcf80155f1d20ee6f465e9eb2ab
 """Worked examples of matrix calculus and one function per derivative rule, as specs."""
 
+import importlib
 from typing import NamedTuple
 
 import numpy as np
@@ -13,10 +14,10 @@ _MASKED = np.ma.MaskedArray
 
 # The decorators that compile the kernels, the elementary functions their loops call and the
 # dispatch to checked inputs: codegen's Numba runtime, generated beside this file.
-try:
-    from . import _codegen_numba_runtime as _runtime
-except ImportError:  # imported as a top-level module: its directory is on sys.path
-    import _codegen_numba_runtime as _runtime
+try:  # from this module's package
+    _runtime = importlib.import_module("._codegen_numba_runtime", __package__ or None)
+except (ImportError, TypeError):  # a top-level module: by name, its directory on sys.path
+    _runtime = importlib.import_module("_codegen_numba_runtime")
 if _runtime._VERSION != "193be609e7a5":
     raise ImportError(
         "the Numba runtime beside this module (_codegen_numba_runtime.py) is from another "
@@ -24,6 +25,11 @@ if _runtime._VERSION != "193be609e7a5":
     )
 _kernel = _runtime._kernel
 _run_checked = _runtime._run_checked
+# The runtime's elementary functions the kernels call (compiled into their loops).
+_cos = _runtime._cos
+_short_reduction = _runtime._short_reduction
+_sin = _runtime._sin
+_sincos = _runtime._sincos
 
 
 class twice_sum_Grads(NamedTuple):

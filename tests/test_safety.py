@@ -89,8 +89,9 @@ FIXED_EXPRESSIONS = {"vars(_KERNELS).update(np=np, numba=numba, __builtins__=__b
 # decorators of the Numba backend's elementary-function helpers (numba_math.py.j2)
 MATH_DECORATORS = {"numba.extending.intrinsic", "_scalar", "_elementwise"}
 # A Numba module's import of the runtime beside it, and the check of its version.
-RUNTIME_IMPORT = ("try:\n    from . import _codegen_numba_runtime as _runtime\n"
-                  "except ImportError:\n    import _codegen_numba_runtime as _runtime")
+RUNTIME_IMPORT = ("try:\n    _runtime = importlib.import_module('._codegen_numba_runtime', "
+                  "__package__ or None)\nexcept (ImportError, TypeError):\n"
+                  "    _runtime = importlib.import_module('_codegen_numba_runtime')")
 RUNTIME_CHECK = (f"if _runtime._VERSION != '{runtime_version()}':\n    raise ImportError('the "
                  "Numba runtime beside this module (_codegen_numba_runtime.py) is from another "
                  "version of codegen: generate the module and the runtime again (python -m "
@@ -149,8 +150,7 @@ def assert_module_is_safe(source: str, functions: set[str], allowed: frozenset[s
     docs = docstring_nodes(tree)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            assert node in body or any(node in t.body + t.handlers[0].body for t in body
-                                       if isinstance(t, ast.Try)), "imports only at the top"
+            assert node in body, "imports only at the top"
         elif isinstance(node, (ast.Global, ast.Nonlocal, ast.Lambda, ast.AsyncFunctionDef,
                                ast.Await, ast.Yield, ast.YieldFrom, ast.With, ast.Delete)):
             raise AssertionError(f"unexpected {type(node).__name__}")
