@@ -757,9 +757,12 @@ def test_numba_options_reach_the_decorator(
                             "--numba-parallel", "--numba-fastmath")
     assert rc == 0, out + err
     src = (out_dir / "nn_numba.py").read_text()
-    assert 'numba.njit(cache=True, error_model="numpy", fastmath=True)(kernel)' in src
-    assert 'error_model="numpy", fastmath=True, parallel={"prange": True, **only_prange}' in src
+    assert "_kernel = _runtime._kernel_fastmath\n" in src
+    assert "_parallel_kernel = _runtime._parallel_kernel_fastmath\n" in src
     assert "numba.prange(" in src and "@_parallel_kernel" in src
+    runtime = (out_dir / "_codegen_numba_runtime.py").read_text()  # (the same for any options)
+    assert 'numba.njit(cache=True, error_model="numpy", fastmath=fastmath)(kernel)' in runtime
+    assert 'error_model="numpy", fastmath=fastmath, parallel={"prange": True, **only_prange}' in runtime
     rc, out, err = run_main(capsys, SPECS / "nn.yaml", "-o", out_dir, "--backend", "numba",
                             "--check")
     assert rc == 1, "default options differ from the written file: --check must say stale"
