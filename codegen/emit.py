@@ -13,7 +13,7 @@ from pathlib import PurePosixPath
 
 import jinja2
 
-from . import __version__, text
+from . import __version__, annotate, text
 from . import expr as E
 from .format import format_module
 from .ir import Arg, Const, DimSize, Op, Program
@@ -207,7 +207,15 @@ class Emitter:
             if op.out in numbers:
                 node.shape = ()
             emitted.append((op, E.assign(target, E.Leaf(code, 0)), target, node))
-        stmts = self.annotate([(op, code) for op, code, _, _ in emitted])
+        producer = {op.out: op for op in ops}
+
+        def expand(v: str) -> Op | None:
+            return producer.get(v) if v in inline else None
+
+        leaf = annotate.hint_leaf(program, names.of)
+        self._final = annotate.last_of_groups(ops)
+        stmts = self.annotate([(op, code, annotate.equation(op, target, leaf, expand))
+                               for op, code, target, _ in emitted])
         for stmt, (_, _, target, node) in zip(stmts, emitted):
             stmt.target, stmt.node = target, node
         return stmts
@@ -259,20 +267,19 @@ class Emitter:
         """A step computed from numbers alone, as a scalar of the module's dtype."""
         return E.call(self.np_dtype, E.Leaf(expr, 0)).render()
 
-    def annotate(self, emitted: list[tuple[Op, str]]) -> list[Stmt]:
-        """Comments: a forward block is headed by its step; every backward line names its rule."""
+    def annotate(self, emitted: list[tuple[Op, str, str]]) -> list[Stmt]:
+        """Comments: a spec step heads the block of lines it produced, once; every backward
+        line names its rule and the equation it computes (``emitted``: op, code, equation)."""
         stmts = []
-        for i, (op, code) in enumerate(emitted):
-            prev = emitted[i - 1][0] if i else None
-            nxt = emitted[i + 1][0] if i + 1 < len(emitted) else None
-            if op.phase == "forward":
-                comment = self.comment(op) if prev is None or prev.group != op.group else ""
-            elif nxt is not None and nxt.group == op.group:  # a helper line inside a rule's block
-                rule = OPS[op.op].rule
-                comment = text.comment(f"{op.origin.step}  →  {rule}" if op.origin.step else rule)
-            else:
-                comment = self.comment(op)
-            stmts.append(Stmt(code, text.wrap_comment(comment)))
+        block = None
+        for op, code, eq in emitted:
+            lines = []
+            if annotate.block_key(op) != block:
+                block = annotate.block_key(op)
+                lines.append(annotate.step_header(op))
+            if op.phase == "backward":
+                lines.append("  " + annotate.rule_line(op, eq, op.out in self._final))
+            stmts.append(Stmt(code, annotate.join(lines)))
         return stmts
 
     def target_name(self, op: Op, program: Program, names: Names, last_use: dict[str, int],
@@ -290,14 +297,6 @@ class Emitter:
                 names.of[op.out] = prev_name
                 return prev_name
         return names.bind(op.out, hint)
-
-    def comment(self, op: Op) -> str:
-        o = op.origin
-        if op.phase == "forward":
-            return text.comment(o.step)
-        if o.step:
-            return text.comment(f"{o.step}  →  {o.rule}")
-        return text.comment(o.rule)
 
     # --- functions ------------------------------------------------------------------------------
 

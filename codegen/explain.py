@@ -1,13 +1,15 @@
 """``--explain``: a Markdown derivation report per module, next to the generated code.
 
 For every function of a spec the report lists the forward steps, then the backward pass in the
-order it runs (the forward steps in reverse), naming the derivative rule applied at each step as
-a worked derivation does ("for (1) we've used G: W -> X W ..."), the chain of rules behind every gradient,
-and the forward values the backward pass keeps alive, with their symbolic shapes and the memory
-they hold at the spec's example ``dims``.
+order it runs (the forward steps in reverse), naming the derivative rule applied at each step and
+writing it with the values' names (``right product: dH1 = dZ2 @ W2.T``), each gradient as the sum
+of its paths from the output (each path the chain of rules along it: a value used twice opens two
+paths), and the forward values the backward pass keeps alive, with their symbolic shapes and the
+memory they hold at the spec's example ``dims``.
 
 Everything comes from the compiled IR (``CompiledFunction.backward``: each op's ``origin`` names
-its spec step and rule; :func:`codegen.passes.backward_reads` gives the save-set), so the report
+its spec step and rule, ``Program.edges`` the planner's rule applications;
+:func:`codegen.passes.backward_reads` gives the save-set), so the report
 describes exactly the code that was generated.  The report is deterministic and begins with a
 codegen header, like the modules, so that ``--check``, ``--force`` and ``--prune`` treat it as a
 generated file.
@@ -19,9 +21,9 @@ import re
 from collections.abc import Iterable, Sequence
 
 from . import __version__, text
+from .annotate import equation, rule_parts
 from .compiler import Compiled, CompiledFunction, plan_function
-from .ir import Op, Program, Shape
-from .ops import OPS
+from .ir import Edge, Op, Origin, Program, Shape
 from .passes import backward_reads
 
 __all__ = ["ITEMSIZE", "explain_filename", "header_label", "render_explain", "saved_values"]
@@ -115,26 +117,20 @@ def _saved_fields(cf: CompiledFunction, dtype: str,
 # --------------------------------------------------------------------------- rules
 
 
-def _rule_parts(rule: str) -> tuple[str, str]:
-    """``("right product", "dA = dZ @ B.T")`` from ``"right product: dA = dZ @ B.T"``."""
-    name, sep, formula = rule.partition(": ")
-    return (name.strip(), formula.strip()) if sep else (rule.strip(), "")
-
-
-def _forward_math(rule: str) -> str:
-    """The forward formula (``Z = A @ B``) of the rule-table entry a rule comes from, or ''."""
-    name = _rule_parts(rule)[0]
-    for opdef in OPS.values():
-        if any(_rule_parts(g)[0] == name for g in opdef.grads):
-            return opdef.math
-    return ""
-
-
-def _rule_md(rule: str) -> str:
-    name, formula = _rule_parts(rule)
-    if not name:
-        return "(no rule recorded)"
-    return f"{md_text(name)}: {code(formula)}" if formula else md_text(name)
+def _run_md(program: Program, run: list[Op]) -> str:
+    """A rule application as its name and its equation over the values' names, derived from
+    the ops (``right product: `dH1 = dZ2 @ W2.T` `[N, H]```), and the planner's note."""
+    last = run[-1]
+    inside = {op.out for op in run}
+    read_outside = {a for op in program.ops if op.out not in inside for a in op.args}
+    shown = [op for op in run if op is last or op.out in read_outside]  # each its own equation
+    mine = {op.out: op for op in run if op not in shown}
+    name, note = rule_parts(last.origin.rule)
+    eqs = "; ".join(equation(op, program.values[op.out].hint, lambda v: program.values[v].hint,
+                             mine.get) for op in shown)
+    head = f"{md_text(name)}: " if name else ""
+    tail = f" ({md_text(note)})" if note else ""
+    return f"{head}{code(eqs)} {shape_code(program.values[last.out].shape)}{tail}"
 
 
 def _runs(ops: Iterable[Op]) -> list[list[Op]]:
@@ -148,19 +144,56 @@ def _runs(ops: Iterable[Op]) -> list[list[Op]]:
     return runs
 
 
-def _ancestors(program: Program, value: object) -> set[str]:
-    """Ids of the backward ops whose results flow into ``value``."""
-    producers = {op.out: op for op in program.ops if op.phase == "backward"}
-    seen: set[str] = set()
-    stack = [value] if isinstance(value, str) else []
-    while stack:
-        v = stack.pop()
-        op = producers.get(v)
-        if op is None or v in seen:
+MAX_PATHS = 8  # paths listed per gradient (a deep chain with fan-out has exponentially many)
+
+
+def gradient_paths(program: Program, output: str, w: str,
+                   limit: int = MAX_PATHS) -> tuple[list[list[Edge]], int]:
+    """The first ``limit`` paths of rule applications from ``output`` down to input ``w`` (in
+    the order the planner applied them) and how many there are in all."""
+    by_out: dict[str, list[Edge]] = {}
+    for e in program.edges:
+        by_out.setdefault(e.out, []).append(e)
+    count: dict[str, int] = {w: 1}
+
+    def paths_from(v: str) -> int:  # memoised, iteratively deep enough for long chains
+        stack = [v]
+        while stack:
+            u = stack[-1]
+            pending = [e.x for e in by_out.get(u, []) if e.x not in count]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            count[u] = sum(count[e.x] for e in by_out.get(u, [])) if u != w else 1
+        return count[v]
+
+    total = paths_from(output)
+    found: list[list[Edge]] = []
+    stack: list[tuple[str, list[Edge]]] = [(output, [])]
+    while stack and len(found) < limit:
+        v, path = stack.pop()
+        if v == w:
+            found.append(path)
             continue
-        seen.add(v)
-        stack.extend(a for a in op.args if isinstance(a, str))
-    return seen
+        for e in reversed(by_out.get(v, [])):
+            if count.get(e.x, 0):
+                stack.append((e.x, path + [e]))
+    return found, total
+
+
+def _path_md(path: list[Edge], indent: str) -> list[str]:
+    """A path as a numbered list: per spec step, the rules applied there, in order."""
+    steps: list[tuple[Origin, list[str]]] = []
+    for e in path:
+        name, note = rule_parts(e.origin.rule)
+        rule = md_text(f"{name} ({note})" if note else name)
+        if steps and (steps[-1][0].step, steps[-1][0].line) == (e.origin.step, e.origin.line):
+            steps[-1][1].append(rule)
+        else:
+            steps.append((e.origin, [rule]))
+    return [f"{indent}{k}. {code(o.step) if o.step else '(generated)'}: {' → '.join(rules)}"
+            for k, (o, rules) in enumerate(steps, 1)]
 
 
 # --------------------------------------------------------------------------- the report
@@ -262,39 +295,31 @@ def _function_report(
         where = f" (spec line {o.line})" if o.line else ""
         out.append(f"{i}. {code(o.step) if o.step else '(generated)'}{where}")
         for run in runs:
-            last = run[-1]
-            value = bw.values[last.out]
-            forward = _forward_math(last.origin.rule)
-            of = f" (forward {code(forward)})" if forward else ""
-            out.append(
-                f"   - {_rule_md(last.origin.rule)}{of} → {code(value.hint)} "
-                f"{shape_code(value.shape)}"
-            )
+            out.append(f"   - {_run_md(bw, run)}")
     out.append("")
 
-    # per gradient: the chain of rules, as in a worked derivation by hand
+    # per gradient: the sum over the paths from the output to the input, each a chain of rules
     out += ["### Gradients", ""]
     out += [
-        "Each gradient is the chain of these rule applications, from the output back to the "
-        "input:",
+        "Each gradient is the sum, over every path from the output back to the input, of the "
+        "chain of rule applications along that path (a value used twice opens two paths):",
         "",
     ]
-    grad_of = dict(bw.grads)
     for w in fn.wrt:
         shape = shape_code(bw.values[w].shape) if w in bw.values else ""
-        out.append(f"- {code('d' + w)} {shape}, the gradient of {code(str(first))} with "
-                   f"respect to {code(w)}:")
-        anc = _ancestors(bw, grad_of.get(w))
-        chain = [op for op in bw_ops if op.out in anc]
-        steps: list[tuple[str, str]] = []
-        for run in _runs(chain):
-            key = (run[-1].origin.step, run[-1].origin.rule)
-            if not steps or steps[-1] != key:
-                steps.append(key)
-        if not steps:
-            out.append("  1. (a constant: no rule applies)")
-        for k, (step_text, rule) in enumerate(steps, 1):
-            out.append(f"  {k}. {code(step_text) if step_text else '(generated)'}: {_rule_md(rule)}")
+        paths, total = gradient_paths(bw, str(first), w)
+        what = (f"- {code('d' + w)} {shape}, the gradient of {code(str(first))} with "
+                f"respect to {code(w)}")
+        if not paths:
+            out += [f"{what}: zero ({code(w)} does not affect {code(str(first))})."]
+            continue
+        if total == 1:
+            out += [f"{what}, one path:"] + _path_md(paths[0], "  ")
+            continue
+        shown = "" if total == len(paths) else f"; the first {len(paths)} shown"
+        out.append(f"{what}, the sum of {total:,} paths{shown}:")
+        for k, path in enumerate(paths, 1):
+            out += [f"  - path {k}:"] + _path_md(path, "    ")
     out.append("")
 
     # the save-set and its memory

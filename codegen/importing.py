@@ -26,16 +26,27 @@ def import_source(source: str, name: str, backend: str = "numpy") -> types.Modul
         module.__file__ = f"<codegen:{name}>"
         exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - our output
         return module
+    from .emit_numba import RUNTIME_FILENAME, runtime_source
+
+    folder = module_dir()
+    # The module imports the Numba runtime beside it (``from . import``): it is imported as a
+    # module of a package of its own whose directory is the private one.
+    package = "_codegen_modules_" + hashlib.sha256(str(folder).encode()).hexdigest()[:12]
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    qualified = f"{name}_{backend}_{digest}"
+    qualified = f"{package}.{name}_{backend}_{digest}"
     if qualified in sys.modules:
         return sys.modules[qualified]
-    folder = module_dir()
-    file = folder / f"{qualified}.py"
-    # Only what this call generated is imported: the file is compared with the source (and
-    # replaced when it differs) even in a directory that only the user can write.
-    if not same_content(file, source):
-        write_files({file: source})
+    file = folder / f"{name}_{backend}_{digest}.py"
+    # Only what this call generated is imported: the files are compared with the sources (and
+    # replaced when they differ) even in a directory that only the user can write.
+    files = {file: source, folder / RUNTIME_FILENAME: runtime_source()}
+    changed = {path: text for path, text in files.items() if not same_content(path, text)}
+    if changed:
+        write_files(changed)
+    if package not in sys.modules:
+        holder = types.ModuleType(package)
+        holder.__path__ = [str(folder)]
+        sys.modules[package] = holder
     spec = importlib.util.spec_from_file_location(qualified, file)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

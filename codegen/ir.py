@@ -35,6 +35,18 @@ class Origin:
     rule: str = ""  # e.g. "right product: dB = A.T @ dG"
 
 
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """One application of a derivative rule by the planner: the cotangent of ``out`` (a forward
+    op's value) contributes to the cotangent of ``x``, its operand ``index``, as ``origin.rule``
+    says.  The paths from an output to an input along edges are the terms of its gradient."""
+
+    out: str
+    x: str
+    index: int
+    origin: Origin
+
+
 @dataclass(slots=True)
 class Value:
     """An SSA value: its unique id, static shape, the name it prefers in generated code, and kind."""
@@ -78,6 +90,7 @@ class Program:
     outputs: list[Arg] = field(default_factory=list)
     grads: list[tuple[str, Arg]] = field(default_factory=list)  # (wrt input name, gradient)
     grad_origins: dict[str, Origin] = field(default_factory=dict)  # the rule that made each gradient
+    edges: list[Edge] = field(default_factory=list)  # the rule applications, in planner order
 
     def shape_of(self, arg: Arg) -> Shape:
         if isinstance(arg, str):
@@ -86,3 +99,42 @@ class Program:
 
     def producers(self) -> dict[str, Op]:
         return {op.out: op for op in self.ops}
+
+
+def _arg_text(a: Arg) -> str:
+    if isinstance(a, Const):
+        return repr(a.value)
+    if isinstance(a, DimSize):
+        return f"dim({a.name})"
+    return a
+
+
+def _shape_text(shape: Shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def dump(program: Program) -> str:
+    """A readable, deterministic text form of the program (for golden tests and debugging).
+
+    One line per op, ``out = op(args, attrs)  : shape 'hint'``, under a header line whenever the
+    statement group changes (its phase, spec step and rule); then the outputs and gradients.
+    """
+    lines = [f"inputs: {', '.join(f'{i} {_shape_text(program.values[i].shape)}' for i in program.inputs)}"]
+    group = None
+    for op in program.ops:
+        if (op.phase, op.group) != group:
+            group = (op.phase, op.group)
+            o = op.origin
+            where = f"{o.step} (line {o.line})" if o.step else "(generated)"
+            rule = f"  |  {o.rule}" if o.rule else ""
+            lines.append(f"{op.phase} {op.group}: {where}{rule}")
+        args = [_arg_text(a) for a in op.args] + [f"{k}={v!r}" for k, v in op.attrs]
+        value = program.values[op.out]
+        lines.append(f"  {op.out} = {op.op}({', '.join(args)})  : {_shape_text(value.shape)} "
+                     f"{value.kind} '{value.hint}'")
+    lines.append(f"outputs: {', '.join(_arg_text(o) for o in program.outputs)}")
+    for w, g in program.grads:
+        lines.append(f"grad {w} = {_arg_text(g)}")
+    for e in program.edges:
+        lines.append(f"edge {e.out} -> {e.x} (operand {e.index}): {e.origin.rule}")
+    return "\n".join(lines) + "\n"

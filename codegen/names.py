@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import keyword
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .ir import Op, Value
 
 
 class Names:
@@ -46,3 +50,40 @@ class Names:
         if vid not in self.of:
             self.of[vid] = self.fresh(hint)
         return self.of[vid]
+
+
+# What a temporary holds, by the op that computes it (default: the op's name).
+_LABELS = {"finite_or_zero": "shift", "nonzero_or_inf": "divisor", "positive": "step",
+           "matmul": "prod"}
+_REDUCTIONS = frozenset({"sum", "max", "mean", "logsumexp"})
+# Ops that only present their operand differently (a view, a broadcast): they keep their name,
+# and a name composed from one reads through it to its operand's.
+TRANSPARENT = frozenset({"transpose", "expand_dims", "broadcast_to", "reshape", "copy",
+                         "identity"})
+_LONG = 20  # a composed name longer than this names the value it derives from instead
+
+
+def temp_hint(op: "Op", values: dict[str, "Value"], shown: dict[str, tuple[str, str]]) -> str:
+    """A name for a temporary that says what it holds: the op and its first operand
+    (``exp_Z``, ``rowsum_dZ``, ``mul_H1``, ``sub_mul_H1``).  ``shown`` maps each temporary
+    named so far to (the name its uses compose with, the value it derives from), and is
+    updated; a transparent op keeps its hint."""
+    first = next((a for a in op.args if isinstance(a, str)), None)
+    if op.op in TRANSPARENT:
+        if first is None:
+            return values[op.out].hint
+        shown[op.out] = shown.get(first, (values[first].hint, values[first].hint))
+        # a transpose of W2 is W2_T; a broadcast cotangent keeps the cotangent's name
+        return f"{values[first].hint}_T" if op.op == "transpose" else values[op.out].hint
+    if first is None:
+        return _LABELS.get(op.op, op.op)
+    name, root = shown.get(first, (values[first].hint, values[first].hint))
+    label = _LABELS.get(op.op, op.op)
+    axis = op.attr("axis")
+    if op.op in _REDUCTIONS and len(values[first].shape) == 2 and axis in (0, 1):
+        label = ("col" if axis == 0 else "row") + label
+    hint = f"{label}_{name}"
+    if len(hint) > _LONG:
+        hint = f"{label}_{root}"
+    shown[op.out] = (hint, root)
+    return hint

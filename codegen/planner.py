@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 
 from .build import Builder
-from .ir import Arg, Const, Op, Origin, Program, Shape
+from .ir import Arg, Const, Edge, Op, Origin, Program, Shape
+from .names import temp_hint
 from .ops import OPS
 from .parse import Function
 from .shapes import fmt
@@ -48,6 +49,7 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
     name = program.values[first].hint
     made_by: dict[str, Origin] = {first: Origin("", 0, f"seed: d{name} = g")}
     uses = _use_counts(program)
+    named: set[str] = set()  # cotangents already named for a spec value
     for op in backward_order(fn.program.ops):
         g = ct.pop(op.out, None)
         if g is None:
@@ -63,16 +65,29 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
             xv = program.values[x]
             origin = Origin(op.origin.step, op.origin.line, rule)
             with b.at(origin, "d" + xv.hint):
+                start = len(program.ops)
                 b.cotangent_hint, b.explained = "d" + program.values[op.out].hint, ""
                 contrib = vjp(b, op, g)
                 rule = b.explained or rule
                 rep = program.values[op.out].shape if opdef.elementwise else xv.shape
                 contrib, note = unbroadcast(b, contrib, rep, xv.shape)
+                program.edges.append(Edge(op.out, x, i, Origin(origin.step, origin.line, rule + note)))
                 if x in ct:  # fan-out: accumulate in the same statement block
                     contrib = b.emit("add", ct[x], contrib)
                     note += f"; accumulate (d{xv.hint}: {xv.hint} is used {uses[x]} times)"
                 made_by[x] = Origin(origin.step, origin.line, rule + note)
                 b.annotate(made_by[x])
+                shown: dict[str, tuple[str, str]] = {}
+                for part in program.ops[start:]:  # the parts of dx: named for what they hold
+                    if part.out != contrib:
+                        program.values[part.out].hint = temp_hint(part, program.values, shown)
+            if isinstance(contrib, str) and xv.kind in ("input", "step") and contrib not in named:
+                if (contrib == g and program.values[g].kind == "temp"
+                        and program.values[g].shape == xv.shape):
+                    # passed through unchanged (a sum's first operand): the cotangent of a spec
+                    # value is named for it (dZ2), not for the temporary it came from
+                    program.values[g].hint = "d" + xv.hint
+                named.add(contrib)
             ct[x] = contrib
     for w in fn.wrt:
         shape = program.values[w].shape

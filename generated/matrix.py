@@ -157,18 +157,18 @@ def gaussian_nll_backward(saved, g=1.0):
     broadcasts)."""
     C, nll_3, D = saved
     g = _check_cotangent("gaussian_nll", g, ())
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  Hadamard product: db = a * dz
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #   → Hadamard product: dnll_1 = 0.5 * g
     dnll_1 = 0.5 * g
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T
+    #   → log-determinant: dS = dnll_1 * nll_3.T
     dS = dnll_1 * nll_3.T
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
+    #   → trace: dnll_4 = dnll_1 * I
     dnll_4 = np.eye(D, dtype=np.float64)
     dnll_4 *= dnll_1
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  right product: dA = dZ @ B.T
+    #   → right product: dnll_3 = dnll_4 @ C.T
     dnll_3 = dnll_4 @ C.T
     del dnll_4
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
-    #     (dS: S is used 2 times)
+    #   → inverse: dS = dS - nll_3.T @ dnll_3 @ nll_3.T; accumulate (dS: S is used 2 times)
     dS -= nll_3.T @ dnll_3 @ nll_3.T
     del dnll_3
     return gaussian_nll_Grads(S=dS)
@@ -182,16 +182,16 @@ def gaussian_nll_value_and_grad(S, C):
     # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
     nll_3 = np.linalg.inv(_finite(S))
     nll = 0.5 * np.linalg.slogdet(_finite(S))[1] + 0.5 * np.trace(nll_3 @ C)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #   → log-determinant: dS = 0.5 * nll_3.T
     dS = 0.5 * nll_3.T
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
+    #   → trace: dnll_4 = 0.5 * I
     dnll_4 = np.eye(D, dtype=np.float64)
     dnll_4 *= 0.5
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  right product: dA = dZ @ B.T
+    #   → right product: dnll_3 = dnll_4 @ C.T
     dnll_3 = dnll_4 @ C.T
     del dnll_4
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
-    #     (dS: S is used 2 times)
+    #   → inverse: dS = dS - nll_3.T @ dnll_3 @ nll_3.T; accumulate (dS: S is used 2 times)
     dS -= nll_3.T @ dnll_3 @ nll_3.T
     del nll_3, dnll_3
     return nll, gaussian_nll_Grads(S=dS)
@@ -235,10 +235,11 @@ def trace_product_backward(saved, g=1.0):
     broadcasts)."""
     A, D = saved
     g = _check_cotangent("trace_product", g, ())
-    # f = trace(A @ X)  →  trace: dX = dy * I
+    # f = trace(A @ X), backward:
+    #   → trace: df_1 = g * I
     df_1 = np.eye(D, dtype=np.float64)
     df_1 *= g
-    # f = trace(A @ X)  →  left product: dB = A.T @ dZ
+    #   → left product: dX = A.T @ df_1
     dX = A.T @ df_1
     del df_1
     return trace_product_Grads(X=dX)
@@ -251,11 +252,12 @@ def trace_product_value_and_grad(A, X):
     D = A.shape[0]
     # f = trace(A @ X)
     f = np.trace(A @ X)
-    # f = trace(A @ X)  →  trace: dX = dy * I
-    df_1 = np.eye(D, dtype=np.float64)
-    # f = trace(A @ X)  →  left product: dB = A.T @ dZ
-    dX = A.T @ df_1
-    del df_1
+    # f = trace(A @ X), backward:
+    #   → trace: eye = I
+    eye = np.eye(D, dtype=np.float64)
+    #   → left product: dX = A.T @ eye
+    dX = A.T @ eye
+    del eye
     return f, trace_product_Grads(X=dX)
 
 
@@ -300,18 +302,19 @@ def trace_quadratic_backward(saved, g=1.0):
     broadcasts)."""
     A, X, f_2, D = saved
     g = _check_cotangent("trace_quadratic", g, ())
-    # f = trace(X.T @ A @ X)  →  trace: dX = dy * I
+    # f = trace(X.T @ A @ X), backward:
+    #   → trace: df_3 = g * I
     df_3 = np.eye(D, dtype=np.float64)
     df_3 *= g
-    # f = trace(X.T @ A @ X)  →  right product: dA = dZ @ B.T
+    #   → right product: df_2 = df_3 @ X.T
     df_2 = df_3 @ X.T
-    # f = trace(X.T @ A @ X)  →  left product: dB = A.T @ dZ
+    #   → left product: dX = f_2.T @ df_3
     dX = f_2.T @ df_3
     del df_3
-    # f = trace(X.T @ A @ X)  →  right product: dA = dZ @ B.T
+    #   → right product: df_1 = df_2 @ A.T
     df_1 = df_2 @ A.T
     del df_2
-    # f = trace(X.T @ A @ X)  →  transpose: dX = dY.T; accumulate (dX: X is used 2 times)
+    #   → transpose: dX = dX + df_1.T; accumulate (dX: X is used 2 times)
     dX += df_1.T
     del df_1
     return trace_quadratic_Grads(X=dX)
@@ -325,17 +328,18 @@ def trace_quadratic_value_and_grad(A, X):
     # f = trace(X.T @ A @ X)
     f_2 = X.T @ A
     f = np.trace(f_2 @ X)
-    # f = trace(X.T @ A @ X)  →  trace: dX = dy * I
-    df_3 = np.eye(D, dtype=np.float64)
-    # f = trace(X.T @ A @ X)  →  right product: dA = dZ @ B.T
-    df_2 = df_3 @ X.T
-    # f = trace(X.T @ A @ X)  →  left product: dB = A.T @ dZ
-    dX = f_2.T @ df_3
-    del f_2, df_3
-    # f = trace(X.T @ A @ X)  →  right product: dA = dZ @ B.T
+    # f = trace(X.T @ A @ X), backward:
+    #   → trace: eye = I
+    eye = np.eye(D, dtype=np.float64)
+    #   → right product: df_2 = eye @ X.T
+    df_2 = eye @ X.T
+    #   → left product: dX = f_2.T @ eye
+    dX = f_2.T @ eye
+    del f_2, eye
+    #   → right product: df_1 = df_2 @ A.T
     df_1 = df_2 @ A.T
     del df_2
-    # f = trace(X.T @ A @ X)  →  transpose: dX = dY.T; accumulate (dX: X is used 2 times)
+    #   → transpose: dX = dX + df_1.T; accumulate (dX: X is used 2 times)
     dX += df_1.T
     del df_1
     return f, trace_quadratic_Grads(X=dX)
@@ -379,12 +383,13 @@ def inverse_bilinear_backward(saved, g=1.0):
     broadcasts)."""
     a, b, f_1 = saved
     g = _check_cotangent("inverse_bilinear", g, ())
-    # f = a @ inv(X) @ b  →  inner product: da = dz * b
+    # f = a @ inv(X) @ b, backward:
+    #   → inner product: df_2 = g * b
     df_2 = g * b
-    # f = a @ inv(X) @ b  →  vector-matrix product: dB = outer(a, dz)
+    #   → vector-matrix product: df_1 = outer(a, df_2)
     df_1 = np.outer(a, df_2)
     del df_2
-    # f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
+    #   → inverse: dX = -(f_1.T @ df_1 @ f_1.T)
     dX = f_1.T @ df_1 @ f_1.T
     np.negative(dX, out=dX)
     del df_1
@@ -397,9 +402,10 @@ def inverse_bilinear_value_and_grad(a, X, b):
     # f = a @ inv(X) @ b
     f_1 = np.linalg.inv(_finite(X))
     f = a @ f_1 @ b
-    # f = a @ inv(X) @ b  →  vector-matrix product: dB = outer(a, dz)
+    # f = a @ inv(X) @ b, backward:
+    #   → vector-matrix product: df_1 = outer(a, b)
     df_1 = np.outer(a, b)
-    # f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
+    #   → inverse: dX = -(f_1.T @ df_1 @ f_1.T)
     dX = f_1.T @ df_1 @ f_1.T
     np.negative(dX, out=dX)
     del f_1, df_1
@@ -441,7 +447,8 @@ def log_abs_det_backward(saved, g=1.0):
     broadcasts)."""
     (X,) = saved
     g = _check_cotangent("log_abs_det", g, ())
-    # f = logdet(X)  →  log-determinant: dX = dy * inv(X).T
+    # f = logdet(X), backward:
+    #   → log-determinant: dX = g * inv(X).T
     dX = g * np.linalg.inv(X).T
     return log_abs_det_Grads(X=dX)
 
@@ -451,8 +458,8 @@ def log_abs_det_value_and_grad(X):
     (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
     # f = logdet(X)
     f = np.linalg.slogdet(_finite(X))[1]
-    # f = logdet(X)  →  log-determinant: dX = dy * inv(X).T; copied, dX would be a view of another
-    #     array
+    # f = logdet(X), backward:
+    #   → log-determinant: dX = inv(X).T; copied, dX would be a view of another array
     dX = np.linalg.inv(X).T.copy()
     return f, log_abs_det_Grads(X=dX)
 
@@ -493,7 +500,8 @@ def determinant_backward(saved, g=1.0):
     broadcasts)."""
     X, f = saved
     g = _check_cotangent("determinant", g, ())
-    # f = det(X)  →  determinant: dX = dy * y * inv(X).T
+    # f = det(X), backward:
+    #   → determinant: dX = g * f * inv(X).T
     dX = g * f * np.linalg.inv(X).T
     return determinant_Grads(X=dX)
 
@@ -503,7 +511,8 @@ def determinant_value_and_grad(X):
     (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
     # f = det(X)
     f = np.linalg.det(_finite(X))
-    # f = det(X)  →  determinant: dX = dy * y * inv(X).T
+    # f = det(X), backward:
+    #   → determinant: dX = f * inv(X).T
     dX = f * np.linalg.inv(X).T
     return f, determinant_Grads(X=dX)
 
@@ -546,11 +555,12 @@ def outer_contraction_backward(saved, g=1.0):
     broadcasts)."""
     u, v, A = saved
     g = _check_cotangent("outer_contraction", g, ())
-    # f = sum(outer(u, v) * A)  →  Hadamard product: da = dz * b
+    # f = sum(outer(u, v) * A), backward:
+    #   → Hadamard product: df_1 = g * A
     df_1 = g * A
-    # f = sum(outer(u, v) * A)  →  outer product: du = dZ @ v
+    #   → outer product: du = df_1 @ v
     du = df_1 @ v
-    # f = sum(outer(u, v) * A)  →  outer product: dv = dZ.T @ u
+    #   → outer product: dv = u @ df_1
     dv = u @ df_1
     del df_1
     return outer_contraction_Grads(u=du, v=dv)
@@ -561,8 +571,9 @@ def outer_contraction_value_and_grad(u, v, A):
     u, v, A = _check_inputs("outer_contraction", (u, v, A), _OUTER_CONTRACTION_INPUTS)
     # f = sum(outer(u, v) * A)
     f = np.sum(np.outer(u, v) * A)
-    # f = sum(outer(u, v) * A)  →  outer product: du = dZ @ v
+    # f = sum(outer(u, v) * A), backward:
+    #   → outer product: du = A @ v
     du = A @ v
-    # f = sum(outer(u, v) * A)  →  outer product: dv = dZ.T @ u
+    #   → outer product: dv = u @ A
     dv = u @ A
     return f, outer_contraction_Grads(u=du, v=dv)

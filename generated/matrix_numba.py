@@ -4,83 +4,900 @@
 """Matrix-function objectives (trace, inverse, determinant) and their closed-form
 gradients."""
 
-import sys
-import types
-import warnings
+import importlib
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 _DTYPE = np.dtype(np.float64)
 _MASKED = np.ma.MaskedArray
 
 
-# Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
-# their module. The kernels get a namespace of their own, registered under one fixed name (one
-# per version of codegen's helpers), so the cache works however this file is imported
-# (generated.nn_numba, nn_numba, by path, ...).
-_KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_43ddbe147a5e", types.ModuleType("_codegen_numba_kernels_43ddbe147a5e")
-)
-vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
-
-
-def _kernel(function):
-    """Compile ``function`` with Numba, its globals the kernels' namespace.
-
-    error_model="numpy": x / 0 is inf or nan as in NumPy, and loops with divisions vectorise.
-    """
-    kernel = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    compiled = _cached(kernel)
-    compiled.checked = _unchecked
-    return compiled
-
-
-def _cached(kernel):
-    """``numba.njit(cache=True)``, or without the cache where Numba has nowhere to write it.
-
-    Numba caches beside this file (``__pycache__``), else in NUMBA_CACHE_DIR or the user's
-    cache directory. When none is writable (a read-only install), it refuses to cache
-    ("no locator available"): the kernel is then compiled at every import, with one warning.
-    """
-    try:
-        return numba.njit(cache=True, error_model="numpy")(kernel)
-    except RuntimeError as error:
-        if "no locator available" not in str(error):
-            raise
-    warnings.warn(
-        f"{__name__}: no writable directory for Numba's cache (beside {__file__}, "
-        "NUMBA_CACHE_DIR or the user's cache directory): kernels are compiled without caching",
-        RuntimeWarning,
-        stacklevel=2,
+# The decorators that compile the kernels, the elementary functions their loops call and the
+# dispatch to checked inputs: codegen's Numba runtime, generated beside this file.
+try:  # from this module's package
+    _runtime = importlib.import_module("._codegen_numba_runtime", __package__ or None)
+except (ImportError, TypeError):  # a top-level module: by name, its directory on sys.path
+    _runtime = importlib.import_module("_codegen_numba_runtime")
+if _runtime._VERSION != "193be609e7a5":
+    raise ImportError(
+        "the Numba runtime beside this module (_codegen_numba_runtime.py) is from another "
+        "version of codegen: generate the module and the runtime again (python -m codegen)"
     )
-    return numba.njit(error_model="numpy")(kernel)
+_kernel = _runtime._kernel
+_run_checked = _runtime._run_checked
 
 
-def _unchecked(*args):
-    """A kernel's ``checked`` entry before any checked call: sends every call to the checks."""
-    raise TypeError("no inputs of these types were checked yet")
+class gaussian_nll_Grads(NamedTuple):
+    """Gradients of nll with respect to S: each has its input's shape."""
+
+    S: np.ndarray
 
 
-def _run_checked(kernel, *args):
-    """``kernel(*args)`` for the inputs _check_inputs returned; ``kernel.checked`` learns them.
+class gaussian_nll_Saved(NamedTuple):
+    """What gaussian_nll_backward needs from gaussian_nll_forward."""
 
-    ``kernel.checked`` is a second dispatcher of the kernel that never compiles: it only has the
-    compilations made here, for types and layouts _check_inputs let through. A wrapper calls it
-    first, without checks in Python (the kernel compares the shapes itself); any other input (a
-    float32 array for a float64 spec, a strided view, a list) raises TypeError there, and the
-    wrapper checks and converts it and comes here.
-    """
-    result = kernel(*args)
-    # (the run function of a --numba-parallel kernel has no compilations of its own: never learns)
-    if len(getattr(kernel.checked, "overloads", ())) < len(getattr(kernel, "overloads", ())):
-        checked = numba.njit(kernel.py_func)
-        for compiled in kernel.overloads.values():
-            checked.add_overload(compiled)
-        checked.disable_compile()
-        kernel.checked = checked
-    return result
+    C: np.ndarray
+    nll_3: np.ndarray
+    D: int
+
+
+_GAUSSIAN_NLL_INPUTS = (("S", ("D", "D")), ("C", ("D", "D")))
+
+
+@_kernel
+def _gaussian_nll_forward(S, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if S.shape[1] != S.shape[0] or C.shape[0] != S.shape[0] or C.shape[1] != S.shape[0]:
+        raise ValueError("gaussian_nll: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    D = S.shape[0]
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
+    nll_1 = np.linalg.slogdet(S)[1]
+    # scalars:
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
+    nll_2 = 0.5 * nll_1
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
+    nll_3 = np.linalg.inv(S)
+    nll_4 = np.dot(nll_3, C)
+    nll_5 = np.trace(nll_4)
+    # scalars:
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
+    nll = nll_2 + 0.5 * nll_5
+    return nll, C, nll_3, D
+
+
+@_kernel
+def _gaussian_nll_backward(g, C, nll_3, D):
+    # scalars:
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #     → Hadamard product: dnll_1 = 0.5 * g
+    dnll_1 = 0.5 * g
+    # fused loop over [D, D]:
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #     → log-determinant: dS = dnll_1 * nll_3.T
+    dS = np.empty((D, D), dtype=np.float64)
+    for i in range(D):
+        for j in range(D):
+            dS[i, j] = dnll_1 * nll_3[j, i]
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #   → trace: eye = I
+    eye = np.eye(D, dtype=np.float64)
+    # fused loop over [D, D]:
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #     → trace: dnll_4 = dnll_1 * eye
+    dnll_4 = np.empty((D, D), dtype=np.float64)
+    for i in range(D):
+        for j in range(D):
+            dnll_4[i, j] = dnll_1 * eye[i, j]
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #   → right product: dnll_3 = dnll_4 @ C.T
+    dnll_3 = np.dot(dnll_4, C.T)
+    #   → inverse: prod_nll_3 = nll_3.T @ dnll_3
+    prod_nll_3 = np.dot(nll_3.T, dnll_3)
+    #   → inverse: prod_prod_nll_3 = prod_nll_3 @ nll_3.T
+    prod_prod_nll_3 = np.dot(prod_nll_3, nll_3.T)
+    # fused loop over [D, D]:
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #     → inverse: dS_2 = dS - prod_prod_nll_3; accumulate (dS: S is used 2 times)
+    dS_2 = prod_prod_nll_3  # in place of prod_prod_nll_3: not read after this loop
+    for i in range(D):
+        for j in range(D):
+            dS_2[i, j] = dS[i, j] - prod_prod_nll_3[i, j]
+    return (dS_2,)
+
+
+@_kernel
+def _gaussian_nll_value_and_grad(S, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if S.shape[1] != S.shape[0] or C.shape[0] != S.shape[0] or C.shape[1] != S.shape[0]:
+        raise ValueError("gaussian_nll: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    D = S.shape[0]
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
+    nll_1 = np.linalg.slogdet(S)[1]
+    # scalars:
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
+    nll_2 = 0.5 * nll_1
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
+    nll_3 = np.linalg.inv(S)
+    nll_4 = np.dot(nll_3, C)
+    nll_5 = np.trace(nll_4)
+    # scalars:
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
+    nll = nll_2 + 0.5 * nll_5
+    # fused loop over [D, D]:
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #     → log-determinant: dS = 0.5 * nll_3.T
+    dS = np.empty((D, D), dtype=np.float64)
+    for i in range(D):
+        for j in range(D):
+            dS[i, j] = 0.5 * nll_3[j, i]
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #   → trace: eye = I
+    eye = np.eye(D, dtype=np.float64)
+    # fused loop over [D, D]:
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #     → trace: dnll_4 = 0.5 * eye
+    dnll_4 = np.empty((D, D), dtype=np.float64)
+    for i in range(D):
+        for j in range(D):
+            dnll_4[i, j] = 0.5 * eye[i, j]
+    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #   → right product: dnll_3 = dnll_4 @ C.T
+    dnll_3 = np.dot(dnll_4, C.T)
+    #   → inverse: prod_nll_3 = nll_3.T @ dnll_3
+    prod_nll_3 = np.dot(nll_3.T, dnll_3)
+    #   → inverse: prod_prod_nll_3 = prod_nll_3 @ nll_3.T
+    prod_prod_nll_3 = np.dot(prod_nll_3, nll_3.T)
+    # fused loop over [D, D]:
+    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C), backward:
+    #     → inverse: dS_2 = dS - prod_prod_nll_3; accumulate (dS: S is used 2 times)
+    dS_2 = prod_prod_nll_3  # in place of prod_prod_nll_3: not read after this loop
+    for i in range(D):
+        for j in range(D):
+            dS_2[i, j] = dS[i, j] - prod_prod_nll_3[i, j]
+    return nll, dS_2
+
+
+def gaussian_nll(S, C):
+    """Negative log-likelihood (up to constants) of a zero-mean Gaussian with covariance S
+    given the sample scatter C: 0.5 log|S| + 0.5 tr(S^-1 C); dS = 0.5 (S^-T - S^-T C^T
+    S^-T).
+
+    Returns nll."""
+    return gaussian_nll_forward(S, C)[0]
+
+
+def gaussian_nll_forward(S, C):
+    """Forward pass of gaussian_nll: returns (nll, saved) for gaussian_nll_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(S) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        nll, C, nll_3, D = _gaussian_nll_forward.checked(S, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        S, C = _check_inputs("gaussian_nll", (S, C), _GAUSSIAN_NLL_INPUTS)
+        nll, C, nll_3, D = _run_checked(_gaussian_nll_forward, S, C)
+    return _DTYPE.type(nll), gaussian_nll_Saved(C=C, nll_3=nll_3, D=D)
+
+
+def gaussian_nll_backward(saved, g=1.0):
+    """Gradients of nll with respect to S, given g = d(objective)/dnll (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("gaussian_nll", g, ())
+    (dS_2,) = _gaussian_nll_backward(g, *saved)
+    return gaussian_nll_Grads(S=dS_2)
+
+
+def gaussian_nll_value_and_grad(S, C):
+    """(nll, gradients of nll with respect to S) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(S) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        nll, dS_2 = _gaussian_nll_value_and_grad.checked(S, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        S, C = _check_inputs("gaussian_nll", (S, C), _GAUSSIAN_NLL_INPUTS)
+        nll, dS_2 = _run_checked(_gaussian_nll_value_and_grad, S, C)
+    return _DTYPE.type(nll), gaussian_nll_Grads(S=dS_2)
+
+
+class trace_product_Grads(NamedTuple):
+    """Gradients of f with respect to X: each has its input's shape."""
+
+    X: np.ndarray
+
+
+class trace_product_Saved(NamedTuple):
+    """What trace_product_backward needs from trace_product_forward."""
+
+    A: np.ndarray
+    D: int
+
+
+_TRACE_PRODUCT_INPUTS = (("A", ("D", "D")), ("X", ("D", "D")))
+
+
+@_kernel
+def _trace_product_forward(A, X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[1] != A.shape[0] or X.shape[0] != A.shape[0] or X.shape[1] != A.shape[0]:
+        raise ValueError("trace_product: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    D = A.shape[0]
+    # f = trace(A @ X)
+    f_1 = np.dot(A, X)
+    f = np.trace(f_1)
+    return f, A, D
+
+
+@_kernel
+def _trace_product_backward(g, A, D):
+    # f = trace(A @ X), backward:
+    #   → trace: eye = I
+    eye = np.eye(D, dtype=np.float64)
+    # fused loop over [D, D]:
+    #   f = trace(A @ X), backward:
+    #     → trace: df_1 = g * eye
+    df_1 = np.empty((D, D), dtype=np.float64)
+    for i in range(D):
+        for j in range(D):
+            df_1[i, j] = g * eye[i, j]
+    # f = trace(A @ X), backward:
+    #   → left product: dX = A.T @ df_1
+    dX = np.dot(A.T, df_1)
+    return (dX,)
+
+
+@_kernel
+def _trace_product_value_and_grad(A, X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[1] != A.shape[0] or X.shape[0] != A.shape[0] or X.shape[1] != A.shape[0]:
+        raise ValueError("trace_product: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    D = A.shape[0]
+    # f = trace(A @ X)
+    f_1 = np.dot(A, X)
+    f = np.trace(f_1)
+    # f = trace(A @ X), backward:
+    #   → trace: eye = I
+    eye = np.eye(D, dtype=np.float64)
+    #   → left product: dX = A.T @ eye
+    dX = np.dot(A.T, eye)
+    return f, dX
+
+
+def trace_product(A, X):
+    """Cookbook (100): d tr(A X) / dX = A^T.
+
+    Returns f."""
+    return trace_product_forward(A, X)[0]
+
+
+def trace_product_forward(A, X):
+    """Forward pass of trace_product: returns (f, saved) for trace_product_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED or type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, A, D = _trace_product_forward.checked(A, X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        A, X = _check_inputs("trace_product", (A, X), _TRACE_PRODUCT_INPUTS)
+        f, A, D = _run_checked(_trace_product_forward, A, X)
+    return _DTYPE.type(f), trace_product_Saved(A=A, D=D)
+
+
+def trace_product_backward(saved, g=1.0):
+    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("trace_product", g, ())
+    (dX,) = _trace_product_backward(g, *saved)
+    return trace_product_Grads(X=dX)
+
+
+def trace_product_value_and_grad(A, X):
+    """(f, gradients of f with respect to X) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED or type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, dX = _trace_product_value_and_grad.checked(A, X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        A, X = _check_inputs("trace_product", (A, X), _TRACE_PRODUCT_INPUTS)
+        f, dX = _run_checked(_trace_product_value_and_grad, A, X)
+    return _DTYPE.type(f), trace_product_Grads(X=dX)
+
+
+class trace_quadratic_Grads(NamedTuple):
+    """Gradients of f with respect to X: each has its input's shape."""
+
+    X: np.ndarray
+
+
+class trace_quadratic_Saved(NamedTuple):
+    """What trace_quadratic_backward needs from trace_quadratic_forward."""
+
+    A: np.ndarray
+    X: np.ndarray
+    f_2: np.ndarray
+    N: int
+    D: int
+
+
+_TRACE_QUADRATIC_INPUTS = (("A", ("N", "N")), ("X", ("N", "D")))
+
+
+@_kernel
+def _trace_quadratic_forward(A, X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[1] != A.shape[0] or X.shape[0] != A.shape[0]:
+        raise ValueError("trace_quadratic: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    N = A.shape[0]
+    D = X.shape[1]
+    # f = trace(X.T @ A @ X)
+    f_2 = np.dot(X.T, A)
+    f_3 = np.dot(f_2, X)
+    f = np.trace(f_3)
+    return f, A, X, f_2, N, D
+
+
+@_kernel
+def _trace_quadratic_backward(g, A, X, f_2, N, D):
+    # f = trace(X.T @ A @ X), backward:
+    #   → trace: eye = I
+    eye = np.eye(D, dtype=np.float64)
+    # fused loop over [D, D]:
+    #   f = trace(X.T @ A @ X), backward:
+    #     → trace: df_3 = g * eye
+    df_3 = np.empty((D, D), dtype=np.float64)
+    for i in range(D):
+        for j in range(D):
+            df_3[i, j] = g * eye[i, j]
+    # f = trace(X.T @ A @ X), backward:
+    #   → right product: df_2 = df_3 @ X.T
+    df_2 = np.dot(df_3, X.T)
+    #   → left product: dX = f_2.T @ df_3
+    dX = np.dot(f_2.T, df_3)
+    #   → right product: df_1 = df_2 @ A.T
+    df_1 = np.dot(df_2, A.T)
+    # fused loop over [N, D]:
+    #   f = trace(X.T @ A @ X), backward:
+    #     → transpose: dX_2 = dX + df_1.T; accumulate (dX: X is used 2 times)
+    dX_2 = dX  # in place of dX: not read after this loop
+    for i in range(N):
+        for j in range(D):
+            dX_2[i, j] = dX[i, j] + df_1[j, i]
+    return (dX_2,)
+
+
+@_kernel
+def _trace_quadratic_value_and_grad(A, X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[1] != A.shape[0] or X.shape[0] != A.shape[0]:
+        raise ValueError("trace_quadratic: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    N = A.shape[0]
+    D = X.shape[1]
+    # f = trace(X.T @ A @ X)
+    f_2 = np.dot(X.T, A)
+    f_3 = np.dot(f_2, X)
+    f = np.trace(f_3)
+    # f = trace(X.T @ A @ X), backward:
+    #   → trace: eye = I
+    eye = np.eye(D, dtype=np.float64)
+    #   → right product: df_2 = eye @ X.T
+    df_2 = np.dot(eye, X.T)
+    #   → left product: dX = f_2.T @ eye
+    dX = np.dot(f_2.T, eye)
+    #   → right product: df_1 = df_2 @ A.T
+    df_1 = np.dot(df_2, A.T)
+    # fused loop over [N, D]:
+    #   f = trace(X.T @ A @ X), backward:
+    #     → transpose: dX_2 = dX + df_1.T; accumulate (dX: X is used 2 times)
+    dX_2 = dX  # in place of dX: not read after this loop
+    for i in range(N):
+        for j in range(D):
+            dX_2[i, j] = dX[i, j] + df_1[j, i]
+    return f, dX_2
+
+
+def trace_quadratic(A, X):
+    """Cookbook (111): d tr(X^T A X) / dX = (A + A^T) X.
+
+    Returns f."""
+    return trace_quadratic_forward(A, X)[0]
+
+
+def trace_quadratic_forward(A, X):
+    """Forward pass of trace_quadratic: returns (f, saved) for trace_quadratic_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED or type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, A, X, f_2, N, D = _trace_quadratic_forward.checked(A, X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        A, X = _check_inputs("trace_quadratic", (A, X), _TRACE_QUADRATIC_INPUTS)
+        f, A, X, f_2, N, D = _run_checked(_trace_quadratic_forward, A, X)
+    return _DTYPE.type(f), trace_quadratic_Saved(A=A, X=X, f_2=f_2, N=N, D=D)
+
+
+def trace_quadratic_backward(saved, g=1.0):
+    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("trace_quadratic", g, ())
+    (dX_2,) = _trace_quadratic_backward(g, *saved)
+    return trace_quadratic_Grads(X=dX_2)
+
+
+def trace_quadratic_value_and_grad(A, X):
+    """(f, gradients of f with respect to X) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED or type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, dX_2 = _trace_quadratic_value_and_grad.checked(A, X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        A, X = _check_inputs("trace_quadratic", (A, X), _TRACE_QUADRATIC_INPUTS)
+        f, dX_2 = _run_checked(_trace_quadratic_value_and_grad, A, X)
+    return _DTYPE.type(f), trace_quadratic_Grads(X=dX_2)
+
+
+class inverse_bilinear_Grads(NamedTuple):
+    """Gradients of f with respect to X: each has its input's shape."""
+
+    X: np.ndarray
+
+
+class inverse_bilinear_Saved(NamedTuple):
+    """What inverse_bilinear_backward needs from inverse_bilinear_forward."""
+
+    a: np.ndarray
+    b: np.ndarray
+    f_1: np.ndarray
+    D: int
+
+
+_INVERSE_BILINEAR_INPUTS = (("a", ("D",)), ("X", ("D", "D")), ("b", ("D",)))
+
+
+@_kernel
+def _inverse_bilinear_forward(a, X, b):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[0] != a.shape[0] or X.shape[1] != a.shape[0] or b.shape[0] != a.shape[0]:
+        raise ValueError("inverse_bilinear: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    D = a.shape[0]
+    # f = a @ inv(X) @ b
+    f_1 = np.linalg.inv(X)
+    f_2 = np.dot(a, f_1)
+    f = np.dot(f_2, b)
+    return f, a, b, f_1, D
+
+
+@_kernel
+def _inverse_bilinear_backward(g, a, b, f_1, D):
+    # fused loop over [D]:
+    #   f = a @ inv(X) @ b, backward:
+    #     → inner product: df_2 = g * b
+    df_2 = np.empty((D,), dtype=np.float64)
+    for i in range(D):
+        df_2[i] = g * b[i]
+    # f = a @ inv(X) @ b, backward:
+    #   → vector-matrix product: df_1 = outer(a, df_2)
+    df_1 = np.outer(a, df_2)
+    #   → inverse: prod_f_1 = f_1.T @ df_1
+    prod_f_1 = np.dot(f_1.T, df_1)
+    #   → inverse: prod_prod_f_1 = prod_f_1 @ f_1.T
+    prod_prod_f_1 = np.dot(prod_f_1, f_1.T)
+    # fused loop over [D, D]:
+    #   f = a @ inv(X) @ b, backward:
+    #     → inverse: dX = -prod_prod_f_1
+    dX = prod_prod_f_1  # in place of prod_prod_f_1: not read after this loop
+    for i in range(D):
+        for j in range(D):
+            dX[i, j] = -prod_prod_f_1[i, j]
+    return (dX,)
+
+
+@_kernel
+def _inverse_bilinear_value_and_grad(a, X, b):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[0] != a.shape[0] or X.shape[1] != a.shape[0] or b.shape[0] != a.shape[0]:
+        raise ValueError("inverse_bilinear: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    D = a.shape[0]
+    # f = a @ inv(X) @ b
+    f_1 = np.linalg.inv(X)
+    f_2 = np.dot(a, f_1)
+    f = np.dot(f_2, b)
+    # f = a @ inv(X) @ b, backward:
+    #   → vector-matrix product: df_1 = outer(a, b)
+    df_1 = np.outer(a, b)
+    #   → inverse: prod_f_1 = f_1.T @ df_1
+    prod_f_1 = np.dot(f_1.T, df_1)
+    #   → inverse: prod_prod_f_1 = prod_f_1 @ f_1.T
+    prod_prod_f_1 = np.dot(prod_f_1, f_1.T)
+    # fused loop over [D, D]:
+    #   f = a @ inv(X) @ b, backward:
+    #     → inverse: dX = -prod_prod_f_1
+    dX = prod_prod_f_1  # in place of prod_prod_f_1: not read after this loop
+    for i in range(D):
+        for j in range(D):
+            dX[i, j] = -prod_prod_f_1[i, j]
+    return f, dX
+
+
+def inverse_bilinear(a, X, b):
+    """Cookbook (61): d a^T X^-1 b / dX = -X^-T a b^T X^-T.
+
+    Returns f."""
+    return inverse_bilinear_forward(a, X, b)[0]
+
+
+def inverse_bilinear_forward(a, X, b):
+    """Forward pass of inverse_bilinear: returns (f, saved) for inverse_bilinear_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(a) is _MASKED or type(X) is _MASKED or type(b) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, a, b, f_1, D = _inverse_bilinear_forward.checked(a, X, b)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        a, X, b = _check_inputs("inverse_bilinear", (a, X, b), _INVERSE_BILINEAR_INPUTS)
+        f, a, b, f_1, D = _run_checked(_inverse_bilinear_forward, a, X, b)
+    return _DTYPE.type(f), inverse_bilinear_Saved(a=a, b=b, f_1=f_1, D=D)
+
+
+def inverse_bilinear_backward(saved, g=1.0):
+    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("inverse_bilinear", g, ())
+    (dX,) = _inverse_bilinear_backward(g, *saved)
+    return inverse_bilinear_Grads(X=dX)
+
+
+def inverse_bilinear_value_and_grad(a, X, b):
+    """(f, gradients of f with respect to X) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(a) is _MASKED or type(X) is _MASKED or type(b) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, dX = _inverse_bilinear_value_and_grad.checked(a, X, b)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        a, X, b = _check_inputs("inverse_bilinear", (a, X, b), _INVERSE_BILINEAR_INPUTS)
+        f, dX = _run_checked(_inverse_bilinear_value_and_grad, a, X, b)
+    return _DTYPE.type(f), inverse_bilinear_Grads(X=dX)
+
+
+class log_abs_det_Grads(NamedTuple):
+    """Gradients of f with respect to X: each has its input's shape."""
+
+    X: np.ndarray
+
+
+class log_abs_det_Saved(NamedTuple):
+    """What log_abs_det_backward needs from log_abs_det_forward."""
+
+    X: np.ndarray
+    D: int
+
+
+_LOG_ABS_DET_INPUTS = (("X", ("D", "D")),)
+
+
+@_kernel
+def _log_abs_det_forward(X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[1] != X.shape[0]:
+        raise ValueError("log_abs_det: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    D = X.shape[0]
+    # f = logdet(X)
+    f = np.linalg.slogdet(X)[1]
+    return f, X, D
+
+
+@_kernel
+def _log_abs_det_backward(g, X, D):
+    # f = logdet(X), backward:
+    #   → log-determinant: inv_X = inv(X)
+    inv_X = np.linalg.inv(X)
+    # fused loop over [D, D]:
+    #   f = logdet(X), backward:
+    #     → log-determinant: dX = g * inv_X.T
+    dX = np.empty((D, D), dtype=np.float64)
+    for i in range(D):
+        for j in range(D):
+            dX[i, j] = g * inv_X[j, i]
+    return (dX,)
+
+
+@_kernel
+def _log_abs_det_value_and_grad(X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[1] != X.shape[0]:
+        raise ValueError("log_abs_det: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    D = X.shape[0]
+    # f = logdet(X)
+    f = np.linalg.slogdet(X)[1]
+    # f = logdet(X), backward:
+    #   → log-determinant: inv_X = inv(X)
+    inv_X = np.linalg.inv(X)
+    # fused loop over [D, D]:
+    #   f = logdet(X), backward:
+    #     → log-determinant: dX = inv_X.T; copied, dX would be a view of another array
+    dX = np.empty((D, D), dtype=np.float64)
+    for i in range(D):
+        for j in range(D):
+            dX[i, j] = inv_X[j, i]
+    return f, dX
+
+
+def log_abs_det(X):
+    """Cookbook (57): d log|det X| / dX = X^-T.
+
+    Returns f."""
+    return log_abs_det_forward(X)[0]
+
+
+def log_abs_det_forward(X):
+    """Forward pass of log_abs_det: returns (f, saved) for log_abs_det_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, X, D = _log_abs_det_forward.checked(X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
+        f, X, D = _run_checked(_log_abs_det_forward, X)
+    return _DTYPE.type(f), log_abs_det_Saved(X=X, D=D)
+
+
+def log_abs_det_backward(saved, g=1.0):
+    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("log_abs_det", g, ())
+    (dX,) = _log_abs_det_backward(g, *saved)
+    return log_abs_det_Grads(X=dX)
+
+
+def log_abs_det_value_and_grad(X):
+    """(f, gradients of f with respect to X) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, dX = _log_abs_det_value_and_grad.checked(X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
+        f, dX = _run_checked(_log_abs_det_value_and_grad, X)
+    return _DTYPE.type(f), log_abs_det_Grads(X=dX)
+
+
+class determinant_Grads(NamedTuple):
+    """Gradients of f with respect to X: each has its input's shape."""
+
+    X: np.ndarray
+
+
+class determinant_Saved(NamedTuple):
+    """What determinant_backward needs from determinant_forward."""
+
+    X: np.ndarray
+    f: np.ndarray
+    D: int
+
+
+_DETERMINANT_INPUTS = (("X", ("D", "D")),)
+
+
+@_kernel
+def _determinant_forward(X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[1] != X.shape[0]:
+        raise ValueError("determinant: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    D = X.shape[0]
+    # f = det(X)
+    f = np.linalg.det(X)
+    return f, X, D
+
+
+@_kernel
+def _determinant_backward(g, X, f, D):
+    # f = det(X), backward:
+    #   → determinant: inv_X = inv(X)
+    inv_X = np.linalg.inv(X)
+    # scalars:
+    #   f = det(X), backward:
+    #     → determinant: mul_g = g * f
+    mul_g = g * f
+    # fused loop over [D, D]:
+    #   f = det(X), backward:
+    #     → determinant: dX = mul_g * inv_X.T
+    dX = np.empty((D, D), dtype=np.float64)
+    for i in range(D):
+        for j in range(D):
+            dX[i, j] = mul_g * inv_X[j, i]
+    return (dX,)
+
+
+@_kernel
+def _determinant_value_and_grad(X):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[1] != X.shape[0]:
+        raise ValueError("determinant: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    D = X.shape[0]
+    # f = det(X)
+    f = np.linalg.det(X)
+    # f = det(X), backward:
+    #   → determinant: inv_X = inv(X)
+    inv_X = np.linalg.inv(X)
+    # fused loop over [D, D]:
+    #   f = det(X), backward:
+    #     → determinant: dX = f * inv_X.T
+    dX = np.empty((D, D), dtype=np.float64)
+    for i in range(D):
+        for j in range(D):
+            dX[i, j] = f * inv_X[j, i]
+    return f, dX
+
+
+def determinant(X):
+    """Cookbook (49): d det(X) / dX = det(X) X^-T.
+
+    Returns f."""
+    return determinant_forward(X)[0]
+
+
+def determinant_forward(X):
+    """Forward pass of determinant: returns (f, saved) for determinant_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, X, D = _determinant_forward.checked(X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
+        f, X, D = _run_checked(_determinant_forward, X)
+    return _DTYPE.type(f), determinant_Saved(X=X, f=f, D=D)
+
+
+def determinant_backward(saved, g=1.0):
+    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("determinant", g, ())
+    (dX,) = _determinant_backward(g, *saved)
+    return determinant_Grads(X=dX)
+
+
+def determinant_value_and_grad(X):
+    """(f, gradients of f with respect to X) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, dX = _determinant_value_and_grad.checked(X)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
+        f, dX = _run_checked(_determinant_value_and_grad, X)
+    return _DTYPE.type(f), determinant_Grads(X=dX)
+
+
+class outer_contraction_Grads(NamedTuple):
+    """Gradients of f with respect to u, v: each has its input's shape."""
+
+    u: np.ndarray
+    v: np.ndarray
+
+
+class outer_contraction_Saved(NamedTuple):
+    """What outer_contraction_backward needs from outer_contraction_forward."""
+
+    u: np.ndarray
+    v: np.ndarray
+    A: np.ndarray
+    N: int
+    D: int
+
+
+_OUTER_CONTRACTION_INPUTS = (("u", ("N",)), ("v", ("D",)), ("A", ("N", "D")))
+
+
+@_kernel
+def _outer_contraction_forward(u, v, A):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[0] != u.shape[0] or A.shape[1] != v.shape[0]:
+        raise ValueError("outer_contraction: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    N = u.shape[0]
+    D = v.shape[0]
+    # f = sum(outer(u, v) * A)
+    f_1 = np.outer(u, v)
+    # fused loop over [N, D]:
+    #   f = sum(outer(u, v) * A)
+    f_cols = np.zeros((D,), dtype=np.float64)
+    for i in range(N):
+        for j in range(D):
+            f_cols[j] += f_1[i, j] * A[i, j]
+    f = f_cols.sum()
+    return f, u, v, A, N, D
+
+
+@_kernel
+def _outer_contraction_backward(g, u, v, A, N, D):
+    # fused loop over [N, D]:
+    #   f = sum(outer(u, v) * A), backward:
+    #     → Hadamard product: df_1 = g * A
+    df_1 = np.empty((N, D), dtype=np.float64)
+    for i in range(N):
+        for j in range(D):
+            df_1[i, j] = g * A[i, j]
+    # f = sum(outer(u, v) * A), backward:
+    #   → outer product: du = df_1 @ v
+    du = np.dot(df_1, v)
+    #   → outer product: dv = u @ df_1
+    dv = np.dot(u, df_1)
+    return du, dv
+
+
+@_kernel
+def _outer_contraction_value_and_grad(u, v, A):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[0] != u.shape[0] or A.shape[1] != v.shape[0]:
+        raise ValueError("outer_contraction: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    N = u.shape[0]
+    D = v.shape[0]
+    # f = sum(outer(u, v) * A)
+    f_1 = np.outer(u, v)
+    # fused loop over [N, D]:
+    #   f = sum(outer(u, v) * A)
+    f_cols = np.zeros((D,), dtype=np.float64)
+    for i in range(N):
+        for j in range(D):
+            f_cols[j] += f_1[i, j] * A[i, j]
+    f = f_cols.sum()
+    f_cols = np.empty(0)  # frees the partial sums now
+    # f = sum(outer(u, v) * A), backward:
+    #   → outer product: du = A @ v
+    du = np.dot(A, v)
+    #   → outer product: dv = u @ A
+    dv = np.dot(u, A)
+    return f, du, dv
+
+
+def outer_contraction(u, v, A):
+    """f = sum(outer(u, v) * A) = u^T A v: du = A v, dv = A^T u.
+
+    Returns f."""
+    return outer_contraction_forward(u, v, A)[0]
+
+
+def outer_contraction_forward(u, v, A):
+    """Forward pass of outer_contraction: returns (f, saved) for outer_contraction_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(u) is _MASKED or type(v) is _MASKED or type(A) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, u, v, A, N, D = _outer_contraction_forward.checked(u, v, A)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        u, v, A = _check_inputs("outer_contraction", (u, v, A), _OUTER_CONTRACTION_INPUTS)
+        f, u, v, A, N, D = _run_checked(_outer_contraction_forward, u, v, A)
+    return _DTYPE.type(f), outer_contraction_Saved(u=u, v=v, A=A, N=N, D=D)
+
+
+def outer_contraction_backward(saved, g=1.0):
+    """Gradients of f with respect to u, v, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("outer_contraction", g, ())
+    du, dv = _outer_contraction_backward(g, *saved)
+    return outer_contraction_Grads(u=du, v=dv)
+
+
+def outer_contraction_value_and_grad(u, v, A):
+    """(f, gradients of f with respect to u, v) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(u) is _MASKED or type(v) is _MASKED or type(A) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, du, dv = _outer_contraction_value_and_grad.checked(u, v, A)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        u, v, A = _check_inputs("outer_contraction", (u, v, A), _OUTER_CONTRACTION_INPUTS)
+        f, du, dv = _run_checked(_outer_contraction_value_and_grad, u, v, A)
+    return _DTYPE.type(f), outer_contraction_Grads(u=du, v=dv)
+
+
+# --- the wrappers' checks of inputs and cotangents (as in the NumPy module) ---
 
 
 # (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
@@ -186,855 +1003,3 @@ def _check_cotangent(function, g, shape):
             )
         g = np.broadcast_to(g, shape)
     return g[()] if g.ndim == 0 else np.ascontiguousarray(g)
-
-
-class gaussian_nll_Grads(NamedTuple):
-    """Gradients of nll with respect to S: each has its input's shape."""
-
-    S: np.ndarray
-
-
-class gaussian_nll_Saved(NamedTuple):
-    """What gaussian_nll_backward needs from gaussian_nll_forward."""
-
-    C: np.ndarray
-    nll_3: np.ndarray
-    D: int
-
-
-_GAUSSIAN_NLL_INPUTS = (("S", ("D", "D")), ("C", ("D", "D")))
-
-
-@_kernel
-def _gaussian_nll_forward(S, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if S.shape[1] != S.shape[0] or C.shape[0] != S.shape[0] or C.shape[1] != S.shape[0]:
-        raise ValueError("gaussian_nll: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    D = S.shape[0]
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll_1 = np.linalg.slogdet(S)[1]
-    # scalars:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll_2 = 0.5 * nll_1
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll_3 = np.linalg.inv(S)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll_4 = np.dot(nll_3, C)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll_5 = np.trace(nll_4)
-    # scalars:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll = nll_2 + 0.5 * nll_5
-    return nll, C, nll_3, D
-
-
-@_kernel
-def _gaussian_nll_backward(g, C, nll_3, D):
-    # scalars:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  Hadamard product: db = a * dz
-    dnll_1 = 0.5 * g
-    # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T
-    dS = np.empty((D, D), dtype=np.float64)
-    for i in range(D):
-        for j in range(D):
-            dS[i, j] = dnll_1 * nll_3[j, i]
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
-    dnll_4 = np.eye(D, dtype=np.float64)
-    # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
-    dnll_4_2 = np.empty((D, D), dtype=np.float64)
-    for i in range(D):
-        for j in range(D):
-            dnll_4_2[i, j] = dnll_1 * dnll_4[i, j]
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  right product: dA = dZ @ B.T
-    dnll_3 = np.dot(dnll_4_2, C.T)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
-    #     (dS: S is used 2 times)
-    dS_2 = np.dot(nll_3.T, dnll_3)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
-    #     (dS: S is used 2 times)
-    dS_3 = np.dot(dS_2, nll_3.T)
-    # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T;
-    #       accumulate (dS: S is used 2 times)
-    dS_4 = dS_3  # in place of dS_3: not read after this loop
-    for i in range(D):
-        for j in range(D):
-            dS_4[i, j] = dS[i, j] - dS_3[i, j]
-    return (dS_4,)
-
-
-@_kernel
-def _gaussian_nll_value_and_grad(S, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if S.shape[1] != S.shape[0] or C.shape[0] != S.shape[0] or C.shape[1] != S.shape[0]:
-        raise ValueError("gaussian_nll: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    D = S.shape[0]
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll_1 = np.linalg.slogdet(S)[1]
-    # scalars:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll_2 = 0.5 * nll_1
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll_3 = np.linalg.inv(S)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll_4 = np.dot(nll_3, C)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll_5 = np.trace(nll_4)
-    # scalars:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)
-    nll = nll_2 + 0.5 * nll_5
-    # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  log-determinant: dX = dy * inv(X).T
-    dS = np.empty((D, D), dtype=np.float64)
-    for i in range(D):
-        for j in range(D):
-            dS[i, j] = 0.5 * nll_3[j, i]
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
-    dnll_4 = np.eye(D, dtype=np.float64)
-    # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  trace: dX = dy * I
-    dnll_4_2 = np.empty((D, D), dtype=np.float64)
-    for i in range(D):
-        for j in range(D):
-            dnll_4_2[i, j] = 0.5 * dnll_4[i, j]
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  right product: dA = dZ @ B.T
-    dnll_3 = np.dot(dnll_4_2, C.T)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
-    #     (dS: S is used 2 times)
-    dS_2 = np.dot(nll_3.T, dnll_3)
-    # nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T; accumulate
-    #     (dS: S is used 2 times)
-    dS_3 = np.dot(dS_2, nll_3.T)
-    # fused loop over [D, D]:
-    #   nll = 0.5 * logdet(S) + 0.5 * trace(inv(S) @ C)  →  inverse: dX = -Y.T @ dY @ Y.T;
-    #       accumulate (dS: S is used 2 times)
-    dS_4 = dS_3  # in place of dS_3: not read after this loop
-    for i in range(D):
-        for j in range(D):
-            dS_4[i, j] = dS[i, j] - dS_3[i, j]
-    return nll, dS_4
-
-
-def gaussian_nll(S, C):
-    """Negative log-likelihood (up to constants) of a zero-mean Gaussian with covariance S
-    given the sample scatter C: 0.5 log|S| + 0.5 tr(S^-1 C); dS = 0.5 (S^-T - S^-T C^T
-    S^-T).
-
-    Returns nll."""
-    return gaussian_nll_forward(S, C)[0]
-
-
-def gaussian_nll_forward(S, C):
-    """Forward pass of gaussian_nll: returns (nll, saved) for gaussian_nll_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(S) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        nll, C, nll_3, D = _gaussian_nll_forward.checked(S, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        S, C = _check_inputs("gaussian_nll", (S, C), _GAUSSIAN_NLL_INPUTS)
-        nll, C, nll_3, D = _run_checked(_gaussian_nll_forward, S, C)
-    return _DTYPE.type(nll), gaussian_nll_Saved(C=C, nll_3=nll_3, D=D)
-
-
-def gaussian_nll_backward(saved, g=1.0):
-    """Gradients of nll with respect to S, given g = d(objective)/dnll (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("gaussian_nll", g, ())
-    (dS_4,) = _gaussian_nll_backward(g, *saved)
-    return gaussian_nll_Grads(S=dS_4)
-
-
-def gaussian_nll_value_and_grad(S, C):
-    """(nll, gradients of nll with respect to S) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(S) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        nll, dS_4 = _gaussian_nll_value_and_grad.checked(S, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        S, C = _check_inputs("gaussian_nll", (S, C), _GAUSSIAN_NLL_INPUTS)
-        nll, dS_4 = _run_checked(_gaussian_nll_value_and_grad, S, C)
-    return _DTYPE.type(nll), gaussian_nll_Grads(S=dS_4)
-
-
-class trace_product_Grads(NamedTuple):
-    """Gradients of f with respect to X: each has its input's shape."""
-
-    X: np.ndarray
-
-
-class trace_product_Saved(NamedTuple):
-    """What trace_product_backward needs from trace_product_forward."""
-
-    A: np.ndarray
-    D: int
-
-
-_TRACE_PRODUCT_INPUTS = (("A", ("D", "D")), ("X", ("D", "D")))
-
-
-@_kernel
-def _trace_product_forward(A, X):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if A.shape[1] != A.shape[0] or X.shape[0] != A.shape[0] or X.shape[1] != A.shape[0]:
-        raise ValueError("trace_product: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    D = A.shape[0]
-    # f = trace(A @ X)
-    f_1 = np.dot(A, X)
-    # f = trace(A @ X)
-    f = np.trace(f_1)
-    return f, A, D
-
-
-@_kernel
-def _trace_product_backward(g, A, D):
-    # f = trace(A @ X)  →  trace: dX = dy * I
-    df_1 = np.eye(D, dtype=np.float64)
-    # fused loop over [D, D]:
-    #   f = trace(A @ X)  →  trace: dX = dy * I
-    df_1_2 = np.empty((D, D), dtype=np.float64)
-    for i in range(D):
-        for j in range(D):
-            df_1_2[i, j] = g * df_1[i, j]
-    # f = trace(A @ X)  →  left product: dB = A.T @ dZ
-    dX = np.dot(A.T, df_1_2)
-    return (dX,)
-
-
-@_kernel
-def _trace_product_value_and_grad(A, X):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if A.shape[1] != A.shape[0] or X.shape[0] != A.shape[0] or X.shape[1] != A.shape[0]:
-        raise ValueError("trace_product: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    D = A.shape[0]
-    # f = trace(A @ X)
-    f_1 = np.dot(A, X)
-    # f = trace(A @ X)
-    f = np.trace(f_1)
-    # f = trace(A @ X)  →  trace: dX = dy * I
-    df_1 = np.eye(D, dtype=np.float64)
-    # f = trace(A @ X)  →  left product: dB = A.T @ dZ
-    dX = np.dot(A.T, df_1)
-    return f, dX
-
-
-def trace_product(A, X):
-    """Cookbook (100): d tr(A X) / dX = A^T.
-
-    Returns f."""
-    return trace_product_forward(A, X)[0]
-
-
-def trace_product_forward(A, X):
-    """Forward pass of trace_product: returns (f, saved) for trace_product_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(A) is _MASKED or type(X) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, A, D = _trace_product_forward.checked(A, X)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        A, X = _check_inputs("trace_product", (A, X), _TRACE_PRODUCT_INPUTS)
-        f, A, D = _run_checked(_trace_product_forward, A, X)
-    return _DTYPE.type(f), trace_product_Saved(A=A, D=D)
-
-
-def trace_product_backward(saved, g=1.0):
-    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("trace_product", g, ())
-    (dX,) = _trace_product_backward(g, *saved)
-    return trace_product_Grads(X=dX)
-
-
-def trace_product_value_and_grad(A, X):
-    """(f, gradients of f with respect to X) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(A) is _MASKED or type(X) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dX = _trace_product_value_and_grad.checked(A, X)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        A, X = _check_inputs("trace_product", (A, X), _TRACE_PRODUCT_INPUTS)
-        f, dX = _run_checked(_trace_product_value_and_grad, A, X)
-    return _DTYPE.type(f), trace_product_Grads(X=dX)
-
-
-class trace_quadratic_Grads(NamedTuple):
-    """Gradients of f with respect to X: each has its input's shape."""
-
-    X: np.ndarray
-
-
-class trace_quadratic_Saved(NamedTuple):
-    """What trace_quadratic_backward needs from trace_quadratic_forward."""
-
-    A: np.ndarray
-    X: np.ndarray
-    f_2: np.ndarray
-    N: int
-    D: int
-
-
-_TRACE_QUADRATIC_INPUTS = (("A", ("N", "N")), ("X", ("N", "D")))
-
-
-@_kernel
-def _trace_quadratic_forward(A, X):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if A.shape[1] != A.shape[0] or X.shape[0] != A.shape[0]:
-        raise ValueError("trace_quadratic: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    N = A.shape[0]
-    D = X.shape[1]
-    # f = trace(X.T @ A @ X)
-    f_2 = np.dot(X.T, A)
-    # f = trace(X.T @ A @ X)
-    f_3 = np.dot(f_2, X)
-    # f = trace(X.T @ A @ X)
-    f = np.trace(f_3)
-    return f, A, X, f_2, N, D
-
-
-@_kernel
-def _trace_quadratic_backward(g, A, X, f_2, N, D):
-    # f = trace(X.T @ A @ X)  →  trace: dX = dy * I
-    df_3 = np.eye(D, dtype=np.float64)
-    # fused loop over [D, D]:
-    #   f = trace(X.T @ A @ X)  →  trace: dX = dy * I
-    df_3_2 = np.empty((D, D), dtype=np.float64)
-    for i in range(D):
-        for j in range(D):
-            df_3_2[i, j] = g * df_3[i, j]
-    # f = trace(X.T @ A @ X)  →  right product: dA = dZ @ B.T
-    df_2 = np.dot(df_3_2, X.T)
-    # f = trace(X.T @ A @ X)  →  left product: dB = A.T @ dZ
-    dX = np.dot(f_2.T, df_3_2)
-    # f = trace(X.T @ A @ X)  →  right product: dA = dZ @ B.T
-    df_1 = np.dot(df_2, A.T)
-    # fused loop over [N, D]:
-    #   f = trace(X.T @ A @ X)  →  transpose: dX = dY.T; accumulate (dX: X is used 2 times)
-    dX_2 = dX  # in place of dX: not read after this loop
-    for i in range(N):
-        for j in range(D):
-            dX_2[i, j] = dX[i, j] + df_1[j, i]
-    return (dX_2,)
-
-
-@_kernel
-def _trace_quadratic_value_and_grad(A, X):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if A.shape[1] != A.shape[0] or X.shape[0] != A.shape[0]:
-        raise ValueError("trace_quadratic: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    N = A.shape[0]
-    D = X.shape[1]
-    # f = trace(X.T @ A @ X)
-    f_2 = np.dot(X.T, A)
-    # f = trace(X.T @ A @ X)
-    f_3 = np.dot(f_2, X)
-    # f = trace(X.T @ A @ X)
-    f = np.trace(f_3)
-    # f = trace(X.T @ A @ X)  →  trace: dX = dy * I
-    df_3 = np.eye(D, dtype=np.float64)
-    # f = trace(X.T @ A @ X)  →  right product: dA = dZ @ B.T
-    df_2 = np.dot(df_3, X.T)
-    # f = trace(X.T @ A @ X)  →  left product: dB = A.T @ dZ
-    dX = np.dot(f_2.T, df_3)
-    # f = trace(X.T @ A @ X)  →  right product: dA = dZ @ B.T
-    df_1 = np.dot(df_2, A.T)
-    # fused loop over [N, D]:
-    #   f = trace(X.T @ A @ X)  →  transpose: dX = dY.T; accumulate (dX: X is used 2 times)
-    dX_2 = dX  # in place of dX: not read after this loop
-    for i in range(N):
-        for j in range(D):
-            dX_2[i, j] = dX[i, j] + df_1[j, i]
-    return f, dX_2
-
-
-def trace_quadratic(A, X):
-    """Cookbook (111): d tr(X^T A X) / dX = (A + A^T) X.
-
-    Returns f."""
-    return trace_quadratic_forward(A, X)[0]
-
-
-def trace_quadratic_forward(A, X):
-    """Forward pass of trace_quadratic: returns (f, saved) for trace_quadratic_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(A) is _MASKED or type(X) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, A, X, f_2, N, D = _trace_quadratic_forward.checked(A, X)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        A, X = _check_inputs("trace_quadratic", (A, X), _TRACE_QUADRATIC_INPUTS)
-        f, A, X, f_2, N, D = _run_checked(_trace_quadratic_forward, A, X)
-    return _DTYPE.type(f), trace_quadratic_Saved(A=A, X=X, f_2=f_2, N=N, D=D)
-
-
-def trace_quadratic_backward(saved, g=1.0):
-    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("trace_quadratic", g, ())
-    (dX_2,) = _trace_quadratic_backward(g, *saved)
-    return trace_quadratic_Grads(X=dX_2)
-
-
-def trace_quadratic_value_and_grad(A, X):
-    """(f, gradients of f with respect to X) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(A) is _MASKED or type(X) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dX_2 = _trace_quadratic_value_and_grad.checked(A, X)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        A, X = _check_inputs("trace_quadratic", (A, X), _TRACE_QUADRATIC_INPUTS)
-        f, dX_2 = _run_checked(_trace_quadratic_value_and_grad, A, X)
-    return _DTYPE.type(f), trace_quadratic_Grads(X=dX_2)
-
-
-class inverse_bilinear_Grads(NamedTuple):
-    """Gradients of f with respect to X: each has its input's shape."""
-
-    X: np.ndarray
-
-
-class inverse_bilinear_Saved(NamedTuple):
-    """What inverse_bilinear_backward needs from inverse_bilinear_forward."""
-
-    a: np.ndarray
-    b: np.ndarray
-    f_1: np.ndarray
-    D: int
-
-
-_INVERSE_BILINEAR_INPUTS = (("a", ("D",)), ("X", ("D", "D")), ("b", ("D",)))
-
-
-@_kernel
-def _inverse_bilinear_forward(a, X, b):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if X.shape[0] != a.shape[0] or X.shape[1] != a.shape[0] or b.shape[0] != a.shape[0]:
-        raise ValueError("inverse_bilinear: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    D = a.shape[0]
-    # f = a @ inv(X) @ b
-    f_1 = np.linalg.inv(X)
-    # f = a @ inv(X) @ b
-    f_2 = np.dot(a, f_1)
-    # f = a @ inv(X) @ b
-    f = np.dot(f_2, b)
-    return f, a, b, f_1, D
-
-
-@_kernel
-def _inverse_bilinear_backward(g, a, b, f_1, D):
-    # fused loop over [D]:
-    #   f = a @ inv(X) @ b  →  inner product: da = dz * b
-    df_2 = np.empty((D,), dtype=np.float64)
-    for i in range(D):
-        df_2[i] = g * b[i]
-    # f = a @ inv(X) @ b  →  vector-matrix product: dB = outer(a, dz)
-    df_1 = np.outer(a, df_2)
-    # f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX = np.dot(f_1.T, df_1)
-    # f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX_2 = np.dot(dX, f_1.T)
-    # fused loop over [D, D]:
-    #   f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX_3 = dX_2  # in place of dX_2: not read after this loop
-    for i in range(D):
-        for j in range(D):
-            dX_3[i, j] = -dX_2[i, j]
-    return (dX_3,)
-
-
-@_kernel
-def _inverse_bilinear_value_and_grad(a, X, b):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if X.shape[0] != a.shape[0] or X.shape[1] != a.shape[0] or b.shape[0] != a.shape[0]:
-        raise ValueError("inverse_bilinear: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    D = a.shape[0]
-    # f = a @ inv(X) @ b
-    f_1 = np.linalg.inv(X)
-    # f = a @ inv(X) @ b
-    f_2 = np.dot(a, f_1)
-    # f = a @ inv(X) @ b
-    f = np.dot(f_2, b)
-    # f = a @ inv(X) @ b  →  vector-matrix product: dB = outer(a, dz)
-    df_1 = np.outer(a, b)
-    # f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX = np.dot(f_1.T, df_1)
-    # f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX_2 = np.dot(dX, f_1.T)
-    # fused loop over [D, D]:
-    #   f = a @ inv(X) @ b  →  inverse: dX = -Y.T @ dY @ Y.T
-    dX_3 = dX_2  # in place of dX_2: not read after this loop
-    for i in range(D):
-        for j in range(D):
-            dX_3[i, j] = -dX_2[i, j]
-    return f, dX_3
-
-
-def inverse_bilinear(a, X, b):
-    """Cookbook (61): d a^T X^-1 b / dX = -X^-T a b^T X^-T.
-
-    Returns f."""
-    return inverse_bilinear_forward(a, X, b)[0]
-
-
-def inverse_bilinear_forward(a, X, b):
-    """Forward pass of inverse_bilinear: returns (f, saved) for inverse_bilinear_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(a) is _MASKED or type(X) is _MASKED or type(b) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, a, b, f_1, D = _inverse_bilinear_forward.checked(a, X, b)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        a, X, b = _check_inputs("inverse_bilinear", (a, X, b), _INVERSE_BILINEAR_INPUTS)
-        f, a, b, f_1, D = _run_checked(_inverse_bilinear_forward, a, X, b)
-    return _DTYPE.type(f), inverse_bilinear_Saved(a=a, b=b, f_1=f_1, D=D)
-
-
-def inverse_bilinear_backward(saved, g=1.0):
-    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("inverse_bilinear", g, ())
-    (dX_3,) = _inverse_bilinear_backward(g, *saved)
-    return inverse_bilinear_Grads(X=dX_3)
-
-
-def inverse_bilinear_value_and_grad(a, X, b):
-    """(f, gradients of f with respect to X) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(a) is _MASKED or type(X) is _MASKED or type(b) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dX_3 = _inverse_bilinear_value_and_grad.checked(a, X, b)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        a, X, b = _check_inputs("inverse_bilinear", (a, X, b), _INVERSE_BILINEAR_INPUTS)
-        f, dX_3 = _run_checked(_inverse_bilinear_value_and_grad, a, X, b)
-    return _DTYPE.type(f), inverse_bilinear_Grads(X=dX_3)
-
-
-class log_abs_det_Grads(NamedTuple):
-    """Gradients of f with respect to X: each has its input's shape."""
-
-    X: np.ndarray
-
-
-class log_abs_det_Saved(NamedTuple):
-    """What log_abs_det_backward needs from log_abs_det_forward."""
-
-    X: np.ndarray
-    D: int
-
-
-_LOG_ABS_DET_INPUTS = (("X", ("D", "D")),)
-
-
-@_kernel
-def _log_abs_det_forward(X):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if X.shape[1] != X.shape[0]:
-        raise ValueError("log_abs_det: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    D = X.shape[0]
-    # f = logdet(X)
-    f = np.linalg.slogdet(X)[1]
-    return f, X, D
-
-
-@_kernel
-def _log_abs_det_backward(g, X, D):
-    # f = logdet(X)  →  log-determinant: dX = dy * inv(X).T
-    dX = np.linalg.inv(X)
-    # fused loop over [D, D]:
-    #   f = logdet(X)  →  log-determinant: dX = dy * inv(X).T
-    dX_2 = np.empty((D, D), dtype=np.float64)
-    for i in range(D):
-        for j in range(D):
-            dX_2[i, j] = g * dX[j, i]
-    return (dX_2,)
-
-
-@_kernel
-def _log_abs_det_value_and_grad(X):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if X.shape[1] != X.shape[0]:
-        raise ValueError("log_abs_det: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    D = X.shape[0]
-    # f = logdet(X)
-    f = np.linalg.slogdet(X)[1]
-    # f = logdet(X)  →  log-determinant: dX = dy * inv(X).T
-    dX = np.linalg.inv(X)
-    # fused loop over [D, D]:
-    #   f = logdet(X)  →  log-determinant: dX = dy * inv(X).T; copied, dX would be a view of
-    #       another array
-    dX_2 = np.empty((D, D), dtype=np.float64)
-    for i in range(D):
-        for j in range(D):
-            dX_2[i, j] = dX[j, i]
-    return f, dX_2
-
-
-def log_abs_det(X):
-    """Cookbook (57): d log|det X| / dX = X^-T.
-
-    Returns f."""
-    return log_abs_det_forward(X)[0]
-
-
-def log_abs_det_forward(X):
-    """Forward pass of log_abs_det: returns (f, saved) for log_abs_det_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(X) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, X, D = _log_abs_det_forward.checked(X)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
-        f, X, D = _run_checked(_log_abs_det_forward, X)
-    return _DTYPE.type(f), log_abs_det_Saved(X=X, D=D)
-
-
-def log_abs_det_backward(saved, g=1.0):
-    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("log_abs_det", g, ())
-    (dX_2,) = _log_abs_det_backward(g, *saved)
-    return log_abs_det_Grads(X=dX_2)
-
-
-def log_abs_det_value_and_grad(X):
-    """(f, gradients of f with respect to X) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(X) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dX_2 = _log_abs_det_value_and_grad.checked(X)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        (X,) = _check_inputs("log_abs_det", (X,), _LOG_ABS_DET_INPUTS)
-        f, dX_2 = _run_checked(_log_abs_det_value_and_grad, X)
-    return _DTYPE.type(f), log_abs_det_Grads(X=dX_2)
-
-
-class determinant_Grads(NamedTuple):
-    """Gradients of f with respect to X: each has its input's shape."""
-
-    X: np.ndarray
-
-
-class determinant_Saved(NamedTuple):
-    """What determinant_backward needs from determinant_forward."""
-
-    X: np.ndarray
-    f: np.ndarray
-    D: int
-
-
-_DETERMINANT_INPUTS = (("X", ("D", "D")),)
-
-
-@_kernel
-def _determinant_forward(X):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if X.shape[1] != X.shape[0]:
-        raise ValueError("determinant: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    D = X.shape[0]
-    # f = det(X)
-    f = np.linalg.det(X)
-    return f, X, D
-
-
-@_kernel
-def _determinant_backward(g, X, f, D):
-    # f = det(X)  →  determinant: dX = dy * y * inv(X).T
-    dX = np.linalg.inv(X)
-    # scalars:
-    #   f = det(X)  →  determinant: dX = dy * y * inv(X).T
-    dX_2 = g * f
-    # fused loop over [D, D]:
-    #   f = det(X)  →  determinant: dX = dy * y * inv(X).T
-    dX_3 = np.empty((D, D), dtype=np.float64)
-    for i in range(D):
-        for j in range(D):
-            dX_3[i, j] = dX_2 * dX[j, i]
-    return (dX_3,)
-
-
-@_kernel
-def _determinant_value_and_grad(X):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if X.shape[1] != X.shape[0]:
-        raise ValueError("determinant: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    D = X.shape[0]
-    # f = det(X)
-    f = np.linalg.det(X)
-    # f = det(X)  →  determinant: dX = dy * y * inv(X).T
-    dX = np.linalg.inv(X)
-    # fused loop over [D, D]:
-    #   f = det(X)  →  determinant: dX = dy * y * inv(X).T
-    dX_2 = np.empty((D, D), dtype=np.float64)
-    for i in range(D):
-        for j in range(D):
-            dX_2[i, j] = f * dX[j, i]
-    return f, dX_2
-
-
-def determinant(X):
-    """Cookbook (49): d det(X) / dX = det(X) X^-T.
-
-    Returns f."""
-    return determinant_forward(X)[0]
-
-
-def determinant_forward(X):
-    """Forward pass of determinant: returns (f, saved) for determinant_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(X) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, X, D = _determinant_forward.checked(X)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
-        f, X, D = _run_checked(_determinant_forward, X)
-    return _DTYPE.type(f), determinant_Saved(X=X, f=f, D=D)
-
-
-def determinant_backward(saved, g=1.0):
-    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("determinant", g, ())
-    (dX_2,) = _determinant_backward(g, *saved)
-    return determinant_Grads(X=dX_2)
-
-
-def determinant_value_and_grad(X):
-    """(f, gradients of f with respect to X) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(X) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dX_2 = _determinant_value_and_grad.checked(X)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        (X,) = _check_inputs("determinant", (X,), _DETERMINANT_INPUTS)
-        f, dX_2 = _run_checked(_determinant_value_and_grad, X)
-    return _DTYPE.type(f), determinant_Grads(X=dX_2)
-
-
-class outer_contraction_Grads(NamedTuple):
-    """Gradients of f with respect to u, v: each has its input's shape."""
-
-    u: np.ndarray
-    v: np.ndarray
-
-
-class outer_contraction_Saved(NamedTuple):
-    """What outer_contraction_backward needs from outer_contraction_forward."""
-
-    u: np.ndarray
-    v: np.ndarray
-    A: np.ndarray
-    N: int
-    D: int
-
-
-_OUTER_CONTRACTION_INPUTS = (("u", ("N",)), ("v", ("D",)), ("A", ("N", "D")))
-
-
-@_kernel
-def _outer_contraction_forward(u, v, A):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if A.shape[0] != u.shape[0] or A.shape[1] != v.shape[0]:
-        raise ValueError("outer_contraction: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    N = u.shape[0]
-    D = v.shape[0]
-    # f = sum(outer(u, v) * A)
-    f_1 = np.outer(u, v)
-    # fused loop over [N, D]:
-    #   f = sum(outer(u, v) * A)
-    f_cols = np.zeros((D,), dtype=np.float64)
-    for i in range(N):
-        for j in range(D):
-            f_cols[j] += f_1[i, j] * A[i, j]
-    f = f_cols.sum()
-    return f, u, v, A, N, D
-
-
-@_kernel
-def _outer_contraction_backward(g, u, v, A, N, D):
-    # fused loop over [N, D]:
-    #   f = sum(outer(u, v) * A)  →  Hadamard product: da = dz * b
-    df_1 = np.empty((N, D), dtype=np.float64)
-    for i in range(N):
-        for j in range(D):
-            df_1[i, j] = g * A[i, j]
-    # f = sum(outer(u, v) * A)  →  outer product: du = dZ @ v
-    du = np.dot(df_1, v)
-    # f = sum(outer(u, v) * A)  →  outer product: dv = dZ.T @ u
-    dv = np.dot(u, df_1)
-    return du, dv
-
-
-@_kernel
-def _outer_contraction_value_and_grad(u, v, A):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if A.shape[0] != u.shape[0] or A.shape[1] != v.shape[0]:
-        raise ValueError("outer_contraction: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    N = u.shape[0]
-    D = v.shape[0]
-    # f = sum(outer(u, v) * A)
-    f_1 = np.outer(u, v)
-    # fused loop over [N, D]:
-    #   f = sum(outer(u, v) * A)
-    f_cols = np.zeros((D,), dtype=np.float64)
-    for i in range(N):
-        for j in range(D):
-            f_cols[j] += f_1[i, j] * A[i, j]
-    f = f_cols.sum()
-    f_cols = np.empty(0)  # frees the partial sums now
-    # f = sum(outer(u, v) * A)  →  outer product: du = dZ @ v
-    du = np.dot(A, v)
-    # f = sum(outer(u, v) * A)  →  outer product: dv = dZ.T @ u
-    dv = np.dot(u, A)
-    return f, du, dv
-
-
-def outer_contraction(u, v, A):
-    """f = sum(outer(u, v) * A) = u^T A v: du = A v, dv = A^T u.
-
-    Returns f."""
-    return outer_contraction_forward(u, v, A)[0]
-
-
-def outer_contraction_forward(u, v, A):
-    """Forward pass of outer_contraction: returns (f, saved) for outer_contraction_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(u) is _MASKED or type(v) is _MASKED or type(A) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, u, v, A, N, D = _outer_contraction_forward.checked(u, v, A)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        u, v, A = _check_inputs("outer_contraction", (u, v, A), _OUTER_CONTRACTION_INPUTS)
-        f, u, v, A, N, D = _run_checked(_outer_contraction_forward, u, v, A)
-    return _DTYPE.type(f), outer_contraction_Saved(u=u, v=v, A=A, N=N, D=D)
-
-
-def outer_contraction_backward(saved, g=1.0):
-    """Gradients of f with respect to u, v, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("outer_contraction", g, ())
-    du, dv = _outer_contraction_backward(g, *saved)
-    return outer_contraction_Grads(u=du, v=dv)
-
-
-def outer_contraction_value_and_grad(u, v, A):
-    """(f, gradients of f with respect to u, v) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(u) is _MASKED or type(v) is _MASKED or type(A) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, du, dv = _outer_contraction_value_and_grad.checked(u, v, A)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        u, v, A = _check_inputs("outer_contraction", (u, v, A), _OUTER_CONTRACTION_INPUTS)
-        f, du, dv = _run_checked(_outer_contraction_value_and_grad, u, v, A)
-    return _DTYPE.type(f), outer_contraction_Grads(u=du, v=dv)

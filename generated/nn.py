@@ -169,14 +169,16 @@ def one_layer_backward(saved, g=1.0):
     broadcasts)."""
     X, P, loss_1 = saved
     g = _check_cotangent("one_layer", g, ())
-    # loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dloss_1 = g * 2 * loss_1
-    # P = sigmoid(X @ W)  →  sigmoid: dx = dy * y * (1 - y)
+    # loss = sum((P - Y) ** 2), backward:
+    #   → power: dP = g * 2 * loss_1
+    dP = g * 2 * loss_1
+    # P = sigmoid(X @ W), backward:
+    #   → sigmoid: dP_1 = dP * (P * (1 - P))
     dP_1 = 1 - P
     dP_1 *= P
-    dP_1 *= dloss_1
-    del dloss_1
-    # P = sigmoid(X @ W)  →  left product: dB = A.T @ dZ
+    dP_1 *= dP
+    del dP
+    #   → left product: dW = X.T @ dP_1
     dW = X.T @ dP_1
     del dP_1
     return one_layer_Grads(W=dW)
@@ -191,15 +193,17 @@ def one_layer_value_and_grad(X, Y, W):
     # loss = sum((P - Y) ** 2)
     loss_1 = P - Y
     loss = np.vdot(loss_1, loss_1)
-    # loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dloss_1 = np.multiply(2, loss_1, out=loss_1)
+    # loss = sum((P - Y) ** 2), backward:
+    #   → power: dP = 2 * loss_1
+    dP = np.multiply(2, loss_1, out=loss_1)
     del loss_1
-    # P = sigmoid(X @ W)  →  sigmoid: dx = dy * y * (1 - y)
+    # P = sigmoid(X @ W), backward:
+    #   → sigmoid: dP_1 = dP * (P * (1 - P))
     dP_1 = 1 - P
     dP_1 *= P
-    dP_1 *= dloss_1
-    del dloss_1
-    # P = sigmoid(X @ W)  →  left product: dB = A.T @ dZ
+    dP_1 *= dP
+    del dP
+    #   → left product: dW = X.T @ dP_1
     dW = X.T @ dP_1
     del dP_1
     return (loss, P), one_layer_Grads(W=dW)
@@ -263,23 +267,27 @@ def mlp_mse_backward(saved, g=1.0):
     []; a scalar broadcasts)."""
     X, W2, H1, loss_1 = saved
     g = _check_cotangent("mlp_mse", g, ())
-    # loss = sum((Z2 - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dloss_1 = g * 2 * loss_1
-    # Z2 = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    db2 = np.sum(dloss_1, axis=0)
-    # Z2 = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
-    dH1 = dloss_1 @ W2.T
-    # Z2 = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
-    dW2 = H1.T @ dloss_1
-    del dloss_1
-    # H1 = tanh(Z1)  →  tanh: dx = dy * (1 - y * y)
+    # loss = sum((Z2 - Y) ** 2), backward:
+    #   → power: dZ2 = g * 2 * loss_1
+    dZ2 = g * 2 * loss_1
+    # Z2 = H1 @ W2 + b2, backward:
+    #   → addition: db2 = sum(dZ2, axis=0); broadcast [K] to [N, K]: sum over rows
+    db2 = np.sum(dZ2, axis=0)
+    #   → right product: dH1 = dZ2 @ W2.T
+    dH1 = dZ2 @ W2.T
+    #   → left product: dW2 = H1.T @ dZ2
+    dW2 = H1.T @ dZ2
+    del dZ2
+    # H1 = tanh(Z1), backward:
+    #   → tanh: dZ1 = dH1 * (1 - H1 * H1)
     dZ1 = H1 * H1
     np.subtract(1, dZ1, out=dZ1)
     dZ1 *= dH1
     del dH1
-    # Z1 = X @ W1 + b1  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
+    # Z1 = X @ W1 + b1, backward:
+    #   → addition: db1 = sum(dZ1, axis=0); broadcast [H] to [N, H]: sum over rows
     db1 = np.sum(dZ1, axis=0)
-    # Z1 = X @ W1 + b1  →  left product: dB = A.T @ dZ
+    #   → left product: dW1 = X.T @ dZ1
     dW1 = X.T @ dZ1
     del dZ1
     return mlp_mse_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)
@@ -300,24 +308,28 @@ def mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
     # loss = sum((Z2 - Y) ** 2)
     loss_1 = Z2 - Y
     loss = np.vdot(loss_1, loss_1)
-    # loss = sum((Z2 - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dloss_1 = np.multiply(2, loss_1, out=loss_1)
+    # loss = sum((Z2 - Y) ** 2), backward:
+    #   → power: dZ2 = 2 * loss_1
+    dZ2 = np.multiply(2, loss_1, out=loss_1)
     del loss_1
-    # Z2 = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    db2 = np.sum(dloss_1, axis=0)
-    # Z2 = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
-    dH1 = dloss_1 @ W2.T
-    # Z2 = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
-    dW2 = H1.T @ dloss_1
-    del dloss_1
-    # H1 = tanh(Z1)  →  tanh: dx = dy * (1 - y * y)
+    # Z2 = H1 @ W2 + b2, backward:
+    #   → addition: db2 = sum(dZ2, axis=0); broadcast [K] to [N, K]: sum over rows
+    db2 = np.sum(dZ2, axis=0)
+    #   → right product: dH1 = dZ2 @ W2.T
+    dH1 = dZ2 @ W2.T
+    #   → left product: dW2 = H1.T @ dZ2
+    dW2 = H1.T @ dZ2
+    del dZ2
+    # H1 = tanh(Z1), backward:
+    #   → tanh: dZ1 = dH1 * (1 - H1 * H1)
     dZ1 = np.multiply(H1, H1, out=H1)
     np.subtract(1, dZ1, out=dZ1)
     dZ1 *= dH1
     del dH1, H1
-    # Z1 = X @ W1 + b1  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
+    # Z1 = X @ W1 + b1, backward:
+    #   → addition: db1 = sum(dZ1, axis=0); broadcast [H] to [N, H]: sum over rows
     db1 = np.sum(dZ1, axis=0)
-    # Z1 = X @ W1 + b1  →  left product: dB = A.T @ dZ
+    #   → left product: dW1 = X.T @ dZ1
     dW1 = X.T @ dZ1
     del dZ1
     return (loss, Z2), mlp_mse_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)
@@ -368,13 +380,15 @@ def linear_regression_backward(saved, g=1.0):
     scalar broadcasts)."""
     X, r, N = saved
     g = _check_cotangent("linear_regression", g, ())
-    # loss = mean(r ** 2)  →  mean: dX = dm / n, broadcast over the n averaged elements
+    # loss = mean(r ** 2), backward:
+    #   → mean: dloss_1 = g / N
     dloss_1 = g / N
-    # loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
+    #   → power: dr = dloss_1 * 2 * r
     dr = dloss_1 * 2 * r
-    # r = X @ w + b - y  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
+    # r = X @ w + b - y, backward:
+    #   → addition: db = sum(dr); broadcast [] to [N]: sum over axes 0
     db = np.sum(dr)
-    # r = X @ w + b - y  →  matrix-vector product: db = A.T @ dz
+    #   → matrix-vector product: dw = X.T @ dr
     dw = X.T @ dr
     del dr
     return linear_regression_Grads(w=dw, b=db)
@@ -391,14 +405,16 @@ def linear_regression_value_and_grad(X, y, w, b):
     r -= y
     # loss = mean(r ** 2)
     loss = np.mean(r**2)
-    # loss = mean(r ** 2)  →  mean: dX = dm / n, broadcast over the n averaged elements
+    # loss = mean(r ** 2), backward:
+    #   → mean: dloss_1 = 1 / N
     dloss_1 = np.float64(1) / N
-    # loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
+    #   → power: dr = dloss_1 * 2 * r
     dr = np.multiply(dloss_1 * 2, r, out=r)
     del r
-    # r = X @ w + b - y  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
+    # r = X @ w + b - y, backward:
+    #   → addition: db = sum(dr); broadcast [] to [N]: sum over axes 0
     db = np.sum(dr)
-    # r = X @ w + b - y  →  matrix-vector product: db = A.T @ dz
+    #   → matrix-vector product: dw = X.T @ dr
     dw = X.T @ dr
     del dr
     return loss, linear_regression_Grads(w=dw, b=db)
@@ -454,21 +470,21 @@ def logistic_regression_backward(saved, g=1.0):
     scalar broadcasts)."""
     X, y, z, loss_1, N = saved
     g = _check_cotangent("logistic_regression", g, ())
-    # loss = mean(softplus(z) - y * z)  →  mean: dX = dm / n, broadcast over the n averaged
-    #     elements
+    # loss = mean(softplus(z) - y * z), backward:
+    #   → mean: dloss_3 = g / N
     dloss_3 = g / N
-    # loss = mean(softplus(z) - y * z)  →  subtraction: db = -dz
+    #   → subtraction: dloss_2 = -dloss_3
     dloss_2 = -dloss_3
-    # loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y)
+    #   → softplus: dz = dloss_3 * exp(z - loss_1)
     dz = z - loss_1
     np.exp(dz, out=dz)
     dz *= dloss_3
-    # loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz; accumulate (dz: z is used
-    #     3 times)
+    #   → Hadamard product: dz = dz + y * dloss_2; accumulate (dz: z is used 3 times)
     dz += y * dloss_2
-    # z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
+    # z = X @ w + b, backward:
+    #   → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
     db = np.sum(dz)
-    # z = X @ w + b  →  matrix-vector product: db = A.T @ dz
+    #   → matrix-vector product: dw = X.T @ dz
     dw = X.T @ dz
     del dz
     return logistic_regression_Grads(w=dw, b=db)
@@ -487,22 +503,22 @@ def logistic_regression_value_and_grad(X, y, w, b):
     loss = np.mean(loss_1 - y * z)
     # p = sigmoid(z)
     p = _sigmoid(z)
-    # loss = mean(softplus(z) - y * z)  →  mean: dX = dm / n, broadcast over the n averaged
-    #     elements
+    # loss = mean(softplus(z) - y * z), backward:
+    #   → mean: dloss_3 = 1 / N
     dloss_3 = np.float64(1) / N
-    # loss = mean(softplus(z) - y * z)  →  subtraction: db = -dz
+    #   → subtraction: dloss_2 = -dloss_3
     dloss_2 = -dloss_3
-    # loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y)
+    #   → softplus: dz = dloss_3 * exp(z - loss_1)
     dz = np.subtract(z, loss_1, out=z)
     np.exp(dz, out=dz)
     dz *= dloss_3
     del z, loss_1
-    # loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz; accumulate (dz: z is used
-    #     3 times)
+    #   → Hadamard product: dz = dz + y * dloss_2; accumulate (dz: z is used 3 times)
     dz += y * dloss_2
-    # z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
+    # z = X @ w + b, backward:
+    #   → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
     db = np.sum(dz)
-    # z = X @ w + b  →  matrix-vector product: db = A.T @ dz
+    #   → matrix-vector product: dw = X.T @ dz
     dw = X.T @ dz
     del dz
     return (loss, p), logistic_regression_Grads(w=dw, b=db)
@@ -559,22 +575,22 @@ def softmax_regression_backward(saved, g=1.0):
     scalar broadcasts)."""
     X, Y, loss_1, N = saved
     g = _check_cotangent("softmax_regression", g, ())
-    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  negation: dx = -dy
+    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #   → negation: dloss_4 = -g
     dloss_4 = -g
-    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
-    #     the n averaged elements
+    #   → mean: dloss_3 = dloss_4 / N
     dloss_3 = dloss_4 / N
-    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
+    #   → Hadamard product: dloss_1 = Y * dloss_3
     dloss_1 = Y * dloss_3
-    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #     sum(dy, axis)
+    #   → log_softmax: dZ = dloss_1 - exp(loss_1) * sum(dloss_1, axis=1, keepdims=True)
     dZ = np.exp(loss_1)
     dZ *= np.sum(dloss_1, axis=1, keepdims=True)
     np.subtract(dloss_1, dZ, out=dZ)
     del dloss_1
-    # Z = X @ W + b  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
+    # Z = X @ W + b, backward:
+    #   → addition: db = sum(dZ, axis=0); broadcast [K] to [N, K]: sum over rows
     db = np.sum(dZ, axis=0)
-    # Z = X @ W + b  →  left product: dB = A.T @ dZ
+    #   → left product: dW = X.T @ dZ
     dW = X.T @ dZ
     del dZ
     return softmax_regression_Grads(W=dW, b=db)
@@ -591,20 +607,20 @@ def softmax_regression_value_and_grad(X, Y, W, b):
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     loss_1 = _log_softmax(Z, axis=1)
     loss = -np.mean(np.sum(Y * loss_1, axis=1))
-    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
-    #     the n averaged elements
+    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #   → mean: dloss_3 = -1 / N
     dloss_3 = np.float64(-1) / N
-    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
+    #   → Hadamard product: dloss_1 = Y * dloss_3
     dloss_1 = Y * dloss_3
-    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #     sum(dy, axis)
+    #   → log_softmax: dZ = dloss_1 - exp(loss_1) * sum(dloss_1, axis=1, keepdims=True)
     dZ = np.exp(loss_1, out=loss_1)
     dZ *= np.sum(dloss_1, axis=1, keepdims=True)
     np.subtract(dloss_1, dZ, out=dZ)
     del dloss_1, loss_1
-    # Z = X @ W + b  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
+    # Z = X @ W + b, backward:
+    #   → addition: db = sum(dZ, axis=0); broadcast [K] to [N, K]: sum over rows
     db = np.sum(dZ, axis=0)
-    # Z = X @ W + b  →  left product: dB = A.T @ dZ
+    #   → left product: dW = X.T @ dZ
     dW = X.T @ dZ
     del dZ
     return (loss, Z), softmax_regression_Grads(W=dW, b=db)
@@ -674,34 +690,35 @@ def mlp_classifier_backward(saved, g=1.0):
     []; a scalar broadcasts)."""
     X, Y, W2, H1, loss_1, N = saved
     g = _check_cotangent("mlp_classifier", g, ())
-    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  negation: dx = -dy
+    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #   → negation: dloss_4 = -g
     dloss_4 = -g
-    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
-    #     the n averaged elements
+    #   → mean: dloss_3 = dloss_4 / N
     dloss_3 = dloss_4 / N
-    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
+    #   → Hadamard product: dloss_1 = Y * dloss_3
     dloss_1 = Y * dloss_3
-    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #     sum(dy, axis)
+    #   → log_softmax: dZ = dloss_1 - exp(loss_1) * sum(dloss_1, axis=1, keepdims=True)
     dZ = np.exp(loss_1)
     dZ *= np.sum(dloss_1, axis=1, keepdims=True)
     np.subtract(dloss_1, dZ, out=dZ)
     del dloss_1
-    # Z = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
+    # Z = H1 @ W2 + b2, backward:
+    #   → addition: db2 = sum(dZ, axis=0); broadcast [K] to [N, K]: sum over rows
     db2 = np.sum(dZ, axis=0)
-    # Z = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
+    #   → right product: dH1 = dZ @ W2.T
     dH1 = dZ @ W2.T
-    # Z = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
+    #   → left product: dW2 = H1.T @ dZ
     dW2 = H1.T @ dZ
     del dZ
-    # H1 = tanh(X @ W1 + b1)  →  tanh: dx = dy * (1 - y * y)
+    # H1 = tanh(X @ W1 + b1), backward:
+    #   → tanh: dH1_2 = dH1 * (1 - H1 * H1)
     dH1_2 = H1 * H1
     np.subtract(1, dH1_2, out=dH1_2)
     dH1_2 *= dH1
     del dH1
-    # H1 = tanh(X @ W1 + b1)  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
+    #   → addition: db1 = sum(dH1_2, axis=0); broadcast [H] to [N, H]: sum over rows
     db1 = np.sum(dH1_2, axis=0)
-    # H1 = tanh(X @ W1 + b1)  →  left product: dB = A.T @ dZ
+    #   → left product: dW1 = X.T @ dH1_2
     dW1 = X.T @ dH1_2
     del dH1_2
     return mlp_classifier_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)
@@ -724,32 +741,33 @@ def mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     loss_1 = _log_softmax(Z, axis=1)
     loss = -np.mean(np.sum(Y * loss_1, axis=1))
-    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
-    #     the n averaged elements
+    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #   → mean: dloss_3 = -1 / N
     dloss_3 = np.float64(-1) / N
-    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
+    #   → Hadamard product: dloss_1 = Y * dloss_3
     dloss_1 = Y * dloss_3
-    # loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #     sum(dy, axis)
+    #   → log_softmax: dZ = dloss_1 - exp(loss_1) * sum(dloss_1, axis=1, keepdims=True)
     dZ = np.exp(loss_1, out=loss_1)
     dZ *= np.sum(dloss_1, axis=1, keepdims=True)
     np.subtract(dloss_1, dZ, out=dZ)
     del dloss_1, loss_1
-    # Z = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
+    # Z = H1 @ W2 + b2, backward:
+    #   → addition: db2 = sum(dZ, axis=0); broadcast [K] to [N, K]: sum over rows
     db2 = np.sum(dZ, axis=0)
-    # Z = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
+    #   → right product: dH1 = dZ @ W2.T
     dH1 = dZ @ W2.T
-    # Z = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
+    #   → left product: dW2 = H1.T @ dZ
     dW2 = H1.T @ dZ
     del dZ
-    # H1 = tanh(X @ W1 + b1)  →  tanh: dx = dy * (1 - y * y)
+    # H1 = tanh(X @ W1 + b1), backward:
+    #   → tanh: dH1_2 = dH1 * (1 - H1 * H1)
     dH1_2 = np.multiply(H1, H1, out=H1)
     np.subtract(1, dH1_2, out=dH1_2)
     dH1_2 *= dH1
     del dH1, H1
-    # H1 = tanh(X @ W1 + b1)  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
+    #   → addition: db1 = sum(dH1_2, axis=0); broadcast [H] to [N, H]: sum over rows
     db1 = np.sum(dH1_2, axis=0)
-    # H1 = tanh(X @ W1 + b1)  →  left product: dB = A.T @ dZ
+    #   → left product: dW1 = X.T @ dH1_2
     dW1 = X.T @ dH1_2
     del dH1_2
     return (loss, Z), mlp_classifier_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)

@@ -4,425 +4,34 @@
 """Small neural-network losses: a one-layer sigmoid network, a tanh MLP with squared
 error, linear and logistic regression, softmax regression and an MLP classifier."""
 
-import sys
-import types
-import warnings
+import importlib
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 _DTYPE = np.dtype(np.float64)
 _MASKED = np.ma.MaskedArray
 
 
-# Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
-# their module. The kernels get a namespace of their own, registered under one fixed name (one
-# per version of codegen's helpers), so the cache works however this file is imported
-# (generated.nn_numba, nn_numba, by path, ...).
-_KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_43ddbe147a5e", types.ModuleType("_codegen_numba_kernels_43ddbe147a5e")
-)
-vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
-
-
-def _kernel(function):
-    """Compile ``function`` with Numba, its globals the kernels' namespace.
-
-    error_model="numpy": x / 0 is inf or nan as in NumPy, and loops with divisions vectorise.
-    """
-    kernel = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    compiled = _cached(kernel)
-    compiled.checked = _unchecked
-    return compiled
-
-
-def _cached(kernel):
-    """``numba.njit(cache=True)``, or without the cache where Numba has nowhere to write it.
-
-    Numba caches beside this file (``__pycache__``), else in NUMBA_CACHE_DIR or the user's
-    cache directory. When none is writable (a read-only install), it refuses to cache
-    ("no locator available"): the kernel is then compiled at every import, with one warning.
-    """
-    try:
-        return numba.njit(cache=True, error_model="numpy")(kernel)
-    except RuntimeError as error:
-        if "no locator available" not in str(error):
-            raise
-    warnings.warn(
-        f"{__name__}: no writable directory for Numba's cache (beside {__file__}, "
-        "NUMBA_CACHE_DIR or the user's cache directory): kernels are compiled without caching",
-        RuntimeWarning,
-        stacklevel=2,
+# The decorators that compile the kernels, the elementary functions their loops call and the
+# dispatch to checked inputs: codegen's Numba runtime, generated beside this file.
+try:  # from this module's package
+    _runtime = importlib.import_module("._codegen_numba_runtime", __package__ or None)
+except (ImportError, TypeError):  # a top-level module: by name, its directory on sys.path
+    _runtime = importlib.import_module("_codegen_numba_runtime")
+if _runtime._VERSION != "193be609e7a5":
+    raise ImportError(
+        "the Numba runtime beside this module (_codegen_numba_runtime.py) is from another "
+        "version of codegen: generate the module and the runtime again (python -m codegen)"
     )
-    return numba.njit(error_model="numpy")(kernel)
-
-
-def _unchecked(*args):
-    """A kernel's ``checked`` entry before any checked call: sends every call to the checks."""
-    raise TypeError("no inputs of these types were checked yet")
-
-
-def _run_checked(kernel, *args):
-    """``kernel(*args)`` for the inputs _check_inputs returned; ``kernel.checked`` learns them.
-
-    ``kernel.checked`` is a second dispatcher of the kernel that never compiles: it only has the
-    compilations made here, for types and layouts _check_inputs let through. A wrapper calls it
-    first, without checks in Python (the kernel compares the shapes itself); any other input (a
-    float32 array for a float64 spec, a strided view, a list) raises TypeError there, and the
-    wrapper checks and converts it and comes here.
-    """
-    result = kernel(*args)
-    # (the run function of a --numba-parallel kernel has no compilations of its own: never learns)
-    if len(getattr(kernel.checked, "overloads", ())) < len(getattr(kernel, "overloads", ())):
-        checked = numba.njit(kernel.py_func)
-        for compiled in kernel.overloads.values():
-            checked.add_overload(compiled)
-        checked.disable_compile()
-        kernel.checked = checked
-    return result
-
-
-# (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
-# loop calls with the same shapes again and again, and then only types and shapes are compared.
-# (The strides go with each shape: kernels take C-contiguous arrays, other layouts are copied.
-# Most calls never get here: a kernel's ``checked`` entry runs them. This serves the calls that
-# fall back, and every call of a --numba-parallel kernel.)
-_CHECKED: dict[tuple, None] = {}
-
-
-def _check_inputs(function, values, shapes):
-    """Return the inputs as float64 arrays after checking them against the spec's shapes."""
-    key = [function]
-    for x in values:
-        if type(x) is not np.ndarray or x.dtype is not _DTYPE:
-            key = None
-            break
-        key.append(x.strides)  # with the shape, it tells a C-contiguous array
-        key.append(x.shape)
-    if key is not None:
-        key = tuple(key)
-        if key in _CHECKED:
-            return values
-    dims = {}
-    checked = []
-    for (name, shape), value in zip(shapes, values, strict=True):
-        x = value if type(value) is np.ndarray else _as_array(function, name, shape, value)
-        if x.dtype != _DTYPE:
-            # integers and booleans are converted (exactly, as lists are), so is another byte
-            # order; another float precision is refused: converting it would change the results
-            if x.dtype.kind not in "biu" and x.dtype.newbyteorder("=") != _DTYPE:
-                raise ValueError(
-                    f"{function}: input {name} has dtype {x.dtype}; expected float64 "
-                    f"with shape {_shape_text(shape)}"
-                )
-            x = x.astype(_DTYPE)
-        ok = x.ndim == len(shape)
-        if ok:
-            for size, dim in zip(x.shape, shape, strict=True):
-                ok = ok and size == (dim if isinstance(dim, int) else dims.setdefault(dim, size))
-        if not ok:
-            bound = ", ".join(f"{d}={dims[d]}" for d in shape if isinstance(d, str) and d in dims)
-            raise ValueError(
-                f"{function}: input {name} has shape {tuple(x.shape)}; expected "
-                f"{_shape_text(shape)}" + (f" with {bound}" if bound else "")
-            )
-        # compiled kernels take scalars for [] inputs and C-contiguous arrays otherwise
-        if x.ndim == 0:
-            x = x[()]
-        elif not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
-        checked.append(x)
-    if key is not None and all(x is value for x, value in zip(checked, values, strict=True)):
-        if len(_CHECKED) >= 64:
-            _CHECKED.clear()
-        _CHECKED[key] = None
-    return checked
-
-
-def _as_array(function, name, shape, value):
-    """An input that is not a plain ndarray, as one: numbers (Python or NumPy scalars) and lists
-    are converted to float64; ndarray subclasses become plain arrays (np.matrix too, whose
-    2-D shape is then checked); masked arrays are refused, since computing on them would drop
-    the mask."""
-    masked = isinstance(value, np.ma.MaskedArray)  # a ValueError, as for any refused input
-    if masked:
-        raise ValueError(
-            f"{function}: input {name} is a masked array; pass a plain array "
-            f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
-        )
-    try:
-        x = np.asarray(value)
-    except (TypeError, ValueError):
-        x = None
-    if x is None or x.dtype.kind not in "biuf":
-        raise ValueError(
-            f"{function}: input {name} must be a float64 array of shape "
-            f"{_shape_text(shape)}" + ("" if x is None else f" (got dtype {x.dtype})")
-        )
-    if isinstance(value, (int, float, list, tuple, np.generic)):
-        x = x.astype(_DTYPE, copy=False)  # a number or a list: converted whatever its precision
-    return x
-
-
-def _shape_text(shape):
-    """A shape as the spec writes it: [N, 3]."""
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def _check_cotangent(function, g, shape):
-    """Return the cotangent g as a float64 array of the first output's shape."""
-    if type(g) is not np.ndarray:  # converted as an input is
-        g = _as_array(f"{function}_backward", "g", shape, g)
-    if g.dtype != _DTYPE:
-        if g.dtype.kind not in "biu" and g.dtype.newbyteorder("=") != _DTYPE:
-            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
-        g = g.astype(_DTYPE)
-    if g.shape != shape:
-        if g.ndim != 0:
-            raise ValueError(
-                f"{function}_backward: g has shape {tuple(g.shape)}; expected {shape} "
-                "(the shape of the first output) or a scalar"
-            )
-        g = np.broadcast_to(g, shape)
-    return g[()] if g.ndim == 0 else np.ascontiguousarray(g)
-
-
-# Elementary functions for the kernels' loops. Numba calls libm once per element for np.tanh,
-# np.exp, ...; these are written with arithmetic, selects, FMA and bit casts only, so LLVM
-# vectorises the loops that call them. No fastmath: every rounding step is as written. float64
-# inside (a float32 argument is widened). Max errors, measured against 200-bit references:
-# exp 0.93 ulp, tanh 1.34, sigmoid 1.63, log 0.72, log1p 0.82, softplus 1.41, sin/cos 0.73
-# (any finite x); special values (NaN, +-inf, -0.0, overflow, subnormals) as NumPy gives them.
-
-
-def _scalar(function):
-    """Compile a helper into the kernels' namespace (LLVM inlines it into their loops)."""
-    scalar = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    compiled = numba.njit(error_model="numpy")(scalar)
-    vars(_KERNELS)[function.__name__] = compiled
-    return compiled
-
-
-def _elementwise(function):
-    """Compile a per-element function into the kernels' namespace, inlined into their loops."""
-    scalar = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    compiled = numba.njit(inline="always", error_model="numpy")(scalar)
-    vars(_KERNELS)[function.__name__] = compiled
-    return compiled
-
-
-@numba.extending.intrinsic
-def _bits(typingctx, x):
-    """The bits of a float64 as an int64 (an LLVM bitcast: free, and vectorisable)."""
-    if x != numba.types.float64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(numba.types.int64))
-
-    return numba.types.int64(numba.types.float64), codegen
-
-
-@numba.extending.intrinsic
-def _as_f64(typingctx, i):
-    """The float64 whose bits are the int64 i (an LLVM bitcast)."""
-    if not isinstance(i, numba.types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        value = context.cast(builder, args[0], signature.args[0], numba.types.int64)
-        return builder.bitcast(value, context.get_value_type(numba.types.float64))
-
-    return numba.types.float64(i), codegen
-
-
-@numba.extending.intrinsic
-def _fma(typingctx, a, b, c):
-    """a * b + c with one rounding (llvm.fma.f64: vfmadd)."""
-    if not all(isinstance(t, (numba.types.Float, numba.types.Integer)) for t in (a, b, c)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        values = [
-            context.cast(builder, v, t, numba.types.float64)
-            for v, t in zip(args, signature.args, strict=True)
-        ]
-        return builder.fma(*values)
-
-    return numba.types.float64(a, b, c), codegen
-
-
-vars(_KERNELS).update(_bits=_bits, _as_f64=_as_f64, _fma=_fma)
-
-
-@_scalar
-def _reduce_ln2(x):
-    """x = n ln2 + r with |r| <= ln2/2, for |x| < 1e15: (r, n), n an int64 (Cody-Waite)."""
-    k = _fma(x, 1.4426950408889634, 6755399441055744.0)  # + 1.5 * 2**52 rounds to an integer
-    fn = k - 6755399441055744.0
-    n = _bits(k) - 4843621399236968448  # n from the low bits of k
-    r = _fma(fn, -6.93147180369123816490e-01, x)  # exact: ln2's high part has 32 bits
-    r = _fma(fn, -1.90821492927058770002e-10, r)
-    return r, n
-
-
-@_scalar
-def _expm1_poly(r):
-    """expm1(r) for |r| <= ln2/2: Taylor to degree 13 (truncation < 0.04 ulp)."""
-    q = 1.6059043836821613e-10
-    q = _fma(q, r, 2.08767569878681e-09)
-    q = _fma(q, r, 2.505210838544172e-08)
-    q = _fma(q, r, 2.755731922398589e-07)
-    q = _fma(q, r, 2.7557319223985893e-06)
-    q = _fma(q, r, 2.48015873015873e-05)
-    q = _fma(q, r, 0.0001984126984126984)
-    q = _fma(q, r, 0.001388888888888889)
-    q = _fma(q, r, 0.008333333333333333)
-    q = _fma(q, r, 0.041666666666666664)
-    q = _fma(q, r, 0.16666666666666666)
-    q = _fma(q, r, 0.5)
-    return _fma(r * r, q, r)
-
-
-@_scalar
-def _exp(x_):
-    """e ** x (0.93 ulp): overflow to inf, gradual underflow to subnormals and 0."""
-    x = np.float64(x_)
-    xc = max(-746.0, x)  # NaN -> -746: no NaN in the integer part
-    xc = min(710.0, xc)
-    r, n = _reduce_ln2(xc)
-    p = _expm1_poly(r)
-    n1 = n >> 1  # 2**n as 2**n1 * 2**n2, both normal numbers
-    n2 = n - n1
-    t1 = _as_f64((n1 + 1023) << 52)
-    t2 = _as_f64((n2 + 1023) << 52)
-    y = _fma(t1, p, t1) * t2
-    return x if np.isnan(x) else y
-
-
-@_scalar
-def _expm1_reduced(x):
-    """expm1(x) for x in [0.7, 44] (the range tanh needs): 2**n * expm1(r) + (2**n - 1)."""
-    r, n = _reduce_ln2(x)
-    p = _expm1_poly(r)
-    th = _as_f64((n + 1022) << 52)  # 2**(n - 1)
-    return _fma(th, p, th - 0.5) * 2.0
-
-
-@_scalar
-def _tanh(x_):
-    """tanh(x) (1.34 ulp); tanh(-0.0) = -0.0, tanh(+-inf) = +-1.
-
-    |x| < 0.35: a + a**3 g(a**2), g a degree-8 Chebyshev fit (error 5e-19); |x| < 0.8:
-    t / (t + 2) with t = expm1(2|x|); else 1 - 2 / (t + 2), |x| clamped at 22 (tanh(22) = 1).
-    """
-    x = np.float64(x_)
-    a = abs(x)
-    a = min(22.0, a)  # NaN -> 22; the result is replaced at the end
-    y = a * a
-    g = -0.00019202753283131075
-    g = _fma(g, y, 0.0005796641245845887)
-    g = _fma(g, y, -0.0014545775399280403)
-    g = _fma(g, y, 0.003592038401479678)
-    g = _fma(g, y, -0.00886323175761739)
-    g = _fma(g, y, 0.02186948844673358)
-    g = _fma(g, y, -0.053968253967190176)
-    g = _fma(g, y, 0.13333333333332845)
-    g = _fma(g, y, -0.3333333333333333)
-    small = _fma(a * y, g, a)
-    mid = a < 0.8
-    t = _expm1_reduced(2.0 * a)
-    q = (t if mid else 2.0) / (t + 2.0)
-    z = q if mid else 1.0 - q
-    z = small if a < 0.35 else z
-    z = -z if _bits(x) < 0 else z  # the sign of x, -0.0 included
-    return x if np.isnan(x) else z
-
-
-@_scalar
-def _sigmoid(x_):
-    """1 / (1 + exp(-x)) (1.63 ulp), from exp(-|x|): no overflow for any x."""
-    x = np.float64(x_)
-    a = abs(x)
-    a = min(746.0, a)  # NaN -> 746
-    e = _exp(-a)
-    y = (1.0 if x >= 0.0 else e) / (1.0 + e)
-    return x if np.isnan(x) else y
-
-
-@_scalar
-def _log_poly(f, s):
-    """(s * (f*f/2 + R(s)), f*f/2) for log(1 + f), f in [sqrt(2)/2 - 1, sqrt(2) - 1]
-    and s = f / (2 + f) (fdlibm's polynomial)."""
-    hfsq = 0.5 * f * f
-    z = s * s
-    w = z * z
-    t1 = 2.222219843214978396e-01 + w * 1.531383769920937332e-01
-    t1 = w * (3.999999999940941908e-01 + w * t1)
-    t2 = 1.818357216161805012e-01 + w * 1.479819860511658591e-01
-    t2 = 2.857142874366239149e-01 + w * t2
-    t2 = z * (6.666666666666735130e-01 + w * t2)
-    return s * (hfsq + t2 + t1), hfsq
-
-
-@_scalar
-def _log(x_):
-    """Natural logarithm (0.72 ulp); log(0) = -inf, log(x < 0) = nan, subnormals included."""
-    x = np.float64(x_)
-    sub = x < 2.2250738585072014e-308  # subnormal (or <= 0: replaced below)
-    xs = x * 18014398509481984.0 if sub else x  # * 2**54
-    ix = _bits(xs)
-    hx = (ix >> 32) + (0x3FF00000 - 0x3FE6A09E)  # mantissa reduced to [sqrt(2)/2, sqrt(2))
-    k = (hx >> 20) - 0x3FF - (54 if sub else 0)
-    hx = (hx & 0x000FFFFF) + 0x3FE6A09E
-    f = _as_f64((hx << 32) | (ix & 0xFFFFFFFF)) - 1.0
-    sr, hfsq = _log_poly(f, f / (2.0 + f))
-    dk = float(k)
-    y = sr + dk * 1.90821492927058770002e-10 - hfsq + f + dk * 6.93147180369123816490e-01
-    y = y if x <= 1.7976931348623157e308 else x  # +inf
-    y = y if x > 0.0 else (-np.inf if x == 0.0 else np.nan)
-    return x if np.isnan(x) else y
-
-
-@_elementwise
-def _log1p(x_):
-    """log(1 + x) (0.82 ulp); log1p(-1) = -inf, log1p(x < -1) = nan, -0.0 kept."""
-    x = np.float64(x_)
-    u = 1.0 + x
-    iu = _bits(u)
-    hu = (iu >> 32) + (0x3FF00000 - 0x3FE6A09E)
-    k = (hu >> 20) - 0x3FF
-    c = (1.0 - (u - x)) if k >= 2 else (x - (u - 1.0))  # the rounding error of u = 1 + x
-    hu = (hu & 0x000FFFFF) + 0x3FE6A09E
-    f = _as_f64((hu << 32) | (iu & 0xFFFFFFFF)) - 1.0
-    small = (x < 0.4142135623730950) & (x > -0.2928932188134524)  # then f = x exactly
-    f = x if small else f
-    k = 0 if small else k
-    kc = min(54, k)
-    cs = c * _as_f64((1023 - kc) << 52)  # c * 2**-k, exact
-    cs = 0.0 if (small | (k >= 54)) else cs
-    d = 2.0 + f
-    m = 1.0 + f
-    inv = 1.0 / (d * m)  # one division for s = f / (2 + f) and c / u
-    sr, hfsq = _log_poly(f, f * (m * inv))
-    dk = float(k)
-    c = cs * (d * inv)
-    y = sr + (dk * 1.90821492927058770002e-10 + c) - hfsq + f + dk * 6.93147180369123816490e-01
-    y = x if abs(x) < 1.1102230246251565e-16 else y  # |x| < 2**-53: -0.0 and subnormals
-    y = y if x <= 1.7976931348623157e308 else x  # +inf
-    y = y if x > -1.0 else (-np.inf if x == -1.0 else np.nan)
-    return x if np.isnan(x) else y
-
-
-@_elementwise
-def _softplus(x_):
-    """log(1 + exp(x)) = logaddexp(0, x) (1.41 ulp), as max(x, 0) + log1p(exp(-|x|))."""
-    x = np.float64(x_)
-    a = abs(x)
-    a = min(746.0, a)
-    y = max(0.0, x) + _log1p(_exp(-a))
-    return x if np.isnan(x) else y
+_kernel = _runtime._kernel
+_run_checked = _runtime._run_checked
+# The runtime's elementary functions the kernels call (compiled into their loops).
+_exp = _runtime._exp
+_log = _runtime._log
+_sigmoid = _runtime._sigmoid
+_softplus = _runtime._softplus
+_tanh = _runtime._tanh
 
 
 class one_layer_Grads(NamedTuple):
@@ -474,16 +83,20 @@ def _one_layer_forward(X, Y, W):
 @_kernel
 def _one_layer_backward(g, X, P, loss_1, N, K):
     # scalars:
-    #   loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dloss_1 = g * 2
+    #   loss = sum((P - Y) ** 2), backward:
+    #     → power: mul_g = g * 2
+    mul_g = g * 2
     # fused loop over [N, K]:
-    #   loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   P = sigmoid(X @ W)  →  sigmoid: dx = dy * y * (1 - y)
+    #   loss = sum((P - Y) ** 2), backward:
+    #     → power: dP = mul_g * loss_1
+    #   P = sigmoid(X @ W), backward:
+    #     → sigmoid: dP_1 = dP * (P * (1 - P))
     dP_1 = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            dP_1[i, j] = dloss_1 * loss_1[i, j] * (P[i, j] * (1 - P[i, j]))
-    # P = sigmoid(X @ W)  →  left product: dB = A.T @ dZ
+            dP_1[i, j] = mul_g * loss_1[i, j] * (P[i, j] * (1 - P[i, j]))
+    # P = sigmoid(X @ W), backward:
+    #   → left product: dW = X.T @ dP_1
     dW = np.dot(X.T, dP_1)
     return (dW,)
 
@@ -501,8 +114,10 @@ def _one_layer_value_and_grad(X, Y, W):
     # fused loop over [N, K]:
     #   P = sigmoid(X @ W)
     #   loss = sum((P - Y) ** 2)
-    #   loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   P = sigmoid(X @ W)  →  sigmoid: dx = dy * y * (1 - y)
+    #   loss = sum((P - Y) ** 2), backward:
+    #     → power: dP = 2 * loss_1
+    #   P = sigmoid(X @ W), backward:
+    #     → sigmoid: dP_1 = dP * (P * (1 - P))
     P = P_1  # in place of P_1: not read after this loop
     loss_cols = np.zeros((K,), dtype=np.float64)
     dP_1 = np.empty((N, K), dtype=np.float64)
@@ -515,7 +130,8 @@ def _one_layer_value_and_grad(X, Y, W):
             dP_1[i, j] = 2 * loss_1_e * (P_e * (1 - P_e))
     loss = loss_cols.sum()
     loss_cols = np.empty(0)  # frees the partial sums now
-    # P = sigmoid(X @ W)  →  left product: dB = A.T @ dZ
+    # P = sigmoid(X @ W), backward:
+    #   → left product: dW = X.T @ dP_1
     dW = np.dot(X.T, dP_1)
     return loss, P, dW
 
@@ -638,25 +254,31 @@ def _mlp_mse_forward(X, Y, W1, b1, W2, b2):
 @_kernel
 def _mlp_mse_backward(g, X, W2, H1, loss_1, N, K, H):
     # scalars:
-    #   loss = sum((Z2 - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dloss_1 = g * 2
+    #   loss = sum((Z2 - Y) ** 2), backward:
+    #     → power: mul_g = g * 2
+    mul_g = g * 2
     # fused loop over [N, K]:
-    #   loss = sum((Z2 - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   Z2 = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    dloss_1_2 = np.empty((N, K), dtype=np.float64)
+    #   loss = sum((Z2 - Y) ** 2), backward:
+    #     → power: dZ2 = mul_g * loss_1
+    #   Z2 = H1 @ W2 + b2, backward:
+    #     → addition: db2 = sum(dZ2, axis=0); broadcast [K] to [N, K]: sum over rows
+    dZ2 = np.empty((N, K), dtype=np.float64)
     db2 = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            dloss_1_2_e = dloss_1 * loss_1[i, j]
-            dloss_1_2[i, j] = dloss_1_2_e
-            db2[j] += dloss_1_2_e
-    # Z2 = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
-    dH1 = np.dot(dloss_1_2, W2.T)
-    # Z2 = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
-    dW2 = np.dot(H1.T, dloss_1_2)
+            dZ2_e = mul_g * loss_1[i, j]
+            dZ2[i, j] = dZ2_e
+            db2[j] += dZ2_e
+    # Z2 = H1 @ W2 + b2, backward:
+    #   → right product: dH1 = dZ2 @ W2.T
+    dH1 = np.dot(dZ2, W2.T)
+    #   → left product: dW2 = H1.T @ dZ2
+    dW2 = np.dot(H1.T, dZ2)
     # fused loop over [N, H]:
-    #   H1 = tanh(Z1)  →  tanh: dx = dy * (1 - y * y)
-    #   Z1 = X @ W1 + b1  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
+    #   H1 = tanh(Z1), backward:
+    #     → tanh: dZ1 = dH1 * (1 - H1 * H1)
+    #   Z1 = X @ W1 + b1, backward:
+    #     → addition: db1 = sum(dZ1, axis=0); broadcast [H] to [N, H]: sum over rows
     dZ1 = dH1  # in place of dH1: not read after this loop
     db1 = np.zeros((H,), dtype=np.float64)
     for i in range(N):
@@ -664,7 +286,8 @@ def _mlp_mse_backward(g, X, W2, H1, loss_1, N, K, H):
             dZ1_e = dH1[i, j] * (1 - H1[i, j] * H1[i, j])
             dZ1[i, j] = dZ1_e
             db1[j] += dZ1_e
-    # Z1 = X @ W1 + b1  →  left product: dB = A.T @ dZ
+    # Z1 = X @ W1 + b1, backward:
+    #   → left product: dW1 = X.T @ dZ1
     dW1 = np.dot(X.T, dZ1)
     return dW1, db1, dW2, db2
 
@@ -699,11 +322,13 @@ def _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
     # fused loop over [N, K]:
     #   Z2 = H1 @ W2 + b2
     #   loss = sum((Z2 - Y) ** 2)
-    #   loss = sum((Z2 - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   Z2 = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
+    #   loss = sum((Z2 - Y) ** 2), backward:
+    #     → power: dZ2 = 2 * loss_1
+    #   Z2 = H1 @ W2 + b2, backward:
+    #     → addition: db2 = sum(dZ2, axis=0); broadcast [K] to [N, K]: sum over rows
     Z2 = Z2_1  # in place of Z2_1: not read after this loop
     loss_cols = np.zeros((K,), dtype=np.float64)
-    dloss_1 = np.empty((N, K), dtype=np.float64)
+    dZ2 = np.empty((N, K), dtype=np.float64)
     db2 = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
@@ -711,18 +336,21 @@ def _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
             Z2[i, j] = Z2_e
             loss_1_e = Z2_e - Y[i, j]
             loss_cols[j] += loss_1_e**2
-            dloss_1_e = 2 * loss_1_e
-            dloss_1[i, j] = dloss_1_e
-            db2[j] += dloss_1_e
+            dZ2_e = 2 * loss_1_e
+            dZ2[i, j] = dZ2_e
+            db2[j] += dZ2_e
     loss = loss_cols.sum()
     loss_cols = np.empty(0)  # frees the partial sums now
-    # Z2 = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
-    dH1 = np.dot(dloss_1, W2.T)
-    # Z2 = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
-    dW2 = np.dot(H1.T, dloss_1)
+    # Z2 = H1 @ W2 + b2, backward:
+    #   → right product: dH1 = dZ2 @ W2.T
+    dH1 = np.dot(dZ2, W2.T)
+    #   → left product: dW2 = H1.T @ dZ2
+    dW2 = np.dot(H1.T, dZ2)
     # fused loop over [N, H]:
-    #   H1 = tanh(Z1)  →  tanh: dx = dy * (1 - y * y)
-    #   Z1 = X @ W1 + b1  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
+    #   H1 = tanh(Z1), backward:
+    #     → tanh: dZ1 = dH1 * (1 - H1 * H1)
+    #   Z1 = X @ W1 + b1, backward:
+    #     → addition: db1 = sum(dZ1, axis=0); broadcast [H] to [N, H]: sum over rows
     dZ1 = dH1  # in place of dH1: not read after this loop
     db1 = np.zeros((H,), dtype=np.float64)
     for i in range(N):
@@ -730,7 +358,8 @@ def _mlp_mse_value_and_grad(X, Y, W1, b1, W2, b2):
             dZ1_e = dH1[i, j] * (1 - H1[i, j] * H1[i, j])
             dZ1[i, j] = dZ1_e
             db1[j] += dZ1_e
-    # Z1 = X @ W1 + b1  →  left product: dB = A.T @ dZ
+    # Z1 = X @ W1 + b1, backward:
+    #   → left product: dW1 = X.T @ dZ1
     dW1 = np.dot(X.T, dZ1)
     return loss, Z2, dW1, db1, dW2, db2
 
@@ -831,20 +460,24 @@ def _linear_regression_forward(X, y, w, b):
 @_kernel
 def _linear_regression_backward(g, X, r, N):
     # scalars:
-    #   loss = mean(r ** 2)  →  mean: dX = dm / n, broadcast over the n averaged elements
-    #   loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dr = g / N * 2
+    #   loss = mean(r ** 2), backward:
+    #     → mean: dloss_1 = g / N
+    #     → power: mul_dloss_1 = dloss_1 * 2
+    mul_dloss_1 = g / N * 2
     # fused loop over [N]:
-    #   loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   r = X @ w + b - y  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
-    dr_2 = np.empty((N,), dtype=np.float64)
+    #   loss = mean(r ** 2), backward:
+    #     → power: dr = mul_dloss_1 * r
+    #   r = X @ w + b - y, backward:
+    #     → addition: db = sum(dr); broadcast [] to [N]: sum over axes 0
+    dr = np.empty((N,), dtype=np.float64)
     db = 0.0
     for i in range(N):
-        dr_2_e = dr * r[i]
-        dr_2[i] = dr_2_e
-        db += dr_2_e
-    # r = X @ w + b - y  →  matrix-vector product: db = A.T @ dz
-    dw = np.dot(X.T, dr_2)
+        dr_e = mul_dloss_1 * r[i]
+        dr[i] = dr_e
+        db += dr_e
+    # r = X @ w + b - y, backward:
+    #   → matrix-vector product: dw = X.T @ dr
+    dw = np.dot(X.T, dr)
     return dw, db
 
 
@@ -868,20 +501,24 @@ def _linear_regression_value_and_grad(X, y, w, b):
         loss += r_e**2
     loss = loss / N
     # scalars:
-    #   loss = mean(r ** 2)  →  mean: dX = dm / n, broadcast over the n averaged elements
-    #   loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dr = 1 / N * 2
+    #   loss = mean(r ** 2), backward:
+    #     → mean: dloss_1 = 1 / N
+    #     → power: mul_dloss_1 = dloss_1 * 2
+    mul_dloss_1 = 1 / N * 2
     # fused loop over [N]:
-    #   loss = mean(r ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   r = X @ w + b - y  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
-    dr_2 = r  # in place of r: not read after this loop
+    #   loss = mean(r ** 2), backward:
+    #     → power: dr = mul_dloss_1 * r
+    #   r = X @ w + b - y, backward:
+    #     → addition: db = sum(dr); broadcast [] to [N]: sum over axes 0
+    dr = r  # in place of r: not read after this loop
     db = 0.0
     for i in range(N):
-        dr_2_e = dr * r[i]
-        dr_2[i] = dr_2_e
-        db += dr_2_e
-    # r = X @ w + b - y  →  matrix-vector product: db = A.T @ dz
-    dw = np.dot(X.T, dr_2)
+        dr_e = mul_dloss_1 * r[i]
+        dr[i] = dr_e
+        db += dr_e
+    # r = X @ w + b - y, backward:
+    #   → matrix-vector product: dw = X.T @ dr
+    dw = np.dot(X.T, dr)
     return loss, dw, db
 
 
@@ -976,24 +613,26 @@ def _logistic_regression_forward(X, y, w, b):
 @_kernel
 def _logistic_regression_backward(g, X, y, z, loss_1, N):
     # scalars:
-    #   loss = mean(softplus(z) - y * z)  →  mean: dX = dm / n, broadcast over the n averaged
-    #       elements
-    #   loss = mean(softplus(z) - y * z)  →  subtraction: db = -dz
+    #   loss = mean(softplus(z) - y * z), backward:
+    #     → mean: dloss_3 = g / N
+    #     → subtraction: dloss_2 = -dloss_3
     dloss_3_e = g / N
     dloss_3 = dloss_3_e
     dloss_2 = -dloss_3_e
     # fused loop over [N]:
-    #   loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y)
-    #   loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz; accumulate (dz: z is
-    #       used 3 times)
-    #   z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
+    #   loss = mean(softplus(z) - y * z), backward:
+    #     → softplus: dz = dloss_3 * exp(z - loss_1)
+    #     → Hadamard product: dz = dz + y * dloss_2; accumulate (dz: z is used 3 times)
+    #   z = X @ w + b, backward:
+    #     → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
     dz = np.empty((N,), dtype=np.float64)
     db = 0.0
     for i in range(N):
         dz_e = dloss_3 * _exp(z[i] - loss_1[i]) + y[i] * dloss_2
         dz[i] = dz_e
         db += dz_e
-    # z = X @ w + b  →  matrix-vector product: db = A.T @ dz
+    # z = X @ w + b, backward:
+    #   → matrix-vector product: dw = X.T @ dz
     dw = np.dot(X.T, dz)
     return dw, db
 
@@ -1024,24 +663,26 @@ def _logistic_regression_value_and_grad(X, y, w, b):
         p[i] = _sigmoid(z_e)
     loss = loss / N
     # scalars:
-    #   loss = mean(softplus(z) - y * z)  →  mean: dX = dm / n, broadcast over the n averaged
-    #       elements
-    #   loss = mean(softplus(z) - y * z)  →  subtraction: db = -dz
+    #   loss = mean(softplus(z) - y * z), backward:
+    #     → mean: dloss_3 = 1 / N
+    #     → subtraction: dloss_2 = -dloss_3
     dloss_3_e = 1 / N
     dloss_3 = dloss_3_e
     dloss_2 = -dloss_3_e
     # fused loop over [N]:
-    #   loss = mean(softplus(z) - y * z)  →  softplus: dx = dy * sigmoid(x) = dy * exp(x - y)
-    #   loss = mean(softplus(z) - y * z)  →  Hadamard product: db = a * dz; accumulate (dz: z is
-    #       used 3 times)
-    #   z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
+    #   loss = mean(softplus(z) - y * z), backward:
+    #     → softplus: dz = dloss_3 * exp(z - loss_1)
+    #     → Hadamard product: dz = dz + y * dloss_2; accumulate (dz: z is used 3 times)
+    #   z = X @ w + b, backward:
+    #     → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
     dz = loss_1  # in place of loss_1: not read after this loop
     db = 0.0
     for i in range(N):
         dz_e = dloss_3 * _exp(z[i] - loss_1[i]) + y[i] * dloss_2
         dz[i] = dz_e
         db += dz_e
-    # z = X @ w + b  →  matrix-vector product: db = A.T @ dz
+    # z = X @ w + b, backward:
+    #   → matrix-vector product: dw = X.T @ dz
     dw = np.dot(X.T, dz)
     return loss, p, dw, db
 
@@ -1135,39 +776,39 @@ def _softmax_regression_forward(X, Y, W, b):
     #   Z = X @ W + b
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     Z = Z_1  # in place of Z_1: not read after this loop
-    t_1 = np.full((N, 1), -np.inf, dtype=np.float64)
+    rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
         for j in range(K):
             Z_e = Z_1[i, j] + b[j]
             Z[i, j] = Z_e
-            t_1[i, 0] = max(t_1[i, 0], Z_e)
+            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z_e)
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_2 = np.empty((N, 1), dtype=np.float64)
+    shift_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_2[i, j] = t_1[i, j] if abs(t_1[i, j]) < np.inf else 0.0
+            shift_Z[i, j] = rowmax_Z[i, j] if abs(rowmax_Z[i, j]) < np.inf else 0.0
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_5 = np.zeros((N, 1), dtype=np.float64)
-    t_6 = np.empty((N, K), dtype=np.float64)
+    sumexp_Z = np.zeros((N, 1), dtype=np.float64)
+    Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            t_5[i, 0] += _exp(Z[i, j] - t_2[i, 0])
-            t_6[i, j] = Z[i, j] - t_2[i, 0]
+            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_7 = np.empty((N, 1), dtype=np.float64)
+    log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_7[i, j] = _log(t_5[i, j])
+            log_sumexp_Z[i, j] = _log(sumexp_Z[i, j])
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = t_6  # in place of t_6: not read after this loop
+    loss_1 = Z_shifted  # in place of Z_shifted: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            loss_1_e = t_6[i, j] - t_7[i, 0]
+            loss_1_e = Z_shifted[i, j] - log_sumexp_Z[i, 0]
             loss_1[i, j] = loss_1_e
             loss_3[i] += Y[i, j] * loss_1_e
     # fused loop over [N]:
@@ -1185,36 +826,39 @@ def _softmax_regression_forward(X, Y, W, b):
 @_kernel
 def _softmax_regression_backward(g, X, Y, loss_1, N, K):
     # scalars:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  negation: dx = -dy
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
-    #       the n averaged elements
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → negation: dloss_4 = -g
+    #     → mean: dloss_3 = dloss_4 / N
     dloss_3 = -g / N
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → Hadamard product: dloss_1 = Y * dloss_3
+    #     → log_softmax: rowsum_dloss_1 = sum(dloss_1, axis=1, keepdims=True)
+    #     → log_softmax: exp_loss_1 = exp(loss_1)
     dloss_1 = np.empty((N, K), dtype=np.float64)
-    dZ = np.zeros((N, 1), dtype=np.float64)
-    dZ_2 = np.empty((N, K), dtype=np.float64)
+    rowsum_dloss_1 = np.zeros((N, 1), dtype=np.float64)
+    exp_loss_1 = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
             dloss_1_e = Y[i, j] * dloss_3
             dloss_1[i, j] = dloss_1_e
-            dZ[i, 0] += dloss_1_e
-            dZ_2[i, j] = _exp(loss_1[i, j])
+            rowsum_dloss_1[i, 0] += dloss_1_e
+            exp_loss_1[i, j] = _exp(loss_1[i, j])
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
-    #   Z = X @ W + b  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    dZ_3 = dloss_1  # in place of dloss_1: not read after this loop
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → log_softmax: dZ = dloss_1 - exp_loss_1 * rowsum_dloss_1
+    #   Z = X @ W + b, backward:
+    #     → addition: db = sum(dZ, axis=0); broadcast [K] to [N, K]: sum over rows
+    dZ = dloss_1  # in place of dloss_1: not read after this loop
     db = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            dZ_3_e = dloss_1[i, j] - dZ_2[i, j] * dZ[i, 0]
-            dZ_3[i, j] = dZ_3_e
-            db[j] += dZ_3_e
-    # Z = X @ W + b  →  left product: dB = A.T @ dZ
-    dW = np.dot(X.T, dZ_3)
+            dZ_e = dloss_1[i, j] - exp_loss_1[i, j] * rowsum_dloss_1[i, 0]
+            dZ[i, j] = dZ_e
+            db[j] += dZ_e
+    # Z = X @ W + b, backward:
+    #   → left product: dW = X.T @ dZ
+    dW = np.dot(X.T, dZ)
     return dW, db
 
 
@@ -1237,39 +881,39 @@ def _softmax_regression_value_and_grad(X, Y, W, b):
     #   Z = X @ W + b
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     Z = Z_1  # in place of Z_1: not read after this loop
-    t_1 = np.full((N, 1), -np.inf, dtype=np.float64)
+    rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
         for j in range(K):
             Z_e = Z_1[i, j] + b[j]
             Z[i, j] = Z_e
-            t_1[i, 0] = max(t_1[i, 0], Z_e)
+            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z_e)
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_2 = np.empty((N, 1), dtype=np.float64)
+    shift_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_2[i, j] = t_1[i, j] if abs(t_1[i, j]) < np.inf else 0.0
+            shift_Z[i, j] = rowmax_Z[i, j] if abs(rowmax_Z[i, j]) < np.inf else 0.0
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_5 = np.zeros((N, 1), dtype=np.float64)
-    t_6 = np.empty((N, K), dtype=np.float64)
+    sumexp_Z = np.zeros((N, 1), dtype=np.float64)
+    Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            t_5[i, 0] += _exp(Z[i, j] - t_2[i, 0])
-            t_6[i, j] = Z[i, j] - t_2[i, 0]
+            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_7 = np.empty((N, 1), dtype=np.float64)
+    log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_7[i, j] = _log(t_5[i, j])
+            log_sumexp_Z[i, j] = _log(sumexp_Z[i, j])
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = t_6  # in place of t_6: not read after this loop
+    loss_1 = Z_shifted  # in place of Z_shifted: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            loss_1_e = t_6[i, j] - t_7[i, 0]
+            loss_1_e = Z_shifted[i, j] - log_sumexp_Z[i, 0]
             loss_1[i, j] = loss_1_e
             loss_3[i] += Y[i, j] * loss_1_e
     # fused loop over [N]:
@@ -1280,36 +924,39 @@ def _softmax_regression_value_and_grad(X, Y, W, b):
     loss_4 = loss_4 / N
     # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
-    #       the n averaged elements
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → mean: dloss_3 = -1 / N
     loss = -loss_4
     dloss_3 = -1 / N
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → Hadamard product: dloss_1 = Y * dloss_3
+    #     → log_softmax: rowsum_dloss_1 = sum(dloss_1, axis=1, keepdims=True)
+    #     → log_softmax: exp_loss_1 = exp(loss_1)
     dloss_1 = np.empty((N, K), dtype=np.float64)
-    dZ = np.zeros((N, 1), dtype=np.float64)
-    dZ_2 = loss_1  # in place of loss_1: not read after this loop
+    rowsum_dloss_1 = np.zeros((N, 1), dtype=np.float64)
+    exp_loss_1 = loss_1  # in place of loss_1: not read after this loop
     for i in range(N):
         for j in range(K):
             dloss_1_e = Y[i, j] * dloss_3
             dloss_1[i, j] = dloss_1_e
-            dZ[i, 0] += dloss_1_e
-            dZ_2[i, j] = _exp(loss_1[i, j])
+            rowsum_dloss_1[i, 0] += dloss_1_e
+            exp_loss_1[i, j] = _exp(loss_1[i, j])
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
-    #   Z = X @ W + b  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    dZ_3 = dloss_1  # in place of dloss_1: not read after this loop
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → log_softmax: dZ = dloss_1 - exp_loss_1 * rowsum_dloss_1
+    #   Z = X @ W + b, backward:
+    #     → addition: db = sum(dZ, axis=0); broadcast [K] to [N, K]: sum over rows
+    dZ = dloss_1  # in place of dloss_1: not read after this loop
     db = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            dZ_3_e = dloss_1[i, j] - dZ_2[i, j] * dZ[i, 0]
-            dZ_3[i, j] = dZ_3_e
-            db[j] += dZ_3_e
-    # Z = X @ W + b  →  left product: dB = A.T @ dZ
-    dW = np.dot(X.T, dZ_3)
+            dZ_e = dloss_1[i, j] - exp_loss_1[i, j] * rowsum_dloss_1[i, 0]
+            dZ[i, j] = dZ_e
+            db[j] += dZ_e
+    # Z = X @ W + b, backward:
+    #   → left product: dW = X.T @ dZ
+    dW = np.dot(X.T, dZ)
     return loss, Z, dW, db
 
 
@@ -1415,39 +1062,39 @@ def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
     #   Z = H1 @ W2 + b2
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     Z = Z_1  # in place of Z_1: not read after this loop
-    t_1 = np.full((N, 1), -np.inf, dtype=np.float64)
+    rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
         for j in range(K):
             Z_e = Z_1[i, j] + b2[j]
             Z[i, j] = Z_e
-            t_1[i, 0] = max(t_1[i, 0], Z_e)
+            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z_e)
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_2 = np.empty((N, 1), dtype=np.float64)
+    shift_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_2[i, j] = t_1[i, j] if abs(t_1[i, j]) < np.inf else 0.0
+            shift_Z[i, j] = rowmax_Z[i, j] if abs(rowmax_Z[i, j]) < np.inf else 0.0
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_5 = np.zeros((N, 1), dtype=np.float64)
-    t_6 = np.empty((N, K), dtype=np.float64)
+    sumexp_Z = np.zeros((N, 1), dtype=np.float64)
+    Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            t_5[i, 0] += _exp(Z[i, j] - t_2[i, 0])
-            t_6[i, j] = Z[i, j] - t_2[i, 0]
+            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_7 = np.empty((N, 1), dtype=np.float64)
+    log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_7[i, j] = _log(t_5[i, j])
+            log_sumexp_Z[i, j] = _log(sumexp_Z[i, j])
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = t_6  # in place of t_6: not read after this loop
+    loss_1 = Z_shifted  # in place of Z_shifted: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            loss_1_e = t_6[i, j] - t_7[i, 0]
+            loss_1_e = Z_shifted[i, j] - log_sumexp_Z[i, 0]
             loss_1[i, j] = loss_1_e
             loss_3[i] += Y[i, j] * loss_1_e
     # fused loop over [N]:
@@ -1465,41 +1112,45 @@ def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
 @_kernel
 def _mlp_classifier_backward(g, X, Y, W2, H1, loss_1, N, K, H):
     # scalars:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  negation: dx = -dy
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
-    #       the n averaged elements
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → negation: dloss_4 = -g
+    #     → mean: dloss_3 = dloss_4 / N
     dloss_3 = -g / N
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → Hadamard product: dloss_1 = Y * dloss_3
+    #     → log_softmax: rowsum_dloss_1 = sum(dloss_1, axis=1, keepdims=True)
+    #     → log_softmax: exp_loss_1 = exp(loss_1)
     dloss_1 = np.empty((N, K), dtype=np.float64)
-    dZ = np.zeros((N, 1), dtype=np.float64)
-    dZ_2 = np.empty((N, K), dtype=np.float64)
+    rowsum_dloss_1 = np.zeros((N, 1), dtype=np.float64)
+    exp_loss_1 = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
             dloss_1_e = Y[i, j] * dloss_3
             dloss_1[i, j] = dloss_1_e
-            dZ[i, 0] += dloss_1_e
-            dZ_2[i, j] = _exp(loss_1[i, j])
+            rowsum_dloss_1[i, 0] += dloss_1_e
+            exp_loss_1[i, j] = _exp(loss_1[i, j])
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
-    #   Z = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    dZ_3 = dloss_1  # in place of dloss_1: not read after this loop
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → log_softmax: dZ = dloss_1 - exp_loss_1 * rowsum_dloss_1
+    #   Z = H1 @ W2 + b2, backward:
+    #     → addition: db2 = sum(dZ, axis=0); broadcast [K] to [N, K]: sum over rows
+    dZ = dloss_1  # in place of dloss_1: not read after this loop
     db2 = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            dZ_3_e = dloss_1[i, j] - dZ_2[i, j] * dZ[i, 0]
-            dZ_3[i, j] = dZ_3_e
-            db2[j] += dZ_3_e
-    # Z = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
-    dH1 = np.dot(dZ_3, W2.T)
-    # Z = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
-    dW2 = np.dot(H1.T, dZ_3)
+            dZ_e = dloss_1[i, j] - exp_loss_1[i, j] * rowsum_dloss_1[i, 0]
+            dZ[i, j] = dZ_e
+            db2[j] += dZ_e
+    # Z = H1 @ W2 + b2, backward:
+    #   → right product: dH1 = dZ @ W2.T
+    dH1 = np.dot(dZ, W2.T)
+    #   → left product: dW2 = H1.T @ dZ
+    dW2 = np.dot(H1.T, dZ)
     # fused loop over [N, H]:
-    #   H1 = tanh(X @ W1 + b1)  →  tanh: dx = dy * (1 - y * y)
-    #   H1 = tanh(X @ W1 + b1)  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
+    #   H1 = tanh(X @ W1 + b1), backward:
+    #     → tanh: dH1_2 = dH1 * (1 - H1 * H1)
+    #     → addition: db1 = sum(dH1_2, axis=0); broadcast [H] to [N, H]: sum over rows
     dH1_2 = dH1  # in place of dH1: not read after this loop
     db1 = np.zeros((H,), dtype=np.float64)
     for i in range(N):
@@ -1507,7 +1158,8 @@ def _mlp_classifier_backward(g, X, Y, W2, H1, loss_1, N, K, H):
             dH1_2_e = dH1[i, j] * (1 - H1[i, j] * H1[i, j])
             dH1_2[i, j] = dH1_2_e
             db1[j] += dH1_2_e
-    # H1 = tanh(X @ W1 + b1)  →  left product: dB = A.T @ dZ
+    # H1 = tanh(X @ W1 + b1), backward:
+    #   → left product: dW1 = X.T @ dH1_2
     dW1 = np.dot(X.T, dH1_2)
     return dW1, db1, dW2, db2
 
@@ -1542,39 +1194,39 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     #   Z = H1 @ W2 + b2
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     Z = Z_1  # in place of Z_1: not read after this loop
-    t_1 = np.full((N, 1), -np.inf, dtype=np.float64)
+    rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
         for j in range(K):
             Z_e = Z_1[i, j] + b2[j]
             Z[i, j] = Z_e
-            t_1[i, 0] = max(t_1[i, 0], Z_e)
+            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z_e)
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_2 = np.empty((N, 1), dtype=np.float64)
+    shift_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_2[i, j] = t_1[i, j] if abs(t_1[i, j]) < np.inf else 0.0
+            shift_Z[i, j] = rowmax_Z[i, j] if abs(rowmax_Z[i, j]) < np.inf else 0.0
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_5 = np.zeros((N, 1), dtype=np.float64)
-    t_6 = np.empty((N, K), dtype=np.float64)
+    sumexp_Z = np.zeros((N, 1), dtype=np.float64)
+    Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            t_5[i, 0] += _exp(Z[i, j] - t_2[i, 0])
-            t_6[i, j] = Z[i, j] - t_2[i, 0]
+            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    t_7 = np.empty((N, 1), dtype=np.float64)
+    log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
     for i in range(N):
         for j in range(1):
-            t_7[i, j] = _log(t_5[i, j])
+            log_sumexp_Z[i, j] = _log(sumexp_Z[i, j])
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    loss_1 = t_6  # in place of t_6: not read after this loop
+    loss_1 = Z_shifted  # in place of Z_shifted: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            loss_1_e = t_6[i, j] - t_7[i, 0]
+            loss_1_e = Z_shifted[i, j] - log_sumexp_Z[i, 0]
             loss_1[i, j] = loss_1_e
             loss_3[i] += Y[i, j] * loss_1_e
     # fused loop over [N]:
@@ -1585,41 +1237,45 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     loss_4 = loss_4 / N
     # scalars:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  mean: dX = dm / n, broadcast over
-    #       the n averaged elements
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → mean: dloss_3 = -1 / N
     loss = -loss_4
     dloss_3 = -1 / N
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  Hadamard product: db = a * dz
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → Hadamard product: dloss_1 = Y * dloss_3
+    #     → log_softmax: rowsum_dloss_1 = sum(dloss_1, axis=1, keepdims=True)
+    #     → log_softmax: exp_loss_1 = exp(loss_1)
     dloss_1 = np.empty((N, K), dtype=np.float64)
-    dZ = np.zeros((N, 1), dtype=np.float64)
-    dZ_2 = loss_1  # in place of loss_1: not read after this loop
+    rowsum_dloss_1 = np.zeros((N, 1), dtype=np.float64)
+    exp_loss_1 = loss_1  # in place of loss_1: not read after this loop
     for i in range(N):
         for j in range(K):
             dloss_1_e = Y[i, j] * dloss_3
             dloss_1[i, j] = dloss_1_e
-            dZ[i, 0] += dloss_1_e
-            dZ_2[i, j] = _exp(loss_1[i, j])
+            rowsum_dloss_1[i, 0] += dloss_1_e
+            exp_loss_1[i, j] = _exp(loss_1[i, j])
     # fused loop over [N, K]:
-    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))  →  log_softmax: dx = dy - exp(y) *
-    #       sum(dy, axis)
-    #   Z = H1 @ W2 + b2  →  addition: db = dz; broadcast [K] to [N, K]: sum over rows
-    dZ_3 = dloss_1  # in place of dloss_1: not read after this loop
+    #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
+    #     → log_softmax: dZ = dloss_1 - exp_loss_1 * rowsum_dloss_1
+    #   Z = H1 @ W2 + b2, backward:
+    #     → addition: db2 = sum(dZ, axis=0); broadcast [K] to [N, K]: sum over rows
+    dZ = dloss_1  # in place of dloss_1: not read after this loop
     db2 = np.zeros((K,), dtype=np.float64)
     for i in range(N):
         for j in range(K):
-            dZ_3_e = dloss_1[i, j] - dZ_2[i, j] * dZ[i, 0]
-            dZ_3[i, j] = dZ_3_e
-            db2[j] += dZ_3_e
-    # Z = H1 @ W2 + b2  →  right product: dA = dZ @ B.T
-    dH1 = np.dot(dZ_3, W2.T)
-    # Z = H1 @ W2 + b2  →  left product: dB = A.T @ dZ
-    dW2 = np.dot(H1.T, dZ_3)
+            dZ_e = dloss_1[i, j] - exp_loss_1[i, j] * rowsum_dloss_1[i, 0]
+            dZ[i, j] = dZ_e
+            db2[j] += dZ_e
+    # Z = H1 @ W2 + b2, backward:
+    #   → right product: dH1 = dZ @ W2.T
+    dH1 = np.dot(dZ, W2.T)
+    #   → left product: dW2 = H1.T @ dZ
+    dW2 = np.dot(H1.T, dZ)
     # fused loop over [N, H]:
-    #   H1 = tanh(X @ W1 + b1)  →  tanh: dx = dy * (1 - y * y)
-    #   H1 = tanh(X @ W1 + b1)  →  addition: db = dz; broadcast [H] to [N, H]: sum over rows
+    #   H1 = tanh(X @ W1 + b1), backward:
+    #     → tanh: dH1_2 = dH1 * (1 - H1 * H1)
+    #     → addition: db1 = sum(dH1_2, axis=0); broadcast [H] to [N, H]: sum over rows
     dH1_2 = dH1  # in place of dH1: not read after this loop
     db1 = np.zeros((H,), dtype=np.float64)
     for i in range(N):
@@ -1627,7 +1283,8 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
             dH1_2_e = dH1[i, j] * (1 - H1[i, j] * H1[i, j])
             dH1_2[i, j] = dH1_2_e
             db1[j] += dH1_2_e
-    # H1 = tanh(X @ W1 + b1)  →  left product: dB = A.T @ dZ
+    # H1 = tanh(X @ W1 + b1), backward:
+    #   → left product: dW1 = X.T @ dH1_2
     dW1 = np.dot(X.T, dH1_2)
     return loss, Z, dW1, db1, dW2, db2
 
@@ -1697,3 +1354,111 @@ def mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
             _mlp_classifier_value_and_grad, X, Y, W1, b1, W2, b2
         )
     return (_DTYPE.type(loss), Z), mlp_classifier_Grads(W1=dW1, b1=db1, W2=dW2, b2=db2)
+
+
+# --- the wrappers' checks of inputs and cotangents (as in the NumPy module) ---
+
+
+# (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
+# loop calls with the same shapes again and again, and then only types and shapes are compared.
+# (The strides go with each shape: kernels take C-contiguous arrays, other layouts are copied.
+# Most calls never get here: a kernel's ``checked`` entry runs them. This serves the calls that
+# fall back, and every call of a --numba-parallel kernel.)
+_CHECKED: dict[tuple, None] = {}
+
+
+def _check_inputs(function, values, shapes):
+    """Return the inputs as float64 arrays after checking them against the spec's shapes."""
+    key = [function]
+    for x in values:
+        if type(x) is not np.ndarray or x.dtype is not _DTYPE:
+            key = None
+            break
+        key.append(x.strides)  # with the shape, it tells a C-contiguous array
+        key.append(x.shape)
+    if key is not None:
+        key = tuple(key)
+        if key in _CHECKED:
+            return values
+    dims = {}
+    checked = []
+    for (name, shape), value in zip(shapes, values, strict=True):
+        x = value if type(value) is np.ndarray else _as_array(function, name, shape, value)
+        if x.dtype != _DTYPE:
+            # integers and booleans are converted (exactly, as lists are), so is another byte
+            # order; another float precision is refused: converting it would change the results
+            if x.dtype.kind not in "biu" and x.dtype.newbyteorder("=") != _DTYPE:
+                raise ValueError(
+                    f"{function}: input {name} has dtype {x.dtype}; expected float64 "
+                    f"with shape {_shape_text(shape)}"
+                )
+            x = x.astype(_DTYPE)
+        ok = x.ndim == len(shape)
+        if ok:
+            for size, dim in zip(x.shape, shape, strict=True):
+                ok = ok and size == (dim if isinstance(dim, int) else dims.setdefault(dim, size))
+        if not ok:
+            bound = ", ".join(f"{d}={dims[d]}" for d in shape if isinstance(d, str) and d in dims)
+            raise ValueError(
+                f"{function}: input {name} has shape {tuple(x.shape)}; expected "
+                f"{_shape_text(shape)}" + (f" with {bound}" if bound else "")
+            )
+        # compiled kernels take scalars for [] inputs and C-contiguous arrays otherwise
+        if x.ndim == 0:
+            x = x[()]
+        elif not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        checked.append(x)
+    if key is not None and all(x is value for x, value in zip(checked, values, strict=True)):
+        if len(_CHECKED) >= 64:
+            _CHECKED.clear()
+        _CHECKED[key] = None
+    return checked
+
+
+def _as_array(function, name, shape, value):
+    """An input that is not a plain ndarray, as one: numbers (Python or NumPy scalars) and lists
+    are converted to float64; ndarray subclasses become plain arrays (np.matrix too, whose
+    2-D shape is then checked); masked arrays are refused, since computing on them would drop
+    the mask."""
+    masked = isinstance(value, np.ma.MaskedArray)  # a ValueError, as for any refused input
+    if masked:
+        raise ValueError(
+            f"{function}: input {name} is a masked array; pass a plain array "
+            f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
+        )
+    try:
+        x = np.asarray(value)
+    except (TypeError, ValueError):
+        x = None
+    if x is None or x.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{function}: input {name} must be a float64 array of shape "
+            f"{_shape_text(shape)}" + ("" if x is None else f" (got dtype {x.dtype})")
+        )
+    if isinstance(value, (int, float, list, tuple, np.generic)):
+        x = x.astype(_DTYPE, copy=False)  # a number or a list: converted whatever its precision
+    return x
+
+
+def _shape_text(shape):
+    """A shape as the spec writes it: [N, 3]."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _check_cotangent(function, g, shape):
+    """Return the cotangent g as a float64 array of the first output's shape."""
+    if type(g) is not np.ndarray:  # converted as an input is
+        g = _as_array(f"{function}_backward", "g", shape, g)
+    if g.dtype != _DTYPE:
+        if g.dtype.kind not in "biu" and g.dtype.newbyteorder("=") != _DTYPE:
+            raise ValueError(f"{function}_backward: g has dtype {g.dtype}; expected float64")
+        g = g.astype(_DTYPE)
+    if g.shape != shape:
+        if g.ndim != 0:
+            raise ValueError(
+                f"{function}_backward: g has shape {tuple(g.shape)}; expected {shape} "
+                "(the shape of the first output) or a scalar"
+            )
+        g = np.broadcast_to(g, shape)
+    return g[()] if g.ndim == 0 else np.ascontiguousarray(g)

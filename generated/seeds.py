@@ -139,7 +139,8 @@ def twice_sum_backward(saved, g=1.0):
     """Gradients of F with respect to A, given g = d(objective)/dF (shape []; a scalar
     broadcasts)."""
     g = _check_cotangent("twice_sum", g, ())
-    # F = 2 * sum(A)  →  sum: dX = ds, broadcast over the summed axes
+    # F = 2 * sum(A), backward:
+    #   → sum: dA = broadcast(2 * g, [2, 3])
     dA = np.full((2, 3), 2 * g, dtype=np.float64)
     return twice_sum_Grads(A=dA)
 
@@ -149,7 +150,8 @@ def twice_sum_value_and_grad(A):
     (A,) = _check_inputs("twice_sum", (A,), _TWICE_SUM_INPUTS)
     # F = 2 * sum(A)
     F = 2 * np.sum(A)
-    # F = 2 * sum(A)  →  sum: dX = ds, broadcast over the summed axes
+    # F = 2 * sum(A), backward:
+    #   → sum: dA = broadcast(2, [2, 3])
     dA = np.full((2, 3), 2, dtype=np.float64)
     return F, twice_sum_Grads(A=dA)
 
@@ -196,14 +198,15 @@ def affine_sum_backward(saved, g=1.0):
     broadcasts)."""
     A, W = saved
     g = _check_cotangent("affine_sum", g, ())
-    # Z = A @ W + B  →  broadcast (a read-only view, no copy)
+    # Z = A @ W + B, backward:
+    #   → right product: dZ_1 = broadcast(g, [2, 2])
     dZ_1 = np.broadcast_to(g, (2, 2))
-    # Z = A @ W + B  →  right product: dA = dZ @ B.T
+    #   → right product: dA = dZ_1 @ W.T
     dA = dZ_1 @ W.T
-    # Z = A @ W + B  →  left product: dB = A.T @ dZ
+    #   → left product: dW = A.T @ dZ_1
     dW = A.T @ dZ_1
     del dZ_1
-    # Z = A @ W + B  →  addition: db = dz; broadcast [2] to [2, 2]: sum over rows
+    #   → addition: dB = broadcast(g * 2, [2]); broadcast [2] to [2, 2]: sum over rows
     dB = np.full((2,), g * 2, dtype=np.float64)
     return affine_sum_Grads(A=dA, W=dW, B=dB)
 
@@ -216,13 +219,14 @@ def affine_sum_value_and_grad(A, W, B):
     Z += B
     # S = sum(Z)
     S = np.sum(Z)
-    # Z = A @ W + B  →  broadcast (a read-only view, no copy)
+    # Z = A @ W + B, backward:
+    #   → right product: dZ_1 = broadcast(1, [2, 2])
     dZ_1 = np.broadcast_to(np.float64(1), (2, 2))
-    # Z = A @ W + B  →  right product: dA = dZ @ B.T
+    #   → right product: dA = dZ_1 @ W.T
     dA = dZ_1 @ W.T
-    # Z = A @ W + B  →  left product: dB = A.T @ dZ
+    #   → left product: dW = A.T @ dZ_1
     dW = A.T @ dZ_1
-    # Z = A @ W + B  →  addition: db = dz; broadcast [2] to [2, 2]: sum over rows
+    #   → addition: dB = broadcast(2, [2]); broadcast [2] to [2, 2]: sum over rows
     dB = np.full((2,), 2, dtype=np.float64)
     return (S, Z), affine_sum_Grads(A=dA, W=dW, B=dB)
 
@@ -269,15 +273,17 @@ def wx_backprop_backward(saved, g=1.0):
     broadcasts)."""
     W, x, f_1 = saved
     g = _check_cotangent("wx_backprop", g, ())
-    # f = 0.5 * sum((d - t) ** 2)  →  Hadamard product: db = a * dz
+    # f = 0.5 * sum((d - t) ** 2), backward:
+    #   → Hadamard product: df_3 = 0.5 * g
     df_3 = 0.5 * g
-    # f = 0.5 * sum((d - t) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    df_1 = df_3 * 2 * f_1
-    # d = W @ x  →  matrix-vector product: dA = outer(dz, b)
-    dW = np.outer(df_1, x)
-    # d = W @ x  →  matrix-vector product: db = A.T @ dz
-    dx = W.T @ df_1
-    del df_1
+    #   → power: dd = df_3 * 2 * f_1
+    dd = df_3 * 2 * f_1
+    # d = W @ x, backward:
+    #   → matrix-vector product: dW = outer(dd, x)
+    dW = np.outer(dd, x)
+    #   → matrix-vector product: dx = W.T @ dd
+    dx = W.T @ dd
+    del dd
     return wx_backprop_Grads(W=dW, x=dx)
 
 
@@ -289,9 +295,10 @@ def wx_backprop_value_and_grad(W, x, t):
     # f = 0.5 * sum((d - t) ** 2)
     f_1 = d - t
     f = 0.5 * np.vdot(f_1, f_1)
-    # d = W @ x  →  matrix-vector product: dA = outer(dz, b)
+    # d = W @ x, backward:
+    #   → matrix-vector product: dW = outer(f_1, x)
     dW = np.outer(f_1, x)
-    # d = W @ x  →  matrix-vector product: db = A.T @ dz
+    #   → matrix-vector product: dx = W.T @ f_1
     dx = W.T @ f_1
     del f_1
     return (f, d), wx_backprop_Grads(W=dW, x=dx)
@@ -340,14 +347,16 @@ def dictionary_learning_backward(saved, g=1.0):
     broadcasts)."""
     D, R, E = saved
     g = _check_cotangent("dictionary_learning", g, ())
-    # f = sum(E ** 2)  →  power: dx = dy * c * x ** (c - 1)
+    # f = sum(E ** 2), backward:
+    #   → power: dE = g * 2 * E
     dE = g * 2 * E
-    # E = X - D @ R  →  subtraction: db = -dz
+    # E = X - D @ R, backward:
+    #   → subtraction: dE_1 = -dE
     dE_1 = np.negative(dE, out=dE)
     del dE
-    # E = X - D @ R  →  right product: dA = dZ @ B.T
+    #   → right product: dD = dE_1 @ R.T
     dD = dE_1 @ R.T
-    # E = X - D @ R  →  left product: dB = A.T @ dZ
+    #   → left product: dR = D.T @ dE_1
     dR = D.T @ dE_1
     del dE_1
     return dictionary_learning_Grads(D=dD, R=dR)
@@ -361,12 +370,13 @@ def dictionary_learning_value_and_grad(X, D, R):
     np.subtract(X, E, out=E)
     # f = sum(E ** 2)
     f = np.vdot(E, E)
-    # E = X - D @ R  →  subtraction: db = -dz
+    # E = X - D @ R, backward:
+    #   → subtraction: dE_1 = -2 * E
     dE_1 = np.multiply(-2, E, out=E)
     del E
-    # E = X - D @ R  →  right product: dA = dZ @ B.T
+    #   → right product: dD = dE_1 @ R.T
     dD = dE_1 @ R.T
-    # E = X - D @ R  →  left product: dB = A.T @ dZ
+    #   → left product: dR = D.T @ dE_1
     dR = D.T @ dE_1
     del dE_1
     return f, dictionary_learning_Grads(D=dD, R=dR)
@@ -411,13 +421,14 @@ def quadratic_form_backward(saved, g=1.0):
     broadcasts)."""
     a, G, f_1 = saved
     g = _check_cotangent("quadratic_form", g, ())
-    # f = a @ G @ a  →  inner product: da = dz * b
+    # f = a @ G @ a, backward:
+    #   → inner product: df_1 = g * a
     df_1 = g * a
-    # f = a @ G @ a  →  inner product: db = a * dz
+    #   → inner product: da = f_1 * g
     da = f_1 * g
-    # f = a @ G @ a  →  vector-matrix product: da = B @ dz; accumulate (da: a is used 2 times)
+    #   → vector-matrix product: da = da + G @ df_1; accumulate (da: a is used 2 times)
     da += G @ df_1
-    # f = a @ G @ a  →  vector-matrix product: dB = outer(a, dz)
+    #   → vector-matrix product: dG = outer(a, df_1)
     dG = np.outer(a, df_1)
     del df_1
     return quadratic_form_Grads(a=da, G=dG)
@@ -429,10 +440,11 @@ def quadratic_form_value_and_grad(a, G):
     # f = a @ G @ a
     f_1 = a @ G
     f = f_1 @ a
-    # f = a @ G @ a  →  vector-matrix product: da = B @ dz; accumulate (da: a is used 2 times)
+    # f = a @ G @ a, backward:
+    #   → vector-matrix product: da = f_1 + G @ a; accumulate (da: a is used 2 times)
     da = np.add(f_1, G @ a, out=f_1)
     del f_1
-    # f = a @ G @ a  →  vector-matrix product: dB = outer(a, dz)
+    #   → vector-matrix product: dG = outer(a, a)
     dG = np.outer(a, a)
     return f, quadratic_form_Grads(a=da, G=dG)
 
@@ -476,9 +488,11 @@ def right_product_backward(saved, g=1.0):
     broadcasts)."""
     W, C = saved
     g = _check_cotangent("right_product", g, ())
-    # f = sum(G * C)  →  Hadamard product: da = dz * b
+    # f = sum(G * C), backward:
+    #   → Hadamard product: dG = g * C
     dG = g * C
-    # G = X @ W  →  right product: dA = dZ @ B.T
+    # G = X @ W, backward:
+    #   → right product: dX = dG @ W.T
     dX = dG @ W.T
     del dG
     return right_product_Grads(X=dX)
@@ -492,7 +506,8 @@ def right_product_value_and_grad(X, W, C):
     # f = sum(G * C)
     f = np.vdot(G, C)
     del G
-    # G = X @ W  →  right product: dA = dZ @ B.T
+    # G = X @ W, backward:
+    #   → right product: dX = C @ W.T
     dX = C @ W.T
     return f, right_product_Grads(X=dX)
 
@@ -536,9 +551,11 @@ def left_product_backward(saved, g=1.0):
     broadcasts)."""
     W, C = saved
     g = _check_cotangent("left_product", g, ())
-    # f = sum(G * C)  →  Hadamard product: da = dz * b
+    # f = sum(G * C), backward:
+    #   → Hadamard product: dG = g * C
     dG = g * C
-    # G = W @ X  →  left product: dB = A.T @ dZ
+    # G = W @ X, backward:
+    #   → left product: dX = W.T @ dG
     dX = W.T @ dG
     del dG
     return left_product_Grads(X=dX)
@@ -552,7 +569,8 @@ def left_product_value_and_grad(W, X, C):
     # f = sum(G * C)
     f = np.vdot(G, C)
     del G
-    # G = W @ X  →  left product: dB = A.T @ dZ
+    # G = W @ X, backward:
+    #   → left product: dX = W.T @ C
     dX = W.T @ C
     return f, left_product_Grads(X=dX)
 
@@ -596,9 +614,11 @@ def hadamard_product_backward(saved, g=1.0):
     broadcasts)."""
     K, C = saved
     g = _check_cotangent("hadamard_product", g, ())
-    # f = sum(G * C)  →  Hadamard product: da = dz * b
+    # f = sum(G * C), backward:
+    #   → Hadamard product: dG = g * C
     dG = g * C
-    # G = X * K  →  Hadamard product: da = dz * b
+    # G = X * K, backward:
+    #   → Hadamard product: dX = dG * K
     dX = np.multiply(dG, K, out=dG)
     del dG
     return hadamard_product_Grads(X=dX)
@@ -612,7 +632,8 @@ def hadamard_product_value_and_grad(X, K, C):
     # f = sum(G * C)
     f = np.vdot(G, C)
     del G
-    # G = X * K  →  Hadamard product: da = dz * b
+    # G = X * K, backward:
+    #   → Hadamard product: dX = C * K
     dX = C * K
     return f, hadamard_product_Grads(X=dX)
 
@@ -657,9 +678,11 @@ def elementwise_function_backward(saved, g=1.0):
     broadcasts)."""
     X, C = saved
     g = _check_cotangent("elementwise_function", g, ())
-    # f = sum(G * C)  →  Hadamard product: da = dz * b
+    # f = sum(G * C), backward:
+    #   → Hadamard product: dG = g * C
     dG = g * C
-    # G = sin(X)  →  sin: dx = dy * cos(x)
+    # G = sin(X), backward:
+    #   → sin: dX = dG * cos(X)
     dX = np.multiply(dG, np.cos(X), out=dG)
     del dG
     return elementwise_function_Grads(X=dX)
@@ -673,7 +696,8 @@ def elementwise_function_value_and_grad(X, C):
     # f = sum(G * C)
     f = np.vdot(G, C)
     del G
-    # G = sin(X)  →  sin: dx = dy * cos(x)
+    # G = sin(X), backward:
+    #   → sin: dX = C * cos(X)
     dX = np.cos(X)
     dX *= C
     return f, elementwise_function_Grads(X=dX)
@@ -717,7 +741,8 @@ def matrix_addition_backward(saved, g=1.0):
     broadcasts)."""
     (C,) = saved
     g = _check_cotangent("matrix_addition", g, ())
-    # f = sum(G * C)  →  Hadamard product: da = dz * b
+    # f = sum(G * C), backward:
+    #   → Hadamard product: dG = g * C
     dG = g * C
     return matrix_addition_Grads(X=dG)
 
@@ -730,7 +755,8 @@ def matrix_addition_value_and_grad(X, K, C):
     # f = sum(G * C)
     f = np.vdot(G, C)
     del G
-    # G = X + K  →  addition: da = dz; copied, dX would be another array
+    # G = X + K, backward:
+    #   → addition: dX = C; copied, dX would be another array
     dX = C.copy()
     return f, matrix_addition_Grads(X=dX)
 
@@ -774,9 +800,11 @@ def row_broadcast_addition_backward(saved, g=1.0):
     broadcasts)."""
     (C,) = saved
     g = _check_cotangent("row_broadcast_addition", g, ())
-    # f = sum(G * C)  →  Hadamard product: da = dz * b
+    # f = sum(G * C), backward:
+    #   → Hadamard product: dG = g * C
     dG = g * C
-    # G = K + x  →  addition: db = dz; broadcast [1, N] to [M, N]: sum over rows
+    # G = K + x, backward:
+    #   → addition: dx = sum(dG, axis=0, keepdims=True); broadcast [1, N] to [M, N]: sum over rows
     dx = np.sum(dG, axis=0, keepdims=True)
     del dG
     return row_broadcast_addition_Grads(x=dx)
@@ -790,7 +818,8 @@ def row_broadcast_addition_value_and_grad(K, x, C):
     # f = sum(G * C)
     f = np.vdot(G, C)
     del G
-    # G = K + x  →  addition: db = dz; broadcast [1, N] to [M, N]: sum over rows
+    # G = K + x, backward:
+    #   → addition: dx = sum(C, axis=0, keepdims=True); broadcast [1, N] to [M, N]: sum over rows
     dx = np.sum(C, axis=0, keepdims=True)
     return f, row_broadcast_addition_Grads(x=dx)
 
@@ -836,9 +865,12 @@ def column_broadcast_addition_backward(saved, g=1.0):
     broadcasts)."""
     (C,) = saved
     g = _check_cotangent("column_broadcast_addition", g, ())
-    # f = sum(G * C)  →  Hadamard product: da = dz * b
+    # f = sum(G * C), backward:
+    #   → Hadamard product: dG = g * C
     dG = g * C
-    # G = K + x  →  addition: db = dz; broadcast [M, 1] to [M, N]: sum over columns
+    # G = K + x, backward:
+    #   → addition: dx = sum(dG, axis=1, keepdims=True); broadcast [M, 1] to [M, N]: sum over
+    #       columns
     dx = np.sum(dG, axis=1, keepdims=True)
     del dG
     return column_broadcast_addition_Grads(x=dx)
@@ -854,7 +886,9 @@ def column_broadcast_addition_value_and_grad(K, x, C):
     # f = sum(G * C)
     f = np.vdot(G, C)
     del G
-    # G = K + x  →  addition: db = dz; broadcast [M, 1] to [M, N]: sum over columns
+    # G = K + x, backward:
+    #   → addition: dx = sum(C, axis=1, keepdims=True); broadcast [M, 1] to [M, N]: sum over
+    #       columns
     dx = np.sum(C, axis=1, keepdims=True)
     return f, column_broadcast_addition_Grads(x=dx)
 
@@ -895,7 +929,8 @@ def squared_frobenius_norm_backward(saved, g=1.0):
     broadcasts)."""
     (G,) = saved
     g = _check_cotangent("squared_frobenius_norm", g, ())
-    # f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
+    # f = sum(G ** 2), backward:
+    #   → power: dG = g * 2 * G
     dG = g * 2 * G
     return squared_frobenius_norm_Grads(G=dG)
 
@@ -905,7 +940,8 @@ def squared_frobenius_norm_value_and_grad(G):
     (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
     # f = sum(G ** 2)
     f = np.vdot(G, G)
-    # f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
+    # f = sum(G ** 2), backward:
+    #   → power: dG = 2 * G
     dG = 2 * G
     return f, squared_frobenius_norm_Grads(G=dG)
 
@@ -949,7 +985,8 @@ def matrix_sum_backward(saved, g=1.0):
     broadcasts)."""
     M, N = saved
     g = _check_cotangent("matrix_sum", g, ())
-    # f = sum(G)  →  sum: dX = ds, broadcast over the summed axes
+    # f = sum(G), backward:
+    #   → sum: dG = broadcast(g, [M, N])
     dG = np.full((M, N), g, dtype=np.float64)
     return matrix_sum_Grads(G=dG)
 
@@ -962,6 +999,7 @@ def matrix_sum_value_and_grad(G):
     N = G.shape[1]
     # f = sum(G)
     f = np.sum(G)
-    # f = sum(G)  →  sum: dX = ds, broadcast over the summed axes
+    # f = sum(G), backward:
+    #   → sum: dG = broadcast(1, [M, N])
     dG = np.full((M, N), 1, dtype=np.float64)
     return f, matrix_sum_Grads(G=dG)

@@ -3,83 +3,1761 @@
 # Spec sha256: 42a1b3fde5abc1620efe9f2f6f597f2cc9acbbcf80155f1d20ee6f465e9eb2ab
 """Worked examples of matrix calculus and one function per derivative rule, as specs."""
 
-import sys
-import types
-import warnings
+import importlib
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 _DTYPE = np.dtype(np.float64)
 _MASKED = np.ma.MaskedArray
 
 
-# Numba's cache (cache=True) finds a kernel's globals again, in a later process, by the name of
-# their module. The kernels get a namespace of their own, registered under one fixed name (one
-# per version of codegen's helpers), so the cache works however this file is imported
-# (generated.nn_numba, nn_numba, by path, ...).
-_KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_43ddbe147a5e", types.ModuleType("_codegen_numba_kernels_43ddbe147a5e")
-)
-vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
-
-
-def _kernel(function):
-    """Compile ``function`` with Numba, its globals the kernels' namespace.
-
-    error_model="numpy": x / 0 is inf or nan as in NumPy, and loops with divisions vectorise.
-    """
-    kernel = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    compiled = _cached(kernel)
-    compiled.checked = _unchecked
-    return compiled
-
-
-def _cached(kernel):
-    """``numba.njit(cache=True)``, or without the cache where Numba has nowhere to write it.
-
-    Numba caches beside this file (``__pycache__``), else in NUMBA_CACHE_DIR or the user's
-    cache directory. When none is writable (a read-only install), it refuses to cache
-    ("no locator available"): the kernel is then compiled at every import, with one warning.
-    """
-    try:
-        return numba.njit(cache=True, error_model="numpy")(kernel)
-    except RuntimeError as error:
-        if "no locator available" not in str(error):
-            raise
-    warnings.warn(
-        f"{__name__}: no writable directory for Numba's cache (beside {__file__}, "
-        "NUMBA_CACHE_DIR or the user's cache directory): kernels are compiled without caching",
-        RuntimeWarning,
-        stacklevel=2,
+# The decorators that compile the kernels, the elementary functions their loops call and the
+# dispatch to checked inputs: codegen's Numba runtime, generated beside this file.
+try:  # from this module's package
+    _runtime = importlib.import_module("._codegen_numba_runtime", __package__ or None)
+except (ImportError, TypeError):  # a top-level module: by name, its directory on sys.path
+    _runtime = importlib.import_module("_codegen_numba_runtime")
+if _runtime._VERSION != "193be609e7a5":
+    raise ImportError(
+        "the Numba runtime beside this module (_codegen_numba_runtime.py) is from another "
+        "version of codegen: generate the module and the runtime again (python -m codegen)"
     )
-    return numba.njit(error_model="numpy")(kernel)
+_kernel = _runtime._kernel
+_run_checked = _runtime._run_checked
+# The runtime's elementary functions the kernels call (compiled into their loops).
+_cos = _runtime._cos
+_short_reduction = _runtime._short_reduction
+_sin = _runtime._sin
+_sincos = _runtime._sincos
 
 
-def _unchecked(*args):
-    """A kernel's ``checked`` entry before any checked call: sends every call to the checks."""
-    raise TypeError("no inputs of these types were checked yet")
+class twice_sum_Grads(NamedTuple):
+    """Gradients of F with respect to A: each has its input's shape."""
+
+    A: np.ndarray
 
 
-def _run_checked(kernel, *args):
-    """``kernel(*args)`` for the inputs _check_inputs returned; ``kernel.checked`` learns them.
+class twice_sum_Saved(NamedTuple):
+    """What twice_sum_backward needs from twice_sum_forward."""
 
-    ``kernel.checked`` is a second dispatcher of the kernel that never compiles: it only has the
-    compilations made here, for types and layouts _check_inputs let through. A wrapper calls it
-    first, without checks in Python (the kernel compares the shapes itself); any other input (a
-    float32 array for a float64 spec, a strided view, a list) raises TypeError there, and the
-    wrapper checks and converts it and comes here.
-    """
-    result = kernel(*args)
-    # (the run function of a --numba-parallel kernel has no compilations of its own: never learns)
-    if len(getattr(kernel.checked, "overloads", ())) < len(getattr(kernel, "overloads", ())):
-        checked = numba.njit(kernel.py_func)
-        for compiled in kernel.overloads.values():
-            checked.add_overload(compiled)
-        checked.disable_compile()
-        kernel.checked = checked
-    return result
+
+_TWICE_SUM_INPUTS = (("A", (2, 3)),)
+
+
+@_kernel
+def _twice_sum_forward(A):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[0] != 2 or A.shape[1] != 3:
+        raise ValueError("twice_sum: the inputs' shapes are not the spec's")
+    # fused loop over [2, 3]:
+    #   F = 2 * sum(A)
+    F_1_cols = np.zeros((3,), dtype=np.float64)
+    for i in range(2):
+        for j in range(3):
+            F_1_cols[j] += A[i, j]
+    F_1 = F_1_cols.sum()
+    F_1_cols = np.empty(0)  # frees the partial sums now
+    # scalars:
+    #   F = 2 * sum(A)
+    F = 2 * F_1
+    return (F,)
+
+
+@_kernel
+def _twice_sum_backward(g):
+    # scalars:
+    #   F = 2 * sum(A), backward:
+    #     → Hadamard product: dF_1 = 2 * g
+    dF_1 = 2 * g
+    # fused loop over [2, 3]:
+    #   F = 2 * sum(A), backward:
+    #     → sum: dA = broadcast(dF_1, [2, 3])
+    dA = np.empty((2, 3), dtype=np.float64)
+    for i in range(2):
+        for j in range(3):
+            dA[i, j] = dF_1
+    return (dA,)
+
+
+@_kernel
+def _twice_sum_value_and_grad(A):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[0] != 2 or A.shape[1] != 3:
+        raise ValueError("twice_sum: the inputs' shapes are not the spec's")
+    # fused loop over [2, 3]:
+    #   F = 2 * sum(A)
+    F_1_cols = np.zeros((3,), dtype=np.float64)
+    for i in range(2):
+        for j in range(3):
+            F_1_cols[j] += A[i, j]
+    F_1 = F_1_cols.sum()
+    F_1_cols = np.empty(0)  # frees the partial sums now
+    # scalars:
+    #   F = 2 * sum(A)
+    F = 2 * F_1
+    # fused loop over [2, 3]:
+    #   F = 2 * sum(A), backward:
+    #     → sum: dA = broadcast(2, [2, 3])
+    dA = np.empty((2, 3), dtype=np.float64)
+    for i in range(2):
+        for j in range(3):
+            dA[i, j] = 2
+    return F, dA
+
+
+def twice_sum(A):
+    """Worked example: F(A) = 2 sum(A); dF/dA = 2 everywhere (A = [[1,2,3],[4,5,6]] gives F =
+    42).
+
+    Returns F."""
+    return twice_sum_forward(A)[0]
+
+
+def twice_sum_forward(A):
+    """Forward pass of twice_sum: returns (F, saved) for twice_sum_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        (F,) = _twice_sum_forward.checked(A)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (A,) = _check_inputs("twice_sum", (A,), _TWICE_SUM_INPUTS)
+        (F,) = _run_checked(_twice_sum_forward, A)
+    return _DTYPE.type(F), twice_sum_Saved()
+
+
+def twice_sum_backward(saved, g=1.0):
+    """Gradients of F with respect to A, given g = d(objective)/dF (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("twice_sum", g, ())
+    (dA,) = _twice_sum_backward(g, *saved)
+    return twice_sum_Grads(A=dA)
+
+
+def twice_sum_value_and_grad(A):
+    """(F, gradients of F with respect to A) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        F, dA = _twice_sum_value_and_grad.checked(A)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (A,) = _check_inputs("twice_sum", (A,), _TWICE_SUM_INPUTS)
+        F, dA = _run_checked(_twice_sum_value_and_grad, A)
+    return _DTYPE.type(F), twice_sum_Grads(A=dA)
+
+
+class affine_sum_Grads(NamedTuple):
+    """Gradients of S with respect to A, W, B: each has its input's shape."""
+
+    A: np.ndarray
+    W: np.ndarray
+    B: np.ndarray
+
+
+class affine_sum_Saved(NamedTuple):
+    """What affine_sum_backward needs from affine_sum_forward."""
+
+    A: np.ndarray
+    W: np.ndarray
+
+
+_AFFINE_SUM_INPUTS = (("A", (2, 3)), ("W", (3, 2)), ("B", (2,)))
+
+
+@_kernel
+def _affine_sum_forward(A, W, B):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[0] != 2 or A.shape[1] != 3 or W.shape[0] != 3 or W.shape[1] != 2 or B.shape[0] != 2:
+        raise ValueError("affine_sum: the inputs' shapes are not the spec's")
+    # Z = A @ W + B
+    Z_1 = np.dot(A, W)
+    # fused loop over [2, 2]:
+    #   Z = A @ W + B
+    #   S = sum(Z)
+    Z = Z_1  # in place of Z_1: not read after this loop
+    S_cols = np.zeros((2,), dtype=np.float64)
+    for i in range(2):
+        for j in range(2):
+            Z_e = Z_1[i, j] + B[j]
+            Z[i, j] = Z_e
+            S_cols[j] += Z_e
+    S = S_cols.sum()
+    return S, Z, A, W
+
+
+@_kernel
+def _affine_sum_backward(g, A, W):
+    # scalars:
+    #   Z = A @ W + B, backward:
+    #     → addition: dB = g * 2
+    dB = g * 2
+    # fused loop over [2, 2]:
+    #   Z = A @ W + B, backward:
+    #     → right product: dZ_1 = broadcast(g, [2, 2])
+    dZ_1 = np.empty((2, 2), dtype=np.float64)
+    for i in range(2):
+        for j in range(2):
+            dZ_1[i, j] = g
+    # Z = A @ W + B, backward:
+    #   → right product: dA = dZ_1 @ W.T
+    dA = np.dot(dZ_1, W.T)
+    #   → left product: dW = A.T @ dZ_1
+    dW = np.dot(A.T, dZ_1)
+    # fused loop over [2]:
+    #   Z = A @ W + B, backward:
+    #     → addition: dB_2 = broadcast(dB, [2]); broadcast [2] to [2, 2]: sum over rows
+    dB_2 = np.empty((2,), dtype=np.float64)
+    for i in range(2):
+        dB_2[i] = dB
+    return dA, dW, dB_2
+
+
+@_kernel
+def _affine_sum_value_and_grad(A, W, B):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if A.shape[0] != 2 or A.shape[1] != 3 or W.shape[0] != 3 or W.shape[1] != 2 or B.shape[0] != 2:
+        raise ValueError("affine_sum: the inputs' shapes are not the spec's")
+    # Z = A @ W + B
+    Z_1 = np.dot(A, W)
+    # fused loop over [2, 2]:
+    #   Z = A @ W + B
+    #   S = sum(Z)
+    #   Z = A @ W + B, backward:
+    #     → right product: dZ_1 = broadcast(1, [2, 2])
+    Z = Z_1  # in place of Z_1: not read after this loop
+    S_cols = np.zeros((2,), dtype=np.float64)
+    dZ_1 = np.empty((2, 2), dtype=np.float64)
+    for i in range(2):
+        for j in range(2):
+            Z_e = Z_1[i, j] + B[j]
+            Z[i, j] = Z_e
+            S_cols[j] += Z_e
+            dZ_1[i, j] = 1
+    S = S_cols.sum()
+    S_cols = np.empty(0)  # frees the partial sums now
+    # Z = A @ W + B, backward:
+    #   → right product: dA = dZ_1 @ W.T
+    dA = np.dot(dZ_1, W.T)
+    #   → left product: dW = A.T @ dZ_1
+    dW = np.dot(A.T, dZ_1)
+    # fused loop over [2]:
+    #   Z = A @ W + B, backward:
+    #     → addition: dB = broadcast(2, [2]); broadcast [2] to [2, 2]: sum over rows
+    dB = np.empty((2,), dtype=np.float64)
+    for i in range(2):
+        dB[i] = 2
+    return S, Z, dA, dW, dB
+
+
+def affine_sum(A, W, B):
+    """Worked example: Z = A W + B, S = sum(Z); with its numbers S = 501 and dS/dW =
+    [[5,5],[7,7],[9,9]].
+
+    Returns (S, Z)."""
+    return affine_sum_forward(A, W, B)[0]
+
+
+def affine_sum_forward(A, W, B):
+    """Forward pass of affine_sum: returns ((S, Z), saved) for affine_sum_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED or type(W) is _MASKED or type(B) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        S, Z, A, W = _affine_sum_forward.checked(A, W, B)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        A, W, B = _check_inputs("affine_sum", (A, W, B), _AFFINE_SUM_INPUTS)
+        S, Z, A, W = _run_checked(_affine_sum_forward, A, W, B)
+    return (_DTYPE.type(S), Z), affine_sum_Saved(A=A, W=W)
+
+
+def affine_sum_backward(saved, g=1.0):
+    """Gradients of S with respect to A, W, B, given g = d(objective)/dS (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("affine_sum", g, ())
+    dA, dW, dB = _affine_sum_backward(g, *saved)
+    return affine_sum_Grads(A=dA, W=dW, B=dB)
+
+
+def affine_sum_value_and_grad(A, W, B):
+    """((S, Z), gradients of S with respect to A, W, B) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(A) is _MASKED or type(W) is _MASKED or type(B) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        S, Z, dA, dW, dB = _affine_sum_value_and_grad.checked(A, W, B)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        A, W, B = _check_inputs("affine_sum", (A, W, B), _AFFINE_SUM_INPUTS)
+        S, Z, dA, dW, dB = _run_checked(_affine_sum_value_and_grad, A, W, B)
+    return (_DTYPE.type(S), Z), affine_sum_Grads(A=dA, W=dW, B=dB)
+
+
+class wx_backprop_Grads(NamedTuple):
+    """Gradients of f with respect to W, x: each has its input's shape."""
+
+    W: np.ndarray
+    x: np.ndarray
+
+
+class wx_backprop_Saved(NamedTuple):
+    """What wx_backprop_backward needs from wx_backprop_forward."""
+
+    W: np.ndarray
+    x: np.ndarray
+    f_1: np.ndarray
+    M: int
+
+
+_WX_BACKPROP_INPUTS = (("W", ("M", "N")), ("x", ("N",)), ("t", ("M",)))
+
+
+@_kernel
+def _wx_backprop_forward(W, x, t):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if x.shape[0] != W.shape[1] or t.shape[0] != W.shape[0]:
+        raise ValueError("wx_backprop: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = W.shape[0]
+    # d = W @ x
+    d = np.dot(W, x)
+    # fused loop over [M]:
+    #   f = 0.5 * sum((d - t) ** 2)
+    f_1 = np.empty((M,), dtype=np.float64)
+    f_3 = 0.0
+    for i in range(M):
+        f_1_e = d[i] - t[i]
+        f_1[i] = f_1_e
+        f_3 += f_1_e**2
+    # scalars:
+    #   f = 0.5 * sum((d - t) ** 2)
+    f = 0.5 * f_3
+    return f, d, W, x, f_1, M
+
+
+@_kernel
+def _wx_backprop_backward(g, W, x, f_1, M):
+    # scalars:
+    #   f = 0.5 * sum((d - t) ** 2), backward:
+    #     → Hadamard product: df_3 = 0.5 * g
+    #     → power: mul_df_3 = df_3 * 2
+    mul_df_3 = 0.5 * g * 2
+    # fused loop over [M]:
+    #   f = 0.5 * sum((d - t) ** 2), backward:
+    #     → power: dd = mul_df_3 * f_1
+    dd = np.empty((M,), dtype=np.float64)
+    for i in range(M):
+        dd[i] = mul_df_3 * f_1[i]
+    # d = W @ x, backward:
+    #   → matrix-vector product: dW = outer(dd, x)
+    dW = np.outer(dd, x)
+    #   → matrix-vector product: dx = W.T @ dd
+    dx = np.dot(W.T, dd)
+    return dW, dx
+
+
+@_kernel
+def _wx_backprop_value_and_grad(W, x, t):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if x.shape[0] != W.shape[1] or t.shape[0] != W.shape[0]:
+        raise ValueError("wx_backprop: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = W.shape[0]
+    # d = W @ x
+    d = np.dot(W, x)
+    # fused loop over [M]:
+    #   f = 0.5 * sum((d - t) ** 2)
+    f_1 = np.empty((M,), dtype=np.float64)
+    f_3 = 0.0
+    for i in range(M):
+        f_1_e = d[i] - t[i]
+        f_1[i] = f_1_e
+        f_3 += f_1_e**2
+    # scalars:
+    #   f = 0.5 * sum((d - t) ** 2)
+    f = 0.5 * f_3
+    # d = W @ x, backward:
+    #   → matrix-vector product: dW = outer(f_1, x)
+    dW = np.outer(f_1, x)
+    #   → matrix-vector product: dx = W.T @ f_1
+    dx = np.dot(W.T, f_1)
+    return f, d, dW, dx
+
+
+def wx_backprop(W, x, t):
+    """Backpropagation through a matrix-vector product: d = W x and a cost f(d); df/dx = W^T
+    df/dd and df/dW = (df/dd) x^T.
+
+    Returns (f, d)."""
+    return wx_backprop_forward(W, x, t)[0]
+
+
+def wx_backprop_forward(W, x, t):
+    """Forward pass of wx_backprop: returns ((f, d), saved) for wx_backprop_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(W) is _MASKED or type(x) is _MASKED or type(t) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, d, W, x, f_1, M = _wx_backprop_forward.checked(W, x, t)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        W, x, t = _check_inputs("wx_backprop", (W, x, t), _WX_BACKPROP_INPUTS)
+        f, d, W, x, f_1, M = _run_checked(_wx_backprop_forward, W, x, t)
+    return (_DTYPE.type(f), d), wx_backprop_Saved(W=W, x=x, f_1=f_1, M=M)
+
+
+def wx_backprop_backward(saved, g=1.0):
+    """Gradients of f with respect to W, x, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("wx_backprop", g, ())
+    dW, dx = _wx_backprop_backward(g, *saved)
+    return wx_backprop_Grads(W=dW, x=dx)
+
+
+def wx_backprop_value_and_grad(W, x, t):
+    """((f, d), gradients of f with respect to W, x) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(W) is _MASKED or type(x) is _MASKED or type(t) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, d, dW, dx = _wx_backprop_value_and_grad.checked(W, x, t)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        W, x, t = _check_inputs("wx_backprop", (W, x, t), _WX_BACKPROP_INPUTS)
+        f, d, dW, dx = _run_checked(_wx_backprop_value_and_grad, W, x, t)
+    return (_DTYPE.type(f), d), wx_backprop_Grads(W=dW, x=dx)
+
+
+class dictionary_learning_Grads(NamedTuple):
+    """Gradients of f with respect to D, R: each has its input's shape."""
+
+    D: np.ndarray
+    R: np.ndarray
+
+
+class dictionary_learning_Saved(NamedTuple):
+    """What dictionary_learning_backward needs from dictionary_learning_forward."""
+
+    D: np.ndarray
+    R: np.ndarray
+    E: np.ndarray
+    M: int
+    N: int
+
+
+_DICTIONARY_LEARNING_INPUTS = (("X", ("M", "N")), ("D", ("M", "P")), ("R", ("P", "N")))
+
+
+@_kernel
+def _dictionary_learning_forward(X, D, R):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if D.shape[0] != X.shape[0] or R.shape[0] != D.shape[1] or R.shape[1] != X.shape[1]:
+        raise ValueError("dictionary_learning: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = X.shape[0]
+    N = X.shape[1]
+    # E = X - D @ R
+    E_1 = np.dot(D, R)
+    # fused loop over [M, N]:
+    #   E = X - D @ R
+    #   f = sum(E ** 2)
+    E = E_1  # in place of E_1: not read after this loop
+    f_cols = np.zeros((N,), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            E_e = X[i, j] - E_1[i, j]
+            E[i, j] = E_e
+            f_cols[j] += E_e**2
+    f = f_cols.sum()
+    return f, D, R, E, M, N
+
+
+@_kernel
+def _dictionary_learning_backward(g, D, R, E, M, N):
+    # scalars:
+    #   f = sum(E ** 2), backward:
+    #     → power: mul_g = g * 2
+    mul_g = g * 2
+    # fused loop over [M, N]:
+    #   f = sum(E ** 2), backward:
+    #     → power: dE = mul_g * E
+    #   E = X - D @ R, backward:
+    #     → subtraction: dE_1 = -dE
+    dE_1 = np.empty((M, N), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            dE_1[i, j] = -(mul_g * E[i, j])
+    # E = X - D @ R, backward:
+    #   → right product: dD = dE_1 @ R.T
+    dD = np.dot(dE_1, R.T)
+    #   → left product: dR = D.T @ dE_1
+    dR = np.dot(D.T, dE_1)
+    return dD, dR
+
+
+@_kernel
+def _dictionary_learning_value_and_grad(X, D, R):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if D.shape[0] != X.shape[0] or R.shape[0] != D.shape[1] or R.shape[1] != X.shape[1]:
+        raise ValueError("dictionary_learning: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = X.shape[0]
+    N = X.shape[1]
+    # E = X - D @ R
+    E_1 = np.dot(D, R)
+    # fused loop over [M, N]:
+    #   E = X - D @ R
+    #   f = sum(E ** 2)
+    #   E = X - D @ R, backward:
+    #     → subtraction: dE_1 = -2 * E
+    f_cols = np.zeros((N,), dtype=np.float64)
+    dE_1 = E_1  # in place of E_1: not read after this loop
+    for i in range(M):
+        for j in range(N):
+            E_e = X[i, j] - E_1[i, j]
+            f_cols[j] += E_e**2
+            dE_1[i, j] = -2 * E_e
+    f = f_cols.sum()
+    f_cols = np.empty(0)  # frees the partial sums now
+    # E = X - D @ R, backward:
+    #   → right product: dD = dE_1 @ R.T
+    dD = np.dot(dE_1, R.T)
+    #   → left product: dR = D.T @ dE_1
+    dR = np.dot(D.T, dE_1)
+    return f, dD, dR
+
+
+def dictionary_learning(X, D, R):
+    """Dictionary learning: f(D, R) = ||X - D R||_F^2; df/dD = -2 (X - DR) R^T, df/dR = -2
+    D^T (X - DR).
+
+    Returns f."""
+    return dictionary_learning_forward(X, D, R)[0]
+
+
+def dictionary_learning_forward(X, D, R):
+    """Forward pass of dictionary_learning: returns (f, saved) for
+    dictionary_learning_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(D) is _MASKED or type(R) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, D, R, E, M, N = _dictionary_learning_forward.checked(X, D, R)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, D, R = _check_inputs("dictionary_learning", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
+        f, D, R, E, M, N = _run_checked(_dictionary_learning_forward, X, D, R)
+    return _DTYPE.type(f), dictionary_learning_Saved(D=D, R=R, E=E, M=M, N=N)
+
+
+def dictionary_learning_backward(saved, g=1.0):
+    """Gradients of f with respect to D, R, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("dictionary_learning", g, ())
+    dD, dR = _dictionary_learning_backward(g, *saved)
+    return dictionary_learning_Grads(D=dD, R=dR)
+
+
+def dictionary_learning_value_and_grad(X, D, R):
+    """(f, gradients of f with respect to D, R) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(D) is _MASKED or type(R) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, dD, dR = _dictionary_learning_value_and_grad.checked(X, D, R)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, D, R = _check_inputs("dictionary_learning", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
+        f, dD, dR = _run_checked(_dictionary_learning_value_and_grad, X, D, R)
+    return _DTYPE.type(f), dictionary_learning_Grads(D=dD, R=dR)
+
+
+class quadratic_form_Grads(NamedTuple):
+    """Gradients of f with respect to a, G: each has its input's shape."""
+
+    a: np.ndarray
+    G: np.ndarray
+
+
+class quadratic_form_Saved(NamedTuple):
+    """What quadratic_form_backward needs from quadratic_form_forward."""
+
+    a: np.ndarray
+    G: np.ndarray
+    f_1: np.ndarray
+    N: int
+
+
+_QUADRATIC_FORM_INPUTS = (("a", ("N",)), ("G", ("N", "N")))
+
+
+@_kernel
+def _quadratic_form_forward(a, G):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if G.shape[0] != a.shape[0] or G.shape[1] != a.shape[0]:
+        raise ValueError("quadratic_form: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    N = a.shape[0]
+    # f = a @ G @ a
+    f_1 = np.dot(a, G)
+    f = np.dot(f_1, a)
+    return f, a, G, f_1, N
+
+
+@_kernel
+def _quadratic_form_backward(g, a, G, f_1, N):
+    # fused loop over [N]:
+    #   f = a @ G @ a, backward:
+    #     → inner product: df_1 = g * a
+    #     → inner product: da = f_1 * g
+    df_1 = np.empty((N,), dtype=np.float64)
+    da = np.empty((N,), dtype=np.float64)
+    for i in range(N):
+        df_1[i] = g * a[i]
+        da[i] = f_1[i] * g
+    # f = a @ G @ a, backward:
+    #   → vector-matrix product: prod_G = G @ df_1
+    prod_G = np.dot(G, df_1)
+    # fused loop over [N]:
+    #   f = a @ G @ a, backward:
+    #     → vector-matrix product: da_2 = da + prod_G; accumulate (da: a is used 2 times)
+    da_2 = da  # in place of da: not read after this loop
+    for i in range(N):
+        da_2[i] = da[i] + prod_G[i]
+    # f = a @ G @ a, backward:
+    #   → vector-matrix product: dG = outer(a, df_1)
+    dG = np.outer(a, df_1)
+    return da_2, dG
+
+
+@_kernel
+def _quadratic_form_value_and_grad(a, G):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if G.shape[0] != a.shape[0] or G.shape[1] != a.shape[0]:
+        raise ValueError("quadratic_form: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    N = a.shape[0]
+    # f = a @ G @ a
+    f_1 = np.dot(a, G)
+    f = np.dot(f_1, a)
+    # f = a @ G @ a, backward:
+    #   → vector-matrix product: prod_G = G @ a
+    prod_G = np.dot(G, a)
+    # fused loop over [N]:
+    #   f = a @ G @ a, backward:
+    #     → vector-matrix product: da = f_1 + prod_G; accumulate (da: a is used 2 times)
+    da = prod_G  # in place of prod_G: not read after this loop
+    for i in range(N):
+        da[i] = f_1[i] + prod_G[i]
+    # f = a @ G @ a, backward:
+    #   → vector-matrix product: dG = outer(a, a)
+    dG = np.outer(a, a)
+    return f, da, dG
+
+
+def quadratic_form(a, G):
+    """Quadratic form: f(G) = a^T G a; df/dG = a a^T (and df/da = (G + G^T) a).
+
+    Returns f."""
+    return quadratic_form_forward(a, G)[0]
+
+
+def quadratic_form_forward(a, G):
+    """Forward pass of quadratic_form: returns (f, saved) for quadratic_form_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(a) is _MASKED or type(G) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, a, G, f_1, N = _quadratic_form_forward.checked(a, G)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        a, G = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
+        f, a, G, f_1, N = _run_checked(_quadratic_form_forward, a, G)
+    return _DTYPE.type(f), quadratic_form_Saved(a=a, G=G, f_1=f_1, N=N)
+
+
+def quadratic_form_backward(saved, g=1.0):
+    """Gradients of f with respect to a, G, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("quadratic_form", g, ())
+    da, dG = _quadratic_form_backward(g, *saved)
+    return quadratic_form_Grads(a=da, G=dG)
+
+
+def quadratic_form_value_and_grad(a, G):
+    """(f, gradients of f with respect to a, G) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(a) is _MASKED or type(G) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, da, dG = _quadratic_form_value_and_grad.checked(a, G)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        a, G = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
+        f, da, dG = _run_checked(_quadratic_form_value_and_grad, a, G)
+    return _DTYPE.type(f), quadratic_form_Grads(a=da, G=dG)
+
+
+class right_product_Grads(NamedTuple):
+    """Gradients of f with respect to X: each has its input's shape."""
+
+    X: np.ndarray
+
+
+class right_product_Saved(NamedTuple):
+    """What right_product_backward needs from right_product_forward."""
+
+    W: np.ndarray
+    C: np.ndarray
+    M: int
+    P: int
+
+
+_RIGHT_PRODUCT_INPUTS = (("X", ("M", "N")), ("W", ("N", "P")), ("C", ("M", "P")))
+
+
+@_kernel
+def _right_product_forward(X, W, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if W.shape[0] != X.shape[1] or C.shape[0] != X.shape[0] or C.shape[1] != W.shape[1]:
+        raise ValueError("right_product: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = X.shape[0]
+    P = W.shape[1]
+    # G = X @ W
+    G = np.dot(X, W)
+    # fused loop over [M, P]:
+    #   f = sum(G * C)
+    f_cols = np.zeros((P,), dtype=np.float64)
+    for i in range(M):
+        for j in range(P):
+            f_cols[j] += G[i, j] * C[i, j]
+    f = f_cols.sum()
+    return f, W, C, M, P
+
+
+@_kernel
+def _right_product_backward(g, W, C, M, P):
+    # fused loop over [M, P]:
+    #   f = sum(G * C), backward:
+    #     → Hadamard product: dG = g * C
+    dG = np.empty((M, P), dtype=np.float64)
+    for i in range(M):
+        for j in range(P):
+            dG[i, j] = g * C[i, j]
+    # G = X @ W, backward:
+    #   → right product: dX = dG @ W.T
+    dX = np.dot(dG, W.T)
+    return (dX,)
+
+
+@_kernel
+def _right_product_value_and_grad(X, W, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if W.shape[0] != X.shape[1] or C.shape[0] != X.shape[0] or C.shape[1] != W.shape[1]:
+        raise ValueError("right_product: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = X.shape[0]
+    P = W.shape[1]
+    # G = X @ W
+    G = np.dot(X, W)
+    # fused loop over [M, P]:
+    #   f = sum(G * C)
+    f_cols = np.zeros((P,), dtype=np.float64)
+    for i in range(M):
+        for j in range(P):
+            f_cols[j] += G[i, j] * C[i, j]
+    f = f_cols.sum()
+    f_cols = np.empty(0)  # frees the partial sums now
+    # G = X @ W, backward:
+    #   → right product: dX = C @ W.T
+    dX = np.dot(C, W.T)
+    return f, dX
+
+
+def right_product(X, W, C):
+    """G = X W: df/dX = df/dG W^T.
+
+    Returns f."""
+    return right_product_forward(X, W, C)[0]
+
+
+def right_product_forward(X, W, C):
+    """Forward pass of right_product: returns (f, saved) for right_product_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(W) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, W, C, M, P = _right_product_forward.checked(X, W, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, W, C = _check_inputs("right_product", (X, W, C), _RIGHT_PRODUCT_INPUTS)
+        f, W, C, M, P = _run_checked(_right_product_forward, X, W, C)
+    return _DTYPE.type(f), right_product_Saved(W=W, C=C, M=M, P=P)
+
+
+def right_product_backward(saved, g=1.0):
+    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("right_product", g, ())
+    (dX,) = _right_product_backward(g, *saved)
+    return right_product_Grads(X=dX)
+
+
+def right_product_value_and_grad(X, W, C):
+    """(f, gradients of f with respect to X) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(W) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, dX = _right_product_value_and_grad.checked(X, W, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, W, C = _check_inputs("right_product", (X, W, C), _RIGHT_PRODUCT_INPUTS)
+        f, dX = _run_checked(_right_product_value_and_grad, X, W, C)
+    return _DTYPE.type(f), right_product_Grads(X=dX)
+
+
+class left_product_Grads(NamedTuple):
+    """Gradients of f with respect to X: each has its input's shape."""
+
+    X: np.ndarray
+
+
+class left_product_Saved(NamedTuple):
+    """What left_product_backward needs from left_product_forward."""
+
+    W: np.ndarray
+    C: np.ndarray
+    P: int
+    N: int
+
+
+_LEFT_PRODUCT_INPUTS = (("W", ("P", "M")), ("X", ("M", "N")), ("C", ("P", "N")))
+
+
+@_kernel
+def _left_product_forward(W, X, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[0] != W.shape[1] or C.shape[0] != W.shape[0] or C.shape[1] != X.shape[1]:
+        raise ValueError("left_product: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    P = W.shape[0]
+    N = X.shape[1]
+    # G = W @ X
+    G = np.dot(W, X)
+    # fused loop over [P, N]:
+    #   f = sum(G * C)
+    f_cols = np.zeros((N,), dtype=np.float64)
+    for i in range(P):
+        for j in range(N):
+            f_cols[j] += G[i, j] * C[i, j]
+    f = f_cols.sum()
+    return f, W, C, P, N
+
+
+@_kernel
+def _left_product_backward(g, W, C, P, N):
+    # fused loop over [P, N]:
+    #   f = sum(G * C), backward:
+    #     → Hadamard product: dG = g * C
+    dG = np.empty((P, N), dtype=np.float64)
+    for i in range(P):
+        for j in range(N):
+            dG[i, j] = g * C[i, j]
+    # G = W @ X, backward:
+    #   → left product: dX = W.T @ dG
+    dX = np.dot(W.T, dG)
+    return (dX,)
+
+
+@_kernel
+def _left_product_value_and_grad(W, X, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if X.shape[0] != W.shape[1] or C.shape[0] != W.shape[0] or C.shape[1] != X.shape[1]:
+        raise ValueError("left_product: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    P = W.shape[0]
+    N = X.shape[1]
+    # G = W @ X
+    G = np.dot(W, X)
+    # fused loop over [P, N]:
+    #   f = sum(G * C)
+    f_cols = np.zeros((N,), dtype=np.float64)
+    for i in range(P):
+        for j in range(N):
+            f_cols[j] += G[i, j] * C[i, j]
+    f = f_cols.sum()
+    f_cols = np.empty(0)  # frees the partial sums now
+    # G = W @ X, backward:
+    #   → left product: dX = W.T @ C
+    dX = np.dot(W.T, C)
+    return f, dX
+
+
+def left_product(W, X, C):
+    """G = W X: df/dX = W^T df/dG.
+
+    Returns f."""
+    return left_product_forward(W, X, C)[0]
+
+
+def left_product_forward(W, X, C):
+    """Forward pass of left_product: returns (f, saved) for left_product_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(W) is _MASKED or type(X) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, W, C, P, N = _left_product_forward.checked(W, X, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        W, X, C = _check_inputs("left_product", (W, X, C), _LEFT_PRODUCT_INPUTS)
+        f, W, C, P, N = _run_checked(_left_product_forward, W, X, C)
+    return _DTYPE.type(f), left_product_Saved(W=W, C=C, P=P, N=N)
+
+
+def left_product_backward(saved, g=1.0):
+    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("left_product", g, ())
+    (dX,) = _left_product_backward(g, *saved)
+    return left_product_Grads(X=dX)
+
+
+def left_product_value_and_grad(W, X, C):
+    """(f, gradients of f with respect to X) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(W) is _MASKED or type(X) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, dX = _left_product_value_and_grad.checked(W, X, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        W, X, C = _check_inputs("left_product", (W, X, C), _LEFT_PRODUCT_INPUTS)
+        f, dX = _run_checked(_left_product_value_and_grad, W, X, C)
+    return _DTYPE.type(f), left_product_Grads(X=dX)
+
+
+class hadamard_product_Grads(NamedTuple):
+    """Gradients of f with respect to X: each has its input's shape."""
+
+    X: np.ndarray
+
+
+class hadamard_product_Saved(NamedTuple):
+    """What hadamard_product_backward needs from hadamard_product_forward."""
+
+    K: np.ndarray
+    C: np.ndarray
+    M: int
+    N: int
+
+
+_HADAMARD_PRODUCT_INPUTS = (("X", ("M", "N")), ("K", ("M", "N")), ("C", ("M", "N")))
+
+
+@_kernel
+def _hadamard_product_forward(X, K, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        K.shape[0] != X.shape[0]
+        or K.shape[1] != X.shape[1]
+        or C.shape[0] != X.shape[0]
+        or C.shape[1] != X.shape[1]
+    ):
+        raise ValueError("hadamard_product: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = X.shape[0]
+    N = X.shape[1]
+    # fused loop over [M, N]:
+    #   G = X * K
+    #   f = sum(G * C)
+    f_cols = np.zeros((N,), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            f_cols[j] += X[i, j] * K[i, j] * C[i, j]
+    f = f_cols.sum()
+    return f, K, C, M, N
+
+
+@_kernel
+def _hadamard_product_backward(g, K, C, M, N):
+    # fused loop over [M, N]:
+    #   f = sum(G * C), backward:
+    #     → Hadamard product: dG = g * C
+    #   G = X * K, backward:
+    #     → Hadamard product: dX = dG * K
+    dX = np.empty((M, N), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            dX[i, j] = g * C[i, j] * K[i, j]
+    return (dX,)
+
+
+@_kernel
+def _hadamard_product_value_and_grad(X, K, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        K.shape[0] != X.shape[0]
+        or K.shape[1] != X.shape[1]
+        or C.shape[0] != X.shape[0]
+        or C.shape[1] != X.shape[1]
+    ):
+        raise ValueError("hadamard_product: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = X.shape[0]
+    N = X.shape[1]
+    # fused loop over [M, N]:
+    #   G = X * K
+    #   f = sum(G * C)
+    #   G = X * K, backward:
+    #     → Hadamard product: dX = C * K
+    f_cols = np.zeros((N,), dtype=np.float64)
+    dX = np.empty((M, N), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            f_cols[j] += X[i, j] * K[i, j] * C[i, j]
+            dX[i, j] = C[i, j] * K[i, j]
+    f = f_cols.sum()
+    return f, dX
+
+
+def hadamard_product(X, K, C):
+    """G = X * K (elementwise): df/dX = df/dG * K.
+
+    Returns f."""
+    return hadamard_product_forward(X, K, C)[0]
+
+
+def hadamard_product_forward(X, K, C):
+    """Forward pass of hadamard_product: returns (f, saved) for hadamard_product_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(K) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, K, C, M, N = _hadamard_product_forward.checked(X, K, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, K, C = _check_inputs("hadamard_product", (X, K, C), _HADAMARD_PRODUCT_INPUTS)
+        f, K, C, M, N = _run_checked(_hadamard_product_forward, X, K, C)
+    return _DTYPE.type(f), hadamard_product_Saved(K=K, C=C, M=M, N=N)
+
+
+def hadamard_product_backward(saved, g=1.0):
+    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("hadamard_product", g, ())
+    (dX,) = _hadamard_product_backward(g, *saved)
+    return hadamard_product_Grads(X=dX)
+
+
+def hadamard_product_value_and_grad(X, K, C):
+    """(f, gradients of f with respect to X) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(K) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, dX = _hadamard_product_value_and_grad.checked(X, K, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, K, C = _check_inputs("hadamard_product", (X, K, C), _HADAMARD_PRODUCT_INPUTS)
+        f, dX = _run_checked(_hadamard_product_value_and_grad, X, K, C)
+    return _DTYPE.type(f), hadamard_product_Grads(X=dX)
+
+
+class elementwise_function_Grads(NamedTuple):
+    """Gradients of f with respect to X: each has its input's shape."""
+
+    X: np.ndarray
+
+
+class elementwise_function_Saved(NamedTuple):
+    """What elementwise_function_backward needs from elementwise_function_forward."""
+
+    X: np.ndarray
+    C: np.ndarray
+    M: int
+    N: int
+
+
+_ELEMENTWISE_FUNCTION_INPUTS = (("X", ("M", "N")), ("C", ("M", "N")))
+
+
+@_kernel
+def _elementwise_function_forward(X, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if C.shape[0] != X.shape[0] or C.shape[1] != X.shape[1]:
+        raise ValueError("elementwise_function: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = X.shape[0]
+    N = X.shape[1]
+    # fused loop over [M, N]:
+    #   G = sin(X)
+    #   f = sum(G * C)
+    f_cols = np.zeros((N,), dtype=np.float64)
+    short = _short_reduction(X)
+    if short:  # every argument of sin and cos is below 1.6e6: the short reduction
+        for i in range(M):
+            for j in range(N):
+                f_cols[j] += _sin(X[i, j], True) * C[i, j]
+    else:
+        for i in range(M):
+            for j in range(N):
+                f_cols[j] += _sin(X[i, j], False) * C[i, j]
+    f = f_cols.sum()
+    return f, X, C, M, N
+
+
+@_kernel
+def _elementwise_function_backward(g, X, C, M, N):
+    # fused loop over [M, N]:
+    #   f = sum(G * C), backward:
+    #     → Hadamard product: dG = g * C
+    #   G = sin(X), backward:
+    #     → sin: dX = dG * cos(X)
+    dX = np.empty((M, N), dtype=np.float64)
+    short = _short_reduction(X)
+    if short:  # every argument of sin and cos is below 1.6e6: the short reduction
+        for i in range(M):
+            for j in range(N):
+                dX[i, j] = g * C[i, j] * _cos(X[i, j], True)
+    else:
+        for i in range(M):
+            for j in range(N):
+                dX[i, j] = g * C[i, j] * _cos(X[i, j], False)
+    return (dX,)
+
+
+@_kernel
+def _elementwise_function_value_and_grad(X, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if C.shape[0] != X.shape[0] or C.shape[1] != X.shape[1]:
+        raise ValueError("elementwise_function: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = X.shape[0]
+    N = X.shape[1]
+    # fused loop over [M, N]:
+    #   G = sin(X)
+    #   f = sum(G * C)
+    #   G = sin(X), backward:
+    #     → sin: dX = C * cos(X)
+    f_cols = np.zeros((N,), dtype=np.float64)
+    dX = np.empty((M, N), dtype=np.float64)
+    short = _short_reduction(X)
+    if short:  # every argument of sin and cos is below 1.6e6: the short reduction
+        for i in range(M):
+            for j in range(N):
+                sin_e, cos_e = _sincos(X[i, j], True)
+                f_cols[j] += sin_e * C[i, j]
+                dX[i, j] = C[i, j] * cos_e
+    else:
+        for i in range(M):
+            for j in range(N):
+                sin_e, cos_e = _sincos(X[i, j], False)
+                f_cols[j] += sin_e * C[i, j]
+                dX[i, j] = C[i, j] * cos_e
+    f = f_cols.sum()
+    return f, dX
+
+
+def elementwise_function(X, C):
+    """G = g(X) with g = sin: df/dX = df/dG * g'(X).
+
+    Returns f."""
+    return elementwise_function_forward(X, C)[0]
+
+
+def elementwise_function_forward(X, C):
+    """Forward pass of elementwise_function: returns (f, saved) for
+    elementwise_function_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, X, C, M, N = _elementwise_function_forward.checked(X, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, C = _check_inputs("elementwise_function", (X, C), _ELEMENTWISE_FUNCTION_INPUTS)
+        f, X, C, M, N = _run_checked(_elementwise_function_forward, X, C)
+    return _DTYPE.type(f), elementwise_function_Saved(X=X, C=C, M=M, N=N)
+
+
+def elementwise_function_backward(saved, g=1.0):
+    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("elementwise_function", g, ())
+    (dX,) = _elementwise_function_backward(g, *saved)
+    return elementwise_function_Grads(X=dX)
+
+
+def elementwise_function_value_and_grad(X, C):
+    """(f, gradients of f with respect to X) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, dX = _elementwise_function_value_and_grad.checked(X, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, C = _check_inputs("elementwise_function", (X, C), _ELEMENTWISE_FUNCTION_INPUTS)
+        f, dX = _run_checked(_elementwise_function_value_and_grad, X, C)
+    return _DTYPE.type(f), elementwise_function_Grads(X=dX)
+
+
+class matrix_addition_Grads(NamedTuple):
+    """Gradients of f with respect to X: each has its input's shape."""
+
+    X: np.ndarray
+
+
+class matrix_addition_Saved(NamedTuple):
+    """What matrix_addition_backward needs from matrix_addition_forward."""
+
+    C: np.ndarray
+    M: int
+    N: int
+
+
+_MATRIX_ADDITION_INPUTS = (("X", ("M", "N")), ("K", ("M", "N")), ("C", ("M", "N")))
+
+
+@_kernel
+def _matrix_addition_forward(X, K, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        K.shape[0] != X.shape[0]
+        or K.shape[1] != X.shape[1]
+        or C.shape[0] != X.shape[0]
+        or C.shape[1] != X.shape[1]
+    ):
+        raise ValueError("matrix_addition: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = X.shape[0]
+    N = X.shape[1]
+    # fused loop over [M, N]:
+    #   G = X + K
+    #   f = sum(G * C)
+    f_cols = np.zeros((N,), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            f_cols[j] += (X[i, j] + K[i, j]) * C[i, j]
+    f = f_cols.sum()
+    return f, C, M, N
+
+
+@_kernel
+def _matrix_addition_backward(g, C, M, N):
+    # fused loop over [M, N]:
+    #   f = sum(G * C), backward:
+    #     → Hadamard product: dG = g * C
+    dG = np.empty((M, N), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            dG[i, j] = g * C[i, j]
+    return (dG,)
+
+
+@_kernel
+def _matrix_addition_value_and_grad(X, K, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        K.shape[0] != X.shape[0]
+        or K.shape[1] != X.shape[1]
+        or C.shape[0] != X.shape[0]
+        or C.shape[1] != X.shape[1]
+    ):
+        raise ValueError("matrix_addition: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = X.shape[0]
+    N = X.shape[1]
+    # fused loop over [M, N]:
+    #   G = X + K
+    #   f = sum(G * C)
+    #   G = X + K, backward:
+    #     → addition: dX = C; copied, dX would be another array
+    f_cols = np.zeros((N,), dtype=np.float64)
+    dX = np.empty((M, N), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            f_cols[j] += (X[i, j] + K[i, j]) * C[i, j]
+            dX[i, j] = C[i, j]
+    f = f_cols.sum()
+    return f, dX
+
+
+def matrix_addition(X, K, C):
+    """G = X + K: df/dX = df/dG.
+
+    Returns f."""
+    return matrix_addition_forward(X, K, C)[0]
+
+
+def matrix_addition_forward(X, K, C):
+    """Forward pass of matrix_addition: returns (f, saved) for matrix_addition_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(K) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, C, M, N = _matrix_addition_forward.checked(X, K, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, K, C = _check_inputs("matrix_addition", (X, K, C), _MATRIX_ADDITION_INPUTS)
+        f, C, M, N = _run_checked(_matrix_addition_forward, X, K, C)
+    return _DTYPE.type(f), matrix_addition_Saved(C=C, M=M, N=N)
+
+
+def matrix_addition_backward(saved, g=1.0):
+    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("matrix_addition", g, ())
+    (dX,) = _matrix_addition_backward(g, *saved)
+    return matrix_addition_Grads(X=dX)
+
+
+def matrix_addition_value_and_grad(X, K, C):
+    """(f, gradients of f with respect to X) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(X) is _MASKED or type(K) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, dX = _matrix_addition_value_and_grad.checked(X, K, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        X, K, C = _check_inputs("matrix_addition", (X, K, C), _MATRIX_ADDITION_INPUTS)
+        f, dX = _run_checked(_matrix_addition_value_and_grad, X, K, C)
+    return _DTYPE.type(f), matrix_addition_Grads(X=dX)
+
+
+class row_broadcast_addition_Grads(NamedTuple):
+    """Gradients of f with respect to x: each has its input's shape."""
+
+    x: np.ndarray
+
+
+class row_broadcast_addition_Saved(NamedTuple):
+    """What row_broadcast_addition_backward needs from row_broadcast_addition_forward."""
+
+    C: np.ndarray
+    M: int
+    N: int
+
+
+_ROW_BROADCAST_ADDITION_INPUTS = (("K", ("M", "N")), ("x", (1, "N")), ("C", ("M", "N")))
+
+
+@_kernel
+def _row_broadcast_addition_forward(K, x, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        x.shape[0] != 1
+        or x.shape[1] != K.shape[1]
+        or C.shape[0] != K.shape[0]
+        or C.shape[1] != K.shape[1]
+    ):
+        raise ValueError("row_broadcast_addition: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = K.shape[0]
+    N = K.shape[1]
+    # fused loop over [M, N]:
+    #   G = K + x
+    #   f = sum(G * C)
+    f_cols = np.zeros((N,), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            f_cols[j] += (K[i, j] + x[0, j]) * C[i, j]
+    f = f_cols.sum()
+    return f, C, M, N
+
+
+@_kernel
+def _row_broadcast_addition_backward(g, C, M, N):
+    # fused loop over [M, N]:
+    #   f = sum(G * C), backward:
+    #     → Hadamard product: dG = g * C
+    #   G = K + x, backward:
+    #     → addition: dx = sum(dG, axis=0, keepdims=True); broadcast [1, N] to [M, N]: sum over
+    #         rows
+    dx = np.zeros((1, N), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            dx[0, j] += g * C[i, j]
+    return (dx,)
+
+
+@_kernel
+def _row_broadcast_addition_value_and_grad(K, x, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        x.shape[0] != 1
+        or x.shape[1] != K.shape[1]
+        or C.shape[0] != K.shape[0]
+        or C.shape[1] != K.shape[1]
+    ):
+        raise ValueError("row_broadcast_addition: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = K.shape[0]
+    N = K.shape[1]
+    # fused loop over [M, N]:
+    #   G = K + x
+    #   f = sum(G * C)
+    #   G = K + x, backward:
+    #     → addition: dx = sum(C, axis=0, keepdims=True); broadcast [1, N] to [M, N]: sum over rows
+    f_cols = np.zeros((N,), dtype=np.float64)
+    dx = np.zeros((1, N), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            f_cols[j] += (K[i, j] + x[0, j]) * C[i, j]
+            dx[0, j] += C[i, j]
+    f = f_cols.sum()
+    return f, dx
+
+
+def row_broadcast_addition(K, x, C):
+    """G = K + x with x a row [1, N]: df/dx = sum over rows of df/dG.
+
+    Returns f."""
+    return row_broadcast_addition_forward(K, x, C)[0]
+
+
+def row_broadcast_addition_forward(K, x, C):
+    """Forward pass of row_broadcast_addition: returns (f, saved) for
+    row_broadcast_addition_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(K) is _MASKED or type(x) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, C, M, N = _row_broadcast_addition_forward.checked(K, x, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        K, x, C = _check_inputs(
+            "row_broadcast_addition", (K, x, C), _ROW_BROADCAST_ADDITION_INPUTS
+        )
+        f, C, M, N = _run_checked(_row_broadcast_addition_forward, K, x, C)
+    return _DTYPE.type(f), row_broadcast_addition_Saved(C=C, M=M, N=N)
+
+
+def row_broadcast_addition_backward(saved, g=1.0):
+    """Gradients of f with respect to x, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("row_broadcast_addition", g, ())
+    (dx,) = _row_broadcast_addition_backward(g, *saved)
+    return row_broadcast_addition_Grads(x=dx)
+
+
+def row_broadcast_addition_value_and_grad(K, x, C):
+    """(f, gradients of f with respect to x) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(K) is _MASKED or type(x) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, dx = _row_broadcast_addition_value_and_grad.checked(K, x, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        K, x, C = _check_inputs(
+            "row_broadcast_addition", (K, x, C), _ROW_BROADCAST_ADDITION_INPUTS
+        )
+        f, dx = _run_checked(_row_broadcast_addition_value_and_grad, K, x, C)
+    return _DTYPE.type(f), row_broadcast_addition_Grads(x=dx)
+
+
+class column_broadcast_addition_Grads(NamedTuple):
+    """Gradients of f with respect to x: each has its input's shape."""
+
+    x: np.ndarray
+
+
+class column_broadcast_addition_Saved(NamedTuple):
+    """What column_broadcast_addition_backward needs from column_broadcast_addition_forward."""
+
+    C: np.ndarray
+    M: int
+    N: int
+
+
+_COLUMN_BROADCAST_ADDITION_INPUTS = (("K", ("M", "N")), ("x", ("M", 1)), ("C", ("M", "N")))
+
+
+@_kernel
+def _column_broadcast_addition_forward(K, x, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        x.shape[0] != K.shape[0]
+        or x.shape[1] != 1
+        or C.shape[0] != K.shape[0]
+        or C.shape[1] != K.shape[1]
+    ):
+        raise ValueError("column_broadcast_addition: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = K.shape[0]
+    N = K.shape[1]
+    # fused loop over [M, N]:
+    #   G = K + x
+    #   f = sum(G * C)
+    f_cols = np.zeros((N,), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            f_cols[j] += (K[i, j] + x[i, 0]) * C[i, j]
+    f = f_cols.sum()
+    return f, C, M, N
+
+
+@_kernel
+def _column_broadcast_addition_backward(g, C, M, N):
+    # fused loop over [M, N]:
+    #   f = sum(G * C), backward:
+    #     → Hadamard product: dG = g * C
+    #   G = K + x, backward:
+    #     → addition: dx = sum(dG, axis=1, keepdims=True); broadcast [M, 1] to [M, N]: sum over
+    #         columns
+    dx = np.zeros((M, 1), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            dx[i, 0] += g * C[i, j]
+    return (dx,)
+
+
+@_kernel
+def _column_broadcast_addition_value_and_grad(K, x, C):
+    # the spec's shapes (if not, the wrapper's checks name the input that differs)
+    if (
+        x.shape[0] != K.shape[0]
+        or x.shape[1] != 1
+        or C.shape[0] != K.shape[0]
+        or C.shape[1] != K.shape[1]
+    ):
+        raise ValueError("column_broadcast_addition: the inputs' shapes are not the spec's")
+    # sizes of the symbolic dims
+    M = K.shape[0]
+    N = K.shape[1]
+    # fused loop over [M, N]:
+    #   G = K + x
+    #   f = sum(G * C)
+    #   G = K + x, backward:
+    #     → addition: dx = sum(C, axis=1, keepdims=True); broadcast [M, 1] to [M, N]: sum over
+    #         columns
+    f_cols = np.zeros((N,), dtype=np.float64)
+    dx = np.zeros((M, 1), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            f_cols[j] += (K[i, j] + x[i, 0]) * C[i, j]
+            dx[i, 0] += C[i, j]
+    f = f_cols.sum()
+    return f, dx
+
+
+def column_broadcast_addition(K, x, C):
+    """G = K + x with x a column [M, 1]: df/dx = sum over columns of df/dG.
+
+    Returns f."""
+    return column_broadcast_addition_forward(K, x, C)[0]
+
+
+def column_broadcast_addition_forward(K, x, C):
+    """Forward pass of column_broadcast_addition: returns (f, saved) for
+    column_broadcast_addition_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(K) is _MASKED or type(x) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, C, M, N = _column_broadcast_addition_forward.checked(K, x, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        K, x, C = _check_inputs(
+            "column_broadcast_addition", (K, x, C), _COLUMN_BROADCAST_ADDITION_INPUTS
+        )
+        f, C, M, N = _run_checked(_column_broadcast_addition_forward, K, x, C)
+    return _DTYPE.type(f), column_broadcast_addition_Saved(C=C, M=M, N=N)
+
+
+def column_broadcast_addition_backward(saved, g=1.0):
+    """Gradients of f with respect to x, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("column_broadcast_addition", g, ())
+    (dx,) = _column_broadcast_addition_backward(g, *saved)
+    return column_broadcast_addition_Grads(x=dx)
+
+
+def column_broadcast_addition_value_and_grad(K, x, C):
+    """(f, gradients of f with respect to x) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(K) is _MASKED or type(x) is _MASKED or type(C) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, dx = _column_broadcast_addition_value_and_grad.checked(K, x, C)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        K, x, C = _check_inputs(
+            "column_broadcast_addition", (K, x, C), _COLUMN_BROADCAST_ADDITION_INPUTS
+        )
+        f, dx = _run_checked(_column_broadcast_addition_value_and_grad, K, x, C)
+    return _DTYPE.type(f), column_broadcast_addition_Grads(x=dx)
+
+
+class squared_frobenius_norm_Grads(NamedTuple):
+    """Gradients of f with respect to G: each has its input's shape."""
+
+    G: np.ndarray
+
+
+class squared_frobenius_norm_Saved(NamedTuple):
+    """What squared_frobenius_norm_backward needs from squared_frobenius_norm_forward."""
+
+    G: np.ndarray
+    M: int
+    N: int
+
+
+_SQUARED_FROBENIUS_NORM_INPUTS = (("G", ("M", "N")),)
+
+
+@_kernel
+def _squared_frobenius_norm_forward(G):
+    # sizes of the symbolic dims
+    M = G.shape[0]
+    N = G.shape[1]
+    # fused loop over [M, N]:
+    #   f = sum(G ** 2)
+    f_cols = np.zeros((N,), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            f_cols[j] += G[i, j] ** 2
+    f = f_cols.sum()
+    return f, G, M, N
+
+
+@_kernel
+def _squared_frobenius_norm_backward(g, G, M, N):
+    # scalars:
+    #   f = sum(G ** 2), backward:
+    #     → power: mul_g = g * 2
+    mul_g = g * 2
+    # fused loop over [M, N]:
+    #   f = sum(G ** 2), backward:
+    #     → power: dG = mul_g * G
+    dG = np.empty((M, N), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            dG[i, j] = mul_g * G[i, j]
+    return (dG,)
+
+
+@_kernel
+def _squared_frobenius_norm_value_and_grad(G):
+    # sizes of the symbolic dims
+    M = G.shape[0]
+    N = G.shape[1]
+    # fused loop over [M, N]:
+    #   f = sum(G ** 2)
+    #   f = sum(G ** 2), backward:
+    #     → power: dG = 2 * G
+    f_cols = np.zeros((N,), dtype=np.float64)
+    dG = np.empty((M, N), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            f_cols[j] += G[i, j] ** 2
+            dG[i, j] = 2 * G[i, j]
+    f = f_cols.sum()
+    return f, dG
+
+
+def squared_frobenius_norm(G):
+    """f = ||G||_F^2: df/dG = 2 G.
+
+    Returns f."""
+    return squared_frobenius_norm_forward(G)[0]
+
+
+def squared_frobenius_norm_forward(G):
+    """Forward pass of squared_frobenius_norm: returns (f, saved) for
+    squared_frobenius_norm_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(G) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, G, M, N = _squared_frobenius_norm_forward.checked(G)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
+        f, G, M, N = _run_checked(_squared_frobenius_norm_forward, G)
+    return _DTYPE.type(f), squared_frobenius_norm_Saved(G=G, M=M, N=N)
+
+
+def squared_frobenius_norm_backward(saved, g=1.0):
+    """Gradients of f with respect to G, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("squared_frobenius_norm", g, ())
+    (dG,) = _squared_frobenius_norm_backward(g, *saved)
+    return squared_frobenius_norm_Grads(G=dG)
+
+
+def squared_frobenius_norm_value_and_grad(G):
+    """(f, gradients of f with respect to G) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(G) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, dG = _squared_frobenius_norm_value_and_grad.checked(G)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
+        f, dG = _run_checked(_squared_frobenius_norm_value_and_grad, G)
+    return _DTYPE.type(f), squared_frobenius_norm_Grads(G=dG)
+
+
+class matrix_sum_Grads(NamedTuple):
+    """Gradients of f with respect to G: each has its input's shape."""
+
+    G: np.ndarray
+
+
+class matrix_sum_Saved(NamedTuple):
+    """What matrix_sum_backward needs from matrix_sum_forward."""
+
+    M: int
+    N: int
+
+
+_MATRIX_SUM_INPUTS = (("G", ("M", "N")),)
+
+
+@_kernel
+def _matrix_sum_forward(G):
+    # sizes of the symbolic dims
+    M = G.shape[0]
+    N = G.shape[1]
+    # fused loop over [M, N]:
+    #   f = sum(G)
+    f_cols = np.zeros((N,), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            f_cols[j] += G[i, j]
+    f = f_cols.sum()
+    return f, M, N
+
+
+@_kernel
+def _matrix_sum_backward(g, M, N):
+    # fused loop over [M, N]:
+    #   f = sum(G), backward:
+    #     → sum: dG = broadcast(g, [M, N])
+    dG = np.empty((M, N), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            dG[i, j] = g
+    return (dG,)
+
+
+@_kernel
+def _matrix_sum_value_and_grad(G):
+    # sizes of the symbolic dims
+    M = G.shape[0]
+    N = G.shape[1]
+    # fused loop over [M, N]:
+    #   f = sum(G)
+    #   f = sum(G), backward:
+    #     → sum: dG = broadcast(1, [M, N])
+    f_cols = np.zeros((N,), dtype=np.float64)
+    dG = np.empty((M, N), dtype=np.float64)
+    for i in range(M):
+        for j in range(N):
+            f_cols[j] += G[i, j]
+            dG[i, j] = 1
+    f = f_cols.sum()
+    return f, dG
+
+
+def matrix_sum(G):
+    """f = sum(G): df/dG = 1 (a matrix of ones).
+
+    Returns f."""
+    return matrix_sum_forward(G)[0]
+
+
+def matrix_sum_forward(G):
+    """Forward pass of matrix_sum: returns (f, saved) for matrix_sum_backward."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(G) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, M, N = _matrix_sum_forward.checked(G)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (G,) = _check_inputs("matrix_sum", (G,), _MATRIX_SUM_INPUTS)
+        f, M, N = _run_checked(_matrix_sum_forward, G)
+    return _DTYPE.type(f), matrix_sum_Saved(M=M, N=N)
+
+
+def matrix_sum_backward(saved, g=1.0):
+    """Gradients of f with respect to G, given g = d(objective)/df (shape []; a scalar
+    broadcasts)."""
+    g = _check_cotangent("matrix_sum", g, ())
+    (dG,) = _matrix_sum_backward(g, *saved)
+    return matrix_sum_Grads(G=dG)
+
+
+def matrix_sum_value_and_grad(G):
+    """(f, gradients of f with respect to G) in one pass."""
+    try:  # types checked before: the kernel compares the shapes
+        if type(G) is _MASKED:
+            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
+        f, dG = _matrix_sum_value_and_grad.checked(G)
+    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
+        (G,) = _check_inputs("matrix_sum", (G,), _MATRIX_SUM_INPUTS)
+        f, dG = _run_checked(_matrix_sum_value_and_grad, G)
+    return _DTYPE.type(f), matrix_sum_Grads(G=dG)
+
+
+# --- the wrappers' checks of inputs and cotangents (as in the NumPy module) ---
 
 
 # (function, shapes of its inputs) that passed _check_inputs with nothing to convert: a training
@@ -185,2005 +1863,3 @@ def _check_cotangent(function, g, shape):
             )
         g = np.broadcast_to(g, shape)
     return g[()] if g.ndim == 0 else np.ascontiguousarray(g)
-
-
-# Elementary functions for the kernels' loops. Numba calls libm once per element for np.tanh,
-# np.exp, ...; these are written with arithmetic, selects, FMA and bit casts only, so LLVM
-# vectorises the loops that call them. No fastmath: every rounding step is as written. float64
-# inside (a float32 argument is widened). Max errors, measured against 200-bit references:
-# exp 0.93 ulp, tanh 1.34, sigmoid 1.63, log 0.72, log1p 0.82, softplus 1.41, sin/cos 0.73
-# (any finite x); special values (NaN, +-inf, -0.0, overflow, subnormals) as NumPy gives them.
-
-
-def _scalar(function):
-    """Compile a helper into the kernels' namespace (LLVM inlines it into their loops)."""
-    scalar = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    compiled = numba.njit(error_model="numpy")(scalar)
-    vars(_KERNELS)[function.__name__] = compiled
-    return compiled
-
-
-def _elementwise(function):
-    """Compile a per-element function into the kernels' namespace, inlined into their loops."""
-    scalar = types.FunctionType(function.__code__, vars(_KERNELS), function.__name__)
-    compiled = numba.njit(inline="always", error_model="numpy")(scalar)
-    vars(_KERNELS)[function.__name__] = compiled
-    return compiled
-
-
-@numba.extending.intrinsic
-def _bits(typingctx, x):
-    """The bits of a float64 as an int64 (an LLVM bitcast: free, and vectorisable)."""
-    if x != numba.types.float64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(numba.types.int64))
-
-    return numba.types.int64(numba.types.float64), codegen
-
-
-@numba.extending.intrinsic
-def _as_f64(typingctx, i):
-    """The float64 whose bits are the int64 i (an LLVM bitcast)."""
-    if not isinstance(i, numba.types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        value = context.cast(builder, args[0], signature.args[0], numba.types.int64)
-        return builder.bitcast(value, context.get_value_type(numba.types.float64))
-
-    return numba.types.float64(i), codegen
-
-
-@numba.extending.intrinsic
-def _fma(typingctx, a, b, c):
-    """a * b + c with one rounding (llvm.fma.f64: vfmadd)."""
-    if not all(isinstance(t, (numba.types.Float, numba.types.Integer)) for t in (a, b, c)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        values = [
-            context.cast(builder, v, t, numba.types.float64)
-            for v, t in zip(args, signature.args, strict=True)
-        ]
-        return builder.fma(*values)
-
-    return numba.types.float64(a, b, c), codegen
-
-
-vars(_KERNELS).update(_bits=_bits, _as_f64=_as_f64, _fma=_fma)
-
-
-# sin and cos: one branch-free path for every finite x. A Payne-Hanek reduction in double
-# arithmetic (the bits of 2/pi down to 2**-1219 as 25 literals, picked by the exponent of x
-# through a 5-stage barrel shifter; products split exactly with FMA) gives x = (q + 4j) pi/2
-# + y0 + y1 with about 2**-150 absolute error, far below the 2**-117 the worst double needs;
-# then fdlibm's kernels and the quadrant by select. A kernel writes a loop that reads arrays
-# for sin and cos twice, behind one check of those arrays (_short_reduction): the copy for
-# arguments all below 1.6e6 (< 2**20 pi/2) passes short=True, a constant, and so compiles to
-# fdlibm's three-step Cody-Waite reduction alone.
-
-
-@_scalar
-def _ksin(x, y):
-    z = x * x
-    w = z * z
-    r = (
-        8.33333333332248946124e-03
-        + z * (-1.98412698298579493134e-04 + z * 2.75573137070700676789e-06)
-        + z * w * (-2.50507602534068634195e-08 + z * 1.58969099521155010221e-10)
-    )
-    v = z * x
-    return x - ((z * (0.5 * y - v * r) - y) - v * -1.66666666666666324348e-01)
-
-
-@_scalar
-def _kcos(x, y):
-    z = x * x
-    w = z * z
-    r = z * (
-        4.16666666666666019037e-02
-        + z * (-1.38888888888741095749e-03 + z * 2.48015872894767294178e-05)
-    ) + w * w * (
-        -2.75573143513906633035e-07
-        + z * (2.08757232129817482790e-09 + z * -1.13596475577881948265e-11)
-    )
-    hz = 0.5 * z
-    w = 1.0 - hz
-    return w + (((1.0 - w) - hz) + (z * r - x * y))
-
-
-@_elementwise
-def _pio2_chunks(b4, b3, b2, b1, b0):
-    """(D[k0], ..., D[k0+4]) for k0 = 16 b4 + 8 b3 + 4 b2 + 2 b1 + b0 (barrel shifter)."""
-    t4_0 = 0.505462883924126 if b4 else 0.0
-    t4_1 = 0.35474129975356194 if b4 else 0.0
-    t4_2 = 0.495348441190541 if b4 else 0.6366197723675813
-    t4_3 = 0.9093006150323975 if b4 else 0.6455004762340146
-    t4_4 = 0.7102755855591438 if b4 else 0.8260347502167291
-    t4_5 = 0.9716433593102769 if b4 else 0.6177029686506639
-    t4_6 = 0.645159640989469 if b4 else 0.22946046207480975
-    t4_7 = 0.38377539675336436 if b4 else 0.28461387860774945
-    t4_8 = 0.7971457910852385 if b4 else 0.006138546976630632
-    t3_0 = t4_8 if b3 else t4_0
-    t3_1 = 0.5660391411155584 if b3 else t4_1
-    t3_2 = 0.16270821739654884 if b3 else t4_2
-    t3_3 = 0.6478181222020806 if b3 else t4_3
-    t3_4 = 0.752362340216695 if b3 else t4_4
-    t3_5 = 0.7848375294503177 if b3 else t4_5
-    t3_6 = 0.2882121784458589 if b3 else t4_6
-    t3_7 = 0.3143043483578357 if b3 else t4_7
-    t3_8 = 0.505462883924126 if b3 else t4_8
-    t3_9 = 0.35474129975356194 if b3 else 0.5660391411155584
-    t3_10 = 0.495348441190541 if b3 else 0.16270821739654884
-    t3_11 = 0.9093006150323975 if b3 else 0.6478181222020806
-    t2_0 = t3_4 if b2 else t3_0
-    t2_1 = t3_5 if b2 else t3_1
-    t2_2 = t3_6 if b2 else t3_2
-    t2_3 = t3_7 if b2 else t3_3
-    t2_4 = t3_8 if b2 else t3_4
-    t2_5 = t3_9 if b2 else t3_5
-    t2_6 = t3_10 if b2 else t3_6
-    t2_7 = t3_11 if b2 else t3_7
-    t1_0 = t2_2 if b1 else t2_0
-    t1_1 = t2_3 if b1 else t2_1
-    t1_2 = t2_4 if b1 else t2_2
-    t1_3 = t2_5 if b1 else t2_3
-    t1_4 = t2_6 if b1 else t2_4
-    t1_5 = t2_7 if b1 else t2_5
-    t0_0 = t1_1 if b0 else t1_0
-    t0_1 = t1_2 if b0 else t1_1
-    t0_2 = t1_3 if b0 else t1_2
-    t0_3 = t1_4 if b0 else t1_3
-    t0_4 = t1_5 if b0 else t1_4
-    return t0_0, t0_1, t0_2, t0_3, t0_4
-
-
-@_scalar
-def _red4(v):
-    """v mod 4 in [-2, 2], exact, for |v| < 2^55 (v - nearest multiple of 16,
-    then - nearest multiple of 4; magic constants 3*2^55 and 3*2^53)."""
-    v = v - ((v + 108086391056891904.0) - 108086391056891904.0)
-    return v - ((v + 27021597764222976.0) - 27021597764222976.0)
-
-
-@_scalar
-def _split48(v):
-    """v = hi + lo, hi a multiple of 2^-48 (exact for |v| < 8)."""
-    hi = (v + 24.0) - 24.0
-    return hi, v - hi
-
-
-@_scalar
-def _two_sum(a, b):
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
-
-
-@_elementwise
-def _rem_pio2(ax):
-    """Payne-Hanek for finite ax >= 2^-51: returns (y0, y1, q) with
-    ax = (q + 4j) pi/2 + y0 + y1, |y0| <= pi/4 (+2^-40), q in 0..3."""
-    ib = _bits(ax)
-    e = (ib >> 52) - 972  # E + 103, E = biased exponent - 1075
-    e = max(0, e)
-    k0 = (e * 1237) >> 16  # floor(e/53) for 0 <= e < 1100; k0 <= 20
-    sc = e - 53 * k0 + 3  # s = E - 53(k0-2) in [3, 55]
-    m = _as_f64((ib & 0xFFFFFFFFFFFFF) | 0x4330000000000000)  # mantissa as integer
-    c0, c1, c2, c3, c4 = _pio2_chunks(
-        (k0 & 16) != 0, (k0 & 8) != 0, (k0 & 4) != 0, (k0 & 2) != 0, (k0 & 1) != 0
-    )
-    p0 = _as_f64((sc + 1023) << 52)  # 2^s
-    p1 = _as_f64((sc + 970) << 52)  # 2^(s-53)
-    p2 = _as_f64((sc + 917) << 52)
-    p3 = _as_f64((sc + 864) << 52)
-    p4 = _as_f64((sc + 811) << 52)
-    g0 = _red4(c0 * p0)  # d_k0 2^E mod 4, |.| <= 2, multiple of 2^(s-53)
-    h0 = m * g0
-    l0 = _fma(m, g0, -h0)  # |l0| <= 1
-    g1 = c1 * p1  # < 4
-    h1 = m * g1  # < 2^55
-    l1 = _fma(m, g1, -h1)  # <= 2
-    g2 = c2 * p2
-    h2 = m * g2  # < 4
-    l2 = _fma(m, g2, -h2)  # <= 2^-51
-    g3 = c3 * p3
-    h3 = m * g3  # < 2^-51
-    l3 = _fma(m, g3, -h3)
-    h4 = m * (c4 * p4)  # < 2^-104
-    a0 = _red4(h0)
-    a1 = _red4(h1)
-    # exact sum of the parts above 2^-48 (multiples of 2^-48, |sum| < 16)
-    u0, v0 = _split48(a0)
-    u1, v1 = _split48(l0)
-    u2, v2 = _split48(a1)
-    u3, v3 = _split48(l1)
-    u4, v4 = _split48(h2)
-    H = (((u0 + u1) + u2) + u3) + u4
-    n = (H + 6755399441055744.0) - 6755399441055744.0
-    H = H - n  # |H| <= 1/2, multiple of 2^-48
-    q = _bits(n + 6755399441055744.0) & 3
-    # small parts (each < 2^-47): double-double accumulation
-    s, t = _two_sum(v0, v1)
-    s, e1 = _two_sum(s, v2)
-    t = t + e1
-    s, e1 = _two_sum(s, v3)
-    t = t + e1
-    s, e1 = _two_sum(s, v4)
-    t = t + e1
-    s, e1 = _two_sum(s, l2)
-    t = t + e1
-    s, e1 = _two_sum(s, h3)
-    t = t + e1 + (l3 + h4)
-    fh, e1 = _two_sum(H, s)  # exact, even under cancellation
-    fl = e1 + t
-    f = fh + fl
-    fl = fl - (f - fh)
-    # r = f * pi/2 (double-double)
-    rh = f * 1.5707963267948966
-    rl = _fma(f, 1.5707963267948966, -rh)
-    rl = _fma(f, 6.123233995736766e-17, rl)
-    rl = _fma(fl, 1.5707963267948966, rl)
-    y0 = rh + rl
-    y1 = rl - (y0 - rh)
-    return y0, y1, q
-
-
-@_scalar
-def _rem_pio2_short(ax):
-    """fdlibm's medium reduction, all three steps, for ax < 2^20 pi/2: (y0, y1, q) as
-    _rem_pio2 gives them. n has at most 20 bits, each part of pi/2 33: n * part is exact."""
-    n = (ax * 0.6366197723675814 + 6755399441055744.0) - 6755399441055744.0
-    q = _bits(n + 6755399441055744.0) & 3
-    t = ax - n * 1.57079632673412561417e00
-    w = n * 6.07710050630396597660e-11
-    r = t - w
-    w = n * 2.02226624879595063154e-21 - ((t - r) - w)
-    t = r
-    w2 = n * 2.02226624871116645580e-21
-    r = t - w2
-    w = n * 8.47842766036889956997e-32 - ((t - r) - w2)
-    y0 = r - w
-    y1 = (r - y0) - w
-    return y0, y1, q
-
-
-@_elementwise
-def _reduce_pio2(ax, short):
-    """ax = (q + 4j) pi/2 + y0 + y1 (NaN and inf give NaN): short, when the loop's arguments
-    are all below 1.6e6, else Payne-Hanek."""
-    if short:
-        return _rem_pio2_short(ax)
-    return _rem_pio2(ax if ax <= 1.7976931348623157e308 else 1.0)
-
-
-@_scalar
-def _short_reduction(x):
-    """Whether every |x| is below 1.6e6 (NaN counts: it gives NaN either way), where sin and
-    cos may take the short reduction."""
-    for v in x.flat:
-        if abs(v) >= 1.6e6:
-            return False
-    return True
-
-
-@_elementwise
-def _sin(x_, short):
-    """sin(x) for all float64 x (max 0.73 ulp measured).  NaN/+-inf -> NaN, keeps -0.0."""
-    x = np.float64(x_)
-    ax = abs(x)
-    ok = ax <= 1.7976931348623157e308  # False for NaN/inf
-    y0, y1, q = _reduce_pio2(ax, short)
-    s = _ksin(y0, y1)
-    c = _kcos(y0, y1)
-    v = s if (q & 1) == 0 else c
-    v = -v if ((q & 2) != 0) != (x < 0.0) else v  # sin is odd
-    v = x if ax < 1e-8 else v  # sin(x) rounds to x; keeps -0.0
-    return v if ok else np.nan
-
-
-@_elementwise
-def _cos(x_, short):
-    """cos(x) for all float64 x (max 0.73 ulp measured).  NaN/+-inf -> NaN."""
-    x = np.float64(x_)
-    ax = abs(x)
-    ok = ax <= 1.7976931348623157e308
-    y0, y1, q = _reduce_pio2(ax, short)
-    s = _ksin(y0, y1)
-    c = _kcos(y0, y1)
-    v = c if (q & 1) == 0 else s
-    v = -v if ((q + 1) & 2) != 0 else v
-    v = 1.0 if ax < 7.450580596923828e-09 else v  # |x| < 2^-27: cos rounds to 1
-    return v if ok else np.nan
-
-
-@_elementwise
-def _sincos(x_, short):
-    """(sin(x), cos(x)) from one reduction: what _sin and _cos give."""
-    x = np.float64(x_)
-    ax = abs(x)
-    ok = ax <= 1.7976931348623157e308
-    y0, y1, q = _reduce_pio2(ax, short)
-    s = _ksin(y0, y1)
-    c = _kcos(y0, y1)
-    vs = s if (q & 1) == 0 else c
-    vs = -vs if ((q & 2) != 0) != (x < 0.0) else vs
-    vs = x if ax < 1e-8 else vs
-    vc = c if (q & 1) == 0 else s
-    vc = -vc if ((q + 1) & 2) != 0 else vc
-    vc = 1.0 if ax < 7.450580596923828e-09 else vc
-    return (vs if ok else np.nan), (vc if ok else np.nan)
-
-
-class twice_sum_Grads(NamedTuple):
-    """Gradients of F with respect to A: each has its input's shape."""
-
-    A: np.ndarray
-
-
-class twice_sum_Saved(NamedTuple):
-    """What twice_sum_backward needs from twice_sum_forward."""
-
-
-_TWICE_SUM_INPUTS = (("A", (2, 3)),)
-
-
-@_kernel
-def _twice_sum_forward(A):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if A.shape[0] != 2 or A.shape[1] != 3:
-        raise ValueError("twice_sum: the inputs' shapes are not the spec's")
-    # fused loop over [2, 3]:
-    #   F = 2 * sum(A)
-    F_1_cols = np.zeros((3,), dtype=np.float64)
-    for i in range(2):
-        for j in range(3):
-            F_1_cols[j] += A[i, j]
-    F_1 = F_1_cols.sum()
-    F_1_cols = np.empty(0)  # frees the partial sums now
-    # scalars:
-    #   F = 2 * sum(A)
-    F = 2 * F_1
-    return (F,)
-
-
-@_kernel
-def _twice_sum_backward(g):
-    # scalars:
-    #   F = 2 * sum(A)  →  Hadamard product: db = a * dz
-    dF_1 = 2 * g
-    # fused loop over [2, 3]:
-    #   F = 2 * sum(A)  →  sum: dX = ds, broadcast over the summed axes
-    dA = np.empty((2, 3), dtype=np.float64)
-    for i in range(2):
-        for j in range(3):
-            dA[i, j] = dF_1
-    return (dA,)
-
-
-@_kernel
-def _twice_sum_value_and_grad(A):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if A.shape[0] != 2 or A.shape[1] != 3:
-        raise ValueError("twice_sum: the inputs' shapes are not the spec's")
-    # fused loop over [2, 3]:
-    #   F = 2 * sum(A)
-    F_1_cols = np.zeros((3,), dtype=np.float64)
-    for i in range(2):
-        for j in range(3):
-            F_1_cols[j] += A[i, j]
-    F_1 = F_1_cols.sum()
-    F_1_cols = np.empty(0)  # frees the partial sums now
-    # scalars:
-    #   F = 2 * sum(A)
-    F = 2 * F_1
-    # fused loop over [2, 3]:
-    #   F = 2 * sum(A)  →  sum: dX = ds, broadcast over the summed axes
-    dA = np.empty((2, 3), dtype=np.float64)
-    for i in range(2):
-        for j in range(3):
-            dA[i, j] = 2
-    return F, dA
-
-
-def twice_sum(A):
-    """Worked example: F(A) = 2 sum(A); dF/dA = 2 everywhere (A = [[1,2,3],[4,5,6]] gives F =
-    42).
-
-    Returns F."""
-    return twice_sum_forward(A)[0]
-
-
-def twice_sum_forward(A):
-    """Forward pass of twice_sum: returns (F, saved) for twice_sum_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(A) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        (F,) = _twice_sum_forward.checked(A)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        (A,) = _check_inputs("twice_sum", (A,), _TWICE_SUM_INPUTS)
-        (F,) = _run_checked(_twice_sum_forward, A)
-    return _DTYPE.type(F), twice_sum_Saved()
-
-
-def twice_sum_backward(saved, g=1.0):
-    """Gradients of F with respect to A, given g = d(objective)/dF (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("twice_sum", g, ())
-    (dA,) = _twice_sum_backward(g, *saved)
-    return twice_sum_Grads(A=dA)
-
-
-def twice_sum_value_and_grad(A):
-    """(F, gradients of F with respect to A) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(A) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        F, dA = _twice_sum_value_and_grad.checked(A)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        (A,) = _check_inputs("twice_sum", (A,), _TWICE_SUM_INPUTS)
-        F, dA = _run_checked(_twice_sum_value_and_grad, A)
-    return _DTYPE.type(F), twice_sum_Grads(A=dA)
-
-
-class affine_sum_Grads(NamedTuple):
-    """Gradients of S with respect to A, W, B: each has its input's shape."""
-
-    A: np.ndarray
-    W: np.ndarray
-    B: np.ndarray
-
-
-class affine_sum_Saved(NamedTuple):
-    """What affine_sum_backward needs from affine_sum_forward."""
-
-    A: np.ndarray
-    W: np.ndarray
-
-
-_AFFINE_SUM_INPUTS = (("A", (2, 3)), ("W", (3, 2)), ("B", (2,)))
-
-
-@_kernel
-def _affine_sum_forward(A, W, B):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if A.shape[0] != 2 or A.shape[1] != 3 or W.shape[0] != 3 or W.shape[1] != 2 or B.shape[0] != 2:
-        raise ValueError("affine_sum: the inputs' shapes are not the spec's")
-    # Z = A @ W + B
-    Z_1 = np.dot(A, W)
-    # fused loop over [2, 2]:
-    #   Z = A @ W + B
-    #   S = sum(Z)
-    Z = Z_1  # in place of Z_1: not read after this loop
-    S_cols = np.zeros((2,), dtype=np.float64)
-    for i in range(2):
-        for j in range(2):
-            Z_e = Z_1[i, j] + B[j]
-            Z[i, j] = Z_e
-            S_cols[j] += Z_e
-    S = S_cols.sum()
-    return S, Z, A, W
-
-
-@_kernel
-def _affine_sum_backward(g, A, W):
-    # scalars:
-    #   Z = A @ W + B  →  addition: db = dz; broadcast [2] to [2, 2]: sum over rows
-    dB = g * 2
-    # fused loop over [2, 2]:
-    #   Z = A @ W + B  →  right product: dA = dZ @ B.T
-    dZ_1 = np.empty((2, 2), dtype=np.float64)
-    for i in range(2):
-        for j in range(2):
-            dZ_1[i, j] = g
-    # Z = A @ W + B  →  right product: dA = dZ @ B.T
-    dA = np.dot(dZ_1, W.T)
-    # Z = A @ W + B  →  left product: dB = A.T @ dZ
-    dW = np.dot(A.T, dZ_1)
-    # fused loop over [2]:
-    #   Z = A @ W + B  →  addition: db = dz; broadcast [2] to [2, 2]: sum over rows
-    dB_2 = np.empty((2,), dtype=np.float64)
-    for i in range(2):
-        dB_2[i] = dB
-    return dA, dW, dB_2
-
-
-@_kernel
-def _affine_sum_value_and_grad(A, W, B):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if A.shape[0] != 2 or A.shape[1] != 3 or W.shape[0] != 3 or W.shape[1] != 2 or B.shape[0] != 2:
-        raise ValueError("affine_sum: the inputs' shapes are not the spec's")
-    # Z = A @ W + B
-    Z_1 = np.dot(A, W)
-    # fused loop over [2, 2]:
-    #   Z = A @ W + B
-    #   S = sum(Z)
-    #   Z = A @ W + B  →  right product: dA = dZ @ B.T
-    Z = Z_1  # in place of Z_1: not read after this loop
-    S_cols = np.zeros((2,), dtype=np.float64)
-    dZ_1 = np.empty((2, 2), dtype=np.float64)
-    for i in range(2):
-        for j in range(2):
-            Z_e = Z_1[i, j] + B[j]
-            Z[i, j] = Z_e
-            S_cols[j] += Z_e
-            dZ_1[i, j] = 1
-    S = S_cols.sum()
-    S_cols = np.empty(0)  # frees the partial sums now
-    # Z = A @ W + B  →  right product: dA = dZ @ B.T
-    dA = np.dot(dZ_1, W.T)
-    # Z = A @ W + B  →  left product: dB = A.T @ dZ
-    dW = np.dot(A.T, dZ_1)
-    # fused loop over [2]:
-    #   Z = A @ W + B  →  addition: db = dz; broadcast [2] to [2, 2]: sum over rows
-    dB = np.empty((2,), dtype=np.float64)
-    for i in range(2):
-        dB[i] = 2
-    return S, Z, dA, dW, dB
-
-
-def affine_sum(A, W, B):
-    """Worked example: Z = A W + B, S = sum(Z); with its numbers S = 501 and dS/dW =
-    [[5,5],[7,7],[9,9]].
-
-    Returns (S, Z)."""
-    return affine_sum_forward(A, W, B)[0]
-
-
-def affine_sum_forward(A, W, B):
-    """Forward pass of affine_sum: returns ((S, Z), saved) for affine_sum_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(A) is _MASKED or type(W) is _MASKED or type(B) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        S, Z, A, W = _affine_sum_forward.checked(A, W, B)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        A, W, B = _check_inputs("affine_sum", (A, W, B), _AFFINE_SUM_INPUTS)
-        S, Z, A, W = _run_checked(_affine_sum_forward, A, W, B)
-    return (_DTYPE.type(S), Z), affine_sum_Saved(A=A, W=W)
-
-
-def affine_sum_backward(saved, g=1.0):
-    """Gradients of S with respect to A, W, B, given g = d(objective)/dS (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("affine_sum", g, ())
-    dA, dW, dB = _affine_sum_backward(g, *saved)
-    return affine_sum_Grads(A=dA, W=dW, B=dB)
-
-
-def affine_sum_value_and_grad(A, W, B):
-    """((S, Z), gradients of S with respect to A, W, B) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(A) is _MASKED or type(W) is _MASKED or type(B) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        S, Z, dA, dW, dB = _affine_sum_value_and_grad.checked(A, W, B)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        A, W, B = _check_inputs("affine_sum", (A, W, B), _AFFINE_SUM_INPUTS)
-        S, Z, dA, dW, dB = _run_checked(_affine_sum_value_and_grad, A, W, B)
-    return (_DTYPE.type(S), Z), affine_sum_Grads(A=dA, W=dW, B=dB)
-
-
-class wx_backprop_Grads(NamedTuple):
-    """Gradients of f with respect to W, x: each has its input's shape."""
-
-    W: np.ndarray
-    x: np.ndarray
-
-
-class wx_backprop_Saved(NamedTuple):
-    """What wx_backprop_backward needs from wx_backprop_forward."""
-
-    W: np.ndarray
-    x: np.ndarray
-    f_1: np.ndarray
-    M: int
-
-
-_WX_BACKPROP_INPUTS = (("W", ("M", "N")), ("x", ("N",)), ("t", ("M",)))
-
-
-@_kernel
-def _wx_backprop_forward(W, x, t):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if x.shape[0] != W.shape[1] or t.shape[0] != W.shape[0]:
-        raise ValueError("wx_backprop: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = W.shape[0]
-    # d = W @ x
-    d = np.dot(W, x)
-    # fused loop over [M]:
-    #   f = 0.5 * sum((d - t) ** 2)
-    f_1 = np.empty((M,), dtype=np.float64)
-    f_3 = 0.0
-    for i in range(M):
-        f_1_e = d[i] - t[i]
-        f_1[i] = f_1_e
-        f_3 += f_1_e**2
-    # scalars:
-    #   f = 0.5 * sum((d - t) ** 2)
-    f = 0.5 * f_3
-    return f, d, W, x, f_1, M
-
-
-@_kernel
-def _wx_backprop_backward(g, W, x, f_1, M):
-    # scalars:
-    #   f = 0.5 * sum((d - t) ** 2)  →  Hadamard product: db = a * dz
-    #   f = 0.5 * sum((d - t) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    df_1 = 0.5 * g * 2
-    # fused loop over [M]:
-    #   f = 0.5 * sum((d - t) ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    df_1_2 = np.empty((M,), dtype=np.float64)
-    for i in range(M):
-        df_1_2[i] = df_1 * f_1[i]
-    # d = W @ x  →  matrix-vector product: dA = outer(dz, b)
-    dW = np.outer(df_1_2, x)
-    # d = W @ x  →  matrix-vector product: db = A.T @ dz
-    dx = np.dot(W.T, df_1_2)
-    return dW, dx
-
-
-@_kernel
-def _wx_backprop_value_and_grad(W, x, t):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if x.shape[0] != W.shape[1] or t.shape[0] != W.shape[0]:
-        raise ValueError("wx_backprop: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = W.shape[0]
-    # d = W @ x
-    d = np.dot(W, x)
-    # fused loop over [M]:
-    #   f = 0.5 * sum((d - t) ** 2)
-    f_1 = np.empty((M,), dtype=np.float64)
-    f_3 = 0.0
-    for i in range(M):
-        f_1_e = d[i] - t[i]
-        f_1[i] = f_1_e
-        f_3 += f_1_e**2
-    # scalars:
-    #   f = 0.5 * sum((d - t) ** 2)
-    f = 0.5 * f_3
-    # d = W @ x  →  matrix-vector product: dA = outer(dz, b)
-    dW = np.outer(f_1, x)
-    # d = W @ x  →  matrix-vector product: db = A.T @ dz
-    dx = np.dot(W.T, f_1)
-    return f, d, dW, dx
-
-
-def wx_backprop(W, x, t):
-    """Backpropagation through a matrix-vector product: d = W x and a cost f(d); df/dx = W^T
-    df/dd and df/dW = (df/dd) x^T.
-
-    Returns (f, d)."""
-    return wx_backprop_forward(W, x, t)[0]
-
-
-def wx_backprop_forward(W, x, t):
-    """Forward pass of wx_backprop: returns ((f, d), saved) for wx_backprop_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(W) is _MASKED or type(x) is _MASKED or type(t) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, d, W, x, f_1, M = _wx_backprop_forward.checked(W, x, t)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        W, x, t = _check_inputs("wx_backprop", (W, x, t), _WX_BACKPROP_INPUTS)
-        f, d, W, x, f_1, M = _run_checked(_wx_backprop_forward, W, x, t)
-    return (_DTYPE.type(f), d), wx_backprop_Saved(W=W, x=x, f_1=f_1, M=M)
-
-
-def wx_backprop_backward(saved, g=1.0):
-    """Gradients of f with respect to W, x, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("wx_backprop", g, ())
-    dW, dx = _wx_backprop_backward(g, *saved)
-    return wx_backprop_Grads(W=dW, x=dx)
-
-
-def wx_backprop_value_and_grad(W, x, t):
-    """((f, d), gradients of f with respect to W, x) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(W) is _MASKED or type(x) is _MASKED or type(t) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, d, dW, dx = _wx_backprop_value_and_grad.checked(W, x, t)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        W, x, t = _check_inputs("wx_backprop", (W, x, t), _WX_BACKPROP_INPUTS)
-        f, d, dW, dx = _run_checked(_wx_backprop_value_and_grad, W, x, t)
-    return (_DTYPE.type(f), d), wx_backprop_Grads(W=dW, x=dx)
-
-
-class dictionary_learning_Grads(NamedTuple):
-    """Gradients of f with respect to D, R: each has its input's shape."""
-
-    D: np.ndarray
-    R: np.ndarray
-
-
-class dictionary_learning_Saved(NamedTuple):
-    """What dictionary_learning_backward needs from dictionary_learning_forward."""
-
-    D: np.ndarray
-    R: np.ndarray
-    E: np.ndarray
-    M: int
-    N: int
-
-
-_DICTIONARY_LEARNING_INPUTS = (("X", ("M", "N")), ("D", ("M", "P")), ("R", ("P", "N")))
-
-
-@_kernel
-def _dictionary_learning_forward(X, D, R):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if D.shape[0] != X.shape[0] or R.shape[0] != D.shape[1] or R.shape[1] != X.shape[1]:
-        raise ValueError("dictionary_learning: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = X.shape[0]
-    N = X.shape[1]
-    # E = X - D @ R
-    E_1 = np.dot(D, R)
-    # fused loop over [M, N]:
-    #   E = X - D @ R
-    #   f = sum(E ** 2)
-    E = E_1  # in place of E_1: not read after this loop
-    f_cols = np.zeros((N,), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            E_e = X[i, j] - E_1[i, j]
-            E[i, j] = E_e
-            f_cols[j] += E_e**2
-    f = f_cols.sum()
-    return f, D, R, E, M, N
-
-
-@_kernel
-def _dictionary_learning_backward(g, D, R, E, M, N):
-    # scalars:
-    #   f = sum(E ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dE = g * 2
-    # fused loop over [M, N]:
-    #   f = sum(E ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    #   E = X - D @ R  →  subtraction: db = -dz
-    dE_1 = np.empty((M, N), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            dE_1[i, j] = -(dE * E[i, j])
-    # E = X - D @ R  →  right product: dA = dZ @ B.T
-    dD = np.dot(dE_1, R.T)
-    # E = X - D @ R  →  left product: dB = A.T @ dZ
-    dR = np.dot(D.T, dE_1)
-    return dD, dR
-
-
-@_kernel
-def _dictionary_learning_value_and_grad(X, D, R):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if D.shape[0] != X.shape[0] or R.shape[0] != D.shape[1] or R.shape[1] != X.shape[1]:
-        raise ValueError("dictionary_learning: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = X.shape[0]
-    N = X.shape[1]
-    # E = X - D @ R
-    E_1 = np.dot(D, R)
-    # fused loop over [M, N]:
-    #   E = X - D @ R
-    #   f = sum(E ** 2)
-    #   E = X - D @ R  →  subtraction: db = -dz
-    f_cols = np.zeros((N,), dtype=np.float64)
-    dE_1 = E_1  # in place of E_1: not read after this loop
-    for i in range(M):
-        for j in range(N):
-            E_e = X[i, j] - E_1[i, j]
-            f_cols[j] += E_e**2
-            dE_1[i, j] = -2 * E_e
-    f = f_cols.sum()
-    f_cols = np.empty(0)  # frees the partial sums now
-    # E = X - D @ R  →  right product: dA = dZ @ B.T
-    dD = np.dot(dE_1, R.T)
-    # E = X - D @ R  →  left product: dB = A.T @ dZ
-    dR = np.dot(D.T, dE_1)
-    return f, dD, dR
-
-
-def dictionary_learning(X, D, R):
-    """Dictionary learning: f(D, R) = ||X - D R||_F^2; df/dD = -2 (X - DR) R^T, df/dR = -2
-    D^T (X - DR).
-
-    Returns f."""
-    return dictionary_learning_forward(X, D, R)[0]
-
-
-def dictionary_learning_forward(X, D, R):
-    """Forward pass of dictionary_learning: returns (f, saved) for
-    dictionary_learning_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(X) is _MASKED or type(D) is _MASKED or type(R) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, D, R, E, M, N = _dictionary_learning_forward.checked(X, D, R)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        X, D, R = _check_inputs("dictionary_learning", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
-        f, D, R, E, M, N = _run_checked(_dictionary_learning_forward, X, D, R)
-    return _DTYPE.type(f), dictionary_learning_Saved(D=D, R=R, E=E, M=M, N=N)
-
-
-def dictionary_learning_backward(saved, g=1.0):
-    """Gradients of f with respect to D, R, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("dictionary_learning", g, ())
-    dD, dR = _dictionary_learning_backward(g, *saved)
-    return dictionary_learning_Grads(D=dD, R=dR)
-
-
-def dictionary_learning_value_and_grad(X, D, R):
-    """(f, gradients of f with respect to D, R) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(X) is _MASKED or type(D) is _MASKED or type(R) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dD, dR = _dictionary_learning_value_and_grad.checked(X, D, R)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        X, D, R = _check_inputs("dictionary_learning", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
-        f, dD, dR = _run_checked(_dictionary_learning_value_and_grad, X, D, R)
-    return _DTYPE.type(f), dictionary_learning_Grads(D=dD, R=dR)
-
-
-class quadratic_form_Grads(NamedTuple):
-    """Gradients of f with respect to a, G: each has its input's shape."""
-
-    a: np.ndarray
-    G: np.ndarray
-
-
-class quadratic_form_Saved(NamedTuple):
-    """What quadratic_form_backward needs from quadratic_form_forward."""
-
-    a: np.ndarray
-    G: np.ndarray
-    f_1: np.ndarray
-    N: int
-
-
-_QUADRATIC_FORM_INPUTS = (("a", ("N",)), ("G", ("N", "N")))
-
-
-@_kernel
-def _quadratic_form_forward(a, G):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if G.shape[0] != a.shape[0] or G.shape[1] != a.shape[0]:
-        raise ValueError("quadratic_form: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    N = a.shape[0]
-    # f = a @ G @ a
-    f_1 = np.dot(a, G)
-    # f = a @ G @ a
-    f = np.dot(f_1, a)
-    return f, a, G, f_1, N
-
-
-@_kernel
-def _quadratic_form_backward(g, a, G, f_1, N):
-    # fused loop over [N]:
-    #   f = a @ G @ a  →  inner product: da = dz * b
-    #   f = a @ G @ a  →  inner product: db = a * dz
-    df_1 = np.empty((N,), dtype=np.float64)
-    da = np.empty((N,), dtype=np.float64)
-    for i in range(N):
-        df_1[i] = g * a[i]
-        da[i] = f_1[i] * g
-    # f = a @ G @ a  →  vector-matrix product: da = B @ dz; accumulate (da: a is used 2 times)
-    da_2 = np.dot(G, df_1)
-    # fused loop over [N]:
-    #   f = a @ G @ a  →  vector-matrix product: da = B @ dz; accumulate (da: a is used 2 times)
-    da_3 = da  # in place of da: not read after this loop
-    for i in range(N):
-        da_3[i] = da[i] + da_2[i]
-    # f = a @ G @ a  →  vector-matrix product: dB = outer(a, dz)
-    dG = np.outer(a, df_1)
-    return da_3, dG
-
-
-@_kernel
-def _quadratic_form_value_and_grad(a, G):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if G.shape[0] != a.shape[0] or G.shape[1] != a.shape[0]:
-        raise ValueError("quadratic_form: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    N = a.shape[0]
-    # f = a @ G @ a
-    f_1 = np.dot(a, G)
-    # f = a @ G @ a
-    f = np.dot(f_1, a)
-    # f = a @ G @ a  →  vector-matrix product: da = B @ dz; accumulate (da: a is used 2 times)
-    da = np.dot(G, a)
-    # fused loop over [N]:
-    #   f = a @ G @ a  →  vector-matrix product: da = B @ dz; accumulate (da: a is used 2 times)
-    da_2 = da  # in place of da: not read after this loop
-    for i in range(N):
-        da_2[i] = f_1[i] + da[i]
-    # f = a @ G @ a  →  vector-matrix product: dB = outer(a, dz)
-    dG = np.outer(a, a)
-    return f, da_2, dG
-
-
-def quadratic_form(a, G):
-    """Quadratic form: f(G) = a^T G a; df/dG = a a^T (and df/da = (G + G^T) a).
-
-    Returns f."""
-    return quadratic_form_forward(a, G)[0]
-
-
-def quadratic_form_forward(a, G):
-    """Forward pass of quadratic_form: returns (f, saved) for quadratic_form_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(a) is _MASKED or type(G) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, a, G, f_1, N = _quadratic_form_forward.checked(a, G)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        a, G = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
-        f, a, G, f_1, N = _run_checked(_quadratic_form_forward, a, G)
-    return _DTYPE.type(f), quadratic_form_Saved(a=a, G=G, f_1=f_1, N=N)
-
-
-def quadratic_form_backward(saved, g=1.0):
-    """Gradients of f with respect to a, G, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("quadratic_form", g, ())
-    da_2, dG = _quadratic_form_backward(g, *saved)
-    return quadratic_form_Grads(a=da_2, G=dG)
-
-
-def quadratic_form_value_and_grad(a, G):
-    """(f, gradients of f with respect to a, G) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(a) is _MASKED or type(G) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, da_2, dG = _quadratic_form_value_and_grad.checked(a, G)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        a, G = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
-        f, da_2, dG = _run_checked(_quadratic_form_value_and_grad, a, G)
-    return _DTYPE.type(f), quadratic_form_Grads(a=da_2, G=dG)
-
-
-class right_product_Grads(NamedTuple):
-    """Gradients of f with respect to X: each has its input's shape."""
-
-    X: np.ndarray
-
-
-class right_product_Saved(NamedTuple):
-    """What right_product_backward needs from right_product_forward."""
-
-    W: np.ndarray
-    C: np.ndarray
-    M: int
-    P: int
-
-
-_RIGHT_PRODUCT_INPUTS = (("X", ("M", "N")), ("W", ("N", "P")), ("C", ("M", "P")))
-
-
-@_kernel
-def _right_product_forward(X, W, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if W.shape[0] != X.shape[1] or C.shape[0] != X.shape[0] or C.shape[1] != W.shape[1]:
-        raise ValueError("right_product: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = X.shape[0]
-    P = W.shape[1]
-    # G = X @ W
-    G = np.dot(X, W)
-    # fused loop over [M, P]:
-    #   f = sum(G * C)
-    f_cols = np.zeros((P,), dtype=np.float64)
-    for i in range(M):
-        for j in range(P):
-            f_cols[j] += G[i, j] * C[i, j]
-    f = f_cols.sum()
-    return f, W, C, M, P
-
-
-@_kernel
-def _right_product_backward(g, W, C, M, P):
-    # fused loop over [M, P]:
-    #   f = sum(G * C)  →  Hadamard product: da = dz * b
-    dG = np.empty((M, P), dtype=np.float64)
-    for i in range(M):
-        for j in range(P):
-            dG[i, j] = g * C[i, j]
-    # G = X @ W  →  right product: dA = dZ @ B.T
-    dX = np.dot(dG, W.T)
-    return (dX,)
-
-
-@_kernel
-def _right_product_value_and_grad(X, W, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if W.shape[0] != X.shape[1] or C.shape[0] != X.shape[0] or C.shape[1] != W.shape[1]:
-        raise ValueError("right_product: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = X.shape[0]
-    P = W.shape[1]
-    # G = X @ W
-    G = np.dot(X, W)
-    # fused loop over [M, P]:
-    #   f = sum(G * C)
-    f_cols = np.zeros((P,), dtype=np.float64)
-    for i in range(M):
-        for j in range(P):
-            f_cols[j] += G[i, j] * C[i, j]
-    f = f_cols.sum()
-    f_cols = np.empty(0)  # frees the partial sums now
-    # G = X @ W  →  right product: dA = dZ @ B.T
-    dX = np.dot(C, W.T)
-    return f, dX
-
-
-def right_product(X, W, C):
-    """G = X W: df/dX = df/dG W^T.
-
-    Returns f."""
-    return right_product_forward(X, W, C)[0]
-
-
-def right_product_forward(X, W, C):
-    """Forward pass of right_product: returns (f, saved) for right_product_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(X) is _MASKED or type(W) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, W, C, M, P = _right_product_forward.checked(X, W, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        X, W, C = _check_inputs("right_product", (X, W, C), _RIGHT_PRODUCT_INPUTS)
-        f, W, C, M, P = _run_checked(_right_product_forward, X, W, C)
-    return _DTYPE.type(f), right_product_Saved(W=W, C=C, M=M, P=P)
-
-
-def right_product_backward(saved, g=1.0):
-    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("right_product", g, ())
-    (dX,) = _right_product_backward(g, *saved)
-    return right_product_Grads(X=dX)
-
-
-def right_product_value_and_grad(X, W, C):
-    """(f, gradients of f with respect to X) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(X) is _MASKED or type(W) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dX = _right_product_value_and_grad.checked(X, W, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        X, W, C = _check_inputs("right_product", (X, W, C), _RIGHT_PRODUCT_INPUTS)
-        f, dX = _run_checked(_right_product_value_and_grad, X, W, C)
-    return _DTYPE.type(f), right_product_Grads(X=dX)
-
-
-class left_product_Grads(NamedTuple):
-    """Gradients of f with respect to X: each has its input's shape."""
-
-    X: np.ndarray
-
-
-class left_product_Saved(NamedTuple):
-    """What left_product_backward needs from left_product_forward."""
-
-    W: np.ndarray
-    C: np.ndarray
-    P: int
-    N: int
-
-
-_LEFT_PRODUCT_INPUTS = (("W", ("P", "M")), ("X", ("M", "N")), ("C", ("P", "N")))
-
-
-@_kernel
-def _left_product_forward(W, X, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if X.shape[0] != W.shape[1] or C.shape[0] != W.shape[0] or C.shape[1] != X.shape[1]:
-        raise ValueError("left_product: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    P = W.shape[0]
-    N = X.shape[1]
-    # G = W @ X
-    G = np.dot(W, X)
-    # fused loop over [P, N]:
-    #   f = sum(G * C)
-    f_cols = np.zeros((N,), dtype=np.float64)
-    for i in range(P):
-        for j in range(N):
-            f_cols[j] += G[i, j] * C[i, j]
-    f = f_cols.sum()
-    return f, W, C, P, N
-
-
-@_kernel
-def _left_product_backward(g, W, C, P, N):
-    # fused loop over [P, N]:
-    #   f = sum(G * C)  →  Hadamard product: da = dz * b
-    dG = np.empty((P, N), dtype=np.float64)
-    for i in range(P):
-        for j in range(N):
-            dG[i, j] = g * C[i, j]
-    # G = W @ X  →  left product: dB = A.T @ dZ
-    dX = np.dot(W.T, dG)
-    return (dX,)
-
-
-@_kernel
-def _left_product_value_and_grad(W, X, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if X.shape[0] != W.shape[1] or C.shape[0] != W.shape[0] or C.shape[1] != X.shape[1]:
-        raise ValueError("left_product: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    P = W.shape[0]
-    N = X.shape[1]
-    # G = W @ X
-    G = np.dot(W, X)
-    # fused loop over [P, N]:
-    #   f = sum(G * C)
-    f_cols = np.zeros((N,), dtype=np.float64)
-    for i in range(P):
-        for j in range(N):
-            f_cols[j] += G[i, j] * C[i, j]
-    f = f_cols.sum()
-    f_cols = np.empty(0)  # frees the partial sums now
-    # G = W @ X  →  left product: dB = A.T @ dZ
-    dX = np.dot(W.T, C)
-    return f, dX
-
-
-def left_product(W, X, C):
-    """G = W X: df/dX = W^T df/dG.
-
-    Returns f."""
-    return left_product_forward(W, X, C)[0]
-
-
-def left_product_forward(W, X, C):
-    """Forward pass of left_product: returns (f, saved) for left_product_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(W) is _MASKED or type(X) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, W, C, P, N = _left_product_forward.checked(W, X, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        W, X, C = _check_inputs("left_product", (W, X, C), _LEFT_PRODUCT_INPUTS)
-        f, W, C, P, N = _run_checked(_left_product_forward, W, X, C)
-    return _DTYPE.type(f), left_product_Saved(W=W, C=C, P=P, N=N)
-
-
-def left_product_backward(saved, g=1.0):
-    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("left_product", g, ())
-    (dX,) = _left_product_backward(g, *saved)
-    return left_product_Grads(X=dX)
-
-
-def left_product_value_and_grad(W, X, C):
-    """(f, gradients of f with respect to X) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(W) is _MASKED or type(X) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dX = _left_product_value_and_grad.checked(W, X, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        W, X, C = _check_inputs("left_product", (W, X, C), _LEFT_PRODUCT_INPUTS)
-        f, dX = _run_checked(_left_product_value_and_grad, W, X, C)
-    return _DTYPE.type(f), left_product_Grads(X=dX)
-
-
-class hadamard_product_Grads(NamedTuple):
-    """Gradients of f with respect to X: each has its input's shape."""
-
-    X: np.ndarray
-
-
-class hadamard_product_Saved(NamedTuple):
-    """What hadamard_product_backward needs from hadamard_product_forward."""
-
-    K: np.ndarray
-    C: np.ndarray
-    M: int
-    N: int
-
-
-_HADAMARD_PRODUCT_INPUTS = (("X", ("M", "N")), ("K", ("M", "N")), ("C", ("M", "N")))
-
-
-@_kernel
-def _hadamard_product_forward(X, K, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if (
-        K.shape[0] != X.shape[0]
-        or K.shape[1] != X.shape[1]
-        or C.shape[0] != X.shape[0]
-        or C.shape[1] != X.shape[1]
-    ):
-        raise ValueError("hadamard_product: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = X.shape[0]
-    N = X.shape[1]
-    # fused loop over [M, N]:
-    #   G = X * K
-    #   f = sum(G * C)
-    f_cols = np.zeros((N,), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            f_cols[j] += X[i, j] * K[i, j] * C[i, j]
-    f = f_cols.sum()
-    return f, K, C, M, N
-
-
-@_kernel
-def _hadamard_product_backward(g, K, C, M, N):
-    # fused loop over [M, N]:
-    #   f = sum(G * C)  →  Hadamard product: da = dz * b
-    #   G = X * K  →  Hadamard product: da = dz * b
-    dX = np.empty((M, N), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            dX[i, j] = g * C[i, j] * K[i, j]
-    return (dX,)
-
-
-@_kernel
-def _hadamard_product_value_and_grad(X, K, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if (
-        K.shape[0] != X.shape[0]
-        or K.shape[1] != X.shape[1]
-        or C.shape[0] != X.shape[0]
-        or C.shape[1] != X.shape[1]
-    ):
-        raise ValueError("hadamard_product: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = X.shape[0]
-    N = X.shape[1]
-    # fused loop over [M, N]:
-    #   G = X * K
-    #   f = sum(G * C)
-    #   G = X * K  →  Hadamard product: da = dz * b
-    f_cols = np.zeros((N,), dtype=np.float64)
-    dX = np.empty((M, N), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            f_cols[j] += X[i, j] * K[i, j] * C[i, j]
-            dX[i, j] = C[i, j] * K[i, j]
-    f = f_cols.sum()
-    return f, dX
-
-
-def hadamard_product(X, K, C):
-    """G = X * K (elementwise): df/dX = df/dG * K.
-
-    Returns f."""
-    return hadamard_product_forward(X, K, C)[0]
-
-
-def hadamard_product_forward(X, K, C):
-    """Forward pass of hadamard_product: returns (f, saved) for hadamard_product_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(X) is _MASKED or type(K) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, K, C, M, N = _hadamard_product_forward.checked(X, K, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        X, K, C = _check_inputs("hadamard_product", (X, K, C), _HADAMARD_PRODUCT_INPUTS)
-        f, K, C, M, N = _run_checked(_hadamard_product_forward, X, K, C)
-    return _DTYPE.type(f), hadamard_product_Saved(K=K, C=C, M=M, N=N)
-
-
-def hadamard_product_backward(saved, g=1.0):
-    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("hadamard_product", g, ())
-    (dX,) = _hadamard_product_backward(g, *saved)
-    return hadamard_product_Grads(X=dX)
-
-
-def hadamard_product_value_and_grad(X, K, C):
-    """(f, gradients of f with respect to X) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(X) is _MASKED or type(K) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dX = _hadamard_product_value_and_grad.checked(X, K, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        X, K, C = _check_inputs("hadamard_product", (X, K, C), _HADAMARD_PRODUCT_INPUTS)
-        f, dX = _run_checked(_hadamard_product_value_and_grad, X, K, C)
-    return _DTYPE.type(f), hadamard_product_Grads(X=dX)
-
-
-class elementwise_function_Grads(NamedTuple):
-    """Gradients of f with respect to X: each has its input's shape."""
-
-    X: np.ndarray
-
-
-class elementwise_function_Saved(NamedTuple):
-    """What elementwise_function_backward needs from elementwise_function_forward."""
-
-    X: np.ndarray
-    C: np.ndarray
-    M: int
-    N: int
-
-
-_ELEMENTWISE_FUNCTION_INPUTS = (("X", ("M", "N")), ("C", ("M", "N")))
-
-
-@_kernel
-def _elementwise_function_forward(X, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if C.shape[0] != X.shape[0] or C.shape[1] != X.shape[1]:
-        raise ValueError("elementwise_function: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = X.shape[0]
-    N = X.shape[1]
-    # fused loop over [M, N]:
-    #   G = sin(X)
-    #   f = sum(G * C)
-    f_cols = np.zeros((N,), dtype=np.float64)
-    short = _short_reduction(X)
-    if short:  # every argument of sin and cos is below 1.6e6: the short reduction
-        for i in range(M):
-            for j in range(N):
-                f_cols[j] += _sin(X[i, j], True) * C[i, j]
-    else:
-        for i in range(M):
-            for j in range(N):
-                f_cols[j] += _sin(X[i, j], False) * C[i, j]
-    f = f_cols.sum()
-    return f, X, C, M, N
-
-
-@_kernel
-def _elementwise_function_backward(g, X, C, M, N):
-    # fused loop over [M, N]:
-    #   f = sum(G * C)  →  Hadamard product: da = dz * b
-    #   G = sin(X)  →  sin: dx = dy * cos(x)
-    dX = np.empty((M, N), dtype=np.float64)
-    short = _short_reduction(X)
-    if short:  # every argument of sin and cos is below 1.6e6: the short reduction
-        for i in range(M):
-            for j in range(N):
-                dX[i, j] = g * C[i, j] * _cos(X[i, j], True)
-    else:
-        for i in range(M):
-            for j in range(N):
-                dX[i, j] = g * C[i, j] * _cos(X[i, j], False)
-    return (dX,)
-
-
-@_kernel
-def _elementwise_function_value_and_grad(X, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if C.shape[0] != X.shape[0] or C.shape[1] != X.shape[1]:
-        raise ValueError("elementwise_function: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = X.shape[0]
-    N = X.shape[1]
-    # fused loop over [M, N]:
-    #   G = sin(X)
-    #   f = sum(G * C)
-    #   G = sin(X)  →  sin: dx = dy * cos(x)
-    f_cols = np.zeros((N,), dtype=np.float64)
-    dX = np.empty((M, N), dtype=np.float64)
-    short = _short_reduction(X)
-    if short:  # every argument of sin and cos is below 1.6e6: the short reduction
-        for i in range(M):
-            for j in range(N):
-                sin_e, cos_e = _sincos(X[i, j], True)
-                f_cols[j] += sin_e * C[i, j]
-                dX[i, j] = C[i, j] * cos_e
-    else:
-        for i in range(M):
-            for j in range(N):
-                sin_e, cos_e = _sincos(X[i, j], False)
-                f_cols[j] += sin_e * C[i, j]
-                dX[i, j] = C[i, j] * cos_e
-    f = f_cols.sum()
-    return f, dX
-
-
-def elementwise_function(X, C):
-    """G = g(X) with g = sin: df/dX = df/dG * g'(X).
-
-    Returns f."""
-    return elementwise_function_forward(X, C)[0]
-
-
-def elementwise_function_forward(X, C):
-    """Forward pass of elementwise_function: returns (f, saved) for
-    elementwise_function_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(X) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, X, C, M, N = _elementwise_function_forward.checked(X, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        X, C = _check_inputs("elementwise_function", (X, C), _ELEMENTWISE_FUNCTION_INPUTS)
-        f, X, C, M, N = _run_checked(_elementwise_function_forward, X, C)
-    return _DTYPE.type(f), elementwise_function_Saved(X=X, C=C, M=M, N=N)
-
-
-def elementwise_function_backward(saved, g=1.0):
-    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("elementwise_function", g, ())
-    (dX,) = _elementwise_function_backward(g, *saved)
-    return elementwise_function_Grads(X=dX)
-
-
-def elementwise_function_value_and_grad(X, C):
-    """(f, gradients of f with respect to X) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(X) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dX = _elementwise_function_value_and_grad.checked(X, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        X, C = _check_inputs("elementwise_function", (X, C), _ELEMENTWISE_FUNCTION_INPUTS)
-        f, dX = _run_checked(_elementwise_function_value_and_grad, X, C)
-    return _DTYPE.type(f), elementwise_function_Grads(X=dX)
-
-
-class matrix_addition_Grads(NamedTuple):
-    """Gradients of f with respect to X: each has its input's shape."""
-
-    X: np.ndarray
-
-
-class matrix_addition_Saved(NamedTuple):
-    """What matrix_addition_backward needs from matrix_addition_forward."""
-
-    C: np.ndarray
-    M: int
-    N: int
-
-
-_MATRIX_ADDITION_INPUTS = (("X", ("M", "N")), ("K", ("M", "N")), ("C", ("M", "N")))
-
-
-@_kernel
-def _matrix_addition_forward(X, K, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if (
-        K.shape[0] != X.shape[0]
-        or K.shape[1] != X.shape[1]
-        or C.shape[0] != X.shape[0]
-        or C.shape[1] != X.shape[1]
-    ):
-        raise ValueError("matrix_addition: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = X.shape[0]
-    N = X.shape[1]
-    # fused loop over [M, N]:
-    #   G = X + K
-    #   f = sum(G * C)
-    f_cols = np.zeros((N,), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            f_cols[j] += (X[i, j] + K[i, j]) * C[i, j]
-    f = f_cols.sum()
-    return f, C, M, N
-
-
-@_kernel
-def _matrix_addition_backward(g, C, M, N):
-    # fused loop over [M, N]:
-    #   f = sum(G * C)  →  Hadamard product: da = dz * b
-    dG = np.empty((M, N), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            dG[i, j] = g * C[i, j]
-    return (dG,)
-
-
-@_kernel
-def _matrix_addition_value_and_grad(X, K, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if (
-        K.shape[0] != X.shape[0]
-        or K.shape[1] != X.shape[1]
-        or C.shape[0] != X.shape[0]
-        or C.shape[1] != X.shape[1]
-    ):
-        raise ValueError("matrix_addition: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = X.shape[0]
-    N = X.shape[1]
-    # fused loop over [M, N]:
-    #   G = X + K
-    #   f = sum(G * C)
-    #   G = X + K  →  addition: da = dz; copied, dX would be another array
-    f_cols = np.zeros((N,), dtype=np.float64)
-    dX = np.empty((M, N), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            f_cols[j] += (X[i, j] + K[i, j]) * C[i, j]
-            dX[i, j] = C[i, j]
-    f = f_cols.sum()
-    return f, dX
-
-
-def matrix_addition(X, K, C):
-    """G = X + K: df/dX = df/dG.
-
-    Returns f."""
-    return matrix_addition_forward(X, K, C)[0]
-
-
-def matrix_addition_forward(X, K, C):
-    """Forward pass of matrix_addition: returns (f, saved) for matrix_addition_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(X) is _MASKED or type(K) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, C, M, N = _matrix_addition_forward.checked(X, K, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        X, K, C = _check_inputs("matrix_addition", (X, K, C), _MATRIX_ADDITION_INPUTS)
-        f, C, M, N = _run_checked(_matrix_addition_forward, X, K, C)
-    return _DTYPE.type(f), matrix_addition_Saved(C=C, M=M, N=N)
-
-
-def matrix_addition_backward(saved, g=1.0):
-    """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("matrix_addition", g, ())
-    (dX,) = _matrix_addition_backward(g, *saved)
-    return matrix_addition_Grads(X=dX)
-
-
-def matrix_addition_value_and_grad(X, K, C):
-    """(f, gradients of f with respect to X) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(X) is _MASKED or type(K) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dX = _matrix_addition_value_and_grad.checked(X, K, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        X, K, C = _check_inputs("matrix_addition", (X, K, C), _MATRIX_ADDITION_INPUTS)
-        f, dX = _run_checked(_matrix_addition_value_and_grad, X, K, C)
-    return _DTYPE.type(f), matrix_addition_Grads(X=dX)
-
-
-class row_broadcast_addition_Grads(NamedTuple):
-    """Gradients of f with respect to x: each has its input's shape."""
-
-    x: np.ndarray
-
-
-class row_broadcast_addition_Saved(NamedTuple):
-    """What row_broadcast_addition_backward needs from row_broadcast_addition_forward."""
-
-    C: np.ndarray
-    M: int
-    N: int
-
-
-_ROW_BROADCAST_ADDITION_INPUTS = (("K", ("M", "N")), ("x", (1, "N")), ("C", ("M", "N")))
-
-
-@_kernel
-def _row_broadcast_addition_forward(K, x, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if (
-        x.shape[0] != 1
-        or x.shape[1] != K.shape[1]
-        or C.shape[0] != K.shape[0]
-        or C.shape[1] != K.shape[1]
-    ):
-        raise ValueError("row_broadcast_addition: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = K.shape[0]
-    N = K.shape[1]
-    # fused loop over [M, N]:
-    #   G = K + x
-    #   f = sum(G * C)
-    f_cols = np.zeros((N,), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            f_cols[j] += (K[i, j] + x[0, j]) * C[i, j]
-    f = f_cols.sum()
-    return f, C, M, N
-
-
-@_kernel
-def _row_broadcast_addition_backward(g, C, M, N):
-    # fused loop over [M, N]:
-    #   f = sum(G * C)  →  Hadamard product: da = dz * b
-    #   G = K + x  →  addition: db = dz; broadcast [1, N] to [M, N]: sum over rows
-    dx = np.zeros((1, N), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            dx[0, j] += g * C[i, j]
-    return (dx,)
-
-
-@_kernel
-def _row_broadcast_addition_value_and_grad(K, x, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if (
-        x.shape[0] != 1
-        or x.shape[1] != K.shape[1]
-        or C.shape[0] != K.shape[0]
-        or C.shape[1] != K.shape[1]
-    ):
-        raise ValueError("row_broadcast_addition: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = K.shape[0]
-    N = K.shape[1]
-    # fused loop over [M, N]:
-    #   G = K + x
-    #   f = sum(G * C)
-    #   G = K + x  →  addition: db = dz; broadcast [1, N] to [M, N]: sum over rows
-    f_cols = np.zeros((N,), dtype=np.float64)
-    dx = np.zeros((1, N), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            f_cols[j] += (K[i, j] + x[0, j]) * C[i, j]
-            dx[0, j] += C[i, j]
-    f = f_cols.sum()
-    return f, dx
-
-
-def row_broadcast_addition(K, x, C):
-    """G = K + x with x a row [1, N]: df/dx = sum over rows of df/dG.
-
-    Returns f."""
-    return row_broadcast_addition_forward(K, x, C)[0]
-
-
-def row_broadcast_addition_forward(K, x, C):
-    """Forward pass of row_broadcast_addition: returns (f, saved) for
-    row_broadcast_addition_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(K) is _MASKED or type(x) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, C, M, N = _row_broadcast_addition_forward.checked(K, x, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        K, x, C = _check_inputs(
-            "row_broadcast_addition", (K, x, C), _ROW_BROADCAST_ADDITION_INPUTS
-        )
-        f, C, M, N = _run_checked(_row_broadcast_addition_forward, K, x, C)
-    return _DTYPE.type(f), row_broadcast_addition_Saved(C=C, M=M, N=N)
-
-
-def row_broadcast_addition_backward(saved, g=1.0):
-    """Gradients of f with respect to x, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("row_broadcast_addition", g, ())
-    (dx,) = _row_broadcast_addition_backward(g, *saved)
-    return row_broadcast_addition_Grads(x=dx)
-
-
-def row_broadcast_addition_value_and_grad(K, x, C):
-    """(f, gradients of f with respect to x) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(K) is _MASKED or type(x) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dx = _row_broadcast_addition_value_and_grad.checked(K, x, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        K, x, C = _check_inputs(
-            "row_broadcast_addition", (K, x, C), _ROW_BROADCAST_ADDITION_INPUTS
-        )
-        f, dx = _run_checked(_row_broadcast_addition_value_and_grad, K, x, C)
-    return _DTYPE.type(f), row_broadcast_addition_Grads(x=dx)
-
-
-class column_broadcast_addition_Grads(NamedTuple):
-    """Gradients of f with respect to x: each has its input's shape."""
-
-    x: np.ndarray
-
-
-class column_broadcast_addition_Saved(NamedTuple):
-    """What column_broadcast_addition_backward needs from column_broadcast_addition_forward."""
-
-    C: np.ndarray
-    M: int
-    N: int
-
-
-_COLUMN_BROADCAST_ADDITION_INPUTS = (("K", ("M", "N")), ("x", ("M", 1)), ("C", ("M", "N")))
-
-
-@_kernel
-def _column_broadcast_addition_forward(K, x, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if (
-        x.shape[0] != K.shape[0]
-        or x.shape[1] != 1
-        or C.shape[0] != K.shape[0]
-        or C.shape[1] != K.shape[1]
-    ):
-        raise ValueError("column_broadcast_addition: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = K.shape[0]
-    N = K.shape[1]
-    # fused loop over [M, N]:
-    #   G = K + x
-    #   f = sum(G * C)
-    f_cols = np.zeros((N,), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            f_cols[j] += (K[i, j] + x[i, 0]) * C[i, j]
-    f = f_cols.sum()
-    return f, C, M, N
-
-
-@_kernel
-def _column_broadcast_addition_backward(g, C, M, N):
-    # fused loop over [M, N]:
-    #   f = sum(G * C)  →  Hadamard product: da = dz * b
-    #   G = K + x  →  addition: db = dz; broadcast [M, 1] to [M, N]: sum over columns
-    dx = np.zeros((M, 1), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            dx[i, 0] += g * C[i, j]
-    return (dx,)
-
-
-@_kernel
-def _column_broadcast_addition_value_and_grad(K, x, C):
-    # the spec's shapes (if not, the wrapper's checks name the input that differs)
-    if (
-        x.shape[0] != K.shape[0]
-        or x.shape[1] != 1
-        or C.shape[0] != K.shape[0]
-        or C.shape[1] != K.shape[1]
-    ):
-        raise ValueError("column_broadcast_addition: the inputs' shapes are not the spec's")
-    # sizes of the symbolic dims
-    M = K.shape[0]
-    N = K.shape[1]
-    # fused loop over [M, N]:
-    #   G = K + x
-    #   f = sum(G * C)
-    #   G = K + x  →  addition: db = dz; broadcast [M, 1] to [M, N]: sum over columns
-    f_cols = np.zeros((N,), dtype=np.float64)
-    dx = np.zeros((M, 1), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            f_cols[j] += (K[i, j] + x[i, 0]) * C[i, j]
-            dx[i, 0] += C[i, j]
-    f = f_cols.sum()
-    return f, dx
-
-
-def column_broadcast_addition(K, x, C):
-    """G = K + x with x a column [M, 1]: df/dx = sum over columns of df/dG.
-
-    Returns f."""
-    return column_broadcast_addition_forward(K, x, C)[0]
-
-
-def column_broadcast_addition_forward(K, x, C):
-    """Forward pass of column_broadcast_addition: returns (f, saved) for
-    column_broadcast_addition_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(K) is _MASKED or type(x) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, C, M, N = _column_broadcast_addition_forward.checked(K, x, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        K, x, C = _check_inputs(
-            "column_broadcast_addition", (K, x, C), _COLUMN_BROADCAST_ADDITION_INPUTS
-        )
-        f, C, M, N = _run_checked(_column_broadcast_addition_forward, K, x, C)
-    return _DTYPE.type(f), column_broadcast_addition_Saved(C=C, M=M, N=N)
-
-
-def column_broadcast_addition_backward(saved, g=1.0):
-    """Gradients of f with respect to x, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("column_broadcast_addition", g, ())
-    (dx,) = _column_broadcast_addition_backward(g, *saved)
-    return column_broadcast_addition_Grads(x=dx)
-
-
-def column_broadcast_addition_value_and_grad(K, x, C):
-    """(f, gradients of f with respect to x) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(K) is _MASKED or type(x) is _MASKED or type(C) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dx = _column_broadcast_addition_value_and_grad.checked(K, x, C)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        K, x, C = _check_inputs(
-            "column_broadcast_addition", (K, x, C), _COLUMN_BROADCAST_ADDITION_INPUTS
-        )
-        f, dx = _run_checked(_column_broadcast_addition_value_and_grad, K, x, C)
-    return _DTYPE.type(f), column_broadcast_addition_Grads(x=dx)
-
-
-class squared_frobenius_norm_Grads(NamedTuple):
-    """Gradients of f with respect to G: each has its input's shape."""
-
-    G: np.ndarray
-
-
-class squared_frobenius_norm_Saved(NamedTuple):
-    """What squared_frobenius_norm_backward needs from squared_frobenius_norm_forward."""
-
-    G: np.ndarray
-    M: int
-    N: int
-
-
-_SQUARED_FROBENIUS_NORM_INPUTS = (("G", ("M", "N")),)
-
-
-@_kernel
-def _squared_frobenius_norm_forward(G):
-    # sizes of the symbolic dims
-    M = G.shape[0]
-    N = G.shape[1]
-    # fused loop over [M, N]:
-    #   f = sum(G ** 2)
-    f_cols = np.zeros((N,), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            f_cols[j] += G[i, j] ** 2
-    f = f_cols.sum()
-    return f, G, M, N
-
-
-@_kernel
-def _squared_frobenius_norm_backward(g, G, M, N):
-    # scalars:
-    #   f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dG = g * 2
-    # fused loop over [M, N]:
-    #   f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    dG_2 = np.empty((M, N), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            dG_2[i, j] = dG * G[i, j]
-    return (dG_2,)
-
-
-@_kernel
-def _squared_frobenius_norm_value_and_grad(G):
-    # sizes of the symbolic dims
-    M = G.shape[0]
-    N = G.shape[1]
-    # fused loop over [M, N]:
-    #   f = sum(G ** 2)
-    #   f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
-    f_cols = np.zeros((N,), dtype=np.float64)
-    dG = np.empty((M, N), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            f_cols[j] += G[i, j] ** 2
-            dG[i, j] = 2 * G[i, j]
-    f = f_cols.sum()
-    return f, dG
-
-
-def squared_frobenius_norm(G):
-    """f = ||G||_F^2: df/dG = 2 G.
-
-    Returns f."""
-    return squared_frobenius_norm_forward(G)[0]
-
-
-def squared_frobenius_norm_forward(G):
-    """Forward pass of squared_frobenius_norm: returns (f, saved) for
-    squared_frobenius_norm_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(G) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, G, M, N = _squared_frobenius_norm_forward.checked(G)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
-        f, G, M, N = _run_checked(_squared_frobenius_norm_forward, G)
-    return _DTYPE.type(f), squared_frobenius_norm_Saved(G=G, M=M, N=N)
-
-
-def squared_frobenius_norm_backward(saved, g=1.0):
-    """Gradients of f with respect to G, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("squared_frobenius_norm", g, ())
-    (dG,) = _squared_frobenius_norm_backward(g, *saved)
-    return squared_frobenius_norm_Grads(G=dG)
-
-
-def squared_frobenius_norm_value_and_grad(G):
-    """(f, gradients of f with respect to G) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(G) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dG = _squared_frobenius_norm_value_and_grad.checked(G)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        (G,) = _check_inputs("squared_frobenius_norm", (G,), _SQUARED_FROBENIUS_NORM_INPUTS)
-        f, dG = _run_checked(_squared_frobenius_norm_value_and_grad, G)
-    return _DTYPE.type(f), squared_frobenius_norm_Grads(G=dG)
-
-
-class matrix_sum_Grads(NamedTuple):
-    """Gradients of f with respect to G: each has its input's shape."""
-
-    G: np.ndarray
-
-
-class matrix_sum_Saved(NamedTuple):
-    """What matrix_sum_backward needs from matrix_sum_forward."""
-
-    M: int
-    N: int
-
-
-_MATRIX_SUM_INPUTS = (("G", ("M", "N")),)
-
-
-@_kernel
-def _matrix_sum_forward(G):
-    # sizes of the symbolic dims
-    M = G.shape[0]
-    N = G.shape[1]
-    # fused loop over [M, N]:
-    #   f = sum(G)
-    f_cols = np.zeros((N,), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            f_cols[j] += G[i, j]
-    f = f_cols.sum()
-    return f, M, N
-
-
-@_kernel
-def _matrix_sum_backward(g, M, N):
-    # fused loop over [M, N]:
-    #   f = sum(G)  →  sum: dX = ds, broadcast over the summed axes
-    dG = np.empty((M, N), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            dG[i, j] = g
-    return (dG,)
-
-
-@_kernel
-def _matrix_sum_value_and_grad(G):
-    # sizes of the symbolic dims
-    M = G.shape[0]
-    N = G.shape[1]
-    # fused loop over [M, N]:
-    #   f = sum(G)
-    #   f = sum(G)  →  sum: dX = ds, broadcast over the summed axes
-    f_cols = np.zeros((N,), dtype=np.float64)
-    dG = np.empty((M, N), dtype=np.float64)
-    for i in range(M):
-        for j in range(N):
-            f_cols[j] += G[i, j]
-            dG[i, j] = 1
-    f = f_cols.sum()
-    return f, dG
-
-
-def matrix_sum(G):
-    """f = sum(G): df/dG = 1 (a matrix of ones).
-
-    Returns f."""
-    return matrix_sum_forward(G)[0]
-
-
-def matrix_sum_forward(G):
-    """Forward pass of matrix_sum: returns (f, saved) for matrix_sum_backward."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(G) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, M, N = _matrix_sum_forward.checked(G)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        (G,) = _check_inputs("matrix_sum", (G,), _MATRIX_SUM_INPUTS)
-        f, M, N = _run_checked(_matrix_sum_forward, G)
-    return _DTYPE.type(f), matrix_sum_Saved(M=M, N=N)
-
-
-def matrix_sum_backward(saved, g=1.0):
-    """Gradients of f with respect to G, given g = d(objective)/df (shape []; a scalar
-    broadcasts)."""
-    g = _check_cotangent("matrix_sum", g, ())
-    (dG,) = _matrix_sum_backward(g, *saved)
-    return matrix_sum_Grads(G=dG)
-
-
-def matrix_sum_value_and_grad(G):
-    """(f, gradients of f with respect to G) in one pass."""
-    try:  # types checked before: the kernel compares the shapes
-        if type(G) is _MASKED:
-            raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        f, dG = _matrix_sum_value_and_grad.checked(G)
-    except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
-        (G,) = _check_inputs("matrix_sum", (G,), _MATRIX_SUM_INPUTS)
-        f, dG = _run_checked(_matrix_sum_value_and_grad, G)
-    return _DTYPE.type(f), matrix_sum_Grads(G=dG)

@@ -32,3 +32,11 @@ def assert_close(actual, expected, rtol: float = 1e-6, atol: float = 1e-7, what:
     expected = np.asarray(expected, dtype=float)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
+
+
+def write_numba_runtime(folder) -> None:  # type: ignore[no-untyped-def]
+    """Write the Numba runtime that generated Numba modules import, into ``folder`` (as the
+    command line does beside them)."""
+    from codegen.emit_numba import RUNTIME_FILENAME, runtime_source
+
+    (folder / RUNTIME_FILENAME).write_text(runtime_source())

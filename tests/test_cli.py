@@ -741,10 +741,12 @@ def test_backend_all_writes_both_modules(
 ) -> None:
     rc, out, err = run_main(capsys, SPECS / "nn.yaml", "-o", tmp_path / "out", "--backend", "all")
     assert rc == 0, out + err
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.py")) == ["nn.py", "nn_numba.py"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.py")) == [
+        "_codegen_numba_runtime.py", "nn.py", "nn_numba.py"]
     rc, out, err = run_main(capsys, SPECS / "nn.yaml", "-o", tmp_path / "out2", "--backend", "numba")
     assert rc == 0, out + err
-    assert sorted(p.name for p in (tmp_path / "out2").glob("*.py")) == ["nn_numba.py"]
+    assert sorted(p.name for p in (tmp_path / "out2").glob("*.py")) == [
+        "_codegen_numba_runtime.py", "nn_numba.py"]
 
 
 def test_numba_options_reach_the_decorator(
@@ -755,9 +757,12 @@ def test_numba_options_reach_the_decorator(
                             "--numba-parallel", "--numba-fastmath")
     assert rc == 0, out + err
     src = (out_dir / "nn_numba.py").read_text()
-    assert 'numba.njit(cache=True, error_model="numpy", fastmath=True)(kernel)' in src
-    assert 'error_model="numpy", fastmath=True, parallel={"prange": True, **only_prange}' in src
+    assert "_kernel = _runtime._kernel_fastmath\n" in src
+    assert "_parallel_kernel = _runtime._parallel_kernel_fastmath\n" in src
     assert "numba.prange(" in src and "@_parallel_kernel" in src
+    runtime = (out_dir / "_codegen_numba_runtime.py").read_text()  # (the same for any options)
+    assert 'numba.njit(cache=True, error_model="numpy", fastmath=fastmath)(kernel)' in runtime
+    assert 'error_model="numpy", fastmath=fastmath, parallel={"prange": True, **only_prange}' in runtime
     rc, out, err = run_main(capsys, SPECS / "nn.yaml", "-o", out_dir, "--backend", "numba",
                             "--check")
     assert rc == 1, "default options differ from the written file: --check must say stale"
@@ -821,6 +826,7 @@ def test_committed_generated_has_no_strays() -> None:
         f"{yaml.safe_load(p.read_text()).get('module', p.stem)}{suffix}.py"
         for p in SPECS.glob("*.yaml") for suffix in ("", "_numba")
     }
+    expected.add("_codegen_numba_runtime.py")  # the runtime the Numba modules import
     actual = {p.name for p in GENERATED.glob("*.py") if p.name != "__init__.py"}
     assert actual == expected, f"generated/ does not match specs/; run `{REGENERATE}`"
 
@@ -865,8 +871,9 @@ def test_unchanged_files_are_not_rewritten(
 
 def module_sources(generated_specs: Path) -> list[tuple[str, str]]:
     """(label, source) of every freshly generated and every committed module."""
-    fresh = [(f"fresh {p.name}", p.read_text()) for p in sorted(generated_specs.glob("*.py"))]
-    committed = [(f"generated/{p.name}", p.read_text()) for p in sorted(GENERATED.glob("*.py"))]
+    fresh = [(f"fresh {p.name}", p.read_text()) for p in sorted(generated_specs.glob("[!_]*.py"))]
+    committed = [(f"generated/{p.name}", p.read_text())
+                 for p in sorted(GENERATED.glob("[!_]*.py"))]  # (not the Numba runtime)
     assert fresh and committed
     return fresh + committed
 
@@ -888,7 +895,8 @@ def test_generated_modules_import_without_codegen(
     generated_specs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "codegen", None)  # any 'import codegen' now fails
-    for path in sorted(generated_specs.glob("*.py")):
+    monkeypatch.syspath_prepend(str(generated_specs))  # the Numba modules import their runtime
+    for path in sorted(generated_specs.glob("[!_]*.py")):
         module = load_file(path, f"codegen_test_gen_{path.stem}")
         spec_file = SPECS / f"{path.stem.removesuffix('_numba')}.yaml"
         first_function = next(iter(yaml.safe_load(spec_file.read_text())["functions"]))
@@ -982,6 +990,6 @@ def test_backward_lines_name_their_rule() -> None:
 
 
 def test_fresh_backward_lines_name_their_rule(generated_specs: Path) -> None:
-    for path in sorted(generated_specs.glob("*.py")):
+    for path in sorted(generated_specs.glob("[!_]*.py")):
         if not path.name.endswith("_numba.py"):  # Numba kernels comment whole loop groups
             assert backward_rule_comments(path.read_text()), path.name

@@ -101,8 +101,9 @@ def test_report_structure_and_rules() -> None:
     order = [backward.index(f"`{s}`") for s in ("loss = sum(h ** 2)", "h = tanh(z)",
                                                   "z = X @ w + c")]
     assert order == sorted(order), backward
-    assert "power: `dx = dy * c * x ** (c - 1)`" in backward
-    assert "tanh: `dx = dy * (1 - y * y)`" in backward
+    # each rule instantiated with the values' names, derived from the backward ops
+    assert "power: `dh = g * 2 * h`" in backward
+    assert "tanh: `dz = dh * (1 - h * h)`" in backward
     assert "`dw` `[D]`" in md
 
 
@@ -230,3 +231,65 @@ def test_reports_of_deleted_specs_are_orphans(
     assert f"orphan: {out_dir / 'other.py'}" in out
     assert run(capsys, spec, "-o", out_dir, "--explain", "--prune")[0] == 0
     assert sorted(p.name for p in out_dir.iterdir()) == ["tiny.md", "tiny.py"]
+
+
+def gradient_section(md: str, function: str, w: str) -> str:
+    """The report's item for gradient ``dw`` of ``function``."""
+    section = md.split(f"## `{function}`", 1)[1].split("\n## `", 1)[0]
+    grads = section.split("### Gradients", 1)[1].split("###", 1)[0]
+    item = grads.split(f"- `d{w}` ", 1)[1]
+    return item.split("\n- `", 1)[0]
+
+
+FANOUT = """dims: {N: 3}
+functions:
+  fan:
+    inputs: {x: [N], W: [N, N], b: [N]}
+    steps:
+      - Z = W @ x + b
+      - h = tanh(Z)
+      - loss = sum(h * x)
+    outputs: [loss]
+"""
+
+
+def test_each_gradient_lists_only_its_own_rules() -> None:
+    """affine_sum's dW is a left product only: the right product belongs to dA (it used to be
+    listed under dW, as the dense cotangent both products read was made by dA's rule)."""
+    md = render_explain(compile_spec(load_spec_file(SPECS / "seeds.yaml")), "seeds.yaml")
+    dw, da = gradient_section(md, "affine_sum", "W"), gradient_section(md, "affine_sum", "A")
+    assert "left product" in dw and "right product" not in dw, dw
+    assert "right product" in da and "left product" not in da, da
+    assert "one path" in dw and "one path" in da
+
+
+def test_a_gradient_reached_twice_is_the_sum_of_two_paths() -> None:
+    md = report(FANOUT)
+    dx = gradient_section(md, "fan", "x")
+    assert "the sum of 2 paths" in dx, dx
+    path1, path2 = dx.split("  - path 1:\n", 1)[1].split("  - path 2:\n", 1)
+    # x is read by the product (the direct path) and, through W @ x, by tanh (the long one)
+    long, short = sorted([path1, path2], key=len, reverse=True)
+    assert "Hadamard product" in short and "tanh" not in short and "product" in short
+    assert short.strip() == "1. `loss = sum(h * x)`: sum → Hadamard product"
+    for rule in ("Hadamard product", "tanh", "addition", "matrix-vector product"):
+        assert rule in long, (rule, long)
+    dw = gradient_section(md, "fan", "W")
+    assert "one path" in dw and "tanh" in dw
+
+
+def test_paths_of_a_deep_fan_out_are_counted_not_all_listed() -> None:
+    steps = "\n".join(f"      - a{i} = tanh(a{i - 1}) * a{i - 1}" for i in range(1, 13))
+    spec = f"""\
+dims: {{N: 3}}
+functions:
+  chain:
+    inputs: {{a0: [N]}}
+    steps:
+{steps}
+      - loss = sum(a12)
+    outputs: [loss]
+"""
+    dx = gradient_section(report(spec), "chain", "a0")
+    assert f"the sum of {2 ** 12:,} paths; the first 8 shown" in dx
+    assert dx.count("  - path ") == 8

@@ -209,7 +209,7 @@ def _rules(src: str, function: str) -> list[str]:
     """The derivative rules named by the backward comments of ``function``, in order."""
     body = src[src.index(f"def {function}("):] + "\n\n\n"
     body = body[:body.index("\n\n\n")]
-    comments = re.findall(r"  →  (.*(?:\n +#     .*)*)", body)
+    comments = re.findall(r"# +→ (.*(?:\n +# {5,}.*)*)", body)
     return [" ".join(part.strip("# ") for part in c.split("\n")) for c in comments]
 
 
@@ -217,8 +217,8 @@ def test_backward_finishes_the_left_branch_before_the_right_one():
     src = codegen.generate_source(_chain_spec(2, 3, 4))
     rules = _rules(src, "chain_value_and_grad")
     # step a2: tanh(a1) * w first (da1 starts from the tanh rule), then a1 * 0.5 accumulates
-    tanh = rules.index("tanh: dx = dy * (1 - y * y)")
-    assert rules[tanh + 1].startswith("Hadamard product: da = dz * b; accumulate (da1")
+    tanh = next(i for i, r in enumerate(rules) if r.startswith("tanh: da1 = "))
+    assert rules[tanh + 1].startswith("Hadamard product: da1 = da1 + da2 * 0.5; accumulate (da1")
     assert "dw = np.einsum(\"ij,ij->j\", a2_1, da2)" in src
     assert "dw += np.einsum(\"ij,ij->j\", a1_1, da1)" in src
 

@@ -11,6 +11,7 @@ import pytest
 from helpers import assert_close
 
 import codegen
+from codegen import emit_numba
 from codegen.compiler import compile_spec
 from codegen.finite_differences import example_dims, random_inputs
 from codegen.loader import load_spec_file
@@ -157,10 +158,14 @@ def test_calls_with_types_checked_before_skip_the_python_checks_and_nothing_else
     assert len(kernel.signatures) == 1 and kernel.checked.signatures == kernel.signatures
 
 
-def test_numba_kernels_are_compiled_fused_and_cached(tmp_path):
+def test_numba_kernels_are_compiled_fused_and_cached(tmp_path, monkeypatch):
+    from helpers import write_numba_runtime
+
     src = codegen.generate_source(ROOT / "specs" / "nn.yaml", backend="numba")
     body = src[src.index("def _mlp_mse_value_and_grad"):src.index("def mlp_mse(")]
-    assert 'return numba.njit(cache=True, error_model="numpy")(kernel)' in src
+    runtime = emit_numba.runtime_source()
+    assert 'numba.njit(cache=True, error_model="numpy", fastmath=fastmath)(kernel)' in runtime
+    assert "_kernel = _runtime._kernel\n" in src
     assert "@_kernel\ndef _mlp_mse_value_and_grad" in src
     # bias+tanh, bias+loss fused with the loss's gradient, dtanh
     assert body.count("for i in range(N):") == 3
@@ -169,6 +174,8 @@ def test_numba_kernels_are_compiled_fused_and_cached(tmp_path):
     assert "import codegen" not in src
     path = tmp_path / "nn_numba.py"
     path.write_text(src)
+    write_numba_runtime(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # imported by path: the runtime by name
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("nn_numba_cache_test", path)
@@ -199,8 +206,11 @@ def test_numba_cache_works_under_any_import_name(tmp_path):
     import subprocess
     import sys
 
+    from helpers import write_numba_runtime
+
     src = codegen.generate_source(ROOT / "specs" / "seeds.yaml", backend="numba")
     (tmp_path / "seeds_numba.py").write_text(src)
+    write_numba_runtime(tmp_path)  # found by name: the script runs in tmp_path
     script = (
         "import importlib.util, sys, numpy as np\n"
         "name = sys.argv[1]\n"
@@ -384,11 +394,12 @@ def test_parallel_kernels_match_numpy_and_do_not_depend_on_the_thread_count():
         # inputs below _PARALLEL_SIZE elements)
         for n, size in [(n, 0) for n in sorted({1, threads})] + [(threads, 10**12)]:
             numba.set_num_threads(n)
-            par._PARALLEL_SIZE = size
+            par._runtime._PARALLEL_SIZE = size  # (the runtime's, shared by the modules)
             results.append(par.f_value_and_grad(X, W, b))
             results.append(par.f_backward(par.f_forward(X, W, b)[1], 1.0))
     finally:
         numba.set_num_threads(threads)
+        par._runtime._PARALLEL_SIZE = 1_000_000
     assert par._f_value_and_grad.parallel.signatures and par._f_value_and_grad.serial.signatures
     for (loss, grads) in results[::2]:
         assert_close(loss, want[0])
@@ -412,14 +423,18 @@ def test_kernels_namespace_is_one_per_version_of_the_helpers(tmp_path, monkeypat
     from codegen import emit_numba
 
     name = emit_numba.kernels_module()
-    src = codegen.generate_source(ROOT / "specs" / "nn.yaml", backend="numba")
+    src = emit_numba.runtime_source()
     assert f'"{name}", types.ModuleType("{name}")' in src
+    version = emit_numba.runtime_version()
+    module = codegen.generate_source(ROOT / "specs" / "nn.yaml", backend="numba")
+    assert f'_runtime._VERSION != "{version}"' in module  # a module asks for its runtime
     copy = tmp_path / "templates"
     shutil.copytree(emit_numba.templates_dir(), copy)
     helpers = copy / "helpers" / "numba_math.py.j2"
     helpers.write_text(helpers.read_text() + "\n# a later version\n")
     monkeypatch.setattr(emit_numba, "templates_dir", lambda: copy)
     assert emit_numba.kernels_module() != name
+    assert emit_numba.runtime_version() != version
 
 
 @pytest.mark.parametrize("steps", [
@@ -427,7 +442,7 @@ def test_kernels_namespace_is_one_per_version_of_the_helpers(tmp_path, monkeypat
      "loss = sum(r * r) + sum(c * c) + sum(sum(A * b, keepdims=True))"],
     ["A = X * W + b", "m = logsumexp(A, axis=0)", "loss = sum(m) + sum(exp(A))"],
 ])
-def test_parallel_reductions_of_every_kind_match_numpy(steps):
+def test_parallel_reductions_of_every_kind_match_numpy(steps, monkeypatch):
     """Row sums (each row its own element), column sums and means (partial sums per block),
     keepdims, and the max of a logsumexp over rows (serial loops) under --numba-parallel."""
     from codegen import api, compiler
@@ -438,7 +453,7 @@ def test_parallel_reductions_of_every_kind_match_numpy(steps):
             + "    outputs: [loss]\n")
     source = compiler.render(compile_spec(load_spec(text, "red.yaml")), "numba", parallel=True)
     par = api.import_source(source, f"red_parallel_{len(steps[0])}", "numba")
-    par._PARALLEL_SIZE = 0
+    monkeypatch.setattr(par._runtime, "_PARALLEL_SIZE", 0)
     ref = codegen.load_module(text)
     rng = np.random.default_rng(7)
     M, N = 67, 9

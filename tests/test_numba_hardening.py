@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import codegen
+from helpers import write_numba_runtime
 from codegen import compiler
 from codegen.compiler import compile_spec
 from codegen.loader import load_spec
@@ -41,6 +42,7 @@ def _write_seeds(folder: Path) -> None:
     folder.mkdir()
     src = codegen.generate_source(ROOT / "specs" / "seeds.yaml", backend="numba")
     (folder / "seeds_numba.py").write_text(src)
+    write_numba_runtime(folder)
     (folder / "run.py").write_text(RUN_SEEDS)
 
 
@@ -120,7 +122,7 @@ import sys, threading
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 import par_numba as m
-m._PARALLEL_SIZE = 0  # every call runs the parallel compilation
+m._runtime._PARALLEL_SIZE = 0  # every call runs the parallel compilation
 rng = np.random.default_rng(0)
 X, W, b = rng.standard_normal((96, 40)), rng.standard_normal((96, 40)), rng.standard_normal(40)
 want = m.f(X, W, b)
@@ -323,8 +325,9 @@ def test_longest_function_name_runs_from_numba_cache(tmp_path):
     source = compiler.render(compile_spec(load_spec(text, "long.yaml")), "numba",
                              parallel=True)
     (tmp_path / f"{module}_numba.py").write_text(source)
+    write_numba_runtime(tmp_path)
     script = (f"import sys, numpy as np\nsys.path.insert(0, {str(tmp_path)!r})\n"
-              f"import {module}_numba as m\nm._PARALLEL_SIZE = 0\n"
+              f"import {module}_numba as m\nm._runtime._PARALLEL_SIZE = 0\n"
               f"print(m.{name}(np.ones(3)))\n")
     proc = _run(["-c", script], {}, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

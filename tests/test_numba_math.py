@@ -222,7 +222,7 @@ def test_sin_and_cos_take_the_short_reduction_when_every_argument_is_below_1_6e6
     src = codegen.generate_source(text, backend="numba")
     assert "short = _short_reduction(X)" in src and "_sincos(X[i], True)" in src
     mod = codegen.load_module(text, backend="numba")
-    assert mod._KERNELS._short_reduction(x) and not mod._KERNELS._short_reduction(
+    assert mod._runtime._KERNELS._short_reduction(x) and not mod._runtime._KERNELS._short_reduction(
         np.append(x, 1.6e6))
     for arg in (x, np.append(x, 1e300)):  # short, then the long reduction for the same values
         (_, S, C), _ = mod.f_value_and_grad(arg)

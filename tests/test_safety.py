@@ -28,7 +28,7 @@ import yaml
 
 import codegen
 from codegen import cli
-from codegen.emit_numba import kernels_module
+from codegen.emit_numba import kernels_module, runtime_version
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "specs"
@@ -88,6 +88,14 @@ FIXED_EXPRESSIONS = {"vars(_KERNELS).update(np=np, numba=numba, __builtins__=__b
                      "vars(_KERNELS).update(_bits=_bits, _as_f64=_as_f64, _fma=_fma)"}
 # decorators of the Numba backend's elementary-function helpers (numba_math.py.j2)
 MATH_DECORATORS = {"numba.extending.intrinsic", "_scalar", "_elementwise"}
+# A Numba module's import of the runtime beside it, and the check of its version.
+RUNTIME_IMPORT = ("try:\n    _runtime = importlib.import_module('._codegen_numba_runtime', "
+                  "__package__ or None)\nexcept (ImportError, TypeError):\n"
+                  "    _runtime = importlib.import_module('_codegen_numba_runtime')")
+RUNTIME_CHECK = (f"if _runtime._VERSION != '{runtime_version()}':\n    raise ImportError('the "
+                 "Numba runtime beside this module (_codegen_numba_runtime.py) is from another "
+                 "version of codegen: generate the module and the runtime again (python -m "
+                 "codegen)')")
 
 
 def _no_call(node: ast.AST) -> bool:
@@ -119,6 +127,8 @@ def assert_module_is_safe(source: str, functions: set[str], allowed: frozenset[s
             assert ast.unparse(node) == "_CHECKED: dict[tuple, None] = {}", ast.unparse(node)
         elif isinstance(node, ast.Expr) and ast.unparse(node) in FIXED_EXPRESSIONS:
             pass
+        elif isinstance(node, (ast.Try, ast.If)):
+            assert ast.unparse(node) in (RUNTIME_IMPORT, RUNTIME_CHECK), ast.unparse(node)
         elif isinstance(node, ast.FunctionDef):
             assert not node.decorator_list or all(
                 isinstance(d, (ast.Attribute, ast.Call, ast.Name)) and "numba" in ast.unparse(d)
