@@ -17,6 +17,7 @@ import keyword
 from importlib import resources
 
 from .loader import (
+    DERIVATIVES,
     DTYPES,
     MAX_DIM,
     MAX_FUNCTIONS,
@@ -127,6 +128,7 @@ def build_schema() -> dict:
                 [["W1", "b1", "W2", "b2"]],
                 {"$ref": "#/$defs/name"},
             ),
+            "derivatives": {"$ref": "#/$defs/derivatives"},
             "steps": {
                 "type": "array",
                 "minItems": 1,
@@ -196,6 +198,7 @@ def build_schema() -> dict:
                 ),
                 "examples": [{"N": 64, "D": 8, "H": 16, "K": 3}],
             },
+            "derivatives": {"$ref": "#/$defs/derivatives"},
             "functions": {
                 "type": "object",
                 "minProperties": 1,
@@ -213,6 +216,17 @@ def build_schema() -> dict:
             "shape": shape,
             "step": step,
             "function": function,
+            "derivatives": {
+                "type": "array",
+                "uniqueItems": True,
+                "items": {"enum": list(DERIVATIVES)},
+                "description": (
+                    "Derivative kinds beyond the gradient: f_jvp (forward mode), f_jacobian "
+                    "(row-major d vec(y)/d vec(x)), f_hvp and f_hessian (need a scalar first "
+                    "output). At module level: the default of every function."
+                ),
+                "examples": [["jvp", "jacobian", "hvp", "hessian"]],
+            },
         },
     }
 
