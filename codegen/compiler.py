@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
+from .derivatives import DerivativePrograms, derivative_helpers, derivative_programs, derivative_view
 from .emit import Emitter, spec_label
 from .errors import SpecError, SpecWarning
 from .ir import Program
@@ -51,6 +52,7 @@ class CompiledFunction:
     function: Function
     value_and_grad: Program  # seed g = 1, folded
     backward: Program  # seed g = the backward's argument
+    derivatives: DerivativePrograms | None = None  # f_jvp, f_hvp, ... (DESIGN.md §3b)
 
 
 @dataclass
@@ -79,8 +81,9 @@ def compile_spec(spec: Spec) -> Compiled:
                 f"function name '{fs.name}' would shadow the Python builtin of that name "
                 "in the generated module; choose another", fs.loc)
         fn = parse_function(spec, fs)
-        out.append(CompiledFunction(fn, optimize(differentiate(fn, True)),
-                                    optimize(differentiate(fn, False))))
+        vg = optimize(differentiate(fn, True))
+        out.append(CompiledFunction(fn, vg, optimize(differentiate(fn, False)),
+                                    derivative_programs(fn, vg)))
     return Compiled(spec, out)
 
 
@@ -104,7 +107,13 @@ def render(compiled: Compiled, backend: str = "numpy", outdir: str | None = None
     emitter.module_names = {n for cf in compiled.functions for n in function_names(cf.function.name)}
     views = [emitter.function_view(cf.function, cf.value_and_grad, cf.backward)
              for cf in compiled.functions]
-    helpers = emitter.helpers([p for cf in compiled.functions for p in (cf.value_and_grad, cf.backward)])
+    for view, cf in zip(views, compiled.functions):
+        if cf.derivatives is not None:
+            view.derivs = derivative_view(emitter, cf.function, cf.derivatives, emitter.module_names)
+    programs = [p for cf in compiled.functions for p in (cf.value_and_grad, cf.backward)]
+    programs += [tp.program for cf in compiled.functions if cf.derivatives
+                 for tp in (cf.derivatives.jvp, cf.derivatives.hvp) if tp is not None]
+    helpers = emitter.helpers(programs) + derivative_helpers([v.derivs for v in views])
     return emitter.module(spec_label(spec.path, outdir), spec.sha256, spec.module, spec.doc, views,
                           helpers)
 

@@ -88,6 +88,7 @@ class FunctionView:
     bw_decorator: str = ""
     vg_decorator: str = ""
     masked_guard: str = ""  # a compiled backend's test for masked arrays among the array inputs
+    derivs: object = None  # f_jvp, f_jacobian, f_hvp, f_hessian (derivatives.DerivView)
 
 
 @dataclass

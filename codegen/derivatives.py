@@ -1,0 +1,218 @@
+"""Derivatives beyond the gradient (DESIGN.md §3b): f_jvp, f_jacobian, f_hvp, f_hessian.
+
+``derivative_programs`` makes the IR (``forward.py``: tangents pushed through the forward program
+for f_jvp, through the joint forward+backward program for f_hvp); ``derivative_view`` renders it
+with the module's emitter: the NumPy emitter writes NumPy statements, the Numba emitter writes a
+kernel of fused loops (from the lowered program) that a NumPy-level wrapper calls.  f_jacobian
+and f_hessian are loops over basis vectors in the template (``templates/derivs.py.j2``): VJP rows
+(f_backward) or JVP columns (f_jvp), whichever needs fewer passes at the actual sizes, and HVP
+columns.  Nothing here pastes rendered text into arithmetic: statements come from the emitter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import text
+from .emit import Emitter, Stmt
+from .errors import SpecError
+from .forward import TangentProgram, hvp_program, jvp_program
+from .ir import Program
+from .lower import lower
+from .names import Names
+from .parse import Function
+from .reserved import BODY_BUILTINS, template_names
+
+KINDS = ("jvp", "jacobian", "hvp", "hessian")
+
+
+@dataclass
+class DerivativePrograms:
+    """The IR behind a function's derivative kinds (None where not asked for)."""
+
+    kinds: tuple[str, ...]  # as asked for in the spec
+    jvp: TangentProgram | None = None  # (also made for a jacobian: its JVP columns)
+    hvp: TangentProgram | None = None  # (also made for a hessian)
+
+
+def derivative_programs(fn: Function, joint: Program) -> DerivativePrograms:
+    """Check the kinds the spec asks for and build their programs (``joint``: value_and_grad's)."""
+    kinds = tuple(ref.name for ref in fn.spec.derivatives)
+    first = fn.program.outputs[0]
+    assert isinstance(first, str)
+    shape = fn.program.values[first].shape
+    for ref in fn.spec.derivatives:
+        if ref.name in ("hvp", "hessian") and shape:
+            name = fn.program.values[first].hint
+            raise SpecError(
+                f"{fn.name}: '{ref.name}' needs a scalar first output, but {name} has shape "
+                f"[{', '.join(map(str, shape))}]; reduce it to a scalar (e.g. sum({name})) or ask "
+                "for 'jvp' or 'jacobian' instead", ref.loc)
+    out = DerivativePrograms(kinds)
+    if "jvp" in kinds or "jacobian" in kinds:
+        out.jvp = jvp_program(fn)
+    if "hvp" in kinds or "hessian" in kinds:
+        out.hvp = hvp_program(fn, joint)
+    return out
+
+
+@dataclass
+class DerivFunction:
+    """One rendered derivative function: its kernel (Numba) or body (NumPy), and its return."""
+
+    body: list[Stmt]
+    returns: list[str]  # locals, in order: outputs, then (hvp) gradients, then the results
+    tangents: list[str]  # the locals of the tangent inputs
+    decorator: str = ""
+    rules: list[str] = field(default_factory=list)
+    kernel_return: str = ""  # "(Z, Z_dot)" (a tuple however many)
+    result: str = ""  # the public function's return, from the locals or the kernel's tuple ``r``
+
+
+@dataclass
+class DerivView:
+    """What ``templates/derivs.py.j2`` needs for one spec function."""
+
+    name: str
+    params: str
+    input_list: list[str]
+    wrt: list[str]
+    tangents_param: str  # "tangents" (DESIGN.md §3b), "tangents_" if an input has that name
+    v_param: str
+    wrt_index: str  # the wrt inputs' positions among the inputs: "(2,)"
+    n_outputs: int
+    n_grads: int
+    scalars_out: list[bool]  # per output, then gradient: a shape-[] value (cast by Numba wrappers)
+    scalars_wrt: list[bool]
+    tangent_const: str  # module constant: the shapes of the inputs and the tangents
+    tangent_spec: str
+    first: str  # the first output's name
+    jvp: DerivFunction | None = None
+    hvp: DerivFunction | None = None
+    jacobian: bool = False
+    hessian: bool = False
+    public_jvp: bool = False  # asked for (else f_jvp only serves f_jacobian, still public)
+    doc_jvp: str = ""
+    doc_jacobian: str = ""
+    doc_hvp: str = ""
+    doc_hessian: str = ""
+
+
+def _render(emitter: Emitter, fn: Function, tp: TangentProgram, returns_grads: bool,
+            module_names: set[str]) -> DerivFunction:
+    """The statements of one tangent program, named for a reader."""
+    program = lower(tp.program) if emitter.backend == "numba" else tp.program
+    spec_names = {v for v, val in fn.program.values.items() if val.kind in ("input", "step")}
+    base = Names(spec_names | {"np", "tangents", "v", "tangents_", "v_"} | template_names() | BODY_BUILTINS
+                 | module_names)
+    for vid in spec_names:
+        base.of[vid] = vid
+    dim = {d: base.fresh(d if d not in spec_names else f"{d}_size") for d in fn.dims}
+    for vid in tp.tangents:
+        base.bind(vid, program.values[vid].hint)
+    keep = {r for r in tp.results if isinstance(r, str)}
+    keep |= {o for o in program.outputs if isinstance(o, str)}
+    if returns_grads:
+        keep |= {g for _, g in program.grads if isinstance(g, str)}
+    emitter.used_dims = set()
+    body = emitter.render_ops(list(program.ops), program, base, dim, keep)
+    body = emitter.dim_lines(fn, dim)([d for d in fn.dims if d in emitter.used_dims]) + body
+    returns = [base.of[o] for o in program.outputs if isinstance(o, str)]
+    if returns_grads:
+        returns += [base.of[g] for _, g in program.grads if isinstance(g, str)]
+    returns += [base.of[r] for r in tp.results if isinstance(r, str)]
+    decorator = ""
+    if emitter.backend == "numba":
+        decorator = emitter.decorator(body)  # type: ignore[attr-defined]
+    return DerivFunction(body, returns, [base.of[t] for t in tp.tangents], decorator, tp.rules,
+                         "(" + ", ".join(returns) + ("," if len(returns) == 1 else "") + ")")
+
+
+def _result(fn: Function, f: DerivFunction, numba: bool, grads: bool) -> str:
+    """The public return: ``(outputs, dout)`` or ``(outputs, f_Grads(...), f_Grads(...))``."""
+    outputs = [o for o in fn.program.outputs if isinstance(o, str)]
+    shapes = [fn.program.values[o].shape for o in outputs]
+    if grads:
+        shapes += [fn.program.values[w].shape for w in fn.wrt] * 2
+    else:
+        shapes.append(fn.program.values[outputs[0]].shape)
+    items = []
+    for k, (local, shape) in enumerate(zip(f.returns, shapes)):
+        item = f"_r[{k}]" if numba else local
+        items.append(f"_DTYPE.type({item})" if numba and shape == () else item)
+    n = len(outputs)
+    outs = items[0] if n == 1 else "(" + ", ".join(items[:n]) + ")"
+    if not grads:
+        return f"{outs}, {items[n]}"
+    m = len(fn.wrt)
+    g = ", ".join(f"{w}={x}" for w, x in zip(fn.wrt, items[n:n + m]))
+    hv = ", ".join(f"{w}={x}" for w, x in zip(fn.wrt, items[n + m:]))
+    return f"{outs}, {fn.name}_Grads({g}), {fn.name}_Grads({hv})"
+
+
+def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms,
+                    module_names: set[str]) -> DerivView | None:
+    """The rendered derivative functions of ``fn``, or None when its spec asks for none."""
+    if not programs.kinds:
+        return None
+    first = fn.program.outputs[0]
+    assert isinstance(first, str)
+    first_name = fn.program.values[first].hint
+    outputs = [o for o in fn.program.outputs if isinstance(o, str)]
+    shapes = [(name, fn.program.values[name].shape) for name in fn.program.inputs]
+    shapes += [(f"tangent of {w}", fn.program.values[w].shape) for w in fn.wrt]
+    spec = "(" + ", ".join(f'("{n}", {emitter.shape_spec(s)})' for n, s in shapes) + ",)"
+    wrt = ", ".join(fn.wrt)
+    view = DerivView(
+        name=fn.name,
+        params=", ".join(fn.program.inputs),
+        input_list=list(fn.program.inputs),
+        wrt=list(fn.wrt),
+        tangents_param="tangents" + "_" * fn.program.inputs.count("tangents"),
+        v_param="v" + "_" * fn.program.inputs.count("v"),
+        wrt_index="(" + ", ".join(str(fn.program.inputs.index(w)) for w in fn.wrt) + ",)",
+        n_outputs=len(outputs),
+        n_grads=len(fn.wrt),
+        scalars_out=[fn.program.values[o].shape == () for o in outputs],
+        scalars_wrt=[fn.program.values[w].shape == () for w in fn.wrt],
+        tangent_const=f"_{fn.name.upper()}_TANGENT_SHAPES",
+        tangent_spec=spec,
+        first=first_name,
+        jacobian="jacobian" in programs.kinds,
+        hessian="hessian" in programs.kinds,
+        public_jvp="jvp" in programs.kinds,
+    )
+
+    def doc(body: str) -> str:
+        return text.docstring(text.wrap_doc(body), "    ")
+
+    if programs.jvp is not None:
+        view.jvp = _render(emitter, fn, programs.jvp, False, module_names)
+        view.jvp.result = _result(fn, view.jvp, emitter.backend == "numba", False)
+        view.doc_jvp = doc(
+            f"Forward mode: (outputs, d{first_name}), d{first_name} the directional derivative of "
+            f"{first_name} along `tangents` (one array per input of {wrt}, in that order, each of "
+            "its input's shape; a tuple or a Grads). Each line pushes the tangents (`_dot`) "
+            "through one op by its JVP rule.")
+        view.doc_jacobian = doc(
+            f"(outputs, jac): jac.<x> is d vec({first_name}) / d vec(x) for x in {wrt}, shape "
+            f"({first_name}.size, x.size), vec in row-major order. Built from vector-Jacobian "
+            f"products ({fn.name}_backward, one per element of {first_name}) or Jacobian-vector "
+            f"products ({fn.name}_jvp, one per element of {wrt}), whichever are fewer.")
+    if programs.hvp is not None:
+        view.hvp = _render(emitter, fn, programs.hvp, True, module_names)
+        view.hvp.result = _result(fn, view.hvp, emitter.backend == "numba", True)
+        view.doc_hvp = doc(
+            f"(outputs, grads, hv): hv holds the Hessian of {first_name} with respect to {wrt} "
+            "times `v` (one array per input, as grads). Forward over reverse: the tangents "
+            f"(`_dot`) of the gradient program of {fn.name}_value_and_grad.")
+        view.doc_hessian = doc(
+            f"(outputs, grads, H): H the dense Hessian of {first_name}, (n, n) with n the total "
+            f"size of {wrt}, rows and columns ordered as "
+            "np.concatenate([g.ravel() for g in grads]); one Hessian-vector product per column.")
+    return view
+
+
+def derivative_helpers(views: list[DerivView | None]) -> list[str]:
+    """The helper templates the derivative functions call."""
+    return ["helpers/tangents.py.j2"] if any(v is not None for v in views) else []
