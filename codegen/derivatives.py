@@ -76,7 +76,7 @@ class DerivView:
     name: str
     params: str
     input_list: list[str]
-    wrt: list[str]
+    wrt: str  # the wrt names as a tuple literal: ("W", "b")
     tangents_param: str  # "tangents" (DESIGN.md §3b), "tangents_" if an input has that name
     v_param: str
     wrt_index: str  # the wrt inputs' positions among the inputs: "(2,)"
@@ -167,7 +167,7 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
         name=fn.name,
         params=", ".join(fn.program.inputs),
         input_list=list(fn.program.inputs),
-        wrt=list(fn.wrt),
+        wrt="(" + ", ".join(f'"{w}"' for w in fn.wrt) + ",)",
         tangents_param="tangents" + "_" * fn.program.inputs.count("tangents"),
         v_param="v" + "_" * fn.program.inputs.count("v"),
         wrt_index="(" + ", ".join(str(fn.program.inputs.index(w)) for w in fn.wrt) + ",)",
