@@ -340,3 +340,46 @@ def test_module_level_default_and_function_override():
     assert hasattr(module, "f_jvp") and not hasattr(module, "f_hvp")
     assert hasattr(module, "g_hvp") and not hasattr(module, "g_jvp")
     assert not hasattr(module, "h_jvp")
+
+
+GRADCHECK_SPEC = """
+module: gcheck
+dims: {N: 4, D: 3}
+derivatives: [jvp, jacobian, hvp, hessian]
+functions:
+  f:
+    inputs: {X: [N, D], w: [D]}
+    wrt: [w]
+    steps:
+      - z = tanh(X @ w)
+      - loss = sum(z * z) + sum(w ** 3)
+    outputs: [loss]
+"""
+
+
+def test_gradcheck_checks_every_generated_kind(monkeypatch):
+    from codegen import ops
+    from codegen.finite_differences import check_spec
+    from codegen.loader import load_spec
+
+    spec = load_spec(textwrap.dedent(GRADCHECK_SPEC), "gcheck.yaml")
+    results = check_spec(spec)
+    assert [r.kind for r in results if r.kind not in ("value", "gradient")] == [
+        "jvp", "jacobian", "hvp", "hessian"]
+    assert all(r.ok for r in results), results
+    # a wrong JVP rule (tanh' taken as 1) fails every kind that pushes tangents through tanh
+    wrong = ops.OPS["tanh"].__class__(**{**ops.OPS["tanh"].__dict__, "jvps": (lambda b, op, t: t,)})
+    monkeypatch.setitem(ops.OPS, "tanh", wrong)
+    failed = {r.kind for r in check_spec(spec) if not r.ok}
+    assert failed == {"jvp", "hvp", "hessian"}  # (the Jacobian of a scalar is one VJP row)
+
+
+def test_cli_gradcheck_prints_the_derivative_kinds(tmp_path, capsys):
+    from codegen.cli import main
+
+    (tmp_path / "gcheck.yaml").write_text(textwrap.dedent(GRADCHECK_SPEC))
+    assert main([str(tmp_path / "gcheck.yaml"), "-o", str(tmp_path / "out"), "--gradcheck"]) == 0
+    out = capsys.readouterr().out
+    for kind in ("jvp", "jacobian", "hvp", "hessian"):
+        assert f"gcheck.f  {kind} dloss" in out
+    assert "4 other derivatives" in out
