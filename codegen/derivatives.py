@@ -216,3 +216,61 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
 def derivative_helpers(views: list[DerivView | None]) -> list[str]:
     """The helper templates the derivative functions call."""
     return ["helpers/tangents.py.j2"] if any(v is not None for v in views) else []
+
+
+def explain_lines(fn: Function, programs: DerivativePrograms | None, dims: dict[str, int]
+                  ) -> list[str]:
+    """The ``--explain`` section of a function's derivative kinds: the JVP rules used, per step."""
+    if programs is None or not programs.kinds:
+        return []
+
+    def code(s: str) -> str:
+        return "`" + s.replace("`", "'") + "`"
+
+    first = str(fn.program.outputs[0])
+    out = ["### Derivatives beyond the gradient", "",
+           "Generated: " + ", ".join(code(f"{fn.name}_{k}") for k in KINDS if k in programs.kinds)
+           + ". Forward mode pushes a tangent (`x_dot`) through each op by its JVP rule, in "
+           "program order.", ""]
+    for label, tp, what in (
+            (f"{fn.name}_jvp", programs.jvp, f"the forward steps, giving the tangent of {first}"),
+            (f"{fn.name}_hvp", programs.hvp, "the joint forward and backward program of "
+             f"{fn.name}_value_and_grad (forward over reverse), giving the tangents of the "
+             "gradients: the Hessian times v")):
+        if tp is None:
+            continue
+        out += [f"{code(label)}: JVP rules applied to {what}:", ""]
+        seen: list[tuple[str, str]] = []
+        for op in tp.program.ops:
+            if op.phase == "tangent" and op.origin.rule and (op.origin.step, op.origin.rule) not in seen:
+                seen.append((op.origin.step, op.origin.rule))
+        for k, (step, rule) in enumerate(seen, 1):
+            out.append(f"{k}. {code(step) if step else '(generated)'}: {rule}")
+        out.append("")
+    y = fn.program.values[first].shape
+    m = 1
+    n = 0
+    known = True
+    for d in y:
+        m *= d if isinstance(d, int) else dims.get(d, 0)
+        known = known and (isinstance(d, int) or d in dims)
+    for w in fn.wrt:
+        size = 1
+        for d in fn.program.values[w].shape:
+            size *= d if isinstance(d, int) else dims.get(d, 0)
+            known = known and (isinstance(d, int) or d in dims)
+        n += size
+    if "jacobian" in programs.kinds:
+        def count(k: int, what: str) -> str:
+            return f"{k} {what}" + ("" if k == 1 else "s")
+
+        how = (f" At the example sizes ({code(first)} has {count(m, 'element')}, the wrt inputs "
+               f"{n}): " + (count(m, "VJP row") if m <= n else count(n, "JVP column")) + "."
+               ) if known else ""
+        out += [f"{code(fn.name + '_jacobian')}: one VJP ({code(fn.name + '_backward')}) per "
+                f"element of {code(first)}, or one JVP per element of the wrt inputs, whichever "
+                f"is fewer at the call's sizes (a loop over unit vectors).{how}", ""]
+    if "hessian" in programs.kinds:
+        out += [f"{code(fn.name + '_hessian')}: one HVP per column"
+                + (f" ({n} at the example sizes)." if known else "."), ""]
+    return out

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 
 from . import __version__, text
 from .compiler import Compiled, CompiledFunction
+from .derivatives import explain_lines
 from .ir import Op, Program, Shape
 from .ops import OPS
 from .passes import backward_reads
@@ -193,6 +194,7 @@ def render_explain(compiled: Compiled, label: str) -> str:
     ]
     for cf in compiled.functions:
         out += _function_report(cf, spec.dtype, dims, itemsize)
+        out += explain_lines(cf.function, cf.derivatives, dims)  # f_jvp, f_hvp, ... (§3b)
     return "\n".join(out).rstrip("\n") + "\n"
 
 

@@ -383,3 +383,18 @@ def test_cli_gradcheck_prints_the_derivative_kinds(tmp_path, capsys):
     for kind in ("jvp", "jacobian", "hvp", "hessian"):
         assert f"gcheck.f  {kind} dloss" in out
     assert "4 other derivatives" in out
+
+
+def test_explain_shows_the_jvp_rules_used(tmp_path):
+    from codegen.cli import main
+
+    (tmp_path / "gcheck.yaml").write_text(textwrap.dedent(GRADCHECK_SPEC))
+    assert main([str(tmp_path / "gcheck.yaml"), "-o", str(tmp_path / "out"), "--explain"]) == 0
+    report = next((tmp_path / "out").glob("*.md")).read_text()
+    section = report.split("### Derivatives beyond the gradient", 1)[1]
+    assert "`f_jvp`: JVP rules applied to the forward steps" in section
+    assert "tanh (diagonal Jacobian, JVP = VJP): y_dot = x_dot * (1 - y * y)" in section
+    assert "matrix product (bilinear)" in section
+    hvp = section.split("`f_hvp`", 1)[1]
+    assert "forward over reverse" in hvp and "tanh" in hvp
+    assert "At the example sizes (`loss` has 1 element, the wrt inputs 3): 1 VJP row." in section
