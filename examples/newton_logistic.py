@@ -177,10 +177,11 @@ def save_plot(path: Path, runs: dict, title: str) -> None:
                     label=label)
     ax.axhline(TOL, color="grey", linestyle=":", label=f"tolerance {TOL:g}")
     ax.set_xscale("symlog", linthresh=20)
+    ax.set_xlim(0, max(len(norms) for norms in runs.values()))
     ax.set_xlabel("iteration")
     ax.set_ylabel("gradient norm")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="lower left")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -190,7 +191,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     m = load_backend(args.backend, args.generated)
     X, y = load_data()
-    m.logistic_l2_hessian(X[:2], y[:2], np.zeros(X.shape[1]), 0.0, args.lam)  # warm-up (compiles)
+    # warm-up: the first call of each function compiles the Numba backend's kernels
+    w0, b0 = np.zeros(X.shape[1]), np.asarray(0.0)
+    m.logistic_l2(X[:2], y[:2], w0, b0, args.lam)
+    m.logistic_l2_value_and_grad(X[:2], y[:2], w0, b0, args.lam)
+    m.logistic_l2_hessian(X[:2], y[:2], w0, b0, args.lam)
     start = time.perf_counter()
     newton_norms = newton(m, X, y, args.lam, args.newton_steps)
     seconds = time.perf_counter() - start
