@@ -213,7 +213,7 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
     return view
 
 
-def derivative_helpers(views: list[DerivView | None]) -> list[str]:
+def derivative_helpers(views: list[object]) -> list[str]:
     """The helper templates the derivative functions call."""
     return ["helpers/tangents.py.j2"] if any(v is not None for v in views) else []
 

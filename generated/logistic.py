@@ -143,7 +143,7 @@ def _jacobian(forward, backward, jvp, grads_type, args, wrt, several):
         rows = [np.empty((m, n), _DTYPE) for n in sizes]
         for i in range(m):
             grads = backward(saved, _basis([y], i)[0])
-            for row, grad in zip(rows, grads):
+            for row, grad in zip(rows, grads, strict=True):
                 row[i] = np.ravel(grad)
         return outputs, grads_type(*rows)
     # by columns: column k is the Jacobian-vector product with the k-th unit tangent
