@@ -109,6 +109,27 @@ def fresh(program: Program, arg: Arg | None, shape: tuple, origin: Origin, hint:
     return arg
 
 
+def tidy(program: Program, results: list[Arg]) -> list[Arg]:
+    """The passes' folding and common-subexpression elimination on the tangent ops only
+    (``-(-x)``, ``x * 1``, a tangent computed twice); returns the results, renamed."""
+    from .passes import cse, simplify
+
+    tangent = {op.out for op in program.ops if op.phase == "tangent"}
+    for op in program.ops:
+        if op.out in tangent:
+            op.phase = "backward"  # what the passes rewrite
+    saved = program.grads
+    program.grads = [(f"%result{i}", r) for i, r in enumerate(results)] + list(saved)
+    simplify(program)
+    cse(program)
+    results = [r for _, r in program.grads[:len(results)]]
+    program.grads = program.grads[len(results):]
+    for op in program.ops:
+        if op.out in tangent:
+            op.phase = "tangent"
+    return results
+
+
 def prune(program: Program, roots: list[Arg]) -> None:
     """Drop tangent ops that no result reads (forward and backward ops stay as they are)."""
     live = {r for r in roots if isinstance(r, str)}
@@ -140,6 +161,8 @@ def jvp_program(fn: Function) -> TangentProgram:
     dout = fresh(program, tangents.get(first), program.values[first].shape, origin,
                  tangent_hint(hint), set(ids))
     prune(program, [dout])
+    (dout,) = tidy(program, [dout])
+    prune(program, [dout])
     return TangentProgram(program, ids, [dout], rules)
 
 
@@ -156,5 +179,7 @@ def hvp_program(fn: Function, joint: Program) -> TangentProgram:
         origin = Origin("", 0, f"d{w} does not depend on {', '.join(fn.wrt)}: zero" if t is None
                         else f"(H v) for {w}: the tangent of d{w}")
         results.append(fresh(program, t, program.values[w].shape, origin, f"Hv_{w}", set(ids)))
+    prune(program, results)
+    results = tidy(program, results)
     prune(program, results)
     return TangentProgram(program, ids, results, rules)

@@ -380,7 +380,7 @@ def logistic_l2_hvp(X, y, w, b, lam, v):
     z_dot = z_1_dot + b_dot
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  softplus (diagonal Jacobian,
     #     JVP = VJP): y_dot = x_dot * sigmoid(x) = x_dot * exp(x - y)
-    loss_1_dot = z_dot * np.exp(z - loss_1)
+    loss_1_dot = z_dot * dz
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  subtraction: z_dot = a_dot -
     #     ...; subtraction: z_dot = ... - b_dot
     dz_dot = z_dot - loss_1_dot

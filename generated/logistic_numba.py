@@ -756,8 +756,8 @@ def _logistic_l2_hvp(X, y, w, b, lam, w_dot, b_dot):
     #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  Hadamard product: db = a *
     #       dz; accumulate (dz: z is used 2 times)
     #   z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
-    dz = np.empty((N,), dtype=np.float64)
-    dz_2 = np.empty((N,), dtype=np.float64)
+    dz = loss_1  # in place of loss_1: not read after this loop
+    dz_2 = z  # in place of z: not read after this loop
     db = 0.0
     for i in range(N):
         dz_e = _exp(z[i] - loss_1[i])
@@ -794,7 +794,7 @@ def _logistic_l2_hvp(X, y, w, b, lam, w_dot, b_dot):
     db_dot = 0.0
     for i in range(N):
         z_dot_e = z_1_dot[i] + b_dot
-        dz_dot_e = dloss_3 * ((z_dot_e - z_dot_e * _exp(z[i] - loss_1[i])) * dz[i])
+        dz_dot_e = dloss_3 * ((z_dot_e - z_dot_e * dz[i]) * dz[i])
         dz_dot[i] = dz_dot_e
         db_dot += dz_dot_e
     # z = X @ w + b  →  matrix product (bilinear): z_dot = ... + matmul(a, b_dot)
