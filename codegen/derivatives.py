@@ -19,6 +19,7 @@ from .errors import SpecError
 from .forward import TangentProgram, hvp_program, jvp_program
 from .ir import Program
 from .lower import lower
+from .memory import plan as plan_memory
 from .names import Names
 from .parse import Function
 from .reserved import BODY_BUILTINS, template_names
@@ -121,6 +122,8 @@ def _render(emitter: Emitter, fn: Function, tp: TangentProgram, returns_grads: b
     if returns_grads:
         returns += [base.of[g] for _, g in program.grads if isinstance(g, str)]
     returns += [base.of[r] for r in tp.results if isinstance(r, str)]
+    if emitter.plan_memory:  # as the gradient's functions: dead arrays freed, ops in place
+        body, = plan_memory([body], set(returns))
     decorator = ""
     if emitter.backend == "numba":
         decorator = emitter.decorator(body)  # type: ignore[attr-defined]

@@ -300,7 +300,8 @@ def logistic_l2_jvp(X, y, w, b, lam, tangents):
         "logistic_l2_jvp", (X, y, w, b, lam, *tangents), _LOGISTIC_L2_TANGENT_SHAPES
     )
     # z = X @ w + b
-    z = X @ w + b
+    z = X @ w
+    z += b
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)
     loss_1 = np.logaddexp(0, z)
     loss_5 = 0.5 * lam
@@ -308,25 +309,34 @@ def logistic_l2_jvp(X, y, w, b, lam, tangents):
     # z = X @ w + b  →  matrix product (bilinear): z_dot = ... + matmul(a, b_dot)
     z_1_dot = X @ w_dot
     # z = X @ w + b  →  addition: z_dot = a_dot + ...; addition: z_dot = ... + b_dot
-    z_dot = z_1_dot + b_dot
+    z_dot = np.add(z_1_dot, b_dot, out=z_1_dot)
+    del z_1_dot
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  softplus (diagonal Jacobian,
     #     JVP = VJP): y_dot = x_dot * sigmoid(x) = x_dot * exp(x - y)
-    loss_1_dot = z_dot * np.exp(z - loss_1)
+    loss_1_dot = np.subtract(z, loss_1, out=z)
+    np.exp(loss_1_dot, out=loss_1_dot)
+    loss_1_dot *= z_dot
+    del z, loss_1
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  Hadamard product (bilinear):
     #     z_dot = ... + mul(a, b_dot)
-    loss_2_dot = y * z_dot
+    loss_2_dot = np.multiply(y, z_dot, out=z_dot)
+    del z_dot
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  subtraction: z_dot = a_dot -
     #     ...; subtraction: z_dot = ... - b_dot
-    loss_3_dot = loss_1_dot - loss_2_dot
+    loss_3_dot = np.subtract(loss_1_dot, loss_2_dot, out=loss_1_dot)
+    del loss_1_dot, loss_2_dot
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  mean (linear): y_dot =
     #     mean(x_dot)
     loss_4_dot = np.mean(loss_3_dot)
+    del loss_3_dot
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  power (diagonal Jacobian, JVP
     #     = VJP): y_dot = x_dot * c * x ** (c - 1)
-    loss_6_dot = w_dot * 2 * w
+    loss_6_dot = w_dot * 2
+    loss_6_dot *= w
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  sum (linear): y_dot =
     #     sum(x_dot)
     loss_7_dot = np.sum(loss_6_dot)
+    del loss_6_dot
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  Hadamard product (bilinear):
     #     z_dot = ... + mul(a, b_dot)
     loss_8_dot = loss_5 * loss_7_dot
@@ -347,7 +357,8 @@ def logistic_l2_hvp(X, y, w, b, lam, v):
     # sizes of the symbolic dims
     N = X.shape[0]
     # z = X @ w + b
-    z = X @ w + b
+    z = X @ w
+    z += b
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)
     loss_1 = np.logaddexp(0, z)
     loss_5 = 0.5 * lam
@@ -358,48 +369,57 @@ def logistic_l2_hvp(X, y, w, b, lam, v):
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  subtraction: db = -dz
     dloss_2 = -dloss_3
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  exp
-    dz = np.exp(z - loss_1)
+    dz = np.subtract(z, loss_1, out=z)
+    np.exp(dz, out=dz)
+    del z, loss_1
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  softplus: dx = dy * sigmoid(x)
     #     = dy * exp(x - y)
     dz_2 = dloss_3 * dz
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  Hadamard product: db = a * dz;
     #     accumulate (dz: z is used 2 times)
-    dz_2 = dz_2 + y * dloss_2
+    dz_2 += y * dloss_2
     # z = X @ w + b  →  addition: db = dz; broadcast [] to [N]: sum over axes 0
     db = np.sum(dz_2)
     # z = X @ w + b  →  matrix-vector product: db = A.T @ dz
     dw = X.T @ dz_2
+    del dz_2
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  Hadamard product
     dw_2 = loss_5 * 2
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  power: dx = dy * c * x ** (c -
     #     1); accumulate (dw: w is used 2 times)
-    dw = dw + dw_2 * w
+    dw += dw_2 * w
     # z = X @ w + b  →  matrix product (bilinear): z_dot = ... + matmul(a, b_dot)
     z_1_dot = X @ w_dot
     # z = X @ w + b  →  addition: z_dot = a_dot + ...; addition: z_dot = ... + b_dot
-    z_dot = z_1_dot + b_dot
+    z_dot = np.add(z_1_dot, b_dot, out=z_1_dot)
+    del z_1_dot
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  softplus (diagonal Jacobian,
     #     JVP = VJP): y_dot = x_dot * sigmoid(x) = x_dot * exp(x - y)
     loss_1_dot = z_dot * dz
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  subtraction: z_dot = a_dot -
     #     ...; subtraction: z_dot = ... - b_dot
-    dz_dot = z_dot - loss_1_dot
+    dz_dot = np.subtract(z_dot, loss_1_dot, out=z_dot)
+    del z_dot, loss_1_dot
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  exp (diagonal Jacobian, JVP =
     #     VJP): y_dot = x_dot * y
-    dz_dot_2 = dz_dot * dz
+    dz_dot_2 = np.multiply(dz_dot, dz, out=dz_dot)
+    del dz_dot, dz
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  Hadamard product (bilinear):
     #     z_dot = ... + mul(a, b_dot)
-    dz_dot_3 = dloss_3 * dz_dot_2
+    dz_dot_3 = np.multiply(dloss_3, dz_dot_2, out=dz_dot_2)
+    del dz_dot_2
     # z = X @ w + b  →  sum (linear): y_dot = sum(x_dot)
     db_dot = np.sum(dz_dot_3)
     # z = X @ w + b  →  matrix product (bilinear): z_dot = ... + matmul(a, b_dot)
     dw_dot = X.T @ dz_dot_3
+    del dz_dot_3
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  Hadamard product (bilinear):
     #     z_dot = ... + mul(a, b_dot)
     dw_dot_2 = dw_2 * w_dot
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)  →  addition: z_dot = a_dot + ...;
     #     addition: z_dot = ... + b_dot
-    dw_dot_3 = dw_dot + dw_dot_2
+    dw_dot_3 = np.add(dw_dot, dw_dot_2, out=dw_dot)
+    del dw_dot, dw_dot_2
     return loss, logistic_l2_Grads(w=dw, b=db), logistic_l2_Grads(w=dw_dot_3, b=db_dot)
 
 

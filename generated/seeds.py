@@ -376,12 +376,15 @@ def affine_jvp(A, W, B, tangents):
         "affine_jvp", (A, W, B, *tangents), _AFFINE_TANGENT_SHAPES
     )
     # Z = A @ W + B
-    Z = A @ W + B
+    Z = A @ W
+    Z += B
     # Z = A @ W + B  →  matrix product (bilinear): z_dot = matmul(a_dot, b) + ...; matrix product
     #     (bilinear): z_dot = ... + matmul(a, b_dot)
-    Z_1_dot = A_dot @ W + A @ W_dot
+    Z_1_dot = A_dot @ W
+    Z_1_dot += A @ W_dot
     # Z = A @ W + B  →  addition: z_dot = a_dot + ...; addition: z_dot = ... + b_dot
-    Z_dot = Z_1_dot + B_dot
+    Z_dot = np.add(Z_1_dot, B_dot, out=Z_1_dot)
+    del Z_1_dot
     return Z, Z_dot
 
 
@@ -564,28 +567,36 @@ def dictionary_learning_hvp(X, D, R, v):
         "dictionary_learning_hvp", (X, D, R, *v), _DICTIONARY_LEARNING_TANGENT_SHAPES
     )
     # E = X - D @ R
-    E = X - D @ R
+    E = D @ R
+    np.subtract(X, E, out=E)
     # f = sum(E ** 2)
     f = np.vdot(E, E)
     # E = X - D @ R  →  subtraction: db = -dz
-    dE_1 = -2 * E
+    dE_1 = np.multiply(-2, E, out=E)
+    del E
     # E = X - D @ R  →  right product: dA = dZ @ B.T
     dD = dE_1 @ R.T
     # E = X - D @ R  →  left product: dB = A.T @ dZ
     dR = D.T @ dE_1
     # E = X - D @ R  →  matrix product (bilinear): z_dot = matmul(a_dot, b) + ...; matrix product
     #     (bilinear): z_dot = ... + matmul(a, b_dot)
-    E_1_dot = D_dot @ R + D @ R_dot
+    E_1_dot = D_dot @ R
+    E_1_dot += D @ R_dot
     # E = X - D @ R  →  subtraction: z_dot = ... - b_dot
-    E_dot = -E_1_dot
+    E_dot = np.negative(E_1_dot, out=E_1_dot)
+    del E_1_dot
     # E = X - D @ R  →  Hadamard product (bilinear): z_dot = ... + mul(a, b_dot)
-    dE_1_dot = -2 * E_dot
+    dE_1_dot = np.multiply(-2, E_dot, out=E_dot)
+    del E_dot
     # E = X - D @ R  →  matrix product (bilinear): z_dot = matmul(a_dot, b) + ...; matrix product
     #     (bilinear): z_dot = ... + matmul(a, b_dot)
-    dD_dot = dE_1_dot @ R.T + dE_1 @ R_dot.T
+    dD_dot = dE_1_dot @ R.T
+    dD_dot += dE_1 @ R_dot.T
     # E = X - D @ R  →  matrix product (bilinear): z_dot = matmul(a_dot, b) + ...; matrix product
     #     (bilinear): z_dot = ... + matmul(a, b_dot)
-    dR_dot = D_dot.T @ dE_1 + D.T @ dE_1_dot
+    dR_dot = D_dot.T @ dE_1
+    dR_dot += D.T @ dE_1_dot
+    del dE_1, dE_1_dot
     return f, dictionary_learning_Grads(D=dD, R=dR), dictionary_learning_Grads(D=dD_dot, R=dR_dot)
 
 
