@@ -158,10 +158,11 @@ def jvp_program(fn: Function) -> TangentProgram:
     hint = program.values[first].hint
     origin = Origin("", 0, f"{hint} does not depend on {', '.join(fn.wrt)}: zero tangent"
                     if first not in tangents else f"the tangent of {hint}")
-    dout = fresh(program, tangents.get(first), program.values[first].shape, origin,
-                 tangent_hint(hint), set(ids))
-    prune(program, [dout])
-    (dout,) = tidy(program, [dout])
+    t = tangents.get(first)
+    if t is not None:  # folded first, so that the result is made fresh last
+        prune(program, [t])
+        (t,) = tidy(program, [t])
+    dout = fresh(program, t, program.values[first].shape, origin, tangent_hint(hint), set(ids))
     prune(program, [dout])
     return TangentProgram(program, ids, [dout], rules)
 
@@ -173,13 +174,15 @@ def hvp_program(fn: Function, joint: Program) -> TangentProgram:
     ids, tangents = _tangent_inputs(program, fn)
     rules: list[str] = []
     push_tangents(program, list(joint.ops), tangents, rules)
+    ts = [tangents.get(g) if isinstance(g, str) else None for _, g in joint.grads]
+    live = [t for t in ts if t is not None]
+    prune(program, live)
+    folded = iter(tidy(program, live))
+    ts = [None if t is None else next(folded) for t in ts]
     results: list[Arg] = []
-    for w, g in joint.grads:
-        t = tangents.get(g) if isinstance(g, str) else None
+    for (w, g), t in zip(joint.grads, ts):
         origin = Origin("", 0, f"d{w} does not depend on {', '.join(fn.wrt)}: zero" if t is None
                         else f"(H v) for {w}: the tangent of d{w}")
         results.append(fresh(program, t, program.values[w].shape, origin, f"Hv_{w}", set(ids)))
-    prune(program, results)
-    results = tidy(program, results)
     prune(program, results)
     return TangentProgram(program, ids, results, rules)

@@ -408,3 +408,32 @@ def test_explain_shows_the_jvp_rules_used(tmp_path):
     hvp = section.split("`f_hvp`", 1)[1]
     assert "forward over reverse" in hvp and "tanh" in hvp
     assert "At the example sizes (`loss` has 1 element, the wrt inputs 3): 1 VJP row." in section
+
+
+def test_results_are_fresh_arrays_never_a_tangent_passed_in():
+    module = codegen.load_module(textwrap.dedent("""
+        functions:
+          scaled:
+            inputs: {x: [3]}
+            derivatives: [jvp]
+            steps: ["y = x * 1"]
+            outputs: [y]
+          ident:
+            inputs: {x: [3]}
+            derivatives: [jvp]
+            steps: ["y = x"]
+            outputs: [y]
+          bias:
+            inputs: {X: [2, 3], b: [3]}
+            wrt: [b]
+            derivatives: [jvp]
+            steps: ["Y = X + b"]
+            outputs: [Y]
+    """), path="fresh.yaml")
+    t = np.ones(3)
+    for name in ("scaled", "ident"):
+        _, dy = getattr(module, f"{name}_jvp")(np.arange(3.0), (t,))
+        np.testing.assert_array_equal(dy, t)
+        assert not np.shares_memory(dy, t)
+    _, dY = module.bias_jvp(np.zeros((2, 3)), np.zeros(3), (t,))
+    assert dY.shape == (2, 3) and dY.flags.writeable and not np.shares_memory(dY, t)
