@@ -78,6 +78,7 @@ class DerivView:
     params: str
     input_list: list[str]
     wrt: str  # the wrt names as a tuple literal: ("W", "b")
+    args: str  # the inputs as a tuple: "(X, y, w)"
     tangents_param: str  # "tangents" (DESIGN.md §3b), "tangents_" if an input has that name
     v_param: str
     wrt_index: str  # the wrt inputs' positions among the inputs: "(2,)"
@@ -128,7 +129,7 @@ def _render(emitter: Emitter, fn: Function, tp: TangentProgram, returns_grads: b
     if emitter.backend == "numba":
         decorator = emitter.decorator(body)  # type: ignore[attr-defined]
     return DerivFunction(body, returns, [base.of[t] for t in tp.tangents], decorator, tp.rules,
-                         "(" + ", ".join(returns) + ("," if len(returns) == 1 else "") + ")")
+                         _tuple(returns))
 
 
 def _result(fn: Function, f: DerivFunction, numba: bool, grads: bool) -> str:
@@ -153,6 +154,11 @@ def _result(fn: Function, f: DerivFunction, numba: bool, grads: bool) -> str:
     return f"{outs}, {fn.name}_Grads({g}), {fn.name}_Grads({hv})"
 
 
+def _tuple(items: list[str]) -> str:
+    """A tuple literal as black leaves it (a trailing comma only for one item)."""
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+
 def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms,
                     module_names: set[str]) -> DerivView | None:
     """The rendered derivative functions of ``fn``, or None when its spec asks for none."""
@@ -164,16 +170,17 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
     outputs = [o for o in fn.program.outputs if isinstance(o, str)]
     shapes = [(name, fn.program.values[name].shape) for name in fn.program.inputs]
     shapes += [(f"tangent of {w}", fn.program.values[w].shape) for w in fn.wrt]
-    spec = "(" + ", ".join(f'("{n}", {emitter.shape_spec(s)})' for n, s in shapes) + ",)"
+    spec = _tuple([f'("{n}", {emitter.shape_spec(s)})' for n, s in shapes])
     wrt = ", ".join(fn.wrt)
     view = DerivView(
         name=fn.name,
         params=", ".join(fn.program.inputs),
         input_list=list(fn.program.inputs),
-        wrt="(" + ", ".join(f'"{w}"' for w in fn.wrt) + ",)",
+        wrt=_tuple([f'"{w}"' for w in fn.wrt]),
+        args=_tuple(list(fn.program.inputs)),
         tangents_param="tangents" + "_" * fn.program.inputs.count("tangents"),
         v_param="v" + "_" * fn.program.inputs.count("v"),
-        wrt_index="(" + ", ".join(str(fn.program.inputs.index(w)) for w in fn.wrt) + ",)",
+        wrt_index=_tuple([str(fn.program.inputs.index(w)) for w in fn.wrt]),
         n_outputs=len(outputs),
         n_grads=len(fn.wrt),
         scalars_out=[fn.program.values[o].shape == () for o in outputs],

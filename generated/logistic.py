@@ -295,7 +295,7 @@ def logistic_l2_jvp(X, y, w, b, lam, tangents):
     `tangents` (one array per input of w, b, in that order, each of its input's shape; a
     tuple or a Grads). Each line pushes the tangents (`_dot`) through one op by its JVP
     rule."""
-    tangents = _tangent_args("logistic_l2_jvp", "tangents", tangents, ("w", "b",))
+    tangents = _tangent_args("logistic_l2_jvp", "tangents", tangents, ("w", "b"))
     X, y, w, b, lam, w_dot, b_dot = _check_inputs(
         "logistic_l2_jvp", (X, y, w, b, lam, *tangents), _LOGISTIC_L2_TANGENT_SHAPES
     )
@@ -350,7 +350,7 @@ def logistic_l2_hvp(X, y, w, b, lam, v):
     """(outputs, grads, hv): hv holds the Hessian of loss with respect to w, b times `v` (one
     array per input, as grads). Forward over reverse: the tangents (`_dot`) of the
     gradient program of logistic_l2_value_and_grad."""
-    v = _tangent_args("logistic_l2_hvp", "v", v, ("w", "b",))
+    v = _tangent_args("logistic_l2_hvp", "v", v, ("w", "b"))
     X, y, w, b, lam, w_dot, b_dot = _check_inputs(
         "logistic_l2_hvp", (X, y, w, b, lam, *v), _LOGISTIC_L2_TANGENT_SHAPES
     )
@@ -427,4 +427,4 @@ def logistic_l2_hessian(X, y, w, b, lam):
     """(outputs, grads, H): H the dense Hessian of loss, (n, n) with n the total size of w,
     b, rows and columns ordered as np.concatenate([g.ravel() for g in grads]); one
     Hessian-vector product per column."""
-    return _hessian(logistic_l2_hvp, (X, y, w, b, lam,), (2, 3,))
+    return _hessian(logistic_l2_hvp, (X, y, w, b, lam), (2, 3))

@@ -371,7 +371,7 @@ def affine_jvp(A, W, B, tangents):
     """Forward mode: (outputs, dZ), dZ the directional derivative of Z along `tangents` (one
     array per input of A, W, B, in that order, each of its input's shape; a tuple or a
     Grads). Each line pushes the tangents (`_dot`) through one op by its JVP rule."""
-    tangents = _tangent_args("affine_jvp", "tangents", tangents, ("A", "W", "B",))
+    tangents = _tangent_args("affine_jvp", "tangents", tangents, ("A", "W", "B"))
     A, W, B, A_dot, W_dot, B_dot = _check_inputs(
         "affine_jvp", (A, W, B, *tangents), _AFFINE_TANGENT_SHAPES
     )
@@ -398,8 +398,8 @@ def affine_jacobian(A, W, B):
         affine_backward,
         affine_jvp,
         affine_Grads,
-        (A, W, B,),
-        (0, 1, 2,),
+        (A, W, B),
+        (0, 1, 2),
         False,
     )
 
@@ -562,7 +562,7 @@ def dictionary_learning_hvp(X, D, R, v):
     """(outputs, grads, hv): hv holds the Hessian of f with respect to D, R times `v` (one
     array per input, as grads). Forward over reverse: the tangents (`_dot`) of the
     gradient program of dictionary_learning_value_and_grad."""
-    v = _tangent_args("dictionary_learning_hvp", "v", v, ("D", "R",))
+    v = _tangent_args("dictionary_learning_hvp", "v", v, ("D", "R"))
     X, D, R, D_dot, R_dot = _check_inputs(
         "dictionary_learning_hvp", (X, D, R, *v), _DICTIONARY_LEARNING_TANGENT_SHAPES
     )
@@ -604,7 +604,7 @@ def dictionary_learning_hessian(X, D, R):
     """(outputs, grads, H): H the dense Hessian of f, (n, n) with n the total size of D, R,
     rows and columns ordered as np.concatenate([g.ravel() for g in grads]); one
     Hessian-vector product per column."""
-    return _hessian(dictionary_learning_hvp, (X, D, R,), (1, 2,))
+    return _hessian(dictionary_learning_hvp, (X, D, R), (1, 2))
 
 
 class quadratic_form_Grads(NamedTuple):
