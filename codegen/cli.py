@@ -447,7 +447,8 @@ def run_gradcheck(compiled: list[Compiled], backends: Sequence[str] = ("numpy",)
     from .finite_differences import TOLERANCE, VALUE_TOLERANCE, check_spec
 
     rows = [(f"{c.spec.module}{'' if b == 'numpy' else '_' + b}.{r.function}",
-             f"d{r.wrt}" if r.kind == "gradient" else f"value {r.wrt}", r)
+             f"d{r.wrt}" if r.kind == "gradient" else f"value {r.wrt}" if r.kind == "value"
+             else f"{r.kind} d{r.wrt}", r)
             for c in compiled for b in backends for r in check_spec(c.spec, backend=b)]
     w1 = max((len(a) for a, _, _ in rows), default=0)
     w2 = max((len(b) for _, b, _ in rows), default=0)
@@ -456,7 +457,7 @@ def run_gradcheck(compiled: list[Compiled], backends: Sequence[str] = ("numpy",)
           f"value_and_grad and of forward+backward with a random g, tolerance {TOLERANCE:.0e})")
     for fn, grad, r in rows:
         flag = "ok" if r.ok else "FAIL"
-        note = r.method if r.kind == "gradient" else "value"
+        note = "value" if r.kind == "value" else r.method
         if not r.ok and r.detail:
             note += f"; worst: {r.detail}"
         print(f"  {fn:<{w1}}  {grad:<{w2}}  {r.error:9.2e}  {flag:<4}  ({note})")
@@ -465,14 +466,16 @@ def run_gradcheck(compiled: list[Compiled], backends: Sequence[str] = ("numpy",)
         print(f"gradcheck: VALUE MISMATCH: {fn} output {r.wrt} differs from the reference "
               f"interpreter (relative error {r.error:.2e}) in: {r.detail}")
     failed = sum(not r.ok for _, _, r in rows)
+    others = sum(r.kind not in ("value", "gradient") for _, _, r in rows)  # jvp, hvp, ...
     if failed:
         print(f"gradcheck: {failed} of {plural(len(rows), 'check')} above tolerance "
               f"({plural(len(failed_values), 'output value')}, "
-              f"{plural(failed - len(failed_values), 'gradient')})")
+              f"{plural(failed - len(failed_values), 'derivative')})")
     else:
         print(f"gradcheck: {'all ' if len(rows) > 1 else ''}{plural(len(rows), 'check')} within "
               f"tolerance ({plural(sum(r.kind == 'value' for _, _, r in rows), 'output value')}, "
-              f"{plural(sum(r.kind == 'gradient' for _, _, r in rows), 'gradient')})")
+              f"{plural(sum(r.kind == 'gradient' for _, _, r in rows), 'gradient')}"
+              + (f", {plural(others, 'other derivative')})" if others else ")"))
     return failed == 0
 
 

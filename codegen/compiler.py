@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
+from .derivatives import DerivativePrograms, derivative_helpers, derivative_programs, derivative_view
 from .emit import Emitter, FunctionView, spec_label
 from .errors import SpecError, SpecWarning
 from .fusion import fuse
@@ -65,6 +66,7 @@ class CompiledFunction:
     function: Function
     value_and_grad: Program  # seed g = 1, folded
     backward: Program  # seed g = the backward's argument
+    derivatives: DerivativePrograms | None = None  # f_jvp, f_hvp, ... (DESIGN.md §3b)
 
 
 @dataclass
@@ -93,8 +95,9 @@ def compile_spec(spec: Spec) -> Compiled:
                 f"function name '{fs.name}' would shadow the Python builtin of that name "
                 "in the generated module; choose another", fs.loc)
         fn = parse_function(spec, fs)
-        out.append(CompiledFunction(fn, optimize(differentiate(fn, True)),
-                                    optimize(differentiate(fn, False))))
+        vg = optimize(differentiate(fn, True))
+        out.append(CompiledFunction(fn, vg, optimize(differentiate(fn, False)),
+                                    derivative_programs(fn, vg)))
     return Compiled(spec, out)
 
 
@@ -183,7 +186,13 @@ def render(compiled: Compiled, backend: str = "numpy", outdir: str | None = None
     if emitter.plan_memory:
         for view in views:
             memory_pass(view)
-    helpers = emitter.helpers([p for plan in plans for p in (plan.vg, plan.bw)])
+    for view, cf in zip(views, compiled.functions):
+        if cf.derivatives is not None:
+            view.derivs = derivative_view(emitter, cf.function, cf.derivatives, emitter.module_names)
+    programs = [p for plan in plans for p in (plan.vg, plan.bw)]
+    programs += [tp.program for cf in compiled.functions if cf.derivatives
+                 for tp in (cf.derivatives.jvp, cf.derivatives.hvp) if tp is not None]
+    helpers = emitter.helpers(programs) + derivative_helpers([v.derivs for v in views])
     return emitter.module(spec_label(spec.path, outdir), spec.sha256, spec.module, spec.doc, views,
                           helpers)
 

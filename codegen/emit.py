@@ -62,6 +62,7 @@ class FunctionView:
     vg_grads: list[str] = field(default_factory=list)
     scalars: set[str] = field(default_factory=set)  # outputs and wrt names of shape []
     cotangent_shape: str = "()"  # the first output's shape, from saved dims: "(saved.N,)"
+    derivs: object = None  # f_jvp, f_jacobian, f_hvp, f_hessian (derivatives.DerivView)
 
 
 class Emitter:

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from . import __version__, text
 from .annotate import equation, rule_parts
 from .compiler import Compiled, CompiledFunction, plan_function
+from .derivatives import explain_lines
 from .ir import Edge, Op, Origin, Program, Shape
 from .passes import backward_reads
 
@@ -227,6 +228,7 @@ def render_explain(compiled: Compiled, label: str) -> str:
     ]
     for cf in compiled.functions:
         out += _function_report(cf, spec.dtype, dims, itemsize)
+        out += explain_lines(cf.function, cf.derivatives, dims)  # f_jvp, f_hvp, ... (§3b)
     return "\n".join(out).rstrip("\n") + "\n"
 
 

@@ -292,6 +292,88 @@ def check_function(module: Any, spec: Spec, fn: Function, seed: int = 0,
     return results
 
 
+def _moved(args: list[np.ndarray], where: list[int], direction: list[np.ndarray], s: float
+           ) -> list[np.ndarray]:
+    out = list(args)
+    for i, v in zip(where, direction):
+        out[i] = args[i] + s * v
+    return out
+
+
+def check_derivatives(module: Any, spec: Spec, fn: Function, seed: int = 0,
+                      max_coords: int = 16) -> list[Result]:
+    """The derivative kinds the spec asks for (DESIGN.md §3b), one result each: f_jvp and
+    f_jacobian against central differences of the interpreted function (along a random
+    direction; along unit vectors, at most ``max_coords`` per input), f_hvp and f_hessian against
+    central differences of the gradient of ``f_value_and_grad`` (itself checked above)."""
+    from .interpret import interpret
+
+    kinds = [ref.name for ref in fn.spec.derivatives]
+    if not kinds:
+        return []
+    rng = np.random.default_rng(seed + 1)
+    args = random_inputs(fn, example_dims(spec, fn), rng)
+    names = list(fn.program.inputs)
+    where = [names.index(w) for w in fn.wrt]
+    first = str(fn.program.values[str(fn.program.outputs[0])].hint)
+    direction = [np.array(rng.standard_normal(args[i].shape)) for i in where]
+
+    def y(values: list[np.ndarray]) -> np.ndarray:
+        return np.asarray(interpret(fn, values)[0], dtype=float)
+
+    def grads(values: list[np.ndarray]) -> np.ndarray:
+        g = getattr(module, fn.name + "_value_and_grad")(*values)[1]
+        return np.concatenate([np.ravel(x) for x in g])
+
+    def units(i: int) -> np.ndarray:
+        size = args[i].size
+        return np.arange(size) if size <= max_coords else rng.choice(size, max_coords, replace=False)
+
+    def unit(i: int, k: int) -> list[np.ndarray]:
+        out = [np.zeros(args[j].shape) for j in where]
+        out[where.index(i)].reshape(-1)[k] = 1.0
+        return out
+
+    def diff(f: Any, d: list[np.ndarray]) -> np.ndarray:
+        return (f(_moved(args, where, d, STEP)) - f(_moved(args, where, d, -STEP))) / (2 * STEP)
+
+    results = []
+    for kind in kinds:
+        analytic: list[np.ndarray] = []
+        numeric: list[np.ndarray] = []
+        try:
+            if kind == "jvp":
+                analytic.append(np.ravel(getattr(module, fn.name + "_jvp")(*args, direction)[1]))
+                numeric.append(np.ravel(diff(y, direction)))
+                method = "directional derivative vs differences of the function"
+            elif kind == "jacobian":
+                jac = getattr(module, fn.name + "_jacobian")(*args)[1]
+                for i, w in zip(where, fn.wrt):
+                    for k in units(i):
+                        analytic.append(np.asarray(getattr(jac, w))[:, k])
+                        numeric.append(np.ravel(diff(y, unit(i, k))))
+                method = "columns vs differences of the function"
+            elif kind == "hvp":
+                hv = getattr(module, fn.name + "_hvp")(*args, direction)[2]
+                analytic.append(np.concatenate([np.ravel(h) for h in hv]))
+                numeric.append(diff(grads, direction))
+                method = "H v vs differences of the gradient"
+            else:
+                H = getattr(module, fn.name + "_hessian")(*args)[2]
+                offset = 0
+                for i in where:
+                    for k in units(i):
+                        analytic.append(np.asarray(H)[:, offset + k])
+                        numeric.append(diff(grads, unit(i, k)))
+                    offset += args[i].size
+                method = "columns vs differences of the gradient"
+            err, detail = _error(np.concatenate(analytic), np.concatenate(numeric)), ""
+        except Exception as e:  # noqa: BLE001 - reported as a failure of this check
+            err, detail, method = float("inf"), f"{type(e).__name__}: {str(e)[:200]}", kind
+        results.append(Result(fn.name, first, err, method, kind=kind, detail=detail))
+    return results
+
+
 def _central(f: Any, args: list[np.ndarray], i: int, idx: tuple) -> float:
     plus = [a.copy() for a in args]
     minus = [a.copy() for a in args]
@@ -318,4 +400,5 @@ def check_spec(spec: Spec, seed: int = 0, backend: str = "numpy") -> list[Result
     with np.errstate(all="ignore"):
         for cf in compiled.functions:
             results.extend(check_function(module, spec64, cf.function, seed=seed))
+            results.extend(check_derivatives(module, spec64, cf.function, seed=seed))
     return results

@@ -61,8 +61,10 @@ RESERVED_NAMES = reserved_names()
 # time (shadowed_modules).
 RESERVED_MODULES = MODULES
 
-TOP_KEYS = ("module", "dtype", "doc", "dims", "functions")
-FUNCTION_KEYS = ("doc", "inputs", "wrt", "steps", "outputs")
+TOP_KEYS = ("module", "dtype", "doc", "dims", "derivatives", "functions")
+FUNCTION_KEYS = ("doc", "inputs", "wrt", "derivatives", "steps", "outputs")
+# Derivative kinds beyond the gradient (DESIGN.md §3b), in the order the module defines them.
+DERIVATIVES = ("jvp", "jacobian", "hvp", "hessian")
 DTYPES = ("float64", "float32")
 
 _T = "tag:yaml.org,2002:"
@@ -766,7 +768,28 @@ def _load_outputs(
     return tuple(refs)
 
 
-def _load_function(w: _Walker, fname: str, key_node: Node, node: Node) -> FunctionSpec:
+def _load_derivatives(w: _Walker, node: Node, what: str) -> tuple[NameRef, ...]:
+    """A list of derivative kinds (jvp, jacobian, hvp, hessian), each at most once."""
+    entries = w.sequence(node, what, "of derivative kinds, like [jvp, hvp]")
+    refs: list[NameRef] = []
+    seen: dict[str, int] = {}
+    for entry in entries:
+        value = w.value(entry)
+        if not isinstance(value, str) or value not in DERIVATIVES:
+            shown = repr(value) if isinstance(value, str) else w.describe(entry)
+            close = difflib.get_close_matches(str(value), DERIVATIVES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            w.fail(f"unknown derivative kind {_clip(shown)} in {what} "
+                   f"(known: {', '.join(DERIVATIVES)}){hint}", entry)
+        if value in seen:
+            w.fail(f"{what} lists {value!r} twice (first at line {seen[value]})", entry)
+        seen[value] = entry.start_mark.line + 1
+        refs.append(NameRef(name=value, loc=w.loc(entry)))
+    return tuple(refs)
+
+
+def _load_function(w: _Walker, fname: str, key_node: Node, node: Node,
+                   default_derivatives: tuple[NameRef, ...] = ()) -> FunctionSpec:
     """One function definition."""
     where = f"function {fname!r}"
     items = w.mapping(node, where, f"with keys {', '.join(FUNCTION_KEYS)}")
@@ -786,6 +809,9 @@ def _load_function(w: _Walker, fname: str, key_node: Node, node: Node) -> Functi
         wrt = tuple(NameRef(name=spec.name, loc=w.loc(key_node)) for spec in inputs)
     steps = _load_steps(w, fname, required("steps"))
     outputs = _load_outputs(w, fname, required("outputs"), inputs, steps)
+    derivatives = default_derivatives
+    if "derivatives" in fields:
+        derivatives = _load_derivatives(w, fields["derivatives"][1], f"derivatives of {where}")
     return FunctionSpec(
         name=fname,
         doc=doc,
@@ -794,6 +820,7 @@ def _load_function(w: _Walker, fname: str, key_node: Node, node: Node) -> Functi
         steps=steps,
         outputs=outputs,
         loc=w.loc(key_node),
+        derivatives=derivatives,
     )
 
 
@@ -801,6 +828,9 @@ def _load_functions(
     w: _Walker, fields: dict[str, tuple[Node, Node]], root: Node
 ) -> tuple[FunctionSpec, ...]:
     """The required, non-empty `functions` mapping."""
+    default: tuple[NameRef, ...] = ()
+    if "derivatives" in fields:  # the module-level default of every function's derivatives
+        default = _load_derivatives(w, fields["derivatives"][1], "derivatives")
     if "functions" not in fields:
         w.fail("spec is missing required key 'functions'", w.loc(root))
     node = fields["functions"][1]
@@ -823,7 +853,7 @@ def _load_functions(
                 key_node,
             )
         _claim_generated_names(w, fname, key_node, owners)
-        functions.append(_load_function(w, fname, key_node, value_node))
+        functions.append(_load_function(w, fname, key_node, value_node, default))
     return tuple(functions)
 
 

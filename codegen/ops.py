@@ -24,7 +24,8 @@ whose NumPy form does not work (Numba per element) adds a row to its table.
 from __future__ import annotations
 
 import math as _math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from . import shapes
@@ -55,6 +56,9 @@ class RuleBuilder(Protocol):
 
 
 VJP = Callable[[RuleBuilder, "Op", Arg], Arg]
+# Forward mode: ``jvp(b, op, t) -> contribution`` for one operand, ``t`` its tangent (dense, of the
+# operand's shape); the contribution broadcasts to the output's shape; None: zero (constant op).
+JVP = Callable[[RuleBuilder, "Op", Arg], "Arg | None"]
 ShapeRule = Callable[[list[Shape], dict], Shape]
 # How the memory plan computes an op into an existing array: (ufunc, position of the operands
 # among its arguments, the other arguments), called with ``out=``.
@@ -95,6 +99,9 @@ class OpDef:
     # --- the spec language ---
     call: tuple[str, ...] | None = None  # keywords a spec's call accepts; None: a spec cannot call it
     scalar: Callable[[float], float] | None = None  # on a Python number: the parser folds f(1)
+    # --- forward mode ---
+    jvps: tuple[JVP, ...] = ()  # per operand, forward mode (registered below, by op group)
+    jvp_rules: tuple[str, ...] = ()  # per operand, the JVP in math, for comments and --explain
 
     @property
     def differentiable(self) -> bool:
@@ -497,6 +504,128 @@ _def(name="eye", kind="layout", arity=0, shape=_attr_shape, fmt="np.eye({n}, dty
      prec=ATOM, arg_prec=(), domain=(), rule="identity matrix", vjps=())
 
 # --- views of the table for the modules that ask one question of it -------------------------------
+
+# --- forward mode: a JVP beside each VJP ---------------------------------------------------------
+# Registered here, by op group, so that the entries above stay as they are.  ``y_dot`` is the
+# tangent (directional derivative) of y; the forward planner (``forward.py``) sums the
+# contributions of the operands that have a tangent.  Second order (``f_hvp``) pushes tangents
+# through the joint forward+backward program, so the planner's own ops need JVPs too.
+
+
+def _jvp(name: str, *fns: JVP, rules: tuple[str, ...]) -> None:
+    """Register the JVP of ``name``, one function (and one rule text) per operand."""
+    OPS[name] = replace(OPS[name], jvps=tuple(fns), jvp_rules=rules)
+
+
+def _substitute(i: int) -> JVP:
+    """Operand ``i``'s contribution to a (bi)linear op: the op with its tangent in that place."""
+    def jvp(b: RuleBuilder, op: "Op", t: Arg) -> Arg:
+        args = list(op.args)
+        args[i] = t
+        return b.emit(op.op, *args, **dict(op.attrs))
+    return jvp
+
+
+def _linear(*names: str) -> None:
+    """Ops linear in their one operand: the tangent goes through the op itself (from structure)."""
+    for name in names:
+        _jvp(name, _substitute(0), rules=(f"{OPS[name].rule} (linear): y_dot = {name}(x_dot)",))
+
+
+def _bilinear(*names: str) -> None:
+    """Ops linear in each operand (products): y_dot = op(a_dot, b) + op(a, b_dot), from structure."""
+    for name in names:
+        _jvp(name, _substitute(0), _substitute(1),
+             rules=(f"{OPS[name].rule} (bilinear): z_dot = {name}(a_dot, b) + ...",
+                    f"{OPS[name].rule} (bilinear): z_dot = ... + {name}(a, b_dot)"))
+
+
+def _diagonal(*names: str) -> None:
+    """Elementwise ops: their Jacobian is diagonal, hence symmetric, so the JVP is the VJP with the
+    tangent in place of the cotangent (the rule table's own VJP functions, reused)."""
+    for name in names:
+        opdef = OPS[name]
+        rules = []
+        for g in opdef.grads:
+            rule, _, math = g.partition(": ")
+            lhs, _, rhs = math.partition(" = ")  # "dx = dy * (1 - y * y)"
+            x = lhs[1:] + "_dot"  # the operand's tangent
+            y = "z_dot" if opdef.arity == 2 else "y_dot"
+            rhs = re.sub(r"\bd[yz]\b", x, rhs)
+            rules.append(f"{rule} (diagonal Jacobian, JVP = VJP): {y} = {rhs}")
+        _jvp(name, *opdef.vjps, rules=tuple(rules))  # type: ignore[arg-type]
+
+
+def _zero(b: RuleBuilder, op: "Op", t: Arg) -> None:
+    return None
+
+
+def _constant(*names: str) -> None:
+    """Piecewise-constant helpers: their derivative is zero (so relu'' = 0, sign' = 0)."""
+    for name in names:
+        _jvp(name, _zero, rules=(f"{OPS[name].rule}: piecewise constant, y_dot = 0",))
+
+
+# elementwise binary
+_jvp("add", lambda b, op, t: t, lambda b, op, t: t,
+     rules=("addition: z_dot = a_dot + ...", "addition: z_dot = ... + b_dot"))
+_jvp("sub", lambda b, op, t: t, lambda b, op, t: b.emit("neg", t),
+     rules=("subtraction: z_dot = a_dot - ...", "subtraction: z_dot = ... - b_dot"))
+_bilinear("mul")
+_diagonal("div")
+# elementwise unary
+_linear("neg")
+# every elementwise function with a VJP: so a new ``_unary`` entry needs nothing here
+_diagonal(*sorted({"pow"} | {name for name, o in OPS.items() if o.kind == "unary" and not o.jvps
+                             and o.vjps and o.vjps[0] is not None}))
+_constant("sign", "positive")
+# x where x > 0, else inf (a constant): its slope is 1 where x > 0, else 0
+_jvp("nonzero_or_inf", lambda b, op, t: b.emit("mul", t, b.emit("positive", op.args[0])),
+     rules=("nonzero_or_inf: y_dot = x_dot * [x > 0]",))
+# the shift of a max-shifted normalisation (lowered programs only): its results do not depend on it
+_jvp("finite_or_zero", lambda b, op, t: t,
+     rules=("finite_or_zero: y_dot = x_dot (where x is finite)",))
+# linear algebra
+_bilinear("matmul", "outer")
+_linear("transpose", "trace")
+# reductions and the planner's layout ops: all linear
+_linear("sum", "mean", "expand_dims", "broadcast_to", "full", "reshape", "copy", "identity")
+
+
+def _lse_jvp(b: RuleBuilder, op: "Op", t: Arg) -> Arg:
+    y = _spread(b, op, op.out)  # the result with the reduced axis re-inserted
+    p = b.emit("exp", b.emit("sub", op.args[0], y))  # softmax(x)
+    return b.emit("sum", b.emit("mul", t, p), axis=op.attr("axis"),
+                  keepdims=op.attr("keepdims", False))
+
+
+def _log_softmax_jvp(b: RuleBuilder, op: "Op", t: Arg) -> Arg:
+    inner = b.emit("sum", b.emit("mul", b.emit("exp", op.out), t), axis=op.attr("axis"),
+                   keepdims=True)
+    return b.emit("sub", t, inner)
+
+
+def _inv_jvp(b: RuleBuilder, op: "Op", t: Arg) -> Arg:
+    return b.emit("neg", b.emit("matmul", b.emit("matmul", op.out, t), op.out))
+
+
+def _logdet_jvp(b: RuleBuilder, op: "Op", t: Arg) -> Arg:
+    return b.emit("sum", b.emit("mul", b.emit("transpose", b.emit("inv", op.args[0])), t))
+
+
+_jvp("logsumexp", _lse_jvp, rules=("logsumexp: y_dot = sum(x_dot * exp(x - y), axis)",))
+# softmax's Jacobian diag(y) - y y^T is symmetric: the JVP is the VJP
+_jvp("softmax", _softmax_vjp, rules=("softmax: y_dot = y * (x_dot - sum(x_dot * y, axis))",))
+_jvp("log_softmax", _log_softmax_jvp,
+     rules=("log_softmax: y_dot = x_dot - sum(exp(y) * x_dot, axis)",))
+_jvp("inv", _inv_jvp, rules=("inverse: Y_dot = -Y @ X_dot @ Y",))
+_jvp("det", lambda b, op, t: b.emit("mul", op.out, _logdet_jvp(b, op, t)),
+     rules=("determinant: y_dot = y * sum(inv(X).T * X_dot)",))
+_jvp("logdet", _logdet_jvp, rules=("log-determinant: y_dot = sum(inv(X).T * X_dot)",))
+
+# Ops without a JVP: ``max`` (only the lowering of a normalisation writes it, after the derivative
+# programs are made).
+NO_JVP = frozenset({"max"})
 
 # Ops a spec may call by name: (number of array arguments, keyword arguments accepted).
 CALLABLE: dict[str, tuple[int, tuple[str, ...]]] = {

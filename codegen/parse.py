@@ -134,7 +134,8 @@ def _warnings(fn: FunctionSpec, program: Program, before: list[Op]) -> list[Spec
             f"on '{ref.name}', so its gradient is always zero; did you mean to use it in a step, "
             "or to leave it out of wrt?", loc))
     shape = program.values[first].shape
-    if shape != ():
+    # (not when the spec asks for its Jacobian or JVP: a vector output is then meant)
+    if shape != () and not {"jvp", "jacobian"} & {d.name for d in fn.derivatives}:
         dims = "[" + ", ".join(str(d) for d in shape) + "]"
         found.append(SpecWarning(
             f"{fn.name}: the first output '{first}' has shape {dims}, not a scalar, so "

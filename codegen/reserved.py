@@ -80,8 +80,9 @@ def inputs_const(function: str) -> str:
     return f"_{function.upper()}_INPUTS"
 
 
-PUBLIC_SUFFIXES = ("", "_forward", "_backward", "_value_and_grad", "_Grads", "_Saved")
-KERNEL_SUFFIXES = ("_forward", "_backward", "_value_and_grad")
+PUBLIC_SUFFIXES = ("", "_forward", "_backward", "_value_and_grad", "_Grads", "_Saved",
+                   "_jvp", "_jacobian", "_hvp", "_hessian")  # (the last four: DESIGN.md §3b)
+KERNEL_SUFFIXES = ("_forward", "_backward", "_value_and_grad", "_jvp", "_hvp")
 
 
 def function_names(function: str) -> list[str]:

@@ -17,6 +17,7 @@ import keyword
 from importlib import resources
 
 from .loader import (
+    DERIVATIVES,
     DTYPES,
     MAX_DIM,
     MAX_FUNCTIONS,
@@ -74,6 +75,17 @@ def _name_list(description: str, examples: list[list[str]], item: dict) -> dict:
     }
 
 
+def _derivatives(description: str) -> dict:
+    """A list of derivative kinds (DESIGN.md §3b)."""
+    return {
+        "type": "array",
+        "uniqueItems": True,
+        "items": {"enum": list(DERIVATIVES)},
+        "description": description,
+        "examples": [["jvp", "jacobian", "hvp", "hessian"]],
+    }
+
+
 def build_schema() -> dict:
     """The schema as a JSON-compatible dict (deterministic: same code, same schema)."""
     size = {
@@ -127,6 +139,10 @@ def build_schema() -> dict:
                 "Inputs to differentiate (default: all inputs), in the order of the Grads fields.",
                 [["W1", "b1", "W2", "b2"]],
                 {"$ref": "#/$defs/name"},
+            ),
+            "derivatives": _derivatives(
+                "Derivative kinds beyond the gradient: f_jvp (forward mode), f_jacobian "
+                "(row-major d vec(y)/d vec(x)), f_hvp and f_hessian (need a scalar first output)."
             ),
             "steps": {
                 "type": "array",
@@ -197,6 +213,10 @@ def build_schema() -> dict:
                 ),
                 "examples": [{"N": 64, "D": 8, "H": 16, "K": 3}],
             },
+            "derivatives": _derivatives(
+                "The default derivative kinds of every function (a function's own "
+                "`derivatives` replaces it)."
+            ),
             "functions": {
                 "type": "object",
                 "minProperties": 1,

@@ -37,6 +37,8 @@ class FunctionSpec:
     steps: tuple[StepSpec, ...]
     outputs: tuple[NameRef, ...]
     loc: Loc  # location of the function's key
+    # derivative kinds beyond the gradient (DESIGN.md §3b): jvp, jacobian, hvp, hessian
+    derivatives: tuple[NameRef, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,53 @@ def test_affine_sum_seed_002_numbers():
     np.testing.assert_array_equal(grads.B, [2.0, 2.0])  # B is broadcast over the 2 rows
 
 
+SEED_002_JACOBIAN = [[1, 0, 2, 0, 3, 0], [0, 1, 0, 2, 0, 3], [4, 0, 5, 0, 6, 0], [0, 4, 0, 5, 0, 6]]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_affine_jacobian_seed_002_numbers(backend):
+    """Seed 002: d vec(Z) / d vec(W) of Z = A W + B, row-major, and the chain rule with it."""
+    module = seeds if backend == "numpy" else pytest.importorskip("seeds_numba")
+    A = np.array([[1.0, 2, 3], [4, 5, 6]])
+    W = np.array([[7.0, 8], [10, 11], [12, 13]])
+    B = np.array([13.0, 14])
+    Z, jac = module.affine_jacobian(A, W, B)
+    np.testing.assert_array_equal(Z, [[76, 83], [163, 179]])
+    np.testing.assert_array_equal(jac.W, SEED_002_JACOBIAN)
+    np.testing.assert_array_equal(np.ones(4) @ jac.W, [5, 5, 7, 7, 9, 9])  # = vec(dS/dW)
+    np.testing.assert_array_equal((np.ones(4) @ jac.W).reshape(3, 2),
+                                  seeds.affine_sum_value_and_grad(A, W, B)[1].W)
+    # the other inputs: dZ/dA = I kron W^T, dZ/dB = the 2 x 2 identity stacked twice
+    np.testing.assert_array_equal(jac.A, np.kron(np.eye(2), W.T))
+    np.testing.assert_array_equal(jac.B, np.vstack([np.eye(2), np.eye(2)]))
+    # forward mode: one column of the Jacobian per unit tangent of W
+    for k in range(6):
+        e = np.zeros(6)
+        e[k] = 1
+        tangents = (np.zeros((2, 3)), e.reshape(3, 2), np.zeros(2))
+        _, dZ = module.affine_jvp(A, W, B, tangents)
+        np.testing.assert_array_equal(dZ.ravel(), np.array(SEED_002_JACOBIAN)[:, k])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_dictionary_learning_hessian_in_R_is_2_DtD_kron_I(backend):
+    """Seed 003's dictionary learning: the Hessian of ||X - D R||^2 in R (row-major vec R) is
+    2 (D^T D kron I_N); the block in D is 2 (I_M kron R R^T); H v matches the dense H."""
+    module = seeds if backend == "numpy" else pytest.importorskip("seeds_numba")
+    X, D, R = rng.normal(size=(4, 5)), rng.normal(size=(4, 3)), rng.normal(size=(3, 5))
+    f, grads, H = module.dictionary_learning_hessian(X, D, R)
+    nD = D.size
+    assert H.shape == (nD + R.size, nD + R.size)
+    assert_close(H[nD:, nD:], 2 * np.kron(D.T @ D, np.eye(5)), what="d2f/dR2")
+    assert_close(H[:nD, :nD], 2 * np.kron(np.eye(4), R @ R.T), what="d2f/dD2")
+    assert_close(H, H.T, what="symmetry")
+    v = (rng.normal(size=D.shape), rng.normal(size=R.shape))
+    _, _, hv = module.dictionary_learning_hvp(X, D, R, v)
+    assert_close(np.concatenate([hv.D.ravel(), hv.R.ravel()]),
+                 H @ np.concatenate([v[0].ravel(), v[1].ravel()]), what="H v")
+    assert_close(grads.R, -2 * D.T @ (X - D @ R), what="gradient")
+
+
 def test_affine_sum_backward_scales_with_g():
     A, W, B = rng.standard_normal((2, 3)), rng.standard_normal((3, 2)), rng.standard_normal(2)
     _, saved = seeds.affine_sum_forward(A, W, B)
