@@ -20,7 +20,7 @@ from .ir import Arg, Const, DimSize, Op, Program
 from .memory import Node
 from .memory import plan as plan_memory
 from .names import Names
-from .ops import ATOM, HELPERS, OPS, UNARY
+from .ops import ATOM, HELPERS, LABEL_OPS, OPS, UNARY
 from .parse import Function
 from .passes import backward_reads, constant_only
 from .planner import SEED
@@ -88,6 +88,7 @@ class FunctionView:
     bw_decorator: str = ""
     vg_decorator: str = ""
     masked_guard: str = ""  # a compiled backend's test for masked arrays among the array inputs
+    labels: bool = False  # integer or boolean inputs (their checks go into the module)
 
 
 @dataclass
@@ -148,7 +149,13 @@ class Emitter:
             "index": "",
             "shape": "",
             "n": "",
+            "axis": str(axis),
+            "label": f'"{op.attr("label", "")}"',  # "f: y" (validated names): a string literal
+            "depth": "",
         }
+        depth = op.attr("depth")
+        if isinstance(depth, (int, str)):
+            fields["depth"] = self.dim_ref(depth, dim)
         exponent = op.attr("exponent")
         if isinstance(exponent, (int, float)):
             fields["exponent"] = text.number(exponent)
@@ -349,7 +356,8 @@ class Emitter:
         targets = f"({tupled})" if len(fn.program.inputs) == 1 else tupled
         const = inputs_const(fn.name)
         inputs_spec = "(" + ", ".join(
-            f'("{name}", {self.shape_spec(fn.program.values[name].shape)})'
+            f'("{name}", {self.shape_spec(fn.program.values[name].shape)}'
+            + (f', "{fn.program.values[name].dtype}")' if fn.program.values[name].dtype else ")")
             for name in fn.program.inputs) + ("," if len(fn.program.inputs) == 1 else "") + ")"
         check = f'{targets} = _check_inputs("{fn.name}", ({tupled}), {const})'
         dim_lines = self.dim_lines(fn, dim)
@@ -450,6 +458,7 @@ class Emitter:
             scalars={v for v in list(fn.wrt) + [o for o in fn.program.outputs if isinstance(o, str)]
                      if fn.program.values[v].shape == ()},
             cotangent_shape=self.shape_tuple(out_shape, {d: f"saved.{dim[d]}" for d in dim}),
+            labels=any(fn.program.values[name].dtype for name in fn.program.inputs),
         )
 
     def render_value_and_grad(self, fwd_ops: list[Op], bwd_ops: list[Op], vg: Program,
@@ -503,6 +512,8 @@ class Emitter:
     def helpers(self, programs: list[Program]) -> list[str]:
         """Templates of the module-level helpers that the programs' ops call."""
         used = {op.op for p in programs for op in p.ops}
+        if not used.isdisjoint(LABEL_OPS):
+            used.add("labels")
         if "log_softmax" in used:
             used.add("logsumexp")  # _log_softmax calls _logsumexp
         if not used.isdisjoint(_LAPACK):
@@ -532,6 +543,7 @@ class Emitter:
             functions=views,
             helpers=helpers,
             numba=self.backend == "numba",
+            labels=any(v.labels for v in views),  # integer or boolean inputs: their checks
             **self.template_vars(),
         )
         return format_module(source)

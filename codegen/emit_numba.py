@@ -20,7 +20,7 @@ from .fusion import REDUCTIONS, Group, fuse
 from .ir import Arg, Const, DimSize, Op, Program
 from .lower import lower
 from .names import Names
-from .ops import ATOM, UNARY
+from .ops import ATOM, LABEL_OPS, UNARY
 from .parse import Function
 
 # Per-element renderings (trees) where the NumPy array form is not right for a scalar.
@@ -65,7 +65,7 @@ def kernels_module() -> str:
     differ, do not share one."""
     root = templates_dir()
     digest = hashlib.sha256()
-    for name in ("module_numba.py.j2", "helpers/numba_math.py.j2"):
+    for name in ("module_numba.py.j2", "helpers/numba_math.py.j2", "helpers/labels_numba.py.j2"):
         digest.update((root / name).read_text(encoding="utf-8").replace("\r\n", "\n").encode())
     return f"_codegen_numba_kernels_{digest.hexdigest()[:12]}"
 
@@ -153,7 +153,9 @@ class NumbaEmitter(Emitter):
 
     def helpers(self, programs: list[Program]) -> list[str]:
         # the normalisations are lowered to loops; elementary functions have loop helpers
-        return ["helpers/numba_math.py.j2"] if self.math else []
+        labels = any(op.op in LABEL_OPS for p in programs for op in p.ops)
+        return (["helpers/numba_math.py.j2"] if self.math else []) + (
+            ["helpers/labels_numba.py.j2"] if labels else [])
 
     def decorator(self, body: list[Stmt]) -> str:
         """``@_parallel_kernel`` for a kernel with a prange loop, else ``@_kernel``."""
@@ -171,16 +173,61 @@ class NumbaEmitter(Emitter):
     # --- plain ops ------------------------------------------------------------------------------
 
     def render_op(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
+        if op.op in LABEL_OPS:
+            return self.render_label(op, args, dim).render(), ATOM
         if op.op == "matmul":
             return E.Call("np.dot", tuple(E.Leaf(*a) for a in args)).render(), ATOM
         if op.op == "pow" and op.attr("exponent") == 0.5:  # NumPy's x ** 0.5 is sqrt: NaN at -inf
             return E.call("np.sqrt", E.Leaf(*args[0])).render(), ATOM
         return super().render_op(op, args, dim)
 
+    def render_label(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> E.Expr:
+        """take_along_axis, its gradient and one_hot: the labels helpers' loops over arrays
+        reshaped to [P, K, Q], K the labelled axis (helpers/labels_numba.py.j2)."""
+        shape_of = self.shapes.shape_of
+        dtype = E.as_expr(self.np_dtype)
+
+        def reshape(x: E.Expr, shape: E.Expr) -> E.Expr:
+            return E.Call(E.Attr(x, "reshape").render(), (shape,))
+
+        def three(shape: tuple) -> E.Expr:
+            """A shape as [P, n, Q] around the axis."""
+            axis = int(op.attr("axis"))  # type: ignore[call-overload]
+            return E.tuple_([self.product(shape[:axis], dim), self.dim_ref(shape[axis], dim),
+                             self.product(shape[axis + 1:], dim)])
+
+        def flat(x: tuple[str, int], shape: tuple) -> E.Expr:
+            """``x`` as [P, n, Q] (a contiguous copy only where it is not contiguous)."""
+            return reshape(E.call("np.ascontiguousarray", E.Leaf(*x)), three(shape))
+
+        label = E.Leaf(f'"{op.attr("label", "")}"')
+        if op.op == "take_along_axis":
+            a, y = (shape_of(x) for x in op.args)
+            taken = E.call("_take_along_axis", flat(args[0], a), flat(args[1], y), label)
+            return reshape(taken, self.shape_expr(y, dim))
+        if op.op == "put_along_axis":
+            g, out = shape_of(op.args[0]), op.attr("shape")
+            assert isinstance(out, tuple)
+            zeros = E.call("np.zeros", three(out), dtype=dtype)
+            added = E.call("_put_along_axis", flat(args[0], g), flat(args[1], g), zeros)
+            return reshape(added, self.shape_expr(out, dim))
+        y = shape_of(op.args[0])
+        size = self.product(y, dim)
+        depth = self.dim_ref(op.attr("depth"), dim)
+        zeros = E.call("np.zeros", E.tuple_([size, depth]), dtype=dtype)
+        labels = reshape(E.call("np.ascontiguousarray", E.Leaf(*args[0])), E.tuple_([size]))
+        hot = E.call("_one_hot", labels, zeros, label)
+        return reshape(hot, self.shape_expr(y + (op.attr("depth"),), dim))
+
+    def product(self, dims: tuple, dim: dict[str, str]) -> E.Expr:
+        """The product of dims (1 for none)."""
+        return E.product([self.dim_ref(d, dim) for d in dims]) if dims else E.as_expr(1)
+
     # --- statements -----------------------------------------------------------------------------
 
     def render_ops(self, ops: list[Op], program: Program, names: Names, dim: dict[str, str],
                    keep_named: set[str]) -> list[Stmt]:
+        self.shapes = program  # (the labels' renderings read their operands' shapes)
         live_out = set(keep_named) | {o for o in program.outputs if isinstance(o, str)} | {
             g for _, g in program.grads if isinstance(g, str)}
         stmts: list[Stmt] = []

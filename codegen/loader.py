@@ -64,6 +64,9 @@ RESERVED_MODULES = frozenset({"numpy", "numba", "llvmlite", "scipy", "yaml", "ty
 TOP_KEYS = ("module", "dtype", "doc", "dims", "functions")
 FUNCTION_KEYS = ("doc", "inputs", "wrt", "steps", "outputs")
 DTYPES = ("float64", "float32")
+# dtypes an input may declare besides the spec's float dtype (never differentiated)
+INPUT_DTYPES = ("int64", "bool")
+INPUT_KEYS = ("shape", "dtype")
 
 _T = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (
@@ -289,6 +292,7 @@ class _Walker:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.float_dtype = "float64"  # the spec's dtype, once read (float inputs have it)
         self._constructor = yaml.constructor.SafeConstructor()
 
     def loc(self, node: Node) -> Loc:
@@ -643,9 +647,41 @@ def _load_inputs(w: _Walker, fname: str, node: Node) -> tuple[InputSpec, ...]:
         name = w.name(key_node, "input name", f" in function {fname!r}")
         if name == fname:
             w.fail(f"input {name!r} has the same name as its function", key_node)
-        shape = _load_shape(w, value_node, f"input {name!r} of function {fname!r}")
-        inputs.append(InputSpec(name=name, shape=shape, loc=w.loc(key_node)))
+        where = f"input {name!r} of function {fname!r}"
+        dtype = ""
+        if isinstance(value_node, MappingNode):  # {shape: [N, 1], dtype: int64}
+            fields = _lookup(_checked_items(w, value_node, where))
+            if "shape" not in fields:
+                w.fail(f"{where} is missing required key 'shape' (like {{shape: [N, 1], "
+                       "dtype: int64}})", value_node)
+            shape = _load_shape(w, fields["shape"][1], where)
+            if "dtype" in fields:
+                dtype = _load_input_dtype(w, fields["dtype"][1], where)
+        else:
+            shape = _load_shape(w, value_node, where)
+        inputs.append(InputSpec(name=name, shape=shape, loc=w.loc(key_node), dtype=dtype))
     return tuple(inputs)
+
+
+def _checked_items(w: _Walker, node: Node, where: str) -> list[tuple[str, Node, Node]]:
+    items = w.mapping(node, where, "like {shape: [N, 1], dtype: int64}")
+    w.check_keys(items, INPUT_KEYS, where)
+    return items
+
+
+def _load_input_dtype(w: _Walker, node: Node, where: str) -> str:
+    """An input's dtype: the spec's float dtype (written as its name or "float"; "" here), int64
+    (integer labels) or bool (masks)."""
+    value = w.value(node)
+    spec_dtype = w.float_dtype
+    allowed = (spec_dtype, "float") + INPUT_DTYPES
+    if isinstance(value, str) and value in DTYPES and value != spec_dtype:
+        w.fail(f"dtype of {where} is {value}, but the spec's dtype is {spec_dtype}: float inputs "
+               f"have the spec's dtype (write dtype: {spec_dtype}, or leave dtype out)", node)
+    if not isinstance(value, str) or value not in allowed:
+        w.fail(f"dtype of {where} must be one of {', '.join(allowed)}, got {w.describe(node)}",
+               node)
+    return value if value in INPUT_DTYPES else ""
 
 
 def _load_name_list(w: _Walker, node: Node, what: str, example: str) -> list[NameRef]:
@@ -677,9 +713,14 @@ def _load_wrt(
         w, fields["wrt"][1], f"wrt of function {fname!r}", "of input names, like [W, b]"
     )
     names = {spec.name for spec in inputs}
+    kinds = {spec.name: spec.dtype for spec in inputs}
     for ref in refs:
         if ref.name not in names:
             w.fail(f"wrt names {ref.name!r}, which is not an input of {fname}", ref.loc)
+        if kinds[ref.name] in INPUT_DTYPES:
+            w.fail(f"wrt names {ref.name!r}, a {kinds[ref.name]} input of {fname}: integer and "
+                   "boolean inputs are never differentiated; leave it out of wrt (the default "
+                   "wrt is every float input)", ref.loc)
     return tuple(refs)
 
 
@@ -780,8 +821,12 @@ def _load_function(w: _Walker, fname: str, key_node: Node, node: Node) -> Functi
     doc = _load_doc(w, fields, f"doc of {where}")
     inputs = _load_inputs(w, fname, required("inputs"))
     wrt = _load_wrt(w, fname, fields, inputs)
-    if not wrt:
-        wrt = tuple(NameRef(name=spec.name, loc=w.loc(key_node)) for spec in inputs)
+    if not wrt:  # every float input (integer and boolean inputs are never differentiated)
+        wrt = tuple(NameRef(name=spec.name, loc=w.loc(key_node)) for spec in inputs
+                    if spec.dtype not in INPUT_DTYPES)
+        if not wrt:
+            w.fail(f"{where} has no float input to differentiate (integer and boolean inputs "
+                   "never are); add one", required("inputs"))
     steps = _load_steps(w, fname, required("steps"))
     outputs = _load_outputs(w, fname, required("outputs"), inputs, steps)
     return FunctionSpec(
@@ -858,6 +903,7 @@ def _build_spec(text: str, path: str, digest: str) -> Spec:
     fields = _lookup(items)
     module = _load_module(w, fields, root)
     dtype = _load_dtype(w, fields)
+    w.float_dtype = dtype
     doc = _load_doc(w, fields, "doc")
     dims = _load_dims(w, fields)
     functions = _load_functions(w, fields, root)

@@ -379,6 +379,56 @@ _def(name="logdet", kind="linalg", arity=1, shape=_square("logdet()", "scalar"),
 _def(name="eye", kind="layout", arity=0, shape=_attr_shape, fmt="np.eye({n}, dtype={dtype})",
      prec=ATOM, arg_prec=(), rule="identity matrix", vjps=())
 
+# --- labels: integer arrays that index a float array (never differentiated themselves) --------
+# Each label op reads its integer operand only as an index: ``INDEX_OPERANDS`` names those
+# operands (the parser refuses an integer or boolean value anywhere else).  Every rendering checks
+# the labels first and raises ValueError for one outside [0, depth) (helpers in templates/).
+# Finite-difference domain: the float operand anywhere; the labels are fixed (not perturbed).
+
+
+def _take_shape(s: list[Shape], attrs: dict) -> Shape:
+    a, y = s
+    axis = attrs["axis"]
+    assert isinstance(axis, int)
+    if len(a) != len(y) or not a:
+        raise shapes.ShapeError(
+            f"take_along_axis: the labels {shapes.fmt(y)} need the rank of the array "
+            f"{shapes.fmt(a)} (NumPy's take_along_axis), like y: [N, 1] for a: [N, K]")
+    for k, (da, dy) in enumerate(zip(a, y)):
+        if k != axis and da != dy:
+            raise shapes.ShapeError(
+                f"take_along_axis: the labels {shapes.fmt(y)} and the array {shapes.fmt(a)} "
+                f"differ in dim {k + 1} ({dy} vs {da}); only the axis={axis} dim may differ")
+    return y
+
+
+def _take_vjp(b: Builder, op: "Op", g: Arg) -> Arg:
+    a, y = op.args
+    return b.emit("put_along_axis", b.dense(g, b.shape(op.out)), y, axis=op.attr("axis"),
+                  shape=b.shape(a))
+
+
+_def(name="take_along_axis", kind="label", arity=2, shape=_take_shape,
+     fmt="_take_along_axis({0}, {1}, {axis}, {label})", prec=ATOM, arg_prec=(ANY, ANY),
+     rule="take along axis", math="z = take_along_axis(a, y, axis)",
+     grads=("take along axis: da = zeros with dz added at the labels y (repeats add up)",),
+     vjps=(_take_vjp, None))
+_def(name="put_along_axis", kind="label", arity=2, shape=_attr_shape,
+     fmt="_put_along_axis({0}, {1}, {axis}, {shape})", prec=ATOM, arg_prec=(ANY, ANY),
+     rule="scatter-add along axis (np.add.at)", vjps=(None, None))
+
+
+def _one_hot_shape(s: list[Shape], attrs: dict) -> Shape:
+    return tuple(s[0]) + (attrs["depth"],)
+
+
+_def(name="one_hot", kind="label", arity=1, shape=_one_hot_shape,
+     fmt="_one_hot({0}, {depth}, {label})", prec=ATOM, arg_prec=(ANY,), rule="one-hot labels",
+     math="z[..., k] = (y == k)", vjps=(None,))
+# op -> the operands that are integer labels
+INDEX_OPERANDS: dict[str, tuple[int, ...]] = {"take_along_axis": (1,), "put_along_axis": (1,),
+                                              "one_hot": (0,)}
+
 # Ops a spec may call by name: (number of array arguments, keyword arguments accepted).
 CALLABLE: dict[str, tuple[int, tuple[str, ...]]] = {
     **{name: (1, ()) for name, op in OPS.items()
@@ -394,6 +444,10 @@ CALLABLE: dict[str, tuple[int, tuple[str, ...]]] = {
     "det": (1, ()),
     "logdet": (1, ()),
     "outer": (2, ()),
+    "take_along_axis": (2, ("axis",)),
+    "one_hot": (2, ()),  # one_hot(y, K): K a dim's name or an integer
 }
 # Ops whose NumPy rendering calls a helper defined in the generated module (templates/helpers/).
-HELPERS = ("logsumexp", "softmax", "log_softmax", "sigmoid")
+HELPERS = ("logsumexp", "softmax", "log_softmax", "sigmoid", "labels")
+# Ops whose rendering calls the labels helper (templates/helpers/labels.py.j2)
+LABEL_OPS = frozenset({"take_along_axis", "put_along_axis", "one_hot"})
