@@ -219,6 +219,10 @@ class Emitter:
             arg_nodes = [self.arg_node(a, e, program, names, nodes) for a, e in zip(op.args, args)]
             product_sum = self.render_sum_of_products(op, arg_nodes)
             expr = product_sum or self.render_op(op, args, dim)
+            typed_here = (op.out in numbers and self.dtype != "float64"
+                          and OPS[op.op].fmt.startswith(("np.", "_")))
+            if typed_here:  # np.sqrt(D) is a float64 scalar, which would make arrays float64
+                expr = (self.typed_number(expr[0]), ATOM)
             node = Node(expr[0], expr[1], op, arg_nodes, shape=value.shape,
                         render=self.renderer(op, product_sum, dim))
             users = uses.get(op.out, [])
@@ -230,7 +234,7 @@ class Emitter:
                 continue
             target = self.target_name(op, program, names, last_use, idx)
             code = expr[0]
-            if op.out in numbers and value.kind == "step":  # a number: give it the dtype
+            if op.out in numbers and value.kind == "step" and not typed_here:  # a number: typed
                 code = self.typed_number(code)
             if op.out in numbers:
                 node.shape = ()

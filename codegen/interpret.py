@@ -145,6 +145,7 @@ IMPLEMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     "log_softmax": lambda op, a: _log_softmax(a, op.attr("axis")),
     # labels (integer inputs, kept as integers)
     "take_along_axis": _take_along_axis,
+    "one_hot": _one_hot,  # (given the depth: see interpret)
 }
 
 
@@ -211,7 +212,7 @@ def interpret(target: Any, inputs: Sequence[Any] | Mapping[str, Any],
         impl = IMPLEMENTATIONS.get(op.op)
         if op.op == "one_hot":  # its depth is a dim's size or a number
             depth = op.attr("depth")
-            impl = functools.partial(_one_hot, depth=dims[depth] if isinstance(depth, str) else depth)
+            impl = functools.partial(_one_hot, depth=dims[depth] if isinstance(depth, str) else depth)  # type: ignore[arg-type]
         if impl is None:
             where = f" (step '{op.origin.step}')" if op.origin.step else ""
             raise InterpretError(f"the reference interpreter has no implementation of op "

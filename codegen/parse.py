@@ -413,11 +413,8 @@ class _StepParser:
         """An input or earlier step by its name, or a dim's size (a dim's name in a step is its
         size at run time)."""
         value = self.lookup(name)
-        if value is not None and name in self.dims:
-            raise self.fail(f"'{name}' is both a dim and {self.what(name)}, so it is ambiguous "
-                            "in a step; rename the dim or the value")
-        if value is not None:
-            return value
+        if value is not None:  # an input or step of a dim's name is that value (as before dims
+            return value  # were numbers: such specs keep their meaning)
         if name in self.dims:
             d = self.dims[name]
             return Const(d) if isinstance(d, int) else DimSize(d)
@@ -425,13 +422,6 @@ class _StepParser:
             raise self.fail(f"the dim '{name}' is in no input's shape of {self.fn.name}, so its "
                             "size is not known at run time; use a dim of the inputs")
         raise self.fail(f"unknown name '{name}' (not an input, an earlier step or a dim)")
-
-    def what(self, name: str) -> str:
-        if self.inlined is None and name in self.b.program.inputs:
-            return "an input"
-        if self.inlined is not None and name in {i.name for i in self.fn.inputs}:
-            return "an input"
-        return "a step"
 
     def label(self, node: ast.AST, fn: str) -> str:
         """The integer labels of take_along_axis or one_hot: an int64 input, by name."""
