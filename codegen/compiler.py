@@ -14,7 +14,7 @@ from .errors import SpecError, SpecWarning
 from .ir import Program
 from .loader import _module_problem as module_problem
 from .reserved import function_names
-from .parse import Function, parse_function
+from .parse import Function, parse_function, quiet_called
 from .passes import optimize
 from .planner import differentiate
 from .spec import Spec
@@ -72,15 +72,16 @@ def compile_spec(spec: Spec) -> Compiled:
     problem = module_problem(spec.module)  # (a Spec built without the loader)
     if problem:
         raise SpecError(f"module name '{spec.module}' {problem}; choose another", spec.loc)
-    out = []
+    parsed = []
     for fs in spec.functions:
         if fs.name in dir(builtins):
             raise SpecError(
                 f"function name '{fs.name}' would shadow the Python builtin of that name "
                 "in the generated module; choose another", fs.loc)
-        fn = parse_function(spec, fs)
-        out.append(CompiledFunction(fn, optimize(differentiate(fn, True)),
-                                    optimize(differentiate(fn, False))))
+        parsed.append(parse_function(spec, fs))
+    quiet_called(parsed)
+    out = [CompiledFunction(fn, optimize(differentiate(fn, True)),
+                            optimize(differentiate(fn, False))) for fn in parsed]
     return Compiled(spec, out)
 
 

@@ -71,6 +71,7 @@ class Function:
     wrt: tuple[str, ...]
     # What compiles but is probably a mistake (dropped steps, zero gradients, a non-scalar loss).
     warnings: list[SpecWarning] = field(default_factory=list)
+    calls: tuple[str, ...] = ()  # the functions of the spec its steps call (inlined)
 
 
 def generated_names(spec: Spec) -> set[str]:
@@ -92,8 +93,11 @@ def parse_function(spec: Spec, fn: FunctionSpec) -> Function:
         program.values[inp.name] = _value(inp.name, inp.shape, "input")
         program.values[inp.name].dtype = inp.dtype
         program.inputs.append(inp.name)
+    calls: list[str] = []
     for step in fn.steps:
-        _StepParser(spec, fn, step, builder, taken).run()
+        parser = _StepParser(spec, fn, step, builder, taken)
+        parser.calls = calls
+        parser.run()
     names = set(program.values)
     for out in fn.outputs:
         if out.name not in names:
@@ -108,7 +112,17 @@ def parse_function(spec: Spec, fn: FunctionSpec) -> Function:
     warnings = _warnings(fn, program, steps)
     _own_outputs(program, builder)
     return Function(fn.name, fn.doc, fn, program, tuple(dims), tuple(w.name for w in fn.wrt),
-                    warnings)
+                    warnings, tuple(dict.fromkeys(calls)))
+
+
+def quiet_called(functions: list[Function]) -> None:
+    """A function that another calls is a building block (a layer), whose first output is a
+    value of its callers: it gets no warning for not being a scalar loss."""
+    called = {name for f in functions for name in f.calls}
+    for f in functions:
+        if f.name in called:
+            f.warnings = [w for w in f.warnings
+                          if not w.message.startswith(f"{f.name}: the first output")]
 
 
 def _depends(program: Program, name: str) -> set[str]:
@@ -239,6 +253,7 @@ class _StepParser:
                  taken: set[str], call: _Call | None = None) -> None:
         self.spec, self.fn, self.step, self.b, self.taken = spec, fn, step, builder, taken
         self.inlined = call  # set while a step of a called function is inlined into a caller
+        self.calls: list[str] = call.parser.calls if call else []  # functions called, in order
         if call is None:  # the function's own dims: a dim's name is its size
             self.dims: dict[str, Dim] = {d: d for i in fn.inputs for d in i.shape
                                          if isinstance(d, str)}
@@ -618,6 +633,7 @@ class _StepParser:
                     raise self.fail(f"{where}, and {want} is {dims[want]} from an earlier "
                                     "argument")
             env[inp.name] = arg
+        self.calls.append(callee.name)
         first = callee.outputs[0].name
         state = _Call(self, text, self.b.hint, self.step.loc.line, env, dims)
         for step in callee.steps:
