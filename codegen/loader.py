@@ -663,6 +663,11 @@ def _load_inputs(w: _Walker, fname: str, node: Node) -> tuple[InputSpec, ...]:
     return tuple(inputs)
 
 
+def _a(dtype: str) -> str:
+    """'an int64', 'a bool'."""
+    return ("an " if dtype[0] in "aeiou" else "a ") + dtype
+
+
 def _checked_items(w: _Walker, node: Node, where: str) -> list[tuple[str, Node, Node]]:
     items = w.mapping(node, where, "like {shape: [N, 1], dtype: int64}")
     w.check_keys(items, INPUT_KEYS, where)
@@ -718,7 +723,7 @@ def _load_wrt(
         if ref.name not in names:
             w.fail(f"wrt names {ref.name!r}, which is not an input of {fname}", ref.loc)
         if kinds[ref.name] in INPUT_DTYPES:
-            w.fail(f"wrt names {ref.name!r}, a {kinds[ref.name]} input of {fname}: integer and "
+            w.fail(f"wrt names {ref.name!r}, {_a(kinds[ref.name])} input of {fname}: integer and "
                    "boolean inputs are never differentiated; leave it out of wrt (the default "
                    "wrt is every float input)", ref.loc)
     return tuple(refs)

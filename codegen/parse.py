@@ -103,8 +103,8 @@ def parse_function(spec: Spec, fn: FunctionSpec) -> Function:
         if out.name not in names:
             raise SpecError(f"output '{out.name}' of {fn.name} is not an input or a step", out.loc)
         if program.values[out.name].dtype:
-            raise SpecError(f"output '{out.name}' of {fn.name} is a {program.values[out.name].dtype} "
-                            "input: outputs are float arrays (the caller has the input already)",
+            raise SpecError(f"output '{out.name}' of {fn.name} is {_a(program.values[out.name].dtype)}"
+                            " input: outputs are float arrays (the caller has the input already)",
                             out.loc)
         program.outputs.append(out.name)
     steps = list(program.ops)
@@ -378,7 +378,7 @@ class _StepParser:
             if self.is_label(value):
                 kind = self.b.program.values[value].dtype  # type: ignore[index]
                 raise self.fail(
-                    f"'{node.id}' is a {kind} input: it can only be the labels of "
+                    f"'{node.id}' is {_a(kind)} input: it can only be the labels of "
                     "take_along_axis(a, y, axis=1) or one_hot(y, K), or an argument of a function "
                     "whose input has its dtype")
             return value
@@ -447,7 +447,7 @@ class _StepParser:
         value = self.lookup(node.id)
         dtype = self.b.program.values[value].dtype if isinstance(value, str) else ""
         if dtype != "int64":
-            what = f"a {dtype} input" if dtype else "a float value"
+            what = f"{_a(dtype)} input" if dtype else "a float value"
             raise self.fail(f"{fn}(): the labels '{node.id}' are {what}, not integers; declare "
                             f"the input as {example}")
         assert isinstance(value, str)
@@ -526,7 +526,8 @@ class _StepParser:
             return self.call_function(node, callee, depth)
         if name not in CALLABLE:
             known = ", ".join(sorted(CALLABLE))
-            close = difflib.get_close_matches(name, sorted(CALLABLE), n=1)
+            close = difflib.get_close_matches(
+                name, sorted(CALLABLE) + [f.name for f in self.spec.functions], n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             functions = ", ".join(f.name for f in self.spec.functions)
             raise self.fail(f"unknown function '{name}' (known: {known}; and this spec's "
@@ -615,7 +616,7 @@ class _StepParser:
                 arg = self.label(arg_node, callee.name) if inp.dtype == "int64" else \
                     self.lookup(getattr(arg_node, "id", ""))
                 if not isinstance(arg, str) or self.b.program.values[arg].dtype != inp.dtype:
-                    raise self.fail(f"{text}: argument {k + 1} must be a {inp.dtype} input "
+                    raise self.fail(f"{text}: argument {k + 1} must be {_a(inp.dtype)} input "
                                     f"(for {callee.name}'s input {inp.name})")
             else:
                 arg = self.expr(arg_node, depth)
@@ -675,6 +676,11 @@ class _Call:
     @property
     def root(self) -> FunctionSpec:
         return self.parser.root
+
+
+def _a(dtype: str) -> str:
+    """'an int64', 'a bool'."""
+    return ("an " if dtype[0] in "aeiou" else "a ") + dtype
 
 
 def _is_constant(node: ast.AST, depth: int = 0) -> bool:
