@@ -156,8 +156,10 @@ def label_bound(program: Program, name: str, dims: dict[str, int]) -> int:
         if op.op == "one_hot":
             depth = op.attr("depth")
         else:
-            depth = program.shape_of(op.args[0])[op.attr("axis")]  # type: ignore[index]
-        bounds.append(depth if isinstance(depth, int) else dims[depth])  # type: ignore[index]
+            axis = op.attr("axis")
+            assert isinstance(axis, int)
+            depth = program.shape_of(op.args[0])[axis]
+        bounds.append(depth if isinstance(depth, int) else dims[str(depth)])
     return min(bounds, default=3)
 
 
@@ -166,7 +168,7 @@ def random_inputs(fn: Function, dims: dict[str, int], rng: np.random.Generator) 
     identity where an inverse or determinant does."""
     positive = positive_inputs(fn.program)
     conditioned = conditioned_inputs(fn.program)
-    out = []
+    out: list[np.ndarray] = []
     for name in fn.program.inputs:
         shape = tuple(d if isinstance(d, int) else dims[d] for d in fn.program.values[name].shape)
         kind = fn.program.values[name].dtype

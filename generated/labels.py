@@ -97,7 +97,8 @@ def _as_labels(function, name, shape, dtype, value):
     """An int64 input (labels) takes integers of any width (converted exactly; a uint64 above
     the int64 range is refused), a bool input (a mask) takes booleans; floats are refused,
     never rounded."""
-    if isinstance(value, np.ma.MaskedArray):
+    masked = isinstance(value, np.ma.MaskedArray)  # a ValueError, as for any refused input
+    if masked:
         raise ValueError(
             f"{function}: input {name} is a masked array; pass a plain {dtype} array of "
             f"shape {_shape_text(shape)}"

@@ -354,7 +354,11 @@ def test_both_backends_convert_the_same_inputs():
 
 ERRORS = """functions:
   f:
-    inputs: {{Z: [N, K], y: {{shape: [N, 1], dtype: int64}}, m: {{shape: [N], dtype: bool}}, v: {{shape: [N], dtype: int64}}}}
+    inputs:
+      Z: [N, K]
+      y: {{shape: [N, 1], dtype: int64}}
+      m: {{shape: [N], dtype: bool}}
+      v: {{shape: [N], dtype: int64}}
     steps:
       - 'q = log_softmax(Z, axis=1)'
       - '{step}'
@@ -414,7 +418,7 @@ def test_misuse_is_a_located_spec_error(step, message):
         codegen.generate_source(text, path="e.yaml")
     err = info.value
     assert message in err.message, err.message
-    assert err.loc is not None and err.loc.line == 6 and str(err).startswith("e.yaml:6:")
+    assert err.loc is not None and err.loc.line == 10 and str(err).startswith("e.yaml:10:")
 
 
 def test_dim_in_no_input_is_an_error_and_a_value_of_a_dims_name_wins():
