@@ -419,6 +419,13 @@ _def(name="put_along_axis", kind="label", arity=2, shape=_attr_shape,
 
 
 def _one_hot_shape(s: list[Shape], attrs: dict) -> Shape:
+    from .loader import MAX_RANK
+
+    if not s[0] or len(s[0]) >= MAX_RANK:
+        axes = "1 axis" if MAX_RANK == 2 else f"1 to {MAX_RANK - 1} axes"
+        raise shapes.ShapeError(
+            f"one_hot: labels {shapes.fmt(s[0])} would give rank {len(s[0]) + 1}; labels need "
+            f"{axes} (one_hot adds one of size K: y: [N] gives [N, K])")
     return tuple(s[0]) + (attrs["depth"],)
 
 
