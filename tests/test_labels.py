@@ -518,3 +518,24 @@ def test_inlined_steps_are_commented_with_the_call():
     assert "# lay(X, W1): lay: Z = X @ W\n" in source
     assert "# lay(H1, W2): lay: Y = tanh(Z) / sqrt(A)\n" in source
     assert "H1_Z = X @ W1" in source  # lay's Z, named after the caller's step
+
+
+def test_a_call_passes_integer_and_boolean_inputs_of_the_callees_dtype():
+    text = """functions:
+  f:
+    inputs: {Z: [N, K], y: {shape: [N, 1], dtype: int64}, m: {shape: [N], dtype: bool}}
+    steps: ['loss = ce(Z, y, THIRD)']
+    outputs: [loss]
+  ce:
+    inputs: {P: [M, C], t: {shape: [M, 1], dtype: int64}, w: {shape: [M], dtype: bool}}
+    steps: ['loss = -sum(take_along_axis(log_softmax(P, axis=1), t, axis=1))']
+    outputs: [loss]
+"""
+    mod = codegen.load_module(text.replace("THIRD", "m"), path="p.yaml")
+    Z = np.zeros((2, 4))
+    assert mod.f(Z, [[0], [3]], [True, False]) == pytest.approx(2 * np.log(4))
+    with pytest.raises(ValueError, match=r"f: y has the label 4, outside \[0, 4\)"):
+        mod.f(Z, [[0], [4]], [True, False])
+    with pytest.raises(codegen.SpecError, match=r"p.yaml:4:\d+: error: .*ce\(Z, y, y\): argument 3 "
+                                                r"must be a bool input \(for ce's input w\)"):
+        codegen.generate_source(text.replace("THIRD", "y"), path="p.yaml")
