@@ -636,7 +636,8 @@ class _StepParser:
             env[inp.name] = arg
         self.calls.append(callee.name)
         first = callee.outputs[0].name
-        state = _Call(self, text, self.b.hint, self.step.loc.line, env, dims)
+        line = self.inlined.line if self.inlined else self.step.loc.line  # the caller's step
+        state = _Call(self, text, self.b.hint, line, env, dims)
         for step in callee.steps:
             _StepParser(self.spec, callee, step, self.b, self.taken, state).run()
         if first not in env:
