@@ -18,6 +18,7 @@ from .reserved import function_names, reserved_names
 from .spec import FunctionSpec, Spec, StepSpec
 
 MAX_DEPTH = 200
+MAX_INLINED_OPS = 100_000  # a function's ops, calls inlined (each call may call twice, ...)
 # The vocabulary's functions, and every name generated modules use (codegen/reserved.py).
 RESERVED = frozenset(CALLABLE) | reserved_names()
 
@@ -634,6 +635,9 @@ class _StepParser:
                     raise self.fail(f"{where}, and {want} is {dims[want]} from an earlier "
                                     "argument")
             env[inp.name] = arg
+        if len(self.b.program.ops) > MAX_INLINED_OPS:  # calls that call twice, and so on
+            raise self.fail(f"{text}: the function's calls inline more than {MAX_INLINED_OPS:,} "
+                            "ops; call fewer functions (or each fewer times)")
         self.calls.append(callee.name)
         first = callee.outputs[0].name
         line = self.inlined.line if self.inlined else self.step.loc.line  # the caller's step

@@ -539,3 +539,16 @@ def test_a_call_passes_integer_and_boolean_inputs_of_the_callees_dtype():
     with pytest.raises(codegen.SpecError, match=r"p.yaml:4:\d+: error: .*ce\(Z, y, y\): argument 3 "
                                                 r"must be a bool input \(for ce's input w\)"):
         codegen.generate_source(text.replace("THIRD", "y"), path="p.yaml")
+
+
+def test_calls_that_double_at_every_level_are_an_error_not_a_hang(monkeypatch):
+    from codegen import parse
+
+    monkeypatch.setattr(parse, "MAX_INLINED_OPS", 300)
+    lines = ["functions:", "  f0:", "    inputs: {X: [N]}", "    steps: ['y = sum(X * X)']",
+             "    outputs: [y]"]
+    for k in range(1, 40):  # f_k calls f_(k-1) twice: 2 ** 39 inlined steps without a limit
+        lines += [f"  f{k}:", "    inputs: {X: [N]}",
+                  f"    steps: ['y = f{k - 1}(X) + f{k - 1}(X * 2)']", "    outputs: [y]"]
+    with pytest.raises(codegen.SpecError, match=r"calls inline more than 300 ops"):
+        codegen.generate_source("\n".join(lines) + "\n", path="x.yaml")
