@@ -20,7 +20,7 @@ _MASKED = np.ma.MaskedArray
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_44782b3d66b2", types.ModuleType("_codegen_numba_kernels_44782b3d66b2")
+    "_codegen_numba_kernels_4d616cf84acf", types.ModuleType("_codegen_numba_kernels_4d616cf84acf")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
@@ -423,9 +423,8 @@ def _label_helper(function):
 @_label_helper
 def _label_error(name, label, depth):
     """The NumPy module's ValueError for a label outside [0, depth)."""
-    raise ValueError(
-        name + " has the label " + str(label) + ", outside [0, " + str(depth) + ")"
-    )
+    message = name + " has the label " + str(label) + ", outside [0, " + str(depth) + ")"
+    raise ValueError(message)
 
 
 @_label_helper

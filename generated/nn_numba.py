@@ -21,7 +21,7 @@ _MASKED = np.ma.MaskedArray
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_44782b3d66b2", types.ModuleType("_codegen_numba_kernels_44782b3d66b2")
+    "_codegen_numba_kernels_4d616cf84acf", types.ModuleType("_codegen_numba_kernels_4d616cf84acf")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
