@@ -27,7 +27,7 @@ from .ir import Op, Program
 from .loader import _module_problem as module_problem
 from .lower import lower
 from .memory import plan as plan_memory
-from .parse import Function, parse_function
+from .parse import Function, parse_function, quiet_called
 from .passes import backward_reads, constant_only, optimize
 from .plan import Body, FunctionPlan, Group, grad_values
 from .planner import SEED, differentiate
@@ -88,13 +88,15 @@ def compile_spec(spec: Spec) -> Compiled:
     problem = module_problem(spec.module)  # (a Spec built without the loader)
     if problem:
         raise SpecError(f"module name '{spec.module}' {problem}; choose another", spec.loc)
-    out = []
+    parsed, out = [], []
     for fs in spec.functions:
         if fs.name in dir(builtins):
             raise SpecError(
                 f"function name '{fs.name}' would shadow the Python builtin of that name "
                 "in the generated module; choose another", fs.loc)
-        fn = parse_function(spec, fs)
+        parsed.append(parse_function(spec, fs))
+    quiet_called(parsed)
+    for fn in parsed:
         vg = optimize(differentiate(fn, True))
         out.append(CompiledFunction(fn, vg, optimize(differentiate(fn, False)),
                                     derivative_programs(fn, vg)))

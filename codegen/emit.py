@@ -63,6 +63,7 @@ class FunctionView:
     scalars: set[str] = field(default_factory=set)  # outputs and wrt names of shape []
     cotangent_shape: str = "()"  # the first output's shape, from saved dims: "(saved.N,)"
     derivs: object = None  # f_jvp, f_jacobian, f_hvp, f_hessian (derivatives.DerivView)
+    labels: bool = False  # integer or boolean inputs (their checks go into the module)
 
 
 class Emitter:
@@ -129,7 +130,13 @@ class Emitter:
             "index": "",
             "shape": "",
             "n": "",
+            "axis": str(axis),
+            "label": f'"{op.attr("label", "")}"',  # "f: y" (validated names): a string literal
+            "depth": "",
         }
+        depth = op.attr("depth")
+        if isinstance(depth, (int, str)):
+            fields["depth"] = self.dim_ref(depth, dim)
         exponent = op.attr("exponent")
         if isinstance(exponent, (int, float)):
             fields["exponent"] = text.number(exponent)
@@ -192,6 +199,10 @@ class Emitter:
             arg_nodes = [self.arg_node(a, e, program, names, nodes) for a, e in zip(op.args, args)]
             product_sum = self.render_sum_of_products(op, arg_nodes)
             expr = product_sum or self.render_op(op, args, dim)
+            typed_here = (op.out in numbers and self.dtype != "float64"
+                          and OPS[op.op].fmt.startswith(("np.", "_")))
+            if typed_here:  # np.sqrt(D) is a float64 scalar, which would make arrays float64
+                expr = (self.typed_number(expr[0]), ATOM)
             node = Node(expr[0], expr[1], op, arg_nodes, shape=value.shape,
                         render=self.renderer(op, product_sum, dim))
             users = uses.get(op.out, [])
@@ -203,7 +214,7 @@ class Emitter:
                 continue
             target = self.target_name(op, program, names, last_use, idx)
             code = expr[0]
-            if op.out in numbers and value.kind == "step":  # a number: give it the dtype
+            if op.out in numbers and value.kind == "step" and not typed_here:  # a number: typed
                 code = self.typed_number(code)
             if op.out in numbers:
                 node.shape = ()
@@ -328,7 +339,8 @@ class Emitter:
         targets = f"({tupled})" if len(fn.program.inputs) == 1 else tupled
         const = inputs_const(fn.name)
         inputs_spec = "(" + ", ".join(
-            f'("{name}", {self.shape_spec(fn.program.values[name].shape)})'
+            f'("{name}", {self.shape_spec(fn.program.values[name].shape)}'
+            + (f', "{fn.program.values[name].dtype}")' if fn.program.values[name].dtype else ")")
             for name in fn.program.inputs) + ("," if len(fn.program.inputs) == 1 else "") + ")"
         check = f'{targets} = _check_inputs("{fn.name}", ({tupled}), {const})'
         dim_lines = self.dim_lines(fn, dim)
@@ -429,6 +441,7 @@ class Emitter:
             scalars={v for v in list(fn.wrt) + [o for o in fn.program.outputs if isinstance(o, str)]
                      if fn.program.values[v].shape == ()},
             cotangent_shape=self.shape_tuple(out_shape, {d: f"saved.{dim[d]}" for d in dim}),
+            labels=any(fn.program.values[name].dtype for name in fn.program.inputs),
         )
 
     def dim_ref(self, d: object, dim: dict[str, str]) -> str:
@@ -474,7 +487,7 @@ class Emitter:
 
     def helpers(self, programs: list[Program]) -> list[str]:
         """Templates of the module-level helpers that the programs' ops call."""
-        used = {op.op for p in programs for op in p.ops}
+        used = {OPS[op.op].helper or op.op for p in programs for op in p.ops}
         if "log_softmax" in used:
             used.add("logsumexp")  # _log_softmax calls _logsumexp
         if not used.isdisjoint(_LAPACK):
@@ -503,6 +516,7 @@ class Emitter:
             np_dtype=self.np_dtype,
             functions=views,
             helpers=helpers,
+            labels=any(v.labels for v in views),  # integer or boolean inputs: their checks
             **self.template_vars(),
         )
         return format_module(source)

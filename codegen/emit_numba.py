@@ -23,7 +23,7 @@ from .emit import Emitter, FunctionView, templates_dir
 from .format import format_module
 from .ir import Arg, Const, DimSize, Op, Program
 from .names import Names
-from .ops import ATOM, OPS, UNARY, names
+from .ops import ATOM, LABEL_OPS, OPS, UNARY, names
 from .parse import Function
 from .plan import REDUCTIONS, Body, FunctionPlan, Group, Stmt
 
@@ -102,7 +102,8 @@ MAX_PART_OPS = 2000
 
 
 RUNTIME_FILENAME = "_codegen_numba_runtime.py"  # beside the modules (no module starts with _)
-_RUNTIME_TEMPLATES = ("numba_runtime.py.j2", "helpers/numba_math.py.j2")
+_RUNTIME_TEMPLATES = ("numba_runtime.py.j2", "helpers/numba_math.py.j2",
+                      "helpers/labels_numba.py.j2")
 
 
 def runtime_version() -> str:
@@ -284,17 +285,62 @@ class NumbaEmitter(Emitter):
     # --- plain ops ------------------------------------------------------------------------------
 
     def render_op(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
+        if op.op in LABEL_OPS:
+            return self.render_label(op, args, dim).render(), ATOM
         form = NUMBA.get(op.op, _PLAIN).statement
         tree = form(op, *(E.Leaf(*a) for a in args)) if form is not None else None
         if tree is not None:
             return tree.render(), tree.prec
         return super().render_op(op, args, dim)
 
+    def render_label(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> E.Expr:
+        """take_along_axis, its gradient and one_hot: the labels helpers' loops over arrays
+        reshaped to [P, K, Q], K the labelled axis (helpers/labels_numba.py.j2)."""
+        shape_of = self.shapes.shape_of
+        dtype = E.as_expr(self.np_dtype)
+
+        def reshape(x: E.Expr, shape: E.Expr) -> E.Expr:
+            return E.Call(E.Attr(x, "reshape").render(), (shape,))
+
+        def three(shape: tuple) -> E.Expr:
+            """A shape as [P, n, Q] around the axis."""
+            axis = int(op.attr("axis"))  # type: ignore[call-overload]
+            return E.tuple_([self.product(shape[:axis], dim), self.dim_ref(shape[axis], dim),
+                             self.product(shape[axis + 1:], dim)])
+
+        def flat(x: tuple[str, int], shape: tuple) -> E.Expr:
+            """``x`` as [P, n, Q] (a contiguous copy only where it is not contiguous)."""
+            return reshape(E.call("np.ascontiguousarray", E.Leaf(*x)), three(shape))
+
+        label = E.Leaf(f'"{op.attr("label", "")}"')
+        if op.op == "take_along_axis":
+            a, y = (shape_of(x) for x in op.args)
+            taken = E.call("_take_along_axis", flat(args[0], a), flat(args[1], y), label)
+            return reshape(taken, self.shape_expr(y, dim))
+        if op.op == "put_along_axis":
+            g, out = shape_of(op.args[0]), op.attr("shape")
+            assert isinstance(out, tuple)
+            zeros = E.call("np.zeros", three(out), dtype=dtype)
+            added = E.call("_put_along_axis", flat(args[0], g), flat(args[1], g), zeros)
+            return reshape(added, self.shape_expr(out, dim))
+        y = shape_of(op.args[0])
+        size = self.product(y, dim)
+        depth = self.dim_ref(op.attr("depth"), dim)
+        zeros = E.call("np.zeros", E.tuple_([size, depth]), dtype=dtype)
+        labels = reshape(E.call("np.ascontiguousarray", E.Leaf(*args[0])), E.tuple_([size]))
+        hot = E.call("_one_hot", labels, zeros, label)
+        return reshape(hot, self.shape_expr(y + (op.attr("depth"),), dim))
+
+    def product(self, dims: tuple, dim: dict[str, str]) -> E.Expr:
+        """The product of dims (1 for none)."""
+        return E.product([self.dim_ref(d, dim) for d in dims]) if dims else E.as_expr(1)
+
     # --- statements -----------------------------------------------------------------------------
 
     def render_body(self, body: Body, names: Names, dim: dict[str, str]) -> list[Stmt]:
         """The body's loop groups (the fusion pass's) as loop nests, other ops as statements."""
         ops, program, live_out, items = body.ops, body.program, body.live_out, body.items
+        self.shapes = program  # (the labels' renderings read their operands' shapes)
         stmts: list[Stmt] = []
         self.views: dict[str, str] = {}  # transposes of named arrays, written inline
         # A view (a transpose, expand_dims or reshape statement) shares its array's buffer: a

@@ -25,7 +25,7 @@ import numpy as np
 from . import importing
 from .compiler import Compiled, compile_spec, render
 from .ir import Op, Program
-from .ops import NONSINGULAR, OPS, POSITIVE, POSITIVE_IF_FRACTIONAL
+from .ops import INDEX_OPERANDS, NONSINGULAR, OPS, POSITIVE, POSITIVE_IF_FRACTIONAL
 from .parse import Function
 from .spec import Spec
 
@@ -151,15 +151,37 @@ def positive_inputs(program: Program) -> set[str]:
     return _reaching(program, _operands_in(program, POSITIVE))
 
 
+def label_bound(program: Program, name: str, dims: dict[str, int]) -> int:
+    """The number of classes the labels ``name`` index (the smallest over the ops reading them;
+    3 when none does)."""
+    bounds = []
+    for op in program.ops:
+        if name not in [op.args[k] for k in INDEX_OPERANDS.get(op.op, ())]:
+            continue
+        if op.op == "one_hot":
+            depth = op.attr("depth")
+        else:
+            axis = op.attr("axis")
+            assert isinstance(axis, int)
+            depth = program.shape_of(op.args[0])[axis]
+        bounds.append(depth if isinstance(depth, int) else dims[str(depth)])
+    return min(bounds, default=3)
+
+
 def random_inputs(fn: Function, dims: dict[str, int], rng: np.random.Generator) -> list[np.ndarray]:
     """Well-scaled float64 inputs: positive where a log, sqrt or divisor needs it, near the
     identity where an inverse or determinant does."""
     positive = positive_inputs(fn.program)
     conditioned = conditioned_inputs(fn.program)
-    out = []
+    out: list[np.ndarray] = []
     for name in fn.program.inputs:
         shape = tuple(d if isinstance(d, int) else dims[d] for d in fn.program.values[name].shape)
-        if name in conditioned and len(shape) == 2 and shape[0] == shape[1]:
+        kind = fn.program.values[name].dtype
+        if kind == "bool":
+            out.append(rng.random(shape) < 0.5)
+        elif kind:  # labels: within [0, K) of every op that reads them
+            out.append(rng.integers(0, label_bound(fn.program, name, dims), size=shape))
+        elif name in conditioned and len(shape) == 2 and shape[0] == shape[1]:
             out.append(np.eye(shape[0]) + 0.2 * rng.standard_normal(shape) / np.sqrt(shape[0]))
         elif name in positive:
             out.append(np.array(rng.uniform(0.5, 1.5, size=shape)))

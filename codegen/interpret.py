@@ -14,6 +14,7 @@ An op it does not know raises ``InterpretError`` naming the op and its spec step
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -78,6 +79,33 @@ def _power(op: Op, x: np.ndarray) -> np.ndarray:
     return np.power(x, float(c))  # type: ignore[arg-type]
 
 
+def _labels(y: np.ndarray, depth: int, op: Op) -> np.ndarray:
+    bad = (y < 0) | (y >= depth)
+    if np.any(bad):
+        raise ValueError(f"{op.attr('label')} has the label {y[bad].flat[0]}, outside [0, {depth})")
+    return y.astype(np.intp)
+
+
+def _take_along_axis(op: Op, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """out[..., j, ...] = a[..., y[..., j, ...], ...] along the op's axis, by explicit indexing."""
+    axis = int(op.attr("axis"))  # type: ignore[call-overload]
+    y = _labels(y, a.shape[axis], op)
+    out = np.empty(y.shape, dtype=a.dtype)
+    for pos in np.ndindex(*y.shape):
+        src = list(pos)
+        src[axis] = y[pos]
+        out[pos] = a[tuple(src)]
+    return out
+
+
+def _one_hot(op: Op, y: np.ndarray, depth: int) -> np.ndarray:
+    y = _labels(y, depth, op)
+    out = np.zeros(y.shape + (depth,))
+    for pos in np.ndindex(*y.shape):
+        out[pos + (y[pos],)] = 1.0
+    return out
+
+
 # op name -> implementation(op, *array args); arrays are float64 (or the requested dtype)
 IMPLEMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     # arithmetic with broadcasting
@@ -116,6 +144,9 @@ IMPLEMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     "logsumexp": _reduction(_lse),
     "softmax": lambda op, a: _softmax(a, op.attr("axis")),
     "log_softmax": lambda op, a: _log_softmax(a, op.attr("axis")),
+    # labels (integer inputs, kept as integers)
+    "take_along_axis": _take_along_axis,
+    "one_hot": _one_hot,  # (given the depth: see interpret)
 }
 
 
@@ -177,8 +208,8 @@ def interpret(target: Any, inputs: Sequence[Any] | Mapping[str, Any],
         if len(values) != len(program.inputs):
             raise InterpretError(f"expected {len(program.inputs)} inputs "
                                  f"({', '.join(program.inputs)}), got {len(values)}")
-    env: dict[str, np.ndarray] = {
-        n: np.array(v, dtype=dtype) for n, v in zip(program.inputs, values)  # copies
+    env: dict[str, np.ndarray] = {  # copies; integer and boolean inputs keep their dtype
+        n: np.array(v, dtype=program.values[n].dtype or dtype) for n, v in zip(program.inputs, values)
     }
     dims = _bind_dims(program, env)
 
@@ -191,6 +222,9 @@ def interpret(target: Any, inputs: Sequence[Any] | Mapping[str, Any],
 
     for op in program.ops:
         impl = implementation(op.op)
+        if op.op == "one_hot":  # its depth is a dim's size or a number
+            depth = op.attr("depth")
+            impl = functools.partial(_one_hot, depth=dims[depth] if isinstance(depth, str) else depth)  # type: ignore[arg-type]
         if impl is None:
             where = f" (step '{op.origin.step}')" if op.origin.step else ""
             raise InterpretError(f"the reference interpreter has no implementation of op "

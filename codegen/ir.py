@@ -55,6 +55,7 @@ class Value:
     shape: Shape
     hint: str
     kind: str  # "input" | "step" | "temp" | "grad" | "seed"
+    dtype: str = ""  # "" for the spec's float dtype; "int64" or "bool" for such inputs
 
 
 @dataclass(slots=True)

@@ -45,7 +45,7 @@ MAX_FUNCTIONS = 200
 MAX_STEPS = 2000
 MAX_STEP_CHARS = 2000
 MAX_DIM = 10**7
-MAX_RANK = 2
+from .shapes import MAX_RANK  # noqa: E402 (one limit, read by the op table too)
 MAX_DEPTH = 64  # YAML nesting; real specs need 5
 MAX_MODULE_CHARS = 100  # module names become file names (NAME_MAX is 255 bytes)
 # Function names become the names of Numba's cache files, with the module's name (at most 100
@@ -66,6 +66,9 @@ FUNCTION_KEYS = ("doc", "inputs", "wrt", "derivatives", "steps", "outputs")
 # Derivative kinds beyond the gradient (DESIGN.md §3b), in the order the module defines them.
 DERIVATIVES = ("jvp", "jacobian", "hvp", "hessian")
 DTYPES = ("float64", "float32")
+# dtypes an input may declare besides the spec's float dtype (never differentiated)
+INPUT_DTYPES = ("int64", "bool")
+INPUT_KEYS = ("shape", "dtype")
 
 _T = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (
@@ -291,6 +294,7 @@ class _Walker:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.float_dtype = "float64"  # the spec's dtype, once read (float inputs have it)
         self._constructor = yaml.constructor.SafeConstructor()
 
     def loc(self, node: Node) -> Loc:
@@ -647,9 +651,46 @@ def _load_inputs(w: _Walker, fname: str, node: Node) -> tuple[InputSpec, ...]:
         name = w.name(key_node, "input name", f" in function {fname!r}")
         if name == fname:
             w.fail(f"input {name!r} has the same name as its function", key_node)
-        shape = _load_shape(w, value_node, f"input {name!r} of function {fname!r}")
-        inputs.append(InputSpec(name=name, shape=shape, loc=w.loc(key_node)))
+        where = f"input {name!r} of function {fname!r}"
+        dtype = ""
+        if isinstance(value_node, MappingNode):  # {shape: [N, 1], dtype: int64}
+            fields = _lookup(_checked_items(w, value_node, where))
+            if "shape" not in fields:
+                w.fail(f"{where} is missing required key 'shape' (like {{shape: [N, 1], "
+                       "dtype: int64}})", value_node)
+            shape = _load_shape(w, fields["shape"][1], where)
+            if "dtype" in fields:
+                dtype = _load_input_dtype(w, fields["dtype"][1], where)
+        else:
+            shape = _load_shape(w, value_node, where)
+        inputs.append(InputSpec(name=name, shape=shape, loc=w.loc(key_node), dtype=dtype))
     return tuple(inputs)
+
+
+def _a(dtype: str) -> str:
+    """'an int64', 'a bool'."""
+    return ("an " if dtype[0] in "aeiou" else "a ") + dtype
+
+
+def _checked_items(w: _Walker, node: Node, where: str) -> list[tuple[str, Node, Node]]:
+    items = w.mapping(node, where, "like {shape: [N, 1], dtype: int64}")
+    w.check_keys(items, INPUT_KEYS, where)
+    return items
+
+
+def _load_input_dtype(w: _Walker, node: Node, where: str) -> str:
+    """An input's dtype: the spec's float dtype (written as its name or "float"; "" here), int64
+    (integer labels) or bool (masks)."""
+    value = w.value(node)
+    spec_dtype = w.float_dtype
+    allowed = (spec_dtype, "float") + INPUT_DTYPES
+    if isinstance(value, str) and value in DTYPES and value != spec_dtype:
+        w.fail(f"dtype of {where} is {value}, but the spec's dtype is {spec_dtype}: float inputs "
+               f"have the spec's dtype (write dtype: {spec_dtype}, or leave dtype out)", node)
+    if not isinstance(value, str) or value not in allowed:
+        w.fail(f"dtype of {where} must be one of {', '.join(allowed)}, got {w.describe(node)}",
+               node)
+    return value if value in INPUT_DTYPES else ""
 
 
 def _load_name_list(w: _Walker, node: Node, what: str, example: str) -> list[NameRef]:
@@ -681,9 +722,14 @@ def _load_wrt(
         w, fields["wrt"][1], f"wrt of function {fname!r}", "of input names, like [W, b]"
     )
     names = {spec.name for spec in inputs}
+    kinds = {spec.name: spec.dtype for spec in inputs}
     for ref in refs:
         if ref.name not in names:
             w.fail(f"wrt names {ref.name!r}, which is not an input of {fname}", ref.loc)
+        if kinds[ref.name] in INPUT_DTYPES:
+            w.fail(f"wrt names {ref.name!r}, {_a(kinds[ref.name])} input of {fname}: integer and "
+                   "boolean inputs are never differentiated; leave it out of wrt (the default "
+                   "wrt is every float input)", ref.loc)
     return tuple(refs)
 
 
@@ -805,8 +851,12 @@ def _load_function(w: _Walker, fname: str, key_node: Node, node: Node,
     doc = _load_doc(w, fields, f"doc of {where}")
     inputs = _load_inputs(w, fname, required("inputs"))
     wrt = _load_wrt(w, fname, fields, inputs)
-    if not wrt:
-        wrt = tuple(NameRef(name=spec.name, loc=w.loc(key_node)) for spec in inputs)
+    if not wrt:  # every float input (integer and boolean inputs are never differentiated)
+        wrt = tuple(NameRef(name=spec.name, loc=w.loc(key_node)) for spec in inputs
+                    if spec.dtype not in INPUT_DTYPES)
+        if not wrt:
+            w.fail(f"{where} has no float input to differentiate (integer and boolean inputs "
+                   "never are); add one", required("inputs"))
     steps = _load_steps(w, fname, required("steps"))
     outputs = _load_outputs(w, fname, required("outputs"), inputs, steps)
     derivatives = default_derivatives
@@ -890,6 +940,7 @@ def _build_spec(text: str, path: str, digest: str) -> Spec:
     fields = _lookup(items)
     module = _load_module(w, fields, root)
     dtype = _load_dtype(w, fields)
+    w.float_dtype = dtype
     doc = _load_doc(w, fields, "doc")
     dims = _load_dims(w, fields)
     functions = _load_functions(w, fields, root)

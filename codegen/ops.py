@@ -503,6 +503,67 @@ _def(name="logdet", kind="linalg", arity=1, shape=_square("logdet()", "scalar"),
 _def(name="eye", kind="layout", arity=0, shape=_attr_shape, fmt="np.eye({n}, dtype={dtype})",
      prec=ATOM, arg_prec=(), domain=(), rule="identity matrix", vjps=())
 
+# --- labels: integer arrays that index a float array (never differentiated themselves) --------
+# Each label op reads its integer operand only as an index: ``INDEX_OPERANDS`` names those
+# operands (the parser refuses an integer or boolean value anywhere else).  Every rendering checks
+# the labels first and raises ValueError for one outside [0, depth) (helpers in templates/).
+# Finite-difference domain: the float operand anywhere; the labels are fixed (not perturbed): the
+# checks draw them within [0, depth) by their dtype (``finite_differences.label_bound``).
+
+
+def _take_shape(s: list[Shape], attrs: dict) -> Shape:
+    a, y = s
+    axis = attrs["axis"]
+    assert isinstance(axis, int)
+    if len(a) != len(y) or not a:
+        raise shapes.ShapeError(
+            f"take_along_axis: the labels {shapes.fmt(y)} need the rank of the array "
+            f"{shapes.fmt(a)} (NumPy's take_along_axis), like y: [N, 1] for a: [N, K]")
+    for k, (da, dy) in enumerate(zip(a, y)):
+        if k != axis and da != dy:
+            raise shapes.ShapeError(
+                f"take_along_axis: the labels {shapes.fmt(y)} and the array {shapes.fmt(a)} "
+                f"differ in dim {k + 1} ({dy} vs {da}); only the axis={axis} dim may differ")
+    return y
+
+
+def _take_vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+    a, y = op.args
+    return b.emit("put_along_axis", b.dense(g, b.shape(op.out)), y, axis=op.attr("axis"),
+                  shape=b.shape(a))
+
+
+_def(name="take_along_axis", kind="label", arity=2, shape=_take_shape,
+     fmt="_take_along_axis({0}, {1}, {axis}, {label})", prec=ATOM, arg_prec=(ANY, ANY),
+     rule="take along axis", math="z = take_along_axis(a, y, axis)",
+     grads=("take along axis: da = zeros with dz added at the labels y (repeats add up)",),
+     vjps=(_take_vjp, None), domain=(REAL, REAL), helper="labels", call=("axis",))
+_def(name="put_along_axis", kind="label", arity=2, shape=_attr_shape,
+     fmt="_put_along_axis({0}, {1}, {axis}, {shape})", prec=ATOM, arg_prec=(ANY, ANY),
+     rule="scatter-add along axis (np.add.at)", math="z = zeros, z[labels y] += a",
+     grads=("scatter-add along axis: da = take_along_axis(dz, y, axis)",),
+     vjps=(lambda b, op, g: b.emit("take_along_axis", b.dense(g, b.shape(op.out)), op.args[1],
+                                   axis=op.attr("axis"), label=op.attr("label", "")), None),
+     domain=(REAL, REAL), helper="labels")
+
+
+def _one_hot_shape(s: list[Shape], attrs: dict) -> Shape:
+    MAX_RANK = shapes.MAX_RANK
+    if not s[0] or len(s[0]) >= MAX_RANK:
+        axes = "1 axis" if MAX_RANK == 2 else f"1 to {MAX_RANK - 1} axes"
+        raise shapes.ShapeError(
+            f"one_hot: labels {shapes.fmt(s[0])} would give rank {len(s[0]) + 1}; labels need "
+            f"{axes} (one_hot adds one of size K: y: [N] gives [N, K])")
+    return tuple(s[0]) + (attrs["depth"],)
+
+
+_def(name="one_hot", kind="label", arity=1, shape=_one_hot_shape,
+     fmt="_one_hot({0}, {depth}, {label})", prec=ATOM, arg_prec=(ANY,), rule="one-hot labels",
+     math="z[..., k] = (y == k)", vjps=(None,), domain=(REAL,), helper="labels", call=())
+# op -> the operands that are integer labels
+INDEX_OPERANDS: dict[str, tuple[int, ...]] = {"take_along_axis": (1,), "put_along_axis": (1,),
+                                              "one_hot": (0,)}
+
 # --- views of the table for the modules that ask one question of it -------------------------------
 
 # --- forward mode: a JVP beside each VJP ---------------------------------------------------------
@@ -623,6 +684,14 @@ _jvp("det", lambda b, op, t: b.emit("mul", op.out, _logdet_jvp(b, op, t)),
      rules=("determinant: y_dot = y * sum(inv(X).T * X_dot)",))
 _jvp("logdet", _logdet_jvp, rules=("log-determinant: y_dot = sum(inv(X).T * X_dot)",))
 
+# labels: linear in the float operand, constant in the labels
+_jvp("take_along_axis", _substitute(0), _zero,
+     rules=("take along axis (linear): z_dot = take_along_axis(a_dot, y, axis)", "labels: constant"))
+_jvp("put_along_axis", _substitute(0), _zero,
+     rules=("scatter-add along axis (linear): z_dot = put_along_axis(a_dot, y, axis)",
+            "labels: constant"))
+_jvp("one_hot", _zero, rules=("one-hot labels: constant, z_dot = 0",))
+
 # Ops without a JVP: ``max`` (only the lowering of a normalisation writes it, after the derivative
 # programs are made).
 NO_JVP = frozenset({"max"})
@@ -630,13 +699,18 @@ NO_JVP = frozenset({"max"})
 # Ops a spec may call by name: (number of array arguments, keyword arguments accepted).
 CALLABLE: dict[str, tuple[int, tuple[str, ...]]] = {
     name: (op.arity, op.call) for name, op in OPS.items() if op.call is not None}
+CALLABLE["one_hot"] = (2, ())  # one_hot(y, K): its depth K (a dim's name or an integer) is an argument
 # The helpers NumPy renderings call (templates/helpers/), in the order a module defines them:
 # the normalisations first (_log_softmax calls _logsumexp), then the elementwise functions.
-HELPERS = tuple(sorted((op.helper for op in OPS.values() if op.helper),
-                       key=lambda name: OPS[name].kind == "unary"))
+HELPERS = tuple(sorted(dict.fromkeys(op.helper for op in OPS.values() if op.helper),
+                       key=lambda name: name in OPS and OPS[name].kind == "unary"))
 
 
 def names(**where: object) -> frozenset[str]:
     """The ops whose fields have the given values: ``names(result="view")``."""
     return frozenset(name for name, op in OPS.items()
                      if all(getattr(op, k) == v for k, v in where.items()))
+
+
+# Ops whose rendering calls the labels helpers (templates/helpers/labels*.py.j2)
+LABEL_OPS = names(helper="labels")

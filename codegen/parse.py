@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from . import shapes
 from .build import Builder
 from .errors import SpecError, SpecWarning
-from .ir import Arg, Const, Op, Origin, Program
+from .ir import Arg, Const, Dim, DimSize, Op, Origin, Program
 from .ops import CALLABLE, OPS, names
 from .reserved import function_names, reserved_names
 from .spec import FunctionSpec, Spec, StepSpec
 
 MAX_DEPTH = 200
+MAX_INLINED_OPS = 100_000  # a function's ops, calls inlined (each call may call twice, ...)
 # The vocabulary's functions, and every name generated modules use (codegen/reserved.py).
 RESERVED = reserved_names()
 
@@ -62,6 +63,7 @@ class Function:
     wrt: tuple[str, ...]
     # What compiles but is probably a mistake (dropped steps, zero gradients, a non-scalar loss).
     warnings: list[SpecWarning] = field(default_factory=list)
+    calls: tuple[str, ...] = ()  # the functions of the spec its steps call (inlined)
 
 
 def generated_names(spec: Spec) -> set[str]:
@@ -81,20 +83,38 @@ def parse_function(spec: Spec, fn: FunctionSpec) -> Function:
             if isinstance(d, str) and d not in dims:
                 dims.append(d)
         program.values[inp.name] = _value(inp.name, inp.shape, "input")
+        program.values[inp.name].dtype = inp.dtype
         program.inputs.append(inp.name)
+    calls: list[str] = []
     for step in fn.steps:
-        _StepParser(spec, fn, step, builder, taken).run()
+        parser = _StepParser(spec, fn, step, builder, taken)
+        parser.calls = calls
+        parser.run()
     names = set(program.values)
     for out in fn.outputs:
         if out.name not in names:
             raise SpecError(f"output '{out.name}' of {fn.name} is not an input or a step", out.loc)
+        if program.values[out.name].dtype:
+            raise SpecError(f"output '{out.name}' of {fn.name} is {_a(program.values[out.name].dtype)}"
+                            " input: outputs are float arrays (the caller has the input already)",
+                            out.loc)
         program.outputs.append(out.name)
     steps = list(program.ops)
     _drop_dead_steps(program)
     warnings = _warnings(fn, program, steps)
     _own_outputs(program, builder)
     return Function(fn.name, fn.doc, fn, program, tuple(dims), tuple(w.name for w in fn.wrt),
-                    warnings)
+                    warnings, tuple(dict.fromkeys(calls)))
+
+
+def quiet_called(functions: list[Function]) -> None:
+    """A function that another calls is a building block (a layer), whose first output is a
+    value of its callers: it gets no warning for not being a scalar loss."""
+    called = {name for f in functions for name in f.calls}
+    for f in functions:
+        if f.name in called:
+            f.warnings = [w for w in f.warnings
+                          if not w.message.startswith(f"{f.name}: the first output")]
 
 
 def _depends(program: Program, name: str) -> set[str]:
@@ -223,11 +243,37 @@ class _StepParser:
     """Converts one step's expression tree to IR ops (a whitelist: anything else is a SpecError)."""
 
     def __init__(self, spec: Spec, fn: FunctionSpec, step: StepSpec, builder: Builder,
-                 taken: set[str]) -> None:
+                 taken: set[str], call: _Call | None = None) -> None:
         self.spec, self.fn, self.step, self.b, self.taken = spec, fn, step, builder, taken
+        self.inlined = call  # set while a step of a called function is inlined into a caller
+        self.calls: list[str] = call.parser.calls if call else []  # functions called, in order
+        if call is None:  # the function's own dims: a dim's name is its size
+            self.dims: dict[str, Dim] = {d: d for i in fn.inputs for d in i.shape
+                                         if isinstance(d, str)}
+        else:
+            self.dims = call.dims
+
+    @property
+    def root(self) -> FunctionSpec:
+        """The function whose program this is (the caller, when a call is inlined)."""
+        return self.inlined.root if self.inlined else self.fn
 
     def fail(self, message: str) -> SpecError:
+        if self.inlined is not None:  # located at the caller's step, which names the call
+            call = self.inlined
+            return call.parser.fail(f"in {call.text}, {self.fn.name}'s step '{self.step.text}': "
+                                    f"{message}")
         return SpecError(f"{self.fn.name}: step '{self.step.text}': {message}", self.step.loc)
+
+    def lookup(self, name: str) -> Arg | None:
+        """The value a name in a step stands for (an input or an earlier step), or None."""
+        if self.inlined is not None:
+            return self.inlined.env.get(name)
+        value = self.b.program.values.get(name)
+        return name if value is not None and value.kind in ("input", "step") else None
+
+    def is_label(self, a: Arg) -> bool:
+        return isinstance(a, str) and bool(self.b.program.values[a].dtype)
 
     def run(self) -> None:
         try:
@@ -244,6 +290,9 @@ class _StepParser:
         if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
             raise self.fail("a step assigns exactly one plain name, like 'Z = X @ W'")
         target = node.targets[0].id
+        if self.inlined is not None:
+            self.run_inlined(target, node.value)
+            return
         self._check_target(target)
         origin = Origin(self.step.text, self.step.loc.line)
         with self.b.at(origin, target):
@@ -265,6 +314,26 @@ class _StepParser:
         value.id, value.hint, value.kind = target, target, "step"
         program.values[target] = value
         produced.out = target
+
+    def run_inlined(self, target: str, node: ast.AST) -> None:
+        """A step of a called function: its value is a temporary of the caller (named after the
+        caller's target and the step's), its comment names the call and the step."""
+        call = self.inlined
+        assert call is not None
+        if target in call.env:
+            raise self.fail(f"'{target}' is already defined; names are assigned once")
+        origin = Origin(f"{call.text}: {self.fn.name}: {self.step.text}", call.line)
+        hint = f"{call.hint}_{target}"
+        with self.b.at(origin, hint):
+            try:
+                result = self.expr(node, 0)
+            except shapes.ShapeError as e:
+                raise self.fail(str(e)) from None
+        program = self.b.program
+        if isinstance(result, str) and program.ops and program.ops[-1].out == result and \
+                program.values[result].kind == "temp":
+            program.values[result].hint = hint  # the step's value: H_Z for layer's Z in H = ...
+        call.env[target] = result
 
     def _check_ascii_names(self) -> None:
         """Names in a step must be ASCII, as written: Python's parser NFKC-normalises identifiers
@@ -298,9 +367,14 @@ class _StepParser:
             raise self.fail(f"the expression is nested more than {MAX_DEPTH} levels deep")
         d = depth + 1
         if isinstance(node, ast.Name):
-            if node.id not in self.b.program.values:
-                raise self.fail(f"unknown name '{node.id}' (not an input or an earlier step)")
-            return node.id
+            value = self.name(node.id)
+            if self.is_label(value):
+                kind = self.b.program.values[value].dtype  # type: ignore[index]
+                raise self.fail(
+                    f"'{node.id}' is {_a(kind)} input: it can only be the labels of "
+                    "take_along_axis(a, y, axis=1) or one_hot(y, K), or an argument of a function "
+                    "whose input has its dtype")
+            return value
         if isinstance(node, ast.Constant):
             return Const(self.number(node))
         if isinstance(node, ast.UnaryOp):
@@ -342,6 +416,35 @@ class _StepParser:
             return self.call(node, d)
         word = _NODE_WORDS.get(type(node), f"'{type(node).__name__}' expressions")
         raise self.fail(f"{word} are not supported")
+
+    def name(self, name: str) -> Arg:
+        """An input or earlier step by its name, or a dim's size (a dim's name in a step is its
+        size at run time)."""
+        value = self.lookup(name)
+        if value is not None:  # an input or step of a dim's name is that value (as before dims
+            return value  # were numbers: such specs keep their meaning)
+        if name in self.dims:
+            d = self.dims[name]
+            return Const(d) if isinstance(d, int) else DimSize(d)
+        if name in dict(self.spec.dims):
+            raise self.fail(f"the dim '{name}' is in no input's shape of {self.fn.name}, so its "
+                            "size is not known at run time; use a dim of the inputs")
+        raise self.fail(f"unknown name '{name}' (not an input, an earlier step or a dim)")
+
+    def label(self, node: ast.AST, fn: str) -> str:
+        """The integer labels of take_along_axis or one_hot: an int64 input, by name."""
+        example = "y: {shape: [N, 1], dtype: int64}"
+        if not isinstance(node, ast.Name) or self.lookup(node.id) is None:
+            raise self.fail(f"{fn}(): the labels must be an integer input, by name (declare it "
+                            f"like {example})")
+        value = self.lookup(node.id)
+        dtype = self.b.program.values[value].dtype if isinstance(value, str) else ""
+        if dtype != "int64":
+            what = f"{_a(dtype)} input" if dtype else "a float value"
+            raise self.fail(f"{fn}(): the labels '{node.id}' are {what}, not integers; declare "
+                            f"the input as {example}")
+        assert isinstance(value, str)
+        return value
 
     def keepdims_hint(self, *args: Arg) -> str:
         """A hint when an operand that did not broadcast is a reduction along an axis."""
@@ -409,11 +512,19 @@ class _StepParser:
         if not isinstance(node.func, ast.Name):
             raise self.fail("only the vocabulary's functions can be called, like 'tanh(Z)'")
         name = node.func.id
+        if name in ("take_along_axis", "one_hot"):
+            return self.call_label(node, name, depth)
+        callee = next((f for f in self.spec.functions if f.name == name), None)
+        if callee is not None and name not in CALLABLE:
+            return self.call_function(node, callee, depth)
         if name not in CALLABLE:
             known = ", ".join(sorted(CALLABLE))
-            close = difflib.get_close_matches(name, sorted(CALLABLE), n=1)
+            close = difflib.get_close_matches(
+                name, sorted(CALLABLE) + [f.name for f in self.spec.functions], n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise self.fail(f"unknown function '{name}' (known: {known}){hint}")
+            functions = ", ".join(f.name for f in self.spec.functions)
+            raise self.fail(f"unknown function '{name}' (known: {known}; and this spec's "
+                            f"functions: {functions}){hint}")
         arity, allowed = CALLABLE[name]
         if len(node.args) != arity or any(isinstance(a, ast.Starred) for a in node.args):
             what = "one array argument" if arity == 1 else f"{arity} array arguments"
@@ -438,6 +549,100 @@ class _StepParser:
             attrs = {"axis": attrs.get("axis")}
         return self.b.emit(name, *xs, **attrs)
 
+    def call_label(self, node: ast.Call, name: str, depth: int) -> Arg:
+        """``take_along_axis(a, y, axis=1)`` and ``one_hot(y, K)``."""
+        label_of = f"{self.root.name}: {{}}"
+        if any(isinstance(a, ast.Starred) for a in node.args) or \
+                any(kw.arg is None for kw in node.keywords):
+            raise self.fail(f"{name}(): '*' and '**' arguments are not supported")
+        if name == "take_along_axis":
+            if len(node.args) != 2 or [kw.arg for kw in node.keywords] != ["axis"]:
+                raise self.fail("take_along_axis() takes an array, the labels and axis=, like "
+                                "take_along_axis(a, y, axis=1)")
+            axis = self.keyword(name, node.keywords[0])
+            if axis is None:
+                raise self.fail("take_along_axis(): axis must be an integer like axis=1")
+            a = self.expr(node.args[0], depth)
+            y = self.label(node.args[1], name)
+            if self.is_label(a) or isinstance(a, (Const, DimSize)):
+                raise self.fail("take_along_axis(): the first argument must be a float array")
+            axis = shapes.normalize_axis(axis, len(self.b.shape(a)), "take_along_axis()")  # type: ignore[arg-type]
+            return self.b.emit(name, a, y, axis=axis, label=label_of.format(y))
+        if len(node.args) != 2 or node.keywords:
+            raise self.fail("one_hot() takes the labels and the number of classes, like "
+                            "one_hot(y, K) (K a dim's name or an integer)")
+        y = self.label(node.args[0], name)
+        k = node.args[1]
+        if isinstance(k, ast.Constant) and type(k.value) is int and 0 < k.value <= 2**31:
+            size: Dim = k.value
+        elif isinstance(k, ast.Name) and k.id in self.dims and self.lookup(k.id) is None:
+            size = self.dims[k.id]
+        else:
+            raise self.fail("one_hot(y, K): K must be a dim's name (of an input's shape) or a "
+                            "positive integer")
+        return self.b.emit(name, y, depth=size, label=label_of.format(y))
+
+    def call_function(self, node: ast.Call, callee: FunctionSpec, depth: int) -> Arg:
+        """``layer(X, W1, b1)``: the callee's steps inlined here, its dims bound afresh from the
+        arguments' shapes; the value is its first output."""
+        text = f"{callee.name}({', '.join(ast.unparse(a) for a in node.args)})"
+        chain = [self.fn.name]
+        call = self.inlined
+        while call is not None:
+            chain.insert(0, call.parser.fn.name)
+            call = call.parser.inlined
+        if callee.name in chain:
+            path = " -> ".join(chain[chain.index(callee.name):] + [callee.name])
+            raise self.fail(f"the call {text} is recursive ({path}); a function may call "
+                            "only functions that do not call it back")
+        if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
+            raise self.fail(f"{text}: pass the arguments by position, in the order of "
+                            f"{callee.name}'s inputs")
+        if len(node.args) != len(callee.inputs):
+            names = ", ".join(i.name for i in callee.inputs)
+            raise self.fail(f"{text}: {callee.name} takes {len(callee.inputs)} arguments "
+                            f"({names}), got {len(node.args)}")
+        env: dict[str, Arg] = {}
+        dims: dict[str, Dim] = {}
+        for k, (inp, arg_node) in enumerate(zip(callee.inputs, node.args)):
+            if inp.dtype:
+                arg = self.label(arg_node, callee.name) if inp.dtype == "int64" else \
+                    self.lookup(getattr(arg_node, "id", ""))
+                if not isinstance(arg, str) or self.b.program.values[arg].dtype != inp.dtype:
+                    raise self.fail(f"{text}: argument {k + 1} must be {_a(inp.dtype)} input "
+                                    f"(for {callee.name}'s input {inp.name})")
+            else:
+                arg = self.expr(arg_node, depth)
+            shape = self.b.shape(arg)
+            where = f"{text}: argument {k + 1} ('{ast.unparse(arg_node)}') has shape " \
+                    f"{shapes.fmt(shape)}, but {callee.name}'s input {inp.name} is " \
+                    f"{shapes.fmt(inp.shape)}"
+            if len(shape) != len(inp.shape):
+                raise self.fail(where)
+            for want, got in zip(inp.shape, shape):
+                if isinstance(want, int):
+                    if want != got:
+                        raise self.fail(where)
+                elif dims.setdefault(want, got) != got:
+                    raise self.fail(f"{where}, and {want} is {dims[want]} from an earlier "
+                                    "argument")
+            env[inp.name] = arg
+        if len(self.b.program.ops) > MAX_INLINED_OPS:  # calls that call twice, and so on
+            raise self.fail(f"{text}: the function's calls inline more than {MAX_INLINED_OPS:,} "
+                            "ops; call fewer functions (or each fewer times)")
+        self.calls.append(callee.name)
+        first = callee.outputs[0].name
+        line = self.inlined.line if self.inlined else self.step.loc.line  # the caller's step
+        state = _Call(self, text, self.b.hint, line, env, dims)
+        for step in callee.steps:
+            _StepParser(self.spec, callee, step, self.b, self.taken, state).run()
+        if first not in env:
+            raise self.fail(f"{text}: {callee.name}'s output '{first}' is not an input or a step")
+        result = env[first]
+        if self.is_label(result):
+            raise self.fail(f"{text}: {callee.name}'s first output is an integer input")
+        return result
+
     def keyword(self, fn: str, kw: ast.keyword) -> object:
         v = kw.value
         if kw.arg == "keepdims":
@@ -452,6 +657,27 @@ class _StepParser:
         if isinstance(v, ast.Constant) and type(v.value) is int and abs(v.value) < 64:
             return sign * v.value
         raise self.fail(f"{fn}(): axis must be a small integer literal like axis=0")
+
+
+@dataclass
+class _Call:
+    """A call of another function of the spec, being inlined: what its names stand for."""
+
+    parser: _StepParser  # the caller's step
+    text: str  # "layer(X, W1, b1)", for comments and errors
+    hint: str  # the caller's target: the callee's temporaries are named after it
+    line: int
+    env: dict[str, Arg]  # the callee's inputs and steps -> values of the caller's program
+    dims: dict[str, Dim]  # the callee's dims -> the caller's (bound from the arguments' shapes)
+
+    @property
+    def root(self) -> FunctionSpec:
+        return self.parser.root
+
+
+def _a(dtype: str) -> str:
+    """'an int64', 'a bool'."""
+    return ("an " if dtype[0] in "aeiou" else "a ") + dtype
 
 
 def _is_constant(node: ast.AST, depth: int = 0) -> bool:

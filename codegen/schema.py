@@ -19,6 +19,7 @@ from importlib import resources
 from .loader import (
     DERIVATIVES,
     DTYPES,
+    INPUT_DTYPES,
     MAX_DIM,
     MAX_FUNCTIONS,
     MAX_MODULE_CHARS,
@@ -129,14 +130,33 @@ def build_schema() -> dict:
                 "type": "object",
                 "minProperties": 1,
                 "propertyNames": {"$ref": "#/$defs/name"},
-                "additionalProperties": {"$ref": "#/$defs/shape"},
+                "additionalProperties": {"anyOf": [
+                    {"$ref": "#/$defs/shape"},
+                    {
+                        "type": "object",
+                        "required": ["shape"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "shape": {"$ref": "#/$defs/shape"},
+                            "dtype": {"enum": ["float", *DTYPES, *INPUT_DTYPES]},
+                        },
+                        "description": (
+                            "An input with a dtype: the spec's float dtype (the default), int64 "
+                            "(labels) or bool (masks); integer and boolean inputs are never "
+                            "differentiated."
+                        ),
+                        "examples": [{"shape": ["N", 1], "dtype": "int64"}],
+                    },
+                ]},
                 "description": (
-                    "Input name -> shape, in the order of the generated function's parameters."
+                    "Input name -> shape (or {shape, dtype}), in the order of the generated "
+                    "function's parameters."
                 ),
                 "examples": [{"X": ["N", "D"], "W": ["D", "K"], "b": ["K"]}],
             },
             "wrt": _name_list(
-                "Inputs to differentiate (default: all inputs), in the order of the Grads fields.",
+                "Inputs to differentiate (default: every float input), in the order of the Grads "
+                "fields.",
                 [["W1", "b1", "W2", "b2"]],
                 {"$ref": "#/$defs/name"},
             ),

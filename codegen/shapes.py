@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from .ir import Dim, Shape
 
+MAX_RANK = 2  # the highest rank of an input or a value (the loader refuses more)
+
 
 class ShapeError(Exception):
     """A shape rule failed; the message names the dims and the op (the caller adds the step)."""

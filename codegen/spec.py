@@ -14,6 +14,7 @@ class InputSpec:
     name: str
     shape: tuple[Dim, ...]
     loc: Loc  # location of the input's key
+    dtype: str = ""  # "" for the spec's float dtype; "int64" or "bool" for labels and masks
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class FunctionSpec:
     name: str
     doc: str
     inputs: tuple[InputSpec, ...]
-    wrt: tuple[NameRef, ...]  # defaults to every input (locs then point at the function key)
+    wrt: tuple[NameRef, ...]  # defaults to every float input (locs then point at the function key)
     steps: tuple[StepSpec, ...]
     outputs: tuple[NameRef, ...]
     loc: Loc  # location of the function's key

@@ -145,7 +145,9 @@ def run_generated(source: str, compiled: Compiled) -> None:
         for name in fn.program.inputs:
             shape = tuple(d if isinstance(d, int) else sizes.setdefault(d, next(extra))
                           for d in fn.program.values[name].shape)
-            args.append(rng.uniform(0.5, 1.5, size=shape).astype(dtype))
+            kind = fn.program.values[name].dtype  # labels: 0 is in range whatever the classes
+            args.append(np.zeros(shape, dtype=kind) if kind else
+                        rng.uniform(0.5, 1.5, size=shape).astype(dtype))
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
