@@ -35,8 +35,8 @@ from .explain import explain_filename, render_explain
 from .files import file_kind, head_lines, same_content, stale_temp_files, write_files
 from .loader import load_spec_file
 
-BACKEND_CHOICES = ("numpy", "numba", "all")
-AVAILABLE = ("numpy", "numba")
+BACKEND_CHOICES = ("numpy", "numba", "array_api", "all")
+AVAILABLE = ("numpy", "numba", "array_api")
 
 
 # What the Numba modules need at run time (SciPy: Numba's np.linalg calls LAPACK through it).
@@ -293,7 +293,7 @@ def _spec_key(path: str) -> str:
 
 def _owned_names(module: str) -> set[str]:
     """Every file name a spec with this module name generates (any backend, --explain)."""
-    return {module_filename(module, b) for b in ("numpy", "numba")} | {explain_filename(module)}
+    return {module_filename(module, b) for b in AVAILABLE} | {explain_filename(module)}
 
 
 def orphans(outdir: Path, outputs: dict[Path, str], compiled: list[Compiled]) -> list[tuple[Path, str]]:
