@@ -418,7 +418,7 @@ def run_gradcheck(compiled: list[Compiled], backends: Sequence[str] = ("numpy",)
     gradient (against central differences); True when all are within tolerance."""
     from .finite_differences import TOLERANCE, VALUE_TOLERANCE, check_spec
 
-    rows = [(f"{c.spec.module}{'' if b == 'numpy' else '_' + b}.{r.function}",
+    rows = [(f"{module_filename(c.spec.module, b).removesuffix('.py')}.{r.function}",
              f"d{r.wrt}" if r.kind == "gradient" else f"value {r.wrt}", r)
             for c in compiled for b in backends for r in check_spec(c.spec, backend=b)]
     w1 = max((len(a) for a, _, _ in rows), default=0)

@@ -14,7 +14,7 @@ emitter overrides only what differs from the NumPy ``Emitter``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from . import expr as E
 from .emit import Emitter, FunctionView
@@ -99,6 +99,16 @@ XP_HELPERS: dict[str, tuple[str, ...]] = {
 }
 
 
+@dataclass
+class XPFunctionView(FunctionView):
+    """The NumPy view, and whether each function's body calls the namespace: the local ``xp``
+    is bound only where it is read (``_`` elsewhere: ruff's RUF059)."""
+
+    fw_ns: str = "xp"
+    vg_ns: str = "xp"
+    bw_ns: str = "xp"
+
+
 class ArrayAPIEmitter(Emitter):
     """The array-API backend (``--backend array_api``, ``<module>_xp.py``)."""
 
@@ -111,6 +121,8 @@ class ArrayAPIEmitter(Emitter):
         self._anchor = ""  # an array of the body whose device new arrays are made on
         self._inputs: list[str] = []
         self._program: Program | None = None
+        self._body = "fw"  # the body being rendered: fw, vg or bw
+        self._uses_xp: set[str] = set()  # the bodies that call the namespace
 
     @property  # type: ignore[override]
     def module_names(self) -> set[str]:
@@ -138,10 +150,12 @@ class ArrayAPIEmitter(Emitter):
         for i, (expr, prec) in enumerate(args):
             need = arg_prec[i] if i < len(arg_prec) else 0
             parts.append(f"({expr})" if prec < need else expr)
-        fields = self.attr_fields(op, dim)
+        attrs = self.attr_fields(op, dim)
         if "{device}" in spec.fmt:
-            fields["device"] = self.device()
-        return spec.fmt.format(*parts, **fields), opdef.prec if spec.prec is None else spec.prec
+            attrs["device"] = self.device()
+        if "xp" in spec.fmt:
+            self._uses_xp.add(self._body)
+        return spec.fmt.format(*parts, **attrs), opdef.prec if spec.prec is None else spec.prec
 
     def attr_fields(self, op: Op, dim: dict[str, str]) -> dict[str, str]:
         fields = super().attr_fields(op, dim)
@@ -164,6 +178,7 @@ class ArrayAPIEmitter(Emitter):
 
     def as_array(self, inner: E.Expr) -> str:
         """A Python number as a 0-d array of the module's dtype on the body's device."""
+        self._uses_xp.add(self._body)
         return E.call("xp.asarray", inner, E.Leaf(f"dtype={self.np_dtype}"),
                       E.Leaf(f"device={self.device()}")).render()
 
@@ -181,18 +196,33 @@ class ArrayAPIEmitter(Emitter):
                    keep_named: set[str]):  # type: ignore[no-untyped-def]
         self._program = program
         # f_backward has g (an array of the library); the others have their first input
-        self._anchor = "g" if names.of.get(SEED) == "g" else self._inputs[0]
+        backward = names.of.get(SEED) == "g"
+        self._anchor = "g" if backward else self._inputs[0]
+        if backward:
+            self._body = "bw"
+        elif self._body == "bw":  # f_forward comes after f_backward
+            self._body = "fw"
         return super().render_ops(ops, program, names, dim, keep_named)
+
+    def render_value_and_grad(self, fwd_ops: list[Op], bwd_ops: list[Op], vg: Program,
+                              names: Names, dim: dict[str, str],
+                              keep_named: set[str]):  # type: ignore[no-untyped-def]
+        self._body = "vg"
+        return super().render_value_and_grad(fwd_ops, bwd_ops, vg, names, dim, keep_named)
 
     # --- functions ------------------------------------------------------------------------------
 
     def function_view(self, fn: Function, vg: Program, bw: Program) -> FunctionView:
         self._inputs = list(fn.program.inputs)
-        view = super().function_view(fn, vg, bw)
+        self._uses_xp = set()
+        base = super().function_view(fn, vg, bw)
+        view = XPFunctionView(**{f.name: getattr(base, f.name) for f in fields(base)})
         inputs = list(fn.program.inputs)
         tupled = ", ".join(inputs) + ("," if len(inputs) == 1 else "")
-        view.check = (f'xp, ({tupled}) = _check_inputs("{fn.name}", ({tupled}), '
-                      f"{inputs_const(fn.name)})")
+        # (the template writes `xp, (X, W) = ...`, or `_, (X, W) = ...` in a body that needs no xp)
+        view.check = f'({tupled}) = _check_inputs("{fn.name}", ({tupled}), {inputs_const(fn.name)})'
+        view.fw_ns, view.vg_ns, view.bw_ns = ("xp" if body in self._uses_xp else "_"
+                                              for body in ("fw", "vg", "bw"))
         view.saved_types = [(name, "Any" if kind == "np.ndarray" else kind)
                             for name, kind in view.saved_types]
         return view

@@ -9,7 +9,6 @@ from typing import Any, NamedTuple
 import array_api_compat
 import numpy as np
 
-
 # Inputs converted with the namespace of the array inputs (NumPy's when there are none), as the
 # NumPy module converts them: Python numbers, lists and tuples, NumPy scalars.
 _CONVERTED = (int, float, list, tuple, np.generic)
@@ -57,7 +56,8 @@ def _check_inputs(function, values, shapes):
     dims = {}
     checked = []
     for (name, shape), x in zip(shapes, values, strict=True):
-        if isinstance(x, np.ma.MaskedArray):
+        masked = isinstance(x, np.ma.MaskedArray)  # a ValueError, as for any refused input
+        if masked:
             raise ValueError(
                 f"{function}: input {name} is a masked array; pass a plain array "
                 f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
@@ -72,8 +72,10 @@ def _check_inputs(function, values, shapes):
         if x.dtype != dtype:
             # integers and booleans are converted (exactly, as lists are), and so is another byte
             # order; another float precision is refused: converting it would change the results
-            if not (xp.isdtype(x.dtype, ("integral", "bool"))
-                    or (numpy and x.dtype.newbyteorder("=") == dtype)):
+            if not (
+                xp.isdtype(x.dtype, ("integral", "bool"))
+                or (numpy and x.dtype.newbyteorder("=") == dtype)
+            ):
                 raise ValueError(
                     f"{function}: input {name} has dtype {x.dtype}; expected float64 "
                     f"with shape {_shape_text(shape)}"
@@ -164,7 +166,9 @@ def _trace(xp, x):
 
 
 def _inv(xp, x):
-    """The inverse of x."""
+    """The inverse of x (Dask's needs square chunks: a matrix to invert is small, so one chunk)."""
+    if array_api_compat.is_dask_namespace(xp):
+        x = x.rechunk(-1)
     return _linalg(xp, "inv", "inv")(x)
 
 
@@ -427,7 +431,7 @@ def inverse_bilinear_forward(a, X, b):
 def inverse_bilinear_backward(saved, g=1.0):
     """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
     broadcasts)."""
-    xp, g = _cotangent_namespace("inverse_bilinear", saved, g)
+    _, g = _cotangent_namespace("inverse_bilinear", saved, g)
     a, b, f_1 = saved
     g = _check_cotangent("inverse_bilinear", g, ())
     # f = a @ inv(X) @ b  →  inner product: da = dz * b
@@ -592,7 +596,7 @@ def outer_contraction_forward(u, v, A):
 def outer_contraction_backward(saved, g=1.0):
     """Gradients of f with respect to u, v, given g = d(objective)/df (shape []; a scalar
     broadcasts)."""
-    xp, g = _cotangent_namespace("outer_contraction", saved, g)
+    _, g = _cotangent_namespace("outer_contraction", saved, g)
     u, v, A = saved
     g = _check_cotangent("outer_contraction", g, ())
     # f = sum(outer(u, v) * A)  →  Hadamard product: da = dz * b

@@ -9,7 +9,6 @@ from typing import Any, NamedTuple
 import array_api_compat
 import numpy as np
 
-
 # Inputs converted with the namespace of the array inputs (NumPy's when there are none), as the
 # NumPy module converts them: Python numbers, lists and tuples, NumPy scalars.
 _CONVERTED = (int, float, list, tuple, np.generic)
@@ -57,7 +56,8 @@ def _check_inputs(function, values, shapes):
     dims = {}
     checked = []
     for (name, shape), x in zip(shapes, values, strict=True):
-        if isinstance(x, np.ma.MaskedArray):
+        masked = isinstance(x, np.ma.MaskedArray)  # a ValueError, as for any refused input
+        if masked:
             raise ValueError(
                 f"{function}: input {name} is a masked array; pass a plain array "
                 f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
@@ -72,8 +72,10 @@ def _check_inputs(function, values, shapes):
         if x.dtype != dtype:
             # integers and booleans are converted (exactly, as lists are), and so is another byte
             # order; another float precision is refused: converting it would change the results
-            if not (xp.isdtype(x.dtype, ("integral", "bool"))
-                    or (numpy and x.dtype.newbyteorder("=") == dtype)):
+            if not (
+                xp.isdtype(x.dtype, ("integral", "bool"))
+                or (numpy and x.dtype.newbyteorder("=") == dtype)
+            ):
                 raise ValueError(
                     f"{function}: input {name} has dtype {x.dtype}; expected float64 "
                     f"with shape {_shape_text(shape)}"
@@ -210,7 +212,7 @@ def one_layer_forward(X, Y, W):
 def one_layer_backward(saved, g=1.0):
     """Gradients of loss with respect to W, given g = d(objective)/dloss (shape []; a scalar
     broadcasts)."""
-    xp, g = _cotangent_namespace("one_layer", saved, g)
+    _, g = _cotangent_namespace("one_layer", saved, g)
     X, P, loss_1 = saved
     g = _check_cotangent("one_layer", g, ())
     # loss = sum((P - Y) ** 2)  →  power: dx = dy * c * x ** (c - 1)

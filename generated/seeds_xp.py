@@ -8,7 +8,6 @@ from typing import Any, NamedTuple
 import array_api_compat
 import numpy as np
 
-
 # Inputs converted with the namespace of the array inputs (NumPy's when there are none), as the
 # NumPy module converts them: Python numbers, lists and tuples, NumPy scalars.
 _CONVERTED = (int, float, list, tuple, np.generic)
@@ -56,7 +55,8 @@ def _check_inputs(function, values, shapes):
     dims = {}
     checked = []
     for (name, shape), x in zip(shapes, values, strict=True):
-        if isinstance(x, np.ma.MaskedArray):
+        masked = isinstance(x, np.ma.MaskedArray)  # a ValueError, as for any refused input
+        if masked:
             raise ValueError(
                 f"{function}: input {name} is a masked array; pass a plain array "
                 f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
@@ -71,8 +71,10 @@ def _check_inputs(function, values, shapes):
         if x.dtype != dtype:
             # integers and booleans are converted (exactly, as lists are), and so is another byte
             # order; another float precision is refused: converting it would change the results
-            if not (xp.isdtype(x.dtype, ("integral", "bool"))
-                    or (numpy and x.dtype.newbyteorder("=") == dtype)):
+            if not (
+                xp.isdtype(x.dtype, ("integral", "bool"))
+                or (numpy and x.dtype.newbyteorder("=") == dtype)
+            ):
                 raise ValueError(
                     f"{function}: input {name} has dtype {x.dtype}; expected float64 "
                     f"with shape {_shape_text(shape)}"
@@ -307,7 +309,7 @@ def wx_backprop_forward(W, x, t):
 def wx_backprop_backward(saved, g=1.0):
     """Gradients of f with respect to W, x, given g = d(objective)/df (shape []; a scalar
     broadcasts)."""
-    xp, g = _cotangent_namespace("wx_backprop", saved, g)
+    _, g = _cotangent_namespace("wx_backprop", saved, g)
     W, x, f_1 = saved
     g = _check_cotangent("wx_backprop", g, ())
     # f = 0.5 * sum((d - t) ** 2)  →  Hadamard product: db = a * dz
@@ -376,7 +378,7 @@ def dictionary_learning_forward(X, D, R):
 def dictionary_learning_backward(saved, g=1.0):
     """Gradients of f with respect to D, R, given g = d(objective)/df (shape []; a scalar
     broadcasts)."""
-    xp, g = _cotangent_namespace("dictionary_learning", saved, g)
+    _, g = _cotangent_namespace("dictionary_learning", saved, g)
     D, R, E = saved
     g = _check_cotangent("dictionary_learning", g, ())
     # f = sum(E ** 2)  →  power: dx = dy * c * x ** (c - 1)
@@ -433,7 +435,7 @@ def quadratic_form(a, G):
 
 def quadratic_form_forward(a, G):
     """Forward pass of quadratic_form: returns (f, saved) for quadratic_form_backward."""
-    xp, (a, G) = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
+    _, (a, G) = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
     # f = a @ G @ a
     f_1 = a @ G
     f = f_1 @ a
@@ -443,7 +445,7 @@ def quadratic_form_forward(a, G):
 def quadratic_form_backward(saved, g=1.0):
     """Gradients of f with respect to a, G, given g = d(objective)/df (shape []; a scalar
     broadcasts)."""
-    xp, g = _cotangent_namespace("quadratic_form", saved, g)
+    _, g = _cotangent_namespace("quadratic_form", saved, g)
     a, G, f_1 = saved
     g = _check_cotangent("quadratic_form", g, ())
     # f = a @ G @ a  →  inner product: da = dz * b
@@ -459,7 +461,7 @@ def quadratic_form_backward(saved, g=1.0):
 
 def quadratic_form_value_and_grad(a, G):
     """(f, gradients of f with respect to a, G) in one pass."""
-    xp, (a, G) = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
+    _, (a, G) = _check_inputs("quadratic_form", (a, G), _QUADRATIC_FORM_INPUTS)
     # f = a @ G @ a
     f_1 = a @ G
     f = f_1 @ a
@@ -506,7 +508,7 @@ def right_product_forward(X, W, C):
 def right_product_backward(saved, g=1.0):
     """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
     broadcasts)."""
-    xp, g = _cotangent_namespace("right_product", saved, g)
+    _, g = _cotangent_namespace("right_product", saved, g)
     W, C = saved
     g = _check_cotangent("right_product", g, ())
     # f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -564,7 +566,7 @@ def left_product_forward(W, X, C):
 def left_product_backward(saved, g=1.0):
     """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
     broadcasts)."""
-    xp, g = _cotangent_namespace("left_product", saved, g)
+    _, g = _cotangent_namespace("left_product", saved, g)
     W, C = saved
     g = _check_cotangent("left_product", g, ())
     # f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -622,7 +624,7 @@ def hadamard_product_forward(X, K, C):
 def hadamard_product_backward(saved, g=1.0):
     """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
     broadcasts)."""
-    xp, g = _cotangent_namespace("hadamard_product", saved, g)
+    _, g = _cotangent_namespace("hadamard_product", saved, g)
     K, C = saved
     g = _check_cotangent("hadamard_product", g, ())
     # f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -738,7 +740,7 @@ def matrix_addition_forward(X, K, C):
 def matrix_addition_backward(saved, g=1.0):
     """Gradients of f with respect to X, given g = d(objective)/df (shape []; a scalar
     broadcasts)."""
-    xp, g = _cotangent_namespace("matrix_addition", saved, g)
+    _, g = _cotangent_namespace("matrix_addition", saved, g)
     (C,) = saved
     g = _check_cotangent("matrix_addition", g, ())
     # f = sum(G * C)  →  Hadamard product: da = dz * b
@@ -916,7 +918,7 @@ def squared_frobenius_norm_forward(G):
 def squared_frobenius_norm_backward(saved, g=1.0):
     """Gradients of f with respect to G, given g = d(objective)/df (shape []; a scalar
     broadcasts)."""
-    xp, g = _cotangent_namespace("squared_frobenius_norm", saved, g)
+    _, g = _cotangent_namespace("squared_frobenius_norm", saved, g)
     (G,) = saved
     g = _check_cotangent("squared_frobenius_norm", g, ())
     # f = sum(G ** 2)  →  power: dx = dy * c * x ** (c - 1)
