@@ -80,30 +80,20 @@ def load_module(generated: Path):
     return module
 
 
-def _block(rows: int, index: int, features: int, teacher: np.ndarray, seed: int) -> np.ndarray:
-    """One chunk of the data set, [X | Y]: Gaussian inputs, one-hot labels of a noisy teacher."""
-    rng = np.random.default_rng([seed, index])
-    X = rng.standard_normal((rows, features))
-    logits = np.tanh(X @ teacher[0]) @ teacher[1] + 0.3 * rng.standard_normal((rows, teacher[1].shape[1]))
-    Y = (logits == logits.max(axis=1, keepdims=True)).astype(np.float64)
-    return np.concatenate([X, Y], axis=1)
-
-
 def make_data(samples: int, features: int, classes: int, chunk: int, seed: int):
-    """The data set as Dask arrays X [N, D] and Y [N, K], chunked along N, each chunk made where
-    it is computed (nothing is sent from here but the seeds)."""
-    import dask
+    """The data set as Dask arrays X [N, D] and Y [N, K], chunked along N: Gaussian inputs and
+    the one-hot labels of a noisy random teacher network.  Made with Dask's own random numbers
+    where each chunk is computed: nothing is sent from here but the seed."""
     import dask.array as da
 
     rng = np.random.default_rng(seed)
-    teacher = (rng.standard_normal((features, 16)) / math.sqrt(features),
-               rng.standard_normal((16, classes)))
-    sizes = [min(chunk, samples - lo) for lo in range(0, samples, chunk)]
-    blocks = [da.from_delayed(dask.delayed(_block)(rows, i, features, teacher, seed),
-                              shape=(rows, features + classes), dtype=np.float64)
-              for i, rows in enumerate(sizes)]
-    XY = da.concatenate(blocks, axis=0)
-    return XY[:, :features], XY[:, features:]
+    T1 = rng.standard_normal((features, 16)) / math.sqrt(features)
+    T2 = rng.standard_normal((16, classes))
+    state = da.random.RandomState(seed)
+    X = state.standard_normal((samples, features), chunks=(chunk, features))
+    logits = da.tanh(X @ T1) @ T2 + 0.3 * state.standard_normal((samples, classes), chunks=(chunk, classes))
+    Y = (logits == logits.max(axis=1, keepdims=True)).astype(np.float64)
+    return X, Y
 
 
 def init_params(seed: int, features: int, hidden: int, classes: int) -> dict:
