@@ -14,6 +14,11 @@ import numpy as np
 _CONVERTED = (int, float, list, tuple, np.generic)
 
 
+def _is_number(x):
+    """A Python number or list, a NumPy scalar or 0-d array: converted, not a library's array."""
+    return isinstance(x, _CONVERTED) or (type(x) is np.ndarray and x.ndim == 0)
+
+
 def _library_name(xp):
     """The array library of a namespace, as users know it: numpy, torch, dask.array, jax.numpy."""
     return xp.__name__.removeprefix("array_api_compat.")
@@ -22,7 +27,7 @@ def _library_name(xp):
 def _namespace(function, names, values):
     """The one array namespace of ``values`` (the arrays among them): a ValueError naming the
     inputs and their libraries when they come from different libraries or are not arrays."""
-    arrays = [x for x in values if not isinstance(x, _CONVERTED)]
+    arrays = [x for x in values if not _is_number(x)]
     if not arrays:
         return array_api_compat.array_namespace(np.empty(0))
     try:
@@ -31,7 +36,7 @@ def _namespace(function, names, values):
         pass
     found = []
     for name, x in zip(names, values, strict=True):
-        if isinstance(x, _CONVERTED):
+        if _is_number(x):
             continue
         try:
             found.append(f"{name} ({_library_name(array_api_compat.array_namespace(x))})")
@@ -62,9 +67,9 @@ def _check_inputs(function, values, shapes):
                 f"{function}: input {name} is a masked array; pass a plain array "
                 f"(x.filled(value) or x.compressed()) of shape {_shape_text(shape)}"
             )
-        if isinstance(x, _CONVERTED):
+        if _is_number(x) and not (numpy and isinstance(x, np.ndarray)):
             if device is None:
-                arrays = [v for v in values if not isinstance(v, _CONVERTED)]
+                arrays = [v for v in values if not _is_number(v)]
                 device = array_api_compat.device(arrays[0]) if arrays else None
             x = _as_array(xp, function, name, shape, x, dtype, device)
         elif numpy and type(x) is not np.ndarray:
@@ -101,7 +106,11 @@ def _as_array(xp, function, name, shape, value, dtype, device):
         x = np.asarray(value)
     except (TypeError, ValueError):
         x = None
-    if x is None or x.dtype.kind not in "biuf":
+    if (
+        x is None
+        or x.dtype.kind not in "biuf"
+        or (isinstance(value, np.ndarray) and x.dtype.kind == "f" and x.dtype != np.float64)
+    ):  # (a 0-d array of another precision is refused, as any array is)
         raise ValueError(
             f"{function}: input {name} must be a float64 array of shape "
             f"{_shape_text(shape)}" + ("" if x is None else f" (got dtype {x.dtype})")
@@ -123,8 +132,8 @@ def _cotangent_namespace(function, saved, g):
     names = [f"saved.{field}" for field in fields] + ["g"]
     values = [*saved, g]  # (the dims saved are ints: _namespace passes over them)
     xp = _namespace(f"{function}_backward", names, values)
-    if isinstance(g, _CONVERTED):
-        arrays = [v for v in values if not isinstance(v, _CONVERTED)]
+    if _is_number(g):
+        arrays = [v for v in values if not _is_number(v)]
         device = array_api_compat.device(arrays[0]) if arrays else None
         g = _as_array(xp, f"{function}_backward", "g", (), g, xp.float64, device)
     return xp, g

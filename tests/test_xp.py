@@ -267,6 +267,12 @@ def test_numbers_and_lists_are_converted_with_the_arrays_library(generated):
     assert isinstance(out, torch.Tensor) and isinstance(grads.b, torch.Tensor)
     _close(out, expected[0], "loss")
     _close(grads.w, expected[1].w, "dw")
+    # a NumPy 0-d array or scalar is a number too (converted), not a second library
+    out, grads = nn.linear_regression_value_and_grad(to_torch(X), to_torch(y), to_torch(w), np.array(2.0))
+    assert isinstance(grads.b, torch.Tensor)
+    _close(grads.b, expected[1].b, "db from a 0-d NumPy array")
+    with pytest.raises(ValueError, match=r"input b must be a float64 array of shape \[\] \(got dtype float32\)"):
+        nn.linear_regression(to_torch(X), to_torch(y), to_torch(w), np.array(2.0, dtype=np.float32))
     # no array at all: NumPy, as the NumPy module
     out, grads = nn.linear_regression_value_and_grad(X.tolist(), [1, 1, 1], [0.5, -1], 2.0)
     assert isinstance(grads.w, np.ndarray)
