@@ -432,6 +432,10 @@ def report(res: dict) -> str:
                   "| target | measured | verdict |", "|---|---|---|"]
         for t in res["targets"]:
             lines.append(f"| {t['target']} | {t['measured']} | {t['verdict']} |")
+    if "xp" in res:
+        from . import xp
+
+        lines.append(xp.report(res["xp"]))
     return "\n".join(lines) + "\n"
 
 
@@ -511,6 +515,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-startup", action="store_true", help="skip the Numba start-up probes")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS process")
     p.add_argument("--no-generation", action="store_true", help="skip generation timing")
+    p.add_argument("--no-xp", action="store_true",
+                   help="skip the array-API section (overhead on NumPy inputs, Dask LocalCluster)")
+    p.add_argument("--xp-only", action="store_true",
+                   help="run only the array-API section (benchmarks/xp.py); writes results-xp.json")
     p.add_argument("--report", type=Path, metavar="RESULTS_JSON",
                    help="print the Markdown report of an earlier run's results and exit")
     args = p.parse_args(argv)
@@ -560,6 +568,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     wls = workloads(quick)
+    if args.xp_only:  # only benchmarks/xp.py's section
+        from . import xp
+
+        res = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+               "xp": xp.run(wls, quick, rounds, sample_s, args.settle_ms / 1000, time_interleaved, log)}
+        out = args.output if args.output != HERE / ("results-quick.json" if quick else "results.json") \
+            else HERE / "results-xp.json"
+        out.write_text(json.dumps(res, indent=1, default=str) + "\n")
+        print(xp.report(res["xp"]))
+        return 0
     if args.only:
         unknown = set(args.only) - {w.name for w in wls}
         if unknown:
@@ -639,6 +657,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_generation:
         res["generation"] = generation_speed([10, 20, 40] if quick else [250, 500, 1000], log)
         phase("generation")
+
+    # 5. the array-API module (benchmarks/xp.py)
+    if not (args.no_xp or args.only):
+        from . import xp
+
+        res["xp"] = xp.run(wls, quick, rounds, sample_s, args.settle_ms / 1000, time_interleaved, log)
+        phase("array-API module")
 
     res["targets"] = evaluate_targets(res)
     res["phases_s"] = phases

@@ -36,8 +36,8 @@ from .explain import explain_filename, render_explain
 from .files import file_kind, head_lines, same_content, stale_temp_files, write_files
 from .loader import load_spec_file
 
-BACKEND_CHOICES = ("numpy", "numba", "all")
-AVAILABLE = ("numpy", "numba")
+BACKEND_CHOICES = ("numpy", "numba", "array_api", "all")
+AVAILABLE = ("numpy", "numba", "array_api")
 
 
 # What the Numba modules need at run time (SciPy: Numba's np.linalg calls LAPACK through it).
@@ -310,7 +310,7 @@ def _spec_key(path: str) -> str:
 
 def _owned_names(module: str) -> set[str]:
     """Every file name a spec with this module name generates (any backend, --explain)."""
-    return {module_filename(module, b) for b in ("numpy", "numba")} | {explain_filename(module)}
+    return {module_filename(module, b) for b in AVAILABLE} | {explain_filename(module)}
 
 
 def orphans(outdir: Path, outputs: dict[Path, str], compiled: list[Compiled]) -> list[tuple[Path, str]]:
@@ -446,7 +446,7 @@ def run_gradcheck(compiled: list[Compiled], backends: Sequence[str] = ("numpy",)
     gradient (against central differences); True when all are within tolerance."""
     from .finite_differences import TOLERANCE, VALUE_TOLERANCE, check_spec
 
-    rows = [(f"{c.spec.module}{'' if b == 'numpy' else '_' + b}.{r.function}",
+    rows = [(f"{module_filename(c.spec.module, b).removesuffix('.py')}.{r.function}",
              f"d{r.wrt}" if r.kind == "gradient" else f"value {r.wrt}" if r.kind == "value"
              else f"{r.kind} d{r.wrt}", r)
             for c in compiled for b in backends for r in check_spec(c.spec, backend=b)]

@@ -34,7 +34,7 @@ from .planner import SEED, differentiate
 from .reserved import function_names
 from .spec import Spec
 
-BACKENDS = ("numpy", "numba")
+BACKENDS = ("numpy", "numba", "array_api")
 
 
 P = ParamSpec("P")
@@ -112,6 +112,10 @@ def emitter_for(backend: str, dtype: str, **options: bool | int | None) -> Emitt
         from .emit_numba import NumbaEmitter
 
         return NumbaEmitter(dtype, **options)  # type: ignore[arg-type]
+    if backend == "array_api":
+        from .emit_xp import ArrayAPIEmitter
+
+        return ArrayAPIEmitter(dtype)
     raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
 
 
@@ -200,5 +204,6 @@ def render(compiled: Compiled, backend: str = "numpy", outdir: str | None = None
 
 
 def module_filename(module: str, backend: str) -> str:
-    """``nn.py`` for NumPy, ``nn_numba.py`` for Numba."""
-    return f"{module}.py" if backend == "numpy" else f"{module}_{backend}.py"
+    """``nn.py`` for NumPy, ``nn_numba.py`` for Numba, ``nn_xp.py`` for the array API."""
+    suffix = {"numpy": "", "array_api": "_xp"}.get(backend, f"_{backend}")
+    return f"{module}{suffix}.py"

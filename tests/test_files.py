@@ -396,11 +396,11 @@ def test_prune_still_deletes_real_orphans(tmp_path: Path, capsys: pytest.Capture
     assert run(capsys, tmp_path / "specs", "-o", out, "--explain", "--backend", "all")[0] == 0
     gone.unlink()
     rc, out_text, _ = run(capsys, spec, "-o", out, "--check")
-    assert rc == 1 and out_text.count("orphan: ") == 3  # gone.py, gone_numba.py, gone.md
+    assert rc == 1 and out_text.count("orphan: ") == 4  # gone.py, gone_numba.py, gone_xp.py, gone.md
     assert run(capsys, spec, "-o", out, "--prune")[0] == 0
     # (the Numba runtime stays: m_numba.py imports it)
     assert sorted(p.name for p in out.iterdir()) == [
-        "_codegen_numba_runtime.py", "m.md", "m.py", "m_numba.py"]
+        "_codegen_numba_runtime.py", "m.md", "m.py", "m_numba.py", "m_xp.py"]
 
 
 def test_spec_with_another_suffix_still_regenerates(
@@ -509,7 +509,7 @@ def test_killed_run_leaves_whole_files_and_the_next_run_cleans_up(tmp_path: Path
                           timeout=TIMEOUT)
     assert proc.returncode == -9
     temps = [p.name for p in out.iterdir() if p.name.startswith(".")]
-    assert len(temps) == 4, temps  # 6 files, killed at the third rename
+    assert len(temps) == 7, temps  # 9 files, killed at the third rename
     # every module is whole: the old or the new version, and --check names the old ones
     assert cli_run(specs, "-o", tmp_path / "new", "--backend", "all").returncode == 0
     after = {p.name: p.read_bytes() for p in (tmp_path / "new").iterdir()}
@@ -521,9 +521,9 @@ def test_killed_run_leaves_whole_files_and_the_next_run_cleans_up(tmp_path: Path
         assert data in (before[name], new), name
     assert sum((out / n).read_bytes() == after[n] for n in whole) == 2
     check = cli_run(specs, "-o", out, "--backend", "all", "--check")
-    # (of 7: the Numba runtime, the same for every spec, was never rewritten)
-    assert check.returncode == 1 and "4 of 7 files need regenerating" in check.stdout
-    assert "4 temporary files of an interrupted run" in check.stderr
+    # (of 10: the Numba runtime, the same for every spec, was never rewritten)
+    assert check.returncode == 1 and "7 of 10 files need regenerating" in check.stdout
+    assert "7 temporary files of an interrupted run" in check.stderr
     assert cli_run(specs, "-o", out, "--backend", "all").returncode == 0
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
     assert cli_run(specs, "-o", out, "--backend", "all", "--check").returncode == 0

@@ -1,0 +1,244 @@
+"""The array-API backend: the NumPy module's code written against the Python array API standard.
+
+``OUTDIR/<module>_xp.py`` has the NumPy module's names, checks, docstrings and annotated lines;
+each function takes its namespace ``xp`` from its inputs (``array_api_compat.array_namespace``)
+and computes in that library: NumPy, CuPy, PyTorch, JAX, Dask (lazily), array-api-strict.  The
+emitter overrides only what differs from the NumPy ``Emitter``:
+
+- each op's rendering, from :data:`XP_RENDER` (keyed by op name, like sqlglot's ``TRANSFORMS``;
+  an op missing there is an error at generation, never NumPy code in an array-API module);
+- no memory plan (no ``out=``, no in-place update: JAX arrays are immutable and Dask's lazy);
+- constants that must be arrays are made on the inputs' device, in the module's dtype;
+- the input check also returns the namespace (``xp, (X, W) = _check_inputs(...)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from . import expr as E
+from .emit import Emitter, FunctionView
+from .ir import Arg, Const, DimSize, Op, Program
+from .names import Names
+from .ops import ADD, ATOM, CMP, MUL, OPS
+from .plan import Body, FunctionPlan, Stmt
+from .reserved import inputs_const
+
+
+@dataclass(frozen=True)
+class XPRender:
+    """How the array-API module writes one op (fields as in ``OpDef.fmt``, plus ``{device}``)."""
+
+    fmt: str
+    prec: int | None = None  # the rendered expression's precedence (default: the op's)
+    arg_prec: tuple[int, ...] | None = None  # what each operand needs (default: the op's)
+
+
+def _fn(name: str) -> XPRender:
+    return XPRender(f"xp.{name}({{0}})")
+
+
+def _reduce(name: str) -> XPRender:
+    return XPRender(f"xp.{name}({{0}}{{axis_kw}}{{keepdims_kw}})")
+
+
+# Each op the rule table defines, as the array-API module writes it.  ``xp`` is the namespace of
+# the inputs; helpers (``_sigmoid`` ...) are in templates/helpers/xp_*.py.j2; ``_linalg`` looks
+# a linear-algebra function up and names the op and the library when the library lacks it.
+XP_RENDER: dict[str, XPRender] = {
+    "add": XPRender("{0} + {1}"),
+    "sub": XPRender("{0} - {1}"),
+    "mul": XPRender("{0} * {1}"),
+    "div": XPRender("{0} / {1}"),
+    "neg": XPRender("-{0}"),
+    "pow": XPRender("{0} ** {exponent}"),  # rendered as a tree by the base emitter
+    **{name: _fn(name) for name in ("exp", "log", "log1p", "sqrt", "square", "abs", "tanh", "sin",
+                                     "cos", "sign")},
+    "sigmoid": XPRender("_sigmoid(xp, {0})"),
+    "relu": XPRender("xp.maximum({0}, 0.0)"),
+    "softplus": XPRender("_softplus(xp, {0})"),
+    # [x > 0] as a float array (NumPy: np.heaviside(x, 0))
+    "positive": XPRender("xp.astype({0} > 0, {dtype})", arg_prec=(CMP + 1,)),
+    "nonzero_or_inf": XPRender("xp.where({0} > 0, {0}, xp.inf)"),
+    "finite_or_zero": XPRender("xp.where(xp.isfinite({0}), {0}, 0.0)"),
+    "matmul": XPRender("{0} @ {1}"),
+    "transpose": XPRender("{0}.T"),  # matrices only; a vector's transpose is itself (render_op)
+    # the standard's core has no outer(): a column times a row
+    "outer": XPRender("{0}[:, None] * {1}[None, :]", prec=MUL, arg_prec=(ATOM, ATOM)),
+    "sum": _reduce("sum"),
+    "mean": _reduce("mean"),
+    "max": _reduce("max"),
+    "expand_dims": XPRender("{0}{index}"),
+    "broadcast_to": XPRender("xp.broadcast_to({0}, {shape})"),
+    # a broadcast gradient made a real array (xp.full takes only a Python scalar)
+    "full": XPRender("xp.zeros({shape}, dtype={dtype}, device={device}) + {0}", prec=ADD,
+                     arg_prec=(ADD + 1,)),
+    "reshape": XPRender("xp.reshape({0}, {shape})"),
+    "copy": XPRender("xp.asarray({0}, copy=True)"),
+    "zeros": XPRender("xp.zeros({shape}, dtype={dtype}, device={device})"),
+    "identity": XPRender("{0}"),
+    "logsumexp": XPRender("_logsumexp(xp, {0}{axis_kw}{keepdims_kw})"),
+    "softmax": XPRender("_softmax(xp, {0}{axis_kw})"),
+    "log_softmax": XPRender("_log_softmax(xp, {0}{axis_kw})"),
+    "trace": XPRender("_trace(xp, {0})"),
+    "inv": XPRender("_inv(xp, {0})"),
+    "det": XPRender("_det(xp, {0})"),
+    "logdet": XPRender("_logdet(xp, {0})"),
+    "eye": XPRender("xp.eye({n}, dtype={dtype}, device={device})"),
+    "expm1": _fn("expm1"),
+    "take_along_axis": XPRender("_take_along_axis(xp, {0}, {1}, {axis}, {label})"),
+    "put_along_axis": XPRender("_put_along_axis(xp, {0}, {1}, {axis}, {shape})"),
+    "one_hot": XPRender("_one_hot(xp, {0}, {depth}, {label}, {dtype})"),
+}
+
+# Module-level helpers (templates/helpers/xp_<name>.py.j2) and the ops that call them.
+XP_HELPERS: dict[str, tuple[str, ...]] = {
+    "logsumexp": ("logsumexp", "log_softmax"),
+    "softmax": ("softmax",),
+    "log_softmax": ("log_softmax",),
+    "sigmoid": ("sigmoid",),
+    "softplus": ("softplus",),
+    "linalg": ("trace", "inv", "det", "logdet"),
+    "labels": ("take_along_axis", "put_along_axis", "one_hot"),
+}
+
+
+@dataclass
+class XPFunctionView(FunctionView):
+    """The NumPy view, and whether each function's body calls the namespace: the local ``xp``
+    is bound only where it is read (``_`` elsewhere: ruff's RUF059)."""
+
+    fw_ns: str = "xp"
+    vg_ns: str = "xp"
+    bw_ns: str = "xp"
+
+
+class ArrayAPIEmitter(Emitter):
+    """The array-API backend (``--backend array_api``, ``<module>_xp.py``)."""
+
+    backend = "array_api"
+    template = "module_xp.py.j2"
+    plan_memory = False  # no out=, no in-place update (JAX arrays are immutable, Dask's lazy)
+
+    def __init__(self, dtype: str) -> None:
+        super().__init__(dtype)
+        self.np_dtype = f"xp.{dtype}"  # the dtype as the code names it: the namespace's own
+        self._anchor = ""  # an array of the body whose device new arrays are made on
+        self._inputs: list[str] = []
+        self._program: Program | None = None
+        self._numbers: set[str] = set()  # values that are Python numbers in the body
+        self._body = "fw"  # the body being rendered: fw, vg or bw
+        self._uses_xp: set[str] = set()  # the bodies that call the namespace
+
+    @property  # type: ignore[override]
+    def module_names(self) -> set[str]:
+        return self._module_names
+
+    @module_names.setter
+    def module_names(self, names: set[str]) -> None:
+        self._module_names = set(names) | {"xp"}  # the namespace local: never an invented name
+
+    # --- expressions ----------------------------------------------------------------------------
+
+    def render_op(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
+        spec = XP_RENDER.get(op.op)
+        if spec is None:
+            raise NotImplementedError(
+                f"the array-API backend has no rendering for op '{op.op}' (add it to XP_RENDER in "
+                "codegen/emit_xp.py)")
+        opdef = OPS[op.op]
+        if op.op == "pow":
+            return super().render_op(op, args, dim)
+        if op.op == "transpose" and self._rank(op.args[0]) < 2:
+            return args[0]  # NumPy's .T of a vector or a scalar is itself; the standard's is an error
+        arg_prec = spec.arg_prec or opdef.arg_prec
+        if spec.fmt.startswith(("xp.", "_")):  # a function of the standard takes arrays only:
+            # a number (a dim's size, sqrt(D)) becomes a 0-d array of the module's dtype
+            args = [(self.as_array(E.Leaf(*arg)), ATOM) if self._is_number(a) else arg
+                    for a, arg in zip(op.args, args)]
+        parts = []
+        for i, (expr, prec) in enumerate(args):
+            need = arg_prec[i] if i < len(arg_prec) else 0
+            parts.append(f"({expr})" if prec < need else expr)
+        attrs = self.attr_fields(op, dim)
+        if "{device}" in spec.fmt:
+            attrs["device"] = self.device()
+        if "xp" in spec.fmt:
+            self._uses_xp.add(self._body)
+        return spec.fmt.format(*parts, **attrs), opdef.prec if spec.prec is None else spec.prec
+
+    def attr_fields(self, op: Op, dim: dict[str, str]) -> dict[str, str]:
+        fields = super().attr_fields(op, dim)
+        if op.op == "expand_dims":  # the standard indexes every axis: the rest by an ellipsis
+            fields["index"] = "[" + ", ".join([":"] * int(op.attr("axis")) + ["None", "..."]) + "]"  # type: ignore[arg-type, call-overload]
+        return fields
+
+    def _is_number(self, a: Arg) -> bool:
+        """Whether ``a`` is a Python number in the generated code (a constant, a dim's size, or
+        a value computed from those alone)."""
+        return isinstance(a, (Const, DimSize)) or (isinstance(a, str) and a in self._numbers)
+
+    def _rank(self, a: Arg) -> int:
+        if isinstance(a, str) and self._program is not None and a in self.program_values():
+            return len(self.program_values()[a].shape)
+        return 0
+
+    def program_values(self) -> dict:
+        assert self._program is not None
+        return self._program.values
+
+    def device(self) -> str:
+        """Where new arrays go: the device of an array the body already has."""
+        return E.call("array_api_compat.device", self._anchor).render()
+
+    def as_array(self, inner: E.Expr) -> str:
+        """A Python number as a 0-d array of the module's dtype on the body's device."""
+        self._uses_xp.add(self._body)
+        return E.call("xp.asarray", inner, E.Leaf(f"dtype={self.np_dtype}"),
+                      E.Leaf(f"device={self.device()}")).render()
+
+    def arg_expr(self, a: Arg, names: Names, dim: dict[str, str],
+                 inline: dict[str, tuple[str, int]], typed: bool = False) -> tuple[str, int]:
+        if not typed:
+            return super().arg_expr(a, names, dim, inline)
+        inner = E.Leaf(*super().arg_expr(a, names, dim, inline))
+        return self.as_array(inner), ATOM
+
+    def typed_number(self, expr: str) -> str:
+        return self.as_array(E.Leaf(expr, 0))
+
+    def render_body(self, body: Body, names: Names, dim: dict[str, str]) -> list[Stmt]:
+        self._program = body.program
+        self._numbers = body.numbers
+        # f_backward has g (an array of the library); the others have their first input
+        self._anchor = "g" if body.kernel == "backward" else self._inputs[0]
+        self._body = {"backward": "bw", "value_and_grad": "vg"}.get(body.kernel, "fw")
+        return super().render_body(body, names, dim)
+
+    # --- functions ------------------------------------------------------------------------------
+
+    def function_view(self, plan: FunctionPlan) -> FunctionView:
+        fn = plan.function
+        self._inputs = list(fn.program.inputs)
+        self._uses_xp = set()
+        base = super().function_view(plan)
+        view = XPFunctionView(**{f.name: getattr(base, f.name) for f in fields(base)})
+        inputs = list(fn.program.inputs)
+        tupled = ", ".join(inputs) + ("," if len(inputs) == 1 else "")
+        # (the template writes `xp, (X, W) = ...`, or `_, (X, W) = ...` in a body that needs no xp)
+        view.check = f'({tupled}) = _check_inputs("{fn.name}", ({tupled}), {inputs_const(fn.name)})'
+        view.fw_ns, view.vg_ns, view.bw_ns = ("xp" if body in self._uses_xp else "_"
+                                              for body in ("fw", "vg", "bw"))
+        view.saved_types = [(name, "Any" if kind == "np.ndarray" else kind)
+                            for name, kind in view.saved_types]
+        return view
+
+    # --- module ---------------------------------------------------------------------------------
+
+    def helpers(self, programs: list[Program]) -> list[str]:
+        used = {op.op for p in programs for op in p.ops}
+        return [f"helpers/xp_{name}.py.j2" for name, ops in XP_HELPERS.items()
+                if not used.isdisjoint(ops)]
+
+    def template_vars(self) -> dict[str, object]:
+        return {"xp_dtype": self.np_dtype}
