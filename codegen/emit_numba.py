@@ -97,8 +97,11 @@ _SHARED_MATH = {"sincos": ("sincos",),
 _FREE = "  # frees the partial sums now"
 _BLOCK = 32  # rows per block of a prange loop that sums (one row of column sums per block)
 # At most this many IR ops per compiled function (a longer kernel is split into parts, a longer
-# run of fused ops into several loops): LLVM's time grows faster than a function's length.
-MAX_PART_OPS = 2000
+# run of fused ops into several loops), or None: never split. Off by default: measured on long
+# elementwise chains (benchmarks/compile_time.py, docs/numba.md), a split compiles slower than
+# the one fused loop, since every value crossing between parts becomes an array (about 0.1 s
+# of compile time each) where the fused loop keeps it in a register.
+MAX_PART_OPS: int | None = None
 
 
 RUNTIME_FILENAME = "_codegen_numba_runtime.py"  # beside the modules (no module starts with _)

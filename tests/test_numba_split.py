@@ -1,8 +1,9 @@
-"""Long kernels are split into parts compiled on their own (issue 12: compile time about linear).
+"""Long kernels split into parts compiled on their own (issue 12), with ``max_part_ops``.
 
 The split is a planning decision (``compiler.plan_function``: ``Body.parts``, at most
-``max_part_ops`` IR ops each, ``fusion.fuse`` closing a loop group at that many ops); the
-tests lower the bound so that short specs split and compile quickly.
+``max_part_ops`` IR ops each, ``fusion.fuse`` closing a loop group at that many ops); it is off
+by default (measured slower on long chains: docs/numba.md), and the tests set a small bound so
+that short specs split and compile quickly.
 """
 
 from __future__ import annotations
