@@ -98,7 +98,7 @@ BAD: list[tuple[str, str, tuple[int, int] | None, str]] = [
         "unknown-top-key",
         "module: m\nfunction: {}\n",
         (2, 1),
-        r"unknown key 'function'.*allowed: module, dtype, doc, dims, functions.*did you mean 'functions'",
+        r"unknown key 'function'.*allowed: module, dtype, doc, dims, derivatives, functions.*did you mean 'functions'",
     ),
     (
         "duplicate-top-key",
