@@ -25,7 +25,7 @@ from .passes import constant_only
 from .plan import Body, Stmt
 from .names import Names
 from .parse import Function
-from .reserved import BODY_BUILTINS, template_names
+from .reserved import BODY_BUILTINS, tangents_const, template_names
 
 KINDS = ("jvp", "jacobian", "hvp", "hessian")
 
@@ -193,7 +193,7 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
         n_grads=len(fn.wrt),
         scalars_out=[fn.program.values[o].shape == () for o in outputs],
         scalars_wrt=[fn.program.values[w].shape == () for w in fn.wrt],
-        tangent_const=f"_{fn.name.upper()}_TANGENT_SHAPES",
+        tangent_const=tangents_const(fn.name),
         tangent_spec=spec,
         first=first_name,
         jacobian="jacobian" in programs.kinds,

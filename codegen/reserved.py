@@ -80,6 +80,11 @@ def inputs_const(function: str) -> str:
     return f"_{function.upper()}_INPUTS"
 
 
+def tangents_const(function: str) -> str:
+    """The module constant holding the shapes of a function's inputs and tangents (f_jvp, f_hvp)."""
+    return f"_{function.upper()}_TANGENT_SHAPES"
+
+
 PUBLIC_SUFFIXES = ("", "_forward", "_backward", "_value_and_grad", "_Grads", "_Saved",
                    "_jvp", "_jacobian", "_hvp", "_hessian")  # (the last four: DESIGN.md §3b)
 KERNEL_SUFFIXES = ("_forward", "_backward", "_value_and_grad", "_jvp", "_hvp")
@@ -89,4 +94,5 @@ def function_names(function: str) -> list[str]:
     """The module-level names generated for spec function ``function``: its public functions
     and types, then its kernels (Numba) and its inputs constant."""
     return ([function + s for s in PUBLIC_SUFFIXES]
-            + [f"_{function}{s}" for s in KERNEL_SUFFIXES] + [inputs_const(function)])
+            + [f"_{function}{s}" for s in KERNEL_SUFFIXES] + [inputs_const(function),
+                                                               tangents_const(function)])

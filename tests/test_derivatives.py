@@ -437,3 +437,34 @@ def test_results_are_fresh_arrays_never_a_tangent_passed_in():
         assert not np.shares_memory(dy, t)
     _, dY = module.bias_jvp(np.zeros((2, 3)), np.zeros(3), (t,))
     assert dY.shape == (2, 3) and dY.flags.writeable and not np.shares_memory(dY, t)
+
+
+def test_names_the_derivative_functions_bind_are_reserved():
+    """Every module-level name f_jvp, ..., f_hessian add is one codegen/reserved.py knows (so a
+    spec name can never shadow it), and their bodies read no builtin beyond BODY_BUILTINS."""
+    import ast
+    import builtins
+
+    from codegen import compiler, reserved
+    from codegen.loader import load_spec
+
+    compiled = compiler.compile_spec(load_spec(textwrap.dedent(SPEC), "derivs_all.yaml"))
+    allowed = reserved.template_names() | {n for f in FUNCTIONS for n in reserved.function_names(f)}
+    for backend in ("numpy", "numba"):
+        tree = ast.parse(compiler.render(compiled, backend))
+        bound = set()
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                bound.add(node.name)
+            elif isinstance(node, ast.Assign):
+                bound |= {n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        assert "linear_hessian" in bound and "vector_out_jacobian" in bound
+        assert bound <= allowed, bound - allowed
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name in allowed - reserved.template_names():
+                local = {a.arg for a in ast.walk(node) if isinstance(a, ast.arg)} | {
+                    n.id for n in ast.walk(node)
+                    if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+                read = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
+                        and isinstance(n.ctx, ast.Load) and n.id not in local}
+                assert {n for n in read if hasattr(builtins, n)} <= reserved.BODY_BUILTINS, node.name
