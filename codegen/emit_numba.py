@@ -60,6 +60,8 @@ NUMBA: dict[str, NumbaForm] = {
     "softplus": NumbaForm(math=("softplus", "exp", "log1p", "log_poly")),
     "sin": NumbaForm(math=("sin",)),
     "cos": NumbaForm(math=("cos",)),
+    "erf": NumbaForm(math=("erf",)),
+    "log_sigmoid": NumbaForm(math=("log_sigmoid", "softplus", "exp", "log1p", "log_poly")),
     "relu": NumbaForm(element=lambda op, x: E.call("max", x, 0.0)),
     # NaN stays NaN, as in np.heaviside
     "positive": NumbaForm(element=lambda op, x: E.Cond(E.as_expr(1.0), E.binop(">", x, 0),

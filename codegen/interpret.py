@@ -14,6 +14,7 @@ An op it does not know raises ``InterpretError`` naming the op and its spec step
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -102,6 +103,8 @@ IMPLEMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     "softplus": lambda op, a: _softplus(a),
     "sin": lambda op, a: np.sin(a),
     "cos": lambda op, a: np.cos(a),
+    "erf": lambda op, a: np.vectorize(math.erf, otypes=[float])(a),
+    "log_sigmoid": lambda op, a: -_softplus(-a),
     # linear algebra
     "matmul": lambda op, a, b: np.matmul(a, b),
     "transpose": lambda op, a: a.T.copy(),

@@ -243,6 +243,26 @@ _unary("sin", "np.sin({0})", "y = sin(x)", "dx = dy * cos(x)",
 _unary("cos", "np.cos({0})", "y = cos(x)", "dx = -dy * sin(x)",
        lambda b, op, g: b.emit("neg", b.emit("mul", g, b.emit("sin", op.args[0]))), domain=REAL,
        scalar=_math.cos)
+_unary("expm1", "np.expm1({0})", "y = exp(x) - 1", "dx = dy * exp(x)",
+       lambda b, op, g: b.emit("mul", g, b.emit("exp", op.args[0])), domain=REAL,
+       scalar=_math.expm1)
+_unary("cosh", "np.cosh({0})", "y = cosh(x)", "dx = dy * sinh(x)",
+       lambda b, op, g: b.emit("mul", g, b.emit("sinh", op.args[0])), domain=REAL,
+       scalar=_math.cosh)
+_unary("sinh", "np.sinh({0})", "y = sinh(x)", "dx = dy * cosh(x)",
+       lambda b, op, g: b.emit("mul", g, b.emit("cosh", op.args[0])), domain=REAL,
+       scalar=_math.sinh)
+# _erf (helpers/erf.py.j2): NumPy has no erf; math.erf per element (Numba: math.erf in the loop)
+_unary("erf", "_erf({0})", "y = erf(x)",
+       "dx = dy * 1.1283791670955126 * exp(-x * x)   (2 / sqrt(pi))",
+       lambda b, op, g: b.emit("mul", g, b.emit("mul", Const(2 / _math.sqrt(_math.pi)), b.emit(
+           "exp", b.emit("neg", b.emit("mul", op.args[0], op.args[0]))))),
+       domain=REAL, scalar=_math.erf, helper="erf")
+# log(sigmoid(x)) = -softplus(-x), never log(0); its slope sigmoid(-x) = 1 - exp(y) = -expm1(y)
+_unary("log_sigmoid", "-np.logaddexp(0, -{0})", "y = log(sigmoid(x)) = -softplus(-x)",
+       "dx = dy * sigmoid(-x) = -dy * expm1(y)",
+       lambda b, op, g: b.emit("neg", b.emit("mul", g, b.emit("expm1", op.out))), domain=REAL,
+       scalar=lambda x: -_softplus(-x), arg_prec=POW, prec=UNARY)
 # Piecewise-constant helpers that only backward programs use; their derivative is zero.
 _unary("sign", "np.sign({0})", "y = sign(x)", "", None, domain=REAL, call=False)
 # [x > 0] as a float of x's dtype (a boolean mask would break on negation once g = 1 is folded).

@@ -7,6 +7,7 @@ cotangent ``g`` of y's shape and compared, coordinate by coordinate, with centra
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -35,7 +36,7 @@ for sym, name in [("+", "add"), ("-", "sub"), ("*", "mul"), ("/", "div")]:
 
 # elementwise functions: inputs drawn from the op table's domain
 for fn in ["exp", "log", "log1p", "sqrt", "square", "abs", "tanh", "sigmoid", "relu", "softplus",
-           "sin", "cos"]:
+           "sin", "cos", "erf", "expm1", "cosh", "sinh", "log_sigmoid"]:
     positive = OPS[fn].domain == (POSITIVE,)
     for label, shape in [("scalar", S), ("vector", V), ("matrix", MAT)]:
         CASES.append((f"{fn}-{label}", f"{fn}(a)", {"a": shape}, positive))
@@ -154,7 +155,8 @@ def eval_numpy(expr: str, env: dict) -> np.ndarray:
         "exp": np.exp, "log": np.log, "log1p": np.log1p, "sqrt": np.sqrt, "square": np.square,
         "abs": np.abs, "tanh": np.tanh, "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
         "relu": lambda x: np.maximum(x, 0), "softplus": lambda x: np.log1p(np.exp(x)),
-        "sin": np.sin, "cos": np.cos, "sum": np.sum, "mean": np.mean,
+        "sin": np.sin, "cos": np.cos, "sum": np.sum,
+        "erf": np.vectorize(math.erf), "log_sigmoid": lambda x: -np.log1p(np.exp(-x)), "mean": np.mean,
         "logsumexp": lambda x, axis=None, keepdims=False: np.log(np.sum(np.exp(x), axis=axis,
                                                                           keepdims=keepdims)),
         "softmax": lambda x, axis=None: np.exp(x) / np.sum(np.exp(x), axis=axis, keepdims=True),
