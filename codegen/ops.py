@@ -252,6 +252,10 @@ _unary("cosh", "np.cosh({0})", "y = cosh(x)", "dx = dy * sinh(x)",
 _unary("sinh", "np.sinh({0})", "y = sinh(x)", "dx = dy * cosh(x)",
        lambda b, op, g: b.emit("mul", g, b.emit("cosh", op.args[0])), domain=REAL,
        scalar=_math.sinh)
+_unary("arctan", "np.arctan({0})", "y = arctan(x)", "dx = dy / (1 + x * x)",
+       lambda b, op, g: b.emit("div", g, b.emit("add", Const(1), b.emit("mul", op.args[0],
+                                                                         op.args[0]))),
+       domain=REAL, scalar=_math.atan)
 # _erf (helpers/erf.py.j2): NumPy has no erf; math.erf per element (Numba: math.erf in the loop)
 _unary("erf", "_erf({0})", "y = erf(x)",
        "dx = dy * 1.1283791670955126 * exp(-x * x)   (2 / sqrt(pi))",
