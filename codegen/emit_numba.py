@@ -70,6 +70,12 @@ NUMBA: dict[str, NumbaForm] = {
                                                              E.as_expr("np.inf"))),
     "finite_or_zero": NumbaForm(element=lambda op, x: E.Cond(
         x, E.binop("<", E.call("abs", x), E.as_expr("np.inf")), E.as_expr(0.0))),
+    "where": NumbaForm(element=lambda op, c, a, b: E.Cond(a, c, b)),
+    # as np.heaviside(a - b, 0.5): NaN where a - b is NaN
+    "win_share": NumbaForm(element=lambda op, a, b: E.Cond(E.as_expr(1.0), E.binop(">", a, b), E.Cond(
+        E.as_expr(0.5), E.binop("==", a, b), E.binop("*", E.binop("-", a, b), 0.0)))),
+    "tie": NumbaForm(element=lambda op, a, b: E.Cond(E.as_expr(1.0), E.binop("==", a, b),
+                                                      E.as_expr(0.0))),
     "full": NumbaForm(element=_same_element),
     "broadcast_to": NumbaForm(element=_same_element),
     "copy": NumbaForm(element=_same_element),

@@ -95,6 +95,9 @@ class OpDef:
     # --- the spec language ---
     call: tuple[str, ...] | None = None  # keywords a spec's call accepts; None: a spec cannot call it
     scalar: Callable[[float], float] | None = None  # on a Python number: the parser folds f(1)
+    # operand 0 chooses, per element, operand 1 (true) or 2 (false): the planner re-selects the
+    # contributions of elementwise ops that only a branch reads (planner.py, "where")
+    select: bool = False
 
     @property
     def differentiable(self) -> bool:
@@ -280,6 +283,74 @@ _unary("nonzero_or_inf", "np.where({0} > 0, {0}, np.inf)", "", "", None, domain=
 _unary("finite_or_zero", "np.where(np.isfinite({0}), {0}, 0)", "", "", None, domain=REAL,
        call=False)
 
+# --- selection (DESIGN 1b): comparisons as where's condition, maximum and minimum -------------
+
+
+def _compare(name: str, sym: str) -> None:
+    """A mask (not differentiable); the parser accepts it only as where's condition."""
+    _def(name=name, kind="binary", arity=2, shape=_bcast(f"comparison '{sym}'"),
+         fmt="{0} %s {1}" % sym, prec=CMP, arg_prec=(CMP + 1, CMP + 1), domain=(REAL, REAL),
+         rule=f"comparison '{sym}'", math=f"c = a {sym} b", vjps=(None, None), elementwise=True,
+         fusion="elementwise")
+
+
+for _name, _sym in (("less", "<"), ("less_equal", "<="), ("greater", ">"), ("greater_equal", ">=")):
+    _compare(_name, _sym)
+
+
+def _chosen(which: int) -> VJP:
+    """where's VJP for branch ``which`` (1: true, 2: false): the cotangent SELECTED where the
+    branch was chosen, never multiplied by a mask (0 * inf would be NaN)."""
+    def vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+        if isinstance(g, Const):  # a number: np.where(c, 1, 0) would be an integer array
+            g = b.emit("full", g, shape=b.shape(op.out))
+        args = (g, Const(0)) if which == 1 else (Const(0), g)
+        return b.emit("where", op.args[0], *args)
+    return vjp
+
+
+def _where_shape(s: list[Shape], attrs: dict) -> Shape:
+    return shapes.broadcast(shapes.broadcast(s[0], s[1], "where()"), s[2], "where()")
+
+
+_def(name="where", kind="select", arity=3, shape=_where_shape, fmt="np.where({0}, {1}, {2})",
+     prec=ATOM, arg_prec=(ANY, ANY, ANY), domain=(REAL, REAL, REAL), rule="where",
+     math="z = where(c, a, b)",
+     grads=("where: dc = 0   (a condition is not differentiable)",
+            "where: da = where(c, dz, 0)", "where: db = where(c, 0, dz)"),
+     vjps=(None, _chosen(1), _chosen(2)), elementwise=True, fusion="elementwise", call=(),
+     select=True)
+# [a > b] + [a == b] / 2 as a float of the operands' dtype: the share of a maximum's cotangent
+_def(name="win_share", kind="binary", arity=2, shape=_bcast("maximum()"),
+     fmt="np.heaviside({0} - {1}, 0.5)", prec=ATOM, arg_prec=(ADD, ADD + 1),
+     domain=(REAL, REAL), rule="share at ties", vjps=(None, None), elementwise=True,
+     fusion="elementwise")
+
+
+def _share(first: int) -> VJP:
+    """maximum's (first=0) or minimum's (first=1) VJP for operand 0; ties split dz in halves."""
+    def vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+        a, c = op.args if first == 0 else op.args[::-1]
+        return b.emit("mul", g, b.emit("win_share", a, c))
+    return vjp
+
+
+def _share_other(first: int) -> VJP:
+    def vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+        a, c = op.args if first == 0 else op.args[::-1]
+        return b.emit("mul", g, b.emit("win_share", c, a))
+    return vjp
+
+
+for _name, _first, _cmp in (("maximum", 0, ">"), ("minimum", 1, "<")):
+    _def(name=_name, kind="binary", arity=2, shape=_bcast(f"{_name}()"),
+         fmt="np.%s({0}, {1})" % _name, prec=ATOM, arg_prec=(ANY, ANY), domain=(REAL, REAL),
+         rule=_name, math=f"z = {_name}(a, b)",
+         grads=(f"{_name}: da = dz * ([a {_cmp} b] + [a == b] / 2)",
+                f"{_name}: db = dz * ([b {_cmp} a] + [a == b] / 2)"),
+         vjps=(_share(_first), _share_other(_first)), elementwise=True, fusion="elementwise",
+         call=(), commutative=True)
+
 # --- linear algebra ------------------------------------------------------------------------------
 
 
@@ -387,9 +458,23 @@ _def(name="mean", kind="reduce", arity=1, shape=_reduce_shape, fmt=_fmt_reduce("
      grads=("mean: dX = dm / n, broadcast over the n averaged elements",),
      vjps=(_mean_vjp,), fusion="reduction", call=AXIS_KEEPDIMS)
 
+def _max_vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+    """The cotangent shared equally among the tied maxima (DESIGN 1b)."""
+    x, axis = op.args[0], op.attr("axis")
+    ties = b.emit("tie", x, _spread(b, op, op.out))
+    count = b.emit("sum", ties, axis=axis, keepdims=True)
+    return b.emit("mul", _spread(b, op, g), b.emit("div", ties, count))
+
+
+# max(X): also the shift of a stable logsumexp (lower.py); min(X) is written -max(-X) (parse.py)
 _def(name="max", kind="reduce", arity=1, shape=_reduce_shape, fmt=_fmt_reduce("max"), prec=ATOM,
-     arg_prec=(ANY,), domain=(REAL,), rule="maximum (the shift of a stable logsumexp)",
-     vjps=(None,), fusion="reduction")
+     arg_prec=(ANY,), domain=(REAL,), rule="maximum", math="y = max(X, axis)",
+     grads=("maximum: dX = dy * [X == y] / sum([X == y], axis)   (ties share dy equally)",),
+     vjps=(_max_vjp,), fusion="reduction", call=AXIS_KEEPDIMS)
+# [a == b] as a float of the module's dtype: the tied maxima
+_def(name="tie", kind="binary", arity=2, shape=_bcast("tie"), fmt="({0} == {1}).astype({dtype})",
+     prec=ATOM, arg_prec=(CMP + 1, CMP + 1), domain=(REAL, REAL), rule="tied maxima",
+     vjps=(None, None), elementwise=True, fusion="elementwise")
 
 # --- layout ops introduced by the planner (never written in specs) ------------------------------
 
