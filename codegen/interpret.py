@@ -105,6 +105,15 @@ IMPLEMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     "cos": lambda op, a: np.cos(a),
     "erf": lambda op, a: np.vectorize(math.erf, otypes=[float])(a),
     "log_sigmoid": lambda op, a: -_softplus(-a),
+    # selection: masks (as 0/1 floats), where, the elementwise extremes
+    "less": lambda op, a, b: a < b,
+    "less_equal": lambda op, a, b: a <= b,
+    "greater": lambda op, a, b: a > b,
+    "greater_equal": lambda op, a, b: a >= b,
+    "where": lambda op, c, a, b: np.where(c != 0, a, b),
+    "maximum": lambda op, a, b: np.maximum(a, b),
+    "minimum": lambda op, a, b: np.minimum(a, b),
+    # (where(c, 1.0, 2.0)'s array: "full", whose shape the loop below resolves)
     # linear algebra
     "matmul": lambda op, a, b: np.matmul(a, b),
     "transpose": lambda op, a: a.T.copy(),
@@ -116,6 +125,7 @@ IMPLEMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     # reductions and normalisations along an axis
     "sum": _reduction(np.sum),
     "mean": _reduction(np.mean),
+    "max": _reduction(np.max),
     "logsumexp": _reduction(_lse),
     "softmax": lambda op, a: _softmax(a, op.attr("axis")),
     "log_softmax": lambda op, a: _log_softmax(a, op.attr("axis")),
@@ -194,6 +204,9 @@ def interpret(target: Any, inputs: Sequence[Any] | Mapping[str, Any],
 
     for op in program.ops:
         impl = implementation(op.op)
+        if op.op == "full":
+            shape = tuple(d if isinstance(d, int) else dims[d] for d in op.attr("shape"))  # type: ignore[union-attr]
+            impl = lambda op, a: np.full(shape, a)  # noqa: E731
         if impl is None:
             where = f" (step '{op.origin.step}')" if op.origin.step else ""
             raise InterpretError(f"the reference interpreter has no implementation of op "
