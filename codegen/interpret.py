@@ -119,6 +119,7 @@ IMPLEMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     "transpose": lambda op, a: a.T.copy(),
     "outer": lambda op, a, b: np.multiply.outer(a, b),
     "trace": lambda op, a: np.trace(a),
+    "diag": lambda op, a: np.diag(a).copy(),
     "inv": lambda op, a: np.linalg.inv(a),
     "det": lambda op, a: np.linalg.det(a),
     "logdet": lambda op, a: np.linalg.slogdet(a)[1],
@@ -204,9 +205,10 @@ def interpret(target: Any, inputs: Sequence[Any] | Mapping[str, Any],
 
     for op in program.ops:
         impl = implementation(op.op)
-        if op.op == "full":
+        if op.op in ("full", "eye"):
             shape = tuple(d if isinstance(d, int) else dims[d] for d in op.attr("shape"))  # type: ignore[union-attr]
-            impl = lambda op, a: np.full(shape, a)  # noqa: E731
+            impl = ((lambda op, a: np.full(shape, a)) if op.op == "full"  # noqa: E731
+                    else (lambda op: np.eye(shape[0])))
         if impl is None:
             where = f" (step '{op.origin.step}')" if op.origin.step else ""
             raise InterpretError(f"the reference interpreter has no implementation of op "

@@ -602,6 +602,25 @@ _def(name="logdet", kind="linalg", arity=1, shape=_square("logdet()", "scalar"),
      fmt="np.linalg.slogdet({0})[1]", prec=ATOM, arg_prec=(ANY,), domain=(NONSINGULAR,),
      rule="log-determinant", math="y = log|det(X)|",
      grads=("log-determinant: dX = dy * inv(X).T",), vjps=(_logdet_vjp,), lapack=True, call=())
+
+
+def _diag_shape(s: list[Shape], attrs: dict) -> Shape:
+    a = s[0]
+    if len(a) == 1:
+        return (a[0], a[0])
+    if len(a) == 2 and a[0] == a[1]:
+        return (a[0],)
+    raise shapes.ShapeError(f"diag() takes a vector [n] (-> the matrix with it on the diagonal) "
+                            f"or a square matrix [n, n] (-> its diagonal), got {shapes.fmt(a)}")
+
+
+# diag is linear and its own adjoint's shape-flip: the VJP of v -> diag(v) is dA -> diag(dA)
+# (NumPy's diagonal of a matrix is a read-only view: "view")
+_def(name="diag", kind="linalg", arity=1, shape=_diag_shape, fmt="np.diag({0})", prec=ATOM,
+     arg_prec=(ANY,), domain=(REAL,), rule="diagonal", math="y = diag(x)",
+     grads=("diagonal: dx = diag(dy)",),
+     vjps=(lambda b, op, g: b.emit("diag", b.dense(g, b.shape(op.out))),), result="view",
+     call=())
 _def(name="eye", kind="layout", arity=0, shape=_attr_shape, fmt="np.eye({n}, dtype={dtype})",
      prec=ATOM, arg_prec=(), domain=(), rule="identity matrix", vjps=())
 

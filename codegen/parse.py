@@ -22,7 +22,7 @@ MAX_DEPTH = 200
 # Functions a step may call that the parser writes with table ops (DESIGN 1b): name -> keywords.
 SUGAR: dict[str, tuple[str, ...]] = {"clip": (), "min": ("axis", "keepdims"),
                                      "var": ("axis", "keepdims"), "std": ("axis", "keepdims")}
-RESERVED = frozenset(CALLABLE) | frozenset(SUGAR) | reserved_names()
+RESERVED = frozenset(CALLABLE) | frozenset(SUGAR) | {"where", "eye"} | reserved_names()
 _COMPARISONS = {ast.Lt: "less", ast.LtE: "less_equal", ast.Gt: "greater", ast.GtE: "greater_equal"}
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.MatMult: "matmul"}
@@ -420,6 +420,8 @@ class _StepParser:
             return self.sugar(name, node, depth)
         if name == "where":
             return self.where(node, depth)
+        if name == "eye":
+            return self.eye(node)
         if name not in CALLABLE:
             known = ", ".join(sorted(CALLABLE))
             close = difflib.get_close_matches(name, sorted(CALLABLE), n=1)
@@ -482,6 +484,20 @@ class _StepParser:
         if isinstance(a, Const) and isinstance(b, Const):  # an array of the module's dtype
             a = self.b.emit("full", a, shape=self.b.shape(c))
         return self.b.emit("where", c, a, b)
+
+    def eye(self, node: ast.Call) -> Arg:
+        """eye(D): the identity matrix [D, D], D a dim's name or a positive integer."""
+        dims = {d for inp in self.fn.inputs for d in inp.shape if isinstance(d, str)}
+        arg = node.args[0] if len(node.args) == 1 and not node.keywords else None
+        if isinstance(arg, ast.Name) and arg.id in dims:
+            n: int | str = arg.id
+        elif isinstance(arg, ast.Constant) and type(arg.value) is int and 0 < arg.value <= 2**20:
+            n = arg.value
+        else:
+            known = ", ".join(sorted(dims)) or "none"
+            raise self.fail(f"eye() takes one dim's name or a positive integer, like eye(N) "
+                            f"(the dims of this function: {known})")
+        return self.b.emit("eye", shape=(n, n))
 
     def sugar(self, name: str, node: ast.Call, depth: int) -> Arg:
         """clip, min, var and std, written with table ops: clip(x, lo, hi) is

@@ -114,6 +114,11 @@ for fn in ["var", "std"]:
     CASES.append((f"{fn}-axis0", f"{fn}(a, axis=0)", {"a": MAT}, False))
     CASES.append((f"{fn}-axis1-keep", f"{fn}(a, axis=1, keepdims=True) * b", {"a": MAT, "b": C},
                   False))
+CASES.append(("diag-of-vector", "diag(v) @ a", {"v": ["M"], "a": MAT}, False))
+CASES.append(("diag-of-matrix", "diag(a) * v", {"a": SQ, "v": V}, False))
+CASES.append(("diag-of-product", "diag(a @ a.T) + diag(tanh(b))", {"a": MAT, "b": ["M"]}, False))
+CASES.append(("eye-dim", "eye(N) * 2 + a", {"a": SQ}, False))
+CASES.append(("eye-int", "eye(3) @ b - b * 3", {"b": [3, "P"]}, False))
 CASES.append(("scalar-times-sum", "sum(a) * b", {"a": MAT, "b": MAT}, False))
 CASES.append(("broadcast-then-matmul", "(a + b) @ c", {"a": C, "b": R, "c": NP_}, False))
 CASES.append(("sum-of-matmul", "sum(a @ b, axis=0) + b", {"a": ["P", "N"], "b": ["N"]}, False))
@@ -180,7 +185,8 @@ def eval_numpy(expr: str, env: dict) -> np.ndarray:
         "sin": np.sin, "cos": np.cos, "sum": np.sum,
         "erf": np.vectorize(math.erf), "where": np.where, "maximum": np.maximum,
         "minimum": np.minimum, "clip": np.clip, "max": np.max, "min": np.min, "var": np.var,
-        "std": np.std, "log_sigmoid": lambda x: -np.log1p(np.exp(-x)), "mean": np.mean,
+        "std": np.std, "diag": np.diag, "eye": lambda n: np.eye(DIMS.get(n, n)),
+        **{d: d for d in DIMS},  # eye(N) "log_sigmoid": lambda x: -np.log1p(np.exp(-x)), "mean": np.mean,
         "logsumexp": lambda x, axis=None, keepdims=False: np.log(np.sum(np.exp(x), axis=axis,
                                                                           keepdims=keepdims)),
         "softmax": lambda x, axis=None: np.exp(x) / np.sum(np.exp(x), axis=axis, keepdims=True),
