@@ -68,6 +68,10 @@ def _softplus(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
 
 
+def _where(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray(np.where(np.asarray(c) != 0, a, b))
+
+
 def _reduction(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     def run(op: Op, x: np.ndarray) -> np.ndarray:
         return fn(x, axis=op.attr("axis"), keepdims=bool(op.attr("keepdims", False)))
@@ -110,7 +114,7 @@ IMPLEMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     "less_equal": lambda op, a, b: a <= b,
     "greater": lambda op, a, b: a > b,
     "greater_equal": lambda op, a, b: a >= b,
-    "where": lambda op, c, a, b: np.where(c != 0, a, b),
+    "where": lambda op, c, a, b: _where(c, a, b),
     "maximum": lambda op, a, b: np.maximum(a, b),
     "minimum": lambda op, a, b: np.minimum(a, b),
     # (where(c, 1.0, 2.0)'s array: "full", whose shape the loop below resolves)
@@ -206,7 +210,8 @@ def interpret(target: Any, inputs: Sequence[Any] | Mapping[str, Any],
     for op in program.ops:
         impl = implementation(op.op)
         if op.op in ("full", "eye"):
-            shape = tuple(d if isinstance(d, int) else dims[d] for d in op.attr("shape"))  # type: ignore[union-attr]
+            declared: tuple = op.attr("shape")  # type: ignore[assignment]
+            shape = tuple(d if isinstance(d, int) else dims[d] for d in declared)
             impl = ((lambda op, a: np.full(shape, a)) if op.op == "full"  # noqa: E731
                     else (lambda op: np.eye(shape[0])))
         if impl is None:

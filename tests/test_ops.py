@@ -186,7 +186,8 @@ def eval_numpy(expr: str, env: dict) -> np.ndarray:
         "erf": np.vectorize(math.erf), "where": np.where, "maximum": np.maximum,
         "minimum": np.minimum, "clip": np.clip, "max": np.max, "min": np.min, "var": np.var,
         "std": np.std, "diag": np.diag, "eye": lambda n: np.eye(DIMS.get(n, n)),
-        **{d: d for d in DIMS},  # eye(N) "log_sigmoid": lambda x: -np.log1p(np.exp(-x)), "mean": np.mean,
+        "log_sigmoid": lambda x: -np.log1p(np.exp(-x)), "mean": np.mean,
+        **{d: d for d in DIMS},  # eye(N)
         "logsumexp": lambda x, axis=None, keepdims=False: np.log(np.sum(np.exp(x), axis=axis,
                                                                           keepdims=keepdims)),
         "softmax": lambda x, axis=None: np.exp(x) / np.sum(np.exp(x), axis=axis, keepdims=True),
