@@ -103,7 +103,7 @@ CASES.append(("maximum", "maximum(a, b)", {"a": MAT, "b": MAT}, False))
 CASES.append(("maximum-const", "maximum(a, 0.2) * a", {"a": MAT}, False))
 CASES.append(("minimum-row", "minimum(a, b)", {"a": MAT, "b": V}, False))
 CASES.append(("clip", "clip(a, -0.5, 0.5)", {"a": MAT}, False))
-CASES.append(("clip-arrays", "clip(a, b - 1, b + 1)", {"a": MAT, "b": C}, False))
+CASES.append(("clip-arrays", "clip(a, b - 2, c + 2)", {"a": MAT, "b": C, "c": V}, False))
 for fn in ["max", "min"]:
     CASES.append((f"{fn}-all", f"{fn}(a)", {"a": MAT}, False))
     CASES.append((f"{fn}-vector", f"{fn}(a)", {"a": V}, False))
