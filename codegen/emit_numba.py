@@ -49,6 +49,11 @@ def _half_power(op: Op, x: E.Expr) -> E.Expr | None:
     return E.call("np.sqrt", x) if op.attr("exponent") == 0.5 else None
 
 
+def _heaviside_half(d: E.Expr) -> E.Expr:
+    return E.Cond(E.as_expr(1.0), E.binop(">", d, 0), E.Cond(
+        E.as_expr(0.5), E.binop("==", d, 0), E.Cond(E.as_expr(0.0), E.binop("<", d, 0), d)))
+
+
 def _same_element(op: Op, x: E.Expr) -> E.Expr:
     return x
 
@@ -64,6 +69,8 @@ NUMBA: dict[str, NumbaForm] = {
     "softplus": NumbaForm(math=("softplus", "exp", "log1p", "log_poly")),
     "sin": NumbaForm(math=("sin",), short=True),
     "cos": NumbaForm(math=("cos",), short=True),
+    "erf": NumbaForm(math=("erf",)),
+    "log_sigmoid": NumbaForm(math=("log_sigmoid", "softplus", "exp", "log1p", "log_poly")),
     "relu": NumbaForm(element=lambda op, x: E.call("max", x, 0.0)),
     # NaN stays NaN, as in np.heaviside
     "positive": NumbaForm(element=lambda op, x: E.Cond(E.as_expr(1.0), E.binop(">", x, 0),
@@ -72,6 +79,11 @@ NUMBA: dict[str, NumbaForm] = {
                                                              E.as_expr("np.inf"))),
     "finite_or_zero": NumbaForm(element=lambda op, x: E.Cond(
         x, E.binop("<", E.call("abs", x), E.as_expr("np.inf")), E.as_expr(0.0))),
+    "where": NumbaForm(element=lambda op, c, a, b: E.Cond(a, c, b)),
+    # as np.heaviside(a - b, 0.5): 1, 0.5 or 0 by the sign of a - b, NaN where it is NaN
+    "win_share": NumbaForm(element=lambda op, a, b: _heaviside_half(E.binop("-", a, b))),
+    "tie": NumbaForm(element=lambda op, a, b: E.Cond(E.as_expr(1.0), E.binop("==", a, b),
+                                                      E.as_expr(0.0))),
     "full": NumbaForm(element=_same_element),
     "broadcast_to": NumbaForm(element=_same_element),
     "copy": NumbaForm(element=_same_element),

@@ -20,7 +20,7 @@ from . import expr as E
 from .emit import Emitter, FunctionView
 from .ir import Arg, Const, DimSize, Op, Program
 from .names import Names
-from .ops import ADD, ATOM, CMP, MUL, OPS
+from .ops import ADD, ATOM, CMP, MUL, OPS, UNARY
 from .plan import Body, FunctionPlan, Stmt
 from .reserved import inputs_const
 
@@ -85,7 +85,20 @@ XP_RENDER: dict[str, XPRender] = {
     "det": XPRender("_det(xp, {0})"),
     "logdet": XPRender("_logdet(xp, {0})"),
     "eye": XPRender("xp.eye({n}, dtype={dtype}, device={device})"),
-    "expm1": _fn("expm1"),
+    **{name: _fn(name) for name in ("expm1", "cosh", "sinh")},
+    "arctan": XPRender("xp.atan({0})"),
+    "erf": XPRender("_erf(xp, {0})"),
+    "log_sigmoid": XPRender("-_softplus(xp, -{0})", prec=UNARY, arg_prec=(UNARY,)),
+    **{name: XPRender("{0} %s {1}" % sym, prec=CMP, arg_prec=(CMP + 1, CMP + 1))
+       for name, sym in (("less", "<"), ("less_equal", "<="), ("greater", ">"),
+                         ("greater_equal", ">="))},
+    "tie": XPRender("xp.astype({0} == {1}, {dtype})"),
+    # NumPy's heaviside(a - b, 0.5): 1 where a > b, 0.5 at ties (NaN stays NaN)
+    "win_share": XPRender("_win_share(xp, {0}, {1})"),
+    "where": XPRender("xp.where({0}, {1}, {2})"),
+    "maximum": XPRender("xp.maximum({0}, {1})"),
+    "minimum": XPRender("xp.minimum({0}, {1})"),
+    "diag": XPRender("_diag(xp, {0})"),
     "take_along_axis": XPRender("_take_along_axis(xp, {0}, {1}, {axis}, {label})"),
     "put_along_axis": XPRender("_put_along_axis(xp, {0}, {1}, {axis}, {shape})"),
     "one_hot": XPRender("_one_hot(xp, {0}, {depth}, {label}, {dtype})"),
@@ -97,9 +110,10 @@ XP_HELPERS: dict[str, tuple[str, ...]] = {
     "softmax": ("softmax",),
     "log_softmax": ("log_softmax",),
     "sigmoid": ("sigmoid",),
-    "softplus": ("softplus",),
+    "softplus": ("softplus", "log_sigmoid"),
     "linalg": ("trace", "inv", "det", "logdet"),
     "labels": ("take_along_axis", "put_along_axis", "one_hot"),
+    "select": ("win_share", "diag", "erf"),
 }
 
 

@@ -15,6 +15,7 @@ An op it does not know raises ``InterpretError`` naming the op and its spec step
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -66,6 +67,10 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def _softplus(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _where(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray(np.where(np.asarray(c) != 0, a, b))
 
 
 def _reduction(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
@@ -130,17 +135,30 @@ IMPLEMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     "softplus": lambda op, a: _softplus(a),
     "sin": lambda op, a: np.sin(a),
     "cos": lambda op, a: np.cos(a),
+    "erf": lambda op, a: np.vectorize(math.erf, otypes=[float])(a),
+    "log_sigmoid": lambda op, a: -_softplus(-a),
+    # selection: masks (as 0/1 floats), where, the elementwise extremes
+    "less": lambda op, a, b: a < b,
+    "less_equal": lambda op, a, b: a <= b,
+    "greater": lambda op, a, b: a > b,
+    "greater_equal": lambda op, a, b: a >= b,
+    "where": lambda op, c, a, b: _where(c, a, b),
+    "maximum": lambda op, a, b: np.maximum(a, b),
+    "minimum": lambda op, a, b: np.minimum(a, b),
+    # (where(c, 1.0, 2.0)'s array: "full", whose shape the loop below resolves)
     # linear algebra
     "matmul": lambda op, a, b: np.matmul(a, b),
     "transpose": lambda op, a: a.T.copy(),
     "outer": lambda op, a, b: np.multiply.outer(a, b),
     "trace": lambda op, a: np.trace(a),
+    "diag": lambda op, a: np.diag(a).copy(),
     "inv": lambda op, a: np.linalg.inv(a),
     "det": lambda op, a: np.linalg.det(a),
     "logdet": lambda op, a: np.linalg.slogdet(a)[1],
     # reductions and normalisations along an axis
     "sum": _reduction(np.sum),
     "mean": _reduction(np.mean),
+    "max": _reduction(np.max),
     "logsumexp": _reduction(_lse),
     "softmax": lambda op, a: _softmax(a, op.attr("axis")),
     "log_softmax": lambda op, a: _log_softmax(a, op.attr("axis")),
@@ -225,6 +243,11 @@ def interpret(target: Any, inputs: Sequence[Any] | Mapping[str, Any],
         if op.op == "one_hot":  # its depth is a dim's size or a number
             depth = op.attr("depth")
             impl = functools.partial(_one_hot, depth=dims[depth] if isinstance(depth, str) else depth)  # type: ignore[arg-type]
+        elif op.op in ("full", "eye"):
+            declared: tuple = op.attr("shape")  # type: ignore[assignment]
+            shape = tuple(d if isinstance(d, int) else dims[d] for d in declared)
+            impl = ((lambda op, a: np.full(shape, a)) if op.op == "full"  # noqa: E731
+                    else (lambda op: np.eye(shape[0])))
         if impl is None:
             where = f" (step '{op.origin.step}')" if op.origin.step else ""
             raise InterpretError(f"the reference interpreter has no implementation of op "

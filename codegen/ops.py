@@ -102,6 +102,9 @@ class OpDef:
     # --- forward mode ---
     jvps: tuple[JVP, ...] = ()  # per operand, forward mode (registered below, by op group)
     jvp_rules: tuple[str, ...] = ()  # per operand, the JVP in math, for comments and --explain
+    # operand 0 chooses, per element, operand 1 (true) or 2 (false): the planner re-selects the
+    # contributions of elementwise ops that only a branch reads (planner.py, "where")
+    select: bool = False
 
     @property
     def differentiable(self) -> bool:
@@ -253,6 +256,27 @@ _unary("sin", "np.sin({0})", "y = sin(x)", "dx = dy * cos(x)",
 _unary("cos", "np.cos({0})", "y = cos(x)", "dx = -dy * sin(x)",
        lambda b, op, g: b.emit("neg", b.emit("mul", g, b.emit("sin", op.args[0]))), domain=REAL,
        scalar=_math.cos)
+_unary("cosh", "np.cosh({0})", "y = cosh(x)", "dx = dy * sinh(x)",
+       lambda b, op, g: b.emit("mul", g, b.emit("sinh", op.args[0])), domain=REAL,
+       scalar=_math.cosh)
+_unary("sinh", "np.sinh({0})", "y = sinh(x)", "dx = dy * cosh(x)",
+       lambda b, op, g: b.emit("mul", g, b.emit("cosh", op.args[0])), domain=REAL,
+       scalar=_math.sinh)
+_unary("arctan", "np.arctan({0})", "y = arctan(x)", "dx = dy / (1 + x * x)",
+       lambda b, op, g: b.emit("div", g, b.emit("add", Const(1), b.emit("mul", op.args[0],
+                                                                         op.args[0]))),
+       domain=REAL, scalar=_math.atan)
+# _erf (helpers/erf.py.j2): NumPy has no erf; math.erf per element (Numba: math.erf in the loop)
+_unary("erf", "_erf({0})", "y = erf(x)",
+       "dx = dy * 1.1283791670955126 * exp(-x * x)   (2 / sqrt(pi))",
+       lambda b, op, g: b.emit("mul", g, b.emit("mul", Const(2 / _math.sqrt(_math.pi)), b.emit(
+           "exp", b.emit("neg", b.emit("mul", op.args[0], op.args[0]))))),
+       domain=REAL, scalar=_math.erf, helper="erf")
+# log(sigmoid(x)) = -softplus(-x), never log(0); its slope sigmoid(-x) = 1 - exp(y) = -expm1(y)
+_unary("log_sigmoid", "-np.logaddexp(0, -{0})", "y = log(sigmoid(x)) = -softplus(-x)",
+       "dx = dy * sigmoid(-x) = -dy * expm1(y)",
+       lambda b, op, g: b.emit("neg", b.emit("mul", g, b.emit("expm1", op.out))), domain=REAL,
+       scalar=lambda x: -_softplus(-x), arg_prec=POW, prec=UNARY)
 # Piecewise-constant helpers that only backward programs use; their derivative is zero.
 _unary("sign", "np.sign({0})", "y = sign(x)", "", None, domain=REAL, call=False)
 # [x > 0] as a float of x's dtype (a boolean mask would break on negation once g = 1 is folded).
@@ -265,6 +289,74 @@ _unary("nonzero_or_inf", "np.where({0} > 0, {0}, np.inf)", "", "", None, domain=
 # helpers take it (a loop backend's lowering of logsumexp, softmax, log_softmax).
 _unary("finite_or_zero", "np.where(np.isfinite({0}), {0}, 0)", "", "", None, domain=REAL,
        call=False)
+
+# --- selection (DESIGN 1b): comparisons as where's condition, maximum and minimum -------------
+
+
+def _compare(name: str, sym: str) -> None:
+    """A mask (not differentiable); the parser accepts it only as where's condition."""
+    _def(name=name, kind="binary", arity=2, shape=_bcast(f"comparison '{sym}'"),
+         fmt="{0} %s {1}" % sym, prec=CMP, arg_prec=(CMP + 1, CMP + 1), domain=(REAL, REAL),
+         rule=f"comparison '{sym}'", math=f"c = a {sym} b", vjps=(None, None), elementwise=True,
+         fusion="elementwise")
+
+
+for _name, _sym in (("less", "<"), ("less_equal", "<="), ("greater", ">"), ("greater_equal", ">=")):
+    _compare(_name, _sym)
+
+
+def _chosen(which: int) -> VJP:
+    """where's VJP for branch ``which`` (1: true, 2: false): the cotangent SELECTED where the
+    branch was chosen, never multiplied by a mask (0 * inf would be NaN)."""
+    def vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+        if isinstance(g, Const):  # a number: np.where(c, 1, 0) would be an integer array
+            g = b.emit("full", g, shape=b.shape(op.out))
+        args = (g, Const(0)) if which == 1 else (Const(0), g)
+        return b.emit("where", op.args[0], *args)
+    return vjp
+
+
+def _where_shape(s: list[Shape], attrs: dict) -> Shape:
+    return shapes.broadcast(shapes.broadcast(s[0], s[1], "where()"), s[2], "where()")
+
+
+_def(name="where", kind="select", arity=3, shape=_where_shape, fmt="np.where({0}, {1}, {2})",
+     prec=ATOM, arg_prec=(ANY, ANY, ANY), domain=(REAL, REAL, REAL), rule="where",
+     math="z = where(c, a, b)",
+     grads=("where: dc = 0   (a condition is not differentiable)",
+            "where: da = where(c, dz, 0)", "where: db = where(c, 0, dz)"),
+     vjps=(None, _chosen(1), _chosen(2)), elementwise=True, fusion="elementwise", call=(),
+     select=True)
+# [a > b] + [a == b] / 2 as a float of the operands' dtype: the share of a maximum's cotangent
+_def(name="win_share", kind="binary", arity=2, shape=_bcast("maximum()"),
+     fmt="np.heaviside({0} - {1}, 0.5)", prec=ATOM, arg_prec=(ADD, ADD + 1),
+     domain=(REAL, REAL), rule="share at ties", vjps=(None, None), elementwise=True,
+     fusion="elementwise")
+
+
+def _share(first: int) -> VJP:
+    """maximum's (first=0) or minimum's (first=1) VJP for operand 0; ties split dz in halves."""
+    def vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+        a, c = op.args if first == 0 else op.args[::-1]
+        return b.emit("mul", g, b.emit("win_share", a, c))
+    return vjp
+
+
+def _share_other(first: int) -> VJP:
+    def vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+        a, c = op.args if first == 0 else op.args[::-1]
+        return b.emit("mul", g, b.emit("win_share", c, a))
+    return vjp
+
+
+for _name, _first, _cmp in (("maximum", 0, ">"), ("minimum", 1, "<")):
+    _def(name=_name, kind="binary", arity=2, shape=_bcast(f"{_name}()"),
+         fmt="np.%s({0}, {1})" % _name, prec=ATOM, arg_prec=(ANY, ANY), domain=(REAL, REAL),
+         rule=_name, math=f"z = {_name}(a, b)",
+         grads=(f"{_name}: da = dz * ([a {_cmp} b] + [a == b] / 2)",
+                f"{_name}: db = dz * ([b {_cmp} a] + [a == b] / 2)"),
+         vjps=(_share(_first), _share_other(_first)), elementwise=True, fusion="elementwise",
+         call=(), commutative=True)
 
 # --- linear algebra ------------------------------------------------------------------------------
 
@@ -370,9 +462,23 @@ _def(name="mean", kind="reduce", arity=1, shape=_reduce_shape, fmt=_fmt_reduce("
      grads=("mean: dX = dm / n, broadcast over the n averaged elements",),
      vjps=(_mean_vjp,), fusion="reduction", call=AXIS_KEEPDIMS)
 
+def _max_vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+    """The cotangent shared equally among the tied maxima (DESIGN 1b)."""
+    x, axis = op.args[0], op.attr("axis")
+    ties = b.emit("tie", x, _spread(b, op, op.out))
+    count = b.emit("sum", ties, axis=axis, keepdims=True)
+    return b.emit("mul", _spread(b, op, g), b.emit("div", ties, count))
+
+
+# max(X): also the shift of a stable logsumexp (lower.py); min(X) is written -max(-X) (parse.py)
 _def(name="max", kind="reduce", arity=1, shape=_reduce_shape, fmt=_fmt_reduce("max"), prec=ATOM,
-     arg_prec=(ANY,), domain=(REAL,), rule="maximum (the shift of a stable logsumexp)",
-     vjps=(None,), fusion="reduction")
+     arg_prec=(ANY,), domain=(REAL,), rule="maximum", math="y = max(X, axis)",
+     grads=("maximum: dX = dy * [X == y] / sum([X == y], axis)   (ties share dy equally)",),
+     vjps=(_max_vjp,), fusion="reduction", call=AXIS_KEEPDIMS)
+# [a == b] as a float of the module's dtype: the tied maxima
+_def(name="tie", kind="binary", arity=2, shape=_bcast("tie"), fmt="({0} == {1}).astype({dtype})",
+     prec=ATOM, arg_prec=(CMP + 1, CMP + 1), domain=(REAL, REAL), rule="tied maxima",
+     vjps=(None, None), elementwise=True, fusion="elementwise")
 
 # --- layout ops introduced by the planner (never written in specs) ------------------------------
 
@@ -500,6 +606,25 @@ _def(name="logdet", kind="linalg", arity=1, shape=_square("logdet()", "scalar"),
      fmt="np.linalg.slogdet({0})[1]", prec=ATOM, arg_prec=(ANY,), domain=(NONSINGULAR,),
      rule="log-determinant", math="y = log|det(X)|",
      grads=("log-determinant: dX = dy * inv(X).T",), vjps=(_logdet_vjp,), lapack=True, call=())
+
+
+def _diag_shape(s: list[Shape], attrs: dict) -> Shape:
+    a = s[0]
+    if len(a) == 1:
+        return (a[0], a[0])
+    if len(a) == 2 and a[0] == a[1]:
+        return (a[0],)
+    raise shapes.ShapeError(f"diag() takes a vector [n] (-> the matrix with it on the diagonal) "
+                            f"or a square matrix [n, n] (-> its diagonal), got {shapes.fmt(a)}")
+
+
+# diag is linear and its own adjoint's shape-flip: the VJP of v -> diag(v) is dA -> diag(dA)
+# (NumPy's diagonal of a matrix is a read-only view: "view")
+_def(name="diag", kind="linalg", arity=1, shape=_diag_shape, fmt="np.diag({0})", prec=ATOM,
+     arg_prec=(ANY,), domain=(REAL,), rule="diagonal", math="y = diag(x)",
+     grads=("diagonal: dx = diag(dy)",),
+     vjps=(lambda b, op, g: b.emit("diag", b.dense(g, b.shape(op.out))),), result="view",
+     call=())
 _def(name="eye", kind="layout", arity=0, shape=_attr_shape, fmt="np.eye({n}, dtype={dtype})",
      prec=ATOM, arg_prec=(), domain=(), rule="identity matrix", vjps=())
 
@@ -692,9 +817,34 @@ _jvp("put_along_axis", _substitute(0), _zero,
             "labels: constant"))
 _jvp("one_hot", _zero, rules=("one-hot labels: constant, z_dot = 0",))
 
+# selection: comparisons, ties and shares are piecewise constant; where's and maximum's
+# Jacobians are diagonal per operand (the VJP with the tangent for the cotangent)
+for _name in ("less", "less_equal", "greater", "greater_equal", "tie", "win_share"):
+    _jvp(_name, _zero, _zero, rules=(f"{OPS[_name].rule}: piecewise constant, z_dot = 0",) * 2)
+_jvp("where", _zero, *OPS["where"].vjps[1:],  # type: ignore[arg-type]
+     rules=("where: the condition is constant", "where: z_dot = where(c, a_dot, 0) + ...",
+            "where: z_dot = ... + where(c, 0, b_dot)"))
+for _name in ("maximum", "minimum"):
+    _jvp(_name, *OPS[_name].vjps,  # type: ignore[arg-type]
+         rules=(f"{OPS[_name].rule} (diagonal Jacobian): z_dot = a_dot * share(a) + ...",
+                f"{OPS[_name].rule} (diagonal Jacobian): z_dot = ... + b_dot * share(b)"))
+_linear("diag")
+
+
+def _max_jvp(b: RuleBuilder, op: "Op", t: Arg) -> Arg:
+    """The tangent averaged over the tied maxima (the VJP's convention, transposed)."""
+    x, axis = op.args[0], op.attr("axis")
+    ties = b.emit("tie", x, _spread(b, op, op.out))
+    count = b.emit("sum", ties, axis=axis, keepdims=True)
+    return b.emit("sum", b.emit("mul", t, b.emit("div", ties, count)), axis=axis,
+                  keepdims=op.attr("keepdims", False))
+
+
+_jvp("max", _max_jvp, rules=("max: y_dot = sum(x_dot * [x == y] / count(x == y), axis)",))
+
 # Ops without a JVP: ``max`` (only the lowering of a normalisation writes it, after the derivative
 # programs are made).
-NO_JVP = frozenset({"max"})
+NO_JVP: frozenset[str] = frozenset()
 
 # Ops a spec may call by name: (number of array arguments, keyword arguments accepted).
 CALLABLE: dict[str, tuple[int, tuple[str, ...]]] = {

@@ -20,7 +20,11 @@ from .spec import FunctionSpec, Spec, StepSpec
 MAX_DEPTH = 200
 MAX_INLINED_OPS = 100_000  # a function's ops, calls inlined (each call may call twice, ...)
 # The vocabulary's functions, and every name generated modules use (codegen/reserved.py).
-RESERVED = reserved_names()
+# Functions a step may call that the parser writes with table ops (DESIGN 1b): name -> keywords.
+SUGAR: dict[str, tuple[str, ...]] = {"clip": (), "min": ("axis", "keepdims"),
+                                     "var": ("axis", "keepdims"), "std": ("axis", "keepdims")}
+RESERVED = reserved_names() | frozenset(SUGAR) | {"where", "eye"}
+_COMPARISONS = {ast.Lt: "less", ast.LtE: "less_equal", ast.Gt: "greater", ast.GtE: "greater_equal"}
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.MatMult: "matmul"}
 _NODE_WORDS = {
@@ -414,6 +418,10 @@ class _StepParser:
             return self.b.emit("transpose", inner)
         if isinstance(node, ast.Call):
             return self.call(node, d)
+        if isinstance(node, ast.Compare):
+            raise self.fail("a comparison gives a mask, which is only allowed as the condition of "
+                            "where(): write where(a > b, x, y) (where(a > b, 1.0, 0.0) for a 0/1 "
+                            "float)")
         word = _NODE_WORDS.get(type(node), f"'{type(node).__name__}' expressions")
         raise self.fail(f"{word} are not supported")
 
@@ -517,6 +525,12 @@ class _StepParser:
         callee = next((f for f in self.spec.functions if f.name == name), None)
         if callee is not None and name not in CALLABLE:
             return self.call_function(node, callee, depth)
+        if name in SUGAR:
+            return self.sugar(name, node, depth)
+        if name == "where":
+            return self.where(node, depth)
+        if name == "eye":
+            return self.eye(node)
         if name not in CALLABLE:
             known = ", ".join(sorted(CALLABLE))
             close = difflib.get_close_matches(
@@ -539,6 +553,9 @@ class _StepParser:
             attrs[kw.arg] = self.keyword(name, kw)
         xs = [self.expr(a, depth) for a in node.args]
         x = xs[0]
+        if name in ("maximum", "minimum") and all(isinstance(v, Const) for v in xs):
+            pick = max if name == "maximum" else min
+            return Const(pick(v.value for v in xs))  # type: ignore[union-attr]
         if isinstance(x, Const) and name in _SCALAR_FUNCTIONS and not attrs:
             return self.fold_call(name, x.value)
         if "axis" in attrs:
@@ -642,6 +659,90 @@ class _StepParser:
         if self.is_label(result):
             raise self.fail(f"{text}: {callee.name}'s first output is an integer input")
         return result
+    def condition(self, node: ast.AST, depth: int) -> Arg:
+        """where's condition: one comparison of arrays (``a > b``), or a value (nonzero: true)."""
+        if isinstance(node, ast.Compare):
+            if len(node.ops) != 1:
+                raise self.fail("where(): chained comparisons are not supported; nest where() "
+                                "calls instead")
+            op = _COMPARISONS.get(type(node.ops[0]))
+            if op is None:
+                raise self.fail("where(): the condition compares with <, <=, > or >= (exact "
+                                "float equality, == and !=, is not supported)")
+            left = self.expr(node.left, depth + 1)
+            right = self.expr(node.comparators[0], depth + 1)
+            if isinstance(left, Const) and isinstance(right, Const):
+                raise self.fail("where(): the condition compares two numbers; it must read an "
+                                "array")
+            return self.b.emit(op, left, right)
+        cond = self.expr(node, depth + 1)
+        if isinstance(cond, Const):
+            raise self.fail("where(): the condition must read an array, like where(x > 0, x, 0)")
+        return cond
+
+    def where(self, node: ast.Call, depth: int) -> Arg:
+        if len(node.args) != 3 or node.keywords or any(isinstance(a, ast.Starred)
+                                                       for a in node.args):
+            raise self.fail("where() takes exactly 3 arguments: where(condition, x, y)")
+        c = self.condition(node.args[0], depth)
+        a, b = self.expr(node.args[1], depth + 1), self.expr(node.args[2], depth + 1)
+        if isinstance(a, Const) and isinstance(b, Const):  # an array of the module's dtype
+            a = self.b.emit("full", a, shape=self.b.shape(c))
+        return self.b.emit("where", c, a, b)
+
+    def eye(self, node: ast.Call) -> Arg:
+        """eye(D): the identity matrix [D, D], D a dim's name or a positive integer."""
+        dims = {d for inp in self.fn.inputs for d in inp.shape if isinstance(d, str)}
+        arg = node.args[0] if len(node.args) == 1 and not node.keywords else None
+        if isinstance(arg, ast.Name) and arg.id in dims:
+            n: int | str = arg.id
+        elif isinstance(arg, ast.Constant) and type(arg.value) is int and 0 < arg.value <= 2**20:
+            n = arg.value
+        else:
+            known = ", ".join(sorted(dims)) or "none"
+            raise self.fail(f"eye() takes one dim's name or a positive integer, like eye(N) "
+                            f"(the dims of this function: {known})")
+        return self.b.emit("eye", shape=(n, n))
+
+    def sugar(self, name: str, node: ast.Call, depth: int) -> Arg:
+        """clip, min, var and std, written with table ops: clip(x, lo, hi) is
+        minimum(maximum(x, lo), hi) (so ties at lo or hi split the cotangent in halves);
+        min(x) is -max(-x); var(x) is mean((x - mean(x, keepdims=True)) ** 2) (population,
+        ddof=0); std(x) is sqrt(var(x)) (gradient 0 where the variance is 0, as sqrt's)."""
+        arity = 3 if name == "clip" else 1
+        allowed = SUGAR[name]
+        if len(node.args) != arity or any(isinstance(a, ast.Starred) for a in node.args):
+            what = "one array argument" if arity == 1 else "3 arguments: clip(x, lo, hi)"
+            raise self.fail(f"{name}() takes exactly {what}")
+        attrs: dict[str, object] = {}
+        for kw in node.keywords:
+            if kw.arg is None or kw.arg not in allowed:
+                extra = f" (allowed: {', '.join(allowed)})" if allowed else ""
+                raise self.fail(f"{name}() got an unexpected keyword '{kw.arg}'{extra}")
+            attrs[kw.arg] = self.keyword(name, kw)
+        xs = [self.expr(a, depth + 1) for a in node.args]
+        b = self.b
+        if name == "clip":
+            x, lo, hi = xs
+            if all(isinstance(v, Const) for v in xs):
+                return Const(min(max(x.value, lo.value), hi.value))  # type: ignore[union-attr]
+            if isinstance(lo, Const) and isinstance(hi, Const) and lo.value > hi.value:
+                raise self.fail(f"clip(): the lower bound {lo.value} is above the upper bound "
+                                f"{hi.value}")
+            inner = x if isinstance(x, Const) and isinstance(lo, Const) else b.emit("maximum", x, lo)
+            return b.emit("minimum", inner, hi)
+        x = xs[0]
+        if isinstance(x, Const):
+            raise self.fail(f"{name}() needs an array, not a number")
+        axis = attrs.get("axis")
+        if axis is not None:
+            axis = shapes.normalize_axis(axis, len(b.shape(x)), f"{name}()")  # type: ignore[arg-type]
+        keep = bool(attrs.get("keepdims", False))
+        if name == "min":
+            return b.emit("neg", b.emit("max", b.emit("neg", x), axis=axis, keepdims=keep))
+        centred = b.emit("sub", x, b.emit("mean", x, axis=axis, keepdims=True))
+        var = b.emit("mean", b.emit("square", centred), axis=axis, keepdims=keep)
+        return var if name == "var" else b.emit("sqrt", var)
 
     def keyword(self, fn: str, kw: ast.keyword) -> object:
         v = kw.value

@@ -17,7 +17,7 @@ from .ir import Arg, Const, Edge, Op, Origin, Program, Shape
 from .names import temp_hint
 from .ops import OPS
 from .parse import Function
-from .shapes import fmt
+from .shapes import broadcastable_to, fmt
 
 SEED = "%seed"
 
@@ -50,6 +50,9 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
     made_by: dict[str, Origin] = {first: Origin("", 0, f"seed: d{name} = g")}
     uses = _use_counts(program)
     named: set[str] = set()  # cotangents already named for a spec value
+    # value -> (condition, branch): its cotangent is zero wherever a ``where`` did not choose the
+    # branch it feeds (DESIGN 1b: a NaN or inf of the branch not taken never reaches a gradient)
+    masks: dict[str, tuple[Arg, int]] = {}
     for op in backward_order(fn.program.ops):
         g = ct.pop(op.out, None)
         if g is None:
@@ -69,9 +72,19 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
                 b.cotangent_hint, b.explained = "d" + program.values[op.out].hint, ""
                 contrib = vjp(b, op, g)
                 rule = b.explained or rule
+                selected = _select_again(b, op, i, contrib, g, masks)
+                if selected[0] != contrib and not opdef.select:
+                    rule += "; 0 where where() chose the other branch"
+                contrib, mask = selected
                 rep = program.values[op.out].shape if opdef.elementwise else xv.shape
                 contrib, note = unbroadcast(b, contrib, rep, xv.shape)
                 program.edges.append(Edge(op.out, x, i, Origin(origin.step, origin.line, rule + note)))
+                if (mask is None or tuple(rep) != tuple(xv.shape)
+                        or not broadcastable_to(b.shape(mask[0]), xv.shape)
+                        or (x in ct and masks.get(x) != mask)):
+                    masks.pop(x, None)
+                elif x not in ct:
+                    masks[x] = mask
                 if x in ct:  # fan-out: accumulate in the same statement block
                     contrib = b.emit("add", ct[x], contrib)
                     note += f"; accumulate (d{xv.hint}: {xv.hint} is used {uses[x]} times)"
@@ -104,6 +117,28 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
         program.grads.append((w, g))
         program.grad_origins[w] = origin
     return program
+
+
+def _select_again(b: Builder, op: Op, i: int, contrib: Arg, g: Arg,
+                  masks: dict[str, tuple[Arg, int]]) -> tuple[Arg, tuple[Arg, int] | None]:
+    """The contribution of ``op`` to operand ``i``, selected again where a ``where`` downstream
+    did not choose the value, and the mask that operand's cotangent carries.
+
+    ``where(x > 0, log(x), 0)`` at x = 0: the cotangent of ``log(x)`` is exactly 0 there, but
+    log's rule ``dx = dy / x`` gives 0 / 0 = NaN; so the contribution of an elementwise op
+    whose output only a branch reads is ``where(c, contribution, 0)`` (a select, never a
+    product with a mask), and the mask passes on to its operand while shapes agree."""
+    opdef = OPS[op.op]
+    if opdef.select:
+        return contrib, (op.args[0], i) if i in (1, 2) else None
+    mask = masks.get(op.out)
+    if mask is None or not opdef.elementwise:
+        return contrib, None
+    if contrib != g and not isinstance(contrib, Const):
+        c, branch = mask
+        args = (contrib, Const(0)) if branch == 1 else (Const(0), contrib)
+        contrib = b.emit("where", c, *args)
+    return contrib, mask
 
 
 def unbroadcast(b: Builder, g: Arg, rep: Shape, target: Shape) -> tuple[Arg, str]:

@@ -114,7 +114,7 @@ def _synthetic(name: str) -> tuple[Op, list[tuple[str, int]]]:
         attrs = {"axis": 1, "label": "f: y", "shape": (3, 3)}
     elif name == "one_hot":
         attrs = {"depth": 3, "label": "f: y"}
-    args = tuple("ab"[:OPS[name].arity])
+    args = tuple("abc"[:OPS[name].arity])
     return (Op(name, args, tuple(attrs.items()), "y", "backward", 0, Origin("", 0)),
             [(a, 100) for a in args])
 
@@ -141,16 +141,19 @@ def test_every_elementwise_op_compiles_per_element_in_numba_as_numpy_computes_it
     names = [n for n, op in OPS.items() if op.fusion == "elementwise" and not op.helper
              and not (n in NUMBA and NUMBA[n].math)]
     synthetic = [_synthetic(n) for n in names]
-    body = ", ".join(emitter.scalar_expr(op, args, {}, [])[0] for op, args in synthetic)
+    body = "".join(f"    out[{k}] = {emitter.scalar_expr(op, args, {}, [])[0]}\n"
+                   for k, (op, args) in enumerate(synthetic))
     env: dict = {"np": np}
-    exec(f"def kernel(a, b):\n    return ({body},)\n", env)  # test-only: the rendered forms
+    exec(f"def kernel(a, b, c, out):\n{body}", env)  # test-only: the rendered forms
     kernel = numba.njit(env["kernel"])
     for x in (-0.75, 0.0, 1.25):
-        got = kernel(x, 0.5)
+        got = np.empty(len(names))
+        kernel(x, 0.5, -1.5, got)
         for name, (op, args), value in zip(names, synthetic, got):
             numpy_form = Emitter("float64").render_op(op, args, {})[0]
             with np.errstate(all="ignore"):
-                want = eval(numpy_form, {"np": np, "a": np.float64(x), "b": np.float64(0.5)})
+                want = eval(numpy_form, {"np": np, "a": np.float64(x), "b": np.float64(0.5),
+                                         "c": np.float64(-1.5)})
             assert value == pytest.approx(float(np.ravel(want)[0]), nan_ok=True), (name, x)
 
 
@@ -314,7 +317,11 @@ def test_the_rule_text_reads_what_the_vjp_reads(name, i):
 
 # Rule texts written in another form of the same math than the VJP's rendering: a sign or a
 # product regrouped, the exponent as its letter, dZ.T @ u for u @ dZ (u a vector).
-_REGROUPED = {("div", 1), ("pow", 0), ("sigmoid", 0), ("cos", 0), ("outer", 1), ("inv", 0)}
+_REGROUPED = {("div", 1), ("pow", 0), ("sigmoid", 0), ("cos", 0), ("outer", 1), ("inv", 0),
+              ("erf", 0),  # 2/sqrt(pi) written as its value
+              # the tie conventions (DESIGN 1b) stated in words and indicator brackets
+              ("log_sigmoid", 0), ("maximum", 0), ("maximum", 1), ("minimum", 0), ("minimum", 1),
+              ("max", 0)}
 
 
 @pytest.mark.parametrize("name,i", _RULES, ids=[f"{n}-{i}" for n, i in _RULES])

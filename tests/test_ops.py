@@ -7,6 +7,7 @@ cotangent ``g`` of y's shape and compared, coordinate by coordinate, with centra
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -34,8 +35,8 @@ for sym, name in [("+", "add"), ("-", "sub"), ("*", "mul"), ("/", "div")]:
     CASES.append((f"{name}-same-operand", f"a {sym} a", {"a": MAT}, sym == "/"))
 
 # elementwise functions: inputs drawn from the op table's domain
-for fn in ["exp", "expm1", "log", "log1p", "sqrt", "square", "abs", "tanh", "sigmoid", "relu", "softplus",
-           "sin", "cos"]:
+for fn in ["exp", "log", "log1p", "sqrt", "square", "abs", "tanh", "sigmoid", "relu", "softplus",
+           "sin", "cos", "erf", "expm1", "cosh", "sinh", "arctan", "log_sigmoid"]:
     positive = OPS[fn].domain == (POSITIVE,)
     for label, shape in [("scalar", S), ("vector", V), ("matrix", MAT)]:
         CASES.append((f"{fn}-{label}", f"{fn}(a)", {"a": shape}, positive))
@@ -91,6 +92,33 @@ CASES.append(("outer", "outer(u, v)", {"u": ["M"], "v": V}, False))
 CASES.append(("outer-of-exprs", "outer(tanh(u), v * 2) @ v", {"u": ["M"], "v": V}, False))
 CASES.append(("inv-times", "inv(a) @ b", {"a": SQ, "b": NP_}, False))
 
+# selection (DESIGN 1b): random normal inputs are away from ties and kinks (the conventions at
+# ties have closed-form tests in tests/test_selection.py)
+CASES.append(("where-matrix", "where(a > b, a * b, exp(a))", {"a": MAT, "b": MAT}, False))
+CASES.append(("where-row", "where(a >= 0, a, b * 2)", {"a": MAT, "b": V}, False))
+CASES.append(("where-column", "where(a < b, tanh(a), 0)", {"a": MAT, "b": C}, False))
+CASES.append(("where-numbers", "where(a <= 0.3, 1.0, 2.0) * b", {"a": MAT, "b": MAT}, False))
+CASES.append(("where-log", "where(a > 0.1, log(a), a)", {"a": MAT}, False))
+CASES.append(("maximum", "maximum(a, b)", {"a": MAT, "b": MAT}, False))
+CASES.append(("maximum-const", "maximum(a, 0.2) * a", {"a": MAT}, False))
+CASES.append(("minimum-row", "minimum(a, b)", {"a": MAT, "b": V}, False))
+CASES.append(("clip", "clip(a, -0.5, 0.5)", {"a": MAT}, False))
+CASES.append(("clip-arrays", "clip(a, b - 2, c + 2)", {"a": MAT, "b": C, "c": V}, False))
+for fn in ["max", "min"]:
+    CASES.append((f"{fn}-all", f"{fn}(a)", {"a": MAT}, False))
+    CASES.append((f"{fn}-vector", f"{fn}(a)", {"a": V}, False))
+    CASES.append((f"{fn}-axis0", f"{fn}(a, axis=0)", {"a": MAT}, False))
+    CASES.append((f"{fn}-axis1-keep", f"{fn}(a, axis=-1, keepdims=True) - a", {"a": MAT}, False))
+for fn in ["var", "std"]:
+    CASES.append((f"{fn}-all", f"{fn}(a)", {"a": MAT}, False))
+    CASES.append((f"{fn}-axis0", f"{fn}(a, axis=0)", {"a": MAT}, False))
+    CASES.append((f"{fn}-axis1-keep", f"{fn}(a, axis=1, keepdims=True) * b", {"a": MAT, "b": C},
+                  False))
+CASES.append(("diag-of-vector", "diag(v) @ a", {"v": ["M"], "a": MAT}, False))
+CASES.append(("diag-of-matrix", "diag(a) * v", {"a": SQ, "v": V}, False))
+CASES.append(("diag-of-product", "diag(a @ a.T) + diag(tanh(b))", {"a": MAT, "b": ["M"]}, False))
+CASES.append(("eye-dim", "eye(N) * 2 + a", {"a": SQ}, False))
+CASES.append(("eye-int", "eye(3) @ b - b * 3", {"b": [3, "P"]}, False))
 CASES.append(("scalar-times-sum", "sum(a) * b", {"a": MAT, "b": MAT}, False))
 CASES.append(("broadcast-then-matmul", "(a + b) @ c", {"a": C, "b": R, "c": NP_}, False))
 CASES.append(("sum-of-matmul", "sum(a @ b, axis=0) + b", {"a": ["P", "N"], "b": ["N"]}, False))
@@ -154,7 +182,12 @@ def eval_numpy(expr: str, env: dict) -> np.ndarray:
         "exp": np.exp, "log": np.log, "log1p": np.log1p, "sqrt": np.sqrt, "square": np.square,
         "abs": np.abs, "tanh": np.tanh, "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
         "relu": lambda x: np.maximum(x, 0), "softplus": lambda x: np.log1p(np.exp(x)),
-        "sin": np.sin, "cos": np.cos, "sum": np.sum, "mean": np.mean,
+        "sin": np.sin, "cos": np.cos, "sum": np.sum,
+        "erf": np.vectorize(math.erf), "where": np.where, "maximum": np.maximum,
+        "minimum": np.minimum, "clip": np.clip, "max": np.max, "min": np.min, "var": np.var,
+        "std": np.std, "diag": np.diag, "eye": lambda n: np.eye(DIMS.get(n, n)),
+        "log_sigmoid": lambda x: -np.log1p(np.exp(-x)), "mean": np.mean,
+        **{d: d for d in DIMS},  # eye(N)
         "logsumexp": lambda x, axis=None, keepdims=False: np.log(np.sum(np.exp(x), axis=axis,
                                                                           keepdims=keepdims)),
         "softmax": lambda x, axis=None: np.exp(x) / np.sum(np.exp(x), axis=axis, keepdims=True),
