@@ -45,7 +45,7 @@ MAX_FUNCTIONS = 200
 MAX_STEPS = 2000
 MAX_STEP_CHARS = 2000
 MAX_DIM = 10**7
-MAX_RANK = 2
+MAX_RANK = 4
 MAX_DEPTH = 64  # YAML nesting; real specs need 5
 MAX_MODULE_CHARS = 100  # module names become file names (NAME_MAX is 255 bytes)
 # Function names become the names of Numba's cache files, with the module's name (at most 100
@@ -612,7 +612,8 @@ def _load_shape(w: _Walker, node: Node, where: str) -> tuple[Dim, ...]:
     for index, entry in enumerate(entries):
         if index >= MAX_RANK:
             w.fail(
-                f"shape of {where} has {len(entries)} dimensions; at most {MAX_RANK} are supported",
+                f"shape of {where} has {len(entries)} dimensions; at most {MAX_RANK} are supported "
+                "(ranks 0 to 4); merge axes with reshape(...) or split the input",
                 entry,
             )
         value = w.value(entry)
