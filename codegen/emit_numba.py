@@ -342,7 +342,8 @@ class NumbaEmitter(Emitter):
                 s = text.number(a.value)
                 return s, UNARY if s.startswith("-") else ATOM
             if isinstance(a, DimSize):
-                return self.dim_ref(a.name, dim), ATOM
+                ref = E.as_expr(self.dim_ref(a.name, dim))
+                return ref.render(), ref.prec
             if a in scalar:
                 return scalar[a]
             if a in self.views:  # X.T[i, j] is X[j, i]

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .ir import Const, DimSize, Op, Program
+from .shapes import dim_value
 
 
 class InterpretError(Exception):
@@ -107,6 +108,11 @@ IMPLEMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     "transpose": lambda op, a: a.T.copy(),
     "outer": lambda op, a, b: np.multiply.outer(a, b),
     "trace": lambda op, a: np.trace(a),
+    # axes (reshape needs the dims' sizes: see interpret())
+    "permute": lambda op, a: np.transpose(a, op.attr("axes")).copy(),
+    "concatenate": lambda op, *xs: np.concatenate(xs, axis=op.attr("axis")),
+    "stack": lambda op, *xs: np.stack(xs, axis=op.attr("axis")),
+    "einsum": lambda op, *xs: np.einsum(op.attr("subscripts"), *xs),
     "inv": lambda op, a: np.linalg.inv(a),
     "det": lambda op, a: np.linalg.det(a),
     "logdet": lambda op, a: np.linalg.slogdet(a)[1],
@@ -189,16 +195,19 @@ def interpret(target: Any, inputs: Sequence[Any] | Mapping[str, Any],
             return np.asarray(dims[a.name], dtype=dtype)
         return env[a]  # type: ignore[index]
 
+    def reshape(op: Op, a: np.ndarray) -> np.ndarray:
+        shape = op.attr("shape")
+        return a.reshape(tuple(dim_value(d, dims) for d in shape)).copy()  # type: ignore[attr-defined]
+
     for op in program.ops:
-        impl = implementation(op.op)
+        impl = reshape if op.op == "reshape" else implementation(op.op)
         if impl is None:
             where = f" (step '{op.origin.step}')" if op.origin.step else ""
             raise InterpretError(f"the reference interpreter has no implementation of op "
                                  f"'{op.op}'{where}")
         with np.errstate(all="ignore"):
             result = np.asarray(impl(op, *(arg(a) for a in op.args)), dtype=dtype)
-        expected = tuple(d if isinstance(d, int) else dims[d]
-                         for d in program.values[op.out].shape)
+        expected = tuple(dim_value(d, dims) for d in program.values[op.out].shape)
         if result.shape != expected:  # a bug here, or in the shape rules: never silently go on
             raise InterpretError(f"op '{op.op}' gave shape {result.shape}; the IR says {expected}")
         env[op.out] = result

@@ -19,7 +19,9 @@ from .spec import FunctionSpec, Spec, StepSpec
 
 MAX_DEPTH = 200
 # The vocabulary's functions, and every name generated modules use (codegen/reserved.py).
-RESERVED = frozenset(CALLABLE) | reserved_names()
+# The axes ops and einsum take tuples, axes or subscripts as arguments (_StepParser.structural).
+STRUCTURAL = ("transpose", "swapaxes", "reshape", "concatenate", "stack", "einsum")
+RESERVED = frozenset(CALLABLE) | frozenset(STRUCTURAL) | reserved_names()
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.MatMult: "matmul"}
 _NODE_WORDS = {
@@ -408,9 +410,12 @@ class _StepParser:
         if not isinstance(node.func, ast.Name):
             raise self.fail("only the vocabulary's functions can be called, like 'tanh(Z)'")
         name = node.func.id
+        if name in STRUCTURAL:
+            return self.structural(name, node, depth)
         if name not in CALLABLE:
-            known = ", ".join(sorted(CALLABLE))
-            close = difflib.get_close_matches(name, sorted(CALLABLE), n=1)
+            vocabulary = sorted(set(CALLABLE) | set(STRUCTURAL))
+            known = ", ".join(vocabulary)
+            close = difflib.get_close_matches(name, vocabulary, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise self.fail(f"unknown function '{name}' (known: {known}){hint}")
         arity, allowed = CALLABLE[name]
@@ -436,6 +441,116 @@ class _StepParser:
         elif "axis" in allowed:
             attrs = {"axis": attrs.get("axis")}
         return self.b.emit(name, *xs, **attrs)
+
+    def structural(self, name: str, node: ast.Call, depth: int) -> Arg:
+        """transpose(a, (0, 2, 1)), swapaxes(a, 1, 2), reshape(a, (B, N * H)),
+        concatenate((a, b), axis=1), stack((a, b), axis=0), einsum("ij,jk->ik", a, b)."""
+        usage = {
+            "transpose": "transpose(a) or transpose(a, (0, 2, 1))",
+            "swapaxes": "swapaxes(a, 1, 2)",
+            "reshape": "reshape(a, (B, N * H))",
+            "concatenate": "concatenate((a, b), axis=1)",
+            "stack": "stack((a, b), axis=0)",
+            "einsum": 'einsum("bij,bjk->bik", a, b)',
+        }[name]
+        args, kws = node.args, {kw.arg: kw.value for kw in node.keywords}
+        bad = self.fail(f"{name}() is written {usage}")
+        if any(isinstance(a, ast.Starred) for a in args) or None in kws:
+            raise bad
+        if name in ("concatenate", "stack"):
+            if len(args) != 1 or not isinstance(args[0], ast.Tuple) or not args[0].elts \
+                    or set(kws) - {"axis"}:
+                raise bad
+            xs = [self.expr(e, depth) for e in args[0].elts]
+            if any(not isinstance(x, str) for x in xs):
+                raise self.fail(f"{name}() joins arrays, not numbers")
+            rank = len(self.b.shape(xs[0])) + (name == "stack")
+            axis = self.small_int(name, kws["axis"]) if "axis" in kws else 0
+            axis = shapes.normalize_axis(axis, rank, f"{name}()")
+            if len(xs) == 1:
+                if name == "concatenate":
+                    return self.b.emit("identity", xs[0])
+            return self.b.emit(name, *xs, axis=axis)
+        if kws:
+            raise self.fail(f"{name}() takes no keywords; it is written {usage}")
+        if name == "einsum":
+            if len(args) < 2 or not isinstance(args[0], ast.Constant) or \
+                    not isinstance(args[0].value, str):
+                raise bad
+            subscripts = args[0].value.replace(" ", "")
+            ins, arrow, out = subscripts.partition("->")
+            if not arrow or not all(t.isascii() and t.isalpha() or t == "" for t in ins.split(",")) \
+                    or not (out.isascii() and out.isalpha() or out == ""):
+                raise self.fail(f"einsum(): subscripts '{args[0].value[:40]}' must be letters "
+                                "with an explicit output, like 'bij,bjk->bik'")
+            xs = [self.expr(a, depth) for a in args[1:]]
+            if any(not isinstance(x, str) for x in xs):
+                raise self.fail("einsum() contracts arrays, not numbers")
+            return self.b.emit("einsum", *xs, subscripts=subscripts)
+        if not args:
+            raise bad
+        x = self.expr(args[0], depth)
+        rank = len(self.b.shape(x))
+        if name == "transpose":
+            if len(args) == 1:
+                axes = tuple(reversed(range(rank)))
+            elif len(args) == 2 and isinstance(args[1], (ast.Tuple, ast.List)):
+                axes = tuple(self.small_int(name, e) for e in args[1].elts)
+                axes = tuple(a % rank if -rank <= a < rank else a for a in axes)
+            else:
+                raise bad
+            return self.permute(x, axes)
+        if name == "swapaxes":
+            if len(args) != 3:
+                raise bad
+            i, j = (shapes.normalize_axis(self.small_int(name, a), rank, "swapaxes()")
+                    for a in args[1:])
+            axes = list(range(rank))
+            axes[i], axes[j] = axes[j], axes[i]  # type: ignore[index]
+            return self.permute(x, tuple(axes))
+        # reshape
+        if len(args) != 2 or not isinstance(args[1], (ast.Tuple, ast.List)):
+            raise bad
+        shape = tuple(self.dim_expr(e) for e in args[1].elts)
+        if shapes.product_dim(list(self.b.shape(x))) == shapes.product_dim(list(shape)) \
+                and tuple(self.b.shape(x)) == shape:
+            return x
+        return self.b.emit("reshape", x, shape=shape)
+
+    def permute(self, x: Arg, axes: tuple[int, ...]) -> Arg:
+        if not isinstance(x, str):
+            return x
+        rank = len(self.b.shape(x))
+        if axes == tuple(range(rank)):
+            return x
+        if rank == 2:
+            shapes.permute(self.b.shape(x), axes)
+            return self.b.emit("transpose", x)
+        return self.b.emit("permute", x, axes=axes)
+
+    def small_int(self, fn: str, v: ast.AST) -> int:
+        sign = 1
+        if isinstance(v, ast.UnaryOp) and isinstance(v.op, ast.USub):
+            sign, v = -1, v.operand
+        if isinstance(v, ast.Constant) and type(v.value) is int and abs(v.value) < 64:
+            return sign * v.value
+        raise self.fail(f"{fn}(): axes must be small integer literals like 1")
+
+    def dim_expr(self, node: ast.AST) -> object:
+        """One entry of reshape's shape: a positive integer, a dim of the function's inputs, or a
+        product of them (``N * H``)."""
+        if isinstance(node, ast.Constant) and type(node.value) is int and 0 < node.value < 2**31:
+            return node.value
+        if isinstance(node, ast.Name):
+            known = {d for i in self.fn.inputs for d in i.shape if isinstance(d, str)}
+            if node.id not in known:
+                raise self.fail(f"reshape(): '{node.id}' is not a dim of the inputs "
+                                f"(dims: {', '.join(sorted(known)) or 'none'})")
+            return node.id
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+            return shapes.product_dim([self.dim_expr(node.left), self.dim_expr(node.right)])  # type: ignore[list-item]
+        raise self.fail("reshape(): each size is a positive integer, a dim or a product of "
+                        "them, like (B, N * H)")
 
     def keyword(self, fn: str, kw: ast.keyword) -> object:
         v = kw.value

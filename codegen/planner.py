@@ -13,7 +13,8 @@ import copy
 
 from .build import Builder
 from .ir import Arg, Const, Op, Origin, Program, Shape
-from .ops import OPS
+from .ops import OPS, VARIADIC_VJPS
+from .shapes import broadcastable_to
 from .parse import Function
 from .shapes import fmt
 
@@ -56,6 +57,8 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
             if not isinstance(x, str) or x not in needed:
                 continue
             vjp = opdef.vjps[i] if i < len(opdef.vjps) else None
+            if op.op in VARIADIC_VJPS:  # any number of operands
+                vjp = VARIADIC_VJPS[op.op](i)
             if vjp is None:
                 continue
             rule = opdef.grads[i] if i < len(opdef.grads) else opdef.rule
@@ -66,6 +69,8 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
                 contrib = vjp(b, op, g)
                 rule = b.explained or rule
                 rep = program.values[op.out].shape if opdef.elementwise else xv.shape
+                if not opdef.elementwise and not broadcastable_to(b.shape(contrib), xv.shape):
+                    rep = b.shape(contrib)  # a batched product against an unbatched operand
                 contrib, note = unbroadcast(b, contrib, rep, xv.shape)
                 if x in ct:  # fan-out: accumulate in the same statement block
                     contrib = b.emit("add", ct[x], contrib)
