@@ -100,7 +100,7 @@ def kernels_module() -> str:
     differ, do not share one."""
     root = templates_dir()
     digest = hashlib.sha256()
-    for name in ("module_numba.py.j2", "helpers/numba_math.py.j2"):
+    for name in ("module_numba.py.j2", "helpers/numba_math.py.j2", "helpers/numba_batched.py.j2"):
         digest.update((root / name).read_text(encoding="utf-8").replace("\r\n", "\n").encode())
     return f"_codegen_numba_kernels_{digest.hexdigest()[:12]}"
 
@@ -139,6 +139,7 @@ class NumbaEmitter(Emitter):
         self.parallel = parallel
         self.fastmath = fastmath
         self.math: set[str] = set()  # helpers of numba_math.py.j2 the kernels call
+        self.batched = False  # the kernels call _batched_dot (helpers/numba_batched.py.j2)
 
     def function_view(self, plan: FunctionPlan) -> NumbaFunctionView:
         self._loop_index: dict[int, list[str]] = {}
@@ -216,7 +217,8 @@ class NumbaEmitter(Emitter):
 
     def helpers(self, programs: list[Program]) -> list[str]:
         # the normalisations are lowered to loops; elementary functions have loop helpers
-        return ["helpers/numba_math.py.j2"] if self.math else []
+        return ((["helpers/numba_math.py.j2"] if self.math else [])
+                + (["helpers/numba_batched.py.j2"] if self.batched else []))
 
     def decorator(self, body: list[Stmt]) -> str:
         """``@_parallel_kernel`` for a kernel with a prange loop, else ``@_kernel``."""
@@ -226,6 +228,8 @@ class NumbaEmitter(Emitter):
     # --- plain ops ------------------------------------------------------------------------------
 
     def render_op(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
+        if op.op == "reshape":  # Numba reshapes contiguous arrays only
+            args = [(E.call("np.ascontiguousarray", E.Leaf(*args[0])).render(), ATOM)]
         form = NUMBA.get(op.op, _PLAIN).statement
         tree = form(op, *(E.Leaf(*a) for a in args)) if form is not None else None
         if tree is not None:
@@ -279,7 +283,10 @@ class NumbaEmitter(Emitter):
                 args = [(E.Attr(E.as_expr(names.of[self.views[a]]), "T").render(), ATOM)
                         if isinstance(a, str) and a in self.views
                         else self.arg_expr(a, names, dim, {}) for a in item.args]
-                expr = E.Leaf(*self.render_op(item, args, dim))
+                if item.op == "matmul" and any(len(program.shape_of(a)) > 2 for a in item.args):
+                    expr = self.batched_matmul(item, program, args, dim)
+                else:
+                    expr = E.Leaf(*self.render_op(item, args, dim))
                 target = names.bind(item.out, program.values[item.out].hint)
                 stmts.append(Stmt(E.assign(target, expr), text.wrap_comment(self.comment(item))))
                 if NUMBA.get(item.op, _PLAIN).new_array:
@@ -287,6 +294,37 @@ class NumbaEmitter(Emitter):
         while stmts and stmts[-1].frees:  # the return frees them anyway
             stmts.pop()
         return stmts
+
+    def batched_matmul(self, op: Op, program: Program, args: list[tuple[str, int]],
+                       dim: dict[str, str]) -> E.Expr:
+        """``a @ b`` with a batch of matrices on BLAS (Numba's np.dot takes matrices only).
+
+        A batch times a matrix is one np.dot of the batch merged into the rows; otherwise both
+        operands become contiguous [batch, n, k] arrays (a broadcast batch axis copied) and
+        ``_batched_dot`` calls np.dot once per matrix."""
+        (sa, sb), out = (program.shape_of(a) for a in op.args), program.values[op.out].shape
+        a, b = (E.Leaf(*x) for x in args)
+        shape = self.shape_expr(out, dim)
+        if len(sb) == 2:
+            rows = E.call("np.ascontiguousarray", a)
+            rows = E.call(f"{rows.render()}.reshape", E.tuple_([-1, self.dim_ref(sa[-1], dim)]))
+            return E.call(f"{E.call('np.dot', rows, b).render()}.reshape", shape)
+        batch = out[:-2]
+
+        def stacked(x: E.Expr, s: tuple) -> E.Expr:
+            if tuple(s[:-2]) != tuple(batch):
+                x = E.call("np.broadcast_to", x, self.shape_expr(tuple(batch) + tuple(s[-2:]), dim))
+            x = E.call("np.ascontiguousarray", x)
+            if len(batch) == 1:
+                return x
+            return E.call(f"{x.render()}.reshape", E.tuple_(
+                [-1, self.dim_ref(s[-2], dim), self.dim_ref(s[-1], dim)]))
+
+        self.batched = True
+        product = E.call("_batched_dot", stacked(a, sa), stacked(b, sb))
+        if len(batch) == 1:
+            return product
+        return E.call(f"{product.render()}.reshape", shape)
 
     def render_group(self, group: Group, program: Program, names: Names,
                      dim: dict[str, str], dead: set[str]) -> list[Stmt]:

@@ -504,7 +504,7 @@ _def(name="einsum", kind="linalg", arity=2,
      domain=(REAL, REAL), rule="einsum", math='Z = einsum("ij,jk->ik", A, B)',
      grads=('einsum: dA = einsum("jk,ik->ij", B, dZ) (the cotangent with the other operands)',
             'einsum: dB = einsum("ij,ik->jk", A, dZ) (the cotangent with the other operands)'),
-     vjps=(_einsum_vjp(0), _einsum_vjp(1)), call=())
+     vjps=(_einsum_vjp(0), _einsum_vjp(1)), lowered=True, call=())
 # einsum, concatenate and stack take any number of operands; the VJP of operand k:
 VARIADIC_VJPS: dict[str, Callable[[int], VJP]] = {
     "einsum": _einsum_vjp, "concatenate": _concat_vjp, "stack": _stack_vjp}
