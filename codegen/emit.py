@@ -114,8 +114,9 @@ class Emitter:
             parts[0] = self.lapack_operand(parts[0])
         if op.op == "pow":  # a tree: parentheses by precedence, simple operands hugged as black does
             return E.binop("**", E.Leaf(*args[0]), op.attr("exponent")).render(), opdef.prec  # type: ignore[arg-type]
-        if "{args}" in opdef.fmt:  # any number of operands
-            fields["args"] = ", ".join(parts) + ("," if len(parts) == 1 else "")
+        if "{args}" in opdef.fmt or "{tuple}" in opdef.fmt:  # any number of operands
+            fields["args"] = ", ".join(parts)
+            fields["tuple"] = "(" + fields["args"] + ("," if len(parts) == 1 else "") + ")"
         return opdef.fmt.format(*parts, **fields), opdef.prec
 
     def lapack_operand(self, expr: str) -> str:

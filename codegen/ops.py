@@ -452,14 +452,14 @@ def _stack_vjp(k: int) -> VJP:
 # VJP of operand k is its slice of the cotangent.
 _def(name="concatenate", kind="linalg", arity=2,
      shape=lambda s, attrs: shapes.concatenate(s, attrs["axis"]),  # type: ignore[arg-type]
-     fmt="np.concatenate(({args}), axis={axis})", prec=ATOM, arg_prec=(ANY, ANY),
+     fmt="np.concatenate({tuple}, axis={axis})", prec=ATOM, arg_prec=(ANY, ANY),
      domain=(REAL, REAL), rule="concatenate", math="Y = concatenate((A, B), axis)",
      grads=("concatenate: dA = dY[..., :a] (its slice along axis)",
             "concatenate: dB = dY[..., a:] (its slice along axis)"),
      vjps=(_concat_vjp(0), _concat_vjp(1)), call=("axis",))
 _def(name="stack", kind="linalg", arity=2,
      shape=lambda s, attrs: shapes.stack(s, attrs["axis"]),  # type: ignore[arg-type]
-     fmt="np.stack(({args}), axis={axis})", prec=ATOM, arg_prec=(ANY, ANY),
+     fmt="np.stack({tuple}, axis={axis})", prec=ATOM, arg_prec=(ANY, ANY),
      domain=(REAL, REAL), rule="stack", math="Y = stack((A, B), axis)",
      grads=("stack: dA = dY[..., 0] (along axis)", "stack: dB = dY[..., 1] (along axis)"),
      vjps=(_stack_vjp(0), _stack_vjp(1)), call=("axis",))
