@@ -21,7 +21,7 @@ _MASKED = np.ma.MaskedArray
 # per version of codegen's helpers), so the cache works however this file is imported
 # (generated.nn_numba, nn_numba, by path, ...).
 _KERNELS = sys.modules.setdefault(
-    "_codegen_numba_kernels_084e40b5bb23", types.ModuleType("_codegen_numba_kernels_084e40b5bb23")
+    "_codegen_numba_kernels_51e7e500833e", types.ModuleType("_codegen_numba_kernels_51e7e500833e")
 )
 vars(_KERNELS).update(np=np, numba=numba, __builtins__=__builtins__)
 
