@@ -97,6 +97,16 @@ def _synthetic(name: str) -> tuple[Op, list[tuple[str, int]]]:
         attrs = {"axis": 1}
     elif name in ("broadcast_to", "full", "reshape", "zeros", "eye"):
         attrs = {"shape": (3, 3)}
+    elif name == "permute":
+        attrs = {"axes": (0, 2, 1)}
+    elif name in ("concatenate", "stack"):
+        attrs = {"axis": 1}
+    elif name == "slice_axis":
+        attrs = {"axis": 1, "start": (2,), "stop": (2, 3)}
+    elif name == "index_axis":
+        attrs = {"axis": 1, "index": 0}
+    elif name == "einsum":
+        attrs = {"subscripts": "ij,jk->ik"}
     args = tuple("ab"[:OPS[name].arity])
     return (Op(name, args, tuple(attrs.items()), "y", "backward", 0, Origin("", 0)),
             [(a, 100) for a in args])
