@@ -108,7 +108,8 @@ IMPLEMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     "transpose": lambda op, a: a.T.copy(),
     "outer": lambda op, a, b: np.multiply.outer(a, b),
     "trace": lambda op, a: np.trace(a),
-    # axes (reshape needs the dims' sizes: see interpret())
+    # axes (a reshape to symbolic dims needs their sizes: interpret() binds them)
+    "reshape": lambda op, a: a.reshape(op.attr("shape")).copy(),
     "permute": lambda op, a: np.transpose(a, op.attr("axes")).copy(),
     "concatenate": lambda op, *xs: np.concatenate(xs, axis=op.attr("axis")),
     "stack": lambda op, *xs: np.stack(xs, axis=op.attr("axis")),

@@ -414,7 +414,7 @@ _def(name="full", kind="layout", arity=1, shape=_to_shape, fmt="np.full({shape},
 _def(name="reshape", kind="linalg", arity=1,
      shape=lambda s, attrs: shapes.reshape(s[0], attrs["shape"]), fmt="{0}.reshape({shape})",
      prec=ATOM, arg_prec=(ATOM,), domain=(REAL,), rule="reshape", math="Y = reshape(X, shape)",
-     grads=("reshape: dX = reshape(dY, X.shape)",),
+     grads=("reshape: dX = dY, reshaped to the shape of X",),
      vjps=(lambda b, op, g: b.emit("reshape", b.dense(g, b.shape(op.out)),
                                    shape=b.shape(op.args[0])),),
      result="view", call=())
@@ -428,10 +428,10 @@ _def(name="permute", kind="linalg", arity=1,
      shape=lambda s, attrs: shapes.permute(s[0], attrs["axes"]),  # type: ignore[arg-type]
      fmt="np.transpose({0}, {axes})", prec=ATOM, arg_prec=(ANY,), domain=(REAL,),
      rule="transpose (axes)", math="Y = transpose(X, axes)",
-     grads=("transpose (axes): dX = transpose(dY, inverse(axes))",),
+     grads=("transpose (axes): dX = transpose(dY, axes), with the inverse permutation",),
      vjps=(lambda b, op, g: b.emit("permute", b.dense(g, b.shape(op.out)),
                                    axes=_inverse(op.attr("axes"))),),  # type: ignore[arg-type]
-     result="view", call=())
+     result="view")  # a spec writes transpose(a, axes) or swapaxes(a, i, j) (parse.py)
 
 
 def _concat_vjp(k: int) -> VJP:
@@ -502,8 +502,8 @@ _def(name="einsum", kind="linalg", arity=2,
      shape=lambda s, attrs: shapes.einsum(str(attrs["subscripts"]), s),
      fmt='np.einsum("{subscripts}", {args}, optimize=True)', prec=ATOM, arg_prec=(ANY, ANY),
      domain=(REAL, REAL), rule="einsum", math='Z = einsum("ij,jk->ik", A, B)',
-     grads=('einsum: dA = einsum("jk,ik->ij", B, dZ) (the cotangent with the other operands)',
-            'einsum: dB = einsum("ij,ik->jk", A, dZ) (the cotangent with the other operands)'),
+     grads=("einsum: dA = einsum(B, dZ), into the indices of A",
+            "einsum: dB = einsum(A, dZ), into the indices of B"),
      vjps=(_einsum_vjp(0), _einsum_vjp(1)), lowered=True, call=())
 # einsum, concatenate and stack take any number of operands; the VJP of operand k:
 VARIADIC_VJPS: dict[str, Callable[[int], VJP]] = {

@@ -547,7 +547,7 @@ def classifier_backward(saved, g=1.0):
     dWq_2 = dWq.T @ dQ.reshape((B * N, D))
     del dQ
     # S = softmax(Q @ swapaxes(Kt, 1, 2) * scale, axis=2)  →  transpose (axes): dX = transpose(dY,
-    #     inverse(axes))
+    #     axes), with the inverse permutation
     dKt = np.transpose(dS_1, (0, 2, 1))
     del dS_1
     # Kt = hn @ Wk  →  batched matrix product: dA = dZ @ swapaxes(B, -1, -2); accumulate (dhn: hn
@@ -876,7 +876,7 @@ def classifier_value_and_grad(
     dWq_2 = dWq.T @ dQ.reshape((B * N, D))
     del dQ
     # S = softmax(Q @ swapaxes(Kt, 1, 2) * scale, axis=2)  →  transpose (axes): dX = transpose(dY,
-    #     inverse(axes))
+    #     axes), with the inverse permutation
     dKt = np.transpose(dS_1, (0, 2, 1))
     del dS_1
     # Kt = hn @ Wk  →  batched matrix product: dA = dZ @ swapaxes(B, -1, -2); accumulate (dhn: hn
@@ -1072,7 +1072,7 @@ def attention_backward(saved, g=1.0):
     dWq_2 = dWq.T @ dQ.reshape((B * N, D))
     del dQ
     # A = softmax(Q @ swapaxes(Kt, 1, 2) * scale, axis=2) @ V  →  transpose (axes): dX =
-    #     transpose(dY, inverse(axes))
+    #     transpose(dY, axes), with the inverse permutation
     dKt = np.transpose(dA_1, (0, 2, 1))
     del dA_1
     # Kt = X @ Wk  →  batched matrix product: dA = dZ @ swapaxes(B, -1, -2); accumulate (dX: X is
@@ -1143,7 +1143,7 @@ def attention_value_and_grad(X, C, scale, Wq, Wk, Wv):
     dWq_2 = dWq.T @ dQ.reshape((B * N, D))
     del dQ
     # A = softmax(Q @ swapaxes(Kt, 1, 2) * scale, axis=2) @ V  →  transpose (axes): dX =
-    #     transpose(dY, inverse(axes))
+    #     transpose(dY, axes), with the inverse permutation
     dKt = np.transpose(dA_1, (0, 2, 1))
     del dA_1
     # Kt = X @ Wk  →  batched matrix product: dA = dZ @ swapaxes(B, -1, -2); accumulate (dX: X is

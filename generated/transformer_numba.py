@@ -1058,7 +1058,7 @@ def _classifier_backward(
     # Q = hn @ Wq  →  batched matrix product: dB = sum over the batch of swapaxes(A, -1, -2) @ dZ
     dWq_3 = np.dot(dWq.T, dWq_2)
     # S = softmax(Q @ swapaxes(Kt, 1, 2) * scale, axis=2)  →  transpose (axes): dX = transpose(dY,
-    #     inverse(axes))
+    #     axes), with the inverse permutation
     dKt = np.transpose(dS_1_2, (0, 2, 1))
     # Kt = hn @ Wk  →  batched matrix product: dA = dZ @ swapaxes(B, -1, -2); accumulate (dhn: hn
     #     is used 3 times)
@@ -1689,7 +1689,7 @@ def _classifier_value_and_grad(
     # Q = hn @ Wq  →  batched matrix product: dB = sum over the batch of swapaxes(A, -1, -2) @ dZ
     dWq_3 = np.dot(dWq.T, dWq_2)
     # S = softmax(Q @ swapaxes(Kt, 1, 2) * scale, axis=2)  →  transpose (axes): dX = transpose(dY,
-    #     inverse(axes))
+    #     axes), with the inverse permutation
     dKt = np.transpose(dS_1_2, (0, 2, 1))
     # Kt = hn @ Wk  →  batched matrix product: dA = dZ @ swapaxes(B, -1, -2); accumulate (dhn: hn
     #     is used 3 times)
@@ -2353,7 +2353,7 @@ def _attention_backward(g, X, C, scale, Wq, Wk, Wv, Q, V, A_1, A_4, B, N, D):
     # Q = X @ Wq  →  batched matrix product: dB = sum over the batch of swapaxes(A, -1, -2) @ dZ
     dWq_3 = np.dot(dWq.T, dWq_2)
     # A = softmax(Q @ swapaxes(Kt, 1, 2) * scale, axis=2) @ V  →  transpose (axes): dX =
-    #     transpose(dY, inverse(axes))
+    #     transpose(dY, axes), with the inverse permutation
     dKt = np.transpose(dA_1_2, (0, 2, 1))
     # Kt = X @ Wk  →  batched matrix product: dA = dZ @ swapaxes(B, -1, -2); accumulate (dX: X is
     #     used 3 times)
@@ -2512,7 +2512,7 @@ def _attention_value_and_grad(X, C, scale, Wq, Wk, Wv):
     # Q = X @ Wq  →  batched matrix product: dB = sum over the batch of swapaxes(A, -1, -2) @ dZ
     dWq_3 = np.dot(dWq.T, dWq_2)
     # A = softmax(Q @ swapaxes(Kt, 1, 2) * scale, axis=2) @ V  →  transpose (axes): dX =
-    #     transpose(dY, inverse(axes))
+    #     transpose(dY, axes), with the inverse permutation
     dKt = np.transpose(dA_1_2, (0, 2, 1))
     # Kt = X @ Wk  →  batched matrix product: dA = dZ @ swapaxes(B, -1, -2); accumulate (dX: X is
     #     used 3 times)

@@ -225,8 +225,10 @@ def _math(program: Program, arg: Arg, names: dict[str, str]) -> tuple[str, int]:
     axis = op.attr("axis")
     fields = {"axis_kw": "" if axis is None else ", axis", "keepdims_kw": "",
               "exponent": text.number(op.attr("exponent", 0)), "index": "", "shape": "", "n": "",
-              "dtype": ""}
+              "dtype": "", "axes": "axes", "axis": "axis", "subscripts": "",
+              "args": ", ".join(parts), "tuple": "(" + ", ".join(parts) + ")"}
     rendered = opdef.fmt.format(*parts, **fields).replace("np.linalg.", "").replace("np.", "")
+    rendered = rendered.replace('"", ', "").replace(", optimize=True", "")  # einsum's operands
     return rendered.lstrip("_"), opdef.prec
 
 
@@ -264,6 +266,14 @@ def _shapes(name: str, ranks: tuple[int, ...] | None = None) -> list[tuple]:
         return [("M", "K")[2 - ra:], ("K", "N")[:rb]]
     if name == "outer":
         return [("M",), ("N",)]
+    if name == "reshape":
+        return [(3, 3)]
+    if name == "permute":
+        return [("M", "N", "K")]
+    if name == "einsum":
+        return [("M", "K"), ("K", "N")]
+    if name in ("concatenate", "stack"):
+        return [("M", "N")] * 2
     if op.kind == "linalg" and name != "transpose":
         return [("N", "N")]
     return [("M", "N")] * op.arity
