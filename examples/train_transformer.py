@@ -3,7 +3,7 @@
 Each 8x8 image is a sequence of 8 rows (tokens) of 8 pixels (features). The loss (mean softmax
 cross-entropy) and its gradients come only from the generated module for
 ``specs/transformer.yaml``'s ``classifier`` (a pre-norm block: layer norm, single-head attention
-over the rows, a GELU MLP, residuals; mean pooling and a linear head): ``generated/transformer.py``
+over the rows, a GELU MLP, residuals; a linear head on all tokens): ``generated/transformer.py``
 (``--backend numpy``) or ``generated/transformer_numba.py`` (``--backend numba``). Everything else
 here is plain NumPy: data preparation, initialisation, minibatches and the optimiser.
 
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
         "b1": np.zeros(f),
         "W2": glorot(rng, f, d),
         "b2": np.zeros(d),
-        "Wc": glorot(rng, d, k),
+        "Wc": glorot(rng, seq * d, k).reshape(seq, d, k),
         "bc": np.zeros(k),
     }
     if args.optimizer == "adam":
