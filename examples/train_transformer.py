@@ -13,7 +13,7 @@ here is plain NumPy: data preparation, initialisation, minibatches and the optim
 
 The data set ships inside scikit-learn (1797 8x8 images, 10 classes): nothing is downloaded.
 The last line printed is the result, e.g.
-``test accuracy 0.97 after 30 epochs in 20 s (backend numpy)``.
+``test accuracy 0.9722 after 30 epochs in 170.5 s (backend numpy)`` (on a loaded 2-core machine).
 """
 
 from __future__ import annotations
