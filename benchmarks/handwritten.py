@@ -132,3 +132,45 @@ def _deep_chain(X, w, steps):
         g += 0.5
         da *= g
     return loss, (da, dw)
+
+
+def attention_value_and_grad(X, C, scale, Wq, Wk, Wv):
+    """loss = sum(softmax(Q K^T * scale, axis=2) V * C), Q, K, V = X Wq, X Wk, X Wv (batched);
+    gradients w.r.t. X, Wq, Wk, Wv."""
+    B, N, D = X.shape
+    X2 = X.reshape(B * N, D)
+    Q, K, V = (X2 @ W for W in (Wq, Wk, Wv))
+    Q, K, V = (M.reshape(B, N, D) for M in (Q, K, V))
+    S = Q @ K.transpose(0, 2, 1) * scale
+    S -= S.max(axis=2, keepdims=True)
+    P = np.exp(S, out=S)
+    P /= P.sum(axis=2, keepdims=True)
+    A = P @ V
+    loss = np.vdot(A, C)
+    dP = C @ V.transpose(0, 2, 1)
+    dV = P.transpose(0, 2, 1) @ C
+    dP -= np.sum(dP * P, axis=2, keepdims=True)
+    dP *= P
+    dP *= scale
+    dQ = (dP @ K).reshape(B * N, D)
+    dK = (dP.transpose(0, 2, 1) @ Q).reshape(B * N, D)
+    dV = dV.reshape(B * N, D)
+    dX = dQ @ Wq.T + dK @ Wk.T + dV @ Wv.T
+    return loss, (dX.reshape(B, N, D), X2.T @ dQ, X2.T @ dK, X2.T @ dV)
+
+
+def layer_norm_value_and_grad(X, C, g, c):
+    """loss = sum(((X - mu) / sqrt(var + 1e-5) * g + c) * C) over the last axis; gradients
+    w.r.t. X, g, c."""
+    mu = X.mean(axis=2, keepdims=True)
+    xc = X - mu
+    r = 1.0 / np.sqrt(np.mean(xc * xc, axis=2, keepdims=True) + 1e-5)
+    xh = xc * r
+    loss = np.vdot(xh * g + c, C)
+    dc = C.sum(axis=(0, 1))
+    dg = np.einsum("bnd,bnd->d", C, xh)
+    dxh = C * g
+    dX = dxh - dxh.mean(axis=2, keepdims=True)
+    dX -= xh * np.mean(dxh * xh, axis=2, keepdims=True)
+    dX *= r
+    return loss, (dX, dg, dc)

@@ -194,6 +194,47 @@ def deep_chain_workload(steps: int) -> Workload:
         note="" if steps == DEEP_STEPS else f"{steps} steps (--quick)")
 
 
+# --- 6 and 7: attention and layer norm (rank-3 batches) ------------------------------------
+
+
+def _attention_inputs(rng, d):
+    B, N, D = d["B"], d["N"], d["D"]
+    return {"X": rng.standard_normal((B, N, D)), "C": rng.standard_normal((B, N, D)),
+            "scale": np.float64(1 / np.sqrt(D)), "Wq": _glorot(rng, D, D),
+            "Wk": _glorot(rng, D, D), "Wv": _glorot(rng, D, D)}
+
+
+def _torch_attention(torch, X, C, scale, Wq, Wk, Wv):
+    Q, K, V = X @ Wq, X @ Wk, X @ Wv
+    return (torch.softmax(Q @ K.transpose(1, 2) * scale, dim=2) @ V * C).sum()
+
+
+def _jax_attention(jnp, jax, X, C, scale, Wq, Wk, Wv):
+    Q, K, V = X @ Wq, X @ Wk, X @ Wv
+    return jnp.sum(jax.nn.softmax(Q @ jnp.swapaxes(K, 1, 2) * scale, axis=2) @ V * C)
+
+
+def _layer_norm_inputs(rng, d):
+    B, N, D = d["B"], d["N"], d["D"]
+    return {"X": rng.standard_normal((B, N, D)), "C": rng.standard_normal((B, N, D)),
+            "g": 1 + 0.1 * rng.standard_normal(D), "c": 0.1 * rng.standard_normal(D)}
+
+
+def _torch_layer_norm(torch, X, C, g, c):
+    mu = X.mean(dim=2, keepdim=True)
+    v = ((X - mu) ** 2).mean(dim=2, keepdim=True)
+    return (((X - mu) / torch.sqrt(v + 1e-5) * g + c) * C).sum()
+
+
+def _jax_layer_norm(jnp, jax, X, C, g, c):
+    mu = jnp.mean(X, axis=2, keepdims=True)
+    v = jnp.mean((X - mu) ** 2, axis=2, keepdims=True)
+    return jnp.sum(((X - mu) / jnp.sqrt(v + 1e-5) * g + c) * C)
+
+
+RANK3 = {"B": 32, "N": 64, "D": 64}
+
+
 def workloads(quick: bool = False) -> list[Workload]:
     return [
         Workload("small_mlp", "small MLP (32×16→32→4, MSE)", MLP_INPUTS, MLP_WRT,
@@ -209,4 +250,11 @@ def workloads(quick: bool = False) -> list[Workload]:
                  ("X", "W"), _elementwise_inputs, handwritten.elementwise_value_and_grad,
                  _torch_elementwise, _jax_elementwise, {"M": 1000, "N": 1000}),
         deep_chain_workload(10 if quick else DEEP_STEPS),
+        Workload("attention", "attention block (32×64×64, single head)",
+                 ("X", "C", "scale", "Wq", "Wk", "Wv"), ("X", "Wq", "Wk", "Wv"),
+                 _attention_inputs, handwritten.attention_value_and_grad, _torch_attention,
+                 _jax_attention, dict(RANK3)),
+        Workload("layer_norm", "layer norm (32×64×64)", ("X", "C", "g", "c"), ("X", "g", "c"),
+                 _layer_norm_inputs, handwritten.layer_norm_value_and_grad, _torch_layer_norm,
+                 _jax_layer_norm, dict(RANK3)),
     ]

@@ -7,6 +7,7 @@ and overrides only what differs (the NumPy backend is the base).
 
 from __future__ import annotations
 
+
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -106,6 +107,9 @@ class Emitter:
             parts[0] = self.lapack_operand(parts[0])
         if op.op == "pow":  # a tree: parentheses by precedence, simple operands hugged as black does
             return E.binop("**", E.Leaf(*args[0]), op.attr("exponent")).render(), opdef.prec  # type: ignore[arg-type]
+        if "{args}" in opdef.fmt or "{tuple}" in opdef.fmt:  # any number of operands
+            fields["args"] = ", ".join(parts)
+            fields["tuple"] = "(" + fields["args"] + ("," if len(parts) == 1 else "") + ")"
         return opdef.fmt.format(*parts, **fields), opdef.prec
 
     def lapack_operand(self, expr: str) -> str:
@@ -124,13 +128,13 @@ class Emitter:
         shape = op.attr("shape")
         fields = {
             "axis_kw": "" if axis is None else f", axis={axis}",
+            "axis": str(axis),
             "keepdims_kw": ", keepdims=True" if keepdims else "",
             "dtype": self.np_dtype,
             "exponent": "",
             "index": "",
             "shape": "",
             "n": "",
-            "axis": str(axis),
             "label": f'"{op.attr("label", "")}"',  # "f: y" (validated names): a string literal
             "depth": "",
         }
@@ -140,6 +144,21 @@ class Emitter:
         exponent = op.attr("exponent")
         if isinstance(exponent, (int, float)):
             fields["exponent"] = text.number(exponent)
+        axes = op.attr("axes")
+        if isinstance(axes, tuple):
+            fields["axes"] = E.tuple_([str(a) for a in axes]).render()
+        subscripts = op.attr("subscripts")
+        if isinstance(subscripts, str):  # letters, ',' and '->' only (checked by the parser)
+            fields["subscripts"] = subscripts
+        if op.op in ("slice_axis", "index_axis"):
+            axis = int(op.attr("axis"))  # type: ignore[arg-type, call-overload]
+            if op.op == "index_axis":
+                at = str(op.attr("index"))
+            else:
+                start = [self.dim_ref(d, dim) for d in op.attr("start")]  # type: ignore[attr-defined]
+                stop = [self.dim_ref(d, dim) for d in op.attr("stop")]  # type: ignore[attr-defined]
+                at = " + ".join(start) + ":" + " + ".join(stop)
+            fields["index"] = "[" + ", ".join([":"] * axis + [at]) + "]"
         if op.op == "expand_dims":
             fields["index"] = "[" + ", ".join([":"] * int(op.attr("axis")) + ["None"]) + "]"  # type: ignore[arg-type, call-overload]
         if isinstance(shape, tuple):
@@ -166,7 +185,8 @@ class Emitter:
             s = text.number(a.value)
             return s, UNARY if s.startswith("-") else ATOM
         if isinstance(a, DimSize):
-            return self.dim_ref(a.name, dim), ATOM
+            ref = E.as_expr(self.dim_ref(a.name, dim))
+            return ref.render(), ref.prec
         if a in inline:
             return inline[a]
         return names.of[a], ATOM
@@ -448,6 +468,13 @@ class Emitter:
         """A dim's size in code: a literal, or the local bound to the symbolic dim (recorded)."""
         if isinstance(d, int):
             return str(d)
+        if not str(d).isidentifier():  # a composite dim (a reshape's H*N, a concatenation's D+E)
+            terms = [E.product([int(f) if f.isdigit() else self.dim_ref(f, dim)
+                                for f in term.split("*")]) for term in str(d).split("+")]
+            tree = terms[0]
+            for t in terms[1:]:
+                tree = E.add(tree, t)
+            return tree  # type: ignore[return-value] # an Expr: str() renders it
         self.used_dims.add(str(d))
         return dim[str(d)]
 

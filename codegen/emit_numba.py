@@ -118,7 +118,7 @@ MAX_PART_OPS: int | None = None
 
 RUNTIME_FILENAME = "_codegen_numba_runtime.py"  # beside the modules (no module starts with _)
 _RUNTIME_TEMPLATES = ("numba_runtime.py.j2", "helpers/numba_math.py.j2",
-                      "helpers/labels_numba.py.j2")
+                      "helpers/labels_numba.py.j2", "helpers/numba_batched.py.j2")
 
 
 def runtime_version() -> str:
@@ -214,6 +214,7 @@ class NumbaEmitter(Emitter):
         self.split = False  # some kernel of the module has parts
         self.function_name = ""
         self.called: set[str] = set()  # the runtime's functions the kernels call (_exp, ...)
+        self.batched = False  # the kernels call _batched_dot (in the runtime)
 
     def function_view(self, plan: FunctionPlan) -> NumbaFunctionView:
         self._loop_index: dict[int, list[str]] = {}
@@ -302,6 +303,8 @@ class NumbaEmitter(Emitter):
     def render_op(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
         if op.op in LABEL_OPS:
             return self.render_label(op, args, dim).render(), ATOM
+        if op.op == "reshape":  # Numba reshapes contiguous arrays only
+            args = [(E.call("np.ascontiguousarray", E.Leaf(*args[0])).render(), ATOM)]
         form = NUMBA.get(op.op, _PLAIN).statement
         tree = form(op, *(E.Leaf(*a) for a in args)) if form is not None else None
         if tree is not None:
@@ -410,7 +413,10 @@ class NumbaEmitter(Emitter):
                 args = [(E.Attr(E.as_expr(names.of[self.views[a]]), "T").render(), ATOM)
                         if isinstance(a, str) and a in self.views
                         else self.arg_expr(a, names, dim, {}) for a in item.args]
-                expr = E.Leaf(*self.render_op(item, args, dim))
+                if item.op == "matmul" and any(len(program.shape_of(a)) > 2 for a in item.args):
+                    expr = self.batched_matmul(item, program, args, dim)
+                else:
+                    expr = E.Leaf(*self.render_op(item, args, dim))
                 target = names.bind(item.out, program.values[item.out].hint)
                 lines = []
                 if annotate.block_key(item) != block:
@@ -488,6 +494,37 @@ class NumbaEmitter(Emitter):
         writes = [names.of[v] for v in written + totals + list(item.aliases) if v in names.of]
         return list(dict.fromkeys(reads)), list(dict.fromkeys(writes))
 
+    def batched_matmul(self, op: Op, program: Program, args: list[tuple[str, int]],
+                       dim: dict[str, str]) -> E.Expr:
+        """``a @ b`` with a batch of matrices on BLAS (Numba's np.dot takes matrices only).
+
+        A batch times a matrix is one np.dot of the batch merged into the rows; otherwise both
+        operands become contiguous [batch, n, k] arrays (a broadcast batch axis copied) and
+        ``_batched_dot`` calls np.dot once per matrix."""
+        (sa, sb), out = (program.shape_of(a) for a in op.args), program.values[op.out].shape
+        a, b = (E.Leaf(*x) for x in args)
+        shape = self.shape_expr(out, dim)
+        if len(sb) == 2:
+            rows = E.call("np.ascontiguousarray", a)
+            rows = E.call(f"{rows.render()}.reshape", E.tuple_([-1, self.dim_ref(sa[-1], dim)]))
+            return E.call(f"{E.call('np.dot', rows, b).render()}.reshape", shape)
+        batch = out[:-2]
+
+        def stacked(x: E.Expr, s: tuple) -> E.Expr:
+            if tuple(s[:-2]) != tuple(batch):
+                x = E.call("np.broadcast_to", x, self.shape_expr(tuple(batch) + tuple(s[-2:]), dim))
+            x = E.call("np.ascontiguousarray", x)
+            if len(batch) == 1:
+                return x
+            return E.call(f"{x.render()}.reshape", E.tuple_(
+                [-1, self.dim_ref(s[-2], dim), self.dim_ref(s[-1], dim)]))
+
+        self.batched = True
+        product = E.call("_batched_dot", stacked(a, sa), stacked(b, sb))
+        if len(batch) == 1:
+            return product
+        return E.call(f"{product.render()}.reshape", shape)
+
     def render_group(self, group: Group, program: Program, names: Names,
                      dim: dict[str, str], dead: set[str]) -> list[Stmt]:
         """One loop nest: allocations, the loop with one line per kept value, then finishing.
@@ -544,7 +581,8 @@ class NumbaEmitter(Emitter):
                 s = text.number(a.value)
                 return s, UNARY if s.startswith("-") else ATOM
             if isinstance(a, DimSize):
-                return self.dim_ref(a.name, dim), ATOM
+                ref = E.as_expr(self.dim_ref(a.name, dim))
+                return ref.render(), ref.prec
             if a in scalar:
                 return scalar[a]
             if a in self.views:  # X.T[i, j] is X[j, i]

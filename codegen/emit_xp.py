@@ -99,6 +99,12 @@ XP_RENDER: dict[str, XPRender] = {
     "maximum": XPRender("xp.maximum({0}, {1})"),
     "minimum": XPRender("xp.minimum({0}, {1})"),
     "diag": XPRender("_diag(xp, {0})"),
+    "permute": XPRender("xp.permute_dims({0}, {axes})"),
+    "concatenate": XPRender("xp.concat({tuple}, axis={axis})"),
+    "stack": XPRender("xp.stack({tuple}, axis={axis})"),
+    "slice_axis": XPRender("{0}{index}"),
+    "index_axis": XPRender("{0}{index}"),
+    "einsum": XPRender('_einsum(xp, "{subscripts}", {args})'),
     "take_along_axis": XPRender("_take_along_axis(xp, {0}, {1}, {axis}, {label})"),
     "put_along_axis": XPRender("_put_along_axis(xp, {0}, {1}, {axis}, {shape})"),
     "one_hot": XPRender("_one_hot(xp, {0}, {depth}, {label}, {dtype})"),
@@ -111,7 +117,7 @@ XP_HELPERS: dict[str, tuple[str, ...]] = {
     "log_softmax": ("log_softmax",),
     "sigmoid": ("sigmoid",),
     "softplus": ("softplus", "log_sigmoid"),
-    "linalg": ("trace", "inv", "det", "logdet"),
+    "linalg": ("trace", "inv", "det", "logdet", "einsum"),
     "labels": ("take_along_axis", "put_along_axis", "one_hot"),
     "select": ("win_share", "diag", "erf"),
 }
@@ -175,6 +181,8 @@ class ArrayAPIEmitter(Emitter):
             need = arg_prec[i] if i < len(arg_prec) else 0
             parts.append(f"({expr})" if prec < need else expr)
         attrs = self.attr_fields(op, dim)
+        attrs["args"] = ", ".join(parts)  # the operands of an op with any number of them
+        attrs["tuple"] = "(" + attrs["args"] + ("," if len(parts) == 1 else "") + ")"
         if "{device}" in spec.fmt:
             attrs["device"] = self.device()
         if "xp" in spec.fmt:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from .build import Builder
 from .errors import SpecError
 from .ir import Arg, Op, Origin, Program, Value
-from .ops import OPS
+from .ops import OPS, VARIADIC_JVPS
 from .parse import Function
 from .passes import VIEW_OPS
 
@@ -52,9 +52,13 @@ def push_tangents(program: Program, ops: list[Op], tangents: dict[str, Arg],
         if all(t is None for t in ts):
             continue  # constant along the direction: no tangent
         opdef = OPS[op.op]
-        if len(opdef.jvps) < len(op.args):
+        jvps, jvp_rules = list(opdef.jvps), list(opdef.jvp_rules)
+        if op.op in VARIADIC_JVPS:  # any number of operands
+            jvps = [VARIADIC_JVPS[op.op](i) for i in range(len(op.args))]
+            jvp_rules = [opdef.jvp_rules[0]] * len(op.args)
+        if len(jvps) < len(op.args):
             raise SpecError(f"op {op.op!r} has no forward-mode (JVP) rule")
-        used = [opdef.jvp_rules[i] for i, t in enumerate(ts) if t is not None]
+        used = [jvp_rules[i] for i, t in enumerate(ts) if t is not None]
         rule = "; ".join(dict.fromkeys(used))
         out = program.values[op.out]
         origin = Origin(op.origin.step, op.origin.line, rule)
@@ -64,7 +68,7 @@ def push_tangents(program: Program, ops: list[Op], tangents: dict[str, Arg],
             for i, t in enumerate(ts):
                 if t is None:
                     continue
-                contrib = opdef.jvps[i](b, op, t)
+                contrib = jvps[i](b, op, t)
                 if contrib is None:  # piecewise constant: zero
                     continue
                 last = program.ops[-1]

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .ir import Const, DimSize, Op, Program
+from .shapes import dim_value
 
 
 class InterpretError(Exception):
@@ -152,6 +153,12 @@ IMPLEMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     "outer": lambda op, a, b: np.multiply.outer(a, b),
     "trace": lambda op, a: np.trace(a),
     "diag": lambda op, a: np.diag(a).copy(),
+    # axes (a reshape to symbolic dims needs their sizes: interpret() binds them)
+    "reshape": lambda op, a: a.reshape(op.attr("shape")).copy(),
+    "permute": lambda op, a: np.transpose(a, op.attr("axes")).copy(),
+    "concatenate": lambda op, *xs: np.concatenate(xs, axis=op.attr("axis")),
+    "stack": lambda op, *xs: np.stack(xs, axis=op.attr("axis")),
+    "einsum": lambda op, *xs: np.einsum(op.attr("subscripts"), *xs),
     "inv": lambda op, a: np.linalg.inv(a),
     "det": lambda op, a: np.linalg.det(a),
     "logdet": lambda op, a: np.linalg.slogdet(a)[1],
@@ -238,8 +245,12 @@ def interpret(target: Any, inputs: Sequence[Any] | Mapping[str, Any],
             return np.asarray(dims[a.name], dtype=dtype)
         return env[a]  # type: ignore[index]
 
+    def reshape(op: Op, a: np.ndarray) -> np.ndarray:
+        shape = op.attr("shape")
+        return a.reshape(tuple(dim_value(d, dims) for d in shape)).copy()  # type: ignore[attr-defined]
+
     for op in program.ops:
-        impl = implementation(op.op)
+        impl = reshape if op.op == "reshape" else implementation(op.op)
         if op.op == "one_hot":  # its depth is a dim's size or a number
             depth = op.attr("depth")
             impl = functools.partial(_one_hot, depth=dims[depth] if isinstance(depth, str) else depth)  # type: ignore[arg-type]
@@ -254,8 +265,7 @@ def interpret(target: Any, inputs: Sequence[Any] | Mapping[str, Any],
                                  f"'{op.op}'{where}")
         with np.errstate(all="ignore"):
             result = np.asarray(impl(op, *(arg(a) for a in op.args)), dtype=dtype)
-        expected = tuple(d if isinstance(d, int) else dims[d]
-                         for d in program.values[op.out].shape)
+        expected = tuple(dim_value(d, dims) for d in program.values[op.out].shape)
         if result.shape != expected:  # a bug here, or in the shape rules: never silently go on
             raise InterpretError(f"op '{op.op}' gave shape {result.shape}; the IR says {expected}")
         env[op.out] = result

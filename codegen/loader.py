@@ -620,7 +620,8 @@ def _load_shape(w: _Walker, node: Node, where: str) -> tuple[Dim, ...]:
     for index, entry in enumerate(entries):
         if index >= MAX_RANK:
             w.fail(
-                f"shape of {where} has {len(entries)} dimensions; at most {MAX_RANK} are supported",
+                f"shape of {where} has {len(entries)} dimensions; at most {MAX_RANK} are supported "
+                "(ranks 0 to 4); merge axes with reshape(...) or split the input",
                 entry,
             )
         value = w.value(entry)

@@ -361,39 +361,61 @@ for _name, _first, _cmp in (("maximum", 0, ">"), ("minimum", 1, "<")):
 # --- linear algebra ------------------------------------------------------------------------------
 
 
-# The matrix product's rules by the operands' ranks: (rule for dA, rule for dB), each a text (None:
-# the general rule of the entry) and a function of (builder, a, b, dense cotangent).
-_MatmulRule = tuple["str | None", Callable[[RuleBuilder, Arg, Arg, Arg], Arg]]
-_MATMUL: dict[tuple[int, int], tuple[_MatmulRule, _MatmulRule]] = {
-    (1, 1): (("inner product: da = dz * b", lambda b, x, y, g: b.emit("mul", g, y)),
-             ("inner product: db = a * dz", lambda b, x, y, g: b.emit("mul", x, g))),
-    (2, 1): (("matrix-vector product: dA = outer(dz, b)", lambda b, x, y, g: b.emit("outer", g, y)),
-             ("matrix-vector product: db = A.T @ dz",
-              lambda b, x, y, g: b.emit("matmul", b.emit("transpose", x), g))),
-    (1, 2): (("vector-matrix product: da = B @ dz", lambda b, x, y, g: b.emit("matmul", y, g)),
-             ("vector-matrix product: dB = outer(a, dz)", lambda b, x, y, g: b.emit("outer", x, g))),
-    (2, 2): ((None, lambda b, x, y, g: b.emit("matmul", g, b.emit("transpose", y))),
-             (None, lambda b, x, y, g: b.emit("matmul", b.emit("transpose", x), g))),
-}
+def _last_two_swapped(b: RuleBuilder, x: Arg) -> Arg:
+    """``x`` with its last two axes swapped: ``X.T`` for a matrix, a view for a batch."""
+    rank = len(b.shape(x))
+    if rank == 2:
+        return b.emit("transpose", x)
+    return b.emit("permute", x, axes=tuple(range(rank - 2)) + (rank - 1, rank - 2))
 
 
-def _matmul_vjp(i: int) -> VJP:
-    def vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
-        x, y = op.args
-        text, rule = _MATMUL[len(b.shape(x)), len(b.shape(y))][i]
-        if text is not None:
-            b.explain(text)
-        if b.shape(op.out):  # (an inner product's cotangent is a scalar already)
-            g = b.dense(g, b.shape(op.out))
-        return rule(b, x, y, g)
-    return vjp
+def _matmul_da(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+    a, w = op.args
+    ra, rw = len(b.shape(a)), len(b.shape(w))
+    if ra == 1 and rw == 1:
+        b.explain("inner product: da = dz * b")
+        return b.emit("mul", g, w)
+    g = b.dense(g, b.shape(op.out))
+    if ra == 2 and rw == 1:
+        b.explain("matrix-vector product: dA = outer(dz, b)")
+        return b.emit("outer", g, w)
+    if ra == 1:
+        b.explain("vector-matrix product: da = B @ dz")
+        return b.emit("matmul", w, g)
+    if ra > 2 or rw > 2:
+        b.explain("batched matrix product: dA = dZ @ swapaxes(B, -1, -2)")
+    return b.emit("matmul", g, _last_two_swapped(b, w))
+
+
+def _matmul_db(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+    a, w = op.args
+    ra, rw = len(b.shape(a)), len(b.shape(w))
+    if ra == 1 and rw == 1:
+        b.explain("inner product: db = a * dz")
+        return b.emit("mul", a, g)
+    g = b.dense(g, b.shape(op.out))
+    if ra == 1 and rw == 2:
+        b.explain("vector-matrix product: dB = outer(a, dz)")
+        return b.emit("outer", a, g)
+    if rw == 1:
+        b.explain("matrix-vector product: db = A.T @ dz")
+    if ra > 2 and rw == 2:  # one BLAS call: the batch axes merged into the rows
+        b.explain("batched matrix product: dB = sum over the batch of swapaxes(A, -1, -2) @ dZ")
+        ashape, gshape = b.shape(a), b.shape(g)
+        rows = shapes.product_dim(list(ashape[:-1]))
+        a2 = b.emit("reshape", a, shape=(rows, ashape[-1]))
+        g2 = b.emit("reshape", g, shape=(rows, gshape[-1]))
+        return b.emit("matmul", b.emit("transpose", a2), g2)
+    if ra > 2 or rw > 2:
+        b.explain("batched matrix product: dB = swapaxes(A, -1, -2) @ dZ")
+    return b.emit("matmul", _last_two_swapped(b, a) if ra >= 2 else a, g)
 
 
 _def(name="matmul", kind="linalg", arity=2, shape=lambda s, attrs: shapes.matmul(s[0], s[1]),
      fmt="{0} @ {1}", prec=MUL, arg_prec=(MUL, MUL + 1), domain=(REAL, REAL),
      rule="matrix product", math="Z = A @ B",
      grads=("right product: dA = dZ @ B.T", "left product: dB = A.T @ dZ"),
-     vjps=(_matmul_vjp(0), _matmul_vjp(1)))
+     vjps=(_matmul_da, _matmul_db))
 _def(name="transpose", kind="linalg", arity=1, shape=lambda s, attrs: shapes.transpose(s[0]),
      fmt="{0}.T", prec=ATOM, arg_prec=(ATOM,), domain=(REAL,), rule="transpose", math="Y = X.T",
      grads=("transpose: dX = dY.T",),
@@ -505,9 +527,103 @@ _def(name="broadcast_to", kind="layout", arity=1, shape=_to_shape,
 _def(name="full", kind="layout", arity=1, shape=_to_shape, fmt="np.full({shape}, {0}, dtype={dtype})",
      prec=ATOM, arg_prec=(ANY,), domain=(REAL,), rule="materialise a broadcast gradient",
      vjps=(None,), distinct=True, fusion="elementwise")
-_def(name="reshape", kind="layout", arity=1, shape=_attr_shape, fmt="{0}.reshape({shape})",
-     prec=ATOM, arg_prec=(ATOM,), domain=(REAL,), rule="drop the kept axis", vjps=(None,),
+_def(name="reshape", kind="linalg", arity=1,
+     shape=lambda s, attrs: shapes.reshape(s[0], attrs["shape"]), fmt="{0}.reshape({shape})",
+     prec=ATOM, arg_prec=(ATOM,), domain=(REAL,), rule="reshape", math="Y = reshape(X, shape)",
+     grads=("reshape: dX = dY, reshaped to the shape of X",),
+     vjps=(lambda b, op, g: b.emit("reshape", b.dense(g, b.shape(op.out)),
+                                   shape=b.shape(op.args[0])),),
+     result="view", call=())
+
+
+def _inverse(axes: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(sorted(range(len(axes)), key=lambda i: axes[i]))
+
+
+_def(name="permute", kind="linalg", arity=1,
+     shape=lambda s, attrs: shapes.permute(s[0], attrs["axes"]),  # type: ignore[arg-type]
+     fmt="np.transpose({0}, {axes})", prec=ATOM, arg_prec=(ANY,), domain=(REAL,),
+     rule="transpose (axes)", math="Y = transpose(X, axes)",
+     grads=("transpose (axes): dX = transpose(dY, axes), with the inverse permutation",),
+     vjps=(lambda b, op, g: b.emit("permute", b.dense(g, b.shape(op.out)),
+                                   axes=_inverse(op.attr("axes"))),),  # type: ignore[arg-type]
+     result="view")  # a spec writes transpose(a, axes) or swapaxes(a, i, j) (parse.py)
+
+
+def _concat_vjp(k: int) -> VJP:
+    def vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+        axis = op.attr("axis")
+        sizes = [b.shape(a)[axis] for a in op.args]  # type: ignore[index, call-overload]
+        return b.emit("slice_axis", b.dense(g, b.shape(op.out)), axis=axis,
+                      start=tuple(sizes[:k]), stop=tuple(sizes[:k + 1]))
+    return vjp
+
+
+def _stack_vjp(k: int) -> VJP:
+    return lambda b, op, g: b.emit("index_axis", b.dense(g, b.shape(op.out)),
+                                   axis=op.attr("axis"), index=k)
+
+
+# concatenate and stack take any number of operands (``arity`` is the smallest); the
+# VJP of operand k is its slice of the cotangent.
+_def(name="concatenate", kind="linalg", arity=2,
+     shape=lambda s, attrs: shapes.concatenate(s, attrs["axis"]),  # type: ignore[arg-type]
+     fmt="np.concatenate({tuple}, axis={axis})", prec=ATOM, arg_prec=(ANY, ANY),
+     domain=(REAL, REAL), rule="concatenate", math="Y = concatenate((A, B), axis)",
+     grads=("concatenate: dA = dY[..., :a] (its slice along axis)",
+            "concatenate: dB = dY[..., a:] (its slice along axis)"),
+     vjps=(_concat_vjp(0), _concat_vjp(1)), call=("axis",))
+_def(name="stack", kind="linalg", arity=2,
+     shape=lambda s, attrs: shapes.stack(s, attrs["axis"]),  # type: ignore[arg-type]
+     fmt="np.stack({tuple}, axis={axis})", prec=ATOM, arg_prec=(ANY, ANY),
+     domain=(REAL, REAL), rule="stack", math="Y = stack((A, B), axis)",
+     grads=("stack: dA = dY[..., 0] (along axis)", "stack: dB = dY[..., 1] (along axis)"),
+     vjps=(_stack_vjp(0), _stack_vjp(1)), call=("axis",))
+
+
+def _slice_shape(s: list[Shape], attrs: dict) -> Shape:
+    out = list(s[0])  # start and stop: the sizes before the slice and up to its end (summed)
+    out[attrs["axis"]] = attrs["stop"][-1]
+    return tuple(out)
+
+
+def _index_shape(s: list[Shape], attrs: dict) -> Shape:
+    axis = attrs["axis"]
+    return tuple(s[0][:axis]) + tuple(s[0][axis + 1:])
+
+
+# The cotangents of concatenate's and stack's operands: views of the output's cotangent.
+_def(name="slice_axis", kind="layout", arity=1, shape=_slice_shape, fmt="{0}{index}",
+     prec=ATOM, arg_prec=(ATOM,), domain=(REAL,), rule="the slice of one operand", vjps=(None,),
      result="view")
+_def(name="index_axis", kind="layout", arity=1, shape=_index_shape, fmt="{0}{index}",
+     prec=ATOM, arg_prec=(ATOM,), domain=(REAL,), rule="the entry of one operand", vjps=(None,),
+     result="view")
+
+
+def _einsum_vjp(k: int) -> VJP:
+    """d operand k = einsum of the cotangent with the other operands, into operand k's indices."""
+    def vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+        subscripts = str(op.attr("subscripts"))
+        ins, _, out = subscripts.partition("->")
+        terms = ins.split(",")
+        others = [t for j, t in enumerate(terms) if j != k]
+        args = [a for j, a in enumerate(op.args) if j != k]
+        g = b.dense(g, b.shape(op.out))
+        return b.emit("einsum", *args, g, subscripts=",".join(others + [out]) + "->" + terms[k])
+    return vjp
+
+
+_def(name="einsum", kind="linalg", arity=2,
+     shape=lambda s, attrs: shapes.einsum(str(attrs["subscripts"]), s),
+     fmt='np.einsum("{subscripts}", {args}, optimize=True)', prec=ATOM, arg_prec=(ANY, ANY),
+     domain=(REAL, REAL), rule="einsum", math='Z = einsum("ij,jk->ik", A, B)',
+     grads=("einsum: dA = einsum(B, dZ), into the indices of A",
+            "einsum: dB = einsum(A, dZ), into the indices of B"),
+     vjps=(_einsum_vjp(0), _einsum_vjp(1)), lowered=True, call=())
+# einsum, concatenate and stack take any number of operands; the VJP of operand k:
+VARIADIC_VJPS: dict[str, Callable[[int], VJP]] = {
+    "einsum": _einsum_vjp, "concatenate": _concat_vjp, "stack": _stack_vjp}
 _def(name="copy", kind="layout", arity=1, shape=_same, fmt="{0}.copy()", prec=ATOM,
      arg_prec=(ATOM,), domain=(REAL,), rule="copy (the gradient would alias another array)",
      grads=("copy: dx = dy",), vjps=linear(1), distinct=True, fusion="elementwise")
@@ -841,6 +957,27 @@ def _max_jvp(b: RuleBuilder, op: "Op", t: Arg) -> Arg:
 
 
 _jvp("max", _max_jvp, rules=("max: y_dot = sum(x_dot * [x == y] / count(x == y), axis)",))
+
+# axes: linear; einsum: linear in each operand (the op with one operand's tangent in its place);
+# concatenate and stack: the op with the tangent in its place and zeros for the other operands
+_linear("permute", "slice_axis", "index_axis")
+
+
+def _joined(i: int) -> JVP:
+    """Operand ``i``'s contribution to concatenate or stack: its tangent joined with zeros."""
+    def jvp(b: RuleBuilder, op: "Op", t: Arg) -> Arg:
+        args = [t if k == i else b.emit("zeros", shape=b.shape(a)) for k, a in enumerate(op.args)]
+        return b.emit(op.op, *args, **dict(op.attrs))
+    return jvp
+
+
+# the JVP of operand k of an op with any number of operands (as VARIADIC_VJPS)
+VARIADIC_JVPS: dict[str, Callable[[int], JVP]] = {
+    "einsum": _substitute, "concatenate": _joined, "stack": _joined}
+for _name, _rule in (("einsum", "einsum (multilinear): Z_dot = sum over k of einsum with A_k_dot"),
+                     ("concatenate", "concatenate (linear): Y_dot = concatenate of the tangents"),
+                     ("stack", "stack (linear): Y_dot = stack of the tangents")):
+    _jvp(_name, VARIADIC_JVPS[_name](0), VARIADIC_JVPS[_name](1), rules=(_rule, _rule))
 
 # Ops without a JVP: ``max`` (only the lowering of a normalisation writes it, after the derivative
 # programs are made).

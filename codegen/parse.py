@@ -23,7 +23,9 @@ MAX_INLINED_OPS = 100_000  # a function's ops, calls inlined (each call may call
 # Functions a step may call that the parser writes with table ops (DESIGN 1b): name -> keywords.
 SUGAR: dict[str, tuple[str, ...]] = {"clip": (), "min": ("axis", "keepdims"),
                                      "var": ("axis", "keepdims"), "std": ("axis", "keepdims")}
-RESERVED = reserved_names() | frozenset(SUGAR) | {"where", "eye"}
+# The axes ops and einsum take tuples, axes or subscripts as arguments (_StepParser.structural).
+STRUCTURAL = ("transpose", "swapaxes", "reshape", "concatenate", "stack", "einsum")
+RESERVED = reserved_names() | frozenset(SUGAR) | frozenset(STRUCTURAL) | {"where", "eye"}
 _COMPARISONS = {ast.Lt: "less", ast.LtE: "less_equal", ast.Gt: "greater", ast.GtE: "greater_equal"}
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.MatMult: "matmul"}
@@ -531,6 +533,8 @@ class _StepParser:
             return self.where(node, depth)
         if name == "eye":
             return self.eye(node)
+        if name in STRUCTURAL:
+            return self.structural(name, node, depth)
         if name not in CALLABLE:
             known = ", ".join(sorted(CALLABLE))
             close = difflib.get_close_matches(
@@ -743,6 +747,115 @@ class _StepParser:
         centred = b.emit("sub", x, b.emit("mean", x, axis=axis, keepdims=True))
         var = b.emit("mean", b.emit("square", centred), axis=axis, keepdims=keep)
         return var if name == "var" else b.emit("sqrt", var)
+    def structural(self, name: str, node: ast.Call, depth: int) -> Arg:
+        """transpose(a, (0, 2, 1)), swapaxes(a, 1, 2), reshape(a, (B, N * H)),
+        concatenate((a, b), axis=1), stack((a, b), axis=0), einsum("ij,jk->ik", a, b)."""
+        usage = {
+            "transpose": "transpose(a) or transpose(a, (0, 2, 1))",
+            "swapaxes": "swapaxes(a, 1, 2)",
+            "reshape": "reshape(a, (B, N * H))",
+            "concatenate": "concatenate((a, b), axis=1)",
+            "stack": "stack((a, b), axis=0)",
+            "einsum": 'einsum("bij,bjk->bik", a, b)',
+        }[name]
+        args, kws = node.args, {kw.arg: kw.value for kw in node.keywords}
+        bad = self.fail(f"{name}() is written {usage}")
+        if any(isinstance(a, ast.Starred) for a in args) or None in kws:
+            raise bad
+        if name in ("concatenate", "stack"):
+            if len(args) != 1 or not isinstance(args[0], ast.Tuple) or not args[0].elts \
+                    or set(kws) - {"axis"}:
+                raise bad
+            xs = [self.expr(e, depth) for e in args[0].elts]
+            if any(not isinstance(x, str) for x in xs):
+                raise self.fail(f"{name}() joins arrays, not numbers")
+            rank = len(self.b.shape(xs[0])) + (name == "stack")
+            axis = self.small_int(name, kws["axis"]) if "axis" in kws else 0
+            axis = shapes.normalize_axis(axis, rank, f"{name}()")  # type: ignore[assignment]
+            if len(xs) == 1:
+                if name == "concatenate":
+                    return self.b.emit("identity", xs[0])
+            return self.b.emit(name, *xs, axis=axis)
+        if kws:
+            raise self.fail(f"{name}() takes no keywords; it is written {usage}")
+        if name == "einsum":
+            if len(args) < 2 or not isinstance(args[0], ast.Constant) or \
+                    not isinstance(args[0].value, str):
+                raise bad
+            subscripts = args[0].value.replace(" ", "")
+            ins, arrow, out = subscripts.partition("->")
+            if not arrow or not all(t.isascii() and t.isalpha() or t == "" for t in ins.split(",")) \
+                    or not (out.isascii() and out.isalpha() or out == ""):
+                raise self.fail(f"einsum(): subscripts '{args[0].value[:40]}' must be letters "
+                                "with an explicit output, like 'bij,bjk->bik'")
+            xs = [self.expr(a, depth) for a in args[1:]]
+            if any(not isinstance(x, str) for x in xs):
+                raise self.fail("einsum() contracts arrays, not numbers")
+            return self.b.emit("einsum", *xs, subscripts=subscripts)
+        if not args:
+            raise bad
+        x = self.expr(args[0], depth)
+        rank = len(self.b.shape(x))
+        if name == "transpose":
+            if len(args) == 1:
+                axes = tuple(reversed(range(rank)))
+            elif len(args) == 2 and isinstance(args[1], (ast.Tuple, ast.List)):
+                axes = tuple(self.small_int(name, e) for e in args[1].elts)
+                axes = tuple(a % rank if -rank <= a < rank else a for a in axes)
+            else:
+                raise bad
+            return self.permute(x, axes)
+        if name == "swapaxes":
+            if len(args) != 3:
+                raise bad
+            i, j = (shapes.normalize_axis(self.small_int(name, a), rank, "swapaxes()")
+                    for a in args[1:])
+            axes = list(range(rank))  # type: ignore[assignment]
+            axes[i], axes[j] = axes[j], axes[i]  # type: ignore[index]
+            return self.permute(x, tuple(axes))
+        # reshape
+        if len(args) != 2 or not isinstance(args[1], (ast.Tuple, ast.List)):
+            raise bad
+        shape: tuple = tuple(self.dim_expr(e) for e in args[1].elts)
+        if shapes.product_dim(list(self.b.shape(x))) == shapes.product_dim(list(shape)) \
+                and tuple(self.b.shape(x)) == shape:
+            return x
+        return self.b.emit("reshape", x, shape=shape)
+
+    def permute(self, x: Arg, axes: tuple[int, ...]) -> Arg:
+        if not isinstance(x, str):
+            return x
+        rank = len(self.b.shape(x))
+        if axes == tuple(range(rank)):
+            return x
+        if rank == 2:
+            shapes.permute(self.b.shape(x), axes)
+            return self.b.emit("transpose", x)
+        return self.b.emit("permute", x, axes=axes)
+
+    def small_int(self, fn: str, v: ast.AST) -> int:
+        sign = 1
+        if isinstance(v, ast.UnaryOp) and isinstance(v.op, ast.USub):
+            sign, v = -1, v.operand
+        if isinstance(v, ast.Constant) and type(v.value) is int and abs(v.value) < 64:
+            return sign * v.value
+        raise self.fail(f"{fn}(): axes must be small integer literals like 1")
+
+    def dim_expr(self, node: ast.AST) -> object:
+        """One entry of reshape's shape: a positive integer, a dim of the function's inputs, or a
+        product of them (``N * H``)."""
+        if isinstance(node, ast.Constant) and type(node.value) is int and 0 < node.value < 2**31:
+            return node.value
+        if isinstance(node, ast.Name):
+            known = {d for i in self.fn.inputs for d in i.shape if isinstance(d, str)}
+            if node.id not in known:
+                raise self.fail(f"reshape(): '{node.id}' is not a dim of the inputs "
+                                f"(dims: {', '.join(sorted(known)) or 'none'})")
+            return node.id
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+            return shapes.product_dim([self.dim_expr(node.left), self.dim_expr(node.right)])  # type: ignore[list-item]
+        raise self.fail("reshape(): each size is a positive integer, a dim or a product of "
+                        "them, like (B, N * H)")
 
     def keyword(self, fn: str, kw: ast.keyword) -> object:
         v = kw.value

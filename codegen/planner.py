@@ -15,7 +15,7 @@ import copy
 from .build import Builder
 from .ir import Arg, Const, Edge, Op, Origin, Program, Shape
 from .names import temp_hint
-from .ops import OPS
+from .ops import OPS, VARIADIC_VJPS
 from .parse import Function
 from .shapes import broadcastable_to, fmt
 
@@ -62,6 +62,8 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
             if not isinstance(x, str) or x not in needed:
                 continue
             vjp = opdef.vjps[i] if i < len(opdef.vjps) else None
+            if op.op in VARIADIC_VJPS:  # any number of operands
+                vjp = VARIADIC_VJPS[op.op](i)
             if vjp is None:
                 continue
             rule = opdef.grads[i] if i < len(opdef.grads) else opdef.rule
@@ -77,6 +79,8 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
                     rule += "; 0 where where() chose the other branch"
                 contrib, mask = selected
                 rep = program.values[op.out].shape if opdef.elementwise else xv.shape
+                if not opdef.elementwise and not broadcastable_to(b.shape(contrib), xv.shape):
+                    rep = b.shape(contrib)  # a batched product against an unbatched operand
                 contrib, note = unbroadcast(b, contrib, rep, xv.shape)
                 program.edges.append(Edge(op.out, x, i, Origin(origin.step, origin.line, rule + note)))
                 if (mask is None or tuple(rep) != tuple(xv.shape)

@@ -103,7 +103,7 @@ def build_schema() -> dict:
         "items": {"anyOf": [{"$ref": "#/$defs/size"}, {"$ref": "#/$defs/dimName"}]},
         "description": (
             f"The input's shape: at most {MAX_RANK} entries, each a positive integer or a dim "
-            "name; [] is a scalar, [n] a vector, [m, n] a matrix."
+            "name; [] is a scalar, [n] a vector, [m, n] a matrix, [b, m, n] a batch of matrices."
         ),
         "examples": [["N", "D"], ["K"], [], ["N", 1]],
     }

@@ -203,6 +203,19 @@ def _logdet(xp, x):
     return _linalg(xp, "slogdet", "logdet")(x)[1]
 
 
+def _einsum(xp, subscripts, *operands):
+    """einsum, which the standard lacks: the library's own (NumPy, JAX, PyTorch, Dask have one);
+    a NotImplementedError naming the op and the library otherwise (array-api-strict)."""
+    function = getattr(xp, "einsum", None)
+    if function is None:
+        raise NotImplementedError(
+            f"einsum() is not in the array API standard and the array library "
+            f"{_library_name(xp)} does not provide it; compute this function with another "
+            "library (e.g. NumPy) instead"
+        )
+    return function(subscripts, *operands)
+
+
 class gaussian_nll_Grads(NamedTuple):
     """Gradients of nll with respect to S: each has its input's shape."""
 

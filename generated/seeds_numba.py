@@ -18,7 +18,7 @@ try:  # from this module's package
     _runtime = importlib.import_module("._codegen_numba_runtime", __package__ or None)
 except (ImportError, TypeError):  # a top-level module: by name, its directory on sys.path
     _runtime = importlib.import_module("_codegen_numba_runtime")
-if _runtime._VERSION != "db702e10feb4":
+if _runtime._VERSION != "ba9788e12675":
     raise ImportError(
         "the Numba runtime beside this module (_codegen_numba_runtime.py) is from another "
         "version of codegen: generate the module and the runtime again (python -m codegen)"

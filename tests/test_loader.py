@@ -256,10 +256,10 @@ BAD: list[tuple[str, str, tuple[int, int] | None, str]] = [
         r"must be names, got integer 1",
     ),
     (
-        "rank-3-shape",
-        func(inputs="{X: [N, D, K]}"),
-        (3, 24),
-        r"has 3 dimensions; at most 2",
+        "rank-5-shape",
+        func(inputs="{X: [N, D, K, M, L]}"),
+        (3, 30),
+        r"has 5 dimensions; at most 4 are supported .ranks 0 to 4.; merge axes",
     ),
     (
         "shape-not-list",

@@ -114,6 +114,16 @@ def _synthetic(name: str) -> tuple[Op, list[tuple[str, int]]]:
         attrs = {"axis": 1, "label": "f: y", "shape": (3, 3)}
     elif name == "one_hot":
         attrs = {"depth": 3, "label": "f: y"}
+    elif name == "permute":
+        attrs = {"axes": (0, 2, 1)}
+    elif name in ("concatenate", "stack"):
+        attrs = {"axis": 1}
+    elif name == "slice_axis":
+        attrs = {"axis": 1, "start": (2,), "stop": (2, 3)}
+    elif name == "index_axis":
+        attrs = {"axis": 1, "index": 0}
+    elif name == "einsum":
+        attrs = {"subscripts": "ij,jk->ik"}
     args = tuple("abc"[:OPS[name].arity])
     return (Op(name, args, tuple(attrs.items()), "y", "backward", 0, Origin("", 0)),
             [(a, 100) for a in args])
@@ -239,8 +249,10 @@ def _math(program: Program, arg: Arg, names: dict[str, str]) -> tuple[str, int]:
     axis = op.attr("axis")
     fields = {"axis_kw": "" if axis is None else ", axis", "keepdims_kw": "",
               "exponent": text.number(op.attr("exponent", 0)), "index": "", "shape": "", "n": "",
-              "dtype": ""}
+              "dtype": "", "axes": "axes", "axis": "axis", "subscripts": "",
+              "args": ", ".join(parts), "tuple": "(" + ", ".join(parts) + ")"}
     rendered = opdef.fmt.format(*parts, **fields).replace("np.linalg.", "").replace("np.", "")
+    rendered = rendered.replace('"", ', "").replace(", optimize=True", "")  # einsum's operands
     return rendered.lstrip("_"), opdef.prec
 
 
@@ -278,6 +290,14 @@ def _shapes(name: str, ranks: tuple[int, ...] | None = None) -> list[tuple]:
         return [("M", "K")[2 - ra:], ("K", "N")[:rb]]
     if name == "outer":
         return [("M",), ("N",)]
+    if name == "reshape":
+        return [(3, 3)]
+    if name == "permute":
+        return [("M", "N", "K")]
+    if name == "einsum":
+        return [("M", "K"), ("K", "N")]
+    if name in ("concatenate", "stack"):
+        return [("M", "N")] * 2
     if op.kind == "linalg" and name != "transpose":
         return [("N", "N")]
     return [("M", "N")] * op.arity
@@ -321,7 +341,9 @@ _REGROUPED = {("div", 1), ("pow", 0), ("sigmoid", 0), ("cos", 0), ("outer", 1), 
               ("erf", 0),  # 2/sqrt(pi) written as its value
               # the tie conventions (DESIGN 1b) stated in words and indicator brackets
               ("log_sigmoid", 0), ("maximum", 0), ("maximum", 1), ("minimum", 0), ("minimum", 1),
-              ("max", 0)}
+              ("max", 0),
+              # the slices of the joined axis described in words (the rendering spells indices)
+              ("reshape", 0), ("concatenate", 0), ("concatenate", 1), ("stack", 0), ("stack", 1)}
 
 
 @pytest.mark.parametrize("name,i", _RULES, ids=[f"{n}-{i}" for n, i in _RULES])

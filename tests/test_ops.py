@@ -125,6 +125,50 @@ CASES.append(("sum-of-matmul", "sum(a @ b, axis=0) + b", {"a": ["P", "N"], "b": 
 CASES.append(("fan-out", "a * tanh(a) + exp(a) * a", {"a": MAT}, False))
 CASES.append(("constant-only-input-path", "a * 0 + b", {"a": MAT, "b": MAT}, False))
 
+# --- ranks 3 and 4: broadcasting, reductions, batched @, axes ops, einsum ----------------------
+T3, T3T, T4 = ["P", "M", "N"], ["P", "N", "M"], ["P", 1, "M", "N"]
+for label, sa, sb in [("rank3-vector", T3, V), ("rank3-matrix", T3, MAT),
+                      ("rank3-size1-axes", ["P", 1, "N"], ["M", 1]),
+                      ("rank4-rank3", T4, ["M", 1]), ("rank4-rank4", T4, ["P", "N", 1, 1])]:
+    CASES.append((f"mul-{label}", "a * b", {"a": sa, "b": sb}, False))
+    CASES.append((f"sub-{label}", "a - b", {"a": sa, "b": sb}, False))
+for fn, kw in [("sum", "axis=1"), ("mean", "axis=2, keepdims=True"), ("sum", "axis=0"),
+               ("softmax", "axis=2"), ("logsumexp", "axis=1"), ("log_softmax", "axis=0")]:
+    CASES.append((f"{fn}-{kw.replace(' ', '')}-rank3", f"{fn}(tanh(a), {kw})", {"a": T3}, False))
+CASES.append(("sum-rank4", "sum(a * a, axis=3)", {"a": T4}, False))
+for label, sa, sb in [("batch-matrix", T3, NP_), ("batch-batch", T3, T3T),
+                      ("broadcast-batch", ["P", "M", "N"], [1, "N", "M"]),
+                      ("matrix-batch", MAT, T3T), ("rank4-rank3", T4, ["M", "N", "P"])]:
+    CASES.append((f"matmul-{label}", "a @ b", {"a": sa, "b": sb}, False))
+CASES.append(("matmul-attention", "softmax(a @ swapaxes(b, 1, 2), axis=2) @ b",
+              {"a": T3, "b": T3}, False))
+CASES.append(("transpose-axes", "transpose(a, (0, 2, 1)) * 2", {"a": T3}, False))
+CASES.append(("transpose-cycle", "transpose(a, (2, 0, 1))", {"a": T3}, False))
+CASES.append(("transpose-all", "transpose(a)", {"a": T4}, False))
+CASES.append(("swapaxes", "swapaxes(a, 0, 2)", {"a": T3}, False))
+CASES.append(("swapaxes-matrix", "swapaxes(a, 0, 1) @ b", {"a": MAT, "b": ["M", "P"]}, False))
+CASES.append(("reshape-merge", "reshape(a, (P, M * N))", {"a": T3}, False))
+CASES.append(("reshape-split", "reshape(tanh(a), (P, M, N))", {"a": ["P", "M", "N"]}, False))
+CASES.append(("reshape-flat", "reshape(a, (N * M,)) * 2", {"a": MAT}, False))
+CASES.append(("reshape-of-transpose", "reshape(transpose(a, (0, 2, 1)), (P * N, M))",
+              {"a": T3}, False))
+CASES.append(("concatenate", "concatenate((a, b), axis=1)", {"a": MAT, "b": ["M", "P"]}, False))
+CASES.append(("concatenate-three", "concatenate((a, b, a * 2), axis=0)",
+              {"a": MAT, "b": MAT}, False))
+CASES.append(("concatenate-rank3", "concatenate((a, b), axis=2)", {"a": T3, "b": T3}, False))
+CASES.append(("stack", "stack((a, b), axis=0)", {"a": MAT, "b": MAT}, False))
+CASES.append(("stack-last-three", "stack((a, tanh(b), a), axis=-1)", {"a": T3, "b": T3}, False))
+for label, sub, shapes_ in [("matmul", "ij,jk->ik", (MAT, NP_)),
+                            ("batched", "bij,bjk->bik", (T3, T3T)),
+                            ("transpose", "bij->jbi", (T3,)),
+                            ("rowdot", "ij,ij->i", (MAT, MAT)),
+                            ("outer", "i,j->ij", (["M"], V)),
+                            ("three", "bij,jk,k->bi", (T3, ["N", "P"], ["P"])),
+                            ("batch-out-last", "bij,bjk->ikb", (T3, T3T))]:
+    names_ = "abc"[:len(shapes_)]
+    CASES.append((f"einsum-{label}", f'einsum("{sub}", {", ".join(names_)})',
+                  dict(zip(names_, shapes_)), False))
+
 
 def _spec(expr: str, inputs: dict) -> str:
     lines = "\n".join(f"      {k}: {v}" for k, v in inputs.items()).replace("'", "")
@@ -195,11 +239,13 @@ def eval_numpy(expr: str, env: dict) -> np.ndarray:
                                                               keepdims=True)),
         "trace": np.trace, "inv": np.linalg.inv, "det": np.linalg.det,
         "logdet": lambda x: np.log(np.abs(np.linalg.det(x))), "outer": np.outer,
+        "transpose": np.transpose, "swapaxes": np.swapaxes, "reshape": np.reshape,
+        "concatenate": np.concatenate, "stack": np.stack, "einsum": np.einsum,
     }
     for name in CALLABLE:
         if name not in fns and isinstance(getattr(np, name, None), np.ufunc):
             fns[name] = getattr(np, name)
-    return eval(expr, {"__builtins__": {}}, {**fns, **env})  # test-only reference
+    return eval(expr, {"__builtins__": {}}, {**fns, **DIMS, **env})  # test-only reference
 
 
 def test_sigmoid_keeps_relative_accuracy_for_large_negative_inputs():
