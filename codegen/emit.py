@@ -181,15 +181,23 @@ class Emitter:
             else:
                 inner = E.Leaf(*inline[a]) if a in inline else E.as_expr(names.of[a])
             return E.call(self.np_dtype, inner).render(), ATOM
+        number = self.number_expr(a, dim)
+        if number is not None:
+            return number
+        assert isinstance(a, str)
+        if a in inline:
+            return inline[a]
+        return names.of[a], ATOM
+
+    def number_expr(self, a: Arg, dim: dict[str, str]) -> tuple[str, int] | None:
+        """A constant or a dim's size as an expression and its precedence (None: a value)."""
         if isinstance(a, Const):
             s = text.number(a.value)
             return s, UNARY if s.startswith("-") else ATOM
         if isinstance(a, DimSize):
             ref = E.as_expr(self.dim_ref(a.name, dim))
             return ref.render(), ref.prec
-        if a in inline:
-            return inline[a]
-        return names.of[a], ATOM
+        return None
 
     # --- statements -----------------------------------------------------------------------------
 

@@ -21,9 +21,9 @@ from . import __version__, annotate, text
 from . import expr as E
 from .emit import Emitter, FunctionView, templates_dir
 from .format import format_module
-from .ir import Arg, Const, DimSize, Op, Program
+from .ir import Arg, Op, Program
 from .names import Names
-from .ops import ATOM, LABEL_OPS, OPS, UNARY, names
+from .ops import ATOM, LABEL_OPS, OPS, names
 from .parse import Function
 from .plan import REDUCTIONS, Body, FunctionPlan, Group, Stmt
 
@@ -577,12 +577,10 @@ class NumbaEmitter(Emitter):
         dtype = E.as_expr(self.np_dtype)
 
         def read(a: Arg) -> tuple[str, int]:
-            if isinstance(a, Const):
-                s = text.number(a.value)
-                return s, UNARY if s.startswith("-") else ATOM
-            if isinstance(a, DimSize):
-                ref = E.as_expr(self.dim_ref(a.name, dim))
-                return ref.render(), ref.prec
+            number = self.number_expr(a, dim)
+            if number is not None:
+                return number
+            assert isinstance(a, str)
             if a in scalar:
                 return scalar[a]
             if a in self.views:  # X.T[i, j] is X[j, i]

@@ -369,53 +369,60 @@ def _last_two_swapped(b: RuleBuilder, x: Arg) -> Arg:
     return b.emit("permute", x, axes=tuple(range(rank - 2)) + (rank - 1, rank - 2))
 
 
-def _matmul_da(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
-    a, w = op.args
-    ra, rw = len(b.shape(a)), len(b.shape(w))
-    if ra == 1 and rw == 1:
-        b.explain("inner product: da = dz * b")
-        return b.emit("mul", g, w)
-    g = b.dense(g, b.shape(op.out))
-    if ra == 2 and rw == 1:
-        b.explain("matrix-vector product: dA = outer(dz, b)")
-        return b.emit("outer", g, w)
-    if ra == 1:
-        b.explain("vector-matrix product: da = B @ dz")
-        return b.emit("matmul", w, g)
-    if ra > 2 or rw > 2:
-        b.explain("batched matrix product: dA = dZ @ swapaxes(B, -1, -2)")
-    return b.emit("matmul", g, _last_two_swapped(b, w))
+def _rows_product(b: RuleBuilder, a: Arg, w: Arg, g: Arg) -> Arg:
+    """dB of a batch of rows times one matrix: one BLAS call, the batch axes merged into rows."""
+    ashape, gshape = b.shape(a), b.shape(g)
+    rows = shapes.product_dim(list(ashape[:-1]))
+    a2 = b.emit("reshape", a, shape=(rows, ashape[-1]))
+    g2 = b.emit("reshape", g, shape=(rows, gshape[-1]))
+    return b.emit("matmul", b.emit("transpose", a2), g2)
 
 
-def _matmul_db(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
-    a, w = op.args
-    ra, rw = len(b.shape(a)), len(b.shape(w))
-    if ra == 1 and rw == 1:
-        b.explain("inner product: db = a * dz")
-        return b.emit("mul", a, g)
-    g = b.dense(g, b.shape(op.out))
-    if ra == 1 and rw == 2:
-        b.explain("vector-matrix product: dB = outer(a, dz)")
-        return b.emit("outer", a, g)
-    if rw == 1:
-        b.explain("matrix-vector product: db = A.T @ dz")
-    if ra > 2 and rw == 2:  # one BLAS call: the batch axes merged into the rows
-        b.explain("batched matrix product: dB = sum over the batch of swapaxes(A, -1, -2) @ dZ")
-        ashape, gshape = b.shape(a), b.shape(g)
-        rows = shapes.product_dim(list(ashape[:-1]))
-        a2 = b.emit("reshape", a, shape=(rows, ashape[-1]))
-        g2 = b.emit("reshape", g, shape=(rows, gshape[-1]))
-        return b.emit("matmul", b.emit("transpose", a2), g2)
-    if ra > 2 or rw > 2:
-        b.explain("batched matrix product: dB = swapaxes(A, -1, -2) @ dZ")
-    return b.emit("matmul", _last_two_swapped(b, a) if ra >= 2 else a, g)
+# The matrix product's rules by the operands' ranks (1: a vector, 2: a matrix, 3: a batch, for
+# both ranks above 2): (rule text, or None for the entry's own; the contribution from the
+# builder, A, B and the dense cotangent), for dA and for dB.  A vector against a batch is refused
+# by the shape rule.
+_MatmulRule = tuple["str | None", Callable[[RuleBuilder, Arg, Arg, Arg], Arg]]
+_MATMUL: dict[tuple[int, int], tuple[_MatmulRule, _MatmulRule]] = {
+    (1, 1): (("inner product: da = dz * b", lambda b, a, w, g: b.emit("mul", g, w)),
+             ("inner product: db = a * dz", lambda b, a, w, g: b.emit("mul", a, g))),
+    (2, 1): (("matrix-vector product: dA = outer(dz, b)", lambda b, a, w, g: b.emit("outer", g, w)),
+             ("matrix-vector product: db = A.T @ dz",
+              lambda b, a, w, g: b.emit("matmul", b.emit("transpose", a), g))),
+    (1, 2): (("vector-matrix product: da = B @ dz", lambda b, a, w, g: b.emit("matmul", w, g)),
+             ("vector-matrix product: dB = outer(a, dz)", lambda b, a, w, g: b.emit("outer", a, g))),
+    (2, 2): ((None, lambda b, a, w, g: b.emit("matmul", g, b.emit("transpose", w))),
+             (None, lambda b, a, w, g: b.emit("matmul", b.emit("transpose", a), g))),
+    (3, 2): (("batched matrix product: dA = dZ @ swapaxes(B, -1, -2)",
+              lambda b, a, w, g: b.emit("matmul", g, _last_two_swapped(b, w))),
+             ("batched matrix product: dB = sum over the batch of swapaxes(A, -1, -2) @ dZ",
+              _rows_product)),
+    (2, 3): (("batched matrix product: dA = dZ @ swapaxes(B, -1, -2)",
+              lambda b, a, w, g: b.emit("matmul", g, _last_two_swapped(b, w))),
+             ("batched matrix product: dB = swapaxes(A, -1, -2) @ dZ",
+              lambda b, a, w, g: b.emit("matmul", _last_two_swapped(b, a), g))),
+}
+_MATMUL[3, 3] = (_MATMUL[2, 3][0], _MATMUL[2, 3][1])
+
+
+def _matmul_vjp(i: int) -> VJP:
+    """dA (``i`` = 0) or dB (1) of ``Z = A @ B`` by the rule of the operands' ranks."""
+    def vjp(b: RuleBuilder, op: "Op", g: Arg) -> Arg:
+        a, w = op.args
+        text, rule = _MATMUL[min(len(b.shape(a)), 3), min(len(b.shape(w)), 3)][i]
+        if text is not None:
+            b.explain(text)
+        if b.shape(op.out):  # (an inner product's cotangent is a scalar already)
+            g = b.dense(g, b.shape(op.out))
+        return rule(b, a, w, g)
+    return vjp
 
 
 _def(name="matmul", kind="linalg", arity=2, shape=lambda s, attrs: shapes.matmul(s[0], s[1]),
      fmt="{0} @ {1}", prec=MUL, arg_prec=(MUL, MUL + 1), domain=(REAL, REAL),
      rule="matrix product", math="Z = A @ B",
      grads=("right product: dA = dZ @ B.T", "left product: dB = A.T @ dZ"),
-     vjps=(_matmul_da, _matmul_db))
+     vjps=(_matmul_vjp(0), _matmul_vjp(1)))
 _def(name="transpose", kind="linalg", arity=1, shape=lambda s, attrs: shapes.transpose(s[0]),
      fmt="{0}.T", prec=ATOM, arg_prec=(ATOM,), domain=(REAL,), rule="transpose", math="Y = X.T",
      grads=("transpose: dX = dY.T",),
