@@ -120,6 +120,11 @@ def load_backend(backend: str, generated: Path):
     module_name = (
         f"_train_transformer_{name}"  # private name: never shadows an importable module
     )
+    # The Numba module imports its runtime, _codegen_numba_runtime.py beside it, by name when it
+    # is not in a package: its directory must be on sys.path.
+    directory = str(path.resolve().parent)
+    if backend == "numba" and directory not in sys.path:
+        sys.path.insert(0, directory)
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
