@@ -3,9 +3,12 @@
 Each 8x8 image is a sequence of 8 rows (tokens) of 8 pixels (features). The loss (mean softmax
 cross-entropy) and its gradients come only from the generated module for
 ``specs/transformer.yaml``'s ``classifier`` (a pre-norm block: layer norm, single-head attention
-over the rows, a GELU MLP, residuals; a linear head on all tokens): ``generated/transformer.py``
+over the rows, an exact-GELU MLP, residuals; a linear head on all tokens): ``generated/transformer.py``
 (``--backend numpy``) or ``generated/transformer_numba.py`` (``--backend numba``). Everything else
-here is plain NumPy: data preparation, initialisation, minibatches and the optimiser.
+here is plain NumPy: data preparation, initialisation, minibatches and the optimiser. The labels
+go in as integers of shape [B, 1] (the spec's ``y: {shape: [B, 1], dtype: int64}``), and the
+attention's 1 / sqrt(D) comes from the spec itself (a dim as a number), so nothing but data and
+parameters is passed.
 
     pip install -e '.[examples]'
     python -m codegen specs -o generated --backend all
@@ -117,6 +120,11 @@ def load_backend(backend: str, generated: Path):
     module_name = (
         f"_train_transformer_{name}"  # private name: never shadows an importable module
     )
+    # The Numba module imports its runtime, _codegen_numba_runtime.py beside it, by name when it
+    # is not in a package: its directory must be on sys.path.
+    directory = str(path.resolve().parent)
+    if backend == "numba" and directory not in sys.path:
+        sys.path.insert(0, directory)
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
@@ -135,7 +143,7 @@ def load_backend(backend: str, generated: Path):
 
 
 def load_data(split_seed: int):
-    """Digits as sequences [n, 8 rows, 8 pixels], scaled to [0, 1], one-hot labels."""
+    """Digits as sequences [n, 8 rows, 8 pixels], standardised, and integer labels [n, 1]."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
@@ -145,12 +153,11 @@ def load_data(split_seed: int):
         X, y, test_size=0.2, stratify=y, random_state=split_seed
     )
     scaler = StandardScaler().fit(X_train)  # constant pixels keep scale 1
-    classes = np.unique(y)
 
     def prepare(X, y):
         X = np.ascontiguousarray(scaler.transform(X).reshape(-1, 8, 8), dtype=np.float64)
-        Y = np.ascontiguousarray(y[:, None] == classes[None, :], dtype=np.float64)
-        return X, Y, y
+        labels = np.ascontiguousarray(y[:, None], dtype=np.int64)  # [n, 1], classes 0..9
+        return X, labels
 
     return prepare(X_train, y_train), prepare(X_test, y_test)
 
@@ -232,11 +239,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     args = parse_args(argv)
     nn = load_backend(args.backend, args.generated)
-    (X_train, Y_train, _), (X_test, Y_test, y_test) = load_data(args.split_seed)
+    (X_train, y_train), (X_test, y_test) = load_data(args.split_seed)
     n, seq, p = X_train.shape
-    k = Y_train.shape[1]
+    k = int(y_train.max()) + 1  # classes 0..9; the spec's K comes from Wc and bc
     d, f = args.width, args.hidden
-    scale = 1.0 / np.sqrt(d)  # softmax(Q K^T / sqrt(D))
 
     rng = np.random.default_rng(args.seed)
     params = {
@@ -263,12 +269,12 @@ def main(argv: list[str] | None = None) -> dict:
         optimizer = SGD(params, args.lr, args.momentum)
 
     def evaluate():
-        loss, Z = nn.classifier(X_test, Y_test, scale, **params)
-        return float(loss), float(np.mean(np.argmax(Z, axis=1) == y_test))
+        loss, Z = nn.classifier(X_test, y_test, **params)
+        return float(loss), float(np.mean(np.argmax(Z, axis=1) == y_test[:, 0]))
 
     # One call before the clock starts: it compiles the Numba backend (no-op cost for NumPy).
     t0 = time.perf_counter()
-    nn.classifier_value_and_grad(X_train[:2], Y_train[:2], scale, **params)
+    nn.classifier_value_and_grad(X_train[:2], y_train[:2], **params)
     evaluate()
     warmup = time.perf_counter() - t0
 
@@ -288,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict:
                 lo : lo + args.batch_size
             ]  # the last batch may be smaller: B is symbolic
             (loss, _Z), grads = nn.classifier_value_and_grad(
-                X_train[idx], Y_train[idx], scale, **params
+                X_train[idx], y_train[idx], **params
             )
             optimizer.step(params, {name: getattr(grads, name) for name in PARAMS})
             total += float(loss) * len(idx)
