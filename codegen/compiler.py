@@ -193,10 +193,11 @@ def render(compiled: Compiled, backend: str = "numpy", outdir: str | None = None
         for view in views:
             memory_pass(view)
     for view, cf in zip(views, compiled.functions):
-        if cf.derivatives is not None:
+        if cf.derivatives is not None and emitter.writes_derivatives:
             view.derivs = derivative_view(emitter, cf.function, cf.derivatives, emitter.module_names)
     programs = [p for plan in plans for p in (plan.vg, plan.bw)]
-    programs += [tp.program for cf in compiled.functions if cf.derivatives
+    programs += [tp.program for cf in compiled.functions
+                 if cf.derivatives and emitter.writes_derivatives
                  for tp in (cf.derivatives.jvp, cf.derivatives.hvp) if tp is not None]
     helpers = emitter.helpers(programs) + derivative_helpers([v.derivs for v in views])
     return emitter.module(spec_label(spec.path, outdir), spec.sha256, spec.module, spec.doc, views,

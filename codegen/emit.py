@@ -78,6 +78,8 @@ class Emitter:
     #: Delete dead arrays and compute into them (``memory.py``), ``sum(x ** 2)`` as ``np.vdot``:
     #: statements of array expressions (a compiled backend's kernels own their arrays).
     plan_memory = True
+    #: f_jvp, f_jacobian, f_hvp, f_hessian (``derivatives:``) are written into its modules.
+    writes_derivatives = True
     #: logsumexp, softmax and log_softmax as primitive ops (``lower.py``), for loop backends.
     lowers = False
     #: Partition each body into loop groups (``fusion.py``), for loop backends.

@@ -214,7 +214,6 @@ class NumbaEmitter(Emitter):
         self.split = False  # some kernel of the module has parts
         self.function_name = ""
         self.called: set[str] = set()  # the runtime's functions the kernels call (_exp, ...)
-        self.batched = False  # the kernels call _batched_dot (in the runtime)
 
     def function_view(self, plan: FunctionPlan) -> NumbaFunctionView:
         self._loop_index: dict[int, list[str]] = {}
@@ -333,12 +332,14 @@ class NumbaEmitter(Emitter):
         label = E.Leaf(f'"{op.attr("label", "")}"')
         if op.op == "take_along_axis":
             a, y = (shape_of(x) for x in op.args)
+            self.called.update({"_take_along_axis", "_label_error"})
             taken = E.call("_take_along_axis", flat(args[0], a), flat(args[1], y), label)
             return reshape(taken, self.shape_expr(y, dim))
         if op.op == "put_along_axis":
             g, out = shape_of(op.args[0]), op.attr("shape")
             assert isinstance(out, tuple)
             zeros = E.call("np.zeros", three(out), dtype=dtype)
+            self.called.add("_put_along_axis")
             added = E.call("_put_along_axis", flat(args[0], g), flat(args[1], g), zeros)
             return reshape(added, self.shape_expr(out, dim))
         y = shape_of(op.args[0])
@@ -346,6 +347,7 @@ class NumbaEmitter(Emitter):
         depth = self.dim_ref(op.attr("depth"), dim)
         zeros = E.call("np.zeros", E.tuple_([size, depth]), dtype=dtype)
         labels = reshape(E.call("np.ascontiguousarray", E.Leaf(*args[0])), E.tuple_([size]))
+        self.called.update({"_one_hot", "_label_error"})
         hot = E.call("_one_hot", labels, zeros, label)
         return reshape(hot, self.shape_expr(y + (op.attr("depth"),), dim))
 
@@ -519,7 +521,7 @@ class NumbaEmitter(Emitter):
             return E.call(f"{x.render()}.reshape", E.tuple_(
                 [-1, self.dim_ref(s[-2], dim), self.dim_ref(s[-1], dim)]))
 
-        self.batched = True
+        self.called.add("_batched_dot")
         product = E.call("_batched_dot", stacked(a, sa), stacked(b, sb))
         if len(batch) == 1:
             return product

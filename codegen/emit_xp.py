@@ -138,6 +138,7 @@ class ArrayAPIEmitter(Emitter):
 
     backend = "array_api"
     template = "module_xp.py.j2"
+    writes_derivatives = False  # not yet: f_jvp ... are in the NumPy and Numba modules only
     plan_memory = False  # no out=, no in-place update (JAX arrays are immutable, Dask's lazy)
 
     def __init__(self, dtype: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import importing
-from .compiler import Compiled, compile_spec, render
+from .compiler import Compiled, compile_spec, emitter_for, render
 from .ir import Op, Program
 from .ops import INDEX_OPERANDS, NONSINGULAR, OPS, POSITIVE, POSITIVE_IF_FRACTIONAL
 from .parse import Function
@@ -422,5 +422,6 @@ def check_spec(spec: Spec, seed: int = 0, backend: str = "numpy") -> list[Result
     with np.errstate(all="ignore"):
         for cf in compiled.functions:
             results.extend(check_function(module, spec64, cf.function, seed=seed))
-            results.extend(check_derivatives(module, spec64, cf.function, seed=seed))
+            if emitter_for(backend, spec64.dtype).writes_derivatives:  # (not the array-API's yet)
+                results.extend(check_derivatives(module, spec64, cf.function, seed=seed))
     return results

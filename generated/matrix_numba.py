@@ -4,7 +4,9 @@
 """Matrix-function objectives (trace, inverse, determinant) and their closed-form
 gradients."""
 
-import importlib
+import importlib.util
+import os
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -17,8 +19,18 @@ _MASKED = np.ma.MaskedArray
 # dispatch to checked inputs: codegen's Numba runtime, generated beside this file.
 try:  # from this module's package
     _runtime = importlib.import_module("._codegen_numba_runtime", __package__ or None)
-except (ImportError, TypeError):  # a top-level module: by name, its directory on sys.path
-    _runtime = importlib.import_module("_codegen_numba_runtime")
+except (ImportError, TypeError):
+    try:  # a top-level module: by name, its directory on sys.path
+        _runtime = importlib.import_module("_codegen_numba_runtime")
+    except ImportError:  # a module loaded by its path: the runtime's file beside it
+        _spec = importlib.util.spec_from_file_location(
+            "_codegen_numba_runtime",
+            os.path.join(os.path.dirname(os.path.abspath(__file__)), "_codegen_numba_runtime.py"),
+        )
+        assert _spec is not None and _spec.loader is not None
+        _runtime = importlib.util.module_from_spec(_spec)
+        sys.modules["_codegen_numba_runtime"] = _runtime
+        _spec.loader.exec_module(_runtime)
 if _runtime._VERSION != "ba9788e12675":
     raise ImportError(
         "the Numba runtime beside this module (_codegen_numba_runtime.py) is from another "

@@ -87,8 +87,8 @@ def _check_inputs(function, values, shapes):
             elif numpy and type(x) is not np.ndarray:
                 x = np.asarray(x)  # np.matrix and other subclasses: a plain array
             if x.dtype != dtype:
-                # integers and booleans are converted (exactly, as lists are), and so is another byte
-                # order; another float precision is refused: converting it would change the results
+                # integers and booleans are converted (exactly, as lists are), and so is another
+                # byte order; another float precision is refused: converting would change results
                 if not (
                     xp.isdtype(x.dtype, ("integral", "bool"))
                     or (numpy and x.dtype.newbyteorder("=") == dtype)

@@ -86,8 +86,8 @@ def _check_inputs(function, values, shapes):
             elif numpy and type(x) is not np.ndarray:
                 x = np.asarray(x)  # np.matrix and other subclasses: a plain array
             if x.dtype != dtype:
-                # integers and booleans are converted (exactly, as lists are), and so is another byte
-                # order; another float precision is refused: converting it would change the results
+                # integers and booleans are converted (exactly, as lists are), and so is another
+                # byte order; another float precision is refused: converting would change results
                 if not (
                     xp.isdtype(x.dtype, ("integral", "bool"))
                     or (numpy and x.dtype.newbyteorder("=") == dtype)
@@ -166,66 +166,6 @@ def _check_cotangent(function, g, shape):
             )
         g = xp.broadcast_to(g, shape)
     return g
-
-
-def _tangent_args(function, what, tangents, names):
-    """The arrays of ``tangents``: a tuple, a list or a Grads, one per wrt input, in wrt order."""
-    if isinstance(tangents, np.ndarray) or not hasattr(tangents, "__len__"):
-        tangents = None
-    if tangents is None or len(tangents) != len(names):
-        raise ValueError(
-            f"{function}: {what} must hold one array per input of {', '.join(names)}, "
-            "in that order (a tuple or a Grads)"
-        )
-    return tuple(tangents)
-
-
-def _basis(inputs, k):
-    """The k-th unit vector of the concatenated, raveled ``inputs``, as one array per input."""
-    out = [np.zeros(np.shape(x), _DTYPE) for x in inputs]
-    for x in out:
-        if k < x.size:
-            x.reshape(-1)[k] = 1
-            break
-        k -= x.size
-    return out
-
-
-def _jacobian(forward, backward, jvp, grads_type, args, wrt, several):
-    """(outputs, Jacobians): d vec(y) / d vec(x) for each wrt input x (``args[i]`` for i in
-    ``wrt``), y the first output, vec row-major; from VJP rows (``backward``, one per element
-    of y) or JVP columns (``jvp``, one per element of the wrt inputs), whichever are fewer."""
-    outputs, saved = forward(*args)
-    y = outputs[0] if several else outputs
-    inputs = [args[i] for i in wrt]
-    m, sizes = np.size(y), [np.size(x) for x in inputs]
-    if m <= sum(sizes):
-        # by rows: row i is the vector-Jacobian product with the i-th unit cotangent
-        rows = [np.empty((m, n), _DTYPE) for n in sizes]
-        for i in range(m):
-            grads = backward(saved, _basis([y], i)[0])
-            for row, grad in zip(rows, grads, strict=True):
-                row[i] = np.ravel(grad)
-        return outputs, grads_type(*rows)
-    # by columns: column k is the Jacobian-vector product with the k-th unit tangent
-    columns = np.empty((sum(sizes), m), _DTYPE)
-    for k in range(sum(sizes)):
-        columns[k] = np.ravel(jvp(*args, _basis(inputs, k))[1])
-    blocks = np.split(columns, np.cumsum(sizes)[:-1])
-    return outputs, grads_type(*(block.T.copy() for block in blocks))
-
-
-def _hessian(hvp, args, wrt):
-    """(outputs, grads, H): H the dense Hessian over the concatenated, raveled wrt inputs;
-    column k is ``hvp`` with the k-th unit vector (H is symmetric: also row k)."""
-    inputs = [args[i] for i in wrt]
-    n = sum(np.size(x) for x in inputs)
-    hessian = np.empty((n, n), _DTYPE)
-    outputs = grads = None
-    for k in range(n):
-        outputs, grads, hv = hvp(*args, _basis(inputs, k))
-        hessian[:, k] = np.concatenate([np.ravel(h) for h in hv])
-    return outputs, grads, hessian
 
 
 class twice_sum_Grads(NamedTuple):

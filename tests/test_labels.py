@@ -392,7 +392,7 @@ STEP_ERRORS = [
      "positive integer"),
     ("out = one_hot(v, Q)", "K must be a dim's name"),
     ("out = one_hot(Z, K)", "one_hot(): the labels 'Z' are a float value"),
-    ("out = one_hot(y, K)", "one_hot: labels [N, 1] would give rank 3"),
+    ("out = one_hot(y, 0)", "K must be a dim's name (of an input's shape) or a positive integer"),
     ("out = q / P", "unknown name 'P' (not an input, an earlier step or a dim)"),
     ("out = f(Z, y, m, v)", "the call f(Z, y, m, v) is recursive (f -> f)"),
     ("out = g(Z)", "in h(X), h's step 'Y = g(X) * 2': the call g(X) is recursive (g -> h -> g)"),
