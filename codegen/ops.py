@@ -623,7 +623,9 @@ def _einsum_vjp(k: int) -> VJP:
 
 _def(name="einsum", kind="linalg", arity=2,
      shape=lambda s, attrs: shapes.einsum(str(attrs["subscripts"]), s),
-     fmt='np.einsum("{subscripts}", {args}, optimize=True)', prec=ATOM, arg_prec=(ANY, ANY),
+     # (optimize=True may return a transposed view of its product: a gradient must be its own)
+     fmt='np.ascontiguousarray(np.einsum("{subscripts}", {args}, optimize=True))', prec=ATOM,
+     arg_prec=(ANY, ANY),
      domain=(REAL, REAL), rule="einsum", math='Z = einsum("ij,jk->ik", A, B)',
      grads=("einsum: dA = einsum(B, dZ), into the indices of A",
             "einsum: dB = einsum(A, dZ), into the indices of B"),

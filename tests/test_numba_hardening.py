@@ -14,6 +14,7 @@ import pytest
 
 import codegen
 from helpers import write_numba_runtime
+from codegen.emit_numba import RUNTIME_FILENAME, runtime_source
 from codegen import compiler
 from codegen.compiler import compile_spec
 from codegen.loader import load_spec
@@ -148,6 +149,7 @@ def test_parallel_kernels_called_from_threads_under_the_workqueue_layer(tmp_path
     source = compiler.render(compile_spec(load_spec(PARALLEL_SPEC, "par.yaml")), "numba",
                              parallel=True)
     (tmp_path / "par_numba.py").write_text(source)
+    (tmp_path / RUNTIME_FILENAME).write_text(runtime_source())  # written beside it by codegen
     (tmp_path / "run.py").write_text(RUN_THREADS)
     proc = _run([str(tmp_path / "run.py"), str(tmp_path)],
                 {"NUMBA_THREADING_LAYER": "workqueue"}, tmp_path)

@@ -343,7 +343,8 @@ _REGROUPED = {("div", 1), ("pow", 0), ("sigmoid", 0), ("cos", 0), ("outer", 1), 
               ("log_sigmoid", 0), ("maximum", 0), ("maximum", 1), ("minimum", 0), ("minimum", 1),
               ("max", 0),
               # the slices of the joined axis described in words (the rendering spells indices)
-              ("reshape", 0), ("concatenate", 0), ("concatenate", 1), ("stack", 0), ("stack", 1)}
+              ("reshape", 0), ("concatenate", 0), ("concatenate", 1), ("stack", 0), ("stack", 1),
+              ("einsum", 0), ("einsum", 1)}  # (its rendering makes the result contiguous)
 
 
 @pytest.mark.parametrize("name,i", _RULES, ids=[f"{n}-{i}" for n, i in _RULES])
