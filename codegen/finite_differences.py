@@ -25,7 +25,7 @@ import numpy as np
 from . import importing
 from .compiler import Compiled, compile_spec, emitter_for, render
 from .ir import Op, Program
-from .ops import INDEX_OPERANDS, NONSINGULAR, OPS, POSITIVE, POSITIVE_IF_FRACTIONAL
+from .ops import NONSINGULAR, OPS, POSITIVE, POSITIVE_IF_FRACTIONAL
 from .parse import Function
 from .spec import Spec
 
@@ -156,7 +156,7 @@ def label_bound(program: Program, name: str, dims: dict[str, int]) -> int:
     3 when none does)."""
     bounds = []
     for op in program.ops:
-        if name not in [op.args[k] for k in INDEX_OPERANDS.get(op.op, ())]:
+        if name not in [op.args[k] for k in OPS[op.op].labels]:
             continue
         if op.op == "one_hot":
             depth = op.attr("depth")

@@ -97,6 +97,7 @@ class OpDef:
     fusion: str = ""  # "elementwise" | "reduction": fused into loops (fusion.py); "": a statement
     lowered: bool = False  # replaced by primitive ops before fusion (lower.py)
     # --- the spec language ---
+    labels: tuple[int, ...] = ()  # operands read only as integer labels (indices), never floats
     call: tuple[str, ...] | None = None  # keywords a spec's call accepts; None: a spec cannot call it
     scalar: Callable[[float], float] | None = None  # on a Python number: the parser folds f(1)
     # --- forward mode ---
@@ -754,7 +755,7 @@ _def(name="eye", kind="layout", arity=0, shape=_attr_shape, fmt="np.eye({n}, dty
      prec=ATOM, arg_prec=(), domain=(), rule="identity matrix", vjps=())
 
 # --- labels: integer arrays that index a float array (never differentiated themselves) --------
-# Each label op reads its integer operand only as an index: ``INDEX_OPERANDS`` names those
+# Each label op reads its integer operand only as an index: the entry's ``labels`` names those
 # operands (the parser refuses an integer or boolean value anywhere else).  Every rendering checks
 # the labels first and raises ValueError for one outside [0, depth) (helpers in templates/).
 # Finite-difference domain: the float operand anywhere; the labels are fixed (not perturbed): the
@@ -787,14 +788,14 @@ _def(name="take_along_axis", kind="label", arity=2, shape=_take_shape,
      fmt="_take_along_axis({0}, {1}, {axis}, {label})", prec=ATOM, arg_prec=(ANY, ANY),
      rule="take along axis", math="z = take_along_axis(a, y, axis)",
      grads=("take along axis: da = zeros with dz added at the labels y (repeats add up)",),
-     vjps=(_take_vjp, None), domain=(REAL, REAL), helper="labels", call=("axis",))
+     vjps=(_take_vjp, None), domain=(REAL, REAL), helper="labels", call=("axis",), labels=(1,))
 _def(name="put_along_axis", kind="label", arity=2, shape=_attr_shape,
      fmt="_put_along_axis({0}, {1}, {axis}, {shape})", prec=ATOM, arg_prec=(ANY, ANY),
      rule="scatter-add along axis (np.add.at)", math="z = zeros, z[labels y] += a",
      grads=("scatter-add along axis: da = take_along_axis(dz, y, axis)",),
      vjps=(lambda b, op, g: b.emit("take_along_axis", b.dense(g, b.shape(op.out)), op.args[1],
                                    axis=op.attr("axis"), label=op.attr("label", "")), None),
-     domain=(REAL, REAL), helper="labels")
+     domain=(REAL, REAL), helper="labels", labels=(1,))
 
 
 def _one_hot_shape(s: list[Shape], attrs: dict) -> Shape:
@@ -809,10 +810,7 @@ def _one_hot_shape(s: list[Shape], attrs: dict) -> Shape:
 
 _def(name="one_hot", kind="label", arity=1, shape=_one_hot_shape,
      fmt="_one_hot({0}, {depth}, {label})", prec=ATOM, arg_prec=(ANY,), rule="one-hot labels",
-     math="z[..., k] = (y == k)", vjps=(None,), domain=(REAL,), helper="labels", call=())
-# op -> the operands that are integer labels
-INDEX_OPERANDS: dict[str, tuple[int, ...]] = {"take_along_axis": (1,), "put_along_axis": (1,),
-                                              "one_hot": (0,)}
+     math="z[..., k] = (y == k)", vjps=(None,), domain=(REAL,), helper="labels", call=(), labels=(0,))
 
 # --- views of the table for the modules that ask one question of it -------------------------------
 
@@ -988,9 +986,6 @@ for _name, _rule in (("einsum", "einsum (multilinear): Z_dot = sum over k of ein
                      ("stack", "stack (linear): Y_dot = stack of the tangents")):
     _jvp(_name, VARIADIC_JVPS[_name](0), VARIADIC_JVPS[_name](1), rules=(_rule, _rule))
 
-# Ops without a JVP: ``max`` (only the lowering of a normalisation writes it, after the derivative
-# programs are made).
-NO_JVP: frozenset[str] = frozenset()
 
 # Ops a spec may call by name: (number of array arguments, keyword arguments accepted).
 CALLABLE: dict[str, tuple[int, tuple[str, ...]]] = {
