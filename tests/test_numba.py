@@ -38,6 +38,12 @@ def modules(path: Path):
     return _modules[path]
 
 
+def _rounding(expected) -> float:
+    """Absolute tolerance for a sum summed in another order: relative to the array's scale, since
+    an entry that cancels (0.005 from terms of 0.4) keeps only the terms' absolute error."""
+    return 1e-12 + 1e-10 * float(np.max(np.abs(expected), initial=0.0))
+
+
 @pytest.mark.parametrize("path, name", list(_functions()))
 def test_numba_matches_numpy(path, name):
     np_mod, nb_mod = modules(path)
@@ -52,7 +58,7 @@ def test_numba_matches_numpy(path, name):
     assert type(g1).__name__ == type(g0).__name__ and g1._fields == g0._fields
     for field, a, b in zip(g0._fields, g0, g1):
         assert np.shape(b) == np.shape(a) and np.asarray(b).dtype == np.float64, field
-        assert_close(b, a, rtol=1e-10, atol=1e-12, what=f"d{field}")
+        assert_close(b, a, rtol=1e-10, atol=_rounding(a), what=f"d{field}")
     # forward + backward with a random cotangent
     outs, saved = getattr(nb_mod, name + "_forward")(*args)
     first = outs[0] if len(fn.program.outputs) > 1 else outs
@@ -61,7 +67,7 @@ def test_numba_matches_numpy(path, name):
     _, saved0 = getattr(np_mod, name + "_forward")(*args)
     gb0 = getattr(np_mod, name + "_backward")(saved0, g)
     for field, a, b in zip(gb0._fields, gb0, gb1):
-        assert_close(b, a, rtol=1e-10, atol=1e-12, what=f"d{field} with g")
+        assert_close(b, a, rtol=1e-10, atol=_rounding(a), what=f"d{field} with g")
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
