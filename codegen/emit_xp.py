@@ -194,6 +194,8 @@ class ArrayAPIEmitter(Emitter):
         fields = super().attr_fields(op, dim)
         if op.op == "expand_dims":  # the standard indexes every axis: the rest by an ellipsis
             fields["index"] = "[" + ", ".join([":"] * int(op.attr("axis")) + ["None", "..."]) + "]"  # type: ignore[arg-type, call-overload]
+        if op.op in ("slice_axis", "index_axis"):  # (likewise: dS[0] is dS[0, ...])
+            fields["index"] = fields["index"][:-1] + ", ...]"
         return fields
 
     def _is_number(self, a: Arg) -> bool:

@@ -625,7 +625,7 @@ def _einsum_vjp(k: int) -> VJP:
 _def(name="einsum", kind="linalg", arity=2,
      shape=lambda s, attrs: shapes.einsum(str(attrs["subscripts"]), s),
      # (optimize=True may return a transposed view of its product: a gradient must be its own)
-     fmt='np.ascontiguousarray(np.einsum("{subscripts}", {args}, optimize=True))', prec=ATOM,
+     fmt='np.asarray(np.einsum("{subscripts}", {args}, optimize=True), order="C")', prec=ATOM,
      arg_prec=(ANY, ANY),
      domain=(REAL, REAL), rule="einsum", math='Z = einsum("ij,jk->ik", A, B)',
      grads=("einsum: dA = einsum(B, dZ), into the indices of A",

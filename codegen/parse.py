@@ -376,10 +376,10 @@ class _StepParser:
             value = self.name(node.id)
             if self.is_label(value):
                 kind = self.b.program.values[value].dtype  # type: ignore[index]
-                raise self.fail(
-                    f"'{node.id}' is {_a(kind)} input: it can only be the labels of "
-                    "take_along_axis(a, y, axis=1) or one_hot(y, K), or an argument of a function "
-                    "whose input has its dtype")
+                use = (f"the condition of where({node.id}, a, b)" if kind == "bool" else
+                       "the labels of take_along_axis(a, y, axis=1) or one_hot(y, K)")
+                raise self.fail(f"'{node.id}' is {_a(kind)} input: it can only be {use}, or an "
+                                "argument of a function whose input has its dtype")
             return value
         if isinstance(node, ast.Constant):
             return Const(self.number(node))
@@ -408,6 +408,10 @@ class _StepParser:
             if name == "div" and isinstance(right, Const) and right.value == 0:
                 raise self.fail("division by the constant zero")
             try:
+                if name == "matmul" and isinstance(left, str) and isinstance(right, str):
+                    vector = self.batch_vector_product(left, right)
+                    if vector is not None:
+                        return vector
                 return self.b.emit(name, left, right)
             except shapes.ShapeError as e:
                 raise self.fail(str(e) + self.keepdims_hint(left, right)) from None
@@ -426,6 +430,46 @@ class _StepParser:
                             "float)")
         word = _NODE_WORDS.get(type(node), f"'{type(node).__name__}' expressions")
         raise self.fail(f"{word} are not supported")
+
+    def batch_vector_product(self, a: str, b: str) -> Arg | None:
+        """``X @ v`` and ``v @ X`` with X a batch of matrices (rank 3 or 4) and v a vector, as
+        NumPy's matmul means them, written as the einsum that says so (None: another pairing)."""
+        sa, sb = self.b.shape(a), self.b.shape(b)
+        ra, rb = len(sa), len(sb)
+        if (ra >= 3 and rb == 1 or ra == 1 and rb >= 3) and sa[-1] != sb[-1 if ra >= 3 else -2]:
+            inner = sb[-1 if ra >= 3 else -2]
+            raise shapes.ShapeError(f"matrix product '@': inner dims differ: {sa[-1]} (from "
+                                    f"{shapes.fmt(sa)}) vs {inner} (from {shapes.fmt(sb)})")
+        if ra >= 3 and rb == 1:
+            batch = "abcd"[:ra - 2]
+            return self.b.emit("einsum", a, b, subscripts=f"{batch}mn,n->{batch}m")
+        if ra == 1 and rb >= 3:
+            batch = "abcd"[:rb - 2]
+            return self.b.emit("einsum", a, b, subscripts=f"m,{batch}mn->{batch}n")
+        return None
+
+    def einsum(self, subscripts: str, xs: list[str]) -> Arg:
+        """``einsum`` with NumPy's meaning: an index that is in one operand only and not in the
+        output is summed over first (``sum(x, axis=...)``), so the contraction that remains has
+        every index in two places; an einsum that only sums (and permutes) one operand is that."""
+        ins, _, out = subscripts.partition("->")
+        terms = ins.split(",")
+        if len(terms) == len(xs):
+            for k, (term, x) in enumerate(zip(terms, xs)):
+                if len(term) != len(self.b.shape(x)) or len(set(term)) != len(term):
+                    continue  # (the shape rule says what is wrong)
+                others = "".join(t for j, t in enumerate(terms) if j != k) + out
+                lone = tuple(i for i, c in enumerate(term) if c not in others)
+                for axis in reversed(lone):  # (the last first: the others keep their numbers)
+                    summed = self.b.emit("sum", xs[k], axis=axis, keepdims=False)
+                    assert isinstance(summed, str)
+                    xs[k] = summed
+                if lone:
+                    terms[k] = "".join(c for c in term if c in others)
+            if len(xs) == 1 and terms[0] == out:
+                return xs[0]
+            subscripts = ",".join(terms) + "->" + out
+        return self.b.emit("einsum", *xs, subscripts=subscripts)
 
     def name(self, name: str) -> Arg:
         """An input or earlier step by its name, or a dim's size (a dim's name in a step is its
@@ -664,7 +708,8 @@ class _StepParser:
             raise self.fail(f"{text}: {callee.name}'s first output is an integer input")
         return result
     def condition(self, node: ast.AST, depth: int) -> Arg:
-        """where's condition: one comparison of arrays (``a > b``), or a value (nonzero: true)."""
+        """where's condition: one comparison of arrays (``a > b``), a bool input (a mask), or a
+        value (nonzero: true)."""
         if isinstance(node, ast.Compare):
             if len(node.ops) != 1:
                 raise self.fail("where(): chained comparisons are not supported; nest where() "
@@ -679,6 +724,10 @@ class _StepParser:
                 raise self.fail("where(): the condition compares two numbers; it must read an "
                                 "array")
             return self.b.emit(op, left, right)
+        if isinstance(node, ast.Name):  # a bool input is a mask (DESIGN 1b: m: {dtype: bool})
+            value = self.name(node.id)
+            if self.is_label(value) and self.b.program.values[value].dtype == "bool":  # type: ignore[index]
+                return value
         cond = self.expr(node, depth + 1)
         if isinstance(cond, Const):
             raise self.fail("where(): the condition must read an array, like where(x > 0, x, 0)")
@@ -791,7 +840,7 @@ class _StepParser:
             xs = [self.expr(a, depth) for a in args[1:]]
             if any(not isinstance(x, str) for x in xs):
                 raise self.fail("einsum() contracts arrays, not numbers")
-            return self.b.emit("einsum", *xs, subscripts=subscripts)
+            return self.einsum(subscripts, xs)
         if not args:
             raise bad
         x = self.expr(args[0], depth)

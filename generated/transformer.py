@@ -376,7 +376,7 @@ def classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W2
     h3 += b2
     del h2
     # logits = einsum("bnd,ndk->bk", h3, Wc) + bc
-    logits = np.ascontiguousarray(np.einsum("bnd,ndk->bk", h3, Wc, optimize=True))
+    logits = np.asarray(np.einsum("bnd,ndk->bk", h3, Wc, optimize=True), order="C")
     logits += bc
     # loss = -mean(take_along_axis(log_softmax(logits, axis=1), y, axis=1))
     loss_1 = _log_softmax(logits, axis=1)
@@ -481,9 +481,9 @@ def classifier_backward(saved, g=1.0):
     #   → addition: dbc = sum(dlogits, axis=0); broadcast [K] to [B, K]: sum over rows
     dbc = np.sum(dlogits, axis=0)
     #   → einsum: dh3 = einsum(Wc, dlogits)
-    dh3 = np.ascontiguousarray(np.einsum("ndk,bk->bnd", Wc, dlogits, optimize=True))
+    dh3 = np.asarray(np.einsum("ndk,bk->bnd", Wc, dlogits, optimize=True), order="C")
     #   → einsum: dWc = einsum(h3, dlogits)
-    dWc = np.ascontiguousarray(np.einsum("bnd,bk->ndk", h3, dlogits, optimize=True))
+    dWc = np.asarray(np.einsum("bnd,bk->ndk", h3, dlogits, optimize=True), order="C")
     del dlogits
     # h3 = h2 + G @ W2 + b2, backward:
     #   → addition: db2 = sum(dh3, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over axes 0, 1
@@ -766,7 +766,7 @@ def classifier_value_and_grad(
     h3 += b2
     del h2
     # logits = einsum("bnd,ndk->bk", h3, Wc) + bc
-    logits = np.ascontiguousarray(np.einsum("bnd,ndk->bk", h3, Wc, optimize=True))
+    logits = np.asarray(np.einsum("bnd,ndk->bk", h3, Wc, optimize=True), order="C")
     logits += bc
     # loss = -mean(take_along_axis(log_softmax(logits, axis=1), y, axis=1))
     loss_1 = _log_softmax(logits, axis=1)
@@ -785,9 +785,9 @@ def classifier_value_and_grad(
     #   → addition: dbc = sum(dlogits, axis=0); broadcast [K] to [B, K]: sum over rows
     dbc = np.sum(dlogits, axis=0)
     #   → einsum: dh3 = einsum(Wc, dlogits)
-    dh3 = np.ascontiguousarray(np.einsum("ndk,bk->bnd", Wc, dlogits, optimize=True))
+    dh3 = np.asarray(np.einsum("ndk,bk->bnd", Wc, dlogits, optimize=True), order="C")
     #   → einsum: dWc = einsum(h3, dlogits)
-    dWc = np.ascontiguousarray(np.einsum("bnd,bk->ndk", h3, dlogits, optimize=True))
+    dWc = np.asarray(np.einsum("bnd,bk->ndk", h3, dlogits, optimize=True), order="C")
     del h3, dlogits
     # h3 = h2 + G @ W2 + b2, backward:
     #   → addition: db2 = sum(dh3, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over axes 0, 1

@@ -53,6 +53,10 @@ functions:
       - "logp = log_softmax(Z, axis=1)"
       - "loss = -sum(take_along_axis(logp, y, axis=1)) / N"
     outputs: [loss, logp]
+  mask:
+    inputs: {Z: [N, K], mk: {shape: [N, K], dtype: bool}}
+    steps: ["z = where(mk, Z ** 2, sin(Z)) + where(mk, 1.0, 0.0) * Z"]
+    outputs: [z]
   dims:
     inputs: {X: [N, D]}
     steps: ["z = X / sqrt(D) + N * X ** 2", "s = D", "t = sum(X) / (N * D)"]
@@ -83,6 +87,8 @@ LABELS = {
     "taket": [np.array([[0, 2], [1, 1], [2, 0], [0, 0]])],
     "hot": [np.array([1, 0, 2, 2])],
     "ce": [np.array([[1], [0], [2], [2]]), np.array([True, False, True, True])],
+    "mask": [np.array([[True, False, True], [False, False, True], [True, True, True],
+                       [False, False, False]])],
     "calls": [np.array([[1], [0], [1], [1]])],
     "pick": [np.array([[1], [0], [1], [1]])],
 }
@@ -121,7 +127,8 @@ def float_inputs(name: str, rng: np.random.Generator) -> list[np.ndarray]:
     return out
 
 
-FUNCTIONS = ["take1", "take0", "takevec", "taket", "hot", "ce", "dims", "calls", "lay", "pick"]
+FUNCTIONS = ["take1", "take0", "takevec", "taket", "hot", "ce", "mask", "dims", "calls", "lay",
+             "pick"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -141,6 +148,9 @@ def test_values_match_the_interpreter_and_gradients_finite_differences(name, bac
     outs = call(getattr(mod, name), floats)
     outs = outs if n_out > 1 else (outs,)
     ref = interpret(fn, floats + labels)
+    if name == "mask":  # (a bool input as where's condition: NumPy's where, written out)
+        Z, mk = floats[0], labels[0]
+        assert_close(outs[0], np.where(mk, Z ** 2 + Z, np.sin(Z)), rtol=1e-15, atol=0, what="mask")
     for got, want in zip(outs, ref):
         assert_close(got, want, rtol=1e-12, atol=1e-12, what=f"{name} value")
         assert np.asarray(got).dtype == np.float64
@@ -387,7 +397,7 @@ STEP_ERRORS = [
     ("out = take_along_axis(q, 2 * y, axis=1)", "the labels must be an integer input, by name"),
     ("out = take_along_axis(1.5, y, axis=1)", "the first argument must be a float array"),
     ("out = q * y", "'y' is an int64 input: it can only be the labels of take_along_axis"),
-    ("out = q * m", "'m' is a bool input"),
+    ("out = q * m", "'m' is a bool input: it can only be the condition of where(m, a, b)"),
     ("out = one_hot(v, Z)", "one_hot(y, K): K must be a dim's name (of an input's shape) or a "
      "positive integer"),
     ("out = one_hot(v, Q)", "K must be a dim's name"),

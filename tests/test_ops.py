@@ -164,10 +164,22 @@ for label, sub, shapes_ in [("matmul", "ij,jk->ik", (MAT, NP_)),
                             ("rowdot", "ij,ij->i", (MAT, MAT)),
                             ("outer", "i,j->ij", (["M"], V)),
                             ("three", "bij,jk,k->bi", (T3, ["N", "P"], ["P"])),
-                            ("batch-out-last", "bij,bjk->ikb", (T3, T3T))]:
+                            ("batch-out-last", "bij,bjk->ikb", (T3, T3T)),
+                            ("dot", "n,n->", (V, V)),
+                            # (NumPy's meaning: an index in one operand only is summed over)
+                            ("sum-lone", "bnd->dn", (T3,)),
+                            ("contract-and-sum", "ij,jk->i", (MAT, NP_)),
+                            ("sum-all", "bij->", (T3,)),
+                            ("scalar-operand", "ij,k->k", (MAT, ["P"])),
+                            ("full", "ij,ij->", (MAT, MAT))]:
     names_ = "abc"[:len(shapes_)]
     CASES.append((f"einsum-{label}", f'einsum("{sub}", {", ".join(names_)})',
                   dict(zip(names_, shapes_)), False))
+
+
+# a batch of matrices times a vector, as NumPy's matmul means it
+CASES.append(("matmul-batch-vector", "a @ b", {"a": T3, "b": V}, False))
+CASES.append(("matmul-vector-batch", "b @ a", {"a": T4, "b": ["M"]}, False))
 
 
 def _spec(expr: str, inputs: dict) -> str:

@@ -17,7 +17,6 @@ def _spec(step: str, inputs: str = "{A: [B, N, D], C: [B, D, N]}") -> str:
     ('einsum("ij,jk->ik", A, C)', None, r"operand 1 has rank 3 .* subscripts 'ij' name 2 axes"),
     ('einsum("bii,bij->bj", A, C)', None, r"repeat an index"),
     ('einsum("bij,bjk->bix", A, C)', None, r"output index 'x' is in no operand"),
-    ('einsum("bij,bjk->bk", A, C)', "{A: [B, N, D], C: [B, D, N]}", r"index 'i' of operand 1"),
     ('einsum("bij,bjk", A, C)', None, r"explicit output"),
     ("reshape(A, (B, N))", None, r"reshape: \[B, N, D\] cannot become \[B, N\]"),
     ("reshape(A, (B, N * E))", None, r"'E' is not a dim of the inputs"),
@@ -27,7 +26,7 @@ def _spec(step: str, inputs: str = "{A: [B, N, D], C: [B, D, N]}") -> str:
     ("stack((A, C), axis=0)", None, r"stack: the operands' shapes"),
     ("A @ C @ A @ C", "{A: [B, N, D], C: [B, N, D]}", r"inner dims differ"),
     ("stack((A, A), axis=0)", "{A: [B, N, D, E]}", r"rank 5"),
-    ("A @ v", "{A: [B, N, D], v: [D]}", r"vector and a batch of matrices"),
+    ("A @ v", "{A: [B, N, D], v: [N]}", r"inner dims differ"),
 ])
 def test_misuse_is_a_located_spec_error(step, inputs, message):
     with pytest.raises(SpecError, match=message) as err:
