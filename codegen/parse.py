@@ -840,7 +840,7 @@ class _StepParser:
             xs = [self.expr(a, depth) for a in args[1:]]
             if any(not isinstance(x, str) for x in xs):
                 raise self.fail("einsum() contracts arrays, not numbers")
-            return self.einsum(subscripts, xs)
+            return self.einsum(subscripts, [x for x in xs if isinstance(x, str)])
         if not args:
             raise bad
         x = self.expr(args[0], depth)
