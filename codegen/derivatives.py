@@ -3,7 +3,9 @@
 ``derivative_programs`` makes the IR (``forward.py``: tangents pushed through the forward program
 for f_jvp, through the joint forward+backward program for f_hvp); ``derivative_view`` renders it
 with the module's emitter: the NumPy emitter writes NumPy statements, the Numba emitter writes a
-kernel of fused loops (from the lowered program) that a NumPy-level wrapper calls.  f_jacobian
+kernel of fused loops (from the lowered program) that a NumPy-level wrapper calls, the array-API
+emitter writes statements of the standard (``templates/derivs_xp.py.j2``; its f_jacobian and
+f_hessian stack rows or columns with the namespace's ops, ``helpers/xp_tangents.py.j2``).  f_jacobian
 and f_hessian are loops over basis vectors in the template (``templates/derivs.py.j2``): VJP rows
 (f_backward) or JVP columns (f_jvp), whichever needs fewer passes at the actual sizes, and HVP
 columns.  Nothing here pastes rendered text into arithmetic: statements come from the emitter.
@@ -70,6 +72,7 @@ class DerivFunction:
     decorator: str = ""
     rules: list[str] = field(default_factory=list)
     kernel_return: str = ""  # "(Z, Z_dot)" (a tuple however many)
+    namespace: str = ""  # the array-API module's namespace local: "xp" ("_" if the body reads none)
     result: str = ""  # the public function's return, from the locals or the kernel's tuple ``r``
 
 
@@ -128,6 +131,7 @@ def _render(emitter: Emitter, fn: Function, tp: TangentProgram, returns_grads: b
         plan.items = fuse(plan.ops, program, plan.live_out, emitter.max_part_ops)
         plan.parts = [plan.items]
     body = emitter.render_body(plan, base, dim)
+    namespace = emitter.body_namespace()
     body = emitter.dim_lines(fn, dim)([d for d in fn.dims if d in emitter.used_dims]) + body
     returns = [base.of[o] for o in program.outputs if isinstance(o, str)]
     if returns_grads:
@@ -137,7 +141,7 @@ def _render(emitter: Emitter, fn: Function, tp: TangentProgram, returns_grads: b
         body, = plan_memory([body], set(returns))
     decorator = emitter.decorator(body) if emitter.fuses else ""  # type: ignore[attr-defined]
     return DerivFunction(body, returns, [base.of[t] for t in tp.tangents], decorator, tp.rules,
-                         _tuple(returns))
+                         _tuple(returns), namespace=namespace)
 
 
 def _result(fn: Function, f: DerivFunction, numba: bool, grads: bool) -> str:

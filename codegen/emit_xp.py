@@ -138,17 +138,19 @@ class ArrayAPIEmitter(Emitter):
 
     backend = "array_api"
     template = "module_xp.py.j2"
-    writes_derivatives = False  # not yet: f_jvp ... are in the NumPy and Numba modules only
+    # f_jvp, f_hvp: their tangent programs rendered by this emitter (templates/derivs_xp.py.j2);
+    # f_jacobian, f_hessian: basis vectors made and results stacked with the namespace's own ops
+    # (templates/helpers/xp_tangents.py.j2), never an item assignment
+    writes_derivatives = True
     plan_memory = False  # no out=, no in-place update (JAX arrays are immutable, Dask's lazy)
 
     def __init__(self, dtype: str) -> None:
         super().__init__(dtype)
         self.np_dtype = f"xp.{dtype}"  # the dtype as the code names it: the namespace's own
         self._anchor = ""  # an array of the body whose device new arrays are made on
-        self._inputs: list[str] = []
         self._program: Program | None = None
         self._numbers: set[str] = set()  # values that are Python numbers in the body
-        self._body = "fw"  # the body being rendered: fw, vg or bw
+        self._body = "fw"  # the body being rendered: fw, vg, bw, or "derivative" (f_jvp, f_hvp)
         self._uses_xp: set[str] = set()  # the bodies that call the namespace
 
     @property  # type: ignore[override]
@@ -234,15 +236,21 @@ class ArrayAPIEmitter(Emitter):
         self._program = body.program
         self._numbers = body.numbers
         # f_backward has g (an array of the library); the others have their first input
-        self._anchor = "g" if body.kernel == "backward" else self._inputs[0]
-        self._body = {"backward": "bw", "value_and_grad": "vg"}.get(body.kernel, "fw")
+        self._anchor = "g" if body.kernel == "backward" else body.program.inputs[0]
+        # (f_jvp's and f_hvp's bodies, rendered by derivatives.py, have no kernel name)
+        self._body = {"backward": "bw", "value_and_grad": "vg", "forward": "fw"}.get(
+            body.kernel, "derivative")
+        if self._body == "derivative":
+            self._uses_xp.discard(self._body)  # (each derivative body on its own)
         return super().render_body(body, names, dim)
+
+    def body_namespace(self) -> str:
+        return "xp" if self._body in self._uses_xp else "_"
 
     # --- functions ------------------------------------------------------------------------------
 
     def function_view(self, plan: FunctionPlan) -> FunctionView:
         fn = plan.function
-        self._inputs = list(fn.program.inputs)
         self._uses_xp = set()
         base = super().function_view(plan)
         view = XPFunctionView(**{f.name: getattr(base, f.name) for f in fields(base)})
@@ -263,5 +271,16 @@ class ArrayAPIEmitter(Emitter):
         return [f"helpers/xp_{name}.py.j2" for name, ops in XP_HELPERS.items()
                 if not used.isdisjoint(ops)]
 
+    def module(self, spec_path: str, sha256: str, module: str, doc: str,
+               views: list[FunctionView], helpers: list[str]) -> str:
+        # the derivative kinds' helpers (derivatives.derivative_helpers names the NumPy module's)
+        # as this module writes them: helpers/xp_<name>.py.j2
+        helpers = [h if h.startswith("helpers/xp_") else _XP_DERIVATIVE_HELPERS[h] for h in helpers]
+        return super().module(spec_path, sha256, module, doc, views, helpers)
+
     def template_vars(self) -> dict[str, object]:
         return {"xp_dtype": self.np_dtype}
+
+
+# The helpers of f_jacobian and f_hessian, and the array-API module's version of each.
+_XP_DERIVATIVE_HELPERS = {"helpers/tangents.py.j2": "helpers/xp_tangents.py.j2"}
