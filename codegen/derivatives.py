@@ -180,9 +180,12 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
     assert isinstance(first, str)
     first_name = fn.program.values[first].hint
     outputs = [o for o in fn.program.outputs if isinstance(o, str)]
-    shapes = [(name, fn.program.values[name].shape) for name in fn.program.inputs]
-    shapes += [(f"tangent of {w}", fn.program.values[w].shape) for w in fn.wrt]
-    spec = _tuple([f'("{n}", {emitter.shape_spec(s)})' for n, s in shapes])
+    # (labels and masks keep their dtype, int64 or bool, as in the gradient's input check)
+    shapes = [(name, fn.program.values[name].shape, fn.program.values[name].dtype)
+              for name in fn.program.inputs]
+    shapes += [(f"tangent of {w}", fn.program.values[w].shape, None) for w in fn.wrt]
+    spec = _tuple([f'("{n}", {emitter.shape_spec(s)}' + (f', "{t}")' if t else ")")
+                   for n, s, t in shapes])
     wrt = ", ".join(fn.wrt)
     view = DerivView(
         name=fn.name,

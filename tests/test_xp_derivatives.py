@@ -295,3 +295,48 @@ def test_generated_modules_have_the_kinds_and_only_the_standard():
                 assert not isinstance(inner, ast.AugAssign) or isinstance(inner.target, ast.Name)
                 assert not (isinstance(inner, ast.Assign)
                             and any(isinstance(t, ast.Subscript) for t in inner.targets)), helper
+
+
+LABELS_SPEC = textwrap.dedent("""\
+    module: xp_labels_derivs
+    functions:
+      ce:
+        inputs:
+          Z: [5, 3]
+          y: {shape: [5, 1], dtype: int64}
+        wrt: [Z]
+        derivatives: [jvp, jacobian, hvp, hessian]
+        steps:
+          - logp = log_softmax(Z, axis=1)
+          - loss = -sum(take_along_axis(logp, y, axis=1)) / 5
+        outputs: [loss]
+    """)
+
+
+@pytest.mark.parametrize("backend, library", [("numpy", "numpy"), ("array_api", "numpy"),
+                                              ("array_api", "array_api_strict")])
+def test_labels_keep_their_dtype_in_the_derivative_kinds(backend, library):
+    """Integer labels are checked as labels by f_jvp, f_hvp, f_hessian (they were converted to
+    floats, which take_along_axis refuses): mean cross-entropy's gradient (p - onehot) / N and
+    Hessian blockdiag(diag(p) - p p^T) / N."""
+    module = _load(LABELS_SPEC, backend, "xp_labels_derivs.yaml")
+    convert = LIBRARIES[library]()
+    rng = np.random.default_rng(16)
+    Z, y, V = rng.normal(size=(5, 3)), rng.integers(0, 3, (5, 1)), rng.normal(size=(5, 3))
+    e = np.exp(Z - Z.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    onehot = np.eye(3)[y[:, 0]]
+    H = np.zeros((15, 15))
+    for r in range(5):
+        H[3 * r:3 * r + 3, 3 * r:3 * r + 3] = (np.diag(p[r]) - np.outer(p[r], p[r])) / 5
+    Zx, yx = convert(Z), convert(y)
+    _, dout = module.ce_jvp(Zx, yx, (convert(V),))
+    np.testing.assert_allclose(to_numpy(dout), np.sum((p - onehot) * V) / 5, rtol=1e-12)
+    _, grads, hv = module.ce_hvp(Zx, yx, (convert(V),))
+    np.testing.assert_allclose(to_numpy(grads.Z), (p - onehot) / 5, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(to_numpy(hv.Z).ravel(), H @ V.ravel(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(to_numpy(module.ce_hessian(Zx, yx)[2]), H, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(to_numpy(module.ce_jacobian(Zx, yx)[1].Z),
+                               ((p - onehot) / 5).reshape(1, 15), rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="input y must be an array of int64"):
+        module.ce_jvp(Zx, convert(y * 1.0), (convert(V),))
