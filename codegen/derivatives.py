@@ -183,7 +183,7 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
     # (labels and masks keep their dtype, int64 or bool, as in the gradient's input check)
     shapes = [(name, fn.program.values[name].shape, fn.program.values[name].dtype)
               for name in fn.program.inputs]
-    shapes += [(f"tangent of {w}", fn.program.values[w].shape, None) for w in fn.wrt]
+    shapes += [(f"tangent of {w}", fn.program.values[w].shape, "") for w in fn.wrt]
     spec = _tuple([f'("{n}", {emitter.shape_spec(s)}' + (f', "{t}")' if t else ")")
                    for n, s, t in shapes])
     wrt = ", ".join(fn.wrt)

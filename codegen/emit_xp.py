@@ -275,7 +275,12 @@ class ArrayAPIEmitter(Emitter):
                views: list[FunctionView], helpers: list[str]) -> str:
         # the derivative kinds' helpers (derivatives.derivative_helpers names the NumPy module's)
         # as this module writes them: helpers/xp_<name>.py.j2
-        helpers = [h if h.startswith("helpers/xp_") else _XP_DERIVATIVE_HELPERS[h] for h in helpers]
+        missing = [h for h in helpers if not h.startswith("helpers/xp_") and h not in _XP_DERIVATIVE_HELPERS]
+        if missing:
+            raise NotImplementedError(
+                f"the array-API backend has no version of {', '.join(missing)} (add "
+                "helpers/xp_<name>.py.j2 and its entry in _XP_DERIVATIVE_HELPERS, codegen/emit_xp.py)")
+        helpers = [_XP_DERIVATIVE_HELPERS.get(h, h) for h in helpers]
         return super().module(spec_path, sha256, module, doc, views, helpers)
 
     def template_vars(self) -> dict[str, object]:
