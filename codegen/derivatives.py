@@ -3,9 +3,7 @@
 ``derivative_programs`` makes the IR (``forward.py``: tangents pushed through the forward program
 for f_jvp, through the joint forward+backward program for f_hvp); ``derivative_view`` renders it
 with the module's emitter: the NumPy emitter writes NumPy statements, the Numba emitter writes a
-kernel of fused loops (from the lowered program) that a NumPy-level wrapper calls, the array-API
-emitter writes statements of the standard (``templates/derivs_xp.py.j2``; its f_jacobian and
-f_hessian stack rows or columns with the namespace's ops, ``helpers/xp_tangents.py.j2``).  f_jacobian
+kernel of fused loops (from the lowered program) that a NumPy-level wrapper calls.  f_jacobian
 and f_hessian are loops over basis vectors in the template (``templates/derivs.py.j2``): VJP rows
 (f_backward) or JVP columns (f_jvp), whichever needs fewer passes at the actual sizes, and HVP
 columns.  Nothing here pastes rendered text into arithmetic: statements come from the emitter.

@@ -10,6 +10,12 @@ emitter overrides only what differs from the NumPy ``Emitter``:
 - no memory plan (no ``out=``, no in-place update: JAX arrays are immutable and Dask's lazy);
 - constants that must be arrays are made on the inputs' device, in the module's dtype;
 - the input check also returns the namespace (``xp, (X, W) = _check_inputs(...)``).
+
+The derivative kinds (DESIGN.md §3b): ``derivatives.derivative_view`` renders f_jvp's and
+f_hvp's tangent programs with this emitter (laid out by ``templates/derivs_xp.py.j2``);
+f_jacobian and f_hessian make unit vectors by comparison with ``xp.arange`` and stack the VJP
+rows, JVP or HVP columns with ``xp.stack`` (``templates/helpers/xp_tangents.py.j2``): no item
+assignment, which JAX lacks and Dask would compute.
 """
 
 from __future__ import annotations
