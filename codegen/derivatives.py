@@ -70,6 +70,7 @@ class DerivFunction:
     decorator: str = ""
     rules: list[str] = field(default_factory=list)
     kernel_return: str = ""  # "(Z, Z_dot)" (a tuple however many)
+    namespace: str = ""  # the array-API module's namespace local: "xp" ("_" if the body reads none)
     result: str = ""  # the public function's return, from the locals or the kernel's tuple ``r``
 
 
@@ -128,6 +129,7 @@ def _render(emitter: Emitter, fn: Function, tp: TangentProgram, returns_grads: b
         plan.items = fuse(plan.ops, program, plan.live_out, emitter.max_part_ops)
         plan.parts = [plan.items]
     body = emitter.render_body(plan, base, dim)
+    namespace = emitter.body_namespace()
     body = emitter.dim_lines(fn, dim)([d for d in fn.dims if d in emitter.used_dims]) + body
     returns = [base.of[o] for o in program.outputs if isinstance(o, str)]
     if returns_grads:
@@ -137,7 +139,7 @@ def _render(emitter: Emitter, fn: Function, tp: TangentProgram, returns_grads: b
         body, = plan_memory([body], set(returns))
     decorator = emitter.decorator(body) if emitter.fuses else ""  # type: ignore[attr-defined]
     return DerivFunction(body, returns, [base.of[t] for t in tp.tangents], decorator, tp.rules,
-                         _tuple(returns))
+                         _tuple(returns), namespace=namespace)
 
 
 def _result(fn: Function, f: DerivFunction, numba: bool, grads: bool) -> str:
@@ -176,9 +178,12 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
     assert isinstance(first, str)
     first_name = fn.program.values[first].hint
     outputs = [o for o in fn.program.outputs if isinstance(o, str)]
-    shapes = [(name, fn.program.values[name].shape) for name in fn.program.inputs]
-    shapes += [(f"tangent of {w}", fn.program.values[w].shape) for w in fn.wrt]
-    spec = _tuple([f'("{n}", {emitter.shape_spec(s)})' for n, s in shapes])
+    # (labels and masks keep their dtype, int64 or bool, as in the gradient's input check)
+    shapes = [(name, fn.program.values[name].shape, fn.program.values[name].dtype)
+              for name in fn.program.inputs]
+    shapes += [(f"tangent of {w}", fn.program.values[w].shape, "") for w in fn.wrt]
+    spec = _tuple([f'("{n}", {emitter.shape_spec(s)}' + (f', "{t}")' if t else ")")
+                   for n, s, t in shapes])
     wrt = ", ".join(fn.wrt)
     view = DerivView(
         name=fn.name,

@@ -305,6 +305,11 @@ class Emitter:
             return E.call("np.einsum", E.Leaf('"ij,ij->j"'), x.name, y.name).render(), ATOM
         return None
 
+    def body_namespace(self) -> str:
+        """The namespace local that the body rendered last reads (the array-API module's ``xp``,
+        ``_`` where it calls none; "" for a backend without one): f_jvp's and f_hvp's unpacking."""
+        return ""
+
     def typed_number(self, expr: str) -> str:
         """A step computed from numbers alone, as a scalar of the module's dtype."""
         return E.call(self.np_dtype, E.Leaf(expr, 0)).render()

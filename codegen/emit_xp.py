@@ -10,6 +10,12 @@ emitter overrides only what differs from the NumPy ``Emitter``:
 - no memory plan (no ``out=``, no in-place update: JAX arrays are immutable and Dask's lazy);
 - constants that must be arrays are made on the inputs' device, in the module's dtype;
 - the input check also returns the namespace (``xp, (X, W) = _check_inputs(...)``).
+
+The derivative kinds (DESIGN.md §3b): ``derivatives.derivative_view`` renders f_jvp's and
+f_hvp's tangent programs with this emitter (laid out by ``templates/derivs_xp.py.j2``);
+f_jacobian and f_hessian make unit vectors by comparison with ``xp.arange`` and stack the VJP
+rows, JVP or HVP columns with ``xp.stack`` (``templates/helpers/xp_tangents.py.j2``): no item
+assignment, which JAX lacks and Dask would compute.
 """
 
 from __future__ import annotations
@@ -138,17 +144,19 @@ class ArrayAPIEmitter(Emitter):
 
     backend = "array_api"
     template = "module_xp.py.j2"
-    writes_derivatives = False  # not yet: f_jvp ... are in the NumPy and Numba modules only
+    # f_jvp, f_hvp: their tangent programs rendered by this emitter (templates/derivs_xp.py.j2);
+    # f_jacobian, f_hessian: basis vectors made and results stacked with the namespace's own ops
+    # (templates/helpers/xp_tangents.py.j2), never an item assignment
+    writes_derivatives = True
     plan_memory = False  # no out=, no in-place update (JAX arrays are immutable, Dask's lazy)
 
     def __init__(self, dtype: str) -> None:
         super().__init__(dtype)
         self.np_dtype = f"xp.{dtype}"  # the dtype as the code names it: the namespace's own
         self._anchor = ""  # an array of the body whose device new arrays are made on
-        self._inputs: list[str] = []
         self._program: Program | None = None
         self._numbers: set[str] = set()  # values that are Python numbers in the body
-        self._body = "fw"  # the body being rendered: fw, vg or bw
+        self._body = "fw"  # the body being rendered: fw, vg, bw, or "derivative" (f_jvp, f_hvp)
         self._uses_xp: set[str] = set()  # the bodies that call the namespace
 
     @property  # type: ignore[override]
@@ -236,15 +244,21 @@ class ArrayAPIEmitter(Emitter):
         self._program = body.program
         self._numbers = body.numbers
         # f_backward has g (an array of the library); the others have their first input
-        self._anchor = "g" if body.kernel == "backward" else self._inputs[0]
-        self._body = {"backward": "bw", "value_and_grad": "vg"}.get(body.kernel, "fw")
+        self._anchor = "g" if body.kernel == "backward" else body.program.inputs[0]
+        # (f_jvp's and f_hvp's bodies, rendered by derivatives.py, have no kernel name)
+        self._body = {"backward": "bw", "value_and_grad": "vg", "forward": "fw"}.get(
+            body.kernel, "derivative")
+        if self._body == "derivative":
+            self._uses_xp.discard(self._body)  # (each derivative body on its own)
         return super().render_body(body, names, dim)
+
+    def body_namespace(self) -> str:
+        return "xp" if self._body in self._uses_xp else "_"
 
     # --- functions ------------------------------------------------------------------------------
 
     def function_view(self, plan: FunctionPlan) -> FunctionView:
         fn = plan.function
-        self._inputs = list(fn.program.inputs)
         self._uses_xp = set()
         base = super().function_view(plan)
         view = XPFunctionView(**{f.name: getattr(base, f.name) for f in fields(base)})
@@ -265,5 +279,21 @@ class ArrayAPIEmitter(Emitter):
         return [f"helpers/xp_{name}.py.j2" for name, ops in XP_HELPERS.items()
                 if not used.isdisjoint(ops)]
 
+    def module(self, spec_path: str, sha256: str, module: str, doc: str,
+               views: list[FunctionView], helpers: list[str]) -> str:
+        # the derivative kinds' helpers (derivatives.derivative_helpers names the NumPy module's)
+        # as this module writes them: helpers/xp_<name>.py.j2
+        missing = [h for h in helpers if not h.startswith("helpers/xp_") and h not in _XP_DERIVATIVE_HELPERS]
+        if missing:
+            raise NotImplementedError(
+                f"the array-API backend has no version of {', '.join(missing)} (add "
+                "helpers/xp_<name>.py.j2 and its entry in _XP_DERIVATIVE_HELPERS, codegen/emit_xp.py)")
+        helpers = [_XP_DERIVATIVE_HELPERS.get(h, h) for h in helpers]
+        return super().module(spec_path, sha256, module, doc, views, helpers)
+
     def template_vars(self) -> dict[str, object]:
         return {"xp_dtype": self.np_dtype}
+
+
+# The helpers of f_jacobian and f_hessian, and the array-API module's version of each.
+_XP_DERIVATIVE_HELPERS = {"helpers/tangents.py.j2": "helpers/xp_tangents.py.j2"}

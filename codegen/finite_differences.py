@@ -422,6 +422,6 @@ def check_spec(spec: Spec, seed: int = 0, backend: str = "numpy") -> list[Result
     with np.errstate(all="ignore"):
         for cf in compiled.functions:
             results.extend(check_function(module, spec64, cf.function, seed=seed))
-            if emitter_for(backend, spec64.dtype).writes_derivatives:  # (not the array-API's yet)
+            if emitter_for(backend, spec64.dtype).writes_derivatives:  # (every backend's does)
                 results.extend(check_derivatives(module, spec64, cf.function, seed=seed))
     return results

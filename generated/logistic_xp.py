@@ -174,6 +174,90 @@ def _softplus(xp, x):
     return xp.maximum(x, 0.0) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
+def _tangent_args(function, what, tangents, names):
+    """The arrays of ``tangents``: a tuple, a list or a Grads, one per wrt input, in wrt order."""
+    if array_api_compat.is_array_api_obj(tangents) or not hasattr(tangents, "__len__"):
+        tangents = None  # (one array is not a tuple of them, even where it has a length)
+    if tangents is None or len(tangents) != len(names):
+        raise ValueError(
+            f"{function}: {what} must hold one array per input of {', '.join(names)}, "
+            "in that order (a tuple or a Grads)"
+        )
+    return tuple(tangents)
+
+
+def _size(x):
+    """The number of elements of an array (its shape's product: known for Dask arrays too)."""
+    return int(np.prod(tuple(x.shape), dtype=np.int64))
+
+
+def _basis(xp, inputs, k):
+    """The k-th unit vector of the concatenated, raveled ``inputs``, as one array per input:
+    a comparison with an index range, so no library needs item assignment."""
+    out = []
+    start = 0
+    for x in inputs:
+        n = _size(x)
+        index = xp.arange(start, start + n, device=array_api_compat.device(x))
+        out.append(xp.reshape(xp.astype(index == k, x.dtype), tuple(x.shape)))
+        start += n
+    return out
+
+
+def _stacked(xp, items, axis, shape, like):
+    """``xp.stack(items, axis=axis)``, or an empty array of ``shape`` when there are none."""
+    if not items:
+        return xp.zeros(shape, dtype=like.dtype, device=array_api_compat.device(like))
+    return xp.stack(items, axis=axis)
+
+
+def _jacobian(xp, forward, backward, jvp, grads_type, args, wrt, several):
+    """(outputs, Jacobians): d vec(y) / d vec(x) for each wrt input x (``args[i]`` for i in
+    ``wrt``), y the first output, vec row-major; from VJP rows (``backward``, one per element
+    of y) or JVP columns (``jvp``, one per element of the wrt inputs), whichever are fewer,
+    stacked into each matrix (the arrays stay the library's, and Dask's lazy)."""
+    outputs, saved = forward(*args)
+    y = outputs[0] if several else outputs
+    inputs = [args[i] for i in wrt]
+    m, sizes = _size(y), [_size(x) for x in inputs]
+    if m <= sum(sizes):
+        # by rows: row i is the vector-Jacobian product with the i-th unit cotangent
+        rows = [[] for _ in inputs]
+        for i in range(m):
+            grads = backward(saved, _basis(xp, [y], i)[0])
+            for row, grad in zip(rows, grads, strict=True):
+                row.append(xp.reshape(grad, (-1,)))
+        return outputs, grads_type(
+            *(_stacked(xp, row, 0, (m, n), y) for row, n in zip(rows, sizes, strict=True))
+        )
+    # by columns: column k is the Jacobian-vector product with the k-th unit tangent
+    blocks = []
+    start = 0
+    for n in sizes:
+        columns = [
+            xp.reshape(jvp(*args, _basis(xp, inputs, k))[1], (-1,))
+            for k in range(start, start + n)
+        ]
+        blocks.append(_stacked(xp, columns, 1, (m, n), y))
+        start += n
+    return outputs, grads_type(*blocks)
+
+
+def _hessian(xp, hvp, args, wrt):
+    """(outputs, grads, H): H the dense Hessian over the concatenated, raveled wrt inputs;
+    column k is ``hvp`` with the k-th unit vector (H is symmetric: also row k), the columns
+    stacked into the matrix."""
+    inputs = [args[i] for i in wrt]
+    n = sum(_size(x) for x in inputs)
+    columns = []
+    for k in range(n):
+        outputs, grads, hv = hvp(*args, _basis(xp, inputs, k))
+        columns.append(xp.concat([xp.reshape(h, (-1,)) for h in hv]))
+    if not n:  # (no column: the outputs and gradients from a product with empty arrays)
+        outputs, grads, _ = hvp(*args, _basis(xp, inputs, 0))
+    return outputs, grads, _stacked(xp, columns, 1, (n, n), inputs[0])
+
+
 class logistic_l2_Grads(NamedTuple):
     """Gradients of loss with respect to w, b: each has its input's shape."""
 
@@ -274,3 +358,108 @@ def logistic_l2_value_and_grad(X, y, w, b, lam):
     #   → power: dw = dw + loss_5 * 2 * w; accumulate (dw: w is used 2 times)
     dw = dw + loss_5 * 2 * w
     return loss, logistic_l2_Grads(w=dw, b=db)
+
+
+_LOGISTIC_L2_TANGENT_SHAPES = (
+    ("X", ("N", "D")),
+    ("y", ("N",)),
+    ("w", ("D",)),
+    ("b", ()),
+    ("lam", ()),
+    ("tangent of w", ("D",)),
+    ("tangent of b", ()),
+)
+
+
+def logistic_l2_jvp(X, y, w, b, lam, tangents):
+    """Forward mode: (outputs, dloss), dloss the directional derivative of loss along
+    `tangents` (one array per input of w, b, in that order, each of its input's shape; a
+    tuple or a Grads). Each line pushes the tangents (`_dot`) through one op by its JVP
+    rule."""
+    tangents = _tangent_args("logistic_l2_jvp", "tangents", tangents, ("w", "b"))
+    xp, (X, y, w, b, lam, w_dot, b_dot) = _check_inputs(
+        "logistic_l2_jvp", (X, y, w, b, lam, *tangents), _LOGISTIC_L2_TANGENT_SHAPES
+    )
+    # z = X @ w + b
+    z = X @ w + b
+    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)
+    loss_1 = _softplus(xp, z)
+    loss_5 = 0.5 * lam
+    loss = xp.mean(loss_1 - y * z) + loss_5 * xp.sum(w**2)
+    # z = X @ w + b, backward:
+    z_1_dot = X @ w_dot
+    z_dot = z_1_dot + b_dot
+    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    loss_1_dot = z_dot * xp.exp(z - loss_1)
+    loss_2_dot = y * z_dot
+    loss_3_dot = loss_1_dot - loss_2_dot
+    loss_4_dot = xp.mean(loss_3_dot)
+    loss_6_dot = w_dot * 2 * w
+    loss_7_dot = xp.sum(loss_6_dot)
+    loss_8_dot = loss_5 * loss_7_dot
+    loss_dot = loss_4_dot + loss_8_dot
+    return loss, loss_dot
+
+
+def logistic_l2_hvp(X, y, w, b, lam, v):
+    """(outputs, grads, hv): hv holds the Hessian of loss with respect to w, b times `v` (one
+    array per input, as grads). Forward over reverse: the tangents (`_dot`) of the
+    gradient program of logistic_l2_value_and_grad."""
+    v = _tangent_args("logistic_l2_hvp", "v", v, ("w", "b"))
+    xp, (X, y, w, b, lam, w_dot, b_dot) = _check_inputs(
+        "logistic_l2_hvp", (X, y, w, b, lam, *v), _LOGISTIC_L2_TANGENT_SHAPES
+    )
+    # sizes of the symbolic dims
+    N = X.shape[0]
+    # z = X @ w + b
+    z = X @ w + b
+    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)
+    loss_1 = _softplus(xp, z)
+    loss_5 = 0.5 * lam
+    loss = xp.mean(loss_1 - y * z) + loss_5 * xp.sum(w**2)
+    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #   → mean: dloss_3 = 1 / N
+    dloss_3 = xp.asarray(1, dtype=xp.float64, device=array_api_compat.device(X)) / N
+    #   → subtraction: dloss_2 = -dloss_3
+    dloss_2 = -dloss_3
+    #   → softplus: exp_sub_z = exp(z - loss_1)
+    exp_sub_z = xp.exp(z - loss_1)
+    #   → softplus: dz = dloss_3 * exp_sub_z
+    dz = dloss_3 * exp_sub_z
+    #   → Hadamard product: dz = dz + y * dloss_2; accumulate (dz: z is used 2 times)
+    dz = dz + y * dloss_2
+    # z = X @ w + b, backward:
+    #   → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
+    db = xp.sum(dz)
+    #   → matrix-vector product: dw = X.T @ dz
+    dw = X.T @ dz
+    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #   → power: mul_dloss_7 = loss_5 * 2
+    mul_dloss_7 = loss_5 * 2
+    #   → power: dw = dw + mul_dloss_7 * w; accumulate (dw: w is used 2 times)
+    dw = dw + mul_dloss_7 * w
+    # z = X @ w + b, backward:
+    z_1_dot = X @ w_dot
+    z_dot = z_1_dot + b_dot
+    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    loss_1_dot = z_dot * exp_sub_z
+    sub_z_dot = z_dot - loss_1_dot
+    exp_sub_z_dot = sub_z_dot * exp_sub_z
+    dz_dot = dloss_3 * exp_sub_z_dot
+    # z = X @ w + b, backward:
+    db_dot = xp.sum(dz_dot)
+    dw_dot = X.T @ dz_dot
+    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    mul_mul_dloss_7_dot = mul_dloss_7 * w_dot
+    dw_dot_2 = dw_dot + mul_mul_dloss_7_dot
+    return loss, logistic_l2_Grads(w=dw, b=db), logistic_l2_Grads(w=dw_dot_2, b=db_dot)
+
+
+def logistic_l2_hessian(X, y, w, b, lam):
+    """(outputs, grads, H): H the dense Hessian of loss, (n, n) with n the total size of w,
+    b, rows and columns ordered as np.concatenate([g.ravel() for g in grads]); one
+    Hessian-vector product per column."""
+    xp, (X, y, w, b, lam) = _check_inputs(
+        "logistic_l2_hessian", (X, y, w, b, lam), _LOGISTIC_L2_INPUTS
+    )
+    return _hessian(xp, logistic_l2_hvp, (X, y, w, b, lam), (2, 3))

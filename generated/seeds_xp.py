@@ -168,6 +168,90 @@ def _check_cotangent(function, g, shape):
     return g
 
 
+def _tangent_args(function, what, tangents, names):
+    """The arrays of ``tangents``: a tuple, a list or a Grads, one per wrt input, in wrt order."""
+    if array_api_compat.is_array_api_obj(tangents) or not hasattr(tangents, "__len__"):
+        tangents = None  # (one array is not a tuple of them, even where it has a length)
+    if tangents is None or len(tangents) != len(names):
+        raise ValueError(
+            f"{function}: {what} must hold one array per input of {', '.join(names)}, "
+            "in that order (a tuple or a Grads)"
+        )
+    return tuple(tangents)
+
+
+def _size(x):
+    """The number of elements of an array (its shape's product: known for Dask arrays too)."""
+    return int(np.prod(tuple(x.shape), dtype=np.int64))
+
+
+def _basis(xp, inputs, k):
+    """The k-th unit vector of the concatenated, raveled ``inputs``, as one array per input:
+    a comparison with an index range, so no library needs item assignment."""
+    out = []
+    start = 0
+    for x in inputs:
+        n = _size(x)
+        index = xp.arange(start, start + n, device=array_api_compat.device(x))
+        out.append(xp.reshape(xp.astype(index == k, x.dtype), tuple(x.shape)))
+        start += n
+    return out
+
+
+def _stacked(xp, items, axis, shape, like):
+    """``xp.stack(items, axis=axis)``, or an empty array of ``shape`` when there are none."""
+    if not items:
+        return xp.zeros(shape, dtype=like.dtype, device=array_api_compat.device(like))
+    return xp.stack(items, axis=axis)
+
+
+def _jacobian(xp, forward, backward, jvp, grads_type, args, wrt, several):
+    """(outputs, Jacobians): d vec(y) / d vec(x) for each wrt input x (``args[i]`` for i in
+    ``wrt``), y the first output, vec row-major; from VJP rows (``backward``, one per element
+    of y) or JVP columns (``jvp``, one per element of the wrt inputs), whichever are fewer,
+    stacked into each matrix (the arrays stay the library's, and Dask's lazy)."""
+    outputs, saved = forward(*args)
+    y = outputs[0] if several else outputs
+    inputs = [args[i] for i in wrt]
+    m, sizes = _size(y), [_size(x) for x in inputs]
+    if m <= sum(sizes):
+        # by rows: row i is the vector-Jacobian product with the i-th unit cotangent
+        rows = [[] for _ in inputs]
+        for i in range(m):
+            grads = backward(saved, _basis(xp, [y], i)[0])
+            for row, grad in zip(rows, grads, strict=True):
+                row.append(xp.reshape(grad, (-1,)))
+        return outputs, grads_type(
+            *(_stacked(xp, row, 0, (m, n), y) for row, n in zip(rows, sizes, strict=True))
+        )
+    # by columns: column k is the Jacobian-vector product with the k-th unit tangent
+    blocks = []
+    start = 0
+    for n in sizes:
+        columns = [
+            xp.reshape(jvp(*args, _basis(xp, inputs, k))[1], (-1,))
+            for k in range(start, start + n)
+        ]
+        blocks.append(_stacked(xp, columns, 1, (m, n), y))
+        start += n
+    return outputs, grads_type(*blocks)
+
+
+def _hessian(xp, hvp, args, wrt):
+    """(outputs, grads, H): H the dense Hessian over the concatenated, raveled wrt inputs;
+    column k is ``hvp`` with the k-th unit vector (H is symmetric: also row k), the columns
+    stacked into the matrix."""
+    inputs = [args[i] for i in wrt]
+    n = sum(_size(x) for x in inputs)
+    columns = []
+    for k in range(n):
+        outputs, grads, hv = hvp(*args, _basis(xp, inputs, k))
+        columns.append(xp.concat([xp.reshape(h, (-1,)) for h in hv]))
+    if not n:  # (no column: the outputs and gradients from a product with empty arrays)
+        outputs, grads, _ = hvp(*args, _basis(xp, inputs, 0))
+    return outputs, grads, _stacked(xp, columns, 1, (n, n), inputs[0])
+
+
 class twice_sum_Grads(NamedTuple):
     """Gradients of F with respect to A: each has its input's shape."""
 
@@ -383,6 +467,50 @@ def affine_value_and_grad(A, W, B):
     return Z, affine_Grads(A=dA, W=dW, B=dB)
 
 
+_AFFINE_TANGENT_SHAPES = (
+    ("A", (2, 3)),
+    ("W", (3, 2)),
+    ("B", (2,)),
+    ("tangent of A", (2, 3)),
+    ("tangent of W", (3, 2)),
+    ("tangent of B", (2,)),
+)
+
+
+def affine_jvp(A, W, B, tangents):
+    """Forward mode: (outputs, dZ), dZ the directional derivative of Z along `tangents` (one
+    array per input of A, W, B, in that order, each of its input's shape; a tuple or a
+    Grads). Each line pushes the tangents (`_dot`) through one op by its JVP rule."""
+    tangents = _tangent_args("affine_jvp", "tangents", tangents, ("A", "W", "B"))
+    _, (A, W, B, A_dot, W_dot, B_dot) = _check_inputs(
+        "affine_jvp", (A, W, B, *tangents), _AFFINE_TANGENT_SHAPES
+    )
+    # Z = A @ W + B
+    Z = A @ W + B
+    # Z = A @ W + B, backward:
+    Z_1_dot = A_dot @ W + A @ W_dot
+    Z_dot = Z_1_dot + B_dot
+    return Z, Z_dot
+
+
+def affine_jacobian(A, W, B):
+    """(outputs, jac): jac.<x> is d vec(Z) / d vec(x) for x in A, W, B, shape (Z.size,
+    x.size), vec in row-major order. Built from vector-Jacobian products (affine_backward,
+    one per element of Z) or Jacobian-vector products (affine_jvp, one per element of A,
+    W, B), whichever are fewer."""
+    xp, (A, W, B) = _check_inputs("affine_jacobian", (A, W, B), _AFFINE_INPUTS)
+    return _jacobian(
+        xp,
+        affine_forward,
+        affine_backward,
+        affine_jvp,
+        affine_Grads,
+        (A, W, B),
+        (0, 1, 2),
+        False,
+    )
+
+
 class wx_backprop_Grads(NamedTuple):
     """Gradients of f with respect to W, x: each has its input's shape."""
 
@@ -526,6 +654,53 @@ def dictionary_learning_value_and_grad(X, D, R):
     #   → left product: dR = D.T @ dE_1
     dR = D.T @ dE_1
     return f, dictionary_learning_Grads(D=dD, R=dR)
+
+
+_DICTIONARY_LEARNING_TANGENT_SHAPES = (
+    ("X", ("M", "N")),
+    ("D", ("M", "P")),
+    ("R", ("P", "N")),
+    ("tangent of D", ("M", "P")),
+    ("tangent of R", ("P", "N")),
+)
+
+
+def dictionary_learning_hvp(X, D, R, v):
+    """(outputs, grads, hv): hv holds the Hessian of f with respect to D, R times `v` (one
+    array per input, as grads). Forward over reverse: the tangents (`_dot`) of the
+    gradient program of dictionary_learning_value_and_grad."""
+    v = _tangent_args("dictionary_learning_hvp", "v", v, ("D", "R"))
+    xp, (X, D, R, D_dot, R_dot) = _check_inputs(
+        "dictionary_learning_hvp", (X, D, R, *v), _DICTIONARY_LEARNING_TANGENT_SHAPES
+    )
+    # E = X - D @ R
+    E = X - D @ R
+    # f = sum(E ** 2)
+    f = xp.sum(E**2)
+    # E = X - D @ R, backward:
+    #   → subtraction: dE_1 = -2 * E
+    dE_1 = -2 * E
+    #   → right product: dD = dE_1 @ R.T
+    dD = dE_1 @ R.T
+    #   → left product: dR = D.T @ dE_1
+    dR = D.T @ dE_1
+    # E = X - D @ R, backward:
+    E_1_dot = D_dot @ R + D @ R_dot
+    E_dot = -E_1_dot
+    dE_1_dot = -2 * E_dot
+    dD_dot = dE_1_dot @ R.T + dE_1 @ R_dot.T
+    dR_dot = D_dot.T @ dE_1 + D.T @ dE_1_dot
+    return f, dictionary_learning_Grads(D=dD, R=dR), dictionary_learning_Grads(D=dD_dot, R=dR_dot)
+
+
+def dictionary_learning_hessian(X, D, R):
+    """(outputs, grads, H): H the dense Hessian of f, (n, n) with n the total size of D, R,
+    rows and columns ordered as np.concatenate([g.ravel() for g in grads]); one
+    Hessian-vector product per column."""
+    xp, (X, D, R) = _check_inputs(
+        "dictionary_learning_hessian", (X, D, R), _DICTIONARY_LEARNING_INPUTS
+    )
+    return _hessian(xp, dictionary_learning_hvp, (X, D, R), (1, 2))
 
 
 class quadratic_form_Grads(NamedTuple):
