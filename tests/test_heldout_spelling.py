@@ -84,6 +84,107 @@ CASES = {
         lambda S, m: jnp.sum(jax.nn.softmax(jnp.where(m, S, -1000.0), axis=1) * S),
         7,
     ),
+    "negative_axes": (
+        """
+        inputs: {X: [2, 3, 4], Y: [2, 3, 4]}
+        steps:
+          - s = sum(X, axis=-1)
+          - p = softmax(X, axis=-1)
+          - m = max(Y, axis=-2)
+          - C = concatenate((X, Y), axis=-1)
+          - loss = sum(s * s) + sum(p * Y) + sum(m * m) + sum(C ** 3)
+        outputs: [loss]
+        """,
+        {"X": R.standard_normal((2, 3, 4)), "Y": R.standard_normal((2, 3, 4))},
+        lambda X, Y: jnp.sum(jnp.sum(X, axis=-1) ** 2)
+        + jnp.sum(jax.nn.softmax(X, axis=-1) * Y)
+        + jnp.sum(jnp.max(Y, axis=-2) ** 2)
+        + jnp.sum(jnp.concatenate((X, Y), axis=-1) ** 3),
+        None,
+    ),
+    "three_way_concat_stack": (
+        """
+        inputs: {a: [2, 3], b: [2, 3], c: [2, 3]}
+        steps:
+          - C = concatenate((a, b, c), axis=0)
+          - S = stack((a, b, c), axis=1)
+          - loss = sum(sin(C) * C) + sum(S ** 3 * transpose(S, (0, 2, 1)))
+        outputs: [loss]
+        """,
+        {"a": R.standard_normal((2, 3)), "b": R.standard_normal((2, 3)), "c": R.standard_normal((2, 3))},
+        lambda a, b, c: jnp.sum(jnp.sin(jnp.concatenate((a, b, c), axis=0)) * jnp.concatenate((a, b, c), axis=0))
+        + jnp.sum(jnp.stack((a, b, c), axis=1) ** 3 * jnp.transpose(jnp.stack((a, b, c), axis=1), (0, 2, 1))),
+        None,
+    ),
+    "stats_no_axis": (
+        """
+        inputs: {X: [3, 4]}
+        steps:
+          - loss = var(X) + std(X) * 2 + sum(var(X, axis=1, keepdims=True) * X)
+        outputs: [loss]
+        """,
+        {"X": R.standard_normal((3, 4))},
+        lambda X: jnp.var(X) + jnp.std(X) * 2 + jnp.sum(jnp.var(X, axis=1, keepdims=True) * X),
+        None,
+    ),
+    "literal_sizes": (
+        """
+        inputs: {A: [3, 3], y: {shape: [4], dtype: int64}, Z: [4, 3]}
+        wrt: [A, Z]
+        steps:
+          - loss = sum((A + eye(3)) ** 2) + sum(one_hot(y, 3) * Z)
+        outputs: [loss]
+        """,
+        {"A": R.standard_normal((3, 3)), "y": np.array([0, 2, 1, 2]), "Z": R.standard_normal((4, 3))},
+        lambda A, y, Z: jnp.sum((A + jnp.eye(3)) ** 2) + jnp.sum(jax.nn.one_hot(y, 3, dtype=jnp.float64) * Z),
+        None,
+    ),
+    "take_along_axis0": (
+        """
+        inputs: {Z: [3, 4], y: {shape: [2, 4], dtype: int64}}
+        steps:
+          - t = take_along_axis(Z, y, axis=0)
+          - loss = sum(t * t * t)
+        outputs: [loss]
+        """,
+        {"Z": R.standard_normal((3, 4)), "y": np.array([[0, 2, 2, 1], [0, 0, 1, 2]])},
+        lambda Z, y: jnp.sum(jnp.take_along_axis(Z, y, axis=0) ** 3),
+        None,
+    ),
+    "attention_rank4": (
+        """
+        inputs: {Q: [2, 2, 3, 4], Kx: [2, 2, 5, 4], V: [2, 1, 5, 4], Wo: [4, 3]}
+        steps:
+          - S = einsum("bhnd,bhmd->bhnm", Q, Kx) / sqrt(4)
+          - P = softmax(S, axis=-1)
+          - O = P @ V
+          - Y = O @ Wo
+          - loss = sum(tanh(Y))
+        outputs: [loss]
+        """,
+        {
+            "Q": R.standard_normal((2, 2, 3, 4)),
+            "Kx": R.standard_normal((2, 2, 5, 4)),
+            "V": R.standard_normal((2, 1, 5, 4)),
+            "Wo": R.standard_normal((4, 3)),
+        },
+        lambda Q, Kx, V, Wo: jnp.sum(
+            jnp.tanh(jax.nn.softmax(jnp.einsum("bhnd,bhmd->bhnm", Q, Kx) / 2.0, axis=-1) @ V @ Wo)
+        ),
+        None,
+    ),
+    "call_with_labels": (
+        """
+        inputs: {X: [4, 3], W: [3, 3], y: {shape: [4, 1], dtype: int64}}
+        steps:
+          - loss = ce(X @ W, y) + ce(X, y)
+        outputs: [loss]
+        """,
+        {"X": R.standard_normal((4, 3)), "W": R.standard_normal((3, 3)), "y": np.array([[0], [2], [1], [2]])},
+        lambda X, W, y: -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(X @ W, axis=1), y, axis=1))
+        - jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(X, axis=1), y, axis=1)),
+        None,
+    ),
     # the same ops spelled the way §1b spells them, that pass (controls for the above)
     "einsum_matvec_control": (
         """
@@ -112,6 +213,15 @@ CASES = {
 }
 
 
+CALLEE = """\
+  ce:
+    inputs: {Z: [M, C], y: {shape: [M, 1], dtype: int64}}
+    steps:
+      - loss = -mean(take_along_axis(log_softmax(Z, axis=1), y, axis=1))
+    outputs: [loss]
+"""
+
+
 def _case_params():
     out = []
     for name, case in CASES.items():
@@ -127,6 +237,7 @@ def test_numpy_spelling_against_jax(tmp_path, name):
     import textwrap
 
     spec = f"module: ho_sp_{name}\nfunctions:\n  f:\n" + textwrap.indent(textwrap.dedent(body).strip("\n"), "    ")
+    spec += "\n" + CALLEE
     out = generate(tmp_path, spec + "\n", backend="numpy")
     mod = import_generated(out, f"ho_sp_{name}")
     value, grads = mod.f_value_and_grad(**inputs)
