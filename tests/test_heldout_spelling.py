@@ -185,6 +185,75 @@ CASES = {
         - jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(X, axis=1), y, axis=1)),
         None,
     ),
+    "seed003_quadratic_form": (
+        """
+        inputs: {a: [3], G: [3, 3]}
+        wrt: [G]
+        steps:
+          - loss = a @ G @ a
+        outputs: [loss]
+        """,
+        {"a": np.array([1.0, -2.0, 0.5]), "G": R.standard_normal((3, 3))},
+        lambda a, G: a @ G @ a,
+        None,
+    ),
+    "matrix_functions": (
+        """
+        inputs: {u: [3], v: [3], A: [3, 3]}
+        steps:
+          - M = outer(u, v) + A
+          - loss = trace(M @ M) + logdet(A) + det(A) + sum(inv(A))
+        outputs: [loss]
+        """,
+        {"u": R.standard_normal(3), "v": R.standard_normal(3), "A": np.eye(3) * 2 + 0.3 * R.standard_normal((3, 3))},
+        lambda u, v, A: jnp.trace((jnp.outer(u, v) + A) @ (jnp.outer(u, v) + A))
+        + jnp.linalg.slogdet(A)[1]
+        + jnp.linalg.det(A)
+        + jnp.sum(jnp.linalg.inv(A)),
+        None,
+    ),
+    "reductions_keepdims": (
+        """
+        inputs: {X: [2, 3, 4]}
+        steps:
+          - a = sum(X, axis=0, keepdims=True)
+          - b = logsumexp(X, axis=2, keepdims=True)
+          - c = mean(X, axis=1, keepdims=True)
+          - loss = sum(a * X) + sum(b * X) + sum(c * c * X) + sum(log_softmax(X, axis=0) * X)
+        outputs: [loss]
+        """,
+        {"X": R.standard_normal((2, 3, 4))},
+        lambda X: jnp.sum(jnp.sum(X, axis=0, keepdims=True) * X)
+        + jnp.sum(jax.scipy.special.logsumexp(X, axis=2, keepdims=True) * X)
+        + jnp.sum(jnp.mean(X, axis=1, keepdims=True) ** 2 * X)
+        + jnp.sum(jax.nn.log_softmax(X, axis=0) * X),
+        None,
+    ),
+    "powers_and_scalars": (
+        """
+        inputs: {x: [4], s: []}
+        steps:
+          - loss = sum(x ** -2 + x ** 0.5 * s + s / x) + s ** 3 - (-s)
+        outputs: [loss]
+        """,
+        {"x": np.array([0.5, 1.5, 2.0, 3.0]), "s": np.array(0.7)},
+        lambda x, s: jnp.sum(x**-2.0 + x**0.5 * s + s / x) + s**3 + s,
+        None,
+    ),
+    "swapaxes_negative_stack_last": (
+        """
+        inputs: {X: [2, 3, 4], Y: [2, 3, 4]}
+        steps:
+          - T = swapaxes(X, -1, -2)
+          - S = stack((X, Y), axis=-1)
+          - loss = sum(T ** 3 * transpose(Y, (0, 2, 1))) + sum(S * S * S)
+        outputs: [loss]
+        """,
+        {"X": R.standard_normal((2, 3, 4)), "Y": R.standard_normal((2, 3, 4))},
+        lambda X, Y: jnp.sum(jnp.swapaxes(X, -1, -2) ** 3 * jnp.transpose(Y, (0, 2, 1)))
+        + jnp.sum(jnp.stack((X, Y), axis=-1) ** 3),
+        None,
+    ),
     # the same ops spelled the way §1b spells them, that pass (controls for the above)
     "einsum_matvec_control": (
         """
@@ -242,6 +311,9 @@ def test_numpy_spelling_against_jax(tmp_path, name):
     mod = import_generated(out, f"ho_sp_{name}")
     value, grads = mod.f_value_and_grad(**inputs)
     float_names = [k for k, v in inputs.items() if v.dtype == np.float64]
+    if "wrt:" in body:  # the spec's wrt, in spec order
+        float_names = [k for k in float_names if k in body.split("wrt:")[1].split("\n")[0]]
+    assert tuple(grads._fields) == tuple(float_names)
     args = [jnp.asarray(v) for v in inputs.values()]
     argnums = tuple(list(inputs).index(k) for k in float_names)
     ref_v, ref_g = jax.value_and_grad(fn, argnums=argnums)(*args)
