@@ -254,6 +254,85 @@ CASES = {
         + jnp.sum(jnp.stack((X, Y), axis=-1) ** 3),
         None,
     ),
+    "transpose_default_axes": (
+        """
+        inputs: {X: [2, 3, 4], Y: [4, 3, 2]}
+        steps:
+          - loss = sum(transpose(X) * Y * X.T)
+        outputs: [loss]
+        """,
+        {"X": R.standard_normal((2, 3, 4)), "Y": R.standard_normal((4, 3, 2))},
+        lambda X, Y: jnp.sum(jnp.transpose(X) * Y * X.T),
+        None,
+    ),
+    "where_broadcast_condition": (
+        """
+        inputs: {x: [3, 1], y: [4]}
+        steps:
+          - loss = sum(where(x < y, x * y, y * y))
+        outputs: [loss]
+        """,
+        {"x": np.array([[0.1], [-0.5], [2.0]]), "y": np.array([0.3, -1.0, 1.5, 0.0])},
+        lambda x, y: jnp.sum(jnp.where(x < y, x * y, y * y)),
+        None,
+    ),
+    "einsum_batched_matvec": (
+        """
+        inputs: {A: [2, 3, 4], Bm: [2, 4]}
+        steps:
+          - Z = einsum("bij,bj->bi", A, Bm)
+          - loss = sum(Z ** 2)
+        outputs: [loss]
+        """,
+        {"A": R.standard_normal((2, 3, 4)), "Bm": R.standard_normal((2, 4))},
+        lambda A, Bm: jnp.sum(jnp.einsum("bij,bj->bi", A, Bm) ** 2),
+        None,
+    ),
+    "maximum_scalar_input_ties": (
+        """
+        inputs: {x: [4], t: []}
+        steps:
+          - loss = sum(maximum(x, t) * x + minimum(t, x))
+        outputs: [loss]
+        """,
+        {"x": np.array([0.5, -1.0, 2.0, 0.5]), "t": np.array(0.5)},
+        # JAX's own tie rule differs: the closed form of §1b is checked by the numbers below
+        None,
+        None,
+    ),
+    "softmax_rank4_axis1": (
+        """
+        inputs: {X: [2, 2, 2, 3]}
+        steps:
+          - loss = sum(softmax(X, axis=1) ** 2 * X)
+        outputs: [loss]
+        """,
+        {"X": R.standard_normal((2, 2, 2, 3))},
+        lambda X: jnp.sum(jax.nn.softmax(X, axis=1) ** 2 * X),
+        None,
+    ),
+    "diag_of_computed": (
+        """
+        inputs: {v: [3], A: [3, 3]}
+        steps:
+          - loss = sum(diag(diag(v) @ A) ** 2)
+        outputs: [loss]
+        """,
+        {"v": R.standard_normal(3), "A": R.standard_normal((3, 3))},
+        lambda v, A: jnp.sum(jnp.diag(jnp.diag(v) @ A) ** 2),
+        None,
+    ),
+    "one_hot_rank2_labels": (
+        """
+        inputs: {y: {shape: [2, 3], dtype: int64}, W: [2, 3, 4]}
+        steps:
+          - loss = sum(one_hot(y, 4) * W * W)
+        outputs: [loss]
+        """,
+        {"y": np.array([[0, 3, 3], [1, 2, 0]]), "W": R.standard_normal((2, 3, 4))},
+        lambda y, W: jnp.sum(jax.nn.one_hot(y, 4, dtype=jnp.float64) * W * W),
+        None,
+    ),
     # the same ops spelled the way §1b spells them, that pass (controls for the above)
     "einsum_matvec_control": (
         """
@@ -291,6 +370,24 @@ CALLEE = """\
 """
 
 
+def _compare(name, inputs, fn, argnums, float_names, value, grads):
+    if name == "maximum_scalar_input_ties":
+        x, t = inputs["x"], float(inputs["t"])
+        hx = np.where(x > t, 1.0, np.where(x == t, 0.5, 0.0))  # §1b: ties give each side half
+        ht = np.where(t > x, 1.0, np.where(x == t, 0.5, 0.0))
+        mx = np.where(x < t, 1.0, np.where(x == t, 0.5, 0.0))
+        mt = np.where(t < x, 1.0, np.where(x == t, 0.5, 0.0))
+        assert float(value) == pytest.approx(float(np.sum(np.maximum(x, t) * x + np.minimum(t, x))))
+        np.testing.assert_allclose(grads.x, hx * x + np.maximum(x, t) + mx)
+        assert float(grads.t) == pytest.approx(float(np.sum(ht * x + mt)))
+        return
+    args = [jnp.asarray(v) for v in inputs.values()]
+    ref_v, ref_g = jax.value_and_grad(fn, argnums=argnums)(*args)
+    np.testing.assert_allclose(value, np.asarray(ref_v), rtol=1e-10)
+    for k, g in zip(float_names, ref_g):
+        np.testing.assert_allclose(getattr(grads, k), np.asarray(g), rtol=1e-9, atol=1e-12)
+
+
 def _case_params():
     out = []
     for name, case in CASES.items():
@@ -314,9 +411,32 @@ def test_numpy_spelling_against_jax(tmp_path, name):
     if "wrt:" in body:  # the spec's wrt, in spec order
         float_names = [k for k in float_names if k in body.split("wrt:")[1].split("\n")[0]]
     assert tuple(grads._fields) == tuple(float_names)
-    args = [jnp.asarray(v) for v in inputs.values()]
     argnums = tuple(list(inputs).index(k) for k in float_names)
-    ref_v, ref_g = jax.value_and_grad(fn, argnums=argnums)(*args)
-    np.testing.assert_allclose(value, np.asarray(ref_v), rtol=1e-10)
-    for k, g in zip(float_names, ref_g):
-        np.testing.assert_allclose(getattr(grads, k), np.asarray(g), rtol=1e-9, atol=1e-12)
+    _compare(name, inputs, fn, argnums, float_names, value, grads)
+
+
+NUMBA_CASES = [name for name, case in CASES.items() if case[3] is None]
+
+
+@pytest.fixture(scope="module")
+def numba_module(tmp_path_factory):
+    """Every passing spelling as one function of one Numba module (one compile session)."""
+    import textwrap
+
+    parts = []
+    for name in NUMBA_CASES:
+        body = textwrap.indent(textwrap.dedent(CASES[name][0]).strip("\n"), "    ")
+        parts.append(f"  {name}:\n{body}\n")
+    spec = "module: ho_sp_all\nfunctions:\n" + "".join(parts) + CALLEE
+    d = tmp_path_factory.mktemp("ho_sp_all")
+    out = generate(d, spec, backend="numba")
+    return import_generated(out, "ho_sp_all_numba")
+
+
+@pytest.mark.parametrize("name", NUMBA_CASES)
+def test_numba_spelling_against_jax(numba_module, name):
+    body, inputs, fn, _ = CASES[name]
+    value, grads = getattr(numba_module, f"{name}_value_and_grad")(**inputs)
+    float_names = list(grads._fields)
+    argnums = tuple(list(inputs).index(k) for k in float_names)
+    _compare(name, inputs, fn, argnums, float_names, value, grads)
