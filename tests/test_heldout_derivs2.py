@@ -157,8 +157,10 @@ def test_hessian_through_labels(mods):
     assert float(dout) == pytest.approx(float(np.sum(g.Z * t[0]) + np.sum(g.W * t[1])), rel=1e-9)
 
 
-def test_hessian_through_one_hot(mods):
+def test_hessian_through_one_hot(mods, request):
     m = mods[0]
+    if m.__name__.endswith("_numba"):
+        request.applymarker(pytest.mark.xfail(strict=True, reason="FINDINGS.md #8"))
     r = np.random.default_rng(6)
     inp2 = {"Z": r.standard_normal((3, 4)), "y": np.array([1, 3, 3])}
 
