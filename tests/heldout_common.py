@@ -86,3 +86,23 @@ def central_diff(f, args: dict, name: str, h: float = 1e-6) -> np.ndarray:
 
 def first(out):
     return out[0] if isinstance(out, tuple) else out
+
+
+class StrictArgs:
+    """The array-API module called with array-api-strict arrays (§3c: computes in their library)."""
+
+    def __init__(self, mod):
+        self._mod = mod
+
+    def __getattr__(self, name):
+        import array_api_strict as xps
+
+        fn = getattr(self._mod, name)
+        if isinstance(fn, type) or not callable(fn):
+            return fn
+
+        def call(*args, **kwargs):
+            conv = [xps.asarray(np.asarray(a)) for a in args]
+            return fn(*conv, **{k: xps.asarray(np.asarray(v)) for k, v in kwargs.items()})
+
+        return call

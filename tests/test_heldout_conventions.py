@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-from heldout_common import generate, import_generated, to_np
+from heldout_common import StrictArgs, generate, import_generated, to_np
 
 SPEC = """
 module: ho_conv
@@ -105,7 +105,8 @@ functions:
     outputs: [X, Y]
 """
 
-BACKENDS = ["numpy", "numba", "array_api"]
+BACKENDS = ["numpy", "numba", "array_api", "array_api_strict"]
+
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,7 @@ def mods(tmp_path_factory):
         "numpy": import_generated(out, "ho_conv"),
         "numba": import_generated(out, "ho_conv_numba"),
         "array_api": import_generated(out, "ho_conv_xp"),
+        "array_api_strict": StrictArgs(import_generated(out, "ho_conv_xp")),
     }
 
 

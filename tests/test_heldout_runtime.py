@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from heldout_common import generate, import_generated, run_codegen, to_np, write_spec
+from heldout_common import StrictArgs, generate, import_generated, run_codegen, to_np, write_spec
 
 jax = pytest.importorskip("jax")
 jax.config.update("jax_enable_x64", True)
@@ -55,7 +55,7 @@ functions:
     outputs: [loss, X]
 """
 
-BACKENDS = ["numpy", "numba", "array_api"]
+BACKENDS = ["numpy", "numba", "array_api", "array_api_strict"]
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,7 @@ def mods(tmp_path_factory):
         "numpy": import_generated(out, "ho_rt"),
         "numba": import_generated(out, "ho_rt_numba"),
         "array_api": import_generated(out, "ho_rt_xp"),
+        "array_api_strict": StrictArgs(import_generated(out, "ho_rt_xp")),
     }
 
 
