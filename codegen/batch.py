@@ -55,7 +55,7 @@ def batch_program(tp: TangentProgram, dim: str) -> Batched:
             try:
                 out = rule(b, replace(op, args=args), flags)
             except ShapeError as e:
-                return Batched(None, dim, f"'{op.op}' on a batch: {e}")
+                return Batched(None, dim, f"'{op.op}' has no batched form here ({e})")
         assert isinstance(out, str)
         renamed[op.out] = out
         batched.add(out)

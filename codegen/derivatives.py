@@ -218,17 +218,24 @@ def _block_call(emitter: Emitter, fn: Function, batched: Batched | None, kind: s
     emitter.used_dims = set()
 
     def size(shape: tuple) -> E.Expr:
-        return E.as_expr(emitter.dim_ref(product_dim(list(shape)), dim))
+        number = 1
+        for d in shape:
+            number *= d if isinstance(d, int) else 1
+        dims = [emitter.dim_ref(d, dim) for d in shape if not isinstance(d, int)]
+        return E.product(([number] if number != 1 or not dims else []) + dims)
+
+    def key(shape: tuple) -> object:  # equal sizes once (a sum of dims, D+E, as it is)
+        return product_dim(list(shape)) if not any("+" in str(d) for d in shape) else shape
 
     program = batched.program.program
     first = fn.program.outputs[0]
     assert isinstance(first, str)
-    widths: dict[object, None] = {}
+    widths: dict[object, tuple] = {}
     for v in program.values.values():
         if v.shape[:1] == (batched.dim,):
-            widths[product_dim(list(v.shape[1:]))] = None
+            widths.setdefault(key(tuple(v.shape[1:])), tuple(v.shape[1:]))
     numbers = [w for w in widths if isinstance(w, int)]
-    items = [size((w,)) for w in widths if not isinstance(w, int)]
+    items = [size(shape) for w, shape in widths.items() if not isinstance(w, int)]
     if numbers:
         items.append(E.as_expr(max(numbers)))
     width = items[0] if len(items) == 1 else E.call("max", *items)
@@ -251,9 +258,11 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
     assert isinstance(first, str)
     first_name = fn.program.values[first].hint
     outputs = [o for o in fn.program.outputs if isinstance(o, str)]
-    shapes = [(name, fn.program.values[name].shape) for name in fn.program.inputs]
-    shapes += [(f"tangent of {w}", fn.program.values[w].shape) for w in fn.wrt]
-    spec = _tuple([f'("{n}", {emitter.shape_spec(s)})' for n, s in shapes])
+    shapes = [(name, fn.program.values[name].shape, fn.program.values[name].dtype)
+              for name in fn.program.inputs]  # (integer labels keep their dtype)
+    shapes += [(f"tangent of {w}", fn.program.values[w].shape, "") for w in fn.wrt]
+    spec = _tuple([f'("{n}", {emitter.shape_spec(s)}' + (f', "{t}")' if t else ")")
+                   for n, s, t in shapes])
     wrt = ", ".join(fn.wrt)
     view = DerivView(
         name=fn.name,
@@ -298,7 +307,7 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
                 emitter, fn, programs.jvp_block if view.jvp_block is not None else None,
                 "jacobian")
             if view.jvp_block is None:
-                view.jacobian_call.note = programs.jvp_block.reason or "a loop backend"
+                view.jacobian_call.note = programs.jvp_block.reason or "the kernels are compiled per vector"
         view.doc_jvp = doc(
             f"Forward mode: (outputs, d{first_name}), d{first_name} the directional derivative of "
             f"{first_name} along `tangents` (one array per input of {wrt}, in that order, each of "
@@ -331,7 +340,7 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
                 emitter, fn, programs.hvp_block if view.hvp_block is not None else None,
                 "hessian")
             if view.hvp_block is None:
-                view.hessian_call.note = programs.hvp_block.reason or "a loop backend"
+                view.hessian_call.note = programs.hvp_block.reason or "the kernels are compiled per vector"
         view.doc_hvp = doc(
             f"(outputs, grads, hv): hv holds the Hessian of {first_name} with respect to {wrt} "
             "times `v` (one array per input, as grads). Forward over reverse: the tangents "
