@@ -360,6 +360,18 @@ def derivative_helpers(views: list[object]) -> list[str]:
     return ["helpers/tangents.py.j2"] if any(v is not None for v in views) else []
 
 
+def _block_lines(name: str, kind: str, batched: Batched | None, code, rather: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """``--explain``: whether the NumPy module's f_jacobian (f_hessian) takes blocks of columns."""
+    if batched is None:
+        return []
+    if batched.program is None:
+        return [f"In the NumPy module too, {code(name)} loops over unit vectors: {batched.reason}.",
+                ""]
+    return [f"In the NumPy module, {code(name)} takes its columns in blocks instead: one pass of "
+            f"a batched {kind} (every tangent with a leading axis of k basis vectors) per block "
+            f"of k columns{rather}; the Numba module loops.", ""]
+
+
 def explain_lines(fn: Function, programs: DerivativePrograms | None, dims: dict[str, int]
                   ) -> list[str]:
     """The ``--explain`` section of a function's derivative kinds: the JVP rules used, per step."""
@@ -412,7 +424,10 @@ def explain_lines(fn: Function, programs: DerivativePrograms | None, dims: dict[
         out += [f"{code(fn.name + '_jacobian')}: one VJP ({code(fn.name + '_backward')}) per "
                 f"element of {code(first)}, or one JVP per element of the wrt inputs, whichever "
                 f"is fewer at the call's sizes (a loop over unit vectors).{how}", ""]
+        out += _block_lines(fn.name + "_jacobian", "JVP", programs.jvp_block, code,
+                            " (or the VJP rows when those are fewer passes)")
     if "hessian" in programs.kinds:
         out += [f"{code(fn.name + '_hessian')}: one HVP per column"
                 + (f" ({n} at the example sizes)." if known else "."), ""]
+        out += _block_lines(fn.name + "_hessian", "HVP", programs.hvp_block, code, "")
     return out
