@@ -221,8 +221,10 @@ def _block_call(emitter: Emitter, fn: Function, batched: Batched | None, kind: s
         number = 1
         for d in shape:
             number *= d if isinstance(d, int) else 1
-        dims = [emitter.dim_ref(d, dim) for d in shape if not isinstance(d, int)]
-        return E.product(([number] if number != 1 or not dims else []) + dims)
+        factors: list[E.ExprLike] = [number] if number != 1 or all(
+            isinstance(d, int) for d in shape) else []
+        factors += [emitter.dim_ref(d, dim) for d in shape if not isinstance(d, int)]
+        return E.product(factors)
 
     def key(shape: tuple) -> object:  # equal sizes once (a sum of dims, D+E, as it is)
         return product_dim(list(shape)) if not any("+" in str(d) for d in shape) else shape

@@ -11,7 +11,6 @@ one vector per call) and the HVP loop, and with central differences.
 
 from __future__ import annotations
 
-import textwrap
 import zlib
 
 import numpy as np
