@@ -206,6 +206,13 @@ def _tuple(items: list[str]) -> str:
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
+def _blocks(emitter: Emitter) -> bool:
+    """Whether the module's f_jacobian and f_hessian take blocks of basis vectors: the NumPy
+    module's (the Numba module's kernels are compiled per vector; the array-API module's helpers
+    are NumPy's loops)."""
+    return emitter.backend == "numpy"
+
+
 def _block_call(emitter: Emitter, fn: Function, batched: Batched | None, kind: str) -> BlockCall:
     """f_jacobian's or f_hessian's lines before the helper's call: the inputs checked and, for
     blocks, the sizes that choose the block (the first output's size, and the numbers per basis
@@ -295,7 +302,7 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
         view.jvp = _render(emitter, fn, programs.jvp, False, module_names)
         view.jvp.result = _result(fn, view.jvp, emitter.fuses, False)
         if programs.jvp_block is not None:
-            if programs.jvp_block.program is not None and not emitter.fuses:
+            if programs.jvp_block.program is not None and _blocks(emitter):
                 view.jvp_block = _render(emitter, fn, programs.jvp_block.program, False,
                                          module_names, programs.jvp_block.dim)
                 view.jvp_block.result = _result(fn, view.jvp_block, False, False)
@@ -309,7 +316,7 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
                 emitter, fn, programs.jvp_block if view.jvp_block is not None else None,
                 "jacobian")
             if view.jvp_block is None:
-                view.jacobian_call.note = programs.jvp_block.reason or "the kernels are compiled per vector"
+                view.jacobian_call.note = programs.jvp_block.reason or "the blocks are in the NumPy module only"
         view.doc_jvp = doc(
             f"Forward mode: (outputs, d{first_name}), d{first_name} the directional derivative of "
             f"{first_name} along `tangents` (one array per input of {wrt}, in that order, each of "
@@ -329,7 +336,7 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
         view.hvp = _render(emitter, fn, programs.hvp, True, module_names)
         view.hvp.result = _result(fn, view.hvp, emitter.fuses, True)
         if programs.hvp_block is not None:
-            if programs.hvp_block.program is not None and not emitter.fuses:
+            if programs.hvp_block.program is not None and _blocks(emitter):
                 view.hvp_block = _render(emitter, fn, programs.hvp_block.program, True,
                                          module_names, programs.hvp_block.dim)
                 view.hvp_block.result = _result(fn, view.hvp_block, False, True)
@@ -342,7 +349,7 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
                 emitter, fn, programs.hvp_block if view.hvp_block is not None else None,
                 "hessian")
             if view.hvp_block is None:
-                view.hessian_call.note = programs.hvp_block.reason or "the kernels are compiled per vector"
+                view.hessian_call.note = programs.hvp_block.reason or "the blocks are in the NumPy module only"
         view.doc_hvp = doc(
             f"(outputs, grads, hv): hv holds the Hessian of {first_name} with respect to {wrt} "
             "times `v` (one array per input, as grads). Forward over reverse: the tangents "

@@ -437,7 +437,7 @@ def logistic_l2_hessian(X, y, w, b, lam):
     b, rows and columns ordered as np.concatenate([g.ravel() for g in grads]); one
     Hessian-vector product per column."""
     # one basis vector per pass, no HVP over a block of them:
-    # the kernels are compiled per vector
+    # the blocks are in the NumPy module only
     return _hessian(logistic_l2_hvp, (X, y, w, b, lam), (2, 3))
 
 

@@ -477,7 +477,7 @@ def affine_jacobian(A, W, B):
     one per element of Z) or Jacobian-vector products (affine_jvp, one per element of A,
     W, B), whichever are fewer."""
     # one basis vector per pass, no JVP over a block of them:
-    # the kernels are compiled per vector
+    # the blocks are in the NumPy module only
     return _jacobian(
         affine_forward,
         affine_backward,
@@ -847,7 +847,7 @@ def dictionary_learning_hessian(X, D, R):
     rows and columns ordered as np.concatenate([g.ravel() for g in grads]); one
     Hessian-vector product per column."""
     # one basis vector per pass, no HVP over a block of them:
-    # the kernels are compiled per vector
+    # the blocks are in the NumPy module only
     return _hessian(dictionary_learning_hvp, (X, D, R), (1, 2))
 
 
