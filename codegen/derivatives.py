@@ -366,7 +366,10 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
 
 def derivative_helpers(views: list[object]) -> list[str]:
     """The helper templates the derivative functions call."""
-    return ["helpers/tangents.py.j2"] if any(v is not None for v in views) else []
+    out = ["helpers/tangents.py.j2"] if any(v is not None for v in views) else []
+    if any(isinstance(v, DerivView) and (v.jvp_block or v.hvp_block) for v in views):
+        out.append("helpers/blocks.py.j2")  # f_jacobian's and f_hessian's blocks
+    return out
 
 
 def _block_lines(name: str, kind: str, batched: Batched | None, code, rather: str) -> list[str]:  # type: ignore[no-untyped-def]

@@ -153,6 +153,19 @@ def _jacobian(forward, backward, jvp, grads_type, args, wrt, several):
     return outputs, grads_type(*(block.T.copy() for block in blocks))
 
 
+def _hessian(hvp, args, wrt):
+    """(outputs, grads, H): H the dense Hessian over the concatenated, raveled wrt inputs;
+    column k is ``hvp`` with the k-th unit vector (H is symmetric: also row k)."""
+    inputs = [args[i] for i in wrt]
+    n = sum(np.size(x) for x in inputs)
+    hessian = np.empty((n, n), _DTYPE)
+    outputs = grads = None
+    for k in range(n):
+        outputs, grads, hv = hvp(*args, _basis(inputs, k))
+        hessian[:, k] = np.concatenate([np.ravel(h) for h in hv])
+    return outputs, grads, hessian
+
+
 def _block_size(n, width):
     """Basis vectors per block pass: all n, or as many as keep the largest batched tangent
     (``width`` numbers per basis vector) within 2**20 numbers (8 MB in float64)."""
@@ -206,19 +219,6 @@ def _hessian_blocks(block, hvp, args, wrt, width):
         stop = min(n, start + k)
         outputs, grads, hv = block(*args, *_basis_block(inputs, start, stop))
         hessian[:, start:stop] = np.concatenate([h.reshape(stop - start, -1) for h in hv], 1).T
-    return outputs, grads, hessian
-
-
-def _hessian(hvp, args, wrt):
-    """(outputs, grads, H): H the dense Hessian over the concatenated, raveled wrt inputs;
-    column k is ``hvp`` with the k-th unit vector (H is symmetric: also row k)."""
-    inputs = [args[i] for i in wrt]
-    n = sum(np.size(x) for x in inputs)
-    hessian = np.empty((n, n), _DTYPE)
-    outputs = grads = None
-    for k in range(n):
-        outputs, grads, hv = hvp(*args, _basis(inputs, k))
-        hessian[:, k] = np.concatenate([np.ravel(h) for h in hv])
     return outputs, grads, hessian
 
 

@@ -2203,62 +2203,6 @@ def _jacobian(forward, backward, jvp, grads_type, args, wrt, several):
     return outputs, grads_type(*(block.T.copy() for block in blocks))
 
 
-def _block_size(n, width):
-    """Basis vectors per block pass: all n, or as many as keep the largest batched tangent
-    (``width`` numbers per basis vector) within 2**20 numbers (8 MB in float64)."""
-    return max(1, min(n, (1 << 20) // max(width, 1)))
-
-
-def _basis_block(inputs, start, stop):
-    """Unit vectors start, ..., stop - 1 of the concatenated, raveled ``inputs`` (rows of an
-    identity matrix), as one array per input with a leading axis of stop - start."""
-    k, offset, out = stop - start, 0, []
-    for x in inputs:
-        size = np.size(x)
-        block = np.zeros((k, size), _DTYPE)
-        lo, hi = max(start, offset), min(stop, offset + size)
-        if lo < hi:
-            block[np.arange(lo - start, hi - start), np.arange(lo - offset, hi - offset)] = 1
-        out.append(block.reshape((k,) + np.shape(x)))
-        offset += size
-    return out
-
-
-def _jacobian_blocks(forward, backward, block, grads_type, args, wrt, several, m, width):
-    """(outputs, Jacobians) as ``_jacobian``, from JVP columns in blocks: ``block`` pushes k unit
-    tangents at once (a leading axis of k on every tangent), ceil(n / k) passes; or from the m
-    VJP rows when those are fewer passes."""
-    inputs = [args[i] for i in wrt]
-    sizes = [np.size(x) for x in inputs]
-    n = sum(sizes)
-    k = _block_size(n, width)
-    if n == 0 or m <= -(-n // k):
-        return _jacobian(forward, backward, None, grads_type, args, wrt, several)
-    columns = np.empty((n, m), _DTYPE)
-    for start in range(0, n, k):
-        stop = min(n, start + k)
-        outputs, dout = block(*args, *_basis_block(inputs, start, stop))
-        columns[start:stop] = dout.reshape(stop - start, m)
-    blocks = np.split(columns, np.cumsum(sizes)[:-1])
-    return outputs, grads_type(*(b.T.copy() for b in blocks))
-
-
-def _hessian_blocks(block, hvp, args, wrt, width):
-    """(outputs, grads, H) as ``_hessian``, from HVP columns in blocks: ``block`` pushes k unit
-    tangents at once (a leading axis of k on every tangent), ceil(n / k) passes."""
-    inputs = [args[i] for i in wrt]
-    n = sum(np.size(x) for x in inputs)
-    if n == 0:
-        return _hessian(hvp, args, wrt)
-    k = _block_size(n, width)
-    hessian = np.empty((n, n), _DTYPE)
-    for start in range(0, n, k):
-        stop = min(n, start + k)
-        outputs, grads, hv = block(*args, *_basis_block(inputs, start, stop))
-        hessian[:, start:stop] = np.concatenate([h.reshape(stop - start, -1) for h in hv], 1).T
-    return outputs, grads, hessian
-
-
 def _hessian(hvp, args, wrt):
     """(outputs, grads, H): H the dense Hessian over the concatenated, raveled wrt inputs;
     column k is ``hvp`` with the k-th unit vector (H is symmetric: also row k)."""
