@@ -127,6 +127,8 @@ class DerivView:
     hessian: bool = False
     jvp_block: DerivFunction | None = None  # the batched JVP (f_jacobian's columns in blocks)
     hvp_block: DerivFunction | None = None
+    vjp_rows: bool = False  # a loop backend's f_jacobian: the VJP rows in one compiled kernel
+    rows: list[str] = field(default_factory=list)  # its results, one per wrt input
     jacobian_call: BlockCall | None = None
     hessian_call: BlockCall | None = None
     kernels: bool = False  # a loop backend: the tangent programs are compiled kernels
@@ -293,6 +295,10 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
         hessian="hessian" in programs.kinds,
         public_jvp="jvp" in programs.kinds,
         kernels=emitter.fuses,
+        # (a scalar's Jacobian is its gradient: one f_backward call)
+        vjp_rows=emitter.fuses and "jacobian" in programs.kinds
+        and bool(fn.program.values[first].shape),
+        rows=[f"_rows{j}" for j in range(len(fn.wrt))],
     )
 
     def doc(body: str) -> str:
@@ -316,7 +322,9 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
                 emitter, fn, programs.jvp_block if view.jvp_block is not None else None,
                 "jacobian")
             if view.jvp_block is None:
-                view.jacobian_call.note = programs.jvp_block.reason or "the blocks are in the NumPy module only"
+                view.jacobian_call.note = programs.jvp_block.reason or (
+                    f"the VJP rows are one compiled loop (_{fn.name}_vjp_rows)" if view.vjp_rows
+                    else "the blocks are in the NumPy module only")
         view.doc_jvp = doc(
             f"Forward mode: (outputs, d{first_name}), d{first_name} the directional derivative of "
             f"{first_name} along `tangents` (one array per input of {wrt}, in that order, each of "

@@ -276,3 +276,43 @@ def test_an_op_without_a_batched_form_keeps_the_loop():
         gp = m.xent_value_and_grad(Z + e.reshape(4, 3), y)[1].Z.ravel()
         gm = m.xent_value_and_grad(Z - e.reshape(4, 3), y)[1].Z.ravel()
         assert_close(H[:, j], (gp - gm) / (2 * eps), rtol=1e-5, atol=1e-7, what=f"H column {j}")
+
+
+ROWS = """
+module: rows_numba
+functions:
+  f:
+    inputs: {X: [3, 2], s: [], w: [2]}
+    wrt: [X, s, w]
+    derivatives: [jacobian]
+    steps:
+      - Y = tanh(X * s) @ w + s * sum(w ** 2)
+      - Z = X * 2
+    outputs: [Y, Z]
+"""
+
+
+def test_numba_makes_the_vjp_rows_in_one_compiled_loop():
+    """The Numba module's f_jacobian: its VJP rows from one kernel looping over unit cotangents
+    (the backward kernel's statements), a scalar wrt input's column included."""
+    pytest.importorskip("numba")
+    source = codegen.generate_source(ROWS, backend="numba", path="rows.yaml")
+    assert "def _f_vjp_rows(_m, _shape, _sizes," in source and "        _f_vjp_rows,\n" in source
+    nb = codegen.load_module(ROWS, backend="numba", path="rows.yaml")
+    ref = codegen.load_module(ROWS, path="rows.yaml")
+    rng = np.random.default_rng(4)
+    X, s, w = rng.normal(size=(3, 2)), 0.7, rng.normal(size=2)
+    (Y, Z), jac = nb.f_jacobian(X, s, w)
+    (Y_ref, _), jac_ref = ref.f_jacobian(X, s, w)
+    assert_close(Y, Y_ref, rtol=1e-12, atol=1e-14, what="Y")
+    assert jac.X.shape == (3, 6) and jac.s.shape == (3, 1) and jac.w.shape == (3, 2)
+    eps = 1e-6
+    for name in ("X", "s", "w"):
+        assert_close(getattr(jac, name), getattr(jac_ref, name), rtol=1e-10, atol=1e-12, what=name)
+    for j in range(2):  # a column of dY/dw by central differences
+        e = np.zeros(2)
+        e[j] = eps
+        diff = (ref.f(X, s, w + e)[0] - ref.f(X, s, w - e)[0]) / (2 * eps)
+        assert_close(jac.w[:, j], diff, rtol=1e-6, atol=1e-8, what=f"dY/dw[{j}]")
+    diff = (ref.f(X, s + eps, w)[0] - ref.f(X, s - eps, w)[0]) / (2 * eps)
+    assert_close(jac.s[:, 0], diff, rtol=1e-6, atol=1e-8, what="dY/ds")
