@@ -3,9 +3,11 @@
 ``derivative_programs`` makes the IR (``forward.py``: tangents pushed through the forward program
 for f_jvp, through the joint forward+backward program for f_hvp); ``derivative_view`` renders it
 with the module's emitter: the NumPy emitter writes NumPy statements, the Numba emitter writes a
-kernel of fused loops (from the lowered program) that a NumPy-level wrapper calls.
+kernel of fused loops (from the lowered program) that a NumPy-level wrapper calls; its
+f_jacobian's VJP rows are one compiled kernel (``_f_vjp_rows``, in the template).
 
-f_jacobian and f_hessian (helpers in ``templates/helpers/tangents.py.j2``): in the NumPy module,
+f_jacobian and f_hessian (helpers in ``templates/helpers/tangents.py.j2`` and ``blocks.py.j2``):
+in the NumPy module,
 JVP (HVP) columns in blocks, one pass of a *batched* tangent program (``batch.py``: every tangent
 with a leading axis of k basis vectors) per block of k columns, k bounded so that a batched
 tangent holds at most about 2**20 numbers; f_jacobian takes VJP rows (one f_backward call per
@@ -389,7 +391,7 @@ def _block_lines(name: str, kind: str, batched: Batched | None, code, rather: st
                 ""]
     return [f"In the NumPy module, {code(name)} takes its columns in blocks instead: one pass of "
             f"a batched {kind} (every tangent with a leading axis of k basis vectors) per block "
-            f"of k columns{rather}; the Numba module loops.", ""]
+            f"of k columns{rather}; the Numba module loops over unit vectors.", ""]
 
 
 def explain_lines(fn: Function, programs: DerivativePrograms | None, dims: dict[str, int]
