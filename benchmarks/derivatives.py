@@ -8,8 +8,9 @@ installed. The issue's targets: f_hvp at most 4x f_value_and_grad; faster than t
 the small MLP size.
 
 Jacobian rows: the small MLP's predictions ``Z2`` (32x4) with respect to ``W2`` (32x4), a
-128x128 Jacobian: ``f_jacobian`` (128 VJP rows or 128 JVP columns: a loop over unit vectors)
-against ``jax.jit(jax.jacrev(...))`` and ``torch.func.jacrev``.
+128x128 Jacobian: ``f_jacobian`` (NumPy: the 128 JVP columns in one pass of the batched JVP;
+Numba: 128 VJP rows, a loop over unit vectors) against ``jax.jit(jax.jacrev(...))`` and
+``torch.func.jacrev``.
 
 Timing: the best of ``--repeat`` samples of ``--number`` calls each, after a warm-up call (which
 compiles the Numba kernels and JAX's jit). Prints a Markdown table; nothing is written.

@@ -3,17 +3,27 @@
 ``derivative_programs`` makes the IR (``forward.py``: tangents pushed through the forward program
 for f_jvp, through the joint forward+backward program for f_hvp); ``derivative_view`` renders it
 with the module's emitter: the NumPy emitter writes NumPy statements, the Numba emitter writes a
-kernel of fused loops (from the lowered program) that a NumPy-level wrapper calls.  f_jacobian
-and f_hessian are loops over basis vectors in the template (``templates/derivs.py.j2``): VJP rows
-(f_backward) or JVP columns (f_jvp), whichever needs fewer passes at the actual sizes, and HVP
-columns.  Nothing here pastes rendered text into arithmetic: statements come from the emitter.
+kernel of fused loops (from the lowered program) that a NumPy-level wrapper calls; its
+f_jacobian's VJP rows are one compiled kernel (``_f_vjp_rows``, in the template).
+
+f_jacobian and f_hessian (helpers in ``templates/helpers/tangents.py.j2`` and ``blocks.py.j2``):
+in the NumPy module,
+JVP (HVP) columns in blocks, one pass of a *batched* tangent program (``batch.py``: every tangent
+with a leading axis of k basis vectors) per block of k columns, k bounded so that a batched
+tangent holds at most about 2**20 numbers; f_jacobian takes VJP rows (one f_backward call per
+element of the output) instead when those are fewer passes.  Where an op of the program has no
+batched form, and in the Numba module (whose kernels are compiled per vector), they loop over
+unit vectors: VJP rows or JVP columns, whichever are fewer, and HVP columns.  Nothing here pastes
+rendered text into arithmetic: statements come from the emitter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import expr as E
 from . import text
+from .batch import Batched, batch_program
 from .emit import Emitter
 from .errors import SpecError
 from .forward import TangentProgram, hvp_program, jvp_program
@@ -25,7 +35,8 @@ from .passes import constant_only
 from .plan import Body, Stmt
 from .names import Names
 from .parse import Function
-from .reserved import BODY_BUILTINS, tangents_const, template_names
+from .reserved import BODY_BUILTINS, inputs_const, tangents_const, template_names
+from .shapes import product_dim
 
 KINDS = ("jvp", "jacobian", "hvp", "hessian")
 
@@ -37,6 +48,8 @@ class DerivativePrograms:
     kinds: tuple[str, ...]  # as asked for in the spec
     jvp: TangentProgram | None = None  # (also made for a jacobian: its JVP columns)
     hvp: TangentProgram | None = None  # (also made for a hessian)
+    jvp_block: Batched | None = None  # the JVP over a block of tangents (a jacobian's)
+    hvp_block: Batched | None = None  # the HVP over a block of tangents (a hessian's)
 
 
 def derivative_programs(fn: Function, joint: Program) -> DerivativePrograms:
@@ -57,6 +70,13 @@ def derivative_programs(fn: Function, joint: Program) -> DerivativePrograms:
         out.jvp = jvp_program(fn)
     if "hvp" in kinds or "hessian" in kinds:
         out.hvp = hvp_program(fn, joint)
+    dim = "k"  # the block size: a dim of its own
+    while dim in fn.dims:
+        dim += "_"
+    if "jacobian" in kinds and out.jvp is not None:
+        out.jvp_block = batch_program(out.jvp, dim)
+    if "hessian" in kinds and out.hvp is not None:
+        out.hvp_block = batch_program(out.hvp, dim)
     return out
 
 
@@ -72,6 +92,17 @@ class DerivFunction:
     kernel_return: str = ""  # "(Z, Z_dot)" (a tuple however many)
     namespace: str = ""  # the array-API module's namespace local: "xp" ("_" if the body reads none)
     result: str = ""  # the public function's return, from the locals or the kernel's tuple ``r``
+    doc: str = ""  # (a block function's docstring)
+
+
+@dataclass
+class BlockCall:
+    """f_jacobian's or f_hessian's body: checks and sizes, then the helper's call (blocks or loop)."""
+
+    lines: list[Stmt]  # the inputs checked, the dims the sizes below read
+    size: str = "1"  # the first output's size (f_jacobian: VJP rows)
+    width: str = "1"  # numbers per basis vector in the largest batched tangent
+    note: str = ""  # why the loop over unit vectors (no batched form), for a comment
 
 
 @dataclass
@@ -97,6 +128,12 @@ class DerivView:
     hvp: DerivFunction | None = None
     jacobian: bool = False
     hessian: bool = False
+    jvp_block: DerivFunction | None = None  # the batched JVP (f_jacobian's columns in blocks)
+    hvp_block: DerivFunction | None = None
+    vjp_rows: bool = False  # a loop backend's f_jacobian: the VJP rows in one compiled kernel
+    rows: list[str] = field(default_factory=list)  # its results, one per wrt input
+    jacobian_call: BlockCall | None = None
+    hessian_call: BlockCall | None = None
     kernels: bool = False  # a loop backend: the tangent programs are compiled kernels
     public_jvp: bool = False  # asked for (else f_jvp only serves f_jacobian, still public)
     doc_jvp: str = ""
@@ -106,8 +143,9 @@ class DerivView:
 
 
 def _render(emitter: Emitter, fn: Function, tp: TangentProgram, returns_grads: bool,
-            module_names: set[str]) -> DerivFunction:
-    """The statements of one tangent program, named for a reader."""
+            module_names: set[str], batch_dim: str = "") -> DerivFunction:
+    """The statements of one tangent program, named for a reader (``batch_dim``: its tangents'
+    leading axis, a block of tangents, read from the first tangent's shape)."""
     program = lower(tp.program) if emitter.lowers else tp.program
     spec_names = {v for v, val in fn.program.values.items() if val.kind in ("input", "step")}
     base = Names(spec_names | {"np", "tangents", "v", "tangents_", "v_"} | template_names() | BODY_BUILTINS
@@ -115,6 +153,8 @@ def _render(emitter: Emitter, fn: Function, tp: TangentProgram, returns_grads: b
     for vid in spec_names:
         base.of[vid] = vid
     dim = {d: base.fresh(d if d not in spec_names else f"{d}_size") for d in fn.dims}
+    if batch_dim:
+        dim[batch_dim] = base.fresh(batch_dim)
     for vid in tp.tangents:
         base.bind(vid, program.values[vid].hint)
     keep = {r for r in tp.results if isinstance(r, str)}
@@ -131,6 +171,9 @@ def _render(emitter: Emitter, fn: Function, tp: TangentProgram, returns_grads: b
     body = emitter.render_body(plan, base, dim)
     namespace = emitter.body_namespace()
     body = emitter.dim_lines(fn, dim)([d for d in fn.dims if d in emitter.used_dims]) + body
+    if batch_dim in emitter.used_dims:
+        body.insert(0, Stmt(E.assign(dim[batch_dim], E.index(f"{base.of[tp.tangents[0]]}.shape", 0)),
+                            "the number of tangents in the block"))
     returns = [base.of[o] for o in program.outputs if isinstance(o, str)]
     if returns_grads:
         returns += [base.of[g] for _, g in program.grads if isinstance(g, str)]
@@ -169,6 +212,58 @@ def _tuple(items: list[str]) -> str:
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
+def _blocks(emitter: Emitter) -> bool:
+    """Whether the module's f_jacobian and f_hessian take blocks of basis vectors: the NumPy
+    module's (the Numba module's kernels are compiled per vector; the array-API module's helpers
+    are NumPy's loops)."""
+    return emitter.backend == "numpy"
+
+
+def _block_call(emitter: Emitter, fn: Function, batched: Batched | None, kind: str) -> BlockCall:
+    """f_jacobian's or f_hessian's lines before the helper's call: the inputs checked and, for
+    blocks, the sizes that choose the block (the first output's size, and the numbers per basis
+    vector of the largest batched tangent, from the dims)."""
+    if batched is None or batched.program is None:
+        return BlockCall([], note=batched.reason if batched is not None else "")
+    names = Names(set(fn.program.inputs) | {"np"} | template_names() | BODY_BUILTINS
+                  | emitter.module_names)
+    dim = {d: names.fresh(d if d not in fn.program.inputs else f"{d}_size") for d in fn.dims}
+    emitter.used_dims = set()
+
+    def size(shape: tuple) -> E.Expr:
+        number = 1
+        for d in shape:
+            number *= d if isinstance(d, int) else 1
+        factors: list[E.ExprLike] = [number] if number != 1 or all(
+            isinstance(d, int) for d in shape) else []
+        factors += [emitter.dim_ref(d, dim) for d in shape if not isinstance(d, int)]
+        return E.product(factors)
+
+    def key(shape: tuple) -> object:  # equal sizes once (a sum of dims, D+E, as it is)
+        return product_dim(list(shape)) if not any("+" in str(d) for d in shape) else shape
+
+    program = batched.program.program
+    first = fn.program.outputs[0]
+    assert isinstance(first, str)
+    widths: dict[object, tuple] = {}
+    for v in program.values.values():
+        if v.shape[:1] == (batched.dim,):
+            widths.setdefault(key(tuple(v.shape[1:])), tuple(v.shape[1:]))
+    numbers = [w for w in widths if isinstance(w, int)]
+    items = [size(shape) for w, shape in widths.items() if not isinstance(w, int)]
+    if numbers:
+        items.append(E.as_expr(max(numbers)))
+    width = items[0] if len(items) == 1 else E.call("max", *items)
+    m = size(fn.program.values[first].shape)
+    params = ", ".join(fn.program.inputs)
+    tupled = params + ("," if len(fn.program.inputs) == 1 else "")
+    targets = f"({tupled})" if len(fn.program.inputs) == 1 else tupled
+    check = Stmt(f'{targets} = _check_inputs("{fn.name}_{kind}", ({tupled}), '
+                 f'{inputs_const(fn.name)})')
+    lines = [check] + emitter.dim_lines(fn, dim)([d for d in fn.dims if d in emitter.used_dims])
+    return BlockCall(lines, m.render(), width.render())
+
+
 def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms,
                     module_names: set[str]) -> DerivView | None:
     """The rendered derivative functions of ``fn``, or None when its spec asks for none."""
@@ -205,6 +300,10 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
         hessian="hessian" in programs.kinds,
         public_jvp="jvp" in programs.kinds,
         kernels=emitter.fuses,
+        # (a scalar's Jacobian is its gradient: one f_backward call)
+        vjp_rows=emitter.fuses and "jacobian" in programs.kinds
+        and bool(fn.program.values[first].shape),
+        rows=[f"_rows{j}" for j in range(len(fn.wrt))],
     )
 
     def doc(body: str) -> str:
@@ -213,6 +312,24 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
     if programs.jvp is not None:
         view.jvp = _render(emitter, fn, programs.jvp, False, module_names)
         view.jvp.result = _result(fn, view.jvp, emitter.fuses, False)
+        if programs.jvp_block is not None:
+            if programs.jvp_block.program is not None and _blocks(emitter):
+                view.jvp_block = _render(emitter, fn, programs.jvp_block.program, False,
+                                         module_names, programs.jvp_block.dim)
+                view.jvp_block.result = _result(fn, view.jvp_block, False, False)
+                view.jvp_block.doc = doc(
+                    f"{fn.name}_jvp over a block of k tangents at once (for {fn.name}_jacobian's "
+                    f"columns): each tangent (`_dot`) has a leading axis of k, one tangent per "
+                    f"basis vector, the primal values their own shapes; returns (outputs, "
+                    f"d{first_name} with a leading axis of k). The inputs are checked by the "
+                    "caller.")
+            view.jacobian_call = _block_call(
+                emitter, fn, programs.jvp_block if view.jvp_block is not None else None,
+                "jacobian")
+            if view.jvp_block is None:
+                view.jacobian_call.note = programs.jvp_block.reason or (
+                    f"the VJP rows are one compiled loop (_{fn.name}_vjp_rows)" if view.vjp_rows
+                    else "the blocks are in the NumPy module only")
         view.doc_jvp = doc(
             f"Forward mode: (outputs, d{first_name}), d{first_name} the directional derivative of "
             f"{first_name} along `tangents` (one array per input of {wrt}, in that order, each of "
@@ -220,12 +337,32 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
             "through one op by its JVP rule.")
         view.doc_jacobian = doc(
             f"(outputs, jac): jac.<x> is d vec({first_name}) / d vec(x) for x in {wrt}, shape "
-            f"({first_name}.size, x.size), vec in row-major order. Built from vector-Jacobian "
-            f"products ({fn.name}_backward, one per element of {first_name}) or Jacobian-vector "
-            f"products ({fn.name}_jvp, one per element of {wrt}), whichever are fewer.")
+            f"({first_name}.size, x.size), vec in row-major order. " + (
+                f"Built from Jacobian-vector products over blocks of basis vectors "
+                f"(_{fn.name}_jvp_block: one pass per block of k columns), or from "
+                f"vector-Jacobian products ({fn.name}_backward, one per element of "
+                f"{first_name}) when those are fewer passes." if view.jvp_block is not None else
+                f"Built from vector-Jacobian products ({fn.name}_backward, one per element of "
+                f"{first_name}) or Jacobian-vector products ({fn.name}_jvp, one per element of "
+                f"{wrt}), whichever are fewer."))
     if programs.hvp is not None:
         view.hvp = _render(emitter, fn, programs.hvp, True, module_names)
         view.hvp.result = _result(fn, view.hvp, emitter.fuses, True)
+        if programs.hvp_block is not None:
+            if programs.hvp_block.program is not None and _blocks(emitter):
+                view.hvp_block = _render(emitter, fn, programs.hvp_block.program, True,
+                                         module_names, programs.hvp_block.dim)
+                view.hvp_block.result = _result(fn, view.hvp_block, False, True)
+                view.hvp_block.doc = doc(
+                    f"{fn.name}_hvp over a block of k tangents at once (for {fn.name}_hessian's "
+                    "columns): each tangent (`_dot`) has a leading axis of k, one tangent per "
+                    "basis vector, the primal values their own shapes; returns (outputs, grads, "
+                    "hv with a leading axis of k). The inputs are checked by the caller.")
+            view.hessian_call = _block_call(
+                emitter, fn, programs.hvp_block if view.hvp_block is not None else None,
+                "hessian")
+            if view.hvp_block is None:
+                view.hessian_call.note = programs.hvp_block.reason or "the blocks are in the NumPy module only"
         view.doc_hvp = doc(
             f"(outputs, grads, hv): hv holds the Hessian of {first_name} with respect to {wrt} "
             "times `v` (one array per input, as grads). Forward over reverse: the tangents "
@@ -233,13 +370,31 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
         view.doc_hessian = doc(
             f"(outputs, grads, H): H the dense Hessian of {first_name}, (n, n) with n the total "
             f"size of {wrt}, rows and columns ordered as "
-            "np.concatenate([g.ravel() for g in grads]); one Hessian-vector product per column.")
+            "np.concatenate([g.ravel() for g in grads]); " + (
+                f"Hessian-vector products over blocks of basis vectors (_{fn.name}_hvp_block: "
+                "one pass per block of k columns)." if view.hvp_block is not None else
+                "one Hessian-vector product per column."))
     return view
 
 
 def derivative_helpers(views: list[object]) -> list[str]:
     """The helper templates the derivative functions call."""
-    return ["helpers/tangents.py.j2"] if any(v is not None for v in views) else []
+    out = ["helpers/tangents.py.j2"] if any(v is not None for v in views) else []
+    if any(isinstance(v, DerivView) and (v.jvp_block or v.hvp_block) for v in views):
+        out.append("helpers/blocks.py.j2")  # f_jacobian's and f_hessian's blocks
+    return out
+
+
+def _block_lines(name: str, kind: str, batched: Batched | None, code, rather: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """``--explain``: whether the NumPy module's f_jacobian (f_hessian) takes blocks of columns."""
+    if batched is None:
+        return []
+    if batched.program is None:
+        return [f"In the NumPy module too, {code(name)} loops over unit vectors: {batched.reason}.",
+                ""]
+    return [f"In the NumPy module, {code(name)} takes its columns in blocks instead: one pass of "
+            f"a batched {kind} (every tangent with a leading axis of k basis vectors) per block "
+            f"of k columns{rather}; the Numba module loops over unit vectors.", ""]
 
 
 def explain_lines(fn: Function, programs: DerivativePrograms | None, dims: dict[str, int]
@@ -294,7 +449,10 @@ def explain_lines(fn: Function, programs: DerivativePrograms | None, dims: dict[
         out += [f"{code(fn.name + '_jacobian')}: one VJP ({code(fn.name + '_backward')}) per "
                 f"element of {code(first)}, or one JVP per element of the wrt inputs, whichever "
                 f"is fewer at the call's sizes (a loop over unit vectors).{how}", ""]
+        out += _block_lines(fn.name + "_jacobian", "JVP", programs.jvp_block, code,
+                            " (or the VJP rows when those are fewer passes)")
     if "hessian" in programs.kinds:
         out += [f"{code(fn.name + '_hessian')}: one HVP per column"
                 + (f" ({n} at the example sizes)." if known else "."), ""]
+        out += _block_lines(fn.name + "_hessian", "HVP", programs.hvp_block, code, "")
     return out

@@ -60,6 +60,9 @@ VJP = Callable[[RuleBuilder, "Op", Arg], Arg]
 # operand's shape); the contribution broadcasts to the output's shape; None: zero (constant op).
 JVP = Callable[[RuleBuilder, "Op", Arg], "Arg | None"]
 ShapeRule = Callable[[list[Shape], dict], Shape]
+# A block of tangents: ``batch(b, op, batched) -> out``, ``op`` with its operands in the batched
+# program, ``batched[i]``: operand i has shape (k,) + its shape (k tangents); the result too.
+BatchRule = Callable[[RuleBuilder, "Op", tuple[bool, ...]], Arg]
 # How the memory plan computes an op into an existing array: (ufunc, position of the operands
 # among its arguments, the other arguments), called with ``out=``.
 UfuncCall = tuple[str, int, tuple[float, ...]]
@@ -106,6 +109,10 @@ class OpDef:
     # operand 0 chooses, per element, operand 1 (true) or 2 (false): the planner re-selects the
     # contributions of elementwise ops that only a branch reads (planner.py, "where")
     select: bool = False
+    # --- a block of tangents at once (f_jacobian, f_hessian: ``batch.py``) ---
+    # The op on operands some of which carry a leading batch axis (one tangent per basis vector);
+    # None: it has no batched form (its JVP programs fall back to a loop over basis vectors).
+    batch: "BatchRule | None" = None
 
     @property
     def differentiable(self) -> bool:
@@ -986,6 +993,166 @@ for _name, _rule in (("einsum", "einsum (multilinear): Z_dot = sum over k of ein
                      ("stack", "stack (linear): Y_dot = stack of the tangents")):
     _jvp(_name, VARIADIC_JVPS[_name](0), VARIADIC_JVPS[_name](1), rules=(_rule, _rule))
 
+
+# --- a block of tangents at once: the batched forms of the ops that tangents go through --------
+# f_jacobian and f_hessian push k tangents (basis vectors) through one JVP or HVP program: every
+# tangent carries a leading axis of size k, primal values keep their shapes (``batch.py``).  An
+# elementwise op batches by NumPy's right-aligned broadcasting once its batched operands have
+# ones inserted after the batch axis (``t[:, None]``); an op with axes shifts them by one; a
+# product is rewritten to one that broadcasts the batch axis.  Nonlinear ops (inv, softmax, max,
+# ...) never see a tangent (their JVPs apply them to primal values) and the label ops keep the
+# loop (their helpers check the labels against the array's shape): no batched form.
+
+
+def _batch_dim(b: RuleBuilder, op: "Op", batched: tuple[bool, ...]) -> object:
+    return next(b.shape(a)[0] for a, f in zip(op.args, batched) if f)
+
+
+def _unbatched_shape(b: RuleBuilder, a: Arg, batched: bool) -> Shape:
+    shape = b.shape(a)
+    return tuple(shape[1:]) if batched else shape
+
+
+def _lift(b: RuleBuilder, a: Arg, rank: int) -> Arg:
+    """A batched operand with ones inserted after its batch axis up to ``rank`` tangent axes
+    (so that it broadcasts against primal operands of that rank)."""
+    while len(b.shape(a)) - 1 < rank:
+        a = b.emit("expand_dims", a, axis=1)
+    return a
+
+
+def _batch_elementwise(b: RuleBuilder, op: "Op", batched: tuple[bool, ...]) -> Arg:
+    """Elementwise ops (and broadcasts): the batched operands lifted to the output's rank."""
+    attrs = dict(op.attrs)
+    shape = op.attr("shape")
+    if isinstance(shape, tuple):  # full, broadcast_to: to the batched shape
+        rank = len(shape)
+        attrs["shape"] = (_batch_dim(b, op, batched),) + shape
+    else:
+        rank = max(len(_unbatched_shape(b, a, f)) for a, f in zip(op.args, batched))
+    args = [_lift(b, a, rank) if f else a for a, f in zip(op.args, batched)]
+    return b.emit(op.op, *args, **attrs)
+
+
+def _shift(axis: object) -> object:
+    """An axis (or axes) of a tangent, counted past the batch axis."""
+    if isinstance(axis, tuple):
+        return tuple(_shift(a) for a in axis)
+    assert isinstance(axis, int)
+    return axis + 1 if axis >= 0 else axis
+
+
+def _batch_axis(b: RuleBuilder, op: "Op", batched: tuple[bool, ...]) -> Arg:
+    """Ops along an axis of one operand (sum, mean, expand_dims, slices): the axis shifted by one;
+    a reduction over every axis reduces over every axis but the batch axis."""
+    (x,) = op.args
+    axis = op.attr("axis")
+    attrs = dict(op.attrs)
+    attrs["axis"] = tuple(range(1, len(b.shape(x)))) if axis is None else _shift(axis)
+    return b.emit(op.op, x, **attrs)
+
+
+def _batch_joined(b: RuleBuilder, op: "Op", batched: tuple[bool, ...]) -> Arg:
+    """concatenate, stack: along the shifted axis, the primal operands broadcast over the batch."""
+    k = _batch_dim(b, op, batched)
+    args = [a if f else b.emit("broadcast_to", a, shape=(k,) + b.shape(a))
+            for a, f in zip(op.args, batched)]
+    return b.emit(op.op, *args, **{**dict(op.attrs), "axis": _shift(op.attr("axis"))})
+
+
+def _batch_permute(b: RuleBuilder, op: "Op", batched: tuple[bool, ...]) -> Arg:
+    """transpose (all axes reversed) and permute: the batch axis stays first."""
+    (x,) = op.args
+    rank = len(b.shape(x)) - 1
+    axes = op.attr("axes")
+    if not isinstance(axes, tuple):  # X.T
+        axes = tuple(range(rank - 1, -1, -1))
+    return b.emit("permute", x, axes=(0,) + tuple(a + 1 for a in axes))
+
+
+def _batch_reshape(b: RuleBuilder, op: "Op", batched: tuple[bool, ...]) -> Arg:
+    shape = op.attr("shape")
+    assert isinstance(shape, tuple)
+    return b.emit("reshape", op.args[0], shape=(_batch_dim(b, op, batched),) + shape)
+
+
+def _batch_matmul(b: RuleBuilder, op: "Op", batched: tuple[bool, ...]) -> Arg:
+    """A @ B with one operand batched: matmul broadcasts the batch axis between matrices (ones
+    inserted to the other's batch rank); a batch of vectors is a matrix ((k, m) @ B, or
+    (k, m) @ A.T for A @ v); a vector against a batch of matrices is an einsum."""
+    if all(batched):
+        raise shapes.ShapeError("matrix product of two batched tangents")
+    a, w = op.args
+    ra, rw = len(_unbatched_shape(b, a, batched[0])), len(_unbatched_shape(b, w, batched[1]))
+    if ra >= 2 and rw >= 2:  # (k, ..., n, m) @ B or A @ (k, ..., m, p): the batch broadcasts
+        if batched[0]:
+            return b.emit("matmul", _lift(b, a, max(ra, rw)), w)
+        return b.emit("matmul", a, _lift(b, w, max(ra, rw)))
+    if ra > 2 or rw > 2:
+        raise shapes.ShapeError("a vector against a batch of matrices")
+    if batched[0] and ra == 1:  # the batch of vectors is a matrix: (k, m) @ B
+        return b.emit("matmul", a, w)
+    if batched[1] and rw == 1:  # A @ v for k vectors v: (k, m) @ A.T
+        return b.emit("matmul", w, a if ra == 1 else b.emit("transpose", a))
+    left = "m" if ra == 1 else "nm"  # (k, n, m) @ b, a @ (k, m, p)
+    right = "m" if rw == 1 else "mp"
+    terms = ["z" + t if f else t for t, f in zip((left, right), batched)]
+    return b.emit("einsum", a, w, subscripts=",".join(terms) + "->z" + left[:-1] + right[1:])
+
+
+def _batch_outer(b: RuleBuilder, op: "Op", batched: tuple[bool, ...]) -> Arg:
+    """outer(u, v) = u[:, None] * v, the batch axis in front."""
+    u, v = op.args
+    if batched[0]:
+        u = b.emit("expand_dims", u, axis=2)
+    else:
+        u = b.emit("expand_dims", u, axis=1)
+        v = _lift(b, v, 2) if batched[1] else v
+    return b.emit("mul", u, v)
+
+
+def _batch_einsum(b: RuleBuilder, op: "Op", batched: tuple[bool, ...]) -> Arg:
+    """einsum with an index of its own for the batch axis."""
+    subscripts = str(op.attr("subscripts"))
+    z = next(c for c in "zyxwvutsrqponmlkjihgfedcba" if c not in subscripts)
+    ins, _, out = subscripts.partition("->")
+    terms = [z + t if f else t for t, f in zip(ins.split(","), batched)]
+    return b.emit("einsum", *op.args, subscripts=",".join(terms) + "->" + z + out)
+
+
+def _batch_trace(b: RuleBuilder, op: "Op", batched: tuple[bool, ...]) -> Arg:
+    """tr(X) of each tangent: sum(X * I) over the matrix axes."""
+    (x,) = op.args
+    eye = b.emit("eye", shape=tuple(b.shape(x)[1:]))
+    return b.emit("sum", b.emit("mul", x, eye), axis=(1, 2))
+
+
+def _batch_diag(b: RuleBuilder, op: "Op", batched: tuple[bool, ...]) -> Arg:
+    """diag of each tangent: v[:, :, None] * I (a vector's matrix) or sum(X * I, axis=2)."""
+    (x,) = op.args
+    n = b.shape(x)[-1]
+    eye = b.emit("eye", shape=(n, n))
+    if len(b.shape(x)) == 2:
+        return b.emit("mul", b.emit("expand_dims", x, axis=2), eye)
+    return b.emit("sum", b.emit("mul", x, eye), axis=2)
+
+
+def _batches(rule: BatchRule, *names_: str) -> None:
+    for name in names_:
+        OPS[name] = replace(OPS[name], batch=rule)
+
+
+_batches(_batch_elementwise, *sorted(
+    {n for n, o in OPS.items() if o.elementwise} | {"full", "broadcast_to", "copy"}))
+_batches(_batch_axis, "sum", "mean", "expand_dims", "slice_axis", "index_axis")
+_batches(_batch_joined, "concatenate", "stack")
+_batches(_batch_permute, "transpose", "permute")
+_batches(_batch_reshape, "reshape")
+_batches(_batch_matmul, "matmul")
+_batches(_batch_outer, "outer")
+_batches(_batch_einsum, "einsum")
+_batches(_batch_trace, "trace")
+_batches(_batch_diag, "diag")
 
 # Ops a spec may call by name: (number of array arguments, keyword arguments accepted).
 CALLABLE: dict[str, tuple[int, tuple[str, ...]]] = {

@@ -87,7 +87,8 @@ def tangents_const(function: str) -> str:
 
 PUBLIC_SUFFIXES = ("", "_forward", "_backward", "_value_and_grad", "_Grads", "_Saved",
                    "_jvp", "_jacobian", "_hvp", "_hessian")  # (the last four: DESIGN.md §3b)
-KERNEL_SUFFIXES = ("_forward", "_backward", "_value_and_grad", "_jvp", "_hvp")
+KERNEL_SUFFIXES = ("_forward", "_backward", "_value_and_grad", "_jvp", "_hvp",
+                   "_jvp_block", "_hvp_block", "_vjp_rows")  # (f_jacobian's, f_hessian's)
 
 
 def function_names(function: str) -> list[str]:

@@ -130,14 +130,17 @@ def _basis(inputs, k):
     return out
 
 
-def _jacobian(forward, backward, jvp, grads_type, args, wrt, several):
+def _jacobian(forward, backward, jvp, grads_type, args, wrt, several, rows=None):
     """(outputs, Jacobians): d vec(y) / d vec(x) for each wrt input x (``args[i]`` for i in
     ``wrt``), y the first output, vec row-major; from VJP rows (``backward``, one per element
-    of y) or JVP columns (``jvp``, one per element of the wrt inputs), whichever are fewer."""
+    of y) or JVP columns (``jvp``, one per element of the wrt inputs), whichever are fewer.
+    ``rows``: a compiled kernel that makes all VJP rows in one call (from the saved values)."""
     outputs, saved = forward(*args)
     y = outputs[0] if several else outputs
     inputs = [args[i] for i in wrt]
     m, sizes = np.size(y), [np.size(x) for x in inputs]
+    if m <= sum(sizes) and rows is not None and m:
+        return outputs, grads_type(*rows(m, np.shape(y), tuple(sizes), *saved))
     if m <= sum(sizes):
         # by rows: row i is the vector-Jacobian product with the i-th unit cotangent
         rows = [np.empty((m, n), _DTYPE) for n in sizes]
@@ -164,6 +167,62 @@ def _hessian(hvp, args, wrt):
     for k in range(n):
         outputs, grads, hv = hvp(*args, _basis(inputs, k))
         hessian[:, k] = np.concatenate([np.ravel(h) for h in hv])
+    return outputs, grads, hessian
+
+
+def _block_size(n, width):
+    """Basis vectors per block pass: all n, or as many as keep the largest batched tangent
+    (``width`` numbers per basis vector) within 2**20 numbers (8 MB in float64)."""
+    return max(1, min(n, (1 << 20) // max(width, 1)))
+
+
+def _basis_block(inputs, start, stop):
+    """Unit vectors start, ..., stop - 1 of the concatenated, raveled ``inputs`` (rows of an
+    identity matrix), as one array per input with a leading axis of stop - start."""
+    k, offset, out = stop - start, 0, []
+    for x in inputs:
+        size = np.size(x)
+        block = np.zeros((k, size), _DTYPE)
+        lo, hi = max(start, offset), min(stop, offset + size)
+        if lo < hi:
+            block[np.arange(lo - start, hi - start), np.arange(lo - offset, hi - offset)] = 1
+        out.append(block.reshape((k,) + np.shape(x)))
+        offset += size
+    return out
+
+
+def _jacobian_blocks(forward, backward, block, grads_type, args, wrt, several, m, width):
+    """(outputs, Jacobians) as ``_jacobian``, from JVP columns in blocks: ``block`` pushes k unit
+    tangents at once (a leading axis of k on every tangent), ceil(n / k) passes; or from the m
+    VJP rows when those are fewer passes."""
+    inputs = [args[i] for i in wrt]
+    sizes = [np.size(x) for x in inputs]
+    n = sum(sizes)
+    k = _block_size(n, width)
+    if n == 0 or m <= -(-n // k):
+        return _jacobian(forward, backward, None, grads_type, args, wrt, several)
+    columns = np.empty((n, m), _DTYPE)
+    for start in range(0, n, k):
+        stop = min(n, start + k)
+        outputs, dout = block(*args, *_basis_block(inputs, start, stop))
+        columns[start:stop] = dout.reshape(stop - start, m)
+    blocks = np.split(columns, np.cumsum(sizes)[:-1])
+    return outputs, grads_type(*(b.T.copy() for b in blocks))
+
+
+def _hessian_blocks(block, hvp, args, wrt, width):
+    """(outputs, grads, H) as ``_hessian``, from HVP columns in blocks: ``block`` pushes k unit
+    tangents at once (a leading axis of k on every tangent), ceil(n / k) passes."""
+    inputs = [args[i] for i in wrt]
+    n = sum(np.size(x) for x in inputs)
+    if n == 0:
+        return _hessian(hvp, args, wrt)
+    k = _block_size(n, width)
+    hessian = np.empty((n, n), _DTYPE)
+    for start in range(0, n, k):
+        stop = min(n, start + k)
+        outputs, grads, hv = block(*args, *_basis_block(inputs, start, stop))
+        hessian[:, start:stop] = np.concatenate([h.reshape(stop - start, -1) for h in hv], 1).T
     return outputs, grads, hessian
 
 
@@ -392,8 +451,78 @@ def logistic_l2_hvp(X, y, w, b, lam, v):
     return loss, logistic_l2_Grads(w=dw, b=db), logistic_l2_Grads(w=dw_dot_2, b=db_dot)
 
 
+def _logistic_l2_hvp_block(X, y, w, b, lam, w_dot, b_dot):
+    """logistic_l2_hvp over a block of k tangents at once (for logistic_l2_hessian's
+    columns): each tangent (`_dot`) has a leading axis of k, one tangent per basis vector,
+    the primal values their own shapes; returns (outputs, grads, hv with a leading axis of
+    k). The inputs are checked by the caller."""
+    # sizes of the symbolic dims
+    N = X.shape[0]
+    # z = X @ w + b
+    z = X @ w
+    z += b
+    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)
+    loss_1 = np.logaddexp(0, z)
+    loss_5 = 0.5 * lam
+    loss = np.mean(loss_1 - y * z) + loss_5 * np.vdot(w, w)
+    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #   → mean: dloss_3 = 1 / N
+    dloss_3 = np.float64(1) / N
+    #   → subtraction: dloss_2 = -dloss_3
+    dloss_2 = -dloss_3
+    #   → softplus: exp_sub_z = exp(z - loss_1)
+    exp_sub_z = np.subtract(z, loss_1, out=z)
+    np.exp(exp_sub_z, out=exp_sub_z)
+    del z, loss_1
+    #   → softplus: dz = dloss_3 * exp_sub_z
+    dz = dloss_3 * exp_sub_z
+    #   → Hadamard product: dz = dz + y * dloss_2; accumulate (dz: z is used 2 times)
+    dz += y * dloss_2
+    # z = X @ w + b, backward:
+    #   → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
+    db = np.sum(dz)
+    #   → matrix-vector product: dw = X.T @ dz
+    dw = X.T @ dz
+    del dz
+    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #   → power: mul_dloss_7 = loss_5 * 2
+    mul_dloss_7 = loss_5 * 2
+    #   → power: dw = dw + mul_dloss_7 * w; accumulate (dw: w is used 2 times)
+    dw += mul_dloss_7 * w
+    # z = X @ w + b, backward:
+    z_1_dot = w_dot @ X.T
+    z_dot = np.add(z_1_dot, b_dot[:, None], out=z_1_dot)
+    del z_1_dot
+    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    loss_1_dot = z_dot * exp_sub_z
+    sub_z_dot = np.subtract(z_dot, loss_1_dot, out=z_dot)
+    del z_dot, loss_1_dot
+    exp_sub_z_dot = np.multiply(sub_z_dot, exp_sub_z, out=sub_z_dot)
+    del sub_z_dot, exp_sub_z
+    dz_dot = np.multiply(dloss_3, exp_sub_z_dot, out=exp_sub_z_dot)
+    del exp_sub_z_dot
+    # z = X @ w + b, backward:
+    db_dot = np.sum(dz_dot, axis=(1,))
+    dw_dot = dz_dot @ X.T.T
+    del dz_dot
+    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    mul_mul_dloss_7_dot = mul_dloss_7 * w_dot
+    dw_dot_2 = np.add(dw_dot, mul_mul_dloss_7_dot, out=dw_dot)
+    del dw_dot, mul_mul_dloss_7_dot
+    return loss, logistic_l2_Grads(w=dw, b=db), logistic_l2_Grads(w=dw_dot_2, b=db_dot)
+
+
 def logistic_l2_hessian(X, y, w, b, lam):
     """(outputs, grads, H): H the dense Hessian of loss, (n, n) with n the total size of w,
-    b, rows and columns ordered as np.concatenate([g.ravel() for g in grads]); one
-    Hessian-vector product per column."""
-    return _hessian(logistic_l2_hvp, (X, y, w, b, lam), (2, 3))
+    b, rows and columns ordered as np.concatenate([g.ravel() for g in grads]);
+    Hessian-vector products over blocks of basis vectors (_logistic_l2_hvp_block: one pass
+    per block of k columns)."""
+    X, y, w, b, lam = _check_inputs("logistic_l2_hessian", (X, y, w, b, lam), _LOGISTIC_L2_INPUTS)
+    # sizes of the symbolic dims
+    N = X.shape[0]
+    D = X.shape[1]
+    # HVP columns in blocks of k basis vectors (k * max(D, N, 1) numbers in the largest batched
+    # tangent)
+    return _hessian_blocks(
+        _logistic_l2_hvp_block, logistic_l2_hvp, (X, y, w, b, lam), (2, 3), max(D, N, 1)
+    )

@@ -436,6 +436,8 @@ def logistic_l2_hessian(X, y, w, b, lam):
     """(outputs, grads, H): H the dense Hessian of loss, (n, n) with n the total size of w,
     b, rows and columns ordered as np.concatenate([g.ravel() for g in grads]); one
     Hessian-vector product per column."""
+    # one basis vector per pass, no HVP over a block of them:
+    # the blocks are in the NumPy module only
     return _hessian(logistic_l2_hvp, (X, y, w, b, lam), (2, 3))
 
 
@@ -570,14 +572,17 @@ def _basis(inputs, k):
     return out
 
 
-def _jacobian(forward, backward, jvp, grads_type, args, wrt, several):
+def _jacobian(forward, backward, jvp, grads_type, args, wrt, several, rows=None):
     """(outputs, Jacobians): d vec(y) / d vec(x) for each wrt input x (``args[i]`` for i in
     ``wrt``), y the first output, vec row-major; from VJP rows (``backward``, one per element
-    of y) or JVP columns (``jvp``, one per element of the wrt inputs), whichever are fewer."""
+    of y) or JVP columns (``jvp``, one per element of the wrt inputs), whichever are fewer.
+    ``rows``: a compiled kernel that makes all VJP rows in one call (from the saved values)."""
     outputs, saved = forward(*args)
     y = outputs[0] if several else outputs
     inputs = [args[i] for i in wrt]
     m, sizes = np.size(y), [np.size(x) for x in inputs]
+    if m <= sum(sizes) and rows is not None and m:
+        return outputs, grads_type(*rows(m, np.shape(y), tuple(sizes), *saved))
     if m <= sum(sizes):
         # by rows: row i is the vector-Jacobian product with the i-th unit cotangent
         rows = [np.empty((m, n), _DTYPE) for n in sizes]

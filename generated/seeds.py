@@ -129,14 +129,17 @@ def _basis(inputs, k):
     return out
 
 
-def _jacobian(forward, backward, jvp, grads_type, args, wrt, several):
+def _jacobian(forward, backward, jvp, grads_type, args, wrt, several, rows=None):
     """(outputs, Jacobians): d vec(y) / d vec(x) for each wrt input x (``args[i]`` for i in
     ``wrt``), y the first output, vec row-major; from VJP rows (``backward``, one per element
-    of y) or JVP columns (``jvp``, one per element of the wrt inputs), whichever are fewer."""
+    of y) or JVP columns (``jvp``, one per element of the wrt inputs), whichever are fewer.
+    ``rows``: a compiled kernel that makes all VJP rows in one call (from the saved values)."""
     outputs, saved = forward(*args)
     y = outputs[0] if several else outputs
     inputs = [args[i] for i in wrt]
     m, sizes = np.size(y), [np.size(x) for x in inputs]
+    if m <= sum(sizes) and rows is not None and m:
+        return outputs, grads_type(*rows(m, np.shape(y), tuple(sizes), *saved))
     if m <= sum(sizes):
         # by rows: row i is the vector-Jacobian product with the i-th unit cotangent
         rows = [np.empty((m, n), _DTYPE) for n in sizes]
@@ -163,6 +166,62 @@ def _hessian(hvp, args, wrt):
     for k in range(n):
         outputs, grads, hv = hvp(*args, _basis(inputs, k))
         hessian[:, k] = np.concatenate([np.ravel(h) for h in hv])
+    return outputs, grads, hessian
+
+
+def _block_size(n, width):
+    """Basis vectors per block pass: all n, or as many as keep the largest batched tangent
+    (``width`` numbers per basis vector) within 2**20 numbers (8 MB in float64)."""
+    return max(1, min(n, (1 << 20) // max(width, 1)))
+
+
+def _basis_block(inputs, start, stop):
+    """Unit vectors start, ..., stop - 1 of the concatenated, raveled ``inputs`` (rows of an
+    identity matrix), as one array per input with a leading axis of stop - start."""
+    k, offset, out = stop - start, 0, []
+    for x in inputs:
+        size = np.size(x)
+        block = np.zeros((k, size), _DTYPE)
+        lo, hi = max(start, offset), min(stop, offset + size)
+        if lo < hi:
+            block[np.arange(lo - start, hi - start), np.arange(lo - offset, hi - offset)] = 1
+        out.append(block.reshape((k,) + np.shape(x)))
+        offset += size
+    return out
+
+
+def _jacobian_blocks(forward, backward, block, grads_type, args, wrt, several, m, width):
+    """(outputs, Jacobians) as ``_jacobian``, from JVP columns in blocks: ``block`` pushes k unit
+    tangents at once (a leading axis of k on every tangent), ceil(n / k) passes; or from the m
+    VJP rows when those are fewer passes."""
+    inputs = [args[i] for i in wrt]
+    sizes = [np.size(x) for x in inputs]
+    n = sum(sizes)
+    k = _block_size(n, width)
+    if n == 0 or m <= -(-n // k):
+        return _jacobian(forward, backward, None, grads_type, args, wrt, several)
+    columns = np.empty((n, m), _DTYPE)
+    for start in range(0, n, k):
+        stop = min(n, start + k)
+        outputs, dout = block(*args, *_basis_block(inputs, start, stop))
+        columns[start:stop] = dout.reshape(stop - start, m)
+    blocks = np.split(columns, np.cumsum(sizes)[:-1])
+    return outputs, grads_type(*(b.T.copy() for b in blocks))
+
+
+def _hessian_blocks(block, hvp, args, wrt, width):
+    """(outputs, grads, H) as ``_hessian``, from HVP columns in blocks: ``block`` pushes k unit
+    tangents at once (a leading axis of k on every tangent), ceil(n / k) passes."""
+    inputs = [args[i] for i in wrt]
+    n = sum(np.size(x) for x in inputs)
+    if n == 0:
+        return _hessian(hvp, args, wrt)
+    k = _block_size(n, width)
+    hessian = np.empty((n, n), _DTYPE)
+    for start in range(0, n, k):
+        stop = min(n, start + k)
+        outputs, grads, hv = block(*args, *_basis_block(inputs, start, stop))
+        hessian[:, start:stop] = np.concatenate([h.reshape(stop - start, -1) for h in hv], 1).T
     return outputs, grads, hessian
 
 
@@ -392,19 +451,41 @@ def affine_jvp(A, W, B, tangents):
     return Z, Z_dot
 
 
+def _affine_jvp_block(A, W, B, A_dot, W_dot, B_dot):
+    """affine_jvp over a block of k tangents at once (for affine_jacobian's columns): each
+    tangent (`_dot`) has a leading axis of k, one tangent per basis vector, the primal
+    values their own shapes; returns (outputs, dZ with a leading axis of k). The inputs
+    are checked by the caller."""
+    # Z = A @ W + B
+    Z = A @ W
+    Z += B
+    # Z = A @ W + B, backward:
+    Z_1_dot = A_dot @ W
+    Z_1_dot += A @ W_dot
+    Z_dot = np.add(Z_1_dot, B_dot[:, None], out=Z_1_dot)
+    del Z_1_dot
+    return Z, Z_dot
+
+
 def affine_jacobian(A, W, B):
     """(outputs, jac): jac.<x> is d vec(Z) / d vec(x) for x in A, W, B, shape (Z.size,
-    x.size), vec in row-major order. Built from vector-Jacobian products (affine_backward,
-    one per element of Z) or Jacobian-vector products (affine_jvp, one per element of A,
-    W, B), whichever are fewer."""
-    return _jacobian(
+    x.size), vec in row-major order. Built from Jacobian-vector products over blocks of
+    basis vectors (_affine_jvp_block: one pass per block of k columns), or from
+    vector-Jacobian products (affine_backward, one per element of Z) when those are fewer
+    passes."""
+    A, W, B = _check_inputs("affine_jacobian", (A, W, B), _AFFINE_INPUTS)
+    # JVP columns in blocks of k basis vectors (k * 6 numbers in the largest batched tangent);
+    # VJP rows if those (4) are fewer passes
+    return _jacobian_blocks(
         affine_forward,
         affine_backward,
-        affine_jvp,
+        _affine_jvp_block,
         affine_Grads,
         (A, W, B),
         (0, 1, 2),
         False,
+        4,
+        6,
     )
 
 
@@ -604,11 +685,59 @@ def dictionary_learning_hvp(X, D, R, v):
     return f, dictionary_learning_Grads(D=dD, R=dR), dictionary_learning_Grads(D=dD_dot, R=dR_dot)
 
 
+def _dictionary_learning_hvp_block(X, D, R, D_dot, R_dot):
+    """dictionary_learning_hvp over a block of k tangents at once (for
+    dictionary_learning_hessian's columns): each tangent (`_dot`) has a leading axis of k,
+    one tangent per basis vector, the primal values their own shapes; returns (outputs,
+    grads, hv with a leading axis of k). The inputs are checked by the caller."""
+    # E = X - D @ R
+    E = D @ R
+    np.subtract(X, E, out=E)
+    # f = sum(E ** 2)
+    f = np.vdot(E, E)
+    # E = X - D @ R, backward:
+    #   → subtraction: dE_1 = -2 * E
+    dE_1 = np.multiply(-2, E, out=E)
+    del E
+    #   → right product: dD = dE_1 @ R.T
+    dD = dE_1 @ R.T
+    #   → left product: dR = D.T @ dE_1
+    dR = D.T @ dE_1
+    # E = X - D @ R, backward:
+    E_1_dot = D_dot @ R
+    E_1_dot += D @ R_dot
+    E_dot = np.negative(E_1_dot, out=E_1_dot)
+    del E_1_dot
+    dE_1_dot = np.multiply(-2, E_dot, out=E_dot)
+    del E_dot
+    R_T_dot = np.transpose(R_dot, (0, 2, 1))
+    dD_dot = dE_1_dot @ R.T
+    dD_dot += dE_1 @ R_T_dot
+    del R_T_dot
+    D_T_dot = np.transpose(D_dot, (0, 2, 1))
+    dR_dot = D_T_dot @ dE_1
+    dR_dot += D.T @ dE_1_dot
+    del D_T_dot, dE_1, dE_1_dot
+    return f, dictionary_learning_Grads(D=dD, R=dR), dictionary_learning_Grads(D=dD_dot, R=dR_dot)
+
+
 def dictionary_learning_hessian(X, D, R):
     """(outputs, grads, H): H the dense Hessian of f, (n, n) with n the total size of D, R,
-    rows and columns ordered as np.concatenate([g.ravel() for g in grads]); one
-    Hessian-vector product per column."""
-    return _hessian(dictionary_learning_hvp, (X, D, R), (1, 2))
+    rows and columns ordered as np.concatenate([g.ravel() for g in grads]); Hessian-vector
+    products over blocks of basis vectors (_dictionary_learning_hvp_block: one pass per
+    block of k columns)."""
+    X, D, R = _check_inputs("dictionary_learning_hessian", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
+    # sizes of the symbolic dims
+    M = X.shape[0]
+    N = X.shape[1]
+    P = D.shape[1]
+    # HVP columns in blocks of k basis vectors (k * max(M * P, P * N, M * N) numbers in the
+    # largest batched tangent)
+    return _hessian_blocks(
+        _dictionary_learning_hvp_block, dictionary_learning_hvp, (X, D, R), (1, 2), max(
+            M * P, P * N, M * N
+        )
+    )
 
 
 class quadratic_form_Grads(NamedTuple):

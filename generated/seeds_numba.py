@@ -471,11 +471,43 @@ def affine_jvp(A, W, B, tangents):
     return _r[0], _r[1]
 
 
+@_kernel
+def _affine_vjp_rows(_m, _shape, _sizes, A, W):
+    # f_jacobian's VJP rows in one compiled loop: the statements of _affine_backward for each
+    # unit cotangent g (of the first output's shape), row i of each Jacobian from its gradient
+    _flat = np.zeros(_m, np.float64)
+    g = _flat.reshape(_shape)
+    _rows0 = np.empty((_m, _sizes[0]), np.float64)
+    _rows1 = np.empty((_m, _sizes[1]), np.float64)
+    _rows2 = np.empty((_m, _sizes[2]), np.float64)
+    for _i in range(_m):
+        _flat[_i] = 1
+        # fused loop over [2, 2]:
+        #   Z = A @ W + B, backward:
+        #     → addition: dB = sum(g, axis=0); broadcast [2] to [2, 2]: sum over rows
+        dB = np.zeros((2,), dtype=np.float64)
+        for i in range(2):
+            for j in range(2):
+                dB[j] += g[i, j]
+        # Z = A @ W + B, backward:
+        #   → right product: dA = g @ W.T
+        dA = np.dot(g, W.T)
+        #   → left product: dW = A.T @ g
+        dW = np.dot(A.T, g)
+        _rows0[_i] = np.ravel(dA)
+        _rows1[_i] = np.ravel(dW)
+        _rows2[_i] = np.ravel(dB)
+        _flat[_i] = 0
+    return _rows0, _rows1, _rows2
+
+
 def affine_jacobian(A, W, B):
     """(outputs, jac): jac.<x> is d vec(Z) / d vec(x) for x in A, W, B, shape (Z.size,
     x.size), vec in row-major order. Built from vector-Jacobian products (affine_backward,
     one per element of Z) or Jacobian-vector products (affine_jvp, one per element of A,
     W, B), whichever are fewer."""
+    # one basis vector per pass, no JVP over a block of them:
+    # the VJP rows are one compiled loop (_affine_vjp_rows)
     return _jacobian(
         affine_forward,
         affine_backward,
@@ -484,6 +516,7 @@ def affine_jacobian(A, W, B):
         (A, W, B),
         (0, 1, 2),
         False,
+        _affine_vjp_rows,
     )
 
 
@@ -844,6 +877,8 @@ def dictionary_learning_hessian(X, D, R):
     """(outputs, grads, H): H the dense Hessian of f, (n, n) with n the total size of D, R,
     rows and columns ordered as np.concatenate([g.ravel() for g in grads]); one
     Hessian-vector product per column."""
+    # one basis vector per pass, no HVP over a block of them:
+    # the blocks are in the NumPy module only
     return _hessian(dictionary_learning_hvp, (X, D, R), (1, 2))
 
 
@@ -2175,14 +2210,17 @@ def _basis(inputs, k):
     return out
 
 
-def _jacobian(forward, backward, jvp, grads_type, args, wrt, several):
+def _jacobian(forward, backward, jvp, grads_type, args, wrt, several, rows=None):
     """(outputs, Jacobians): d vec(y) / d vec(x) for each wrt input x (``args[i]`` for i in
     ``wrt``), y the first output, vec row-major; from VJP rows (``backward``, one per element
-    of y) or JVP columns (``jvp``, one per element of the wrt inputs), whichever are fewer."""
+    of y) or JVP columns (``jvp``, one per element of the wrt inputs), whichever are fewer.
+    ``rows``: a compiled kernel that makes all VJP rows in one call (from the saved values)."""
     outputs, saved = forward(*args)
     y = outputs[0] if several else outputs
     inputs = [args[i] for i in wrt]
     m, sizes = np.size(y), [np.size(x) for x in inputs]
+    if m <= sum(sizes) and rows is not None and m:
+        return outputs, grads_type(*rows(m, np.shape(y), tuple(sizes), *saved))
     if m <= sum(sizes):
         # by rows: row i is the vector-Jacobian product with the i-th unit cotangent
         rows = [np.empty((m, n), _DTYPE) for n in sizes]
