@@ -119,7 +119,7 @@ def test_vjp_rows_when_they_are_fewer_passes(monkeypatch):
 
 # Cases whose batched tangents would go through a product or a stack of rank 5, beyond the shape
 # rules (ranks 0 to 4): these keep the loop over basis vectors.
-_RANK5 = {"matmul-rank4-rank3", "stack-last-three"}
+_RANK5 = {"matmul-rank4-rank3", "stack-last-three", "matmul-vector-batch"}
 
 
 def _case_spec(cases):
