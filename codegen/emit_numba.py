@@ -119,8 +119,9 @@ MAX_PART_OPS: int | None = None
 # functions compiled on their own, each of at most this many of its lines (``chunk_body``), or
 # None: never. Numba and LLVM compile one long loop body in time that grows faster than its
 # length (benchmarks/compile_time.py, docs/numba.md); the bodies of the specs in specs/ are
-# far shorter (the transformer's longest has about 90 lines), a 250-step chain's about 1,000.
-MAX_LOOP_LINES: int | None = 400
+# far shorter (the transformer's longest has about 90 lines, benchmarks/specs/deep_chain.yaml's
+# 803), a 250-step chain's about 1,000.
+MAX_LOOP_LINES: int | None = 1000
 
 
 RUNTIME_FILENAME = "_codegen_numba_runtime.py"  # beside the modules (no module starts with _)
