@@ -1045,9 +1045,12 @@ class NumbaEmitter(Emitter):
 
         leaf = annotate.hint_leaf(program, names)
         blocks: dict[tuple[str, str, int], list[str]] = {}  # ordered: step -> its rule lines
+        first: dict[tuple[str, str, int], Op] = {}  # step -> its first op
         current = -1
         for op in group.ops:
-            lines = blocks.setdefault(annotate.block_key(op), [])
+            key = annotate.block_key(op)
+            first.setdefault(key, op)
+            lines = blocks.setdefault(key, [])
             if op.phase != "backward" or (op.out not in names
                                           and (op.out, op.group) in read_in_group):
                 continue  # a part of a rule application's expression
@@ -1058,7 +1061,6 @@ class NumbaEmitter(Emitter):
         head = f"fused loop over [{', '.join(str(d) for d in shape)}]" if shape else "scalars"
         out = [head + ":"]
         for key, lines in blocks.items():
-            header = annotate.step_header(next(op for op in group.ops
-                                               if annotate.block_key(op) == key))
+            header = annotate.step_header(first[key])
             out += (["  " + header] if header else []) + lines
         return annotate.join(out)
