@@ -531,9 +531,9 @@ class NumbaEmitter(Emitter):
             carried |= {r for r in reads if r not in seen}
             seen |= set(writes)
         last_read: dict[str, int] = {}
-        for n, (reads, _) in enumerate(parsed):
+        for at, (reads, _) in enumerate(parsed):
             for r in reads:
-                last_read[r] = n
+                last_read[r] = at
         out = []
         for start in range(0, len(body), limit):
             end = min(start + limit, len(body))
