@@ -51,8 +51,11 @@ def matmul_chain_spec(steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def measure(steps: int, matmul: bool, max_part_ops: int | None = None) -> dict:
+def measure(steps: int, matmul: bool, max_part_ops: int | None = None,
+            max_loop_lines: int | None | bool = False) -> dict:
+    """``max_loop_lines``: False for codegen's default, None for loops never split."""
     from codegen.compiler import compile_spec, render
+    from codegen.emit_numba import RUNTIME_FILENAME, runtime_source
     from codegen.loader import load_spec
 
     # ``steps`` steps in all: the chain's and the loss (a spec has at most 2,000)
@@ -62,16 +65,21 @@ def measure(steps: int, matmul: bool, max_part_ops: int | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         compiled = compile_spec(load_spec(spec, "compile_time.yaml"))
-        options = {} if max_part_ops is None else {"max_part_ops": max_part_ops}
+        options: dict = {} if max_part_ops is None else {"max_part_ops": max_part_ops}
+        if max_loop_lines is not False:
+            options["max_loop_lines"] = max_loop_lines
         source = render(compiled, "numba", None, **options)
         generation = time.perf_counter() - start
         Path(tmp, "bench_deep_chain_numba.py").write_text(source, encoding="utf-8")
+        Path(tmp, RUNTIME_FILENAME).write_text(runtime_source(), encoding="utf-8")
         env = dict(os.environ, NUMBA_CACHE_DIR=str(Path(tmp, "cache")))
         run = subprocess.run([sys.executable, "-c", _CHILD, tmp, "bench_deep_chain_numba",
                               json.dumps(shapes)], env=env, capture_output=True, text=True,
                              check=True)
         result = json.loads(run.stdout.strip().splitlines()[-1])
     kernels = sum(source.count(f"\n@{d}\n") for d in ("_kernel", "_parallel_kernel", "_part"))
+    kernels -= source.count("def _deep_chain_fw_") + source.count("def _deep_chain_bw_")
+    kernels -= 2  # the forward and backward kernels: only value_and_grad's are compiled
     return {"steps": steps, "lines": source.count("\n"), "kernels": kernels,
             "generation": generation, **result}
 
@@ -82,11 +90,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--matmul", action="store_true", help="the chain h = tanh(h @ W)")
     parser.add_argument("--max-part-ops", type=int, default=None,
                         help="ops per compiled function (default: codegen's own)")
+    parser.add_argument("--max-loop-lines", type=int, default=False,
+                        help="lines of a loop body per compiled function (default: codegen's "
+                             "own; 0: never split)")
     args = parser.parse_args(argv)
     print("| steps | module lines | compiled functions | generation (s) | first call CPU (s) | wall (s) |")
     print("|---|---|---|---|---|---|")
     for steps in args.steps:
-        r = measure(steps, args.matmul, args.max_part_ops)
+        r = measure(steps, args.matmul, args.max_part_ops,
+                    None if args.max_loop_lines is not False and args.max_loop_lines == 0
+                    else args.max_loop_lines)
         print(f"| {r['steps']} | {r['lines']} | {r['kernels']} | {r['generation']:.1f} | "
               f"{r['cpu']:.1f} | {r['wall']:.1f} |", flush=True)
 

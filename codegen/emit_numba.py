@@ -9,6 +9,7 @@ Python wrappers around the kernels check inputs exactly as the NumPy module does
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 from collections import Counter
@@ -114,6 +115,13 @@ _BLOCK = 32  # rows per block of a prange loop that sums (one row of column sums
 # the one fused loop, since every value crossing between parts becomes an array (about 0.1 s
 # of compile time each) where the fused loop keeps it in a register.
 MAX_PART_OPS: int | None = None
+# At most this many lines in the body of one loop nest: a longer body runs as calls of
+# functions compiled on their own, each of at most this many of its lines (``chunk_body``), or
+# None: never. Numba and LLVM compile one long loop body in time that grows faster than its
+# length (benchmarks/compile_time.py, docs/numba.md); the bodies of the specs in specs/ are
+# far shorter (the transformer's longest has about 90 lines, benchmarks/specs/deep_chain.yaml's
+# 803), a 250-step chain's about 1,000.
+MAX_LOOP_LINES: int | None = 1000
 
 
 RUNTIME_FILENAME = "_codegen_numba_runtime.py"  # beside the modules (no module starts with _)
@@ -205,11 +213,14 @@ class NumbaEmitter(Emitter):
     fuses_value_and_grad = True
 
     def __init__(self, dtype: str, parallel: bool = False, fastmath: bool = False,
-                 max_part_ops: int | None = MAX_PART_OPS) -> None:
+                 max_part_ops: int | None = MAX_PART_OPS,
+                 max_loop_lines: int | None = MAX_LOOP_LINES) -> None:
         super().__init__(dtype)
         self.parallel = parallel
         self.fastmath = fastmath
         self.max_part_ops = max_part_ops
+        self.max_loop_lines = max_loop_lines
+        self.kernel = ""  # the kernel being rendered (forward, backward, value_and_grad)
         self.parts: list[Part] = []  # the current function's kernels' parts
         self.split = False  # some kernel of the module has parts
         self.function_name = ""
@@ -360,6 +371,7 @@ class NumbaEmitter(Emitter):
     def render_body(self, body: Body, names: Names, dim: dict[str, str]) -> list[Stmt]:
         """The body's loop groups (the fusion pass's) as loop nests, other ops as statements."""
         ops, program, live_out, items = body.ops, body.program, body.live_out, body.items
+        self.kernel = body.kernel
         self.shapes = program  # (the labels' renderings read their operands' shapes)
         stmts: list[Stmt] = []
         self.views: dict[str, str] = {}  # transposes of named arrays, written inline
@@ -477,6 +489,73 @@ class NumbaEmitter(Emitter):
                               if k == 0 else ""))
         return calls
 
+    def chunk_body(self, body: list[str], in_loop: bool) -> list[str]:
+        """A loop body longer than ``max_loop_lines`` lines as calls of functions of at most
+        that many of its lines each, compiled on their own (``self.parts``); others unchanged.
+
+        Numba and LLVM compile one long loop body in time that grows faster than its length
+        (a 2,000-step chain's single fused loop took 4x the time of a 1,000-step one); calls
+        of functions of bounded length grow about linearly. The values between them stay
+        scalars: a function takes the locals its lines read before writing them (values of
+        the steps before it, the loop's indices, the arrays it reads or adds into) and
+        returns the locals it writes that a later line reads, and the running sums the loop
+        carries from one element to the next. Without a loop (``in_loop`` False: a group of
+        scalars, whose values later statements read) it returns every local it writes."""
+        limit = self.max_loop_lines
+        if limit is None or len(body) <= limit or not self.kernel:  # (not f_jvp's, ...)
+            return body
+        modules = {"np", "numba", "math"}
+        parsed = []  # per line: (names it reads, names it writes)
+        for line in body:
+            tree = ast.parse(line).body[0]
+            called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+            reads = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
+                     and isinstance(n.ctx, ast.Load) and id(n) not in called
+                     and n.id not in modules]
+            writes: list[str] = []
+            if isinstance(tree, (ast.Assign, ast.AugAssign)):
+                targets = tree.targets if isinstance(tree, ast.Assign) else [tree.target]
+                for t in targets:
+                    for n in ast.walk(t):
+                        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+                            writes.append(n.id)
+                        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+                            reads.append(n.id)  # an array written into, its indices
+                if isinstance(tree, ast.AugAssign) and isinstance(tree.target, ast.Name):
+                    reads.append(tree.target.id)
+            parsed.append((list(dict.fromkeys(reads)), writes))
+        # a local the body reads before writing it: from before the loop, or the loop carries it
+        carried: set[str] = set()
+        seen: set[str] = set()
+        for reads, writes in parsed:
+            carried |= {r for r in reads if r not in seen}
+            seen |= set(writes)
+        last_read: dict[str, int] = {}
+        for at, (reads, _) in enumerate(parsed):
+            for r in reads:
+                last_read[r] = at
+        out = []
+        for start in range(0, len(body), limit):
+            end = min(start + limit, len(body))
+            params: list[str] = []
+            written: list[str] = []
+            for reads, writes in parsed[start:end]:
+                params += [r for r in reads if r not in written and r not in params]
+                written += [w for w in writes if w not in written]
+            returns = [w for w in written if not in_loop or w in carried
+                       or last_read.get(w, -1) >= end]
+            lines = [Stmt(line) for line in body[start:end]]
+            value = _tuple(returns) if len(returns) > 1 else (returns[0] if returns else "None")
+            digest = hashlib.sha256(repr((runtime_version(), self.fastmath, self.dtype, params,
+                                          value, body[start:end])).encode()).hexdigest()[:8]
+            name = (f"_{self.function_name}_{_KERNEL_ABBREVIATION[self.kernel]}"
+                    f"_lines{start + 1}_{digest}")
+            self.parts.append(Part(name, params, lines, value if len(returns) != 1 else returns[0]))
+            call = E.call(name, *params)
+            out.append(E.assign(E.Leaf(", ".join(returns), E.COND), call) if returns
+                       else call.render())
+        return out
+
     def item_io(self, item: Op | Group, names: Names) -> tuple[list[str], list[str]]:
         """The locals an item of a body reads (in order) and writes."""
 
@@ -546,6 +625,8 @@ class NumbaEmitter(Emitter):
             names.restore(start)
             _, body_else, _, _, _ = self.group_lines(group, program, names, dim, dead, index,
                                                      "False")
+            body_else = self.chunk_body(body_else, bool(index))
+        body = self.chunk_body(body, bool(index))
         return self.loop(group, group.shape, index, before, body, after, dim, switch, block,
                          body_else)
 
@@ -964,9 +1045,12 @@ class NumbaEmitter(Emitter):
 
         leaf = annotate.hint_leaf(program, names)
         blocks: dict[tuple[str, str, int], list[str]] = {}  # ordered: step -> its rule lines
+        first: dict[tuple[str, str, int], Op] = {}  # step -> its first op
         current = -1
         for op in group.ops:
-            lines = blocks.setdefault(annotate.block_key(op), [])
+            key = annotate.block_key(op)
+            first.setdefault(key, op)
+            lines = blocks.setdefault(key, [])
             if op.phase != "backward" or (op.out not in names
                                           and (op.out, op.group) in read_in_group):
                 continue  # a part of a rule application's expression
@@ -977,7 +1061,6 @@ class NumbaEmitter(Emitter):
         head = f"fused loop over [{', '.join(str(d) for d in shape)}]" if shape else "scalars"
         out = [head + ":"]
         for key, lines in blocks.items():
-            header = annotate.step_header(next(op for op in group.ops
-                                               if annotate.block_key(op) == key))
+            header = annotate.step_header(first[key])
             out += (["  " + header] if header else []) + lines
         return annotate.join(out)

@@ -132,3 +132,96 @@ def test_parts_of_two_modules_never_share_a_name():
     a.chain_value_and_grad(X, w)  # compiled first: its parts are in the namespace
     np.testing.assert_allclose(b.chain_value_and_grad(X, w)[0],
                                ref.chain_value_and_grad(X, w)[0], rtol=1e-12)
+
+
+# --- long loop bodies: calls of functions of bounded length (max_loop_lines) -----------------
+
+
+def long_chain(steps: int, dims: str = "{M: 3, N: 4}", shape: str = "[M, N]",
+               w_shape: str = "[N]", step: str = "{p} * w + {p} * {p} * 0.25") -> str:
+    """A chain whose steps fuse into one loop nest (forward and backward: one body of about
+    four lines per step)."""
+    lines = ["module: long_chain", "dtype: float64", f"dims: {dims}", "functions:", "  chain:",
+             f"    inputs: {{X: {shape}, w: {w_shape}}}",
+             "    steps:"]
+    prev = "X"
+    for k in range(1, steps + 1):
+        lines.append(f"      - a{k} = " + step.format(p=prev))
+        prev = f"a{k}"
+    lines += [f"      - loss = sum({prev} ** 2)", "    outputs: [loss]"]
+    return "\n".join(lines) + "\n"
+
+
+def loop_functions(source: str) -> list[ast.FunctionDef]:
+    return [k for k in kernels(source) if "_lines" in k.name]
+
+
+def test_a_long_loop_body_becomes_calls_of_functions_of_bounded_length():
+    from codegen.emit_numba import MAX_LOOP_LINES
+
+    assert MAX_LOOP_LINES is not None
+    source = render(compile_spec(load_spec(long_chain(500), "long.yaml")), "numba", None)
+    parts = loop_functions(source)
+    vg = [k for k in parts if k.name.startswith("_chain_vg_lines")]
+    assert len(vg) >= 3, [k.name for k in parts]
+    assert max(statements(k) for k in parts) <= MAX_LOOP_LINES + 1  # (and the return)
+    loops = [node for k in kernels(source) for node in ast.walk(k) if isinstance(node, ast.For)]
+    assert loops and max(sum(isinstance(n, ast.stmt) for n in ast.walk(loop))
+                         for loop in loops) < 100
+    # the specs in specs/ keep their loops whole (their longest body is far shorter)
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parents[1].joinpath("specs").glob("*.yaml")):
+        compiled = compile_spec(load_spec(path.read_text(), str(path)))
+        assert not loop_functions(render(compiled, "numba", None)), path.name
+
+
+def test_a_long_chain_runs_in_compiled_parts_with_the_numpy_values_and_gradients():
+    """Issue 12: a long chain's first call compiles in time about linear in its length (the
+    numbers: docs/numba.md); its loop runs as calls of functions compiled on their own."""
+    compiled = compile_spec(load_spec(long_chain(500), "long.yaml"))
+    source = render(compiled, "numba", None)
+    names = [k.name for k in loop_functions(source) if k.name.startswith("_chain_vg_lines")]
+    ref = import_source(render(compiled, "numpy"), "long_chain_ref")
+    nb = import_source(source, "long_chain_parts", "numba")
+    rng = np.random.default_rng(3)
+    X, w = rng.uniform(-0.5, 0.5, (3, 4)), rng.uniform(0.5, 1.0, 4)
+    value, grads = ref.chain_value_and_grad(X, w)
+    got, got_grads = nb.chain_value_and_grad(X, w)
+    np.testing.assert_allclose(got, value, rtol=1e-12)
+    for a, b in zip(got_grads, grads):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-300)
+    assert np.all(np.abs(grads[0]) > 0)  # (the chain neither vanishes nor blows up)
+    namespace = vars(nb._runtime._KERNELS)
+    assert len(names) >= 3 and all(namespace[n].overloads for n in names)  # each compiled
+
+
+SHORT_LIMIT = 6  # lines per loop function: short specs split too, and compile quickly
+
+
+@pytest.mark.parametrize("case, shapes", [
+    # sin and cos: the loop body twice (the short argument reduction, and the long)
+    ({"step": "sin({p}) * w + cos({p}) * 0.5"}, ((3, 4), (4,))),
+    # scalars: no loop, the functions return every value they compute
+    ({"shape": "[]", "w_shape": "[]", "dims": "{}"}, ((), ())),
+    # a 1-D loop: the loss and a scalar weight's gradient are running sums the loop carries
+    # from one element to the next
+    ({"shape": "[N]", "w_shape": "[]", "dims": "{N: 5}"}, ((5,), ())),
+], ids=["sin_cos", "scalars", "sums"])
+def test_loop_functions_give_the_numpy_values_and_gradients(case, shapes):
+    compiled = compile_spec(load_spec(long_chain(8, **case), "short.yaml"))
+    source = render(compiled, "numba", None, max_loop_lines=SHORT_LIMIT)
+    assert len(loop_functions(source)) >= 2
+    ref = import_source(render(compiled, "numpy"), "short_chain_ref")
+    nb = import_source(source, f"short_chain_{len(source)}", "numba")
+    rng = np.random.default_rng(4)
+    X, w = rng.uniform(-0.5, 0.5, shapes[0]), rng.uniform(0.5, 1.0, shapes[1])
+    value, grads = ref.chain_value_and_grad(X, w)
+    got, got_grads = nb.chain_value_and_grad(X, w)
+    np.testing.assert_allclose(got, value, rtol=1e-12)
+    for a, b in zip(got_grads, grads):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-15)
+    out, saved = nb.chain_forward(X, w)
+    np.testing.assert_allclose(out, value, rtol=1e-12)
+    for a, b in zip(nb.chain_backward(saved, 1.5), grads):
+        np.testing.assert_allclose(a, 1.5 * b, rtol=1e-10, atol=1e-15)
