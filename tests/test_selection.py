@@ -50,6 +50,11 @@ functions:
     steps:
       - y = min(a)
     outputs: [y]
+  all_max:
+    inputs: {a: [M, N]}
+    steps:
+      - y = 2 * max(a)
+    outputs: [y]
   col_min:
     inputs: {a: [M, N]}
     steps:
@@ -100,6 +105,7 @@ CASES = {
     "row_max": ((A,), ([[0.0, 1.0, 1.0], [0.0, 2.0, 0.0]],)),
     "all_min": ((np.array([[1.0, 1.0], [2.0, 1.0]]),), ([[1 / 3, 1 / 3], [0.0, 1 / 3]],)),
     "col_min": ((np.array([[1.0, 2.0], [1.0, 0.0]]),), ([[0.5, 0.0], [0.5, 1.0]],)),
+    "all_max": ((np.array([[1.0, 3.0], [3.0, 0.0]]),), ([[0.0, 1.0], [1.0, 0.0]],)),
     "safe_log": ((X0,), ([0.0, 0.0, 0.5, 1.0e300, 0.0],)),
     "safe_sqrt": ((np.array([-1.0, 0.0, 4.0]),), ([0.0, 0.0, 0.75],)),
     "safe_exp": ((np.array([50.0, 1.0, 200.0]),), ([2.0, 2.0, np.inf],)),
@@ -146,6 +152,52 @@ def test_conventions_in_closed_form(modules, backend, name):
         assert not np.isnan(got).any(), got
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
         np.testing.assert_allclose(got2, want, rtol=1e-12, atol=1e-300)
+
+
+# The extremes as np.max and np.min compute them: the spec's functions of the module above
+EXTREMES = {
+    "all_max": (lambda a: 2 * np.max(a), None),
+    "all_min": (np.min, None),
+    "row_max": (lambda a: np.sum(np.max(a, axis=1) * 2), 1),
+    "col_min": (lambda a: np.sum(np.min(a, axis=0, keepdims=True)), 0),
+}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("name", list(EXTREMES))
+def test_max_and_min_propagate_nan_and_refuse_empty_input_as_numpy_does(modules, backend, name):
+    """A NaN among the elements a max or min reduces gives NaN, as np.max does, and NaN
+    gradients over that slice (0/0 ties); reducing an axis of size 0 raises np.max's
+    ValueError, in every call. Before: Numba's loop skipped NaN (max(acc, nan) is acc) and gave
+    -inf or inf over an empty axis."""
+    if backend not in modules:
+        pytest.skip("numba not installed")
+    mod = modules[backend]
+    oracle, axis = EXTREMES[name]
+    a = np.array([[0.5, -1.0, 2.0], [1.5, 0.25, -3.0]])
+    a[1, 1] = np.nan
+    for y in (getattr(mod, name)(a), getattr(mod, name + "_forward")(a)[0]):
+        assert np.isnan(oracle(a)) and np.isnan(y), y
+    with np.errstate(invalid="ignore"):
+        y, (grad,) = getattr(mod, name + "_value_and_grad")(a)
+    assert np.isnan(y)
+    touched = np.zeros(a.shape, bool)  # the elements reduced together with the NaN
+    touched[1 if axis == 1 else slice(None), 1 if axis == 0 else slice(None)] = True
+    np.testing.assert_array_equal(np.isnan(grad), touched)
+    for shape in ((0, 3), (2, 0), (0, 0)):
+        empty = np.zeros(shape)
+        try:
+            expected = oracle(empty)
+        except ValueError as e:
+            assert "zero-size array to reduction operation" in str(e)
+            for call in (name, name + "_forward", name + "_value_and_grad"):
+                with pytest.raises(ValueError, match="zero-size array to reduction operation "
+                                                     "maximum which has no identity"):
+                    getattr(mod, call)(empty)
+        else:  # only non-empty axes reduced over nothing: an empty sum
+            assert getattr(mod, name)(empty) == expected == 0.0
+            y, (grad,) = getattr(mod, name + "_value_and_grad")(empty)
+            assert y == 0.0 and grad.shape == shape
 
 
 def test_where_selects_the_cotangent_it_does_not_multiply_by_a_mask():
