@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,6 +96,9 @@ NUMBA: dict[str, NumbaForm] = {
 }
 assert NUMBA.keys() <= OPS.keys(), sorted(NUMBA.keys() - OPS.keys())
 _PLAIN = NumbaForm()  # an op rendered as NumPy renders it
+
+# A local or an array element: an operand a loop line may read several times.
+_SIMPLE = re.compile(r"[A-Za-z_]\w*(\[[\w, ]*\])?")
 
 # Ops rendered as statements whose result is a view of their operand's buffer.
 _VIEW_OPS = names(result="view")
@@ -743,8 +747,21 @@ class NumbaEmitter(Emitter):
                     empty = E.tuple_([0, 0]) if prange else E.as_expr(0)
                     after.append(Stmt(E.assign(cols, E.call("np.empty", empty)) + _FREE,
                                       frees=True))
-                elif op.op == "max":
+                elif op.op == "max" and op.attr("shift"):
+                    # a normalisation's shift: a NaN makes the whole slice NaN whatever it is
                     body.append((target, "", E.call("max", target, x)))
+                elif op.op == "max":
+                    # NaN propagates as in np.max (max() skips a NaN after the first element;
+                    # np.maximum propagates it too but runs about 2.5 times slower here)
+                    if not _SIMPLE.fullmatch(x.render()):  # (read three times)
+                        tmp = names.fresh(f"{value.hint}_x")
+                        body.append((E.as_expr(tmp), "", x))
+                        x = E.as_expr(tmp)
+                    body.append((target, "", E.Cond(E.call("max", target, x),
+                                                    E.binop("==", x, x), x)))
+                    check = self.empty_max_check(op, shape, dim)
+                    if check is not None:
+                        before.insert(0, check)  # before any allocation
                 else:
                     body.append((target, "+", x))
                 init = E.Unary("-", E.as_expr("np.inf")) if op.op == "max" else E.as_expr(0.0)
@@ -932,6 +949,21 @@ class NumbaEmitter(Emitter):
             else:
                 out.append(index[k])
         return out
+
+    def empty_max_check(self, op: Op, shape: tuple, dim: dict[str, str]) -> Stmt | None:
+        """A spec's max (or min, written -max(-x)) over an empty array or axis raises NumPy's
+        ValueError, as np.max does: it has no identity (the loop would give -inf). The shift
+        of a lowered normalisation (``shift``) is -inf there instead, as the NumPy helpers'
+        ``initial=-np.inf``."""
+        empty = [E.binop("==", self.dim_ref(shape[k], dim), 0)
+                 for k in sorted(self.axes(op, shape))
+                 if not isinstance(shape[k], int) or shape[k] == 0]
+        if not empty:  # every reduced axis has a fixed size above 0
+            return None
+        line = f" (line {op.origin.line})" if isinstance(op.origin.line, int) else ""
+        message = (f"{self.function_name}{line}: zero-size array to reduction operation maximum "
+                   "which has no identity (a max or min over an axis of size 0)")
+        return Stmt(f"if {E.any_of(empty)}:\n    raise ValueError({message!r})")
 
     def count(self, op: Op, program: Program, dim: dict[str, str]) -> E.Expr:
         """The number of elements a mean averages: a product of dims (a tree, never a string

@@ -81,17 +81,24 @@ def fuse(ops: list[Op], program: Program, live_out: set[str],
 def _accumulation(op: Op, group: Group, sums: dict[str, str], uses: dict[str, int],
                   live_out: set[str], program: Program) -> tuple[str, str] | None:
     """(part, total) when ``op`` adds a sum of ``group`` to another sum that nothing else
-    reads (fan-out accumulation of an un-broadcast gradient), else None."""
+    reads (fan-out accumulation of an un-broadcast gradient), else None.
+
+    The total must come first in the loop: the part's line adds into the total's array (or
+    running sums), which the total's own line creates. Of two sums of one loop, the later one
+    is the part (a column broadcast twice in one chain adds a later sum to an earlier one in
+    either order)."""
     if op.op != "add" or len(op.args) != 2 or not all(isinstance(a, str) for a in op.args):
         return None
     a, b = op.args
     shape = program.values[op.out].shape
+    at = {o.out: k for k, o in enumerate(group.ops)}
     for part, other in ((b, a), (a, b)):
         if (part in group.reduced and part in sums and sums[part] == part and other in sums
                 and other != part and part not in group.into
                 and program.values[part].shape == shape == program.values[other].shape
                 and uses.get(part) == 1 and uses.get(other) == 1
-                and part not in live_out and other not in live_out):
+                and part not in live_out and other not in live_out
+                and at.get(sums[other], -1) < at[part]):
             return part, sums[other]
     return None
 

@@ -56,7 +56,9 @@ def lower(program: Program) -> Program:
         # () is one, which neither max() nor the math helpers take).
         keep = axis is not None and rank > 1
         # the shift: the maximum, or 0 where it is not finite (as the NumPy module's helpers)
-        m = emit(f"shift_{xh}", "finite_or_zero", emit("", "max", x, axis=axis, keepdims=keep))
+        # (``shift``: -inf over an empty axis, where a spec's max raises; NaN propagates)
+        m = emit(f"shift_{xh}", "finite_or_zero",
+                 emit("", "max", x, axis=axis, keepdims=keep, shift=True))
         e = emit(f"exp_{xh}_shifted", "exp", emit(f"{xh}_shifted", "sub", x, m))
         total = emit(f"sumexp_{xh}", "sum", e, axis=axis, keepdims=keep)
         if op.op == "softmax":

@@ -272,7 +272,8 @@ def _cases():
         op = case[0].split("-")[0]
         # every op; every axis of the normalisations; every exponent; means over several axes
         several = op == "mean" and ("all" in case[0] or "broadcast" in case[0])
-        key = case[0] if op in ("logsumexp", "softmax", "log_softmax", "pow") or several else op
+        key = (case[0] if op in ("logsumexp", "softmax", "log_softmax", "pow", "max", "min")
+               or several else op)
         if key not in seen and "of-product" not in case[0]:
             seen.add(key)
             picked.append(case)
@@ -324,14 +325,11 @@ def test_backends_agree_on_non_finite_and_empty_inputs_for_every_op():
     Numba; relu's gradient at NaN, softplus's at inf and (-inf) ** 0.5 differed; NumPy's inv,
     det and logdet computed what Numba refused; logsumexp over an empty axis raised in NumPy;
     Numba's mean over two axes divided by M and multiplied by N; Numba could not compile
-    logsumexp(a, keepdims=True)."""
+    logsumexp(a, keepdims=True); Numba's max and min (over every axis or one) skipped NaN and
+    gave -inf or inf over an empty axis, where np.max raises."""
     from test_ops import DIMS
 
-    # Known disagreement, not fixed yet (the vocabulary issue's max/min over every axis): the
-    # Numba loop's max skips NaN and gives -inf on an empty array where NumPy propagates NaN
-    # and raises. Left out here so that every other op stays checked.
-    known = {"max-all", "min-all"}
-    cases = [c for c in _cases() if c[0] not in known]
+    cases = _cases()
     lines = ["module: t", "dims: {M: 3, N: 4, P: 2}", "functions:"]
     for i, (_, expr, inputs, _) in enumerate(cases):
         lines += [f"  f{i}:", "    inputs:"]

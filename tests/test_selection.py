@@ -50,6 +50,11 @@ functions:
     steps:
       - y = min(a)
     outputs: [y]
+  all_max:
+    inputs: {a: [M, N]}
+    steps:
+      - y = 2 * max(a)
+    outputs: [y]
   col_min:
     inputs: {a: [M, N]}
     steps:
@@ -100,6 +105,7 @@ CASES = {
     "row_max": ((A,), ([[0.0, 1.0, 1.0], [0.0, 2.0, 0.0]],)),
     "all_min": ((np.array([[1.0, 1.0], [2.0, 1.0]]),), ([[1 / 3, 1 / 3], [0.0, 1 / 3]],)),
     "col_min": ((np.array([[1.0, 2.0], [1.0, 0.0]]),), ([[0.5, 0.0], [0.5, 1.0]],)),
+    "all_max": ((np.array([[1.0, 3.0], [3.0, 0.0]]),), ([[0.0, 1.0], [1.0, 0.0]],)),
     "safe_log": ((X0,), ([0.0, 0.0, 0.5, 1.0e300, 0.0],)),
     "safe_sqrt": ((np.array([-1.0, 0.0, 4.0]),), ([0.0, 0.0, 0.75],)),
     "safe_exp": ((np.array([50.0, 1.0, 200.0]),), ([2.0, 2.0, np.inf],)),
@@ -146,6 +152,52 @@ def test_conventions_in_closed_form(modules, backend, name):
         assert not np.isnan(got).any(), got
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
         np.testing.assert_allclose(got2, want, rtol=1e-12, atol=1e-300)
+
+
+# The extremes as np.max and np.min compute them: the spec's functions of the module above
+EXTREMES = {
+    "all_max": (lambda a: 2 * np.max(a), None),
+    "all_min": (np.min, None),
+    "row_max": (lambda a: np.sum(np.max(a, axis=1) * 2), 1),
+    "col_min": (lambda a: np.sum(np.min(a, axis=0, keepdims=True)), 0),
+}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("name", list(EXTREMES))
+def test_max_and_min_propagate_nan_and_refuse_empty_input_as_numpy_does(modules, backend, name):
+    """A NaN among the elements a max or min reduces gives NaN, as np.max does, and NaN
+    gradients over that slice (0/0 ties); reducing an axis of size 0 raises np.max's
+    ValueError, in every call. Before: Numba's loop skipped NaN (max(acc, nan) is acc) and gave
+    -inf or inf over an empty axis."""
+    if backend not in modules:
+        pytest.skip("numba not installed")
+    mod = modules[backend]
+    oracle, axis = EXTREMES[name]
+    a = np.array([[0.5, -1.0, 2.0], [1.5, 0.25, -3.0]])
+    a[1, 1] = np.nan
+    for y in (getattr(mod, name)(a), getattr(mod, name + "_forward")(a)[0]):
+        assert np.isnan(oracle(a)) and np.isnan(y), y
+    with np.errstate(invalid="ignore"):
+        y, (grad,) = getattr(mod, name + "_value_and_grad")(a)
+    assert np.isnan(y)
+    touched = np.zeros(a.shape, bool)  # the elements reduced together with the NaN
+    touched[1 if axis == 1 else slice(None), 1 if axis == 0 else slice(None)] = True
+    np.testing.assert_array_equal(np.isnan(grad), touched)
+    for shape in ((0, 3), (2, 0), (0, 0)):
+        empty = np.zeros(shape)
+        try:
+            expected = oracle(empty)
+        except ValueError as e:
+            assert "zero-size array to reduction operation" in str(e)
+            for call in (name, name + "_forward", name + "_value_and_grad"):
+                with pytest.raises(ValueError, match="zero-size array to reduction operation "
+                                                     "maximum which has no identity"):
+                    getattr(mod, call)(empty)
+        else:  # only non-empty axes reduced over nothing: an empty sum
+            assert getattr(mod, name)(empty) == expected == 0.0
+            y, (grad,) = getattr(mod, name + "_value_and_grad")(empty)
+            assert y == 0.0 and grad.shape == shape
 
 
 def test_where_selects_the_cotangent_it_does_not_multiply_by_a_mask():
@@ -221,11 +273,65 @@ def test_numba_agrees_on_the_new_op_cases():
             np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-10, err_msg=case_id)
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason=(
-    "on main before this branch too: the Numba emitter's fused sums lose the name of an "
-    "accumulated total when a column [M, 1] is broadcast twice in one chain (fusion.py's "
-    "_accumulation); clip(a, b, b + 2) meets it, so the op-table case uses two inputs"))
-def test_numba_generates_the_gradient_of_a_column_broadcast_twice():
-    text = ("dims: {M: 3, N: 4}\nfunctions:\n  f:\n    inputs: {a: [M, N], b: [M, 1]}\n"
-            "    steps:\n      - y = abs(abs(a * (b - 1)) * (b + 1))\n    outputs: [y]\n")
-    codegen.generate_source(text, path="t.yaml", backend="numba")
+# A [M, 1] column or [1, N] row broadcast in several places of one fused chain, before and
+# after a reduction: each broadcast's gradient is a sum over the broadcast axis, and the fusion
+# pass adds the later sums of one loop into the earliest one's total. Before: when the chain
+# met a sum of the same shape after the one it was added to, the Numba emitter raised
+# KeyError (the total's name was not bound yet), e.g. for clip(a, b, b + 2).
+BROADCAST_TWICE = [
+    ("y = abs(abs(a * (b - 1)) * (b + 1))",),
+    ("y = clip(a, b, b + 2)",),
+    ("y = clip(a * r, b - r, b + 2)",),
+    ("y = maximum(a * r, r - 1) * (r + 2)",),
+    ("y = minimum(a - b, b * b) + a * (b + 1)",),
+    ("y = a * b + sin(a * (b - 1)) * cos(b + 2 * a)",),
+    ("s = sum(a * b, axis=1, keepdims=True)", "y = (s + b) * (a - b)"),
+    ("s = sum(a * (r - 1), axis=0, keepdims=True)", "y = tanh(s * r) * (a + r)"),
+    ("y = sum((a - b) ** 2 * (b + r) + abs(a * b))",),
+    ("y = sum(tanh(a * b) * (b + 1), axis=1)",),
+    ("y = mean(a * b * (b + 1) + (a - b) * r, axis=0)",),
+    ("e = exp(a * b - 1)", "y = e * r / sum(e * (r + 3), axis=0, keepdims=True)"),
+    ("y = softmax(a * b, axis=1) * (b - 1) + log_softmax(a * r, axis=0) * r",),
+    ("y = max(a * b, axis=1, keepdims=True) * (b + 1) + a * (b - 2)",),
+    ("z = a * b", "w = z * (b + 1) + z * (b - 1)", "y = sum(w * w) + sum(w * r)"),
+]
+
+
+def test_numba_agrees_on_a_column_or_row_broadcast_in_several_places_of_one_chain():
+    """Values against the interpreter and the NumPy module; gradients against the NumPy module
+    and central differences (float64). All functions in one module: one Numba compile."""
+    pytest.importorskip("numba")
+    from helpers import numeric_grad
+
+    lines = ["module: bcast", "dims: {M: 3, N: 4}", "functions:"]
+    for k, steps in enumerate(BROADCAST_TWICE):
+        lines += [f"  f{k}:", "    inputs: {a: [M, N], b: [M, 1], r: [1, N]}", "    steps:"]
+        lines += [f"      - {step}" for step in steps]
+        lines += ["    outputs: [y]"]
+    text = "\n".join(lines) + "\n"
+    compiled = compile_spec(load_spec(text, "bcast.yaml"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", codegen.SpecWarning)  # non-scalar outputs, unused r
+        numpy_mod = codegen.load_module(text, path="bcast.yaml")
+        numba_mod = codegen.load_module(text, backend="numba", path="bcast.yaml")
+    rng = np.random.default_rng(7)
+    for k, steps in enumerate(BROADCAST_TWICE):
+        what = f"f{k}: {'; '.join(steps)}"
+        args = [rng.standard_normal(s) for s in ((3, 4), (3, 1), (1, 4))]
+        (reference,) = interpret(compiled.functions[k], args)
+        y_nb, g_nb = getattr(numba_mod, f"f{k}_value_and_grad")(*args)
+        y_np, g_np = getattr(numpy_mod, f"f{k}_value_and_grad")(*args)
+        np.testing.assert_allclose(y_nb, reference, rtol=1e-10, atol=1e-12, err_msg=what)
+        np.testing.assert_allclose(getattr(numba_mod, f"f{k}")(*args), reference, rtol=1e-10,
+                                   atol=1e-12, err_msg=what)
+        np.testing.assert_allclose(y_np, reference, rtol=1e-10, atol=1e-12, err_msg=what)
+        assert len(g_nb) == len(g_np) == 3, what
+        for i, (x_nb, x_np) in enumerate(zip(g_nb, g_np)):
+            np.testing.assert_allclose(x_nb, x_np, rtol=1e-9, atol=1e-10, err_msg=what)
+
+            def total(xs, k=k):
+                (out,) = interpret(compiled.functions[k], xs)
+                return float(np.sum(out))
+
+            np.testing.assert_allclose(x_nb, numeric_grad(total, args, i), rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{what}: gradient {i} vs finite differences")
