@@ -237,7 +237,6 @@ def test_kinds_not_asked_are_absent(mod):
     assert hasattr(mod, "affine_value_and_grad") and hasattr(mod, "affine_backward")
 
 
-@pytest.mark.xfail(strict=True, reason="FINDINGS.md #1")
 def test_array_api_module_has_derivative_kinds(outdir):
     """§3c: the array-API module has 'the same names and results as the NumPy module'."""
     xp_mod = import_generated(outdir, "ho_der_xp")

@@ -139,7 +139,6 @@ def _jax_hessian(fn, inputs, wrt):
     return np.asarray(jax.hessian(f_flat)(flat))
 
 
-@pytest.mark.xfail(strict=True, reason="FINDINGS.md #8")
 def test_hessian_through_labels(mods):
     m = mods[0]
     r = np.random.default_rng(4)
@@ -159,8 +158,6 @@ def test_hessian_through_labels(mods):
 
 def test_hessian_through_one_hot(mods, request):
     m = mods[0]
-    if m.__name__.endswith("_numba"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="FINDINGS.md #8"))
     r = np.random.default_rng(6)
     inp2 = {"Z": r.standard_normal((3, 4)), "y": np.array([1, 3, 3])}
 

@@ -388,6 +388,7 @@ def test_good_spec_with_all_kinds_writes_three_modules(tmp_path):
             derivatives: [jvp, jacobian, hvp, hessian]
             steps:
               - loss = sum(tanh(x) ** 2)
+            outputs: [loss]
         """,
     )
     proc = run_codegen([str(spec), "-o", "out", "--backend", "all", "--gradcheck"], cwd=tmp_path)

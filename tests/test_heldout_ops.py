@@ -307,10 +307,7 @@ def _check(mod, name, convert=lambda a: a):
 
 
 # Known failures, each recorded in FINDINGS.md: (test kind, function) -> finding number
-XFAIL = {
-    ("numpy", "ein_vec"): 2,
-    ("strict", "cat_stack"): 4,
-}
+XFAIL: dict[tuple[str, str], int] = {}  # (all fixed: FINDINGS.md #2, #4)
 EINSUM = {"ein_batched", "ein_three", "ein_vec"}
 
 

@@ -30,7 +30,7 @@ CASES = {
         """,
         {"X": R.standard_normal((2, 3, 4))},
         lambda X: jnp.sum(jnp.einsum("bnd->dn", X) ** 3),
-        5,
+        None,
     ),
     "einsum_contract_two_sum_one": (
         """
@@ -42,7 +42,7 @@ CASES = {
         """,
         {"A": R.standard_normal((2, 3)), "Bm": R.standard_normal((3, 4))},
         lambda A, Bm: jnp.sum(jnp.einsum("ij,jk->i", A, Bm) ** 2),
-        5,
+        None,
     ),
     # §1 "matrix/vector in any pairing" + §1b "batched matrix product (NumPy matmul)":
     # a batch of matrices times a vector is np.matmul's [B, N, K] @ [K] -> [B, N].
@@ -56,7 +56,7 @@ CASES = {
         """,
         {"X": R.standard_normal((2, 3, 4)), "v": R.standard_normal(4)},
         lambda X, v: jnp.sum(jnp.tanh(X @ v)),
-        6,
+        None,
     ),
     "vector_at_batch": (
         """
@@ -68,7 +68,7 @@ CASES = {
         """,
         {"v": R.standard_normal(3), "X": R.standard_normal((2, 3, 4))},
         lambda v, X: jnp.sum(jnp.sin(v @ X)),
-        6,
+        None,
     ),
     # §1b: bool inputs ("m: {shape: [N, N], dtype: bool}") are masks; where takes a mask.
     "bool_mask_where": (
@@ -82,7 +82,7 @@ CASES = {
         """,
         {"S": R.standard_normal((3, 3)), "m": np.tril(np.ones((3, 3), dtype=bool))},
         lambda S, m: jnp.sum(jax.nn.softmax(jnp.where(m, S, -1000.0), axis=1) * S),
-        7,
+        None,
     ),
     "negative_axes": (
         """
@@ -356,7 +356,7 @@ CASES = {
         """,
         {"u": R.standard_normal(3), "w": R.standard_normal(3)},
         lambda u, w: jnp.dot(u, w) ** 2,
-        2,
+        None,
     ),
 }
 
