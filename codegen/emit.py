@@ -282,8 +282,9 @@ class Emitter:
 
         ``sum(x ** 2)`` and ``sum(x * y)`` are ``np.vdot``: float64 only, where BLAS ``ddot`` is as
         accurate as pairwise summation (``sdot`` in float32 is not).  The sum over rows of
-        ``x * y`` (a row vector's gradient) is ``np.einsum("ij,ij->j", x, y)``: NumPy adds rows
-        one after the other there too, so the einsum is as accurate, and it is faster.
+        ``x * y`` (a row vector's gradient) is ``np.einsum("ij,ij->j", x, y)``, over the leading
+        axes of a batch ``np.einsum("ijk,ijk->k", x, y)``: NumPy adds rows one after the other
+        there too, so the einsum is as accurate, and it is faster.
         """
         if not self.plan_memory or op.op != "sum" or op.attr("keepdims", False):
             return None
@@ -301,8 +302,15 @@ class Emitter:
         axis = op.attr("axis")
         if axis is None and self.dtype == "float64":
             return E.call("np.vdot", x.name, y.name).render(), ATOM
-        if axis == 0 and len(prod.shape) == 2:
-            return E.call("np.einsum", E.Leaf('"ij,ij->j"'), x.name, y.name).render(), ATOM
+        rank = len(prod.shape)
+        axes = {axis} if isinstance(axis, int) else set(axis) if isinstance(axis, tuple) else None
+        if axes is not None and rank <= 4 and rank - 1 not in {a % rank for a in axes}:
+            # summed over leading axes only, the last one kept: NumPy's sum adds one row at a
+            # time there too ("ijk,ijk->k" for the gradient of a row broadcast over a batch)
+            ins = "ijkl"[:rank]
+            out = "".join(c for i, c in enumerate(ins) if i not in {a % rank for a in axes})
+            spec = E.Leaf(f'"{ins},{ins}->{out}"')
+            return E.call("np.einsum", spec, x.name, y.name).render(), ATOM
         return None
 
     def typed_number(self, expr: str) -> str:
