@@ -95,6 +95,14 @@ NUMBA: dict[str, NumbaForm] = {
 assert NUMBA.keys() <= OPS.keys(), sorted(NUMBA.keys() - OPS.keys())
 _PLAIN = NumbaForm()  # an op rendered as NumPy renders it
 
+
+def _reverses_axes(op: Op, program: Program) -> bool:
+    """A transpose, or a permutation reversing every axis: rendered as the view ``x.T``."""
+    if op.op == "transpose":
+        return True
+    rank = len(program.shape_of(op.out))
+    return op.op == "permute" and rank >= 2 and op.attr("axes") == tuple(range(rank))[::-1]
+
 # Ops rendered as statements whose result is a view of their operand's buffer.
 _VIEW_OPS = names(result="view")
 
@@ -408,13 +416,15 @@ class NumbaEmitter(Emitter):
                 stmts.extend(self.render_group(item, program, names, dim, dead))
                 block = None  # the loop's comment names its own steps
                 owned |= {op.out for op in item.ops if op.op not in REDUCTIONS}
-            elif (item.op == "transpose" and isinstance(item.args[0], str)
+            elif (_reverses_axes(item, program) and isinstance(item.args[0], str)
                   and item.out not in live_out and item.args[0] not in self.views):
-                self.views[item.out] = item.args[0]
+                self.views[item.out] = item.args[0]  # x.T: Numba types it F-contiguous
             else:
                 args = [(E.Attr(E.as_expr(names.of[self.views[a]]), "T").render(), ATOM)
                         if isinstance(a, str) and a in self.views
                         else self.arg_expr(a, names, dim, {}) for a in item.args]
+                if item.op == "matmul":
+                    args = self.dot_operands(item, program, args)
                 if item.op == "matmul" and any(len(program.shape_of(a)) > 2 for a in item.args):
                     expr = self.batched_matmul(item, program, args, dim)
                 else:
@@ -495,6 +505,24 @@ class NumbaEmitter(Emitter):
                    and (op.out in item.materialise or op.op in REDUCTIONS)]
         writes = [names.of[v] for v in written + totals + list(item.aliases) if v in names.of]
         return list(dict.fromkeys(reads)), list(dict.fromkeys(writes))
+
+    def dot_operands(self, op: Op, program: Program, args: list[tuple[str, int]]
+                     ) -> list[tuple[str, int]]:
+        """The operands of ``np.dot``, each C- or F-contiguous (Numba's BLAS call wants one or
+        the other; on a strided view it warns and runs its own slower loops): a view other than
+        a transpose (an axis permutation, a slice) is copied with np.ascontiguousarray.  A batch
+        operand is made contiguous by ``batched_matmul`` itself."""
+        out = list(args)
+        ranks = [len(program.shape_of(a)) for a in op.args]
+        for k, a in enumerate(op.args):
+            direct = ranks[k] <= 2 and (k == 1 or ranks[1] <= 2)  # passed to np.dot as it is
+            if not isinstance(a, str) or not direct:
+                continue
+            base = self.views.get(a, a)  # x.T of a contiguous x is contiguous
+            made = self._producers.get(base)
+            if made is not None and made.op in _VIEW_OPS and made.op != "reshape":
+                out[k] = (E.call("np.ascontiguousarray", E.Leaf(*args[k])).render(), ATOM)
+        return out
 
     def batched_matmul(self, op: Op, program: Program, args: list[tuple[str, int]],
                        dim: dict[str, str]) -> E.Expr:
