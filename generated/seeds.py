@@ -1029,13 +1029,11 @@ def row_broadcast_addition_backward(saved, g=1.0):
     broadcasts)."""
     (C,) = saved
     g = _check_cotangent("row_broadcast_addition", g, ())
-    # f = sum(G * C), backward:
-    #   → Hadamard product: dG = g * C
-    dG = g * C
     # G = K + x, backward:
-    #   → addition: dx = sum(dG, axis=0, keepdims=True); broadcast [1, N] to [M, N]: sum over rows
-    dx = np.sum(dG, axis=0, keepdims=True)
-    del dG
+    #   → addition: dx = g * sum(C, axis=0, keepdims=True); broadcast [1, N] to [M, N]: sum over
+    #       rows
+    dx = np.sum(C, axis=0, keepdims=True)
+    dx *= g
     return row_broadcast_addition_Grads(x=dx)
 
 
@@ -1094,14 +1092,11 @@ def column_broadcast_addition_backward(saved, g=1.0):
     broadcasts)."""
     (C,) = saved
     g = _check_cotangent("column_broadcast_addition", g, ())
-    # f = sum(G * C), backward:
-    #   → Hadamard product: dG = g * C
-    dG = g * C
     # G = K + x, backward:
-    #   → addition: dx = sum(dG, axis=1, keepdims=True); broadcast [M, 1] to [M, N]: sum over
+    #   → addition: dx = g * sum(C, axis=1, keepdims=True); broadcast [M, 1] to [M, N]: sum over
     #       columns
-    dx = np.sum(dG, axis=1, keepdims=True)
-    del dG
+    dx = np.sum(C, axis=1, keepdims=True)
+    dx *= g
     return column_broadcast_addition_Grads(x=dx)
 
 
