@@ -439,7 +439,7 @@ class NumbaEmitter(Emitter):
                 block = None  # the loop's comment names its own steps
                 owned |= {op.out for op in item.ops if op.op not in REDUCTIONS}
             elif item.out in absorbed:
-                continue
+                pass  # no statement: the products read its base
             elif (_reverses_axes(item, program) and isinstance(item.args[0], str)
                   and item.out not in live_out and item.args[0] not in self.views):
                 self.views[item.out] = item.args[0]  # x.T: Numba types it F-contiguous

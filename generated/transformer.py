@@ -207,10 +207,11 @@ def _erf(x, out=None):
     """erf per element, vectorised (NumPy has none): within 1e-15 of the standard library's
     (relative; subnormal results within a unit of the last place).
 
-    Below 2**-28, 2 x / sqrt(pi); below |x| = 1.5 the series erf(x) = 2 x exp(-x^2) / sqrt(pi) * sum_n (2 x^2)^n / (1 3 ... (2n+1))
-    (25 terms, Horner's scheme); from 1.5 to 30, 1 - erfc(|x|) with the sign of x, erfc from 50
-    convergents of its continued fraction x exp(-x^2) / sqrt(pi) / (x^2 + 1/2 - 1/2 / (x^2 + 5/2
-    - 3 / (x^2 + 9/2 - ...))); beyond, +-1 (erfc(30) is below the smallest double); NaN stays NaN.
+    Below |x| = 2**-28, 2 x / sqrt(pi); below 1.5, the series
+    erf(x) = 2 x exp(-x^2) / sqrt(pi) * sum_n (2 x^2)^n / (1 3 ... (2n+1)), 25 terms by Horner's
+    scheme; from 1.5 to 30, 1 - erfc(|x|) with the sign of x, erfc from the 50th convergent of
+    its continued fraction x exp(-x^2) / sqrt(pi) / (x^2 + 1/2 - 1/2 / (x^2 + 5/2 - 3 / (x^2
+    + 9/2 - ...))); beyond, +-1 (erfc(30) is below the smallest double); NaN stays NaN.
     """
     x = np.asarray(x)
     y = np.empty(x.shape, np.float64)

@@ -110,6 +110,8 @@ class classifier_Saved(NamedTuple):
     N: int
     P: int
     D: int
+    F: int
+    K: int
 
 
 _CLASSIFIER_INPUTS = (
@@ -428,6 +430,8 @@ def _classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W
         N,
         P,
         D,
+        F,
+        K,
     )
 
 
@@ -469,6 +473,8 @@ def _classifier_backward(
     N,
     P,
     D,
+    F,
+    K,
 ):
     # scalars:
     #   loss = -mean(take_along_axis(log_softmax(logits, axis=1), y, axis=1)), backward:
@@ -864,6 +870,8 @@ def _classifier_value_and_grad(
     N = X.shape[1]
     P = X.shape[2]
     D = We.shape[1]
+    F = W1.shape[1]
+    K = Wc.shape[2]
     # h = X @ We + pos
     h_1 = np.dot(np.ascontiguousarray(X).reshape((-1, P)), We).reshape((B, N, D))
     # fused loop over [B, N, D]:
@@ -1509,6 +1517,8 @@ def classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W2
             N,
             P,
             D,
+            F,
+            K,
         ) = _classifier_forward.checked(
             X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W2, b2, Wc, bc
         )
@@ -1556,6 +1566,8 @@ def classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W2
             N,
             P,
             D,
+            F,
+            K,
         ) = _run_checked(
             _classifier_forward,
             X,
@@ -1613,6 +1625,8 @@ def classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W2
         N=N,
         P=P,
         D=D,
+        F=F,
+        K=K,
     )
 
 
