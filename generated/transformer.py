@@ -367,7 +367,7 @@ def classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W2
     F = W1.shape[1]
     K = Wc.shape[2]
     # h = X @ We + pos
-    h = X @ We
+    h = (X.reshape(B * N, P) @ We).reshape(B, N, D)
     h += pos
     # mu1 = mean(h, axis=2, keepdims=True)
     mu1 = np.mean(h, axis=2, keepdims=True)
@@ -383,11 +383,11 @@ def classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W2
     hn = hn_4 * g1
     hn += c1
     # Q = hn @ Wq
-    Q = hn @ Wq
+    Q = (hn.reshape(B * N, D) @ Wq).reshape(B, N, D)
     # Kt = hn @ Wk
-    Kt = hn @ Wk
+    Kt = (hn.reshape(B * N, D) @ Wk).reshape(B, N, D)
     # V = hn @ Wv
-    V = hn @ Wv
+    V = (hn.reshape(B * N, D) @ Wv).reshape(B, N, D)
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2)
     S_1 = np.transpose(Kt, (0, 2, 1))
     del Kt
@@ -395,7 +395,7 @@ def classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W2
     S = _softmax(Q @ S_1 / S_3, axis=2)
     # h2 = h + S @ V @ Wo
     h2_1 = S @ V
-    h2 = np.add(h, h2_1 @ Wo, out=h)
+    h2 = np.add(h, (h2_1.reshape(B * N, D) @ Wo).reshape(B, N, D), out=h)
     del h
     # mu2 = mean(h2, axis=2, keepdims=True)
     mu2 = np.mean(h2, axis=2, keepdims=True)
@@ -411,7 +411,7 @@ def classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W2
     hn2 = hn2_4 * g2
     hn2 += c2
     # U = hn2 @ W1 + b1
-    U = hn2 @ W1
+    U = (hn2.reshape(B * N, D) @ W1).reshape(B, N, F)
     U += b1
     # G = 0.5 * U * (1 + erf(U / sqrt(2)))
     G_1 = 0.5 * U
@@ -421,7 +421,7 @@ def classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W2
     G_4 += 1
     G = G_1 * G_4
     # h3 = h2 + G @ W2 + b2
-    h3 = np.add(h2, G @ W2, out=h2)
+    h3 = np.add(h2, (G.reshape(B * N, F) @ W2).reshape(B, N, D), out=h2)
     h3 += b2
     del h2
     # logits = einsum("bnd,ndk->bk", h3, Wc) + bc
@@ -538,7 +538,7 @@ def classifier_backward(saved, g=1.0):
     #   → addition: db2 = sum(dh3, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over axes 0, 1
     db2 = np.sum(dh3, axis=(0, 1))
     #   → batched matrix product: dG = dh3 @ W2.T
-    dG = dh3 @ W2.T
+    dG = (dh3.reshape(B * N, D) @ W2.T).reshape(B, N, F)
     #   → batched matrix product: dW2 = G.reshape([B*N, F]).T @ dh3.reshape([B*N, D])
     dW2 = G.reshape((B * N, F)).T @ dh3.reshape((B * N, D))
     # G = 0.5 * U * (1 + erf(U / sqrt(2))), backward:
@@ -564,7 +564,7 @@ def classifier_backward(saved, g=1.0):
     #   → addition: db1 = sum(dU, axis=(0, 1)); broadcast [F] to [B, N, F]: sum over axes 0, 1
     db1 = np.sum(dU, axis=(0, 1))
     #   → batched matrix product: dhn2 = dU @ W1.T
-    dhn2 = dU @ W1.T
+    dhn2 = (dU.reshape(B * N, F) @ W1.T).reshape(B, N, D)
     #   → batched matrix product: dW1 = hn2.reshape([B*N, D]).T @ dU.reshape([B*N, F])
     dW1 = hn2.reshape((B * N, D)).T @ dU.reshape((B * N, F))
     del dU
@@ -612,7 +612,7 @@ def classifier_backward(saved, g=1.0):
     del dmu2
     # h2 = h + S @ V @ Wo, backward:
     #   → batched matrix product: dh2_1 = dh2 @ Wo.T
-    dh2_1 = dh2 @ Wo.T
+    dh2_1 = (dh2.reshape(B * N, D) @ Wo.T).reshape(B, N, D)
     #   → batched matrix product: dWo = h2_1.reshape([B*N, D]).T @ dh2.reshape([B*N, D])
     dWo = h2_1.reshape((B * N, D)).T @ dh2.reshape((B * N, D))
     #   → batched matrix product: dS = dh2_1 @ permute(V)
@@ -632,7 +632,7 @@ def classifier_backward(saved, g=1.0):
     dQ = dS_2 @ np.transpose(S_1, (0, 2, 1))
     # Q = hn @ Wq, backward:
     #   → batched matrix product: dhn = dQ @ Wq.T
-    dhn = dQ @ Wq.T
+    dhn = (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
     #   → batched matrix product: dWq = hn.reshape([B*N, D])
     dWq = hn.reshape((B * N, D))
     #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
@@ -644,13 +644,13 @@ def classifier_backward(saved, g=1.0):
     del dS_2
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: dhn = dhn + dKt @ Wk.T; accumulate (dhn: hn is used 3 times)
-    dhn += dKt @ Wk.T
+    dhn += (dKt.reshape(B * N, D) @ Wk.T).reshape(B, N, D)
     #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
     dWk = dWq.T @ dKt.reshape((B * N, D))
     del dKt
     # V = hn @ Wv, backward:
     #   → batched matrix product: dhn = dhn + dV @ Wv.T; accumulate (dhn: hn is used 3 times)
-    dhn += dV @ Wv.T
+    dhn += (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
     #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
     dWv = dWq.T @ dV.reshape((B * N, D))
     del dWq, dV
@@ -740,7 +740,7 @@ def classifier_value_and_grad(
     F = W1.shape[1]
     K = Wc.shape[2]
     # h = X @ We + pos
-    h = X @ We
+    h = (X.reshape(B * N, P) @ We).reshape(B, N, D)
     h += pos
     # mu1 = mean(h, axis=2, keepdims=True)
     mu1 = np.mean(h, axis=2, keepdims=True)
@@ -756,11 +756,11 @@ def classifier_value_and_grad(
     hn = hn_4 * g1
     hn += c1
     # Q = hn @ Wq
-    Q = hn @ Wq
+    Q = (hn.reshape(B * N, D) @ Wq).reshape(B, N, D)
     # Kt = hn @ Wk
-    Kt = hn @ Wk
+    Kt = (hn.reshape(B * N, D) @ Wk).reshape(B, N, D)
     # V = hn @ Wv
-    V = hn @ Wv
+    V = (hn.reshape(B * N, D) @ Wv).reshape(B, N, D)
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2)
     S_1 = np.transpose(Kt, (0, 2, 1))
     del Kt
@@ -768,7 +768,7 @@ def classifier_value_and_grad(
     S = _softmax(Q @ S_1 / S_3, axis=2)
     # h2 = h + S @ V @ Wo
     h2_1 = S @ V
-    h2 = np.add(h, h2_1 @ Wo, out=h)
+    h2 = np.add(h, (h2_1.reshape(B * N, D) @ Wo).reshape(B, N, D), out=h)
     del h
     # mu2 = mean(h2, axis=2, keepdims=True)
     mu2 = np.mean(h2, axis=2, keepdims=True)
@@ -784,7 +784,7 @@ def classifier_value_and_grad(
     hn2 = hn2_4 * g2
     hn2 += c2
     # U = hn2 @ W1 + b1
-    U = hn2 @ W1
+    U = (hn2.reshape(B * N, D) @ W1).reshape(B, N, F)
     U += b1
     # G = 0.5 * U * (1 + erf(U / sqrt(2)))
     G_1 = 0.5 * U
@@ -794,7 +794,7 @@ def classifier_value_and_grad(
     G_4 += 1
     G = G_1 * G_4
     # h3 = h2 + G @ W2 + b2
-    h3 = np.add(h2, G @ W2, out=h2)
+    h3 = np.add(h2, (G.reshape(B * N, F) @ W2).reshape(B, N, D), out=h2)
     h3 += b2
     del h2
     # logits = einsum("bnd,ndk->bk", h3, Wc) + bc
@@ -825,7 +825,7 @@ def classifier_value_and_grad(
     #   → addition: db2 = sum(dh3, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over axes 0, 1
     db2 = np.sum(dh3, axis=(0, 1))
     #   → batched matrix product: dG = dh3 @ W2.T
-    dG = dh3 @ W2.T
+    dG = (dh3.reshape(B * N, D) @ W2.T).reshape(B, N, F)
     #   → batched matrix product: dW2 = G.reshape([B*N, F]).T @ dh3.reshape([B*N, D])
     dW2 = G.reshape((B * N, F)).T @ dh3.reshape((B * N, D))
     del G
@@ -853,7 +853,7 @@ def classifier_value_and_grad(
     #   → addition: db1 = sum(dU, axis=(0, 1)); broadcast [F] to [B, N, F]: sum over axes 0, 1
     db1 = np.sum(dU, axis=(0, 1))
     #   → batched matrix product: dhn2 = dU @ W1.T
-    dhn2 = dU @ W1.T
+    dhn2 = (dU.reshape(B * N, F) @ W1.T).reshape(B, N, D)
     #   → batched matrix product: dW1 = hn2.reshape([B*N, D]).T @ dU.reshape([B*N, F])
     dW1 = hn2.reshape((B * N, D)).T @ dU.reshape((B * N, F))
     del hn2, dU
@@ -901,7 +901,7 @@ def classifier_value_and_grad(
     del dmu2
     # h2 = h + S @ V @ Wo, backward:
     #   → batched matrix product: dh2_1 = dh2 @ Wo.T
-    dh2_1 = dh2 @ Wo.T
+    dh2_1 = (dh2.reshape(B * N, D) @ Wo.T).reshape(B, N, D)
     #   → batched matrix product: dWo = h2_1.reshape([B*N, D]).T @ dh2.reshape([B*N, D])
     dWo = h2_1.reshape((B * N, D)).T @ dh2.reshape((B * N, D))
     del h2_1
@@ -924,7 +924,7 @@ def classifier_value_and_grad(
     del S_1
     # Q = hn @ Wq, backward:
     #   → batched matrix product: dhn = dQ @ Wq.T
-    dhn = dQ @ Wq.T
+    dhn = (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
     #   → batched matrix product: dWq = hn.reshape([B*N, D])
     dWq = hn.reshape((B * N, D))
     del hn
@@ -937,13 +937,13 @@ def classifier_value_and_grad(
     del dS_2, Q
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: dhn = dhn + dKt @ Wk.T; accumulate (dhn: hn is used 3 times)
-    dhn += dKt @ Wk.T
+    dhn += (dKt.reshape(B * N, D) @ Wk.T).reshape(B, N, D)
     #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
     dWk = dWq.T @ dKt.reshape((B * N, D))
     del dKt
     # V = hn @ Wv, backward:
     #   → batched matrix product: dhn = dhn + dV @ Wv.T; accumulate (dhn: hn is used 3 times)
-    dhn += dV @ Wv.T
+    dhn += (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
     #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
     dWv = dWq.T @ dV.reshape((B * N, D))
     del dWq, dV
@@ -1067,11 +1067,11 @@ def attention_forward(X, C, Wq, Wk, Wv):
     N = X.shape[1]
     D = X.shape[2]
     # Q = X @ Wq
-    Q = X @ Wq
+    Q = (X.reshape(B * N, D) @ Wq).reshape(B, N, D)
     # Kt = X @ Wk
-    Kt = X @ Wk
+    Kt = (X.reshape(B * N, D) @ Wk).reshape(B, N, D)
     # V = X @ Wv
-    V = X @ Wv
+    V = (X.reshape(B * N, D) @ Wv).reshape(B, N, D)
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V
     A_1 = np.transpose(Kt, (0, 2, 1))
     del Kt
@@ -1110,7 +1110,7 @@ def attention_backward(saved, g=1.0):
     dQ = dA_2 @ np.transpose(A_1, (0, 2, 1))
     # Q = X @ Wq, backward:
     #   → batched matrix product: dX = dQ @ Wq.T
-    dX = dQ @ Wq.T
+    dX = (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
     #   → batched matrix product: dWq = X.reshape([B*N, D])
     dWq = X.reshape((B * N, D))
     #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
@@ -1122,13 +1122,13 @@ def attention_backward(saved, g=1.0):
     del dA_2
     # Kt = X @ Wk, backward:
     #   → batched matrix product: dX = dX + dKt @ Wk.T; accumulate (dX: X is used 3 times)
-    dX += dKt @ Wk.T
+    dX += (dKt.reshape(B * N, D) @ Wk.T).reshape(B, N, D)
     #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
     dWk = dWq.T @ dKt.reshape((B * N, D))
     del dKt
     # V = X @ Wv, backward:
     #   → batched matrix product: dX = dX + dV @ Wv.T; accumulate (dX: X is used 3 times)
-    dX += dV @ Wv.T
+    dX += (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
     #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
     dWv = dWq.T @ dV.reshape((B * N, D))
     del dWq, dV
@@ -1143,11 +1143,11 @@ def attention_value_and_grad(X, C, Wq, Wk, Wv):
     N = X.shape[1]
     D = X.shape[2]
     # Q = X @ Wq
-    Q = X @ Wq
+    Q = (X.reshape(B * N, D) @ Wq).reshape(B, N, D)
     # Kt = X @ Wk
-    Kt = X @ Wk
+    Kt = (X.reshape(B * N, D) @ Wk).reshape(B, N, D)
     # V = X @ Wv
-    V = X @ Wv
+    V = (X.reshape(B * N, D) @ Wv).reshape(B, N, D)
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V
     A_1 = np.transpose(Kt, (0, 2, 1))
     del Kt
@@ -1174,7 +1174,7 @@ def attention_value_and_grad(X, C, Wq, Wk, Wv):
     del A_1
     # Q = X @ Wq, backward:
     #   → batched matrix product: dX = dQ @ Wq.T
-    dX = dQ @ Wq.T
+    dX = (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
     #   → batched matrix product: dWq = X.reshape([B*N, D])
     dWq = X.reshape((B * N, D))
     #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
@@ -1186,13 +1186,13 @@ def attention_value_and_grad(X, C, Wq, Wk, Wv):
     del dA_2, Q
     # Kt = X @ Wk, backward:
     #   → batched matrix product: dX = dX + dKt @ Wk.T; accumulate (dX: X is used 3 times)
-    dX += dKt @ Wk.T
+    dX += (dKt.reshape(B * N, D) @ Wk.T).reshape(B, N, D)
     #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
     dWk = dWq.T @ dKt.reshape((B * N, D))
     del dKt
     # V = X @ Wv, backward:
     #   → batched matrix product: dX = dX + dV @ Wv.T; accumulate (dX: X is used 3 times)
-    dX += dV @ Wv.T
+    dX += (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
     #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
     dWv = dWq.T @ dV.reshape((B * N, D))
     del dWq, dV
