@@ -559,7 +559,8 @@ class NumbaEmitter(Emitter):
         (``swapaxes(K, 1, 2)``) is passed untransposed with a flag, and read as transposed views
         of its matrices (no copy)."""
         (sa, sb), out = (program.shape_of(a) for a in op.args), program.values[op.out].shape
-        a, b = (E.Leaf(*x) for x in args)
+        a: E.Expr = E.Leaf(*args[0])
+        b: E.Expr = E.Leaf(*args[1])
         shape = self.shape_expr(out, dim)
         if len(sb) == 2:
             rows = E.call("np.ascontiguousarray", a)

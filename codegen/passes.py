@@ -205,17 +205,20 @@ def factor_sums(program: Program) -> None:
 
     def factored(x: Arg, total: Op, out: str) -> list[Op] | None:
         """Ops computing ``sum(x)`` (``total``'s axes) into ``out`` with the factor outside."""
-        inner = producers.get(x) if isinstance(x, str) else None
+        if not isinstance(x, str):
+            return None
+        inner = producers.get(x)
         if inner is None or inner.phase != "backward" or uses.get(x) != 1 \
                 or inner.op not in ("neg", "mul", "div"):
             return None
         full = program.values[x].shape
         axes = _summed_axes(total, len(full))
+        y: Arg | None = None
+        b: Arg | None = None
+        k = 0
         if inner.op == "neg":
-            y, b, k = inner.args[0], None, 0
+            y = inner.args[0]
         else:
-            y = b = None
-            k = 0
             for k in ((0, 1) if inner.op == "mul" else (0,)):
                 shape = program.shape_of(inner.args[1 - k])
                 padded = (1,) * (len(full) - len(shape)) + tuple(shape)
@@ -224,11 +227,17 @@ def factor_sums(program: Program) -> None:
                     break
             if y is None:
                 return None
+        assert y is not None
         attrs = total.attrs
         reduced = OPS["sum"].shape([full], dict(attrs))
-        if b is not None and OPS[inner.op].shape([reduced, program.shape_of(b)], {}) != \
-                program.values[out].shape:
-            return None
+        if b is not None:
+            try:
+                same = OPS[inner.op].shape([reduced, program.shape_of(b)], {}) == \
+                    program.values[out].shape
+            except Exception:  # (shapes that do not broadcast: left as they are)
+                same = False
+            if not same:
+                return None
         plain = Op("sum", (y,), attrs, "", total.phase, total.group, total.origin)
         s = plain.out = fresh(reduced, temp_hint(plain, program.values, {}))
         ops = factored(y, plain, s) or [plain]
