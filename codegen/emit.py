@@ -93,6 +93,11 @@ class Emitter:
         self.dtype = dtype
         self.np_dtype = f"np.{dtype}"
         self.used_dims: set[str] = set()  # dims the code rendered so far refers to
+        # products of a batch [..., n, k] and a matrix [k, m] (by id of the op): the batch's
+        # matrices stacked into the rows of one [-1, k] matrix, one BLAS call (as NumPy's matmul
+        # would make one per matrix, each too small for BLAS's threads): ((batch dims, k), the
+        # result's shape)
+        self._flat: dict[int, tuple[tuple[tuple, object], tuple]] = {}
         self.module_names: set[str] = set()  # what the spec's functions bind at module level
 
     # --- expressions ----------------------------------------------------------------------------
@@ -107,6 +112,16 @@ class Emitter:
         fields = self.attr_fields(op, dim)
         if op.op in _LAPACK and op.phase == "forward":
             parts[0] = self.lapack_operand(parts[0])
+        if op.op == "matmul" and id(op) in self._flat:  # a batch times a matrix: one product
+            batch, k = self._flat[id(op)][0]
+            count = E.as_expr(self.dim_ref(batch[0], dim))
+            for d in batch[1:]:  # (not -1: a batch of empty rows has no inferable count)
+                count = E.binop("*", count, E.as_expr(self.dim_ref(d, dim)))
+            rows = E.call(f"{parts[0] if args[0][1] >= ATOM else '(' + parts[0] + ')'}.reshape",
+                          count, E.as_expr(self.dim_ref(k, dim)))
+            product = E.binop("@", E.Leaf(rows.render(), ATOM), E.Leaf(parts[1], ATOM))
+            shape = self.shape_tuple(self._flat[id(op)][1], dim)
+            return f"({product.render()}).reshape{shape}", ATOM
         if op.op == "pow":  # a tree: parentheses by precedence, simple operands hugged as black does
             return E.binop("**", E.Leaf(*args[0]), op.attr("exponent")).render(), opdef.prec  # type: ignore[arg-type]
         if "{args}" in opdef.fmt or "{tuple}" in opdef.fmt:  # any number of operands
@@ -226,6 +241,10 @@ class Emitter:
                     and _python_number(op.args[1], numbers) and not isinstance(op.args[1], Const) \
                     and self.types_number_division():
                 args[0] = self.arg_expr(op.args[0], names, dim, inline, True)
+            if op.op == "matmul" and self.backend == "numpy":
+                sa, sb = (program.shape_of(a) for a in op.args)
+                if len(sa) >= 3 and len(sb) == 2:
+                    self._flat[id(op)] = ((tuple(sa[:-1]), sa[-1]), value.shape)
             arg_nodes = [self.arg_node(a, e, program, names, nodes) for a, e in zip(op.args, args)]
             product_sum = self.render_sum_of_products(op, arg_nodes)
             expr = product_sum or self.render_op(op, args, dim)
@@ -282,8 +301,9 @@ class Emitter:
 
         ``sum(x ** 2)`` and ``sum(x * y)`` are ``np.vdot``: float64 only, where BLAS ``ddot`` is as
         accurate as pairwise summation (``sdot`` in float32 is not).  The sum over rows of
-        ``x * y`` (a row vector's gradient) is ``np.einsum("ij,ij->j", x, y)``: NumPy adds rows
-        one after the other there too, so the einsum is as accurate, and it is faster.
+        ``x * y`` (a row vector's gradient) is ``np.einsum("ij,ij->j", x, y)``, over the leading
+        axes of a batch ``np.einsum("ijk,ijk->k", x, y)``: NumPy adds rows one after the other
+        there too, so the einsum is as accurate, and it is faster.
         """
         if not self.plan_memory or op.op != "sum" or op.attr("keepdims", False):
             return None
@@ -301,8 +321,15 @@ class Emitter:
         axis = op.attr("axis")
         if axis is None and self.dtype == "float64":
             return E.call("np.vdot", x.name, y.name).render(), ATOM
-        if axis == 0 and len(prod.shape) == 2:
-            return E.call("np.einsum", E.Leaf('"ij,ij->j"'), x.name, y.name).render(), ATOM
+        rank = len(prod.shape)
+        axes = {axis} if isinstance(axis, int) else set(axis) if isinstance(axis, tuple) else None
+        if axes is not None and rank <= 4 and rank - 1 not in {a % rank for a in axes}:
+            # summed over leading axes only, the last one kept: NumPy's sum adds one row at a
+            # time there too ("ijk,ijk->k" for the gradient of a row broadcast over a batch)
+            ins = "ijkl"[:rank]
+            out = "".join(c for i, c in enumerate(ins) if i not in {a % rank for a in axes})
+            spec = E.Leaf(f'"{ins},{ins}->{out}"')
+            return E.call("np.einsum", spec, x.name, y.name).render(), ATOM
         return None
 
     def body_namespace(self) -> str:

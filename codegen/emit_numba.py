@@ -100,6 +100,19 @@ _PLAIN = NumbaForm()  # an op rendered as NumPy renders it
 # A local or an array element: an operand a loop line may read several times.
 _SIMPLE = re.compile(r"[A-Za-z_]\w*(\[[\w, ]*\])?")
 
+def _batch_transpose(op: Op, program: Program) -> bool:
+    """``swapaxes(x, 1, 2)`` of a batch of matrices [n, i, j]."""
+    return (op.op == "permute" and op.attr("axes") == (0, 2, 1)
+            and isinstance(op.args[0], str) and len(program.shape_of(op.out)) == 3)
+
+
+def _reverses_axes(op: Op, program: Program) -> bool:
+    """A transpose, or a permutation reversing every axis: rendered as the view ``x.T``."""
+    if op.op == "transpose":
+        return True
+    rank = len(program.shape_of(op.out))
+    return op.op == "permute" and rank >= 2 and op.attr("axes") == tuple(range(rank))[::-1]
+
 # Ops rendered as statements whose result is a view of their operand's buffer.
 _VIEW_OPS = names(result="view")
 
@@ -410,9 +423,25 @@ class NumbaEmitter(Emitter):
         block = None  # the spec step the last statement's comment named
         self._producers = producer
         self._final = annotate.last_of_groups(ops)
+        # batches of transposes that only batched products read: they read the base array
+        # transposed (``_batched_dot``'s flags), so the view needs no statement of its own
+        users: dict[str, list[Op]] = {}
+        for item in items:
+            for op in ([item] if isinstance(item, Op) else item.ops):
+                for a in op.args:
+                    if isinstance(a, str):
+                        users.setdefault(a, []).append(op)
+        standalone = {id(item) for item in items if isinstance(item, Op)}
+        absorbed: set[str] = set()
+        for op in reversed(ops):  # (a transpose of a transpose: both absorbed)
+            if _batch_transpose(op, program) and op.out not in live_out and users.get(op.out) \
+                    and all(u.out in absorbed or (u.op == "matmul" and id(u) in standalone
+                                                  and len(program.values[u.out].shape) == 3)
+                            for u in users[op.out]):
+                absorbed.add(op.out)
 
         def expand(v: str) -> Op | None:
-            return producer.get(v) if v in self.views else None
+            return producer.get(v) if v in self.views or v in absorbed else None
 
         leaf = annotate.hint_leaf(program, names.of)
         for n, item in enumerate(items):
@@ -424,15 +453,20 @@ class NumbaEmitter(Emitter):
                 stmts.extend(self.render_group(item, program, names, dim, dead))
                 block = None  # the loop's comment names its own steps
                 owned |= {op.out for op in item.ops if op.op not in REDUCTIONS}
-            elif (item.op == "transpose" and isinstance(item.args[0], str)
+            elif item.out in absorbed:
+                pass  # no statement: the products read its base
+            elif (_reverses_axes(item, program) and isinstance(item.args[0], str)
                   and item.out not in live_out and item.args[0] not in self.views):
-                self.views[item.out] = item.args[0]
+                self.views[item.out] = item.args[0]  # x.T: Numba types it F-contiguous
             else:
                 args = [(E.Attr(E.as_expr(names.of[self.views[a]]), "T").render(), ATOM)
                         if isinstance(a, str) and a in self.views
+                        else ("", ATOM) if a in absorbed  # (batched_matmul reads its base)
                         else self.arg_expr(a, names, dim, {}) for a in item.args]
+                if item.op == "matmul":
+                    args = self.dot_operands(item, program, args)
                 if item.op == "matmul" and any(len(program.shape_of(a)) > 2 for a in item.args):
-                    expr = self.batched_matmul(item, program, args, dim)
+                    expr = self.batched_matmul(item, program, args, dim, names)
                 else:
                     expr = E.Leaf(*self.render_op(item, args, dim))
                 target = names.bind(item.out, program.values[item.out].hint)
@@ -579,21 +613,55 @@ class NumbaEmitter(Emitter):
         writes = [names.of[v] for v in written + totals + list(item.aliases) if v in names.of]
         return list(dict.fromkeys(reads)), list(dict.fromkeys(writes))
 
+    def dot_operands(self, op: Op, program: Program, args: list[tuple[str, int]]
+                     ) -> list[tuple[str, int]]:
+        """The operands of ``np.dot``, each C- or F-contiguous (Numba's BLAS call wants one or
+        the other; on a strided view it warns and runs its own slower loops): a view other than
+        a transpose (an axis permutation, a slice) is copied with np.ascontiguousarray.  A batch
+        operand is made contiguous by ``batched_matmul`` itself."""
+        out = list(args)
+        ranks = [len(program.shape_of(a)) for a in op.args]
+        for k, a in enumerate(op.args):
+            direct = ranks[k] <= 2 and (k == 1 or ranks[1] <= 2)  # passed to np.dot as it is
+            if not isinstance(a, str) or not direct:
+                continue
+            base = self.views.get(a, a)  # x.T of a contiguous x is contiguous
+            made = self._producers.get(base)
+            if made is not None and made.op in _VIEW_OPS and made.op != "reshape":
+                out[k] = (E.call("np.ascontiguousarray", E.Leaf(*args[k])).render(), ATOM)
+        return out
+
     def batched_matmul(self, op: Op, program: Program, args: list[tuple[str, int]],
-                       dim: dict[str, str]) -> E.Expr:
+                       dim: dict[str, str], bound: Names | None = None) -> E.Expr:
         """``a @ b`` with a batch of matrices on BLAS (Numba's np.dot takes matrices only).
 
         A batch times a matrix is one np.dot of the batch merged into the rows; otherwise both
         operands become contiguous [batch, n, k] arrays (a broadcast batch axis copied) and
-        ``_batched_dot`` calls np.dot once per matrix."""
+        ``_batched_dot`` calls np.dot once per matrix; an operand that is a batch of transposes
+        (``swapaxes(K, 1, 2)``) is passed untransposed with a flag, and read as transposed views
+        of its matrices (no copy)."""
         (sa, sb), out = (program.shape_of(a) for a in op.args), program.values[op.out].shape
-        a, b = (E.Leaf(*x) for x in args)
+        a: E.Expr = E.Leaf(*args[0])
+        b: E.Expr = E.Leaf(*args[1])
         shape = self.shape_expr(out, dim)
         if len(sb) == 2:
             rows = E.call("np.ascontiguousarray", a)
             rows = E.call(f"{rows.render()}.reshape", E.tuple_([-1, self.dim_ref(sa[-1], dim)]))
             return E.call(f"{E.call('np.dot', rows, b).render()}.reshape", shape)
         batch = out[:-2]
+
+        flags = [False, False]
+        for k, v in enumerate(op.args):  # a batch of transposes: its base, read transposed
+            base, flag = v, False
+            while len(batch) == 1 and isinstance(base, str) and base in self._producers \
+                    and _batch_transpose(self._producers[base], program):
+                base, flag = self._producers[base].args[0], not flag
+            if base != v and bound is not None and base in bound.of \
+                    and tuple(program.shape_of(base)[:-2]) == tuple(batch):
+                flags[k] = flag
+                local = E.as_expr(bound.of[base])
+                a, b = (local, b) if k == 0 else (a, local)
+                sa, sb = (program.shape_of(base), sb) if k == 0 else (sa, program.shape_of(base))
 
         def stacked(x: E.Expr, s: tuple) -> E.Expr:
             if tuple(s[:-2]) != tuple(batch):
@@ -605,7 +673,8 @@ class NumbaEmitter(Emitter):
                 [-1, self.dim_ref(s[-2], dim), self.dim_ref(s[-1], dim)]))
 
         self.called.add("_batched_dot")
-        product = E.call("_batched_dot", stacked(a, sa), stacked(b, sb))
+        product = E.call("_batched_dot", stacked(a, sa), stacked(b, sb),
+                         *(E.as_expr(str(f)) for f in flags))
         if len(batch) == 1:
             return product
         return E.call(f"{product.render()}.reshape", shape)

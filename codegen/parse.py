@@ -109,8 +109,30 @@ def parse_function(spec: Spec, fn: FunctionSpec) -> Function:
     _drop_dead_steps(program)
     warnings = _warnings(fn, program, steps)
     _own_outputs(program, builder)
+    _reuse_repeated(program)
     return Function(fn.name, fn.doc, fn, program, tuple(dims), tuple(w.name for w in fn.wrt),
                     warnings, tuple(dict.fromkeys(calls)))
+
+
+def _reuse_repeated(program: Program) -> None:
+    """A temporary that an earlier op of the steps computes already (``X - mu`` written in a
+    variance and again in the normalisation) is that op's value: computed once, saved once,
+    differentiated once.  The values the steps name are all kept, each on its step's line."""
+    distinct = names(distinct=True) | names(inline=True)
+    seen: dict[tuple, str] = {}
+    subst: dict[str, str] = {}
+    keep = []
+    for op in program.ops:
+        if not subst.keys().isdisjoint(op.args):
+            op.args = tuple(subst.get(a, a) if isinstance(a, str) else a for a in op.args)
+        key = op.key()
+        if program.values[op.out].kind == "temp" and key in seen and op.op not in distinct:
+            subst[op.out] = seen[key]
+            del program.values[op.out]
+            continue
+        seen.setdefault(key, op.out)
+        keep.append(op)
+    program.ops = keep
 
 
 def quiet_called(functions: list[Function]) -> None:

@@ -2,6 +2,10 @@
 
 - ``simplify``: trivial folding (``x*1``, ``x+0``, ``--x``, constant arithmetic, the seed ``g = 1``);
 - ``cse``: backward ops equal to an earlier op (forward or backward) reuse its value;
+- ``factor_sums``: a backward sum of ``-x``, ``x * b`` or ``x / b`` (b constant along the summed
+  axes) negates, multiplies or divides the reduced array instead of the whole one;
+- ``transpose_products``: a backward product read only transposed, ``(A @ B)^T``, is computed as
+  ``B^T @ A^T`` (a contiguous array where the transpose was a strided view);
 - ``dce``: backward ops no gradient needs are removed;
 - ``fresh_grads``: no returned gradient aliases an input, a forward value or another gradient;
 - ``save_set``: the forward values and dims that the backward ops read.
@@ -12,8 +16,9 @@ from __future__ import annotations
 import math
 
 from .build import Builder
-from .ir import Arg, Const, DimSize, Op, Origin, Program
-from .ops import names
+from .ir import Arg, Const, DimSize, Op, Origin, Program, Value
+from .names import temp_hint
+from .ops import OPS, names
 from .planner import SEED
 
 
@@ -21,6 +26,9 @@ def optimize(program: Program) -> Program:
     """Run the passes in order; the result computes the same gradients with fewer ops."""
     simplify(program)
     cse(program)
+    simplify(program)
+    factor_sums(program)
+    transpose_products(program)
     simplify(program)
     dce(program)
     fresh_grads(program)
@@ -156,6 +164,150 @@ def cse(program: Program) -> None:
         seen.setdefault(key, op.out)
         keep.append(op)
     _rewrite(program, subst, keep)
+
+
+def _summed_axes(op: Op, rank: int) -> tuple[int, ...]:
+    axis = op.attr("axis")
+    if axis is None:
+        return tuple(range(rank))
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    return tuple(int(a) % rank for a in axes)  # type: ignore[call-overload]
+
+
+def factor_sums(program: Program) -> None:
+    """Move a factor out of a backward sum: ``sum(-x)`` is ``-sum(x)`` and, with ``b`` constant
+    along the summed axes (a scalar, or size 1 there), ``sum(x * b)`` is ``sum(x) * b`` and
+    ``sum(x / b)`` is ``sum(x) / b``.  The factor then costs a pass over the reduced array, not
+    over the whole one, and the whole one needs no temporary (the division rule's ``db`` summed
+    over a broadcast row, a subtraction's ``-dz`` summed over a broadcast axis).  Only where the
+    product, quotient or negation is read by that sum alone; a negation moves out exactly, a
+    product or quotient up to rounding."""
+    uses: dict[str, int] = {}
+    for op in program.ops:
+        for a in op.args:
+            if isinstance(a, str):
+                uses[a] = uses.get(a, 0) + 1
+    for a in [g for _, g in program.grads] + list(program.outputs):
+        if isinstance(a, str):
+            uses[a] = uses.get(a, 0) + 2
+    producers = program.producers()
+    dropped: set[str] = set()
+    count = 0
+
+    def fresh(shape: tuple, hint: str) -> str:
+        nonlocal count
+        count += 1
+        while f"%s{count}" in program.values:
+            count += 1
+        vid = f"%s{count}"
+        program.values[vid] = Value(vid, shape, hint, "temp")
+        return vid
+
+    def factored(x: Arg, total: Op, out: str) -> list[Op] | None:
+        """Ops computing ``sum(x)`` (``total``'s axes) into ``out`` with the factor outside."""
+        if not isinstance(x, str):
+            return None
+        inner = producers.get(x)
+        if inner is None or inner.phase != "backward" or uses.get(x) != 1 \
+                or inner.op not in ("neg", "mul", "div"):
+            return None
+        full = program.values[x].shape
+        axes = _summed_axes(total, len(full))
+        y: Arg | None = None
+        b: Arg | None = None
+        k = 0
+        if inner.op == "neg":
+            y = inner.args[0]
+        else:
+            for k in ((0, 1) if inner.op == "mul" else (0,)):
+                shape = program.shape_of(inner.args[1 - k])
+                padded = (1,) * (len(full) - len(shape)) + tuple(shape)
+                if program.shape_of(inner.args[k]) == full and all(padded[a] == 1 for a in axes):
+                    y, b = inner.args[k], inner.args[1 - k]
+                    break
+            if y is None:
+                return None
+        assert y is not None
+        attrs = total.attrs
+        reduced = OPS["sum"].shape([full], dict(attrs))
+        if b is not None:
+            try:
+                same = OPS[inner.op].shape([reduced, program.shape_of(b)], {}) == \
+                    program.values[out].shape
+            except Exception:  # (shapes that do not broadcast: left as they are)
+                same = False
+            if not same:
+                return None
+        plain = Op("sum", (y,), attrs, "", total.phase, total.group, total.origin)
+        s = plain.out = fresh(reduced, temp_hint(plain, program.values, {}))
+        ops = factored(y, plain, s) or [plain]
+        dropped.add(inner.out)
+        args = (s,) if b is None else (s, b) if k == 0 else (b, s)
+        return ops + [Op(inner.op, args, (), out, total.phase, total.group, total.origin)]
+
+    keep: list[Op] = []
+    for op in program.ops:
+        if op.op == "sum" and op.phase == "backward":
+            ops = factored(op.args[0], op, op.out)
+            if ops is not None:
+                keep.extend(ops)
+                continue
+        keep.append(op)
+    program.ops = [op for op in keep if op.out not in dropped]
+
+
+def _swaps_last_two(op: Op, program: Program) -> bool:
+    """Whether ``op`` is a transpose of the last two axes (``.T`` of a matrix, or a permute)."""
+    rank = len(program.values[op.out].shape)
+    if op.op == "transpose":
+        return rank == 2
+    if op.op != "permute" or rank < 2:
+        return False
+    return op.attr("axes") == tuple(range(rank - 2)) + (rank - 1, rank - 2)
+
+
+def transpose_products(program: Program) -> None:
+    """``(A @ B)^T`` as ``B^T @ A^T`` where a backward product is read only by a transpose of its
+    last two axes (the cotangent of ``swapaxes(K, 1, 2)`` in attention, ``dK = (Q^T @ dS)^T``):
+    the result is a contiguous array, not a strided view that a reshape or a product must copy.
+    An operand that is itself such a transpose is read untransposed."""
+    uses: dict[str, int] = {}
+    for op in program.ops:
+        for a in op.args:
+            if isinstance(a, str):
+                uses[a] = uses.get(a, 0) + 1
+    for a in [g for _, g in program.grads] + list(program.outputs):
+        if isinstance(a, str):
+            uses[a] = uses.get(a, 0) + 2
+    producers = program.producers()
+    dropped: set[str] = set()
+    keep: list[Op] = []
+    b = Builder(program, "backward")
+    for op in program.ops:
+        inner = producers.get(op.args[0]) if op.args and isinstance(op.args[0], str) else None
+        if (op.phase == "backward" and _swaps_last_two(op, program) and inner is not None
+                and inner.op == "matmul" and inner.phase == "backward"
+                and uses.get(inner.out) == 1
+                and all(len(program.shape_of(a)) >= 2 for a in inner.args)):
+            args = []
+            for x in inner.args[::-1]:
+                made = producers.get(x) if isinstance(x, str) else None
+                if made is not None and _swaps_last_two(made, program):
+                    args.append(made.args[0])  # (X^T)^T is X
+                    continue
+                rank = len(program.shape_of(x))
+                t = Op("transpose", (x,), (), "", op.phase, op.group, op.origin) if rank == 2 \
+                    else Op("permute", (x,), (("axes", tuple(range(rank - 2)) + (rank - 1, rank - 2)),),
+                            "", op.phase, op.group, op.origin)
+                shape = OPS[t.op].shape([program.shape_of(x)], dict(t.attrs))
+                t.out = b.new_value(shape, temp_hint(t, program.values, {}), "temp")
+                keep.append(t)
+                args.append(t.out)
+            keep.append(Op("matmul", tuple(args), (), op.out, op.phase, op.group, op.origin))
+            dropped.add(inner.out)
+            continue
+        keep.append(op)
+    program.ops = [op for op in keep if op.out not in dropped]
 
 
 def dce(program: Program) -> None:

@@ -145,7 +145,9 @@ def _logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x), axis)), shifted by the maximum: it neither overflows nor underflows."""
     m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)  # -inf over an empty axis
     m = np.where(np.isfinite(m), m, 0)
-    y = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    e = np.subtract(x, m, out=np.empty_like(x))  # exp(x - m) in one new array
+    np.exp(e, out=e)
+    y = np.log(np.sum(e, axis=axis, keepdims=True)) + m
     return y if keepdims else np.squeeze(y, axis=axis)
 
 

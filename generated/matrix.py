@@ -311,12 +311,9 @@ def trace_quadratic_backward(saved, g=1.0):
     #   → left product: dX = f_2.T @ df_3
     dX = f_2.T @ df_3
     del df_3
-    #   → right product: df_1 = df_2 @ A.T
-    df_1 = df_2 @ A.T
+    #   → transpose: dX = dX + A @ df_2.T; accumulate (dX: X is used 2 times)
+    dX += A @ df_2.T
     del df_2
-    #   → transpose: dX = dX + df_1.T; accumulate (dX: X is used 2 times)
-    dX += df_1.T
-    del df_1
     return trace_quadratic_Grads(X=dX)
 
 
@@ -336,12 +333,9 @@ def trace_quadratic_value_and_grad(A, X):
     #   → left product: dX = f_2.T @ eye
     dX = f_2.T @ eye
     del f_2, eye
-    #   → right product: df_1 = df_2 @ A.T
-    df_1 = df_2 @ A.T
+    #   → transpose: dX = dX + A @ df_2.T; accumulate (dX: X is used 2 times)
+    dX += A @ df_2.T
     del df_2
-    #   → transpose: dX = dX + df_1.T; accumulate (dX: X is used 2 times)
-    dX += df_1.T
-    del df_1
     return f, trace_quadratic_Grads(X=dX)
 
 

@@ -31,7 +31,7 @@ except (ImportError, TypeError):
         _runtime = importlib.util.module_from_spec(_spec)
         sys.modules["_codegen_numba_runtime"] = _runtime
         _spec.loader.exec_module(_runtime)
-if _runtime._VERSION != "ba9788e12675":
+if _runtime._VERSION != "3df8f0c61aed":
     raise ImportError(
         "the Numba runtime beside this module (_codegen_numba_runtime.py) is from another "
         "version of codegen: generate the module and the runtime again (python -m codegen)"
@@ -368,15 +368,15 @@ def _trace_quadratic_backward(g, A, X, f_2, N, D):
     df_2 = np.dot(df_3, X.T)
     #   → left product: dX = f_2.T @ df_3
     dX = np.dot(f_2.T, df_3)
-    #   → right product: df_1 = df_2 @ A.T
-    df_1 = np.dot(df_2, A.T)
+    #   → transpose: df_1_T = A @ df_2.T
+    df_1_T = np.dot(A, df_2.T)
     # fused loop over [N, D]:
     #   f = trace(X.T @ A @ X), backward:
-    #     → transpose: dX_2 = dX + df_1.T; accumulate (dX: X is used 2 times)
+    #     → transpose: dX_2 = dX + df_1_T; accumulate (dX: X is used 2 times)
     dX_2 = dX  # in place of dX: not read after this loop
     for i in range(N):
         for j in range(D):
-            dX_2[i, j] = dX[i, j] + df_1[j, i]
+            dX_2[i, j] = dX[i, j] + df_1_T[i, j]
     return (dX_2,)
 
 
@@ -399,15 +399,15 @@ def _trace_quadratic_value_and_grad(A, X):
     df_2 = np.dot(eye, X.T)
     #   → left product: dX = f_2.T @ eye
     dX = np.dot(f_2.T, eye)
-    #   → right product: df_1 = df_2 @ A.T
-    df_1 = np.dot(df_2, A.T)
+    #   → transpose: df_1_T = A @ df_2.T
+    df_1_T = np.dot(A, df_2.T)
     # fused loop over [N, D]:
     #   f = trace(X.T @ A @ X), backward:
-    #     → transpose: dX_2 = dX + df_1.T; accumulate (dX: X is used 2 times)
+    #     → transpose: dX_2 = dX + df_1_T; accumulate (dX: X is used 2 times)
     dX_2 = dX  # in place of dX: not read after this loop
     for i in range(N):
         for j in range(D):
-            dX_2[i, j] = dX[i, j] + df_1[j, i]
+            dX_2[i, j] = dX[i, j] + df_1_T[i, j]
     return f, dX_2
 
 

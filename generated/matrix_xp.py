@@ -404,10 +404,8 @@ def trace_quadratic_backward(saved, g=1.0):
     df_2 = df_3 @ X.T
     #   → left product: dX = f_2.T @ df_3
     dX = f_2.T @ df_3
-    #   → right product: df_1 = df_2 @ A.T
-    df_1 = df_2 @ A.T
-    #   → transpose: dX = dX + df_1.T; accumulate (dX: X is used 2 times)
-    dX = dX + df_1.T
+    #   → transpose: dX = dX + A @ df_2.T; accumulate (dX: X is used 2 times)
+    dX = dX + A @ df_2.T
     return trace_quadratic_Grads(X=dX)
 
 
@@ -426,10 +424,8 @@ def trace_quadratic_value_and_grad(A, X):
     df_2 = eye @ X.T
     #   → left product: dX = f_2.T @ eye
     dX = f_2.T @ eye
-    #   → right product: df_1 = df_2 @ A.T
-    df_1 = df_2 @ A.T
-    #   → transpose: dX = dX + df_1.T; accumulate (dX: X is used 2 times)
-    dX = dX + df_1.T
+    #   → transpose: dX = dX + A @ df_2.T; accumulate (dX: X is used 2 times)
+    dX = dX + A @ df_2.T
     return f, trace_quadratic_Grads(X=dX)
 
 

@@ -456,11 +456,13 @@ def _affine_jvp_block(A, W, B, A_dot, W_dot, B_dot):
     tangent (`_dot`) has a leading axis of k, one tangent per basis vector, the primal
     values their own shapes; returns (outputs, dZ with a leading axis of k). The inputs
     are checked by the caller."""
+    # the number of tangents in the block
+    k = A_dot.shape[0]
     # Z = A @ W + B
     Z = A @ W
     Z += B
     # Z = A @ W + B, backward:
-    Z_1_dot = A_dot @ W
+    Z_1_dot = (A_dot.reshape(k * 2, 3) @ W).reshape(k, 2, 2)
     Z_1_dot += A @ W_dot
     Z_dot = np.add(Z_1_dot, B_dot[:, None], out=Z_1_dot)
     del Z_1_dot
@@ -690,6 +692,12 @@ def _dictionary_learning_hvp_block(X, D, R, D_dot, R_dot):
     dictionary_learning_hessian's columns): each tangent (`_dot`) has a leading axis of k,
     one tangent per basis vector, the primal values their own shapes; returns (outputs,
     grads, hv with a leading axis of k). The inputs are checked by the caller."""
+    # the number of tangents in the block
+    k = D_dot.shape[0]
+    # sizes of the symbolic dims
+    M = X.shape[0]
+    N = X.shape[1]
+    P = D.shape[1]
     # E = X - D @ R
     E = D @ R
     np.subtract(X, E, out=E)
@@ -704,18 +712,18 @@ def _dictionary_learning_hvp_block(X, D, R, D_dot, R_dot):
     #   → left product: dR = D.T @ dE_1
     dR = D.T @ dE_1
     # E = X - D @ R, backward:
-    E_1_dot = D_dot @ R
+    E_1_dot = (D_dot.reshape(k * M, P) @ R).reshape(k, M, N)
     E_1_dot += D @ R_dot
     E_dot = np.negative(E_1_dot, out=E_1_dot)
     del E_1_dot
     dE_1_dot = np.multiply(-2, E_dot, out=E_dot)
     del E_dot
     R_T_dot = np.transpose(R_dot, (0, 2, 1))
-    dD_dot = dE_1_dot @ R.T
+    dD_dot = (dE_1_dot.reshape(k * M, N) @ R.T).reshape(k, M, P)
     dD_dot += dE_1 @ R_T_dot
     del R_T_dot
     D_T_dot = np.transpose(D_dot, (0, 2, 1))
-    dR_dot = D_T_dot @ dE_1
+    dR_dot = (D_T_dot.reshape(k * P, M) @ dE_1).reshape(k, P, N)
     dR_dot += D.T @ dE_1_dot
     del D_T_dot, dE_1, dE_1_dot
     return f, dictionary_learning_Grads(D=dD, R=dR), dictionary_learning_Grads(D=dD_dot, R=dR_dot)
@@ -1158,13 +1166,11 @@ def row_broadcast_addition_backward(saved, g=1.0):
     broadcasts)."""
     (C,) = saved
     g = _check_cotangent("row_broadcast_addition", g, ())
-    # f = sum(G * C), backward:
-    #   → Hadamard product: dG = g * C
-    dG = g * C
     # G = K + x, backward:
-    #   → addition: dx = sum(dG, axis=0, keepdims=True); broadcast [1, N] to [M, N]: sum over rows
-    dx = np.sum(dG, axis=0, keepdims=True)
-    del dG
+    #   → addition: dx = g * sum(C, axis=0, keepdims=True); broadcast [1, N] to [M, N]: sum over
+    #       rows
+    dx = np.sum(C, axis=0, keepdims=True)
+    dx *= g
     return row_broadcast_addition_Grads(x=dx)
 
 
@@ -1223,14 +1229,11 @@ def column_broadcast_addition_backward(saved, g=1.0):
     broadcasts)."""
     (C,) = saved
     g = _check_cotangent("column_broadcast_addition", g, ())
-    # f = sum(G * C), backward:
-    #   → Hadamard product: dG = g * C
-    dG = g * C
     # G = K + x, backward:
-    #   → addition: dx = sum(dG, axis=1, keepdims=True); broadcast [M, 1] to [M, N]: sum over
+    #   → addition: dx = g * sum(C, axis=1, keepdims=True); broadcast [M, 1] to [M, N]: sum over
     #       columns
-    dx = np.sum(dG, axis=1, keepdims=True)
-    del dG
+    dx = np.sum(C, axis=1, keepdims=True)
+    dx *= g
     return column_broadcast_addition_Grads(x=dx)
 
 

@@ -30,7 +30,7 @@ except (ImportError, TypeError):
         _runtime = importlib.util.module_from_spec(_spec)
         sys.modules["_codegen_numba_runtime"] = _runtime
         _spec.loader.exec_module(_runtime)
-if _runtime._VERSION != "ba9788e12675":
+if _runtime._VERSION != "3df8f0c61aed":
     raise ImportError(
         "the Numba runtime beside this module (_codegen_numba_runtime.py) is from another "
         "version of codegen: generate the module and the runtime again (python -m codegen)"
@@ -212,9 +212,9 @@ def _affine_sum_backward(g, A, W):
             dZ_1[i, j] = g
     # Z = A @ W + B, backward:
     #   → right product: dA = dZ_1 @ W.T
-    dA = np.dot(dZ_1, W.T)
+    dA = np.dot(np.ascontiguousarray(dZ_1), W.T)
     #   → left product: dW = A.T @ dZ_1
-    dW = np.dot(A.T, dZ_1)
+    dW = np.dot(A.T, np.ascontiguousarray(dZ_1))
     # fused loop over [2]:
     #   Z = A @ W + B, backward:
     #     → addition: dB_2 = broadcast(dB, [2]); broadcast [2] to [2, 2]: sum over rows
@@ -249,9 +249,9 @@ def _affine_sum_value_and_grad(A, W, B):
     S_cols = np.empty(0)  # frees the partial sums now
     # Z = A @ W + B, backward:
     #   → right product: dA = dZ_1 @ W.T
-    dA = np.dot(dZ_1, W.T)
+    dA = np.dot(np.ascontiguousarray(dZ_1), W.T)
     #   → left product: dW = A.T @ dZ_1
-    dW = np.dot(A.T, dZ_1)
+    dW = np.dot(A.T, np.ascontiguousarray(dZ_1))
     # fused loop over [2]:
     #   Z = A @ W + B, backward:
     #     → addition: dB = broadcast(2, [2]); broadcast [2] to [2, 2]: sum over rows
@@ -372,9 +372,9 @@ def _affine_value_and_grad(A, W, B):
             dZ_1[i, j] = 1
     # Z = A @ W + B, backward:
     #   → right product: dA = dZ_1 @ W.T
-    dA = np.dot(dZ_1, W.T)
+    dA = np.dot(np.ascontiguousarray(dZ_1), W.T)
     #   → left product: dW = A.T @ dZ_1
-    dW = np.dot(A.T, dZ_1)
+    dW = np.dot(A.T, np.ascontiguousarray(dZ_1))
     # fused loop over [2]:
     #   Z = A @ W + B, backward:
     #     → addition: dB = broadcast(2, [2]); broadcast [2] to [2, 2]: sum over rows
@@ -1658,15 +1658,19 @@ def _row_broadcast_addition_forward(K, x, C):
 @_kernel
 def _row_broadcast_addition_backward(g, C, M, N):
     # fused loop over [M, N]:
-    #   f = sum(G * C), backward:
-    #     → Hadamard product: dG = g * C
     #   G = K + x, backward:
-    #     → addition: dx = sum(dG, axis=0, keepdims=True); broadcast [1, N] to [M, N]: sum over
-    #         rows
-    dx = np.zeros((1, N), dtype=np.float64)
+    #     → addition: colsum_C = sum(C, axis=0, keepdims=True)
+    colsum_C = np.zeros((1, N), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            dx[0, j] += g * C[i, j]
+            colsum_C[0, j] += C[i, j]
+    # fused loop over [1, N]:
+    #   G = K + x, backward:
+    #     → addition: dx = g * colsum_C; broadcast [1, N] to [M, N]: sum over rows
+    dx = np.empty((1, N), dtype=np.float64)
+    for i in range(1):
+        for j in range(N):
+            dx[i, j] = g * colsum_C[i, j]
     return (dx,)
 
 
@@ -1786,15 +1790,19 @@ def _column_broadcast_addition_forward(K, x, C):
 @_kernel
 def _column_broadcast_addition_backward(g, C, M, N):
     # fused loop over [M, N]:
-    #   f = sum(G * C), backward:
-    #     → Hadamard product: dG = g * C
     #   G = K + x, backward:
-    #     → addition: dx = sum(dG, axis=1, keepdims=True); broadcast [M, 1] to [M, N]: sum over
-    #         columns
-    dx = np.zeros((M, 1), dtype=np.float64)
+    #     → addition: rowsum_C = sum(C, axis=1, keepdims=True)
+    rowsum_C = np.zeros((M, 1), dtype=np.float64)
     for i in range(M):
         for j in range(N):
-            dx[i, 0] += g * C[i, j]
+            rowsum_C[i, 0] += C[i, j]
+    # fused loop over [M, 1]:
+    #   G = K + x, backward:
+    #     → addition: dx = g * rowsum_C; broadcast [M, 1] to [M, N]: sum over columns
+    dx = np.empty((M, 1), dtype=np.float64)
+    for i in range(M):
+        for j in range(1):
+            dx[i, j] = g * rowsum_C[i, j]
     return (dx,)
 
 

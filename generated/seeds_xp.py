@@ -1112,12 +1112,10 @@ def row_broadcast_addition_backward(saved, g=1.0):
     xp, g = _cotangent_namespace("row_broadcast_addition", saved, g)
     (C,) = saved
     g = _check_cotangent("row_broadcast_addition", g, ())
-    # f = sum(G * C), backward:
-    #   → Hadamard product: dG = g * C
-    dG = g * C
     # G = K + x, backward:
-    #   → addition: dx = sum(dG, axis=0, keepdims=True); broadcast [1, N] to [M, N]: sum over rows
-    dx = xp.sum(dG, axis=0, keepdims=True)
+    #   → addition: dx = g * sum(C, axis=0, keepdims=True); broadcast [1, N] to [M, N]: sum over
+    #       rows
+    dx = g * xp.sum(C, axis=0, keepdims=True)
     return row_broadcast_addition_Grads(x=dx)
 
 
@@ -1177,13 +1175,10 @@ def column_broadcast_addition_backward(saved, g=1.0):
     xp, g = _cotangent_namespace("column_broadcast_addition", saved, g)
     (C,) = saved
     g = _check_cotangent("column_broadcast_addition", g, ())
-    # f = sum(G * C), backward:
-    #   → Hadamard product: dG = g * C
-    dG = g * C
     # G = K + x, backward:
-    #   → addition: dx = sum(dG, axis=1, keepdims=True); broadcast [M, 1] to [M, N]: sum over
+    #   → addition: dx = g * sum(C, axis=1, keepdims=True); broadcast [M, 1] to [M, N]: sum over
     #       columns
-    dx = xp.sum(dG, axis=1, keepdims=True)
+    dx = g * xp.sum(C, axis=1, keepdims=True)
     return column_broadcast_addition_Grads(x=dx)
 
 

@@ -149,15 +149,20 @@ def _logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x), axis)), shifted by the maximum: it neither overflows nor underflows."""
     m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)  # -inf over an empty axis
     m = np.where(np.isfinite(m), m, 0)
-    y = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    e = np.subtract(x, m, out=np.empty_like(x))  # exp(x - m) in one new array
+    np.exp(e, out=e)
+    y = np.log(np.sum(e, axis=axis, keepdims=True)) + m
     return y if keepdims else np.squeeze(y, axis=axis)
 
 
 def _softmax(x, axis=None):
-    """exp(x) / sum(exp(x), axis), shifted by the maximum so that it never overflows."""
+    """exp(x) / sum(exp(x), axis), shifted by the maximum so that it never overflows; the shift,
+    the exponential and the division all write one new array."""
     m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)  # -inf over an empty axis
-    e = np.exp(x - np.where(np.isfinite(m), m, 0))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    e = np.subtract(x, np.where(np.isfinite(m), m, 0), out=np.empty_like(x))
+    np.exp(e, out=e)
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return e if e.ndim else e[()]
 
 
 def _log_softmax(x, axis=None):
@@ -195,14 +200,60 @@ def _one_hot(y, depth, name):
     return (y[..., None] == np.arange(depth)).astype(_DTYPE)
 
 
-_ERF = np.frompyfunc(math.erf, 1, 1)
+_SQRT_PI = math.sqrt(math.pi)
 
 
 def _erf(x, out=None):
-    """erf per element: NumPy has none, so the standard library's (correctly rounded to about
-    1 ulp) is applied to each element."""
+    """erf per element, vectorised (NumPy has none): within 1e-15 of the standard library's
+    (relative; subnormal results within a unit of the last place).
+
+    Below |x| = 2**-28, 2 x / sqrt(pi); below 1.5, the series
+    erf(x) = 2 x exp(-x^2) / sqrt(pi) * sum_n (2 x^2)^n / (1 3 ... (2n+1)), 25 terms by Horner's
+    scheme; from 1.5 to 30, 1 - erfc(|x|) with the sign of x, erfc from the 50th convergent of
+    its continued fraction x exp(-x^2) / sqrt(pi) / (x^2 + 1/2 - 1/2 / (x^2 + 5/2 - 3 / (x^2
+    + 9/2 - ...))); beyond, +-1 (erfc(30) is below the smallest double); NaN stays NaN.
+    """
     x = np.asarray(x)
-    return np.asarray(_ERF(x), dtype=x.dtype if x.dtype.kind == "f" else np.float64)
+    y = np.empty(x.shape, np.float64)
+    a = np.abs(x, dtype=np.float64)
+    small = a < 1.5
+    s = x[small].astype(np.float64)
+    x2 = s * s
+    acc = np.zeros_like(s)
+    fk = 25.5
+    for _ in range(25):
+        acc *= x2
+        acc /= fk
+        acc += 2.0
+        fk -= 1.0
+    acc *= s
+    acc *= np.exp(-x2)
+    y[small] = acc / _SQRT_PI
+    # |x| < 2**-28: erf(x) = 2 x / sqrt(pi) to the last bit, as x + x (2 / sqrt(pi) - 1), scaled
+    # by 8 so that a subnormal x keeps its bits
+    tiny = a < 2.0**-28
+    t = x[tiny].astype(np.float64)
+    y[tiny] = (8.0 * t + (8.0 * (2.0 / _SQRT_PI - 1.0)) * t) * 0.125
+    mid = ~small & (a < 30.0)
+    b = a[mid]
+    x2 = b * b
+    p, p_last = np.ones_like(b), np.zeros_like(b)
+    q, q_last = x2 + 0.5, np.ones_like(b)
+    num, da = 0.0, 0.5
+    for _ in range(50):  # p / q: the k-th convergent, num = k (2k - 1) / 2, x^2 + 2k + 1/2
+        num += da
+        da += 2.0
+        term = x2 + da
+        p, p_last = term * p - num * p_last, p
+        q, q_last = term * q - num * q_last, q
+    erfc = p / q * b * np.exp(-x2) / _SQRT_PI
+    y[mid] = np.copysign(1.0 - erfc, x[mid])
+    rest = ~small & ~mid  # |x| >= 30, inf or NaN
+    y[rest] = np.where(np.isnan(x[rest]), np.nan, np.copysign(1.0, x[rest]))
+    if out is not None:
+        out[...] = y
+        return out
+    return y.astype(x.dtype, copy=False) if x.dtype.kind == "f" else y
 
 
 class classifier_Grads(NamedTuple):
@@ -316,28 +367,27 @@ def classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W2
     F = W1.shape[1]
     K = Wc.shape[2]
     # h = X @ We + pos
-    h = X @ We
+    h = (X.reshape(B * N, P) @ We).reshape(B, N, D)
     h += pos
     # mu1 = mean(h, axis=2, keepdims=True)
     mu1 = np.mean(h, axis=2, keepdims=True)
     # var1 = var(h, axis=2, keepdims=True)
-    var1_2 = h - np.mean(h, axis=2, keepdims=True)
+    var1_2 = h - mu1
+    del mu1
     var1 = np.mean(np.square(var1_2), axis=2, keepdims=True)
     # hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1
     hn_3 = np.add(var1, 1e-05, out=var1)
     np.sqrt(hn_3, out=hn_3)
     del var1
-    hn_4 = h - mu1
-    hn_4 /= hn_3
-    del mu1
+    hn_4 = var1_2 / hn_3
     hn = hn_4 * g1
     hn += c1
     # Q = hn @ Wq
-    Q = hn @ Wq
+    Q = (hn.reshape(B * N, D) @ Wq).reshape(B, N, D)
     # Kt = hn @ Wk
-    Kt = hn @ Wk
+    Kt = (hn.reshape(B * N, D) @ Wk).reshape(B, N, D)
     # V = hn @ Wv
-    V = hn @ Wv
+    V = (hn.reshape(B * N, D) @ Wv).reshape(B, N, D)
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2)
     S_1 = np.transpose(Kt, (0, 2, 1))
     del Kt
@@ -345,24 +395,23 @@ def classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W2
     S = _softmax(Q @ S_1 / S_3, axis=2)
     # h2 = h + S @ V @ Wo
     h2_1 = S @ V
-    h2 = np.add(h, h2_1 @ Wo, out=h)
+    h2 = np.add(h, (h2_1.reshape(B * N, D) @ Wo).reshape(B, N, D), out=h)
     del h
     # mu2 = mean(h2, axis=2, keepdims=True)
     mu2 = np.mean(h2, axis=2, keepdims=True)
     # var2 = var(h2, axis=2, keepdims=True)
-    var2_2 = h2 - np.mean(h2, axis=2, keepdims=True)
+    var2_2 = h2 - mu2
+    del mu2
     var2 = np.mean(np.square(var2_2), axis=2, keepdims=True)
     # hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2
     hn2_3 = np.add(var2, 1e-05, out=var2)
     np.sqrt(hn2_3, out=hn2_3)
     del var2
-    hn2_4 = h2 - mu2
-    hn2_4 /= hn2_3
-    del mu2
+    hn2_4 = var2_2 / hn2_3
     hn2 = hn2_4 * g2
     hn2 += c2
     # U = hn2 @ W1 + b1
-    U = hn2 @ W1
+    U = (hn2.reshape(B * N, D) @ W1).reshape(B, N, F)
     U += b1
     # G = 0.5 * U * (1 + erf(U / sqrt(2)))
     G_1 = 0.5 * U
@@ -372,7 +421,7 @@ def classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W2
     G_4 += 1
     G = G_1 * G_4
     # h3 = h2 + G @ W2 + b2
-    h3 = np.add(h2, G @ W2, out=h2)
+    h3 = np.add(h2, (G.reshape(B * N, F) @ W2).reshape(B, N, D), out=h2)
     h3 += b2
     del h2
     # logits = einsum("bnd,ndk->bk", h3, Wc) + bc
@@ -489,7 +538,7 @@ def classifier_backward(saved, g=1.0):
     #   → addition: db2 = sum(dh3, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over axes 0, 1
     db2 = np.sum(dh3, axis=(0, 1))
     #   → batched matrix product: dG = dh3 @ W2.T
-    dG = dh3 @ W2.T
+    dG = (dh3.reshape(B * N, D) @ W2.T).reshape(B, N, F)
     #   → batched matrix product: dW2 = G.reshape([B*N, F]).T @ dh3.reshape([B*N, D])
     dW2 = G.reshape((B * N, F)).T @ dh3.reshape((B * N, D))
     # G = 0.5 * U * (1 + erf(U / sqrt(2))), backward:
@@ -515,7 +564,7 @@ def classifier_backward(saved, g=1.0):
     #   → addition: db1 = sum(dU, axis=(0, 1)); broadcast [F] to [B, N, F]: sum over axes 0, 1
     db1 = np.sum(dU, axis=(0, 1))
     #   → batched matrix product: dhn2 = dU @ W1.T
-    dhn2 = dU @ W1.T
+    dhn2 = (dU.reshape(B * N, F) @ W1.T).reshape(B, N, D)
     #   → batched matrix product: dW1 = hn2.reshape([B*N, D]).T @ dU.reshape([B*N, F])
     dW1 = hn2.reshape((B * N, D)).T @ dU.reshape((B * N, F))
     del dU
@@ -526,26 +575,16 @@ def classifier_backward(saved, g=1.0):
     dhn2_4 = dhn2 * g2
     #   → Hadamard product: dg2 = sum(hn2_4 * dhn2, axis=(0, 1)); broadcast [D] to [B, N, D]: sum
     #       over axes 0, 1
-    dg2 = np.sum(np.multiply(hn2_4, dhn2, out=dhn2), axis=(0, 1))
+    dg2 = np.einsum("ijk,ijk->k", hn2_4, dhn2)
     del dhn2
-    #   → division: dhn2_1 = dhn2_4 / hn2_3
-    dhn2_1 = dhn2_4 / hn2_3
-    #   → division: dhn2_3 = sum(-(dhn2_4 * hn2_4 / hn2_3), axis=2, keepdims=True); broadcast [B,
+    #   → division: dvar2_2 = dhn2_4 / hn2_3
+    dvar2_2 = dhn2_4 / hn2_3
+    #   → division: dhn2_3 = -(sum(dhn2_4 * hn2_4, axis=2, keepdims=True) / hn2_3); broadcast [B,
     #       N, 1] to [B, N, D]: sum over axes 2
-    dhn2_3 = np.sum(-(np.multiply(dhn2_4, hn2_4, out=dhn2_4) / hn2_3), axis=2, keepdims=True)
+    dhn2_3 = np.sum(np.multiply(dhn2_4, hn2_4, out=dhn2_4), axis=2, keepdims=True)
+    dhn2_3 /= hn2_3
+    np.negative(dhn2_3, out=dhn2_3)
     del dhn2_4
-    #   → subtraction: dh2 = dh3 + dhn2_1; accumulate (dh2: h2 is used 5 times)
-    dh2 = np.add(dh3, dhn2_1, out=dh3)
-    del dh3
-    #   → subtraction: dmu2 = sum(-dhn2_1, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
-    #       D]: sum over axes 2
-    dmu2 = np.sum(np.negative(dhn2_1, out=dhn2_1), axis=2, keepdims=True)
-    del dhn2_1
-    # mu2 = mean(h2, axis=2, keepdims=True), backward:
-    #   → mean: dh2 = dh2 + dmu2 / D; accumulate (dh2: h2 is used 5 times)
-    dh2 += np.divide(dmu2, D, out=dmu2)
-    del dmu2
-    # hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2, backward:
     #   → sqrt: dvar2 = dhn2_3 / (2 * nonzero_or_inf(hn2_3))
     dvar2 = np.where(hn2_3 > 0, hn2_3, np.inf)
     dvar2 *= 2
@@ -555,21 +594,25 @@ def classifier_backward(saved, g=1.0):
     #   → mean: dvar2_3 = dvar2 / D
     dvar2_3 = np.divide(dvar2, D, out=dvar2)
     del dvar2
-    #   → square: dvar2_2 = dvar2_3 * 2 * var2_2
-    dvar2_2 = np.multiply(dvar2_3, 2, out=dvar2_3) * var2_2
+    #   → square: dvar2_2 = dvar2_2 + dvar2_3 * 2 * var2_2; accumulate (dvar2_2: var2_2 is used 2
+    #       times)
+    dvar2_2 += np.multiply(dvar2_3, 2, out=dvar2_3) * var2_2
     del dvar2_3
-    #   → subtraction: dh2 = dh2 + dvar2_2; accumulate (dh2: h2 is used 5 times)
-    dh2 += dvar2_2
-    #   → subtraction: dvar2_1 = sum(-dvar2_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B,
-    #       N, D]: sum over axes 2
-    dvar2_1 = np.sum(np.negative(dvar2_2, out=dvar2_2), axis=2, keepdims=True)
+    #   → subtraction: dh2 = dh3 + dvar2_2; accumulate (dh2: h2 is used 3 times)
+    dh2 = np.add(dh3, dvar2_2, out=dh3)
+    del dh3
+    #   → subtraction: dmu2 = -sum(dvar2_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
+    #       D]: sum over axes 2
+    dmu2 = np.sum(dvar2_2, axis=2, keepdims=True)
+    np.negative(dmu2, out=dmu2)
     del dvar2_2
-    #   → mean: dh2 = dh2 + dvar2_1 / D; accumulate (dh2: h2 is used 5 times)
-    dh2 += np.divide(dvar2_1, D, out=dvar2_1)
-    del dvar2_1
+    # mu2 = mean(h2, axis=2, keepdims=True), backward:
+    #   → mean: dh2 = dh2 + dmu2 / D; accumulate (dh2: h2 is used 3 times)
+    dh2 += np.divide(dmu2, D, out=dmu2)
+    del dmu2
     # h2 = h + S @ V @ Wo, backward:
     #   → batched matrix product: dh2_1 = dh2 @ Wo.T
-    dh2_1 = dh2 @ Wo.T
+    dh2_1 = (dh2.reshape(B * N, D) @ Wo.T).reshape(B, N, D)
     #   → batched matrix product: dWo = h2_1.reshape([B*N, D]).T @ dh2.reshape([B*N, D])
     dWo = h2_1.reshape((B * N, D)).T @ dh2.reshape((B * N, D))
     #   → batched matrix product: dS = dh2_1 @ permute(V)
@@ -587,30 +630,27 @@ def classifier_backward(saved, g=1.0):
     del dS_4
     #   → batched matrix product: dQ = dS_2 @ permute(S_1)
     dQ = dS_2 @ np.transpose(S_1, (0, 2, 1))
-    #   → batched matrix product: dS_1 = permute(Q) @ dS_2
-    dS_1 = np.transpose(Q, (0, 2, 1)) @ dS_2
-    del dS_2
     # Q = hn @ Wq, backward:
     #   → batched matrix product: dhn = dQ @ Wq.T
-    dhn = dQ @ Wq.T
+    dhn = (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
     #   → batched matrix product: dWq = hn.reshape([B*N, D])
     dWq = hn.reshape((B * N, D))
     #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
     dWq_2 = dWq.T @ dQ.reshape((B * N, D))
     del dQ
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
-    #   → transpose (axes): dKt = permute(dS_1)
-    dKt = np.transpose(dS_1, (0, 2, 1))
-    del dS_1
+    #   → transpose (axes): dKt = permute(dS_2) @ Q
+    dKt = np.transpose(dS_2, (0, 2, 1)) @ Q
+    del dS_2
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: dhn = dhn + dKt @ Wk.T; accumulate (dhn: hn is used 3 times)
-    dhn += dKt @ Wk.T
+    dhn += (dKt.reshape(B * N, D) @ Wk.T).reshape(B, N, D)
     #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
     dWk = dWq.T @ dKt.reshape((B * N, D))
     del dKt
     # V = hn @ Wv, backward:
     #   → batched matrix product: dhn = dhn + dV @ Wv.T; accumulate (dhn: hn is used 3 times)
-    dhn += dV @ Wv.T
+    dhn += (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
     #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
     dWv = dWq.T @ dV.reshape((B * N, D))
     del dWq, dV
@@ -621,26 +661,16 @@ def classifier_backward(saved, g=1.0):
     dhn_4 = dhn * g1
     #   → Hadamard product: dg1 = sum(hn_4 * dhn, axis=(0, 1)); broadcast [D] to [B, N, D]: sum
     #       over axes 0, 1
-    dg1 = np.sum(np.multiply(hn_4, dhn, out=dhn), axis=(0, 1))
+    dg1 = np.einsum("ijk,ijk->k", hn_4, dhn)
     del dhn
-    #   → division: dhn_1 = dhn_4 / hn_3
-    dhn_1 = dhn_4 / hn_3
-    #   → division: dhn_3 = sum(-(dhn_4 * hn_4 / hn_3), axis=2, keepdims=True); broadcast [B, N, 1]
+    #   → division: dvar1_2 = dhn_4 / hn_3
+    dvar1_2 = dhn_4 / hn_3
+    #   → division: dhn_3 = -(sum(dhn_4 * hn_4, axis=2, keepdims=True) / hn_3); broadcast [B, N, 1]
     #       to [B, N, D]: sum over axes 2
-    dhn_3 = np.sum(-(np.multiply(dhn_4, hn_4, out=dhn_4) / hn_3), axis=2, keepdims=True)
+    dhn_3 = np.sum(np.multiply(dhn_4, hn_4, out=dhn_4), axis=2, keepdims=True)
+    dhn_3 /= hn_3
+    np.negative(dhn_3, out=dhn_3)
     del dhn_4
-    #   → subtraction: dh = dh2 + dhn_1; accumulate (dh: h is used 5 times)
-    dh = np.add(dh2, dhn_1, out=dh2)
-    del dh2
-    #   → subtraction: dmu1 = sum(-dhn_1, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]:
-    #       sum over axes 2
-    dmu1 = np.sum(np.negative(dhn_1, out=dhn_1), axis=2, keepdims=True)
-    del dhn_1
-    # mu1 = mean(h, axis=2, keepdims=True), backward:
-    #   → mean: dh = dh + dmu1 / D; accumulate (dh: h is used 5 times)
-    dh += np.divide(dmu1, D, out=dmu1)
-    del dmu1
-    # hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1, backward:
     #   → sqrt: dvar1 = dhn_3 / (2 * nonzero_or_inf(hn_3))
     dvar1 = np.where(hn_3 > 0, hn_3, np.inf)
     dvar1 *= 2
@@ -650,18 +680,22 @@ def classifier_backward(saved, g=1.0):
     #   → mean: dvar1_3 = dvar1 / D
     dvar1_3 = np.divide(dvar1, D, out=dvar1)
     del dvar1
-    #   → square: dvar1_2 = dvar1_3 * 2 * var1_2
-    dvar1_2 = np.multiply(dvar1_3, 2, out=dvar1_3) * var1_2
+    #   → square: dvar1_2 = dvar1_2 + dvar1_3 * 2 * var1_2; accumulate (dvar1_2: var1_2 is used 2
+    #       times)
+    dvar1_2 += np.multiply(dvar1_3, 2, out=dvar1_3) * var1_2
     del dvar1_3
-    #   → subtraction: dh = dh + dvar1_2; accumulate (dh: h is used 5 times)
-    dh += dvar1_2
-    #   → subtraction: dvar1_1 = sum(-dvar1_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B,
-    #       N, D]: sum over axes 2
-    dvar1_1 = np.sum(np.negative(dvar1_2, out=dvar1_2), axis=2, keepdims=True)
+    #   → subtraction: dh = dh2 + dvar1_2; accumulate (dh: h is used 3 times)
+    dh = np.add(dh2, dvar1_2, out=dh2)
+    del dh2
+    #   → subtraction: dmu1 = -sum(dvar1_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
+    #       D]: sum over axes 2
+    dmu1 = np.sum(dvar1_2, axis=2, keepdims=True)
+    np.negative(dmu1, out=dmu1)
     del dvar1_2
-    #   → mean: dh = dh + dvar1_1 / D; accumulate (dh: h is used 5 times)
-    dh += np.divide(dvar1_1, D, out=dvar1_1)
-    del dvar1_1
+    # mu1 = mean(h, axis=2, keepdims=True), backward:
+    #   → mean: dh = dh + dmu1 / D; accumulate (dh: h is used 3 times)
+    dh += np.divide(dmu1, D, out=dmu1)
+    del dmu1
     # h = X @ We + pos, backward:
     #   → addition: dpos = sum(dh, axis=0); broadcast [N, D] to [B, N, D]: sum over axes 0
     dpos = np.sum(dh, axis=0)
@@ -706,28 +740,27 @@ def classifier_value_and_grad(
     F = W1.shape[1]
     K = Wc.shape[2]
     # h = X @ We + pos
-    h = X @ We
+    h = (X.reshape(B * N, P) @ We).reshape(B, N, D)
     h += pos
     # mu1 = mean(h, axis=2, keepdims=True)
     mu1 = np.mean(h, axis=2, keepdims=True)
     # var1 = var(h, axis=2, keepdims=True)
-    var1_2 = h - np.mean(h, axis=2, keepdims=True)
+    var1_2 = h - mu1
+    del mu1
     var1 = np.mean(np.square(var1_2), axis=2, keepdims=True)
     # hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1
     hn_3 = np.add(var1, 1e-05, out=var1)
     np.sqrt(hn_3, out=hn_3)
     del var1
-    hn_4 = h - mu1
-    hn_4 /= hn_3
-    del mu1
+    hn_4 = var1_2 / hn_3
     hn = hn_4 * g1
     hn += c1
     # Q = hn @ Wq
-    Q = hn @ Wq
+    Q = (hn.reshape(B * N, D) @ Wq).reshape(B, N, D)
     # Kt = hn @ Wk
-    Kt = hn @ Wk
+    Kt = (hn.reshape(B * N, D) @ Wk).reshape(B, N, D)
     # V = hn @ Wv
-    V = hn @ Wv
+    V = (hn.reshape(B * N, D) @ Wv).reshape(B, N, D)
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2)
     S_1 = np.transpose(Kt, (0, 2, 1))
     del Kt
@@ -735,24 +768,23 @@ def classifier_value_and_grad(
     S = _softmax(Q @ S_1 / S_3, axis=2)
     # h2 = h + S @ V @ Wo
     h2_1 = S @ V
-    h2 = np.add(h, h2_1 @ Wo, out=h)
+    h2 = np.add(h, (h2_1.reshape(B * N, D) @ Wo).reshape(B, N, D), out=h)
     del h
     # mu2 = mean(h2, axis=2, keepdims=True)
     mu2 = np.mean(h2, axis=2, keepdims=True)
     # var2 = var(h2, axis=2, keepdims=True)
-    var2_2 = h2 - np.mean(h2, axis=2, keepdims=True)
+    var2_2 = h2 - mu2
+    del mu2
     var2 = np.mean(np.square(var2_2), axis=2, keepdims=True)
     # hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2
     hn2_3 = np.add(var2, 1e-05, out=var2)
     np.sqrt(hn2_3, out=hn2_3)
     del var2
-    hn2_4 = h2 - mu2
-    hn2_4 /= hn2_3
-    del mu2
+    hn2_4 = var2_2 / hn2_3
     hn2 = hn2_4 * g2
     hn2 += c2
     # U = hn2 @ W1 + b1
-    U = hn2 @ W1
+    U = (hn2.reshape(B * N, D) @ W1).reshape(B, N, F)
     U += b1
     # G = 0.5 * U * (1 + erf(U / sqrt(2)))
     G_1 = 0.5 * U
@@ -762,7 +794,7 @@ def classifier_value_and_grad(
     G_4 += 1
     G = G_1 * G_4
     # h3 = h2 + G @ W2 + b2
-    h3 = np.add(h2, G @ W2, out=h2)
+    h3 = np.add(h2, (G.reshape(B * N, F) @ W2).reshape(B, N, D), out=h2)
     h3 += b2
     del h2
     # logits = einsum("bnd,ndk->bk", h3, Wc) + bc
@@ -793,7 +825,7 @@ def classifier_value_and_grad(
     #   → addition: db2 = sum(dh3, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over axes 0, 1
     db2 = np.sum(dh3, axis=(0, 1))
     #   → batched matrix product: dG = dh3 @ W2.T
-    dG = dh3 @ W2.T
+    dG = (dh3.reshape(B * N, D) @ W2.T).reshape(B, N, F)
     #   → batched matrix product: dW2 = G.reshape([B*N, F]).T @ dh3.reshape([B*N, D])
     dW2 = G.reshape((B * N, F)).T @ dh3.reshape((B * N, D))
     del G
@@ -821,7 +853,7 @@ def classifier_value_and_grad(
     #   → addition: db1 = sum(dU, axis=(0, 1)); broadcast [F] to [B, N, F]: sum over axes 0, 1
     db1 = np.sum(dU, axis=(0, 1))
     #   → batched matrix product: dhn2 = dU @ W1.T
-    dhn2 = dU @ W1.T
+    dhn2 = (dU.reshape(B * N, F) @ W1.T).reshape(B, N, D)
     #   → batched matrix product: dW1 = hn2.reshape([B*N, D]).T @ dU.reshape([B*N, F])
     dW1 = hn2.reshape((B * N, D)).T @ dU.reshape((B * N, F))
     del hn2, dU
@@ -832,26 +864,16 @@ def classifier_value_and_grad(
     dhn2_4 = dhn2 * g2
     #   → Hadamard product: dg2 = sum(hn2_4 * dhn2, axis=(0, 1)); broadcast [D] to [B, N, D]: sum
     #       over axes 0, 1
-    dg2 = np.sum(np.multiply(hn2_4, dhn2, out=dhn2), axis=(0, 1))
+    dg2 = np.einsum("ijk,ijk->k", hn2_4, dhn2)
     del dhn2
-    #   → division: dhn2_1 = dhn2_4 / hn2_3
-    dhn2_1 = dhn2_4 / hn2_3
-    #   → division: dhn2_3 = sum(-(dhn2_4 * hn2_4 / hn2_3), axis=2, keepdims=True); broadcast [B,
+    #   → division: dvar2_2 = dhn2_4 / hn2_3
+    dvar2_2 = dhn2_4 / hn2_3
+    #   → division: dhn2_3 = -(sum(dhn2_4 * hn2_4, axis=2, keepdims=True) / hn2_3); broadcast [B,
     #       N, 1] to [B, N, D]: sum over axes 2
-    dhn2_3 = np.sum(-(np.multiply(dhn2_4, hn2_4, out=dhn2_4) / hn2_3), axis=2, keepdims=True)
+    dhn2_3 = np.sum(np.multiply(dhn2_4, hn2_4, out=dhn2_4), axis=2, keepdims=True)
+    dhn2_3 /= hn2_3
+    np.negative(dhn2_3, out=dhn2_3)
     del dhn2_4, hn2_4
-    #   → subtraction: dh2 = dh3 + dhn2_1; accumulate (dh2: h2 is used 5 times)
-    dh2 = np.add(dh3, dhn2_1, out=dh3)
-    del dh3
-    #   → subtraction: dmu2 = sum(-dhn2_1, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
-    #       D]: sum over axes 2
-    dmu2 = np.sum(np.negative(dhn2_1, out=dhn2_1), axis=2, keepdims=True)
-    del dhn2_1
-    # mu2 = mean(h2, axis=2, keepdims=True), backward:
-    #   → mean: dh2 = dh2 + dmu2 / D; accumulate (dh2: h2 is used 5 times)
-    dh2 += np.divide(dmu2, D, out=dmu2)
-    del dmu2
-    # hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2, backward:
     #   → sqrt: dvar2 = dhn2_3 / (2 * nonzero_or_inf(hn2_3))
     dvar2 = np.where(hn2_3 > 0, hn2_3, np.inf)
     dvar2 *= 2
@@ -861,21 +883,25 @@ def classifier_value_and_grad(
     #   → mean: dvar2_3 = dvar2 / D
     dvar2_3 = np.divide(dvar2, D, out=dvar2)
     del dvar2
-    #   → square: dvar2_2 = dvar2_3 * 2 * var2_2
-    dvar2_2 = np.multiply(np.multiply(dvar2_3, 2, out=dvar2_3), var2_2, out=var2_2)
+    #   → square: dvar2_2 = dvar2_2 + dvar2_3 * 2 * var2_2; accumulate (dvar2_2: var2_2 is used 2
+    #       times)
+    dvar2_2 += np.multiply(dvar2_3 * 2, var2_2, out=var2_2)
     del dvar2_3, var2_2
-    #   → subtraction: dh2 = dh2 + dvar2_2; accumulate (dh2: h2 is used 5 times)
-    dh2 += dvar2_2
-    #   → subtraction: dvar2_1 = sum(-dvar2_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B,
-    #       N, D]: sum over axes 2
-    dvar2_1 = np.sum(np.negative(dvar2_2, out=dvar2_2), axis=2, keepdims=True)
+    #   → subtraction: dh2 = dh3 + dvar2_2; accumulate (dh2: h2 is used 3 times)
+    dh2 = np.add(dh3, dvar2_2, out=dh3)
+    del dh3
+    #   → subtraction: dmu2 = -sum(dvar2_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
+    #       D]: sum over axes 2
+    dmu2 = np.sum(dvar2_2, axis=2, keepdims=True)
+    np.negative(dmu2, out=dmu2)
     del dvar2_2
-    #   → mean: dh2 = dh2 + dvar2_1 / D; accumulate (dh2: h2 is used 5 times)
-    dh2 += np.divide(dvar2_1, D, out=dvar2_1)
-    del dvar2_1
+    # mu2 = mean(h2, axis=2, keepdims=True), backward:
+    #   → mean: dh2 = dh2 + dmu2 / D; accumulate (dh2: h2 is used 3 times)
+    dh2 += np.divide(dmu2, D, out=dmu2)
+    del dmu2
     # h2 = h + S @ V @ Wo, backward:
     #   → batched matrix product: dh2_1 = dh2 @ Wo.T
-    dh2_1 = dh2 @ Wo.T
+    dh2_1 = (dh2.reshape(B * N, D) @ Wo.T).reshape(B, N, D)
     #   → batched matrix product: dWo = h2_1.reshape([B*N, D]).T @ dh2.reshape([B*N, D])
     dWo = h2_1.reshape((B * N, D)).T @ dh2.reshape((B * N, D))
     del h2_1
@@ -896,12 +922,9 @@ def classifier_value_and_grad(
     #   → batched matrix product: dQ = dS_2 @ permute(S_1)
     dQ = dS_2 @ np.transpose(S_1, (0, 2, 1))
     del S_1
-    #   → batched matrix product: dS_1 = permute(Q) @ dS_2
-    dS_1 = np.transpose(Q, (0, 2, 1)) @ dS_2
-    del Q, dS_2
     # Q = hn @ Wq, backward:
     #   → batched matrix product: dhn = dQ @ Wq.T
-    dhn = dQ @ Wq.T
+    dhn = (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
     #   → batched matrix product: dWq = hn.reshape([B*N, D])
     dWq = hn.reshape((B * N, D))
     del hn
@@ -909,18 +932,18 @@ def classifier_value_and_grad(
     dWq_2 = dWq.T @ dQ.reshape((B * N, D))
     del dQ
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
-    #   → transpose (axes): dKt = permute(dS_1)
-    dKt = np.transpose(dS_1, (0, 2, 1))
-    del dS_1
+    #   → transpose (axes): dKt = permute(dS_2) @ Q
+    dKt = np.transpose(dS_2, (0, 2, 1)) @ Q
+    del dS_2, Q
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: dhn = dhn + dKt @ Wk.T; accumulate (dhn: hn is used 3 times)
-    dhn += dKt @ Wk.T
+    dhn += (dKt.reshape(B * N, D) @ Wk.T).reshape(B, N, D)
     #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
     dWk = dWq.T @ dKt.reshape((B * N, D))
     del dKt
     # V = hn @ Wv, backward:
     #   → batched matrix product: dhn = dhn + dV @ Wv.T; accumulate (dhn: hn is used 3 times)
-    dhn += dV @ Wv.T
+    dhn += (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
     #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
     dWv = dWq.T @ dV.reshape((B * N, D))
     del dWq, dV
@@ -931,26 +954,16 @@ def classifier_value_and_grad(
     dhn_4 = dhn * g1
     #   → Hadamard product: dg1 = sum(hn_4 * dhn, axis=(0, 1)); broadcast [D] to [B, N, D]: sum
     #       over axes 0, 1
-    dg1 = np.sum(np.multiply(hn_4, dhn, out=dhn), axis=(0, 1))
+    dg1 = np.einsum("ijk,ijk->k", hn_4, dhn)
     del dhn
-    #   → division: dhn_1 = dhn_4 / hn_3
-    dhn_1 = dhn_4 / hn_3
-    #   → division: dhn_3 = sum(-(dhn_4 * hn_4 / hn_3), axis=2, keepdims=True); broadcast [B, N, 1]
+    #   → division: dvar1_2 = dhn_4 / hn_3
+    dvar1_2 = dhn_4 / hn_3
+    #   → division: dhn_3 = -(sum(dhn_4 * hn_4, axis=2, keepdims=True) / hn_3); broadcast [B, N, 1]
     #       to [B, N, D]: sum over axes 2
-    dhn_3 = np.sum(-(np.multiply(dhn_4, hn_4, out=dhn_4) / hn_3), axis=2, keepdims=True)
+    dhn_3 = np.sum(np.multiply(dhn_4, hn_4, out=dhn_4), axis=2, keepdims=True)
+    dhn_3 /= hn_3
+    np.negative(dhn_3, out=dhn_3)
     del dhn_4, hn_4
-    #   → subtraction: dh = dh2 + dhn_1; accumulate (dh: h is used 5 times)
-    dh = np.add(dh2, dhn_1, out=dh2)
-    del dh2
-    #   → subtraction: dmu1 = sum(-dhn_1, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]:
-    #       sum over axes 2
-    dmu1 = np.sum(np.negative(dhn_1, out=dhn_1), axis=2, keepdims=True)
-    del dhn_1
-    # mu1 = mean(h, axis=2, keepdims=True), backward:
-    #   → mean: dh = dh + dmu1 / D; accumulate (dh: h is used 5 times)
-    dh += np.divide(dmu1, D, out=dmu1)
-    del dmu1
-    # hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1, backward:
     #   → sqrt: dvar1 = dhn_3 / (2 * nonzero_or_inf(hn_3))
     dvar1 = np.where(hn_3 > 0, hn_3, np.inf)
     dvar1 *= 2
@@ -960,18 +973,22 @@ def classifier_value_and_grad(
     #   → mean: dvar1_3 = dvar1 / D
     dvar1_3 = np.divide(dvar1, D, out=dvar1)
     del dvar1
-    #   → square: dvar1_2 = dvar1_3 * 2 * var1_2
-    dvar1_2 = np.multiply(np.multiply(dvar1_3, 2, out=dvar1_3), var1_2, out=var1_2)
+    #   → square: dvar1_2 = dvar1_2 + dvar1_3 * 2 * var1_2; accumulate (dvar1_2: var1_2 is used 2
+    #       times)
+    dvar1_2 += np.multiply(dvar1_3 * 2, var1_2, out=var1_2)
     del dvar1_3, var1_2
-    #   → subtraction: dh = dh + dvar1_2; accumulate (dh: h is used 5 times)
-    dh += dvar1_2
-    #   → subtraction: dvar1_1 = sum(-dvar1_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B,
-    #       N, D]: sum over axes 2
-    dvar1_1 = np.sum(np.negative(dvar1_2, out=dvar1_2), axis=2, keepdims=True)
+    #   → subtraction: dh = dh2 + dvar1_2; accumulate (dh: h is used 3 times)
+    dh = np.add(dh2, dvar1_2, out=dh2)
+    del dh2
+    #   → subtraction: dmu1 = -sum(dvar1_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
+    #       D]: sum over axes 2
+    dmu1 = np.sum(dvar1_2, axis=2, keepdims=True)
+    np.negative(dmu1, out=dmu1)
     del dvar1_2
-    #   → mean: dh = dh + dvar1_1 / D; accumulate (dh: h is used 5 times)
-    dh += np.divide(dvar1_1, D, out=dvar1_1)
-    del dvar1_1
+    # mu1 = mean(h, axis=2, keepdims=True), backward:
+    #   → mean: dh = dh + dmu1 / D; accumulate (dh: h is used 3 times)
+    dh += np.divide(dmu1, D, out=dmu1)
+    del dmu1
     # h = X @ We + pos, backward:
     #   → addition: dpos = sum(dh, axis=0); broadcast [N, D] to [B, N, D]: sum over axes 0
     dpos = np.sum(dh, axis=0)
@@ -1050,11 +1067,11 @@ def attention_forward(X, C, Wq, Wk, Wv):
     N = X.shape[1]
     D = X.shape[2]
     # Q = X @ Wq
-    Q = X @ Wq
+    Q = (X.reshape(B * N, D) @ Wq).reshape(B, N, D)
     # Kt = X @ Wk
-    Kt = X @ Wk
+    Kt = (X.reshape(B * N, D) @ Wk).reshape(B, N, D)
     # V = X @ Wv
-    V = X @ Wv
+    V = (X.reshape(B * N, D) @ Wv).reshape(B, N, D)
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V
     A_1 = np.transpose(Kt, (0, 2, 1))
     del Kt
@@ -1091,30 +1108,27 @@ def attention_backward(saved, g=1.0):
     del dA_4
     #   → batched matrix product: dQ = dA_2 @ permute(A_1)
     dQ = dA_2 @ np.transpose(A_1, (0, 2, 1))
-    #   → batched matrix product: dA_1 = permute(Q) @ dA_2
-    dA_1 = np.transpose(Q, (0, 2, 1)) @ dA_2
-    del dA_2
     # Q = X @ Wq, backward:
     #   → batched matrix product: dX = dQ @ Wq.T
-    dX = dQ @ Wq.T
+    dX = (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
     #   → batched matrix product: dWq = X.reshape([B*N, D])
     dWq = X.reshape((B * N, D))
     #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
     dWq_2 = dWq.T @ dQ.reshape((B * N, D))
     del dQ
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
-    #   → transpose (axes): dKt = permute(dA_1)
-    dKt = np.transpose(dA_1, (0, 2, 1))
-    del dA_1
+    #   → transpose (axes): dKt = permute(dA_2) @ Q
+    dKt = np.transpose(dA_2, (0, 2, 1)) @ Q
+    del dA_2
     # Kt = X @ Wk, backward:
     #   → batched matrix product: dX = dX + dKt @ Wk.T; accumulate (dX: X is used 3 times)
-    dX += dKt @ Wk.T
+    dX += (dKt.reshape(B * N, D) @ Wk.T).reshape(B, N, D)
     #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
     dWk = dWq.T @ dKt.reshape((B * N, D))
     del dKt
     # V = X @ Wv, backward:
     #   → batched matrix product: dX = dX + dV @ Wv.T; accumulate (dX: X is used 3 times)
-    dX += dV @ Wv.T
+    dX += (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
     #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
     dWv = dWq.T @ dV.reshape((B * N, D))
     del dWq, dV
@@ -1129,11 +1143,11 @@ def attention_value_and_grad(X, C, Wq, Wk, Wv):
     N = X.shape[1]
     D = X.shape[2]
     # Q = X @ Wq
-    Q = X @ Wq
+    Q = (X.reshape(B * N, D) @ Wq).reshape(B, N, D)
     # Kt = X @ Wk
-    Kt = X @ Wk
+    Kt = (X.reshape(B * N, D) @ Wk).reshape(B, N, D)
     # V = X @ Wv
-    V = X @ Wv
+    V = (X.reshape(B * N, D) @ Wv).reshape(B, N, D)
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V
     A_1 = np.transpose(Kt, (0, 2, 1))
     del Kt
@@ -1158,30 +1172,27 @@ def attention_value_and_grad(X, C, Wq, Wk, Wv):
     #   → batched matrix product: dQ = dA_2 @ permute(A_1)
     dQ = dA_2 @ np.transpose(A_1, (0, 2, 1))
     del A_1
-    #   → batched matrix product: dA_1 = permute(Q) @ dA_2
-    dA_1 = np.transpose(Q, (0, 2, 1)) @ dA_2
-    del Q, dA_2
     # Q = X @ Wq, backward:
     #   → batched matrix product: dX = dQ @ Wq.T
-    dX = dQ @ Wq.T
+    dX = (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
     #   → batched matrix product: dWq = X.reshape([B*N, D])
     dWq = X.reshape((B * N, D))
     #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
     dWq_2 = dWq.T @ dQ.reshape((B * N, D))
     del dQ
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
-    #   → transpose (axes): dKt = permute(dA_1)
-    dKt = np.transpose(dA_1, (0, 2, 1))
-    del dA_1
+    #   → transpose (axes): dKt = permute(dA_2) @ Q
+    dKt = np.transpose(dA_2, (0, 2, 1)) @ Q
+    del dA_2, Q
     # Kt = X @ Wk, backward:
     #   → batched matrix product: dX = dX + dKt @ Wk.T; accumulate (dX: X is used 3 times)
-    dX += dKt @ Wk.T
+    dX += (dKt.reshape(B * N, D) @ Wk.T).reshape(B, N, D)
     #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
     dWk = dWq.T @ dKt.reshape((B * N, D))
     del dKt
     # V = X @ Wv, backward:
     #   → batched matrix product: dX = dX + dV @ Wv.T; accumulate (dX: X is used 3 times)
-    dX += dV @ Wv.T
+    dX += (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
     #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
     dWv = dWq.T @ dV.reshape((B * N, D))
     del dWq, dV
@@ -1225,15 +1236,14 @@ def layer_norm_forward(X, C, g, c):
     # mu = mean(X, axis=2, keepdims=True)
     mu = np.mean(X, axis=2, keepdims=True)
     # v = var(X, axis=2, keepdims=True)
-    v_2 = X - np.mean(X, axis=2, keepdims=True)
+    v_2 = X - mu
+    del mu
     v = np.mean(np.square(v_2), axis=2, keepdims=True)
     # Y = (X - mu) / sqrt(v + 1e-5) * g + c
     Y_3 = np.add(v, 1e-05, out=v)
     np.sqrt(Y_3, out=Y_3)
     del v
-    Y_4 = X - mu
-    Y_4 /= Y_3
-    del mu
+    Y_4 = v_2 / Y_3
     Y = Y_4 * g
     Y += c
     # loss = sum(Y * C)
@@ -1256,22 +1266,16 @@ def layer_norm_backward(saved, g=1.0):
     dY_4 = dY * g_2
     #   → Hadamard product: dg = sum(Y_4 * dY, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over
     #       axes 0, 1
-    dg = np.sum(np.multiply(Y_4, dY, out=dY), axis=(0, 1))
+    dg = np.einsum("ijk,ijk->k", Y_4, dY)
     del dY
-    #   → division: dX = dY_4 / Y_3
-    dX = dY_4 / Y_3
-    #   → division: dY_3 = sum(-(dY_4 * Y_4 / Y_3), axis=2, keepdims=True); broadcast [B, N, 1] to
+    #   → division: dv_2 = dY_4 / Y_3
+    dv_2 = dY_4 / Y_3
+    #   → division: dY_3 = -(sum(dY_4 * Y_4, axis=2, keepdims=True) / Y_3); broadcast [B, N, 1] to
     #       [B, N, D]: sum over axes 2
-    dY_3 = np.sum(-(np.multiply(dY_4, Y_4, out=dY_4) / Y_3), axis=2, keepdims=True)
+    dY_3 = np.sum(np.multiply(dY_4, Y_4, out=dY_4), axis=2, keepdims=True)
+    dY_3 /= Y_3
+    np.negative(dY_3, out=dY_3)
     del dY_4
-    #   → subtraction: dmu = sum(-dX, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]: sum
-    #       over axes 2
-    dmu = np.sum(-dX, axis=2, keepdims=True)
-    # mu = mean(X, axis=2, keepdims=True), backward:
-    #   → mean: dX = dX + dmu / D; accumulate (dX: X is used 4 times)
-    dX += np.divide(dmu, D, out=dmu)
-    del dmu
-    # Y = (X - mu) / sqrt(v + 1e-5) * g + c, backward:
     #   → sqrt: dv = dY_3 / (2 * nonzero_or_inf(Y_3))
     dv = np.where(Y_3 > 0, Y_3, np.inf)
     dv *= 2
@@ -1281,18 +1285,17 @@ def layer_norm_backward(saved, g=1.0):
     #   → mean: dv_3 = dv / D
     dv_3 = np.divide(dv, D, out=dv)
     del dv
-    #   → square: dv_2 = dv_3 * 2 * v_2
-    dv_2 = np.multiply(dv_3, 2, out=dv_3) * v_2
-    del dv_3
-    #   → subtraction: dX = dX + dv_2; accumulate (dX: X is used 4 times)
-    dX += dv_2
-    #   → subtraction: dv_1 = sum(-dv_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]:
-    #       sum over axes 2
-    dv_1 = np.sum(np.negative(dv_2, out=dv_2), axis=2, keepdims=True)
-    del dv_2
-    #   → mean: dX = dX + dv_1 / D; accumulate (dX: X is used 4 times)
-    dX += np.divide(dv_1, D, out=dv_1)
-    del dv_1
+    #   → square: dX = dv_2 + dv_3 * 2 * v_2; accumulate (dv_2: v_2 is used 2 times)
+    dX = np.add(dv_2, np.multiply(dv_3, 2, out=dv_3) * v_2, out=dv_2)
+    del dv_2, dv_3
+    #   → subtraction: dmu = -sum(dX, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]: sum
+    #       over axes 2
+    dmu = np.sum(dX, axis=2, keepdims=True)
+    np.negative(dmu, out=dmu)
+    # mu = mean(X, axis=2, keepdims=True), backward:
+    #   → mean: dX = dX + dmu / D; accumulate (dX: X is used 2 times)
+    dX += np.divide(dmu, D, out=dmu)
+    del dmu
     return layer_norm_Grads(X=dX, g=dg, c=dc)
 
 
@@ -1304,15 +1307,14 @@ def layer_norm_value_and_grad(X, C, g, c):
     # mu = mean(X, axis=2, keepdims=True)
     mu = np.mean(X, axis=2, keepdims=True)
     # v = var(X, axis=2, keepdims=True)
-    v_2 = X - np.mean(X, axis=2, keepdims=True)
+    v_2 = X - mu
+    del mu
     v = np.mean(np.square(v_2), axis=2, keepdims=True)
     # Y = (X - mu) / sqrt(v + 1e-5) * g + c
     Y_3 = np.add(v, 1e-05, out=v)
     np.sqrt(Y_3, out=Y_3)
     del v
-    Y_4 = X - mu
-    Y_4 /= Y_3
-    del mu
+    Y_4 = v_2 / Y_3
     Y = Y_4 * g
     Y += c
     # loss = sum(Y * C)
@@ -1324,21 +1326,15 @@ def layer_norm_value_and_grad(X, C, g, c):
     dY_4 = C * g
     #   → Hadamard product: dg = sum(Y_4 * C, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over
     #       axes 0, 1
-    dg = np.sum(Y_4 * C, axis=(0, 1))
-    #   → division: dX = dY_4 / Y_3
-    dX = dY_4 / Y_3
-    #   → division: dY_3 = sum(-(dY_4 * Y_4 / Y_3), axis=2, keepdims=True); broadcast [B, N, 1] to
+    dg = np.einsum("ijk,ijk->k", Y_4, C)
+    #   → division: dv_2 = dY_4 / Y_3
+    dv_2 = dY_4 / Y_3
+    #   → division: dY_3 = -(sum(dY_4 * Y_4, axis=2, keepdims=True) / Y_3); broadcast [B, N, 1] to
     #       [B, N, D]: sum over axes 2
-    dY_3 = np.sum(-(np.multiply(dY_4, Y_4, out=dY_4) / Y_3), axis=2, keepdims=True)
+    dY_3 = np.sum(np.multiply(dY_4, Y_4, out=dY_4), axis=2, keepdims=True)
+    dY_3 /= Y_3
+    np.negative(dY_3, out=dY_3)
     del dY_4, Y_4
-    #   → subtraction: dmu = sum(-dX, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]: sum
-    #       over axes 2
-    dmu = np.sum(-dX, axis=2, keepdims=True)
-    # mu = mean(X, axis=2, keepdims=True), backward:
-    #   → mean: dX = dX + dmu / D; accumulate (dX: X is used 4 times)
-    dX += np.divide(dmu, D, out=dmu)
-    del dmu
-    # Y = (X - mu) / sqrt(v + 1e-5) * g + c, backward:
     #   → sqrt: dv = dY_3 / (2 * nonzero_or_inf(Y_3))
     dv = np.where(Y_3 > 0, Y_3, np.inf)
     dv *= 2
@@ -1348,16 +1344,16 @@ def layer_norm_value_and_grad(X, C, g, c):
     #   → mean: dv_3 = dv / D
     dv_3 = np.divide(dv, D, out=dv)
     del dv
-    #   → square: dv_2 = dv_3 * 2 * v_2
-    dv_2 = np.multiply(np.multiply(dv_3, 2, out=dv_3), v_2, out=v_2)
-    del dv_3, v_2
-    #   → subtraction: dX = dX + dv_2; accumulate (dX: X is used 4 times)
+    #   → square: dX = dv_2 + dv_3 * 2 * v_2; accumulate (dv_2: v_2 is used 2 times)
+    dX = np.multiply(np.multiply(dv_3, 2, out=dv_3), v_2, out=v_2)
     dX += dv_2
-    #   → subtraction: dv_1 = sum(-dv_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]:
-    #       sum over axes 2
-    dv_1 = np.sum(np.negative(dv_2, out=dv_2), axis=2, keepdims=True)
-    del dv_2
-    #   → mean: dX = dX + dv_1 / D; accumulate (dX: X is used 4 times)
-    dX += np.divide(dv_1, D, out=dv_1)
-    del dv_1
+    del dv_2, dv_3, v_2
+    #   → subtraction: dmu = -sum(dX, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]: sum
+    #       over axes 2
+    dmu = np.sum(dX, axis=2, keepdims=True)
+    np.negative(dmu, out=dmu)
+    # mu = mean(X, axis=2, keepdims=True), backward:
+    #   → mean: dX = dX + dmu / D; accumulate (dX: X is used 2 times)
+    dX += np.divide(dmu, D, out=dmu)
+    del dmu
     return (loss, Y), layer_norm_Grads(X=dX, g=dg, c=dc)

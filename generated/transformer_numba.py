@@ -33,7 +33,7 @@ except (ImportError, TypeError):
         _runtime = importlib.util.module_from_spec(_spec)
         sys.modules["_codegen_numba_runtime"] = _runtime
         _spec.loader.exec_module(_runtime)
-if _runtime._VERSION != "ba9788e12675":
+if _runtime._VERSION != "3df8f0c61aed":
     raise ImportError(
         "the Numba runtime beside this module (_codegen_numba_runtime.py) is from another "
         "version of codegen: generate the module and the runtime again (python -m codegen)"
@@ -179,32 +179,25 @@ def _classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W
     # fused loop over [B, N, D]:
     #   h = X @ We + pos
     #   mu1 = mean(h, axis=2, keepdims=True)
-    #   var1 = var(h, axis=2, keepdims=True)
     h = h_1  # in place of h_1: not read after this loop
     mu1 = np.zeros((B, N, 1), dtype=np.float64)
-    var1_1 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
                 h_e = h_1[i, j, k] + pos[j, k]
                 h[i, j, k] = h_e
                 mu1[i, j, 0] += h_e
-                var1_1[i, j, 0] += h_e
     mu1 /= D
-    var1_1 /= D
     # fused loop over [B, N, D]:
     #   var1 = var(h, axis=2, keepdims=True)
-    #   hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1
     var1_2 = np.empty((B, N, D), dtype=np.float64)
     var1 = np.zeros((B, N, 1), dtype=np.float64)
-    hn_1 = np.empty((B, N, D), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                var1_2_e = h[i, j, k] - var1_1[i, j, 0]
+                var1_2_e = h[i, j, k] - mu1[i, j, 0]
                 var1_2[i, j, k] = var1_2_e
                 var1[i, j, 0] += np.square(var1_2_e)
-                hn_1[i, j, k] = h[i, j, k] - mu1[i, j, 0]
     var1 /= D
     # fused loop over [B, N, 1]:
     #   hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1
@@ -215,12 +208,12 @@ def _classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W
                 hn_3[i, j, k] = np.sqrt(var1[i, j, k] + 1e-05)
     # fused loop over [B, N, D]:
     #   hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1
-    hn_4 = hn_1  # in place of hn_1: not read after this loop
+    hn_4 = np.empty((B, N, D), dtype=np.float64)
     hn = np.empty((B, N, D), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                hn_4_e = hn_1[i, j, k] / hn_3[i, j, 0]
+                hn_4_e = var1_2[i, j, k] / hn_3[i, j, 0]
                 hn_4[i, j, k] = hn_4_e
                 hn[i, j, k] = hn_4_e * g1[k] + c1[k]
     # Q = hn @ Wq
@@ -231,7 +224,7 @@ def _classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W
     V = np.dot(np.ascontiguousarray(hn).reshape((-1, D)), Wv).reshape((B, N, D))
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2)
     S_1 = np.transpose(Kt, (0, 2, 1))
-    S_2 = _batched_dot(np.ascontiguousarray(Q), np.ascontiguousarray(S_1))
+    S_2 = _batched_dot(np.ascontiguousarray(Q), np.ascontiguousarray(Kt), False, True)
     # scalars:
     #   S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2)
     S_3 = np.sqrt(D)
@@ -270,37 +263,30 @@ def _classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W
             for k in range(N):
                 S[i, j, k] = exp_S_4_shifted[i, j, k] / sumexp_S_4[i, j, 0]
     # h2 = h + S @ V @ Wo
-    h2_1 = _batched_dot(np.ascontiguousarray(S), np.ascontiguousarray(V))
+    h2_1 = _batched_dot(np.ascontiguousarray(S), np.ascontiguousarray(V), False, False)
     h2_2 = np.dot(np.ascontiguousarray(h2_1).reshape((-1, D)), Wo).reshape((B, N, D))
     # fused loop over [B, N, D]:
     #   h2 = h + S @ V @ Wo
     #   mu2 = mean(h2, axis=2, keepdims=True)
-    #   var2 = var(h2, axis=2, keepdims=True)
     h2 = h2_2  # in place of h2_2: not read after this loop
     mu2 = np.zeros((B, N, 1), dtype=np.float64)
-    var2_1 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
                 h2_e = h[i, j, k] + h2_2[i, j, k]
                 h2[i, j, k] = h2_e
                 mu2[i, j, 0] += h2_e
-                var2_1[i, j, 0] += h2_e
     mu2 /= D
-    var2_1 /= D
     # fused loop over [B, N, D]:
     #   var2 = var(h2, axis=2, keepdims=True)
-    #   hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2
     var2_2 = np.empty((B, N, D), dtype=np.float64)
     var2 = np.zeros((B, N, 1), dtype=np.float64)
-    hn2_1 = np.empty((B, N, D), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                var2_2_e = h2[i, j, k] - var2_1[i, j, 0]
+                var2_2_e = h2[i, j, k] - mu2[i, j, 0]
                 var2_2[i, j, k] = var2_2_e
                 var2[i, j, 0] += np.square(var2_2_e)
-                hn2_1[i, j, k] = h2[i, j, k] - mu2[i, j, 0]
     var2 /= D
     # fused loop over [B, N, 1]:
     #   hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2
@@ -311,12 +297,12 @@ def _classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W
                 hn2_3[i, j, k] = np.sqrt(var2[i, j, k] + 1e-05)
     # fused loop over [B, N, D]:
     #   hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2
-    hn2_4 = hn2_1  # in place of hn2_1: not read after this loop
+    hn2_4 = np.empty((B, N, D), dtype=np.float64)
     hn2 = np.empty((B, N, D), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                hn2_4_e = hn2_1[i, j, k] / hn2_3[i, j, 0]
+                hn2_4_e = var2_2[i, j, k] / hn2_3[i, j, 0]
                 hn2_4[i, j, k] = hn2_4_e
                 hn2[i, j, k] = hn2_4_e * g2[k] + c2[k]
     # U = hn2 @ W1 + b1
@@ -534,10 +520,8 @@ def _classifier_backward(
     # logits = einsum("bnd,ndk->bk", h3, Wc) + bc, backward:
     #   → einsum: einsum_dh3 = Wc.reshape([D*N, K])
     einsum_dh3 = np.ascontiguousarray(Wc).reshape((D * N, K))
-    #   → einsum: permute_dlogits = permute(dlogits)
-    permute_dlogits = np.transpose(dlogits, (1, 0))
-    #   → einsum: prod_einsum_dh3 = einsum_dh3 @ permute_dlogits
-    prod_einsum_dh3 = np.dot(einsum_dh3, permute_dlogits)
+    #   → einsum: prod_einsum_dh3 = einsum_dh3 @ permute(dlogits)
+    prod_einsum_dh3 = np.dot(einsum_dh3, dlogits.T)
     #   → einsum: einsum_dh3_2 = prod_einsum_dh3.reshape([N, D, B])
     einsum_dh3_2 = np.ascontiguousarray(prod_einsum_dh3).reshape((N, D, B))
     #   → einsum: dh3 = permute(einsum_dh3_2)
@@ -605,45 +589,24 @@ def _classifier_backward(
     #     → Hadamard product: dhn2_4 = dhn2 * g2
     #     → Hadamard product: dg2 = sum(hn2_4 * dhn2, axis=(0, 1)); broadcast [D] to [B, N, D]: sum
     #         over axes 0, 1
-    #     → division: dhn2_1 = dhn2_4 / hn2_3
-    #     → division: dhn2_3 = sum(-(dhn2_4 * hn2_4 / hn2_3), axis=2, keepdims=True); broadcast [B,
-    #         N, 1] to [B, N, D]: sum over axes 2
-    #     → subtraction: dh2 = dh3 + dhn2_1; accumulate (dh2: h2 is used 5 times)
-    #     → subtraction: dmu2 = sum(-dhn2_1, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
-    #         D]: sum over axes 2
+    #     → division: dvar2_2 = dhn2_4 / hn2_3
+    #     → division: sum_mul_dhn2_4 = sum(dhn2_4 * hn2_4, axis=2, keepdims=True)
     dc2 = np.zeros((D,), dtype=np.float64)
     dg2 = np.zeros((D,), dtype=np.float64)
-    dhn2_3 = np.zeros((B, N, 1), dtype=np.float64)
-    dh2 = dhn2  # in place of dhn2: not read after this loop
-    dmu2 = np.zeros((B, N, 1), dtype=np.float64)
+    dvar2_2 = dhn2  # in place of dhn2: not read after this loop
+    sum_mul_dhn2_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
                 dc2[k] += dhn2[i, j, k]
                 dhn2_4_e = dhn2[i, j, k] * g2[k]
                 dg2[k] += hn2_4[i, j, k] * dhn2[i, j, k]
-                dhn2_1_e = dhn2_4_e / hn2_3[i, j, 0]
-                dhn2_3[i, j, 0] += -(dhn2_4_e * hn2_4[i, j, k] / hn2_3[i, j, 0])
-                dh2[i, j, k] = dh3[i, j, k] + dhn2_1_e
-                dmu2[i, j, 0] += -dhn2_1_e
-    # fused loop over [B, N, 1]:
-    #   mu2 = mean(h2, axis=2, keepdims=True), backward:
-    #     → mean: div_dmu2 = dmu2 / D
-    div_dmu2 = np.empty((B, N, 1), dtype=np.float64)
-    for i in range(B):
-        for j in range(N):
-            for k in range(1):
-                div_dmu2[i, j, k] = dmu2[i, j, k] / D
-    # fused loop over [B, N, D]:
-    #   mu2 = mean(h2, axis=2, keepdims=True), backward:
-    #     → mean: dh2_2 = dh2 + div_dmu2; accumulate (dh2: h2 is used 5 times)
-    dh2_2 = dh2  # in place of dh2: not read after this loop
-    for i in range(B):
-        for j in range(N):
-            for k in range(D):
-                dh2_2[i, j, k] = dh2[i, j, k] + div_dmu2[i, j, 0]
+                dvar2_2[i, j, k] = dhn2_4_e / hn2_3[i, j, 0]
+                sum_mul_dhn2_4[i, j, 0] += dhn2_4_e * hn2_4[i, j, k]
     # fused loop over [B, N, 1]:
     #   hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2, backward:
+    #     → division: dhn2_3 = -(sum_mul_dhn2_4 / hn2_3); broadcast [B, N, 1] to [B, N, D]: sum
+    #         over axes 2
     #     → sqrt: dvar2 = dhn2_3 / (2 * nonzero_or_inf(hn2_3))
     #   var2 = var(h2, axis=2, keepdims=True), backward:
     #     → mean: dvar2_3 = dvar2 / D
@@ -653,58 +616,56 @@ def _classifier_backward(
         for j in range(N):
             for k in range(1):
                 mul_dvar2_3[i, j, k] = (
-                    dhn2_3[i, j, k]
+                    -(sum_mul_dhn2_4[i, j, k] / hn2_3[i, j, k])
                     / (2 * (hn2_3[i, j, k] if hn2_3[i, j, k] > 0 else np.inf))
                     / D
                     * 2
                 )
     # fused loop over [B, N, D]:
     #   var2 = var(h2, axis=2, keepdims=True), backward:
-    #     → square: dvar2_2 = mul_dvar2_3 * var2_2
-    #     → subtraction: dh2_3 = dh2_2 + dvar2_2; accumulate (dh2: h2 is used 5 times)
-    #     → subtraction: dvar2_1 = sum(-dvar2_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B,
-    #         N, D]: sum over axes 2
-    dh2_3 = dh2_2  # in place of dh2_2: not read after this loop
-    dvar2_1 = np.zeros((B, N, 1), dtype=np.float64)
+    #     → square: dvar2_2 = dvar2_2 + mul_dvar2_3 * var2_2; accumulate (dvar2_2: var2_2 is used 2
+    #         times)
+    #     → subtraction: dh2 = dh3 + dvar2_2; accumulate (dh2: h2 is used 3 times)
+    #     → subtraction: sum_dvar2_2 = sum(dvar2_2, axis=2, keepdims=True)
+    dh2 = dvar2_2  # in place of dvar2_2: not read after this loop
+    sum_dvar2_2 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dvar2_2_e = mul_dvar2_3[i, j, 0] * var2_2[i, j, k]
-                dh2_3[i, j, k] = dh2_2[i, j, k] + dvar2_2_e
-                dvar2_1[i, j, 0] += -dvar2_2_e
+                dvar2_2_e = dvar2_2[i, j, k] + mul_dvar2_3[i, j, 0] * var2_2[i, j, k]
+                dh2[i, j, k] = dh3[i, j, k] + dvar2_2_e
+                sum_dvar2_2[i, j, 0] += dvar2_2_e
     # fused loop over [B, N, 1]:
     #   var2 = var(h2, axis=2, keepdims=True), backward:
-    #     → mean: div_dvar2_1 = dvar2_1 / D
-    div_dvar2_1 = np.empty((B, N, 1), dtype=np.float64)
+    #     → subtraction: dmu2 = -sum_dvar2_2; broadcast [B, N, 1] to [B, N, D]: sum over axes 2
+    #   mu2 = mean(h2, axis=2, keepdims=True), backward:
+    #     → mean: div_dmu2 = dmu2 / D
+    div_dmu2 = np.empty((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(1):
-                div_dvar2_1[i, j, k] = dvar2_1[i, j, k] / D
+                div_dmu2[i, j, k] = -sum_dvar2_2[i, j, k] / D
     # fused loop over [B, N, D]:
-    #   var2 = var(h2, axis=2, keepdims=True), backward:
-    #     → mean: dh2_4 = dh2_3 + div_dvar2_1; accumulate (dh2: h2 is used 5 times)
-    dh2_4 = dh2_3  # in place of dh2_3: not read after this loop
+    #   mu2 = mean(h2, axis=2, keepdims=True), backward:
+    #     → mean: dh2_2 = dh2 + div_dmu2; accumulate (dh2: h2 is used 3 times)
+    dh2_2 = dh2  # in place of dh2: not read after this loop
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dh2_4[i, j, k] = dh2_3[i, j, k] + div_dvar2_1[i, j, 0]
+                dh2_2[i, j, k] = dh2[i, j, k] + div_dmu2[i, j, 0]
     # h2 = h + S @ V @ Wo, backward:
-    #   → batched matrix product: dh2_1 = dh2_4 @ Wo.T
-    dh2_1 = np.dot(np.ascontiguousarray(dh2_4).reshape((-1, D)), Wo.T).reshape((B, N, D))
+    #   → batched matrix product: dh2_1 = dh2_2 @ Wo.T
+    dh2_1 = np.dot(np.ascontiguousarray(dh2_2).reshape((-1, D)), Wo.T).reshape((B, N, D))
     #   → batched matrix product: dWo = h2_1.reshape([B*N, D])
     dWo = np.ascontiguousarray(h2_1).reshape((B * N, D))
-    #   → batched matrix product: dWo_2 = dh2_4.reshape([B*N, D])
-    dWo_2 = np.ascontiguousarray(dh2_4).reshape((B * N, D))
+    #   → batched matrix product: dWo_2 = dh2_2.reshape([B*N, D])
+    dWo_2 = np.ascontiguousarray(dh2_2).reshape((B * N, D))
     #   → batched matrix product: dWo_3 = dWo.T @ dWo_2
     dWo_3 = np.dot(dWo.T, dWo_2)
-    #   → batched matrix product: permute_V = permute(V)
-    permute_V = np.transpose(V, (0, 2, 1))
-    #   → batched matrix product: dS = dh2_1 @ permute_V
-    dS = _batched_dot(np.ascontiguousarray(dh2_1), np.ascontiguousarray(permute_V))
-    #   → batched matrix product: permute_S = permute(S)
-    permute_S = np.transpose(S, (0, 2, 1))
-    #   → batched matrix product: dV = permute_S @ dh2_1
-    dV = _batched_dot(np.ascontiguousarray(permute_S), np.ascontiguousarray(dh2_1))
+    #   → batched matrix product: dS = dh2_1 @ permute(V)
+    dS = _batched_dot(np.ascontiguousarray(dh2_1), np.ascontiguousarray(V), False, True)
+    #   → batched matrix product: dV = permute(S) @ dh2_1
+    dV = _batched_dot(np.ascontiguousarray(S), np.ascontiguousarray(dh2_1), True, False)
     # fused loop over [B, N, N]:
     #   S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
     #     → softmax: sum_mul_dS = sum(dS * S, axis=2, keepdims=True)
@@ -723,14 +684,8 @@ def _classifier_backward(
             for k in range(N):
                 dS_2[i, j, k] = S[i, j, k] * (dS[i, j, k] - sum_mul_dS[i, j, 0]) / S_3
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
-    #   → batched matrix product: permute_S_1 = permute(S_1)
-    permute_S_1 = np.transpose(S_1, (0, 2, 1))
-    #   → batched matrix product: dQ = dS_2 @ permute_S_1
-    dQ = _batched_dot(np.ascontiguousarray(dS_2), np.ascontiguousarray(permute_S_1))
-    #   → batched matrix product: permute_Q = permute(Q)
-    permute_Q = np.transpose(Q, (0, 2, 1))
-    #   → batched matrix product: dS_1 = permute_Q @ dS_2
-    dS_1 = _batched_dot(np.ascontiguousarray(permute_Q), np.ascontiguousarray(dS_2))
+    #   → batched matrix product: dQ = dS_2 @ permute(S_1)
+    dQ = _batched_dot(np.ascontiguousarray(dS_2), np.ascontiguousarray(S_1), False, True)
     # Q = hn @ Wq, backward:
     #   → batched matrix product: dhn = dQ @ Wq.T
     dhn = np.dot(np.ascontiguousarray(dQ).reshape((-1, D)), Wq.T).reshape((B, N, D))
@@ -741,8 +696,8 @@ def _classifier_backward(
     #   → batched matrix product: dWq_3 = dWq.T @ dWq_2
     dWq_3 = np.dot(dWq.T, dWq_2)
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
-    #   → transpose (axes): dKt = permute(dS_1)
-    dKt = np.transpose(dS_1, (0, 2, 1))
+    #   → transpose (axes): dKt = permute(dS_2) @ Q
+    dKt = _batched_dot(np.ascontiguousarray(dS_2), np.ascontiguousarray(Q), True, False)
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: prod_dKt = dKt @ Wk.T
     prod_dKt = np.dot(np.ascontiguousarray(dKt).reshape((-1, D)), Wk.T).reshape((B, N, D))
@@ -781,46 +736,25 @@ def _classifier_backward(
     #     → Hadamard product: dhn_4 = dhn_3 * g1
     #     → Hadamard product: dg1 = sum(hn_4 * dhn_3, axis=(0, 1)); broadcast [D] to [B, N, D]: sum
     #         over axes 0, 1
-    #     → division: dhn_1 = dhn_4 / hn_3
-    #     → division: dhn_3_2 = sum(-(dhn_4 * hn_4 / hn_3), axis=2, keepdims=True); broadcast [B,
-    #         N, 1] to [B, N, D]: sum over axes 2
-    #     → subtraction: dh = dh2_4 + dhn_1; accumulate (dh: h is used 5 times)
-    #     → subtraction: dmu1 = sum(-dhn_1, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
-    #         D]: sum over axes 2
+    #     → division: dvar1_2 = dhn_4 / hn_3
+    #     → division: sum_mul_dhn_4 = sum(dhn_4 * hn_4, axis=2, keepdims=True)
     dc1 = np.zeros((D,), dtype=np.float64)
     dg1 = np.zeros((D,), dtype=np.float64)
-    dhn_3_2 = np.zeros((B, N, 1), dtype=np.float64)
-    dh = dh2_4  # in place of dh2_4: not read after this loop
-    dmu1 = np.zeros((B, N, 1), dtype=np.float64)
+    dvar1_2 = dhn_3  # in place of dhn_3: not read after this loop
+    sum_mul_dhn_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
                 dc1[k] += dhn_3[i, j, k]
                 dhn_4_e = dhn_3[i, j, k] * g1[k]
                 dg1[k] += hn_4[i, j, k] * dhn_3[i, j, k]
-                dhn_1_e = dhn_4_e / hn_3[i, j, 0]
-                dhn_3_2[i, j, 0] += -(dhn_4_e * hn_4[i, j, k] / hn_3[i, j, 0])
-                dh[i, j, k] = dh2_4[i, j, k] + dhn_1_e
-                dmu1[i, j, 0] += -dhn_1_e
-    # fused loop over [B, N, 1]:
-    #   mu1 = mean(h, axis=2, keepdims=True), backward:
-    #     → mean: div_dmu1 = dmu1 / D
-    div_dmu1 = np.empty((B, N, 1), dtype=np.float64)
-    for i in range(B):
-        for j in range(N):
-            for k in range(1):
-                div_dmu1[i, j, k] = dmu1[i, j, k] / D
-    # fused loop over [B, N, D]:
-    #   mu1 = mean(h, axis=2, keepdims=True), backward:
-    #     → mean: dh_2 = dh + div_dmu1; accumulate (dh: h is used 5 times)
-    dh_2 = dh  # in place of dh: not read after this loop
-    for i in range(B):
-        for j in range(N):
-            for k in range(D):
-                dh_2[i, j, k] = dh[i, j, k] + div_dmu1[i, j, 0]
+                dvar1_2[i, j, k] = dhn_4_e / hn_3[i, j, 0]
+                sum_mul_dhn_4[i, j, 0] += dhn_4_e * hn_4[i, j, k]
     # fused loop over [B, N, 1]:
     #   hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1, backward:
-    #     → sqrt: dvar1 = dhn_3_2 / (2 * nonzero_or_inf(hn_3))
+    #     → division: dhn_3 = -(sum_mul_dhn_4 / hn_3); broadcast [B, N, 1] to [B, N, D]: sum over
+    #         axes 2
+    #     → sqrt: dvar1 = dhn_3 / (2 * nonzero_or_inf(hn_3))
     #   var1 = var(h, axis=2, keepdims=True), backward:
     #     → mean: dvar1_3 = dvar1 / D
     #     → square: mul_dvar1_3 = dvar1_3 * 2
@@ -829,51 +763,53 @@ def _classifier_backward(
         for j in range(N):
             for k in range(1):
                 mul_dvar1_3[i, j, k] = (
-                    dhn_3_2[i, j, k]
+                    -(sum_mul_dhn_4[i, j, k] / hn_3[i, j, k])
                     / (2 * (hn_3[i, j, k] if hn_3[i, j, k] > 0 else np.inf))
                     / D
                     * 2
                 )
     # fused loop over [B, N, D]:
     #   var1 = var(h, axis=2, keepdims=True), backward:
-    #     → square: dvar1_2 = mul_dvar1_3 * var1_2
-    #     → subtraction: dh_3 = dh_2 + dvar1_2; accumulate (dh: h is used 5 times)
-    #     → subtraction: dvar1_1 = sum(-dvar1_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B,
-    #         N, D]: sum over axes 2
-    dh_3 = dh_2  # in place of dh_2: not read after this loop
-    dvar1_1 = np.zeros((B, N, 1), dtype=np.float64)
+    #     → square: dvar1_2 = dvar1_2 + mul_dvar1_3 * var1_2; accumulate (dvar1_2: var1_2 is used 2
+    #         times)
+    #     → subtraction: dh = dh2_2 + dvar1_2; accumulate (dh: h is used 3 times)
+    #     → subtraction: sum_dvar1_2 = sum(dvar1_2, axis=2, keepdims=True)
+    dh = dvar1_2  # in place of dvar1_2: not read after this loop
+    sum_dvar1_2 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dvar1_2_e = mul_dvar1_3[i, j, 0] * var1_2[i, j, k]
-                dh_3[i, j, k] = dh_2[i, j, k] + dvar1_2_e
-                dvar1_1[i, j, 0] += -dvar1_2_e
+                dvar1_2_e = dvar1_2[i, j, k] + mul_dvar1_3[i, j, 0] * var1_2[i, j, k]
+                dh[i, j, k] = dh2_2[i, j, k] + dvar1_2_e
+                sum_dvar1_2[i, j, 0] += dvar1_2_e
     # fused loop over [B, N, 1]:
     #   var1 = var(h, axis=2, keepdims=True), backward:
-    #     → mean: div_dvar1_1 = dvar1_1 / D
-    div_dvar1_1 = np.empty((B, N, 1), dtype=np.float64)
+    #     → subtraction: dmu1 = -sum_dvar1_2; broadcast [B, N, 1] to [B, N, D]: sum over axes 2
+    #   mu1 = mean(h, axis=2, keepdims=True), backward:
+    #     → mean: div_dmu1 = dmu1 / D
+    div_dmu1 = np.empty((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(1):
-                div_dvar1_1[i, j, k] = dvar1_1[i, j, k] / D
+                div_dmu1[i, j, k] = -sum_dvar1_2[i, j, k] / D
     # fused loop over [B, N, D]:
-    #   var1 = var(h, axis=2, keepdims=True), backward:
-    #     → mean: dh_4 = dh_3 + div_dvar1_1; accumulate (dh: h is used 5 times)
+    #   mu1 = mean(h, axis=2, keepdims=True), backward:
+    #     → mean: dh_2 = dh + div_dmu1; accumulate (dh: h is used 3 times)
     #   h = X @ We + pos, backward:
-    #     → addition: dpos = sum(dh_4, axis=0); broadcast [N, D] to [B, N, D]: sum over axes 0
-    dh_4 = dh_3  # in place of dh_3: not read after this loop
+    #     → addition: dpos = sum(dh_2, axis=0); broadcast [N, D] to [B, N, D]: sum over axes 0
+    dh_2 = dh  # in place of dh: not read after this loop
     dpos = np.zeros((N, D), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dh_4_e = dh_3[i, j, k] + div_dvar1_1[i, j, 0]
-                dh_4[i, j, k] = dh_4_e
-                dpos[j, k] += dh_4_e
+                dh_2_e = dh[i, j, k] + div_dmu1[i, j, 0]
+                dh_2[i, j, k] = dh_2_e
+                dpos[j, k] += dh_2_e
     # h = X @ We + pos, backward:
     #   → batched matrix product: dWe = X.reshape([B*N, P])
     dWe = np.ascontiguousarray(X).reshape((B * N, P))
-    #   → batched matrix product: dWe_2 = dh_4.reshape([B*N, D])
-    dWe_2 = np.ascontiguousarray(dh_4).reshape((B * N, D))
+    #   → batched matrix product: dWe_2 = dh_2.reshape([B*N, D])
+    dWe_2 = np.ascontiguousarray(dh_2).reshape((B * N, D))
     #   → batched matrix product: dWe_3 = dWe.T @ dWe_2
     dWe_3 = np.dot(dWe.T, dWe_2)
     return (
@@ -941,32 +877,25 @@ def _classifier_value_and_grad(
     # fused loop over [B, N, D]:
     #   h = X @ We + pos
     #   mu1 = mean(h, axis=2, keepdims=True)
-    #   var1 = var(h, axis=2, keepdims=True)
     h = h_1  # in place of h_1: not read after this loop
     mu1 = np.zeros((B, N, 1), dtype=np.float64)
-    var1_1 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
                 h_e = h_1[i, j, k] + pos[j, k]
                 h[i, j, k] = h_e
                 mu1[i, j, 0] += h_e
-                var1_1[i, j, 0] += h_e
     mu1 /= D
-    var1_1 /= D
     # fused loop over [B, N, D]:
     #   var1 = var(h, axis=2, keepdims=True)
-    #   hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1
     var1_2 = np.empty((B, N, D), dtype=np.float64)
     var1 = np.zeros((B, N, 1), dtype=np.float64)
-    hn_1 = np.empty((B, N, D), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                var1_2_e = h[i, j, k] - var1_1[i, j, 0]
+                var1_2_e = h[i, j, k] - mu1[i, j, 0]
                 var1_2[i, j, k] = var1_2_e
                 var1[i, j, 0] += np.square(var1_2_e)
-                hn_1[i, j, k] = h[i, j, k] - mu1[i, j, 0]
     var1 /= D
     # fused loop over [B, N, 1]:
     #   hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1
@@ -977,12 +906,12 @@ def _classifier_value_and_grad(
                 hn_3[i, j, k] = np.sqrt(var1[i, j, k] + 1e-05)
     # fused loop over [B, N, D]:
     #   hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1
-    hn_4 = hn_1  # in place of hn_1: not read after this loop
+    hn_4 = np.empty((B, N, D), dtype=np.float64)
     hn = np.empty((B, N, D), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                hn_4_e = hn_1[i, j, k] / hn_3[i, j, 0]
+                hn_4_e = var1_2[i, j, k] / hn_3[i, j, 0]
                 hn_4[i, j, k] = hn_4_e
                 hn[i, j, k] = hn_4_e * g1[k] + c1[k]
     # Q = hn @ Wq
@@ -992,8 +921,7 @@ def _classifier_value_and_grad(
     # V = hn @ Wv
     V = np.dot(np.ascontiguousarray(hn).reshape((-1, D)), Wv).reshape((B, N, D))
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2)
-    S_1 = np.transpose(Kt, (0, 2, 1))
-    S_2 = _batched_dot(np.ascontiguousarray(Q), np.ascontiguousarray(S_1))
+    S_2 = _batched_dot(np.ascontiguousarray(Q), np.ascontiguousarray(Kt), False, True)
     # scalars:
     #   S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2)
     S_3 = np.sqrt(D)
@@ -1032,37 +960,30 @@ def _classifier_value_and_grad(
             for k in range(N):
                 S[i, j, k] = exp_S_4_shifted[i, j, k] / sumexp_S_4[i, j, 0]
     # h2 = h + S @ V @ Wo
-    h2_1 = _batched_dot(np.ascontiguousarray(S), np.ascontiguousarray(V))
+    h2_1 = _batched_dot(np.ascontiguousarray(S), np.ascontiguousarray(V), False, False)
     h2_2 = np.dot(np.ascontiguousarray(h2_1).reshape((-1, D)), Wo).reshape((B, N, D))
     # fused loop over [B, N, D]:
     #   h2 = h + S @ V @ Wo
     #   mu2 = mean(h2, axis=2, keepdims=True)
-    #   var2 = var(h2, axis=2, keepdims=True)
     h2 = h2_2  # in place of h2_2: not read after this loop
     mu2 = np.zeros((B, N, 1), dtype=np.float64)
-    var2_1 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
                 h2_e = h[i, j, k] + h2_2[i, j, k]
                 h2[i, j, k] = h2_e
                 mu2[i, j, 0] += h2_e
-                var2_1[i, j, 0] += h2_e
     mu2 /= D
-    var2_1 /= D
     # fused loop over [B, N, D]:
     #   var2 = var(h2, axis=2, keepdims=True)
-    #   hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2
     var2_2 = np.empty((B, N, D), dtype=np.float64)
     var2 = np.zeros((B, N, 1), dtype=np.float64)
-    hn2_1 = np.empty((B, N, D), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                var2_2_e = h2[i, j, k] - var2_1[i, j, 0]
+                var2_2_e = h2[i, j, k] - mu2[i, j, 0]
                 var2_2[i, j, k] = var2_2_e
                 var2[i, j, 0] += np.square(var2_2_e)
-                hn2_1[i, j, k] = h2[i, j, k] - mu2[i, j, 0]
     var2 /= D
     # fused loop over [B, N, 1]:
     #   hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2
@@ -1073,12 +994,12 @@ def _classifier_value_and_grad(
                 hn2_3[i, j, k] = np.sqrt(var2[i, j, k] + 1e-05)
     # fused loop over [B, N, D]:
     #   hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2
-    hn2_4 = hn2_1  # in place of hn2_1: not read after this loop
+    hn2_4 = np.empty((B, N, D), dtype=np.float64)
     hn2 = np.empty((B, N, D), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                hn2_4_e = hn2_1[i, j, k] / hn2_3[i, j, 0]
+                hn2_4_e = var2_2[i, j, k] / hn2_3[i, j, 0]
                 hn2_4[i, j, k] = hn2_4_e
                 hn2[i, j, k] = hn2_4_e * g2[k] + c2[k]
     # U = hn2 @ W1 + b1
@@ -1210,10 +1131,8 @@ def _classifier_value_and_grad(
     # logits = einsum("bnd,ndk->bk", h3, Wc) + bc, backward:
     #   → einsum: einsum_dh3 = Wc.reshape([D*N, K])
     einsum_dh3 = np.ascontiguousarray(Wc).reshape((D * N, K))
-    #   → einsum: permute_dlogits = permute(dlogits)
-    permute_dlogits = np.transpose(dlogits, (1, 0))
-    #   → einsum: prod_einsum_dh3 = einsum_dh3 @ permute_dlogits
-    prod_einsum_dh3 = np.dot(einsum_dh3, permute_dlogits)
+    #   → einsum: prod_einsum_dh3 = einsum_dh3 @ permute(dlogits)
+    prod_einsum_dh3 = np.dot(einsum_dh3, dlogits.T)
     #   → einsum: einsum_dh3_2 = prod_einsum_dh3.reshape([N, D, B])
     einsum_dh3_2 = np.ascontiguousarray(prod_einsum_dh3).reshape((N, D, B))
     #   → einsum: dh3 = permute(einsum_dh3_2)
@@ -1281,45 +1200,24 @@ def _classifier_value_and_grad(
     #     → Hadamard product: dhn2_4 = dhn2 * g2
     #     → Hadamard product: dg2 = sum(hn2_4 * dhn2, axis=(0, 1)); broadcast [D] to [B, N, D]: sum
     #         over axes 0, 1
-    #     → division: dhn2_1 = dhn2_4 / hn2_3
-    #     → division: dhn2_3 = sum(-(dhn2_4 * hn2_4 / hn2_3), axis=2, keepdims=True); broadcast [B,
-    #         N, 1] to [B, N, D]: sum over axes 2
-    #     → subtraction: dh2 = dh3 + dhn2_1; accumulate (dh2: h2 is used 5 times)
-    #     → subtraction: dmu2 = sum(-dhn2_1, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
-    #         D]: sum over axes 2
+    #     → division: dvar2_2 = dhn2_4 / hn2_3
+    #     → division: sum_mul_dhn2_4 = sum(dhn2_4 * hn2_4, axis=2, keepdims=True)
     dc2 = np.zeros((D,), dtype=np.float64)
     dg2 = np.zeros((D,), dtype=np.float64)
-    dhn2_3 = np.zeros((B, N, 1), dtype=np.float64)
-    dh2 = dhn2  # in place of dhn2: not read after this loop
-    dmu2 = np.zeros((B, N, 1), dtype=np.float64)
+    dvar2_2 = dhn2  # in place of dhn2: not read after this loop
+    sum_mul_dhn2_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
                 dc2[k] += dhn2[i, j, k]
                 dhn2_4_e = dhn2[i, j, k] * g2[k]
                 dg2[k] += hn2_4[i, j, k] * dhn2[i, j, k]
-                dhn2_1_e = dhn2_4_e / hn2_3[i, j, 0]
-                dhn2_3[i, j, 0] += -(dhn2_4_e * hn2_4[i, j, k] / hn2_3[i, j, 0])
-                dh2[i, j, k] = dh3[i, j, k] + dhn2_1_e
-                dmu2[i, j, 0] += -dhn2_1_e
-    # fused loop over [B, N, 1]:
-    #   mu2 = mean(h2, axis=2, keepdims=True), backward:
-    #     → mean: div_dmu2 = dmu2 / D
-    div_dmu2 = np.empty((B, N, 1), dtype=np.float64)
-    for i in range(B):
-        for j in range(N):
-            for k in range(1):
-                div_dmu2[i, j, k] = dmu2[i, j, k] / D
-    # fused loop over [B, N, D]:
-    #   mu2 = mean(h2, axis=2, keepdims=True), backward:
-    #     → mean: dh2_2 = dh2 + div_dmu2; accumulate (dh2: h2 is used 5 times)
-    dh2_2 = dh2  # in place of dh2: not read after this loop
-    for i in range(B):
-        for j in range(N):
-            for k in range(D):
-                dh2_2[i, j, k] = dh2[i, j, k] + div_dmu2[i, j, 0]
+                dvar2_2[i, j, k] = dhn2_4_e / hn2_3[i, j, 0]
+                sum_mul_dhn2_4[i, j, 0] += dhn2_4_e * hn2_4[i, j, k]
     # fused loop over [B, N, 1]:
     #   hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2, backward:
+    #     → division: dhn2_3 = -(sum_mul_dhn2_4 / hn2_3); broadcast [B, N, 1] to [B, N, D]: sum
+    #         over axes 2
     #     → sqrt: dvar2 = dhn2_3 / (2 * nonzero_or_inf(hn2_3))
     #   var2 = var(h2, axis=2, keepdims=True), backward:
     #     → mean: dvar2_3 = dvar2 / D
@@ -1329,58 +1227,56 @@ def _classifier_value_and_grad(
         for j in range(N):
             for k in range(1):
                 mul_dvar2_3[i, j, k] = (
-                    dhn2_3[i, j, k]
+                    -(sum_mul_dhn2_4[i, j, k] / hn2_3[i, j, k])
                     / (2 * (hn2_3[i, j, k] if hn2_3[i, j, k] > 0 else np.inf))
                     / D
                     * 2
                 )
     # fused loop over [B, N, D]:
     #   var2 = var(h2, axis=2, keepdims=True), backward:
-    #     → square: dvar2_2 = mul_dvar2_3 * var2_2
-    #     → subtraction: dh2_3 = dh2_2 + dvar2_2; accumulate (dh2: h2 is used 5 times)
-    #     → subtraction: dvar2_1 = sum(-dvar2_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B,
-    #         N, D]: sum over axes 2
-    dh2_3 = dh2_2  # in place of dh2_2: not read after this loop
-    dvar2_1 = np.zeros((B, N, 1), dtype=np.float64)
+    #     → square: dvar2_2 = dvar2_2 + mul_dvar2_3 * var2_2; accumulate (dvar2_2: var2_2 is used 2
+    #         times)
+    #     → subtraction: dh2 = dh3 + dvar2_2; accumulate (dh2: h2 is used 3 times)
+    #     → subtraction: sum_dvar2_2 = sum(dvar2_2, axis=2, keepdims=True)
+    dh2 = dvar2_2  # in place of dvar2_2: not read after this loop
+    sum_dvar2_2 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dvar2_2_e = mul_dvar2_3[i, j, 0] * var2_2[i, j, k]
-                dh2_3[i, j, k] = dh2_2[i, j, k] + dvar2_2_e
-                dvar2_1[i, j, 0] += -dvar2_2_e
+                dvar2_2_e = dvar2_2[i, j, k] + mul_dvar2_3[i, j, 0] * var2_2[i, j, k]
+                dh2[i, j, k] = dh3[i, j, k] + dvar2_2_e
+                sum_dvar2_2[i, j, 0] += dvar2_2_e
     # fused loop over [B, N, 1]:
     #   var2 = var(h2, axis=2, keepdims=True), backward:
-    #     → mean: div_dvar2_1 = dvar2_1 / D
-    div_dvar2_1 = np.empty((B, N, 1), dtype=np.float64)
+    #     → subtraction: dmu2 = -sum_dvar2_2; broadcast [B, N, 1] to [B, N, D]: sum over axes 2
+    #   mu2 = mean(h2, axis=2, keepdims=True), backward:
+    #     → mean: div_dmu2 = dmu2 / D
+    div_dmu2 = np.empty((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(1):
-                div_dvar2_1[i, j, k] = dvar2_1[i, j, k] / D
+                div_dmu2[i, j, k] = -sum_dvar2_2[i, j, k] / D
     # fused loop over [B, N, D]:
-    #   var2 = var(h2, axis=2, keepdims=True), backward:
-    #     → mean: dh2_4 = dh2_3 + div_dvar2_1; accumulate (dh2: h2 is used 5 times)
-    dh2_4 = dh2_3  # in place of dh2_3: not read after this loop
+    #   mu2 = mean(h2, axis=2, keepdims=True), backward:
+    #     → mean: dh2_2 = dh2 + div_dmu2; accumulate (dh2: h2 is used 3 times)
+    dh2_2 = dh2  # in place of dh2: not read after this loop
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dh2_4[i, j, k] = dh2_3[i, j, k] + div_dvar2_1[i, j, 0]
+                dh2_2[i, j, k] = dh2[i, j, k] + div_dmu2[i, j, 0]
     # h2 = h + S @ V @ Wo, backward:
-    #   → batched matrix product: dh2_1 = dh2_4 @ Wo.T
-    dh2_1 = np.dot(np.ascontiguousarray(dh2_4).reshape((-1, D)), Wo.T).reshape((B, N, D))
+    #   → batched matrix product: dh2_1 = dh2_2 @ Wo.T
+    dh2_1 = np.dot(np.ascontiguousarray(dh2_2).reshape((-1, D)), Wo.T).reshape((B, N, D))
     #   → batched matrix product: dWo = h2_1.reshape([B*N, D])
     dWo = np.ascontiguousarray(h2_1).reshape((B * N, D))
-    #   → batched matrix product: dWo_2 = dh2_4.reshape([B*N, D])
-    dWo_2 = np.ascontiguousarray(dh2_4).reshape((B * N, D))
+    #   → batched matrix product: dWo_2 = dh2_2.reshape([B*N, D])
+    dWo_2 = np.ascontiguousarray(dh2_2).reshape((B * N, D))
     #   → batched matrix product: dWo_3 = dWo.T @ dWo_2
     dWo_3 = np.dot(dWo.T, dWo_2)
-    #   → batched matrix product: permute_V = permute(V)
-    permute_V = np.transpose(V, (0, 2, 1))
-    #   → batched matrix product: dS = dh2_1 @ permute_V
-    dS = _batched_dot(np.ascontiguousarray(dh2_1), np.ascontiguousarray(permute_V))
-    #   → batched matrix product: permute_S = permute(S)
-    permute_S = np.transpose(S, (0, 2, 1))
-    #   → batched matrix product: dV = permute_S @ dh2_1
-    dV = _batched_dot(np.ascontiguousarray(permute_S), np.ascontiguousarray(dh2_1))
+    #   → batched matrix product: dS = dh2_1 @ permute(V)
+    dS = _batched_dot(np.ascontiguousarray(dh2_1), np.ascontiguousarray(V), False, True)
+    #   → batched matrix product: dV = permute(S) @ dh2_1
+    dV = _batched_dot(np.ascontiguousarray(S), np.ascontiguousarray(dh2_1), True, False)
     # fused loop over [B, N, N]:
     #   S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
     #     → softmax: sum_mul_dS = sum(dS * S, axis=2, keepdims=True)
@@ -1399,14 +1295,8 @@ def _classifier_value_and_grad(
             for k in range(N):
                 dS_2[i, j, k] = S[i, j, k] * (dS[i, j, k] - sum_mul_dS[i, j, 0]) / S_3
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
-    #   → batched matrix product: permute_S_1 = permute(S_1)
-    permute_S_1 = np.transpose(S_1, (0, 2, 1))
-    #   → batched matrix product: dQ = dS_2 @ permute_S_1
-    dQ = _batched_dot(np.ascontiguousarray(dS_2), np.ascontiguousarray(permute_S_1))
-    #   → batched matrix product: permute_Q = permute(Q)
-    permute_Q = np.transpose(Q, (0, 2, 1))
-    #   → batched matrix product: dS_1 = permute_Q @ dS_2
-    dS_1 = _batched_dot(np.ascontiguousarray(permute_Q), np.ascontiguousarray(dS_2))
+    #   → batched matrix product: dQ = dS_2 @ permute(permute(Kt))
+    dQ = _batched_dot(np.ascontiguousarray(dS_2), np.ascontiguousarray(Kt), False, False)
     # Q = hn @ Wq, backward:
     #   → batched matrix product: dhn = dQ @ Wq.T
     dhn = np.dot(np.ascontiguousarray(dQ).reshape((-1, D)), Wq.T).reshape((B, N, D))
@@ -1417,8 +1307,8 @@ def _classifier_value_and_grad(
     #   → batched matrix product: dWq_3 = dWq.T @ dWq_2
     dWq_3 = np.dot(dWq.T, dWq_2)
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
-    #   → transpose (axes): dKt = permute(dS_1)
-    dKt = np.transpose(dS_1, (0, 2, 1))
+    #   → transpose (axes): dKt = permute(dS_2) @ Q
+    dKt = _batched_dot(np.ascontiguousarray(dS_2), np.ascontiguousarray(Q), True, False)
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: prod_dKt = dKt @ Wk.T
     prod_dKt = np.dot(np.ascontiguousarray(dKt).reshape((-1, D)), Wk.T).reshape((B, N, D))
@@ -1457,46 +1347,25 @@ def _classifier_value_and_grad(
     #     → Hadamard product: dhn_4 = dhn_3 * g1
     #     → Hadamard product: dg1 = sum(hn_4 * dhn_3, axis=(0, 1)); broadcast [D] to [B, N, D]: sum
     #         over axes 0, 1
-    #     → division: dhn_1 = dhn_4 / hn_3
-    #     → division: dhn_3_2 = sum(-(dhn_4 * hn_4 / hn_3), axis=2, keepdims=True); broadcast [B,
-    #         N, 1] to [B, N, D]: sum over axes 2
-    #     → subtraction: dh = dh2_4 + dhn_1; accumulate (dh: h is used 5 times)
-    #     → subtraction: dmu1 = sum(-dhn_1, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
-    #         D]: sum over axes 2
+    #     → division: dvar1_2 = dhn_4 / hn_3
+    #     → division: sum_mul_dhn_4 = sum(dhn_4 * hn_4, axis=2, keepdims=True)
     dc1 = np.zeros((D,), dtype=np.float64)
     dg1 = np.zeros((D,), dtype=np.float64)
-    dhn_3_2 = np.zeros((B, N, 1), dtype=np.float64)
-    dh = dh2_4  # in place of dh2_4: not read after this loop
-    dmu1 = np.zeros((B, N, 1), dtype=np.float64)
+    dvar1_2 = dhn_3  # in place of dhn_3: not read after this loop
+    sum_mul_dhn_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
                 dc1[k] += dhn_3[i, j, k]
                 dhn_4_e = dhn_3[i, j, k] * g1[k]
                 dg1[k] += hn_4[i, j, k] * dhn_3[i, j, k]
-                dhn_1_e = dhn_4_e / hn_3[i, j, 0]
-                dhn_3_2[i, j, 0] += -(dhn_4_e * hn_4[i, j, k] / hn_3[i, j, 0])
-                dh[i, j, k] = dh2_4[i, j, k] + dhn_1_e
-                dmu1[i, j, 0] += -dhn_1_e
-    # fused loop over [B, N, 1]:
-    #   mu1 = mean(h, axis=2, keepdims=True), backward:
-    #     → mean: div_dmu1 = dmu1 / D
-    div_dmu1 = np.empty((B, N, 1), dtype=np.float64)
-    for i in range(B):
-        for j in range(N):
-            for k in range(1):
-                div_dmu1[i, j, k] = dmu1[i, j, k] / D
-    # fused loop over [B, N, D]:
-    #   mu1 = mean(h, axis=2, keepdims=True), backward:
-    #     → mean: dh_2 = dh + div_dmu1; accumulate (dh: h is used 5 times)
-    dh_2 = dh  # in place of dh: not read after this loop
-    for i in range(B):
-        for j in range(N):
-            for k in range(D):
-                dh_2[i, j, k] = dh[i, j, k] + div_dmu1[i, j, 0]
+                dvar1_2[i, j, k] = dhn_4_e / hn_3[i, j, 0]
+                sum_mul_dhn_4[i, j, 0] += dhn_4_e * hn_4[i, j, k]
     # fused loop over [B, N, 1]:
     #   hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1, backward:
-    #     → sqrt: dvar1 = dhn_3_2 / (2 * nonzero_or_inf(hn_3))
+    #     → division: dhn_3 = -(sum_mul_dhn_4 / hn_3); broadcast [B, N, 1] to [B, N, D]: sum over
+    #         axes 2
+    #     → sqrt: dvar1 = dhn_3 / (2 * nonzero_or_inf(hn_3))
     #   var1 = var(h, axis=2, keepdims=True), backward:
     #     → mean: dvar1_3 = dvar1 / D
     #     → square: mul_dvar1_3 = dvar1_3 * 2
@@ -1505,51 +1374,53 @@ def _classifier_value_and_grad(
         for j in range(N):
             for k in range(1):
                 mul_dvar1_3[i, j, k] = (
-                    dhn_3_2[i, j, k]
+                    -(sum_mul_dhn_4[i, j, k] / hn_3[i, j, k])
                     / (2 * (hn_3[i, j, k] if hn_3[i, j, k] > 0 else np.inf))
                     / D
                     * 2
                 )
     # fused loop over [B, N, D]:
     #   var1 = var(h, axis=2, keepdims=True), backward:
-    #     → square: dvar1_2 = mul_dvar1_3 * var1_2
-    #     → subtraction: dh_3 = dh_2 + dvar1_2; accumulate (dh: h is used 5 times)
-    #     → subtraction: dvar1_1 = sum(-dvar1_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B,
-    #         N, D]: sum over axes 2
-    dh_3 = dh_2  # in place of dh_2: not read after this loop
-    dvar1_1 = np.zeros((B, N, 1), dtype=np.float64)
+    #     → square: dvar1_2 = dvar1_2 + mul_dvar1_3 * var1_2; accumulate (dvar1_2: var1_2 is used 2
+    #         times)
+    #     → subtraction: dh = dh2_2 + dvar1_2; accumulate (dh: h is used 3 times)
+    #     → subtraction: sum_dvar1_2 = sum(dvar1_2, axis=2, keepdims=True)
+    dh = dvar1_2  # in place of dvar1_2: not read after this loop
+    sum_dvar1_2 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dvar1_2_e = mul_dvar1_3[i, j, 0] * var1_2[i, j, k]
-                dh_3[i, j, k] = dh_2[i, j, k] + dvar1_2_e
-                dvar1_1[i, j, 0] += -dvar1_2_e
+                dvar1_2_e = dvar1_2[i, j, k] + mul_dvar1_3[i, j, 0] * var1_2[i, j, k]
+                dh[i, j, k] = dh2_2[i, j, k] + dvar1_2_e
+                sum_dvar1_2[i, j, 0] += dvar1_2_e
     # fused loop over [B, N, 1]:
     #   var1 = var(h, axis=2, keepdims=True), backward:
-    #     → mean: div_dvar1_1 = dvar1_1 / D
-    div_dvar1_1 = np.empty((B, N, 1), dtype=np.float64)
+    #     → subtraction: dmu1 = -sum_dvar1_2; broadcast [B, N, 1] to [B, N, D]: sum over axes 2
+    #   mu1 = mean(h, axis=2, keepdims=True), backward:
+    #     → mean: div_dmu1 = dmu1 / D
+    div_dmu1 = np.empty((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(1):
-                div_dvar1_1[i, j, k] = dvar1_1[i, j, k] / D
+                div_dmu1[i, j, k] = -sum_dvar1_2[i, j, k] / D
     # fused loop over [B, N, D]:
-    #   var1 = var(h, axis=2, keepdims=True), backward:
-    #     → mean: dh_4 = dh_3 + div_dvar1_1; accumulate (dh: h is used 5 times)
+    #   mu1 = mean(h, axis=2, keepdims=True), backward:
+    #     → mean: dh_2 = dh + div_dmu1; accumulate (dh: h is used 3 times)
     #   h = X @ We + pos, backward:
-    #     → addition: dpos = sum(dh_4, axis=0); broadcast [N, D] to [B, N, D]: sum over axes 0
-    dh_4 = dh_3  # in place of dh_3: not read after this loop
+    #     → addition: dpos = sum(dh_2, axis=0); broadcast [N, D] to [B, N, D]: sum over axes 0
+    dh_2 = dh  # in place of dh: not read after this loop
     dpos = np.zeros((N, D), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dh_4_e = dh_3[i, j, k] + div_dvar1_1[i, j, 0]
-                dh_4[i, j, k] = dh_4_e
-                dpos[j, k] += dh_4_e
+                dh_2_e = dh[i, j, k] + div_dmu1[i, j, 0]
+                dh_2[i, j, k] = dh_2_e
+                dpos[j, k] += dh_2_e
     # h = X @ We + pos, backward:
     #   → batched matrix product: dWe = X.reshape([B*N, P])
     dWe = np.ascontiguousarray(X).reshape((B * N, P))
-    #   → batched matrix product: dWe_2 = dh_4.reshape([B*N, D])
-    dWe_2 = np.ascontiguousarray(dh_4).reshape((B * N, D))
+    #   → batched matrix product: dWe_2 = dh_2.reshape([B*N, D])
+    dWe_2 = np.ascontiguousarray(dh_2).reshape((B * N, D))
     #   → batched matrix product: dWe_3 = dWe.T @ dWe_2
     dWe_3 = np.dot(dWe.T, dWe_2)
     return (
@@ -1979,7 +1850,7 @@ def _attention_forward(X, C, Wq, Wk, Wv):
     V = np.dot(np.ascontiguousarray(X).reshape((-1, D)), Wv).reshape((B, N, D))
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V
     A_1 = np.transpose(Kt, (0, 2, 1))
-    A_2 = _batched_dot(np.ascontiguousarray(Q), np.ascontiguousarray(A_1))
+    A_2 = _batched_dot(np.ascontiguousarray(Q), np.ascontiguousarray(Kt), False, True)
     # scalars:
     #   A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V
     A_3 = np.sqrt(D)
@@ -2018,7 +1889,7 @@ def _attention_forward(X, C, Wq, Wk, Wv):
             for k in range(N):
                 A_5[i, j, k] = exp_A_4_shifted[i, j, k] / sumexp_A_4[i, j, 0]
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V
-    A = _batched_dot(np.ascontiguousarray(A_5), np.ascontiguousarray(V))
+    A = _batched_dot(np.ascontiguousarray(A_5), np.ascontiguousarray(V), False, False)
     # fused loop over [B, N, D]:
     #   loss = sum(A * C)
     loss_cols = np.zeros((D,), dtype=np.float64)
@@ -2041,14 +1912,10 @@ def _attention_backward(g, X, C, Wq, Wk, Wv, Q, V, A_1, A_3, A_5, B, N, D):
             for k in range(D):
                 dA[i, j, k] = g * C[i, j, k]
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
-    #   → batched matrix product: permute_V = permute(V)
-    permute_V = np.transpose(V, (0, 2, 1))
-    #   → batched matrix product: dA_5 = dA @ permute_V
-    dA_5 = _batched_dot(np.ascontiguousarray(dA), np.ascontiguousarray(permute_V))
-    #   → batched matrix product: permute_A_5 = permute(A_5)
-    permute_A_5 = np.transpose(A_5, (0, 2, 1))
-    #   → batched matrix product: dV = permute_A_5 @ dA
-    dV = _batched_dot(np.ascontiguousarray(permute_A_5), np.ascontiguousarray(dA))
+    #   → batched matrix product: dA_5 = dA @ permute(V)
+    dA_5 = _batched_dot(np.ascontiguousarray(dA), np.ascontiguousarray(V), False, True)
+    #   → batched matrix product: dV = permute(A_5) @ dA
+    dV = _batched_dot(np.ascontiguousarray(A_5), np.ascontiguousarray(dA), True, False)
     # fused loop over [B, N, N]:
     #   A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
     #     → softmax: sum_mul_dA_5 = sum(dA_5 * A_5, axis=2, keepdims=True)
@@ -2067,14 +1934,8 @@ def _attention_backward(g, X, C, Wq, Wk, Wv, Q, V, A_1, A_3, A_5, B, N, D):
             for k in range(N):
                 dA_2[i, j, k] = A_5[i, j, k] * (dA_5[i, j, k] - sum_mul_dA_5[i, j, 0]) / A_3
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
-    #   → batched matrix product: permute_A_1 = permute(A_1)
-    permute_A_1 = np.transpose(A_1, (0, 2, 1))
-    #   → batched matrix product: dQ = dA_2 @ permute_A_1
-    dQ = _batched_dot(np.ascontiguousarray(dA_2), np.ascontiguousarray(permute_A_1))
-    #   → batched matrix product: permute_Q = permute(Q)
-    permute_Q = np.transpose(Q, (0, 2, 1))
-    #   → batched matrix product: dA_1 = permute_Q @ dA_2
-    dA_1 = _batched_dot(np.ascontiguousarray(permute_Q), np.ascontiguousarray(dA_2))
+    #   → batched matrix product: dQ = dA_2 @ permute(A_1)
+    dQ = _batched_dot(np.ascontiguousarray(dA_2), np.ascontiguousarray(A_1), False, True)
     # Q = X @ Wq, backward:
     #   → batched matrix product: dX = dQ @ Wq.T
     dX = np.dot(np.ascontiguousarray(dQ).reshape((-1, D)), Wq.T).reshape((B, N, D))
@@ -2085,8 +1946,8 @@ def _attention_backward(g, X, C, Wq, Wk, Wv, Q, V, A_1, A_3, A_5, B, N, D):
     #   → batched matrix product: dWq_3 = dWq.T @ dWq_2
     dWq_3 = np.dot(dWq.T, dWq_2)
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
-    #   → transpose (axes): dKt = permute(dA_1)
-    dKt = np.transpose(dA_1, (0, 2, 1))
+    #   → transpose (axes): dKt = permute(dA_2) @ Q
+    dKt = _batched_dot(np.ascontiguousarray(dA_2), np.ascontiguousarray(Q), True, False)
     # Kt = X @ Wk, backward:
     #   → batched matrix product: prod_dKt = dKt @ Wk.T
     prod_dKt = np.dot(np.ascontiguousarray(dKt).reshape((-1, D)), Wk.T).reshape((B, N, D))
@@ -2148,8 +2009,7 @@ def _attention_value_and_grad(X, C, Wq, Wk, Wv):
     # V = X @ Wv
     V = np.dot(np.ascontiguousarray(X).reshape((-1, D)), Wv).reshape((B, N, D))
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V
-    A_1 = np.transpose(Kt, (0, 2, 1))
-    A_2 = _batched_dot(np.ascontiguousarray(Q), np.ascontiguousarray(A_1))
+    A_2 = _batched_dot(np.ascontiguousarray(Q), np.ascontiguousarray(Kt), False, True)
     # scalars:
     #   A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V
     A_3 = np.sqrt(D)
@@ -2188,7 +2048,7 @@ def _attention_value_and_grad(X, C, Wq, Wk, Wv):
             for k in range(N):
                 A_5[i, j, k] = exp_A_4_shifted[i, j, k] / sumexp_A_4[i, j, 0]
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V
-    A = _batched_dot(np.ascontiguousarray(A_5), np.ascontiguousarray(V))
+    A = _batched_dot(np.ascontiguousarray(A_5), np.ascontiguousarray(V), False, False)
     # fused loop over [B, N, D]:
     #   loss = sum(A * C)
     loss_cols = np.zeros((D,), dtype=np.float64)
@@ -2199,14 +2059,10 @@ def _attention_value_and_grad(X, C, Wq, Wk, Wv):
     loss = loss_cols.sum()
     loss_cols = np.empty(0)  # frees the partial sums now
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
-    #   → batched matrix product: permute_V = permute(V)
-    permute_V = np.transpose(V, (0, 2, 1))
-    #   → batched matrix product: dA_5 = C @ permute_V
-    dA_5 = _batched_dot(np.ascontiguousarray(C), np.ascontiguousarray(permute_V))
-    #   → batched matrix product: permute_A_5 = permute(A_5)
-    permute_A_5 = np.transpose(A_5, (0, 2, 1))
-    #   → batched matrix product: dV = permute_A_5 @ C
-    dV = _batched_dot(np.ascontiguousarray(permute_A_5), np.ascontiguousarray(C))
+    #   → batched matrix product: dA_5 = C @ permute(V)
+    dA_5 = _batched_dot(np.ascontiguousarray(C), np.ascontiguousarray(V), False, True)
+    #   → batched matrix product: dV = permute(A_5) @ C
+    dV = _batched_dot(np.ascontiguousarray(A_5), np.ascontiguousarray(C), True, False)
     # fused loop over [B, N, N]:
     #   A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
     #     → softmax: sum_mul_dA_5 = sum(dA_5 * A_5, axis=2, keepdims=True)
@@ -2225,14 +2081,8 @@ def _attention_value_and_grad(X, C, Wq, Wk, Wv):
             for k in range(N):
                 dA_2[i, j, k] = A_5[i, j, k] * (dA_5[i, j, k] - sum_mul_dA_5[i, j, 0]) / A_3
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
-    #   → batched matrix product: permute_A_1 = permute(A_1)
-    permute_A_1 = np.transpose(A_1, (0, 2, 1))
-    #   → batched matrix product: dQ = dA_2 @ permute_A_1
-    dQ = _batched_dot(np.ascontiguousarray(dA_2), np.ascontiguousarray(permute_A_1))
-    #   → batched matrix product: permute_Q = permute(Q)
-    permute_Q = np.transpose(Q, (0, 2, 1))
-    #   → batched matrix product: dA_1 = permute_Q @ dA_2
-    dA_1 = _batched_dot(np.ascontiguousarray(permute_Q), np.ascontiguousarray(dA_2))
+    #   → batched matrix product: dQ = dA_2 @ permute(permute(Kt))
+    dQ = _batched_dot(np.ascontiguousarray(dA_2), np.ascontiguousarray(Kt), False, False)
     # Q = X @ Wq, backward:
     #   → batched matrix product: dX = dQ @ Wq.T
     dX = np.dot(np.ascontiguousarray(dQ).reshape((-1, D)), Wq.T).reshape((B, N, D))
@@ -2243,8 +2093,8 @@ def _attention_value_and_grad(X, C, Wq, Wk, Wv):
     #   → batched matrix product: dWq_3 = dWq.T @ dWq_2
     dWq_3 = np.dot(dWq.T, dWq_2)
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
-    #   → transpose (axes): dKt = permute(dA_1)
-    dKt = np.transpose(dA_1, (0, 2, 1))
+    #   → transpose (axes): dKt = permute(dA_2) @ Q
+    dKt = _batched_dot(np.ascontiguousarray(dA_2), np.ascontiguousarray(Q), True, False)
     # Kt = X @ Wk, backward:
     #   → batched matrix product: prod_dKt = dKt @ Wk.T
     prod_dKt = np.dot(np.ascontiguousarray(dKt).reshape((-1, D)), Wk.T).reshape((B, N, D))
@@ -2381,29 +2231,22 @@ def _layer_norm_forward(X, C, g, c):
     D = X.shape[2]
     # fused loop over [B, N, D]:
     #   mu = mean(X, axis=2, keepdims=True)
-    #   v = var(X, axis=2, keepdims=True)
     mu = np.zeros((B, N, 1), dtype=np.float64)
-    v_1 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
                 mu[i, j, 0] += X[i, j, k]
-                v_1[i, j, 0] += X[i, j, k]
     mu /= D
-    v_1 /= D
     # fused loop over [B, N, D]:
     #   v = var(X, axis=2, keepdims=True)
-    #   Y = (X - mu) / sqrt(v + 1e-5) * g + c
     v_2 = np.empty((B, N, D), dtype=np.float64)
     v = np.zeros((B, N, 1), dtype=np.float64)
-    Y_1 = np.empty((B, N, D), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                v_2_e = X[i, j, k] - v_1[i, j, 0]
+                v_2_e = X[i, j, k] - mu[i, j, 0]
                 v_2[i, j, k] = v_2_e
                 v[i, j, 0] += np.square(v_2_e)
-                Y_1[i, j, k] = X[i, j, k] - mu[i, j, 0]
     v /= D
     # fused loop over [B, N, 1]:
     #   Y = (X - mu) / sqrt(v + 1e-5) * g + c
@@ -2415,13 +2258,13 @@ def _layer_norm_forward(X, C, g, c):
     # fused loop over [B, N, D]:
     #   Y = (X - mu) / sqrt(v + 1e-5) * g + c
     #   loss = sum(Y * C)
-    Y_4 = Y_1  # in place of Y_1: not read after this loop
+    Y_4 = np.empty((B, N, D), dtype=np.float64)
     Y = np.empty((B, N, D), dtype=np.float64)
     loss_cols = np.zeros((D,), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                Y_4_e = Y_1[i, j, k] / Y_3[i, j, 0]
+                Y_4_e = v_2[i, j, k] / Y_3[i, j, 0]
                 Y_4[i, j, k] = Y_4_e
                 Y_e = Y_4_e * g[k] + c[k]
                 Y[i, j, k] = Y_e
@@ -2440,16 +2283,12 @@ def _layer_norm_backward(g, C, g_2, v_2, Y_3, Y_4, B, N, D):
     #     → Hadamard product: dY_4 = dY * g_2
     #     → Hadamard product: dg = sum(Y_4 * dY, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over
     #         axes 0, 1
-    #     → division: dX = dY_4 / Y_3
-    #     → division: dY_3 = sum(-(dY_4 * Y_4 / Y_3), axis=2, keepdims=True); broadcast [B, N, 1]
-    #         to [B, N, D]: sum over axes 2
-    #     → subtraction: dmu = sum(-dX, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]:
-    #         sum over axes 2
+    #     → division: dv_2 = dY_4 / Y_3
+    #     → division: sum_mul_dY_4 = sum(dY_4 * Y_4, axis=2, keepdims=True)
     dc = np.zeros((D,), dtype=np.float64)
     dg = np.zeros((D,), dtype=np.float64)
-    dX = np.empty((B, N, D), dtype=np.float64)
-    dY_3 = np.zeros((B, N, 1), dtype=np.float64)
-    dmu = np.zeros((B, N, 1), dtype=np.float64)
+    dv_2 = np.empty((B, N, D), dtype=np.float64)
+    sum_mul_dY_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
@@ -2457,28 +2296,12 @@ def _layer_norm_backward(g, C, g_2, v_2, Y_3, Y_4, B, N, D):
                 dc[k] += dY_e
                 dY_4_e = dY_e * g_2[k]
                 dg[k] += Y_4[i, j, k] * dY_e
-                dX_e = dY_4_e / Y_3[i, j, 0]
-                dX[i, j, k] = dX_e
-                dY_3[i, j, 0] += -(dY_4_e * Y_4[i, j, k] / Y_3[i, j, 0])
-                dmu[i, j, 0] += -dX_e
-    # fused loop over [B, N, 1]:
-    #   mu = mean(X, axis=2, keepdims=True), backward:
-    #     → mean: div_dmu = dmu / D
-    div_dmu = np.empty((B, N, 1), dtype=np.float64)
-    for i in range(B):
-        for j in range(N):
-            for k in range(1):
-                div_dmu[i, j, k] = dmu[i, j, k] / D
-    # fused loop over [B, N, D]:
-    #   mu = mean(X, axis=2, keepdims=True), backward:
-    #     → mean: dX_2 = dX + div_dmu; accumulate (dX: X is used 4 times)
-    dX_2 = dX  # in place of dX: not read after this loop
-    for i in range(B):
-        for j in range(N):
-            for k in range(D):
-                dX_2[i, j, k] = dX[i, j, k] + div_dmu[i, j, 0]
+                dv_2[i, j, k] = dY_4_e / Y_3[i, j, 0]
+                sum_mul_dY_4[i, j, 0] += dY_4_e * Y_4[i, j, k]
     # fused loop over [B, N, 1]:
     #   Y = (X - mu) / sqrt(v + 1e-5) * g + c, backward:
+    #     → division: dY_3 = -(sum_mul_dY_4 / Y_3); broadcast [B, N, 1] to [B, N, D]: sum over axes
+    #         2
     #     → sqrt: dv = dY_3 / (2 * nonzero_or_inf(Y_3))
     #   v = var(X, axis=2, keepdims=True), backward:
     #     → mean: dv_3 = dv / D
@@ -2488,39 +2311,42 @@ def _layer_norm_backward(g, C, g_2, v_2, Y_3, Y_4, B, N, D):
         for j in range(N):
             for k in range(1):
                 mul_dv_3[i, j, k] = (
-                    dY_3[i, j, k] / (2 * (Y_3[i, j, k] if Y_3[i, j, k] > 0 else np.inf)) / D * 2
+                    -(sum_mul_dY_4[i, j, k] / Y_3[i, j, k])
+                    / (2 * (Y_3[i, j, k] if Y_3[i, j, k] > 0 else np.inf))
+                    / D
+                    * 2
                 )
     # fused loop over [B, N, D]:
     #   v = var(X, axis=2, keepdims=True), backward:
-    #     → square: dv_2 = mul_dv_3 * v_2
-    #     → subtraction: dX_3 = dX_2 + dv_2; accumulate (dX: X is used 4 times)
-    #     → subtraction: dv_1 = sum(-dv_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
-    #         D]: sum over axes 2
-    dX_3 = dX_2  # in place of dX_2: not read after this loop
-    dv_1 = np.zeros((B, N, 1), dtype=np.float64)
+    #     → square: dX = dv_2 + mul_dv_3 * v_2; accumulate (dv_2: v_2 is used 2 times)
+    #     → subtraction: sum_dX = sum(dX, axis=2, keepdims=True)
+    dX = dv_2  # in place of dv_2: not read after this loop
+    sum_dX = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dv_2_e = mul_dv_3[i, j, 0] * v_2[i, j, k]
-                dX_3[i, j, k] = dX_2[i, j, k] + dv_2_e
-                dv_1[i, j, 0] += -dv_2_e
+                dX_e = dv_2[i, j, k] + mul_dv_3[i, j, 0] * v_2[i, j, k]
+                dX[i, j, k] = dX_e
+                sum_dX[i, j, 0] += dX_e
     # fused loop over [B, N, 1]:
     #   v = var(X, axis=2, keepdims=True), backward:
-    #     → mean: div_dv_1 = dv_1 / D
-    div_dv_1 = np.empty((B, N, 1), dtype=np.float64)
+    #     → subtraction: dmu = -sum_dX; broadcast [B, N, 1] to [B, N, D]: sum over axes 2
+    #   mu = mean(X, axis=2, keepdims=True), backward:
+    #     → mean: div_dmu = dmu / D
+    div_dmu = np.empty((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(1):
-                div_dv_1[i, j, k] = dv_1[i, j, k] / D
+                div_dmu[i, j, k] = -sum_dX[i, j, k] / D
     # fused loop over [B, N, D]:
-    #   v = var(X, axis=2, keepdims=True), backward:
-    #     → mean: dX_4 = dX_3 + div_dv_1; accumulate (dX: X is used 4 times)
-    dX_4 = dX_3  # in place of dX_3: not read after this loop
+    #   mu = mean(X, axis=2, keepdims=True), backward:
+    #     → mean: dX_2 = dX + div_dmu; accumulate (dX: X is used 2 times)
+    dX_2 = dX  # in place of dX: not read after this loop
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dX_4[i, j, k] = dX_3[i, j, k] + div_dv_1[i, j, 0]
-    return dX_4, dg, dc
+                dX_2[i, j, k] = dX[i, j, k] + div_dmu[i, j, 0]
+    return dX_2, dg, dc
 
 
 @_kernel
@@ -2540,29 +2366,22 @@ def _layer_norm_value_and_grad(X, C, g, c):
     D = X.shape[2]
     # fused loop over [B, N, D]:
     #   mu = mean(X, axis=2, keepdims=True)
-    #   v = var(X, axis=2, keepdims=True)
     mu = np.zeros((B, N, 1), dtype=np.float64)
-    v_1 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
                 mu[i, j, 0] += X[i, j, k]
-                v_1[i, j, 0] += X[i, j, k]
     mu /= D
-    v_1 /= D
     # fused loop over [B, N, D]:
     #   v = var(X, axis=2, keepdims=True)
-    #   Y = (X - mu) / sqrt(v + 1e-5) * g + c
     v_2 = np.empty((B, N, D), dtype=np.float64)
     v = np.zeros((B, N, 1), dtype=np.float64)
-    Y_1 = np.empty((B, N, D), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                v_2_e = X[i, j, k] - v_1[i, j, 0]
+                v_2_e = X[i, j, k] - mu[i, j, 0]
                 v_2[i, j, k] = v_2_e
                 v[i, j, 0] += np.square(v_2_e)
-                Y_1[i, j, k] = X[i, j, k] - mu[i, j, 0]
     v /= D
     # fused loop over [B, N, 1]:
     #   Y = (X - mu) / sqrt(v + 1e-5) * g + c
@@ -2579,52 +2398,32 @@ def _layer_norm_value_and_grad(X, C, g, c):
     #     → Hadamard product: dY_4 = C * g
     #     → Hadamard product: dg = sum(Y_4 * C, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over
     #         axes 0, 1
-    #     → division: dX = dY_4 / Y_3
-    #     → division: dY_3 = sum(-(dY_4 * Y_4 / Y_3), axis=2, keepdims=True); broadcast [B, N, 1]
-    #         to [B, N, D]: sum over axes 2
-    #     → subtraction: dmu = sum(-dX, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]:
-    #         sum over axes 2
-    Y = Y_1  # in place of Y_1: not read after this loop
+    #     → division: dv_2 = dY_4 / Y_3
+    #     → division: sum_mul_dY_4 = sum(dY_4 * Y_4, axis=2, keepdims=True)
+    Y = np.empty((B, N, D), dtype=np.float64)
     loss_cols = np.zeros((D,), dtype=np.float64)
     dc = np.zeros((D,), dtype=np.float64)
     dg = np.zeros((D,), dtype=np.float64)
-    dX = np.empty((B, N, D), dtype=np.float64)
-    dY_3 = np.zeros((B, N, 1), dtype=np.float64)
-    dmu = np.zeros((B, N, 1), dtype=np.float64)
+    dv_2 = np.empty((B, N, D), dtype=np.float64)
+    sum_mul_dY_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                Y_4_e = Y_1[i, j, k] / Y_3[i, j, 0]
+                Y_4_e = v_2[i, j, k] / Y_3[i, j, 0]
                 Y_e = Y_4_e * g[k] + c[k]
                 Y[i, j, k] = Y_e
                 loss_cols[k] += Y_e * C[i, j, k]
                 dc[k] += C[i, j, k]
                 dY_4_e = C[i, j, k] * g[k]
                 dg[k] += Y_4_e * C[i, j, k]
-                dX_e = dY_4_e / Y_3[i, j, 0]
-                dX[i, j, k] = dX_e
-                dY_3[i, j, 0] += -(dY_4_e * Y_4_e / Y_3[i, j, 0])
-                dmu[i, j, 0] += -dX_e
+                dv_2[i, j, k] = dY_4_e / Y_3[i, j, 0]
+                sum_mul_dY_4[i, j, 0] += dY_4_e * Y_4_e
     loss = loss_cols.sum()
     loss_cols = np.empty(0)  # frees the partial sums now
     # fused loop over [B, N, 1]:
-    #   mu = mean(X, axis=2, keepdims=True), backward:
-    #     → mean: div_dmu = dmu / D
-    div_dmu = np.empty((B, N, 1), dtype=np.float64)
-    for i in range(B):
-        for j in range(N):
-            for k in range(1):
-                div_dmu[i, j, k] = dmu[i, j, k] / D
-    # fused loop over [B, N, D]:
-    #   mu = mean(X, axis=2, keepdims=True), backward:
-    #     → mean: dX_2 = dX + div_dmu; accumulate (dX: X is used 4 times)
-    dX_2 = dX  # in place of dX: not read after this loop
-    for i in range(B):
-        for j in range(N):
-            for k in range(D):
-                dX_2[i, j, k] = dX[i, j, k] + div_dmu[i, j, 0]
-    # fused loop over [B, N, 1]:
     #   Y = (X - mu) / sqrt(v + 1e-5) * g + c, backward:
+    #     → division: dY_3 = -(sum_mul_dY_4 / Y_3); broadcast [B, N, 1] to [B, N, D]: sum over axes
+    #         2
     #     → sqrt: dv = dY_3 / (2 * nonzero_or_inf(Y_3))
     #   v = var(X, axis=2, keepdims=True), backward:
     #     → mean: dv_3 = dv / D
@@ -2634,39 +2433,42 @@ def _layer_norm_value_and_grad(X, C, g, c):
         for j in range(N):
             for k in range(1):
                 mul_dv_3[i, j, k] = (
-                    dY_3[i, j, k] / (2 * (Y_3[i, j, k] if Y_3[i, j, k] > 0 else np.inf)) / D * 2
+                    -(sum_mul_dY_4[i, j, k] / Y_3[i, j, k])
+                    / (2 * (Y_3[i, j, k] if Y_3[i, j, k] > 0 else np.inf))
+                    / D
+                    * 2
                 )
     # fused loop over [B, N, D]:
     #   v = var(X, axis=2, keepdims=True), backward:
-    #     → square: dv_2 = mul_dv_3 * v_2
-    #     → subtraction: dX_3 = dX_2 + dv_2; accumulate (dX: X is used 4 times)
-    #     → subtraction: dv_1 = sum(-dv_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
-    #         D]: sum over axes 2
-    dX_3 = dX_2  # in place of dX_2: not read after this loop
-    dv_1 = np.zeros((B, N, 1), dtype=np.float64)
+    #     → square: dX = dv_2 + mul_dv_3 * v_2; accumulate (dv_2: v_2 is used 2 times)
+    #     → subtraction: sum_dX = sum(dX, axis=2, keepdims=True)
+    dX = dv_2  # in place of dv_2: not read after this loop
+    sum_dX = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dv_2_e = mul_dv_3[i, j, 0] * v_2[i, j, k]
-                dX_3[i, j, k] = dX_2[i, j, k] + dv_2_e
-                dv_1[i, j, 0] += -dv_2_e
+                dX_e = dv_2[i, j, k] + mul_dv_3[i, j, 0] * v_2[i, j, k]
+                dX[i, j, k] = dX_e
+                sum_dX[i, j, 0] += dX_e
     # fused loop over [B, N, 1]:
     #   v = var(X, axis=2, keepdims=True), backward:
-    #     → mean: div_dv_1 = dv_1 / D
-    div_dv_1 = np.empty((B, N, 1), dtype=np.float64)
+    #     → subtraction: dmu = -sum_dX; broadcast [B, N, 1] to [B, N, D]: sum over axes 2
+    #   mu = mean(X, axis=2, keepdims=True), backward:
+    #     → mean: div_dmu = dmu / D
+    div_dmu = np.empty((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
             for k in range(1):
-                div_dv_1[i, j, k] = dv_1[i, j, k] / D
+                div_dmu[i, j, k] = -sum_dX[i, j, k] / D
     # fused loop over [B, N, D]:
-    #   v = var(X, axis=2, keepdims=True), backward:
-    #     → mean: dX_4 = dX_3 + div_dv_1; accumulate (dX: X is used 4 times)
-    dX_4 = dX_3  # in place of dX_3: not read after this loop
+    #   mu = mean(X, axis=2, keepdims=True), backward:
+    #     → mean: dX_2 = dX + div_dmu; accumulate (dX: X is used 2 times)
+    dX_2 = dX  # in place of dX: not read after this loop
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dX_4[i, j, k] = dX_3[i, j, k] + div_dv_1[i, j, 0]
-    return loss, Y, dX_4, dg, dc
+                dX_2[i, j, k] = dX[i, j, k] + div_dmu[i, j, 0]
+    return loss, Y, dX_2, dg, dc
 
 
 def layer_norm(X, C, g, c):
@@ -2694,8 +2496,8 @@ def layer_norm_backward(saved, g=1.0):
     """Gradients of loss with respect to X, g, c, given g = d(objective)/dloss (shape []; a
     scalar broadcasts)."""
     g = _check_cotangent("layer_norm", g, ())
-    dX_4, dg, dc = _layer_norm_backward(g, *saved)
-    return layer_norm_Grads(X=dX_4, g=dg, c=dc)
+    dX_2, dg, dc = _layer_norm_backward(g, *saved)
+    return layer_norm_Grads(X=dX_2, g=dg, c=dc)
 
 
 def layer_norm_value_and_grad(X, C, g, c):
@@ -2703,11 +2505,11 @@ def layer_norm_value_and_grad(X, C, g, c):
     try:  # types checked before: the kernel compares the shapes
         if type(X) is _MASKED or type(C) is _MASKED or type(g) is _MASKED or type(c) is _MASKED:
             raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        loss, Y, dX_4, dg, dc = _layer_norm_value_and_grad.checked(X, C, g, c)
+        loss, Y, dX_2, dg, dc = _layer_norm_value_and_grad.checked(X, C, g, c)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, C, g, c = _check_inputs("layer_norm", (X, C, g, c), _LAYER_NORM_INPUTS)
-        loss, Y, dX_4, dg, dc = _run_checked(_layer_norm_value_and_grad, X, C, g, c)
-    return (_DTYPE.type(loss), Y), layer_norm_Grads(X=dX_4, g=dg, c=dc)
+        loss, Y, dX_2, dg, dc = _run_checked(_layer_norm_value_and_grad, X, C, g, c)
+    return (_DTYPE.type(loss), Y), layer_norm_Grads(X=dX_2, g=dg, c=dc)
 
 
 # --- the wrappers' checks of inputs and cotangents (as in the NumPy module) ---

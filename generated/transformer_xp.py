@@ -437,11 +437,11 @@ def classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W2
     # mu1 = mean(h, axis=2, keepdims=True)
     mu1 = xp.mean(h, axis=2, keepdims=True)
     # var1 = var(h, axis=2, keepdims=True)
-    var1_2 = h - xp.mean(h, axis=2, keepdims=True)
+    var1_2 = h - mu1
     var1 = xp.mean(xp.square(var1_2), axis=2, keepdims=True)
     # hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1
     hn_3 = xp.sqrt(var1 + 1e-05)
-    hn_4 = (h - mu1) / hn_3
+    hn_4 = var1_2 / hn_3
     hn = hn_4 * g1 + c1
     # Q = hn @ Wq
     Q = hn @ Wq
@@ -459,11 +459,11 @@ def classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W2
     # mu2 = mean(h2, axis=2, keepdims=True)
     mu2 = xp.mean(h2, axis=2, keepdims=True)
     # var2 = var(h2, axis=2, keepdims=True)
-    var2_2 = h2 - xp.mean(h2, axis=2, keepdims=True)
+    var2_2 = h2 - mu2
     var2 = xp.mean(xp.square(var2_2), axis=2, keepdims=True)
     # hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2
     hn2_3 = xp.sqrt(var2 + 1e-05)
-    hn2_4 = (h2 - mu2) / hn2_3
+    hn2_4 = var2_2 / hn2_3
     hn2 = hn2_4 * g2 + c2
     # U = hn2 @ W1 + b1
     U = hn2 @ W1 + b1
@@ -613,34 +613,27 @@ def classifier_backward(saved, g=1.0):
     #   → Hadamard product: dg2 = sum(hn2_4 * dhn2, axis=(0, 1)); broadcast [D] to [B, N, D]: sum
     #       over axes 0, 1
     dg2 = xp.sum(hn2_4 * dhn2, axis=(0, 1))
-    #   → division: dhn2_1 = dhn2_4 / hn2_3
-    dhn2_1 = dhn2_4 / hn2_3
-    #   → division: dhn2_3 = sum(-(dhn2_4 * hn2_4 / hn2_3), axis=2, keepdims=True); broadcast [B,
+    #   → division: dvar2_2 = dhn2_4 / hn2_3
+    dvar2_2 = dhn2_4 / hn2_3
+    #   → division: dhn2_3 = -(sum(dhn2_4 * hn2_4, axis=2, keepdims=True) / hn2_3); broadcast [B,
     #       N, 1] to [B, N, D]: sum over axes 2
-    dhn2_3 = xp.sum(-(dhn2_4 * hn2_4 / hn2_3), axis=2, keepdims=True)
-    #   → subtraction: dh2 = dh3 + dhn2_1; accumulate (dh2: h2 is used 5 times)
-    dh2 = dh3 + dhn2_1
-    #   → subtraction: dmu2 = sum(-dhn2_1, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
-    #       D]: sum over axes 2
-    dmu2 = xp.sum(-dhn2_1, axis=2, keepdims=True)
-    # mu2 = mean(h2, axis=2, keepdims=True), backward:
-    #   → mean: dh2 = dh2 + dmu2 / D; accumulate (dh2: h2 is used 5 times)
-    dh2 = dh2 + dmu2 / D
-    # hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2, backward:
+    dhn2_3 = -(xp.sum(dhn2_4 * hn2_4, axis=2, keepdims=True) / hn2_3)
     #   → sqrt: dvar2 = dhn2_3 / (2 * nonzero_or_inf(hn2_3))
     dvar2 = dhn2_3 / (2 * xp.where(hn2_3 > 0, hn2_3, xp.inf))
     # var2 = var(h2, axis=2, keepdims=True), backward:
     #   → mean: dvar2_3 = dvar2 / D
     dvar2_3 = dvar2 / D
-    #   → square: dvar2_2 = dvar2_3 * 2 * var2_2
-    dvar2_2 = dvar2_3 * 2 * var2_2
-    #   → subtraction: dh2 = dh2 + dvar2_2; accumulate (dh2: h2 is used 5 times)
-    dh2 = dh2 + dvar2_2
-    #   → subtraction: dvar2_1 = sum(-dvar2_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B,
-    #       N, D]: sum over axes 2
-    dvar2_1 = xp.sum(-dvar2_2, axis=2, keepdims=True)
-    #   → mean: dh2 = dh2 + dvar2_1 / D; accumulate (dh2: h2 is used 5 times)
-    dh2 = dh2 + dvar2_1 / D
+    #   → square: dvar2_2 = dvar2_2 + dvar2_3 * 2 * var2_2; accumulate (dvar2_2: var2_2 is used 2
+    #       times)
+    dvar2_2 = dvar2_2 + dvar2_3 * 2 * var2_2
+    #   → subtraction: dh2 = dh3 + dvar2_2; accumulate (dh2: h2 is used 3 times)
+    dh2 = dh3 + dvar2_2
+    #   → subtraction: dmu2 = -sum(dvar2_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
+    #       D]: sum over axes 2
+    dmu2 = -xp.sum(dvar2_2, axis=2, keepdims=True)
+    # mu2 = mean(h2, axis=2, keepdims=True), backward:
+    #   → mean: dh2 = dh2 + dmu2 / D; accumulate (dh2: h2 is used 3 times)
+    dh2 = dh2 + dmu2 / D
     # h2 = h + S @ V @ Wo, backward:
     #   → batched matrix product: dh2_1 = dh2 @ Wo.T
     dh2_1 = dh2 @ Wo.T
@@ -657,8 +650,6 @@ def classifier_backward(saved, g=1.0):
     dS_2 = dS_4 / S_3
     #   → batched matrix product: dQ = dS_2 @ permute(S_1)
     dQ = dS_2 @ xp.permute_dims(S_1, (0, 2, 1))
-    #   → batched matrix product: dS_1 = permute(Q) @ dS_2
-    dS_1 = xp.permute_dims(Q, (0, 2, 1)) @ dS_2
     # Q = hn @ Wq, backward:
     #   → batched matrix product: dhn = dQ @ Wq.T
     dhn = dQ @ Wq.T
@@ -667,8 +658,8 @@ def classifier_backward(saved, g=1.0):
     #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
     dWq_2 = dWq.T @ xp.reshape(dQ, (B * N, D))
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
-    #   → transpose (axes): dKt = permute(dS_1)
-    dKt = xp.permute_dims(dS_1, (0, 2, 1))
+    #   → transpose (axes): dKt = permute(dS_2) @ Q
+    dKt = xp.permute_dims(dS_2, (0, 2, 1)) @ Q
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: dhn = dhn + dKt @ Wk.T; accumulate (dhn: hn is used 3 times)
     dhn = dhn + dKt @ Wk.T
@@ -687,34 +678,27 @@ def classifier_backward(saved, g=1.0):
     #   → Hadamard product: dg1 = sum(hn_4 * dhn, axis=(0, 1)); broadcast [D] to [B, N, D]: sum
     #       over axes 0, 1
     dg1 = xp.sum(hn_4 * dhn, axis=(0, 1))
-    #   → division: dhn_1 = dhn_4 / hn_3
-    dhn_1 = dhn_4 / hn_3
-    #   → division: dhn_3 = sum(-(dhn_4 * hn_4 / hn_3), axis=2, keepdims=True); broadcast [B, N, 1]
+    #   → division: dvar1_2 = dhn_4 / hn_3
+    dvar1_2 = dhn_4 / hn_3
+    #   → division: dhn_3 = -(sum(dhn_4 * hn_4, axis=2, keepdims=True) / hn_3); broadcast [B, N, 1]
     #       to [B, N, D]: sum over axes 2
-    dhn_3 = xp.sum(-(dhn_4 * hn_4 / hn_3), axis=2, keepdims=True)
-    #   → subtraction: dh = dh2 + dhn_1; accumulate (dh: h is used 5 times)
-    dh = dh2 + dhn_1
-    #   → subtraction: dmu1 = sum(-dhn_1, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]:
-    #       sum over axes 2
-    dmu1 = xp.sum(-dhn_1, axis=2, keepdims=True)
-    # mu1 = mean(h, axis=2, keepdims=True), backward:
-    #   → mean: dh = dh + dmu1 / D; accumulate (dh: h is used 5 times)
-    dh = dh + dmu1 / D
-    # hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1, backward:
+    dhn_3 = -(xp.sum(dhn_4 * hn_4, axis=2, keepdims=True) / hn_3)
     #   → sqrt: dvar1 = dhn_3 / (2 * nonzero_or_inf(hn_3))
     dvar1 = dhn_3 / (2 * xp.where(hn_3 > 0, hn_3, xp.inf))
     # var1 = var(h, axis=2, keepdims=True), backward:
     #   → mean: dvar1_3 = dvar1 / D
     dvar1_3 = dvar1 / D
-    #   → square: dvar1_2 = dvar1_3 * 2 * var1_2
-    dvar1_2 = dvar1_3 * 2 * var1_2
-    #   → subtraction: dh = dh + dvar1_2; accumulate (dh: h is used 5 times)
-    dh = dh + dvar1_2
-    #   → subtraction: dvar1_1 = sum(-dvar1_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B,
-    #       N, D]: sum over axes 2
-    dvar1_1 = xp.sum(-dvar1_2, axis=2, keepdims=True)
-    #   → mean: dh = dh + dvar1_1 / D; accumulate (dh: h is used 5 times)
-    dh = dh + dvar1_1 / D
+    #   → square: dvar1_2 = dvar1_2 + dvar1_3 * 2 * var1_2; accumulate (dvar1_2: var1_2 is used 2
+    #       times)
+    dvar1_2 = dvar1_2 + dvar1_3 * 2 * var1_2
+    #   → subtraction: dh = dh2 + dvar1_2; accumulate (dh: h is used 3 times)
+    dh = dh2 + dvar1_2
+    #   → subtraction: dmu1 = -sum(dvar1_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
+    #       D]: sum over axes 2
+    dmu1 = -xp.sum(dvar1_2, axis=2, keepdims=True)
+    # mu1 = mean(h, axis=2, keepdims=True), backward:
+    #   → mean: dh = dh + dmu1 / D; accumulate (dh: h is used 3 times)
+    dh = dh + dmu1 / D
     # h = X @ We + pos, backward:
     #   → addition: dpos = sum(dh, axis=0); broadcast [N, D] to [B, N, D]: sum over axes 0
     dpos = xp.sum(dh, axis=0)
@@ -762,11 +746,11 @@ def classifier_value_and_grad(
     # mu1 = mean(h, axis=2, keepdims=True)
     mu1 = xp.mean(h, axis=2, keepdims=True)
     # var1 = var(h, axis=2, keepdims=True)
-    var1_2 = h - xp.mean(h, axis=2, keepdims=True)
+    var1_2 = h - mu1
     var1 = xp.mean(xp.square(var1_2), axis=2, keepdims=True)
     # hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1
     hn_3 = xp.sqrt(var1 + 1e-05)
-    hn_4 = (h - mu1) / hn_3
+    hn_4 = var1_2 / hn_3
     hn = hn_4 * g1 + c1
     # Q = hn @ Wq
     Q = hn @ Wq
@@ -784,11 +768,11 @@ def classifier_value_and_grad(
     # mu2 = mean(h2, axis=2, keepdims=True)
     mu2 = xp.mean(h2, axis=2, keepdims=True)
     # var2 = var(h2, axis=2, keepdims=True)
-    var2_2 = h2 - xp.mean(h2, axis=2, keepdims=True)
+    var2_2 = h2 - mu2
     var2 = xp.mean(xp.square(var2_2), axis=2, keepdims=True)
     # hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2
     hn2_3 = xp.sqrt(var2 + 1e-05)
-    hn2_4 = (h2 - mu2) / hn2_3
+    hn2_4 = var2_2 / hn2_3
     hn2 = hn2_4 * g2 + c2
     # U = hn2 @ W1 + b1
     U = hn2 @ W1 + b1
@@ -868,34 +852,27 @@ def classifier_value_and_grad(
     #   → Hadamard product: dg2 = sum(hn2_4 * dhn2, axis=(0, 1)); broadcast [D] to [B, N, D]: sum
     #       over axes 0, 1
     dg2 = xp.sum(hn2_4 * dhn2, axis=(0, 1))
-    #   → division: dhn2_1 = dhn2_4 / hn2_3
-    dhn2_1 = dhn2_4 / hn2_3
-    #   → division: dhn2_3 = sum(-(dhn2_4 * hn2_4 / hn2_3), axis=2, keepdims=True); broadcast [B,
+    #   → division: dvar2_2 = dhn2_4 / hn2_3
+    dvar2_2 = dhn2_4 / hn2_3
+    #   → division: dhn2_3 = -(sum(dhn2_4 * hn2_4, axis=2, keepdims=True) / hn2_3); broadcast [B,
     #       N, 1] to [B, N, D]: sum over axes 2
-    dhn2_3 = xp.sum(-(dhn2_4 * hn2_4 / hn2_3), axis=2, keepdims=True)
-    #   → subtraction: dh2 = dh3 + dhn2_1; accumulate (dh2: h2 is used 5 times)
-    dh2 = dh3 + dhn2_1
-    #   → subtraction: dmu2 = sum(-dhn2_1, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
-    #       D]: sum over axes 2
-    dmu2 = xp.sum(-dhn2_1, axis=2, keepdims=True)
-    # mu2 = mean(h2, axis=2, keepdims=True), backward:
-    #   → mean: dh2 = dh2 + dmu2 / D; accumulate (dh2: h2 is used 5 times)
-    dh2 = dh2 + dmu2 / D
-    # hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2, backward:
+    dhn2_3 = -(xp.sum(dhn2_4 * hn2_4, axis=2, keepdims=True) / hn2_3)
     #   → sqrt: dvar2 = dhn2_3 / (2 * nonzero_or_inf(hn2_3))
     dvar2 = dhn2_3 / (2 * xp.where(hn2_3 > 0, hn2_3, xp.inf))
     # var2 = var(h2, axis=2, keepdims=True), backward:
     #   → mean: dvar2_3 = dvar2 / D
     dvar2_3 = dvar2 / D
-    #   → square: dvar2_2 = dvar2_3 * 2 * var2_2
-    dvar2_2 = dvar2_3 * 2 * var2_2
-    #   → subtraction: dh2 = dh2 + dvar2_2; accumulate (dh2: h2 is used 5 times)
-    dh2 = dh2 + dvar2_2
-    #   → subtraction: dvar2_1 = sum(-dvar2_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B,
-    #       N, D]: sum over axes 2
-    dvar2_1 = xp.sum(-dvar2_2, axis=2, keepdims=True)
-    #   → mean: dh2 = dh2 + dvar2_1 / D; accumulate (dh2: h2 is used 5 times)
-    dh2 = dh2 + dvar2_1 / D
+    #   → square: dvar2_2 = dvar2_2 + dvar2_3 * 2 * var2_2; accumulate (dvar2_2: var2_2 is used 2
+    #       times)
+    dvar2_2 = dvar2_2 + dvar2_3 * 2 * var2_2
+    #   → subtraction: dh2 = dh3 + dvar2_2; accumulate (dh2: h2 is used 3 times)
+    dh2 = dh3 + dvar2_2
+    #   → subtraction: dmu2 = -sum(dvar2_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
+    #       D]: sum over axes 2
+    dmu2 = -xp.sum(dvar2_2, axis=2, keepdims=True)
+    # mu2 = mean(h2, axis=2, keepdims=True), backward:
+    #   → mean: dh2 = dh2 + dmu2 / D; accumulate (dh2: h2 is used 3 times)
+    dh2 = dh2 + dmu2 / D
     # h2 = h + S @ V @ Wo, backward:
     #   → batched matrix product: dh2_1 = dh2 @ Wo.T
     dh2_1 = dh2 @ Wo.T
@@ -912,8 +889,6 @@ def classifier_value_and_grad(
     dS_2 = dS_4 / S_3
     #   → batched matrix product: dQ = dS_2 @ permute(S_1)
     dQ = dS_2 @ xp.permute_dims(S_1, (0, 2, 1))
-    #   → batched matrix product: dS_1 = permute(Q) @ dS_2
-    dS_1 = xp.permute_dims(Q, (0, 2, 1)) @ dS_2
     # Q = hn @ Wq, backward:
     #   → batched matrix product: dhn = dQ @ Wq.T
     dhn = dQ @ Wq.T
@@ -922,8 +897,8 @@ def classifier_value_and_grad(
     #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
     dWq_2 = dWq.T @ xp.reshape(dQ, (B * N, D))
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
-    #   → transpose (axes): dKt = permute(dS_1)
-    dKt = xp.permute_dims(dS_1, (0, 2, 1))
+    #   → transpose (axes): dKt = permute(dS_2) @ Q
+    dKt = xp.permute_dims(dS_2, (0, 2, 1)) @ Q
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: dhn = dhn + dKt @ Wk.T; accumulate (dhn: hn is used 3 times)
     dhn = dhn + dKt @ Wk.T
@@ -942,34 +917,27 @@ def classifier_value_and_grad(
     #   → Hadamard product: dg1 = sum(hn_4 * dhn, axis=(0, 1)); broadcast [D] to [B, N, D]: sum
     #       over axes 0, 1
     dg1 = xp.sum(hn_4 * dhn, axis=(0, 1))
-    #   → division: dhn_1 = dhn_4 / hn_3
-    dhn_1 = dhn_4 / hn_3
-    #   → division: dhn_3 = sum(-(dhn_4 * hn_4 / hn_3), axis=2, keepdims=True); broadcast [B, N, 1]
+    #   → division: dvar1_2 = dhn_4 / hn_3
+    dvar1_2 = dhn_4 / hn_3
+    #   → division: dhn_3 = -(sum(dhn_4 * hn_4, axis=2, keepdims=True) / hn_3); broadcast [B, N, 1]
     #       to [B, N, D]: sum over axes 2
-    dhn_3 = xp.sum(-(dhn_4 * hn_4 / hn_3), axis=2, keepdims=True)
-    #   → subtraction: dh = dh2 + dhn_1; accumulate (dh: h is used 5 times)
-    dh = dh2 + dhn_1
-    #   → subtraction: dmu1 = sum(-dhn_1, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]:
-    #       sum over axes 2
-    dmu1 = xp.sum(-dhn_1, axis=2, keepdims=True)
-    # mu1 = mean(h, axis=2, keepdims=True), backward:
-    #   → mean: dh = dh + dmu1 / D; accumulate (dh: h is used 5 times)
-    dh = dh + dmu1 / D
-    # hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1, backward:
+    dhn_3 = -(xp.sum(dhn_4 * hn_4, axis=2, keepdims=True) / hn_3)
     #   → sqrt: dvar1 = dhn_3 / (2 * nonzero_or_inf(hn_3))
     dvar1 = dhn_3 / (2 * xp.where(hn_3 > 0, hn_3, xp.inf))
     # var1 = var(h, axis=2, keepdims=True), backward:
     #   → mean: dvar1_3 = dvar1 / D
     dvar1_3 = dvar1 / D
-    #   → square: dvar1_2 = dvar1_3 * 2 * var1_2
-    dvar1_2 = dvar1_3 * 2 * var1_2
-    #   → subtraction: dh = dh + dvar1_2; accumulate (dh: h is used 5 times)
-    dh = dh + dvar1_2
-    #   → subtraction: dvar1_1 = sum(-dvar1_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B,
-    #       N, D]: sum over axes 2
-    dvar1_1 = xp.sum(-dvar1_2, axis=2, keepdims=True)
-    #   → mean: dh = dh + dvar1_1 / D; accumulate (dh: h is used 5 times)
-    dh = dh + dvar1_1 / D
+    #   → square: dvar1_2 = dvar1_2 + dvar1_3 * 2 * var1_2; accumulate (dvar1_2: var1_2 is used 2
+    #       times)
+    dvar1_2 = dvar1_2 + dvar1_3 * 2 * var1_2
+    #   → subtraction: dh = dh2 + dvar1_2; accumulate (dh: h is used 3 times)
+    dh = dh2 + dvar1_2
+    #   → subtraction: dmu1 = -sum(dvar1_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N,
+    #       D]: sum over axes 2
+    dmu1 = -xp.sum(dvar1_2, axis=2, keepdims=True)
+    # mu1 = mean(h, axis=2, keepdims=True), backward:
+    #   → mean: dh = dh + dmu1 / D; accumulate (dh: h is used 3 times)
+    dh = dh + dmu1 / D
     # h = X @ We + pos, backward:
     #   → addition: dpos = sum(dh, axis=0); broadcast [N, D] to [B, N, D]: sum over axes 0
     dpos = xp.sum(dh, axis=0)
@@ -1084,8 +1052,6 @@ def attention_backward(saved, g=1.0):
     dA_2 = dA_4 / A_3
     #   → batched matrix product: dQ = dA_2 @ permute(A_1)
     dQ = dA_2 @ xp.permute_dims(A_1, (0, 2, 1))
-    #   → batched matrix product: dA_1 = permute(Q) @ dA_2
-    dA_1 = xp.permute_dims(Q, (0, 2, 1)) @ dA_2
     # Q = X @ Wq, backward:
     #   → batched matrix product: dX = dQ @ Wq.T
     dX = dQ @ Wq.T
@@ -1094,8 +1060,8 @@ def attention_backward(saved, g=1.0):
     #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
     dWq_2 = dWq.T @ xp.reshape(dQ, (B * N, D))
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
-    #   → transpose (axes): dKt = permute(dA_1)
-    dKt = xp.permute_dims(dA_1, (0, 2, 1))
+    #   → transpose (axes): dKt = permute(dA_2) @ Q
+    dKt = xp.permute_dims(dA_2, (0, 2, 1)) @ Q
     # Kt = X @ Wk, backward:
     #   → batched matrix product: dX = dX + dKt @ Wk.T; accumulate (dX: X is used 3 times)
     dX = dX + dKt @ Wk.T
@@ -1140,8 +1106,6 @@ def attention_value_and_grad(X, C, Wq, Wk, Wv):
     dA_2 = dA_4 / A_3
     #   → batched matrix product: dQ = dA_2 @ permute(A_1)
     dQ = dA_2 @ xp.permute_dims(A_1, (0, 2, 1))
-    #   → batched matrix product: dA_1 = permute(Q) @ dA_2
-    dA_1 = xp.permute_dims(Q, (0, 2, 1)) @ dA_2
     # Q = X @ Wq, backward:
     #   → batched matrix product: dX = dQ @ Wq.T
     dX = dQ @ Wq.T
@@ -1150,8 +1114,8 @@ def attention_value_and_grad(X, C, Wq, Wk, Wv):
     #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
     dWq_2 = dWq.T @ xp.reshape(dQ, (B * N, D))
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
-    #   → transpose (axes): dKt = permute(dA_1)
-    dKt = xp.permute_dims(dA_1, (0, 2, 1))
+    #   → transpose (axes): dKt = permute(dA_2) @ Q
+    dKt = xp.permute_dims(dA_2, (0, 2, 1)) @ Q
     # Kt = X @ Wk, backward:
     #   → batched matrix product: dX = dX + dKt @ Wk.T; accumulate (dX: X is used 3 times)
     dX = dX + dKt @ Wk.T
@@ -1202,11 +1166,11 @@ def layer_norm_forward(X, C, g, c):
     # mu = mean(X, axis=2, keepdims=True)
     mu = xp.mean(X, axis=2, keepdims=True)
     # v = var(X, axis=2, keepdims=True)
-    v_2 = X - xp.mean(X, axis=2, keepdims=True)
+    v_2 = X - mu
     v = xp.mean(xp.square(v_2), axis=2, keepdims=True)
     # Y = (X - mu) / sqrt(v + 1e-5) * g + c
     Y_3 = xp.sqrt(v + 1e-05)
-    Y_4 = (X - mu) / Y_3
+    Y_4 = v_2 / Y_3
     Y = Y_4 * g + c
     # loss = sum(Y * C)
     loss = xp.sum(Y * C)
@@ -1230,32 +1194,24 @@ def layer_norm_backward(saved, g=1.0):
     #   → Hadamard product: dg = sum(Y_4 * dY, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over
     #       axes 0, 1
     dg = xp.sum(Y_4 * dY, axis=(0, 1))
-    #   → division: dX = dY_4 / Y_3
-    dX = dY_4 / Y_3
-    #   → division: dY_3 = sum(-(dY_4 * Y_4 / Y_3), axis=2, keepdims=True); broadcast [B, N, 1] to
+    #   → division: dv_2 = dY_4 / Y_3
+    dv_2 = dY_4 / Y_3
+    #   → division: dY_3 = -(sum(dY_4 * Y_4, axis=2, keepdims=True) / Y_3); broadcast [B, N, 1] to
     #       [B, N, D]: sum over axes 2
-    dY_3 = xp.sum(-(dY_4 * Y_4 / Y_3), axis=2, keepdims=True)
-    #   → subtraction: dmu = sum(-dX, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]: sum
-    #       over axes 2
-    dmu = xp.sum(-dX, axis=2, keepdims=True)
-    # mu = mean(X, axis=2, keepdims=True), backward:
-    #   → mean: dX = dX + dmu / D; accumulate (dX: X is used 4 times)
-    dX = dX + dmu / D
-    # Y = (X - mu) / sqrt(v + 1e-5) * g + c, backward:
+    dY_3 = -(xp.sum(dY_4 * Y_4, axis=2, keepdims=True) / Y_3)
     #   → sqrt: dv = dY_3 / (2 * nonzero_or_inf(Y_3))
     dv = dY_3 / (2 * xp.where(Y_3 > 0, Y_3, xp.inf))
     # v = var(X, axis=2, keepdims=True), backward:
     #   → mean: dv_3 = dv / D
     dv_3 = dv / D
-    #   → square: dv_2 = dv_3 * 2 * v_2
-    dv_2 = dv_3 * 2 * v_2
-    #   → subtraction: dX = dX + dv_2; accumulate (dX: X is used 4 times)
-    dX = dX + dv_2
-    #   → subtraction: dv_1 = sum(-dv_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]:
-    #       sum over axes 2
-    dv_1 = xp.sum(-dv_2, axis=2, keepdims=True)
-    #   → mean: dX = dX + dv_1 / D; accumulate (dX: X is used 4 times)
-    dX = dX + dv_1 / D
+    #   → square: dX = dv_2 + dv_3 * 2 * v_2; accumulate (dv_2: v_2 is used 2 times)
+    dX = dv_2 + dv_3 * 2 * v_2
+    #   → subtraction: dmu = -sum(dX, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]: sum
+    #       over axes 2
+    dmu = -xp.sum(dX, axis=2, keepdims=True)
+    # mu = mean(X, axis=2, keepdims=True), backward:
+    #   → mean: dX = dX + dmu / D; accumulate (dX: X is used 2 times)
+    dX = dX + dmu / D
     return layer_norm_Grads(X=dX, g=dg, c=dc)
 
 
@@ -1267,11 +1223,11 @@ def layer_norm_value_and_grad(X, C, g, c):
     # mu = mean(X, axis=2, keepdims=True)
     mu = xp.mean(X, axis=2, keepdims=True)
     # v = var(X, axis=2, keepdims=True)
-    v_2 = X - xp.mean(X, axis=2, keepdims=True)
+    v_2 = X - mu
     v = xp.mean(xp.square(v_2), axis=2, keepdims=True)
     # Y = (X - mu) / sqrt(v + 1e-5) * g + c
     Y_3 = xp.sqrt(v + 1e-05)
-    Y_4 = (X - mu) / Y_3
+    Y_4 = v_2 / Y_3
     Y = Y_4 * g + c
     # loss = sum(Y * C)
     loss = xp.sum(Y * C)
@@ -1283,30 +1239,22 @@ def layer_norm_value_and_grad(X, C, g, c):
     #   → Hadamard product: dg = sum(Y_4 * C, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over
     #       axes 0, 1
     dg = xp.sum(Y_4 * C, axis=(0, 1))
-    #   → division: dX = dY_4 / Y_3
-    dX = dY_4 / Y_3
-    #   → division: dY_3 = sum(-(dY_4 * Y_4 / Y_3), axis=2, keepdims=True); broadcast [B, N, 1] to
+    #   → division: dv_2 = dY_4 / Y_3
+    dv_2 = dY_4 / Y_3
+    #   → division: dY_3 = -(sum(dY_4 * Y_4, axis=2, keepdims=True) / Y_3); broadcast [B, N, 1] to
     #       [B, N, D]: sum over axes 2
-    dY_3 = xp.sum(-(dY_4 * Y_4 / Y_3), axis=2, keepdims=True)
-    #   → subtraction: dmu = sum(-dX, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]: sum
-    #       over axes 2
-    dmu = xp.sum(-dX, axis=2, keepdims=True)
-    # mu = mean(X, axis=2, keepdims=True), backward:
-    #   → mean: dX = dX + dmu / D; accumulate (dX: X is used 4 times)
-    dX = dX + dmu / D
-    # Y = (X - mu) / sqrt(v + 1e-5) * g + c, backward:
+    dY_3 = -(xp.sum(dY_4 * Y_4, axis=2, keepdims=True) / Y_3)
     #   → sqrt: dv = dY_3 / (2 * nonzero_or_inf(Y_3))
     dv = dY_3 / (2 * xp.where(Y_3 > 0, Y_3, xp.inf))
     # v = var(X, axis=2, keepdims=True), backward:
     #   → mean: dv_3 = dv / D
     dv_3 = dv / D
-    #   → square: dv_2 = dv_3 * 2 * v_2
-    dv_2 = dv_3 * 2 * v_2
-    #   → subtraction: dX = dX + dv_2; accumulate (dX: X is used 4 times)
-    dX = dX + dv_2
-    #   → subtraction: dv_1 = sum(-dv_2, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]:
-    #       sum over axes 2
-    dv_1 = xp.sum(-dv_2, axis=2, keepdims=True)
-    #   → mean: dX = dX + dv_1 / D; accumulate (dX: X is used 4 times)
-    dX = dX + dv_1 / D
+    #   → square: dX = dv_2 + dv_3 * 2 * v_2; accumulate (dv_2: v_2 is used 2 times)
+    dX = dv_2 + dv_3 * 2 * v_2
+    #   → subtraction: dmu = -sum(dX, axis=2, keepdims=True); broadcast [B, N, 1] to [B, N, D]: sum
+    #       over axes 2
+    dmu = -xp.sum(dX, axis=2, keepdims=True)
+    # mu = mean(X, axis=2, keepdims=True), backward:
+    #   → mean: dX = dX + dmu / D; accumulate (dX: X is used 2 times)
+    dX = dX + dmu / D
     return (loss, Y), layer_norm_Grads(X=dX, g=dg, c=dc)
