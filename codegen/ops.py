@@ -624,6 +624,10 @@ def _einsum_vjp(k: int) -> VJP:
         terms = ins.split(",")
         others = [t for j, t in enumerate(terms) if j != k]
         args = [a for j, a in enumerate(op.args) if j != k]
+        if not out and not isinstance(g, str):  # a scalar output's seed, a number: a factor
+            rest = args[0] if others == [terms[k]] else \
+                b.emit("einsum", *args, subscripts=",".join(others) + "->" + terms[k])
+            return rest if getattr(g, "value", None) == 1 else b.emit("mul", rest, g)
         g = b.dense(g, b.shape(op.out))
         return b.emit("einsum", *args, g, subscripts=",".join(others + [out]) + "->" + terms[k])
     return vjp
