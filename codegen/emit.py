@@ -82,6 +82,8 @@ class Emitter:
     writes_derivatives = True
     #: logsumexp, softmax and log_softmax as primitive ops (``lower.py``), for loop backends.
     lowers = False
+    # a batch times a matrix as one product of the stacked rows ((X.reshape(B * N, D) @ W)...)
+    flattens_batch_products = True
     #: Partition each body into loop groups (``fusion.py``), for loop backends.
     fuses = False
     #: value_and_grad's forward and backward as one body (one run of fused loops).
@@ -241,7 +243,7 @@ class Emitter:
                     and _python_number(op.args[1], numbers) and not isinstance(op.args[1], Const) \
                     and self.types_number_division():
                 args[0] = self.arg_expr(op.args[0], names, dim, inline, True)
-            if op.op == "matmul" and self.backend == "numpy":
+            if op.op == "matmul" and self.flattens_batch_products:
                 sa, sb = (program.shape_of(a) for a in op.args)
                 if len(sa) >= 3 and len(sb) == 2:
                     self._flat[id(op)] = ((tuple(sa[:-1]), sa[-1]), value.shape)

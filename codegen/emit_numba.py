@@ -226,6 +226,7 @@ class NumbaEmitter(Emitter):
     template = "module_numba.py.j2"
     plan_memory = False  # kernels own their arrays
     lowers = True
+    flattens_batch_products = False
     fuses = True
     fuses_value_and_grad = True
 
@@ -436,8 +437,10 @@ class NumbaEmitter(Emitter):
         for op in reversed(ops):  # (a transpose of a transpose: both absorbed)
             if _batch_transpose(op, program) and op.out not in live_out and users.get(op.out) \
                     and all(u.out in absorbed or (u.op == "matmul" and id(u) in standalone
-                                                  and len(program.values[u.out].shape) == 3)
-                            for u in users[op.out]):
+                                                  and len(program.values[u.out].shape) == 3
+                                                  and tuple(program.shape_of(op.out)[:-2])
+                                                  == tuple(program.values[u.out].shape[:-2]))
+                            for u in users[op.out]):  # (a broadcast batch is not absorbed)
                 absorbed.add(op.out)
 
         def expand(v: str) -> Op | None:

@@ -148,6 +148,7 @@ class ArrayAPIEmitter(Emitter):
     # f_jacobian, f_hessian: basis vectors made and results stacked with the namespace's own ops
     # (templates/helpers/xp_tangents.py.j2), never an item assignment
     writes_derivatives = True
+    flattens_batch_products = False
     plan_memory = False  # no out=, no in-place update (JAX arrays are immutable, Dask's lazy)
 
     def __init__(self, dtype: str) -> None:

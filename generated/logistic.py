@@ -524,5 +524,9 @@ def logistic_l2_hessian(X, y, w, b, lam):
     # HVP columns in blocks of k basis vectors (k * max(D, N, 1) numbers in the largest batched
     # tangent)
     return _hessian_blocks(
-        _logistic_l2_hvp_block, logistic_l2_hvp, (X, y, w, b, lam), (2, 3), max(D, N, 1)
+        _logistic_l2_hvp_block,
+        logistic_l2_hvp,
+        (X, y, w, b, lam),
+        (2, 3),
+        max(D, N, 1),
     )

@@ -742,9 +742,11 @@ def dictionary_learning_hessian(X, D, R):
     # HVP columns in blocks of k basis vectors (k * max(M * P, P * N, M * N) numbers in the
     # largest batched tangent)
     return _hessian_blocks(
-        _dictionary_learning_hvp_block, dictionary_learning_hvp, (X, D, R), (1, 2), max(
-            M * P, P * N, M * N
-        )
+        _dictionary_learning_hvp_block,
+        dictionary_learning_hvp,
+        (X, D, R),
+        (1, 2),
+        max(M * P, P * N, M * N),
     )
 
 

@@ -262,6 +262,7 @@ _NOT_VALUES = {"T", "c", "axis"}  # an attribute, the exponent's letter, a keywo
 
 def _operands(formula: str) -> set[str]:
     """The values a formula reads (not the functions it calls)."""
+    formula = re.sub(r'\w+="[^"]*"', "", formula)  # (a keyword argument: order="C")
     return set(_WORD.findall(formula)) - _NOT_VALUES
 
 
