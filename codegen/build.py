@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .ir import Arg, Const, DimSize, Op, Origin, Program, Shape, Value
-from .ops import OPS
+from .ops import OPS, names
 
 
 class Builder:
@@ -91,3 +91,26 @@ class Builder:
     def size(self, dim: object) -> Arg:
         """A dim's size as an argument: a literal for ints, the bound local for symbolic dims."""
         return Const(dim) if isinstance(dim, int) else DimSize(str(dim))
+
+
+# Fresh arrays made to be distinct stay distinct; free views recompute and read better inline.
+NO_CSE = names(distinct=True) | names(inline=True)
+
+
+def reuse_equal_ops(program: Program, reusable: Callable[[Op], bool]) -> dict[str, Arg]:
+    """Drop each op equal to an earlier one (same op, operands and attributes) for which
+    ``reusable`` holds: its readers read the earlier value.  Returns dropped value -> kept one."""
+    seen: dict[tuple, str] = {}
+    subst: dict[str, Arg] = {}
+    keep: list[Op] = []
+    for op in program.ops:
+        if not subst.keys().isdisjoint(op.args):
+            op.args = tuple(subst.get(x, x) if isinstance(x, str) else x for x in op.args)
+        key = op.key()
+        if key in seen and op.op not in NO_CSE and reusable(op):
+            subst[op.out] = seen[key]
+            continue
+        seen.setdefault(key, op.out)
+        keep.append(op)
+    program.ops = keep
+    return subst

@@ -10,7 +10,7 @@ import tokenize
 from dataclasses import dataclass, field
 
 from . import shapes
-from .build import Builder
+from .build import Builder, reuse_equal_ops
 from .errors import SpecError, SpecWarning
 from .ir import Arg, Const, Dim, DimSize, Op, Origin, Program
 from .ops import CALLABLE, OPS, names
@@ -118,21 +118,8 @@ def _reuse_repeated(program: Program) -> None:
     """A temporary that an earlier op of the steps computes already (``X - mu`` written in a
     variance and again in the normalisation) is that op's value: computed once, saved once,
     differentiated once.  The values the steps name are all kept, each on its step's line."""
-    distinct = names(distinct=True) | names(inline=True)
-    seen: dict[tuple, str] = {}
-    subst: dict[str, str] = {}
-    keep = []
-    for op in program.ops:
-        if not subst.keys().isdisjoint(op.args):
-            op.args = tuple(subst.get(a, a) if isinstance(a, str) else a for a in op.args)
-        key = op.key()
-        if program.values[op.out].kind == "temp" and key in seen and op.op not in distinct:
-            subst[op.out] = seen[key]
-            del program.values[op.out]
-            continue
-        seen.setdefault(key, op.out)
-        keep.append(op)
-    program.ops = keep
+    for dropped in reuse_equal_ops(program, lambda op: program.values[op.out].kind == "temp"):
+        del program.values[dropped]
 
 
 def quiet_called(functions: list[Function]) -> None:

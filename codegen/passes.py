@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 
-from .build import Builder
-from .ir import Arg, Const, DimSize, Op, Origin, Program, Value
+from .build import Builder, reuse_equal_ops
+from .ir import Arg, Const, DimSize, Op, Origin, Program
 from .names import temp_hint
 from .ops import OPS, names
 from .planner import SEED
@@ -145,25 +145,24 @@ def simplify(program: Program) -> None:
 
 # Ops whose result shares memory with their operand.
 VIEW_OPS = names(result="view")
-# Fresh arrays made to be distinct stay distinct; free views recompute and read better inline.
-_NO_CSE = names(distinct=True) | names(inline=True)
 
 
 def cse(program: Program) -> None:
-    """Reuse the value of an identical earlier op instead of recomputing it."""
-    seen: dict[tuple, str] = {}
-    subst: dict[str, Arg] = {}
-    keep: list[Op] = []
+    """Reuse the value of an identical earlier backward op instead of recomputing it."""
+    _rewrite(program, reuse_equal_ops(program, lambda op: op.phase == "backward"), program.ops)
+
+
+def _use_counts(program: Program) -> dict[str, int]:
+    """How many ops read each value; a gradient or an output counts as two readers (kept)."""
+    uses: dict[str, int] = {}
     for op in program.ops:
-        if not subst.keys().isdisjoint(op.args):
-            op.args = tuple(subst.get(x, x) if isinstance(x, str) else x for x in op.args)
-        key = op.key()
-        if op.phase == "backward" and key in seen and op.op not in _NO_CSE:
-            subst[op.out] = seen[key]
-            continue
-        seen.setdefault(key, op.out)
-        keep.append(op)
-    _rewrite(program, subst, keep)
+        for a in op.args:
+            if isinstance(a, str):
+                uses[a] = uses.get(a, 0) + 1
+    for a in [g for _, g in program.grads] + list(program.outputs):
+        if isinstance(a, str):
+            uses[a] = uses.get(a, 0) + 2
+    return uses
 
 
 def _summed_axes(op: Op, rank: int) -> tuple[int, ...]:
@@ -182,26 +181,10 @@ def factor_sums(program: Program) -> None:
     over a broadcast row, a subtraction's ``-dz`` summed over a broadcast axis).  Only where the
     product, quotient or negation is read by that sum alone; a negation moves out exactly, a
     product or quotient up to rounding."""
-    uses: dict[str, int] = {}
-    for op in program.ops:
-        for a in op.args:
-            if isinstance(a, str):
-                uses[a] = uses.get(a, 0) + 1
-    for a in [g for _, g in program.grads] + list(program.outputs):
-        if isinstance(a, str):
-            uses[a] = uses.get(a, 0) + 2
+    uses = _use_counts(program)
     producers = program.producers()
     dropped: set[str] = set()
-    count = 0
-
-    def fresh(shape: tuple, hint: str) -> str:
-        nonlocal count
-        count += 1
-        while f"%s{count}" in program.values:
-            count += 1
-        vid = f"%s{count}"
-        program.values[vid] = Value(vid, shape, hint, "temp")
-        return vid
+    builder = Builder(program, "backward")
 
     def factored(x: Arg, total: Op, out: str) -> list[Op] | None:
         """Ops computing ``sum(x)`` (``total``'s axes) into ``out`` with the factor outside."""
@@ -239,7 +222,7 @@ def factor_sums(program: Program) -> None:
             if not same:
                 return None
         plain = Op("sum", (y,), attrs, "", total.phase, total.group, total.origin)
-        s = plain.out = fresh(reduced, temp_hint(plain, program.values, {}))
+        s = plain.out = builder.new_value(reduced, temp_hint(plain, program.values, {}), "temp")
         ops = factored(y, plain, s) or [plain]
         dropped.add(inner.out)
         args = (s,) if b is None else (s, b) if k == 0 else (b, s)
@@ -271,14 +254,7 @@ def transpose_products(program: Program) -> None:
     last two axes (the cotangent of ``swapaxes(K, 1, 2)`` in attention, ``dK = (Q^T @ dS)^T``):
     the result is a contiguous array, not a strided view that a reshape or a product must copy.
     An operand that is itself such a transpose is read untransposed."""
-    uses: dict[str, int] = {}
-    for op in program.ops:
-        for a in op.args:
-            if isinstance(a, str):
-                uses[a] = uses.get(a, 0) + 1
-    for a in [g for _, g in program.grads] + list(program.outputs):
-        if isinstance(a, str):
-            uses[a] = uses.get(a, 0) + 2
+    uses = _use_counts(program)
     producers = program.producers()
     dropped: set[str] = set()
     keep: list[Op] = []
