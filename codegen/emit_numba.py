@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import hashlib
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,8 +96,11 @@ NUMBA: dict[str, NumbaForm] = {
 assert NUMBA.keys() <= OPS.keys(), sorted(NUMBA.keys() - OPS.keys())
 _PLAIN = NumbaForm()  # an op rendered as NumPy renders it
 
-# A local or an array element: an operand a loop line may read several times.
-_SIMPLE = re.compile(r"[A-Za-z_]\w*(\[[\w, ]*\])?")
+def _simple(x: E.Expr) -> bool:
+    """A local or an array element (by its node, not its text): read several times for free."""
+    def name(e: E.Expr) -> bool:
+        return isinstance(e, E.Leaf) and (e.text.isidentifier() or e.text.isdigit())
+    return name(x) or isinstance(x, E.Index) and name(x.base) and all(map(name, x.items))
 
 def _batch_transpose(op: Op, program: Program) -> bool:
     """``swapaxes(x, 1, 2)`` of a batch of matrices [n, i, j]."""
@@ -825,7 +827,7 @@ class NumbaEmitter(Emitter):
                 elif op.op == "max":
                     # NaN propagates as in np.max (max() skips a NaN after the first element;
                     # np.maximum propagates it too but runs about 2.5 times slower here)
-                    if not _SIMPLE.fullmatch(x.render()):  # (read three times)
+                    if not _simple(x):  # (read three times)
                         tmp = names.fresh(f"{value.hint}_x")
                         body.append((E.as_expr(tmp), "", x))
                         x = E.as_expr(tmp)
