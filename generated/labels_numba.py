@@ -30,7 +30,7 @@ except (ImportError, TypeError):
         _runtime = importlib.util.module_from_spec(_spec)
         sys.modules["_codegen_numba_runtime"] = _runtime
         _spec.loader.exec_module(_runtime)
-if _runtime._VERSION != "3df8f0c61aed":
+if _runtime._VERSION != "8ae510e297ce":
     raise ImportError(
         "the Numba runtime beside this module (_codegen_numba_runtime.py) is from another "
         "version of codegen: generate the module and the runtime again (python -m codegen)"
