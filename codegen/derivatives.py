@@ -132,6 +132,11 @@ class DerivView:
     hvp_block: DerivFunction | None = None
     vjp_rows: bool = False  # a loop backend's f_jacobian: the VJP rows in one compiled kernel
     rows: list[str] = field(default_factory=list)  # its results, one per wrt input
+    # a loop backend's f_hessian: the HVP columns in one compiled kernel, per wrt input its
+    # tangent local, its hv local, whether it is a scalar, and its column range's locals
+    hvp_cols: list[dict[str, object]] = field(default_factory=list)
+    jvp_cols: list[dict[str, object]] = field(default_factory=list)  # f_jacobian's columns, so
+    jvp_out: str = ""  # the JVP kernel's local of the first output's tangent
     jacobian_call: BlockCall | None = None
     hessian_call: BlockCall | None = None
     kernels: bool = False  # a loop backend: the tangent programs are compiled kernels
@@ -205,6 +210,17 @@ def _result(fn: Function, f: DerivFunction, numba: bool, grads: bool) -> str:
     g = ", ".join(f"{w}={x}" for w, x in zip(fn.wrt, items[n:n + m]))
     hv = ", ".join(f"{w}={x}" for w, x in zip(fn.wrt, items[n + m:]))
     return f"{outs}, {fn.name}_Grads({g}), {fn.name}_Grads({hv})"
+
+
+def _columns(fn: Function, view: DerivView, f: DerivFunction) -> list[dict[str, object]]:
+    """Per wrt input, what a compiled loop over unit tangents needs: the input, its tangent
+    local, whether it is a scalar, the locals of its range of columns [start, stop) and of its
+    tangent as one vector; and (HVP) the local of its hv."""
+    hv = f.returns[view.n_outputs + view.n_grads:] or [""] * len(fn.wrt)
+    return [{"input": w, "tangent": t, "hv": h, "scalar": scalar, "start": f"_o{j}",
+             "stop": f"_o{j + 1}", "flat": f"_t{j}"}
+            for j, (w, t, h, scalar) in enumerate(zip(fn.wrt, f.tangents, hv, view.scalars_wrt,
+                                                      strict=True))]
 
 
 def _tuple(items: list[str]) -> str:
@@ -312,6 +328,9 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
     if programs.jvp is not None:
         view.jvp = _render(emitter, fn, programs.jvp, False, module_names)
         view.jvp.result = _result(fn, view.jvp, emitter.fuses, False)
+        if view.vjp_rows:  # (a loop backend, a Jacobian, a first output that is an array)
+            view.jvp_cols = _columns(fn, view, view.jvp)
+            view.jvp_out = view.jvp.returns[view.n_outputs]
         if programs.jvp_block is not None:
             if programs.jvp_block.program is not None and _blocks(emitter):
                 view.jvp_block = _render(emitter, fn, programs.jvp_block.program, False,
@@ -363,6 +382,11 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
                 "hessian")
             if view.hvp_block is None:
                 view.hessian_call.note = programs.hvp_block.reason or "the blocks are in the NumPy module only"
+        if emitter.fuses and view.hessian:
+            view.hvp_cols = _columns(fn, view, view.hvp)
+            if view.hessian_call is not None:
+                view.hessian_call.note = (
+                    f"the columns are one compiled loop over unit vectors (_{fn.name}_hvp_cols)")
         view.doc_hvp = doc(
             f"(outputs, grads, hv): hv holds the Hessian of {first_name} with respect to {wrt} "
             "times `v` (one array per input, as grads). Forward over reverse: the tangents "
@@ -394,7 +418,7 @@ def _block_lines(name: str, kind: str, batched: Batched | None, code, rather: st
                 ""]
     return [f"In the NumPy module, {code(name)} takes its columns in blocks instead: one pass of "
             f"a batched {kind} (every tangent with a leading axis of k basis vectors) per block "
-            f"of k columns{rather}; the Numba module loops over unit vectors.", ""]
+            f"of k columns{rather}; the Numba module loops over unit vectors, in one compiled kernel.", ""]
 
 
 def explain_lines(fn: Function, programs: DerivativePrograms | None, dims: dict[str, int]

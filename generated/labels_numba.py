@@ -228,8 +228,10 @@ def _ce_take_forward(Z, y):
     #   logp = log_softmax(Z, axis=1)
     rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
+        rowmax_Z_acc = -np.inf
         for j in range(K):
-            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z[i, j])
+            rowmax_Z_acc = max(rowmax_Z_acc, Z[i, j])
+        rowmax_Z[i, 0] = rowmax_Z_acc
     # fused loop over [N, 1]:
     #   logp = log_softmax(Z, axis=1)
     shift_Z = np.empty((N, 1), dtype=np.float64)
@@ -241,9 +243,11 @@ def _ce_take_forward(Z, y):
     sumexp_Z = np.zeros((N, 1), dtype=np.float64)
     Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
+        sumexp_Z_acc = 0.0
         for j in range(K):
-            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            sumexp_Z_acc += _exp(Z[i, j] - shift_Z[i, 0])
             Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
+        sumexp_Z[i, 0] = sumexp_Z_acc
     # fused loop over [N, 1]:
     #   logp = log_softmax(Z, axis=1)
     log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
@@ -304,9 +308,11 @@ def _ce_take_backward(g, y, logp, N, K):
     rowsum_dlogp = np.zeros((N, 1), dtype=np.float64)
     exp_logp = np.empty((N, K), dtype=np.float64)
     for i in range(N):
+        rowsum_dlogp_acc = 0.0
         for j in range(K):
-            rowsum_dlogp[i, 0] += dlogp[i, j]
+            rowsum_dlogp_acc += dlogp[i, j]
             exp_logp[i, j] = _exp(logp[i, j])
+        rowsum_dlogp[i, 0] = rowsum_dlogp_acc
     # fused loop over [N, K]:
     #   logp = log_softmax(Z, axis=1), backward:
     #     → log_softmax: dZ = dlogp - exp_logp * rowsum_dlogp
@@ -329,8 +335,10 @@ def _ce_take_value_and_grad(Z, y):
     #   logp = log_softmax(Z, axis=1)
     rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
+        rowmax_Z_acc = -np.inf
         for j in range(K):
-            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z[i, j])
+            rowmax_Z_acc = max(rowmax_Z_acc, Z[i, j])
+        rowmax_Z[i, 0] = rowmax_Z_acc
     # fused loop over [N, 1]:
     #   logp = log_softmax(Z, axis=1)
     shift_Z = np.empty((N, 1), dtype=np.float64)
@@ -342,9 +350,11 @@ def _ce_take_value_and_grad(Z, y):
     sumexp_Z = np.zeros((N, 1), dtype=np.float64)
     Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
+        sumexp_Z_acc = 0.0
         for j in range(K):
-            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            sumexp_Z_acc += _exp(Z[i, j] - shift_Z[i, 0])
             Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
+        sumexp_Z[i, 0] = sumexp_Z_acc
     # fused loop over [N, 1]:
     #   logp = log_softmax(Z, axis=1)
     log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
@@ -399,9 +409,11 @@ def _ce_take_value_and_grad(Z, y):
     rowsum_dlogp = np.zeros((N, 1), dtype=np.float64)
     exp_logp = np.empty((N, K), dtype=np.float64)
     for i in range(N):
+        rowsum_dlogp_acc = 0.0
         for j in range(K):
-            rowsum_dlogp[i, 0] += dlogp[i, j]
+            rowsum_dlogp_acc += dlogp[i, j]
             exp_logp[i, j] = _exp(logp[i, j])
+        rowsum_dlogp[i, 0] = rowsum_dlogp_acc
     # fused loop over [N, K]:
     #   logp = log_softmax(Z, axis=1), backward:
     #     → log_softmax: dZ = dlogp - exp_logp * rowsum_dlogp
@@ -485,8 +497,10 @@ def _ce_one_hot_forward(Z, y):
     #   loss = -sum(one_hot(y, K) * log_softmax(Z, axis=1)) / N
     rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
+        rowmax_Z_acc = -np.inf
         for j in range(K):
-            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z[i, j])
+            rowmax_Z_acc = max(rowmax_Z_acc, Z[i, j])
+        rowmax_Z[i, 0] = rowmax_Z_acc
     # fused loop over [N, 1]:
     #   loss = -sum(one_hot(y, K) * log_softmax(Z, axis=1)) / N
     shift_Z = np.empty((N, 1), dtype=np.float64)
@@ -498,9 +512,11 @@ def _ce_one_hot_forward(Z, y):
     sumexp_Z = np.zeros((N, 1), dtype=np.float64)
     Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
+        sumexp_Z_acc = 0.0
         for j in range(K):
-            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            sumexp_Z_acc += _exp(Z[i, j] - shift_Z[i, 0])
             Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
+        sumexp_Z[i, 0] = sumexp_Z_acc
     # fused loop over [N, 1]:
     #   loss = -sum(one_hot(y, K) * log_softmax(Z, axis=1)) / N
     log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
@@ -540,11 +556,13 @@ def _ce_one_hot_backward(g, loss_1, loss_2, N, K):
     rowsum_dloss_2 = np.zeros((N, 1), dtype=np.float64)
     exp_loss_2 = np.empty((N, K), dtype=np.float64)
     for i in range(N):
+        rowsum_dloss_2_acc = 0.0
         for j in range(K):
             dloss_2_e = loss_1[i, j] * dloss_4
             dloss_2[i, j] = dloss_2_e
-            rowsum_dloss_2[i, 0] += dloss_2_e
+            rowsum_dloss_2_acc += dloss_2_e
             exp_loss_2[i, j] = _exp(loss_2[i, j])
+        rowsum_dloss_2[i, 0] = rowsum_dloss_2_acc
     # fused loop over [N, K]:
     #   loss = -sum(one_hot(y, K) * log_softmax(Z, axis=1)) / N, backward:
     #     → log_softmax: dZ = dloss_2 - exp_loss_2 * rowsum_dloss_2
@@ -571,8 +589,10 @@ def _ce_one_hot_value_and_grad(Z, y):
     #   loss = -sum(one_hot(y, K) * log_softmax(Z, axis=1)) / N
     rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
+        rowmax_Z_acc = -np.inf
         for j in range(K):
-            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z[i, j])
+            rowmax_Z_acc = max(rowmax_Z_acc, Z[i, j])
+        rowmax_Z[i, 0] = rowmax_Z_acc
     # fused loop over [N, 1]:
     #   loss = -sum(one_hot(y, K) * log_softmax(Z, axis=1)) / N
     shift_Z = np.empty((N, 1), dtype=np.float64)
@@ -584,9 +604,11 @@ def _ce_one_hot_value_and_grad(Z, y):
     sumexp_Z = np.zeros((N, 1), dtype=np.float64)
     Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
+        sumexp_Z_acc = 0.0
         for j in range(K):
-            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            sumexp_Z_acc += _exp(Z[i, j] - shift_Z[i, 0])
             Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
+        sumexp_Z[i, 0] = sumexp_Z_acc
     # fused loop over [N, 1]:
     #   loss = -sum(one_hot(y, K) * log_softmax(Z, axis=1)) / N
     log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
@@ -620,11 +642,13 @@ def _ce_one_hot_value_and_grad(Z, y):
     rowsum_dloss_2 = np.zeros((N, 1), dtype=np.float64)
     exp_loss_2 = loss_2  # in place of loss_2: not read after this loop
     for i in range(N):
+        rowsum_dloss_2_acc = 0.0
         for j in range(K):
             dloss_2_e = loss_1[i, j] * dloss_4
             dloss_2[i, j] = dloss_2_e
-            rowsum_dloss_2[i, 0] += dloss_2_e
+            rowsum_dloss_2_acc += dloss_2_e
             exp_loss_2[i, j] = _exp(loss_2[i, j])
+        rowsum_dloss_2[i, 0] = rowsum_dloss_2_acc
     # fused loop over [N, K]:
     #   loss = -sum(one_hot(y, K) * log_softmax(Z, axis=1)) / N, backward:
     #     → log_softmax: dZ = dloss_2 - exp_loss_2 * rowsum_dloss_2
@@ -763,8 +787,10 @@ def _mlp_ce_forward(X, W1, b1, W2, b2, V, y):
     #   ce_take(H2 @ V, y): ce_take: logp = log_softmax(Z, axis=1)
     rowmax_loss_1 = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
+        rowmax_loss_1_acc = -np.inf
         for j in range(K):
-            rowmax_loss_1[i, 0] = max(rowmax_loss_1[i, 0], loss_1[i, j])
+            rowmax_loss_1_acc = max(rowmax_loss_1_acc, loss_1[i, j])
+        rowmax_loss_1[i, 0] = rowmax_loss_1_acc
     # fused loop over [N, 1]:
     #   ce_take(H2 @ V, y): ce_take: logp = log_softmax(Z, axis=1)
     shift_loss_1 = np.empty((N, 1), dtype=np.float64)
@@ -776,9 +802,11 @@ def _mlp_ce_forward(X, W1, b1, W2, b2, V, y):
     sumexp_loss_1 = np.zeros((N, 1), dtype=np.float64)
     loss_1_shifted = loss_1  # in place of loss_1: not read after this loop
     for i in range(N):
+        sumexp_loss_1_acc = 0.0
         for j in range(K):
-            sumexp_loss_1[i, 0] += _exp(loss_1[i, j] - shift_loss_1[i, 0])
+            sumexp_loss_1_acc += _exp(loss_1[i, j] - shift_loss_1[i, 0])
             loss_1_shifted[i, j] = loss_1[i, j] - shift_loss_1[i, 0]
+        sumexp_loss_1[i, 0] = sumexp_loss_1_acc
     # fused loop over [N, 1]:
     #   ce_take(H2 @ V, y): ce_take: logp = log_softmax(Z, axis=1)
     log_sumexp_loss_1 = np.empty((N, 1), dtype=np.float64)
@@ -839,9 +867,11 @@ def _mlp_ce_backward(g, X, W1, W2, V, y, H1_Z_2, H1, H2_Z_2, H2, loss_logp, N, H
     rowsum_dloss_logp = np.zeros((N, 1), dtype=np.float64)
     exp_loss_logp = np.empty((N, K), dtype=np.float64)
     for i in range(N):
+        rowsum_dloss_logp_acc = 0.0
         for j in range(K):
-            rowsum_dloss_logp[i, 0] += dloss_logp[i, j]
+            rowsum_dloss_logp_acc += dloss_logp[i, j]
             exp_loss_logp[i, j] = _exp(loss_logp[i, j])
+        rowsum_dloss_logp[i, 0] = rowsum_dloss_logp_acc
     # fused loop over [N, K]:
     #   ce_take(H2 @ V, y): ce_take: logp = log_softmax(Z, axis=1), backward:
     #     → log_softmax: dloss_1 = dloss_logp - exp_loss_logp * rowsum_dloss_logp
@@ -942,8 +972,10 @@ def _mlp_ce_value_and_grad(X, W1, b1, W2, b2, V, y):
     #   ce_take(H2 @ V, y): ce_take: logp = log_softmax(Z, axis=1)
     rowmax_loss_1 = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
+        rowmax_loss_1_acc = -np.inf
         for j in range(K):
-            rowmax_loss_1[i, 0] = max(rowmax_loss_1[i, 0], loss_1[i, j])
+            rowmax_loss_1_acc = max(rowmax_loss_1_acc, loss_1[i, j])
+        rowmax_loss_1[i, 0] = rowmax_loss_1_acc
     # fused loop over [N, 1]:
     #   ce_take(H2 @ V, y): ce_take: logp = log_softmax(Z, axis=1)
     shift_loss_1 = np.empty((N, 1), dtype=np.float64)
@@ -955,9 +987,11 @@ def _mlp_ce_value_and_grad(X, W1, b1, W2, b2, V, y):
     sumexp_loss_1 = np.zeros((N, 1), dtype=np.float64)
     loss_1_shifted = loss_1  # in place of loss_1: not read after this loop
     for i in range(N):
+        sumexp_loss_1_acc = 0.0
         for j in range(K):
-            sumexp_loss_1[i, 0] += _exp(loss_1[i, j] - shift_loss_1[i, 0])
+            sumexp_loss_1_acc += _exp(loss_1[i, j] - shift_loss_1[i, 0])
             loss_1_shifted[i, j] = loss_1[i, j] - shift_loss_1[i, 0]
+        sumexp_loss_1[i, 0] = sumexp_loss_1_acc
     # fused loop over [N, 1]:
     #   ce_take(H2 @ V, y): ce_take: logp = log_softmax(Z, axis=1)
     log_sumexp_loss_1 = np.empty((N, 1), dtype=np.float64)
@@ -1012,9 +1046,11 @@ def _mlp_ce_value_and_grad(X, W1, b1, W2, b2, V, y):
     rowsum_dloss_logp = np.zeros((N, 1), dtype=np.float64)
     exp_loss_logp = loss_logp  # in place of loss_logp: not read after this loop
     for i in range(N):
+        rowsum_dloss_logp_acc = 0.0
         for j in range(K):
-            rowsum_dloss_logp[i, 0] += dloss_logp[i, j]
+            rowsum_dloss_logp_acc += dloss_logp[i, j]
             exp_loss_logp[i, j] = _exp(loss_logp[i, j])
+        rowsum_dloss_logp[i, 0] = rowsum_dloss_logp_acc
     # fused loop over [N, K]:
     #   ce_take(H2 @ V, y): ce_take: logp = log_softmax(Z, axis=1), backward:
     #     → log_softmax: dloss_1 = dloss_logp - exp_loss_logp * rowsum_dloss_logp

@@ -130,11 +130,12 @@ def _basis(inputs, k):
     return out
 
 
-def _jacobian(forward, backward, jvp, grads_type, args, wrt, several, rows=None):
+def _jacobian(forward, backward, jvp, grads_type, args, wrt, several, rows=None, cols=None):
     """(outputs, Jacobians): d vec(y) / d vec(x) for each wrt input x (``args[i]`` for i in
     ``wrt``), y the first output, vec row-major; from VJP rows (``backward``, one per element
     of y) or JVP columns (``jvp``, one per element of the wrt inputs), whichever are fewer.
-    ``rows``: a compiled kernel that makes all VJP rows in one call (from the saved values)."""
+    ``rows``: a compiled kernel that makes all VJP rows in one call (from the saved values);
+    ``cols``: one that makes all JVP columns in one call (from the inputs, checked)."""
     outputs, saved = forward(*args)
     y = outputs[0] if several else outputs
     inputs = [args[i] for i in wrt]
@@ -150,9 +151,12 @@ def _jacobian(forward, backward, jvp, grads_type, args, wrt, several, rows=None)
                 row[i] = np.ravel(grad)
         return outputs, grads_type(*rows)
     # by columns: column k is the Jacobian-vector product with the k-th unit tangent
-    columns = np.empty((sum(sizes), m), _DTYPE)
-    for k in range(sum(sizes)):
-        columns[k] = np.ravel(jvp(*args, _basis(inputs, k))[1])
+    if cols is not None:
+        columns = cols(m, *args)
+    else:
+        columns = np.empty((sum(sizes), m), _DTYPE)
+        for k in range(sum(sizes)):
+            columns[k] = np.ravel(jvp(*args, _basis(inputs, k))[1])
     blocks = np.split(columns, np.cumsum(sizes)[:-1])
     return outputs, grads_type(*(block.T.copy() for block in blocks))
 
@@ -167,6 +171,8 @@ def _hessian(hvp, args, wrt):
     for k in range(n):
         outputs, grads, hv = hvp(*args, _basis(inputs, k))
         hessian[:, k] = np.concatenate([np.ravel(h) for h in hv])
+    if not n:  # (no column: the outputs and gradients from a product with empty tangents)
+        outputs, grads, _ = hvp(*args, _basis(inputs, 0))
     return outputs, grads, hessian
 
 

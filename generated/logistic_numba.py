@@ -432,13 +432,131 @@ def logistic_l2_hvp(X, y, w, b, lam, v):
     )
 
 
+@_kernel
+def _logistic_l2_hvp_cols(X, y, w, b, lam):
+    # f_hessian's columns in one compiled loop: the statements of _logistic_l2_hvp for each
+    # unit tangent, column k of H from its hv (once with zero tangents when H is empty, for
+    # the outputs and gradients)
+    _o0 = 0
+    w_dot = np.zeros(w.shape, np.float64)
+    _t0 = w_dot.reshape(-1)
+    _o1 = _o0 + _t0.size
+    _o2 = _o1 + 1
+    _n = _o2
+
+    _hessian = np.empty((_n, _n), np.float64)
+    for _k in range(max(_n, 1)):
+        if _o0 <= _k < _o1:
+            _t0[_k - _o0] = 1
+        b_dot = np.float64(1.0 if _k == _o1 else 0.0)
+
+        # sizes of the symbolic dims
+        N = X.shape[0]
+        D = X.shape[1]
+        # z = X @ w + b
+        z_1 = np.dot(X, w)
+        # fused loop over [N]:
+        #   z = X @ w + b
+        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)
+        z = z_1  # in place of z_1: not read after this loop
+        loss_1 = np.empty((N,), dtype=np.float64)
+        loss_4 = 0.0
+        for i in range(N):
+            z_e = z_1[i] + b
+            z[i] = z_e
+            loss_1_e = _softplus(z_e)
+            loss_1[i] = loss_1_e
+            loss_4 += loss_1_e - y[i] * z_e
+        loss_4 = loss_4 / N
+        # scalars:
+        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)
+        loss_5 = 0.5 * lam
+        # fused loop over [D]:
+        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)
+        loss_7 = 0.0
+        for i in range(D):
+            loss_7 += w[i] ** 2
+        # scalars:
+        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)
+        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+        #     → mean: dloss_3 = 1 / N
+        #     → subtraction: dloss_2 = -dloss_3
+        loss = loss_4 + loss_5 * loss_7
+        dloss_3_e = 1 / N
+        dloss_3 = dloss_3_e
+        dloss_2 = -dloss_3_e
+        # fused loop over [N]:
+        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+        #     → softplus: exp_sub_z = exp(z - loss_1)
+        #     → softplus: dz = dloss_3 * exp_sub_z
+        #     → Hadamard product: dz = dz + y * dloss_2; accumulate (dz: z is used 2 times)
+        #   z = X @ w + b, backward:
+        #     → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
+        exp_sub_z = loss_1  # in place of loss_1: not read after this loop
+        dz = z  # in place of z: not read after this loop
+        db = 0.0
+        for i in range(N):
+            exp_sub_z_e = _exp(z[i] - loss_1[i])
+            exp_sub_z[i] = exp_sub_z_e
+            dz_e = dloss_3 * exp_sub_z_e + y[i] * dloss_2
+            dz[i] = dz_e
+            db += dz_e
+        # z = X @ w + b, backward:
+        #   → matrix-vector product: dw = X.T @ dz
+        dw = np.dot(X.T, dz)
+        # scalars:
+        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+        #     → power: mul_dloss_7 = loss_5 * 2
+        mul_dloss_7 = loss_5 * 2
+        # fused loop over [D]:
+        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+        #     → power: dw_2 = dw + mul_dloss_7 * w; accumulate (dw: w is used 2 times)
+        dw_2 = dw  # in place of dw: not read after this loop
+        for i in range(D):
+            dw_2[i] = dw[i] + mul_dloss_7 * w[i]
+        # z = X @ w + b, backward:
+        z_1_dot = np.dot(X, w_dot)
+        # fused loop over [N]:
+        #   z = X @ w + b, backward:
+        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+        dz_dot = exp_sub_z  # in place of exp_sub_z: not read after this loop
+        db_dot = 0.0
+        for i in range(N):
+            z_dot_e = z_1_dot[i] + b_dot
+            dz_dot_e = dloss_3 * ((z_dot_e - z_dot_e * exp_sub_z[i]) * exp_sub_z[i])
+            dz_dot[i] = dz_dot_e
+            db_dot += dz_dot_e
+        # z = X @ w + b, backward:
+        dw_dot = np.dot(X.T, dz_dot)
+        # fused loop over [D]:
+        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+        dw_dot_2 = dw_dot  # in place of dw_dot: not read after this loop
+        for i in range(D):
+            dw_dot_2[i] = dw_dot[i] + mul_dloss_7 * w_dot[i]
+        if _k < _n:
+            _hessian[_o0:_o1, _k] = np.ravel(dw_dot_2)
+            _hessian[_o1, _k] = db_dot
+        if _o0 <= _k < _o1:
+            _t0[_k - _o0] = 0
+
+    return (_hessian, loss, dw_2, db, dw_dot_2, db_dot)
+
+
 def logistic_l2_hessian(X, y, w, b, lam):
     """(outputs, grads, H): H the dense Hessian of loss, (n, n) with n the total size of w,
     b, rows and columns ordered as np.concatenate([g.ravel() for g in grads]); one
     Hessian-vector product per column."""
-    # one basis vector per pass, no HVP over a block of them:
-    # the blocks are in the NumPy module only
-    return _hessian(logistic_l2_hvp, (X, y, w, b, lam), (2, 3))
+    X, y, w, b, lam = _check_inputs(
+        "logistic_l2_hessian", (X, y, w, b, lam), _LOGISTIC_L2_INPUTS
+    )
+    # the columns are one compiled loop over unit vectors (_logistic_l2_hvp_cols)
+    _h, *_r = _logistic_l2_hvp_cols(X, y, w, b, lam)
+    _outputs, _grads, _ = (
+        _DTYPE.type(_r[0]),
+        logistic_l2_Grads(w=_r[1], b=_DTYPE.type(_r[2])),
+        logistic_l2_Grads(w=_r[3], b=_DTYPE.type(_r[4])),
+    )
+    return _outputs, _grads, _h
 
 
 # --- the wrappers' checks of inputs and cotangents (as in the NumPy module) ---
@@ -572,11 +690,12 @@ def _basis(inputs, k):
     return out
 
 
-def _jacobian(forward, backward, jvp, grads_type, args, wrt, several, rows=None):
+def _jacobian(forward, backward, jvp, grads_type, args, wrt, several, rows=None, cols=None):
     """(outputs, Jacobians): d vec(y) / d vec(x) for each wrt input x (``args[i]`` for i in
     ``wrt``), y the first output, vec row-major; from VJP rows (``backward``, one per element
     of y) or JVP columns (``jvp``, one per element of the wrt inputs), whichever are fewer.
-    ``rows``: a compiled kernel that makes all VJP rows in one call (from the saved values)."""
+    ``rows``: a compiled kernel that makes all VJP rows in one call (from the saved values);
+    ``cols``: one that makes all JVP columns in one call (from the inputs, checked)."""
     outputs, saved = forward(*args)
     y = outputs[0] if several else outputs
     inputs = [args[i] for i in wrt]
@@ -592,9 +711,12 @@ def _jacobian(forward, backward, jvp, grads_type, args, wrt, several, rows=None)
                 row[i] = np.ravel(grad)
         return outputs, grads_type(*rows)
     # by columns: column k is the Jacobian-vector product with the k-th unit tangent
-    columns = np.empty((sum(sizes), m), _DTYPE)
-    for k in range(sum(sizes)):
-        columns[k] = np.ravel(jvp(*args, _basis(inputs, k))[1])
+    if cols is not None:
+        columns = cols(m, *args)
+    else:
+        columns = np.empty((sum(sizes), m), _DTYPE)
+        for k in range(sum(sizes)):
+            columns[k] = np.ravel(jvp(*args, _basis(inputs, k))[1])
     blocks = np.split(columns, np.cumsum(sizes)[:-1])
     return outputs, grads_type(*(block.T.copy() for block in blocks))
 
@@ -609,4 +731,6 @@ def _hessian(hvp, args, wrt):
     for k in range(n):
         outputs, grads, hv = hvp(*args, _basis(inputs, k))
         hessian[:, k] = np.concatenate([np.ravel(h) for h in hv])
+    if not n:  # (no column: the outputs and gradients from a product with empty tangents)
+        outputs, grads, _ = hvp(*args, _basis(inputs, 0))
     return outputs, grads, hessian

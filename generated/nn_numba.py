@@ -790,10 +790,12 @@ def _softmax_regression_forward(X, Y, W, b):
     Z = Z_1  # in place of Z_1: not read after this loop
     rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
+        rowmax_Z_acc = -np.inf
         for j in range(K):
             Z_e = Z_1[i, j] + b[j]
             Z[i, j] = Z_e
-            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z_e)
+            rowmax_Z_acc = max(rowmax_Z_acc, Z_e)
+        rowmax_Z[i, 0] = rowmax_Z_acc
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     shift_Z = np.empty((N, 1), dtype=np.float64)
@@ -805,9 +807,11 @@ def _softmax_regression_forward(X, Y, W, b):
     sumexp_Z = np.zeros((N, 1), dtype=np.float64)
     Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
+        sumexp_Z_acc = 0.0
         for j in range(K):
-            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            sumexp_Z_acc += _exp(Z[i, j] - shift_Z[i, 0])
             Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
+        sumexp_Z[i, 0] = sumexp_Z_acc
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
@@ -819,10 +823,12 @@ def _softmax_regression_forward(X, Y, W, b):
     loss_1 = Z_shifted  # in place of Z_shifted: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
+        loss_3_acc = 0.0
         for j in range(K):
             loss_1_e = Z_shifted[i, j] - log_sumexp_Z[i, 0]
             loss_1[i, j] = loss_1_e
-            loss_3[i] += Y[i, j] * loss_1_e
+            loss_3_acc += Y[i, j] * loss_1_e
+        loss_3[i] = loss_3_acc
     # fused loop over [N]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     loss_4 = 0.0
@@ -851,11 +857,13 @@ def _softmax_regression_backward(g, X, Y, loss_1, N, K):
     rowsum_dloss_1 = np.zeros((N, 1), dtype=np.float64)
     exp_loss_1 = np.empty((N, K), dtype=np.float64)
     for i in range(N):
+        rowsum_dloss_1_acc = 0.0
         for j in range(K):
             dloss_1_e = Y[i, j] * dloss_3
             dloss_1[i, j] = dloss_1_e
-            rowsum_dloss_1[i, 0] += dloss_1_e
+            rowsum_dloss_1_acc += dloss_1_e
             exp_loss_1[i, j] = _exp(loss_1[i, j])
+        rowsum_dloss_1[i, 0] = rowsum_dloss_1_acc
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
     #     → log_softmax: dZ = dloss_1 - exp_loss_1 * rowsum_dloss_1
@@ -895,10 +903,12 @@ def _softmax_regression_value_and_grad(X, Y, W, b):
     Z = Z_1  # in place of Z_1: not read after this loop
     rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
+        rowmax_Z_acc = -np.inf
         for j in range(K):
             Z_e = Z_1[i, j] + b[j]
             Z[i, j] = Z_e
-            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z_e)
+            rowmax_Z_acc = max(rowmax_Z_acc, Z_e)
+        rowmax_Z[i, 0] = rowmax_Z_acc
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     shift_Z = np.empty((N, 1), dtype=np.float64)
@@ -910,9 +920,11 @@ def _softmax_regression_value_and_grad(X, Y, W, b):
     sumexp_Z = np.zeros((N, 1), dtype=np.float64)
     Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
+        sumexp_Z_acc = 0.0
         for j in range(K):
-            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            sumexp_Z_acc += _exp(Z[i, j] - shift_Z[i, 0])
             Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
+        sumexp_Z[i, 0] = sumexp_Z_acc
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
@@ -924,10 +936,12 @@ def _softmax_regression_value_and_grad(X, Y, W, b):
     loss_1 = Z_shifted  # in place of Z_shifted: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
+        loss_3_acc = 0.0
         for j in range(K):
             loss_1_e = Z_shifted[i, j] - log_sumexp_Z[i, 0]
             loss_1[i, j] = loss_1_e
-            loss_3[i] += Y[i, j] * loss_1_e
+            loss_3_acc += Y[i, j] * loss_1_e
+        loss_3[i] = loss_3_acc
     # fused loop over [N]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     loss_4 = 0.0
@@ -949,11 +963,13 @@ def _softmax_regression_value_and_grad(X, Y, W, b):
     rowsum_dloss_1 = np.zeros((N, 1), dtype=np.float64)
     exp_loss_1 = loss_1  # in place of loss_1: not read after this loop
     for i in range(N):
+        rowsum_dloss_1_acc = 0.0
         for j in range(K):
             dloss_1_e = Y[i, j] * dloss_3
             dloss_1[i, j] = dloss_1_e
-            rowsum_dloss_1[i, 0] += dloss_1_e
+            rowsum_dloss_1_acc += dloss_1_e
             exp_loss_1[i, j] = _exp(loss_1[i, j])
+        rowsum_dloss_1[i, 0] = rowsum_dloss_1_acc
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
     #     → log_softmax: dZ = dloss_1 - exp_loss_1 * rowsum_dloss_1
@@ -1076,10 +1092,12 @@ def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
     Z = Z_1  # in place of Z_1: not read after this loop
     rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
+        rowmax_Z_acc = -np.inf
         for j in range(K):
             Z_e = Z_1[i, j] + b2[j]
             Z[i, j] = Z_e
-            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z_e)
+            rowmax_Z_acc = max(rowmax_Z_acc, Z_e)
+        rowmax_Z[i, 0] = rowmax_Z_acc
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     shift_Z = np.empty((N, 1), dtype=np.float64)
@@ -1091,9 +1109,11 @@ def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
     sumexp_Z = np.zeros((N, 1), dtype=np.float64)
     Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
+        sumexp_Z_acc = 0.0
         for j in range(K):
-            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            sumexp_Z_acc += _exp(Z[i, j] - shift_Z[i, 0])
             Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
+        sumexp_Z[i, 0] = sumexp_Z_acc
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
@@ -1105,10 +1125,12 @@ def _mlp_classifier_forward(X, Y, W1, b1, W2, b2):
     loss_1 = Z_shifted  # in place of Z_shifted: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
+        loss_3_acc = 0.0
         for j in range(K):
             loss_1_e = Z_shifted[i, j] - log_sumexp_Z[i, 0]
             loss_1[i, j] = loss_1_e
-            loss_3[i] += Y[i, j] * loss_1_e
+            loss_3_acc += Y[i, j] * loss_1_e
+        loss_3[i] = loss_3_acc
     # fused loop over [N]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     loss_4 = 0.0
@@ -1137,11 +1159,13 @@ def _mlp_classifier_backward(g, X, Y, W2, H1, loss_1, N, K, H):
     rowsum_dloss_1 = np.zeros((N, 1), dtype=np.float64)
     exp_loss_1 = np.empty((N, K), dtype=np.float64)
     for i in range(N):
+        rowsum_dloss_1_acc = 0.0
         for j in range(K):
             dloss_1_e = Y[i, j] * dloss_3
             dloss_1[i, j] = dloss_1_e
-            rowsum_dloss_1[i, 0] += dloss_1_e
+            rowsum_dloss_1_acc += dloss_1_e
             exp_loss_1[i, j] = _exp(loss_1[i, j])
+        rowsum_dloss_1[i, 0] = rowsum_dloss_1_acc
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
     #     → log_softmax: dZ = dloss_1 - exp_loss_1 * rowsum_dloss_1
@@ -1208,10 +1232,12 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     Z = Z_1  # in place of Z_1: not read after this loop
     rowmax_Z = np.full((N, 1), -np.inf, dtype=np.float64)
     for i in range(N):
+        rowmax_Z_acc = -np.inf
         for j in range(K):
             Z_e = Z_1[i, j] + b2[j]
             Z[i, j] = Z_e
-            rowmax_Z[i, 0] = max(rowmax_Z[i, 0], Z_e)
+            rowmax_Z_acc = max(rowmax_Z_acc, Z_e)
+        rowmax_Z[i, 0] = rowmax_Z_acc
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     shift_Z = np.empty((N, 1), dtype=np.float64)
@@ -1223,9 +1249,11 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     sumexp_Z = np.zeros((N, 1), dtype=np.float64)
     Z_shifted = np.empty((N, K), dtype=np.float64)
     for i in range(N):
+        sumexp_Z_acc = 0.0
         for j in range(K):
-            sumexp_Z[i, 0] += _exp(Z[i, j] - shift_Z[i, 0])
+            sumexp_Z_acc += _exp(Z[i, j] - shift_Z[i, 0])
             Z_shifted[i, j] = Z[i, j] - shift_Z[i, 0]
+        sumexp_Z[i, 0] = sumexp_Z_acc
     # fused loop over [N, 1]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     log_sumexp_Z = np.empty((N, 1), dtype=np.float64)
@@ -1237,10 +1265,12 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     loss_1 = Z_shifted  # in place of Z_shifted: not read after this loop
     loss_3 = np.zeros((N,), dtype=np.float64)
     for i in range(N):
+        loss_3_acc = 0.0
         for j in range(K):
             loss_1_e = Z_shifted[i, j] - log_sumexp_Z[i, 0]
             loss_1[i, j] = loss_1_e
-            loss_3[i] += Y[i, j] * loss_1_e
+            loss_3_acc += Y[i, j] * loss_1_e
+        loss_3[i] = loss_3_acc
     # fused loop over [N]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1))
     loss_4 = 0.0
@@ -1262,11 +1292,13 @@ def _mlp_classifier_value_and_grad(X, Y, W1, b1, W2, b2):
     rowsum_dloss_1 = np.zeros((N, 1), dtype=np.float64)
     exp_loss_1 = loss_1  # in place of loss_1: not read after this loop
     for i in range(N):
+        rowsum_dloss_1_acc = 0.0
         for j in range(K):
             dloss_1_e = Y[i, j] * dloss_3
             dloss_1[i, j] = dloss_1_e
-            rowsum_dloss_1[i, 0] += dloss_1_e
+            rowsum_dloss_1_acc += dloss_1_e
             exp_loss_1[i, j] = _exp(loss_1[i, j])
+        rowsum_dloss_1[i, 0] = rowsum_dloss_1_acc
     # fused loop over [N, K]:
     #   loss = -mean(sum(Y * log_softmax(Z, axis=1), axis=1)), backward:
     #     → log_softmax: dZ = dloss_1 - exp_loss_1 * rowsum_dloss_1

@@ -508,6 +508,9 @@ def affine_jacobian(A, W, B):
     W, B), whichever are fewer."""
     # one basis vector per pass, no JVP over a block of them:
     # the VJP rows are one compiled loop (_affine_vjp_rows)
+    A, W, B = _check_inputs(
+        "affine_jacobian", (A, W, B), _AFFINE_INPUTS
+    )
     return _jacobian(
         affine_forward,
         affine_backward,
@@ -517,7 +520,61 @@ def affine_jacobian(A, W, B):
         (0, 1, 2),
         False,
         _affine_vjp_rows,
+        _affine_jvp_cols,
     )
+
+
+@_kernel
+def _affine_jvp_cols(_m, A, W, B):
+    # f_jacobian's columns in one compiled loop: the statements of _affine_jvp for each
+    # unit tangent, row k the raveled tangent of Z (the Jacobian's column k)
+    _o0 = 0
+    A_dot = np.zeros(A.shape, np.float64)
+    _t0 = A_dot.reshape(-1)
+    _o1 = _o0 + _t0.size
+    W_dot = np.zeros(W.shape, np.float64)
+    _t1 = W_dot.reshape(-1)
+    _o2 = _o1 + _t1.size
+    B_dot = np.zeros(B.shape, np.float64)
+    _t2 = B_dot.reshape(-1)
+    _o3 = _o2 + _t2.size
+    _n = _o3
+
+    _columns = np.empty((_n, _m), np.float64)
+    for _k in range(_n):
+        if _o0 <= _k < _o1:
+            _t0[_k - _o0] = 1
+        if _o1 <= _k < _o2:
+            _t1[_k - _o1] = 1
+        if _o2 <= _k < _o3:
+            _t2[_k - _o2] = 1
+
+        # Z = A @ W + B
+        Z_1 = np.dot(A, W)
+        # fused loop over [2, 2]:
+        #   Z = A @ W + B
+        Z = Z_1  # in place of Z_1: not read after this loop
+        for i in range(2):
+            for j in range(2):
+                Z[i, j] = Z_1[i, j] + B[j]
+        # Z = A @ W + B, backward:
+        Z_1_dot = np.dot(A_dot, W)
+        Z_1_dot_2 = np.dot(A, W_dot)
+        # fused loop over [2, 2]:
+        #   Z = A @ W + B, backward:
+        Z_dot = Z_1_dot  # in place of Z_1_dot: not read after this loop
+        for i in range(2):
+            for j in range(2):
+                Z_dot[i, j] = Z_1_dot[i, j] + Z_1_dot_2[i, j] + B_dot[j]
+        _columns[_k] = np.ravel(Z_dot)
+        if _o0 <= _k < _o1:
+            _t0[_k - _o0] = 0
+        if _o1 <= _k < _o2:
+            _t1[_k - _o1] = 0
+        if _o2 <= _k < _o3:
+            _t2[_k - _o2] = 0
+
+    return _columns
 
 
 class wx_backprop_Grads(NamedTuple):
@@ -873,13 +930,105 @@ def dictionary_learning_hvp(X, D, R, v):
     )
 
 
+@_kernel
+def _dictionary_learning_hvp_cols(X, D, R):
+    # f_hessian's columns in one compiled loop: the statements of _dictionary_learning_hvp for each
+    # unit tangent, column k of H from its hv (once with zero tangents when H is empty, for
+    # the outputs and gradients)
+    _o0 = 0
+    D_dot = np.zeros(D.shape, np.float64)
+    _t0 = D_dot.reshape(-1)
+    _o1 = _o0 + _t0.size
+    R_dot = np.zeros(R.shape, np.float64)
+    _t1 = R_dot.reshape(-1)
+    _o2 = _o1 + _t1.size
+    _n = _o2
+
+    _hessian = np.empty((_n, _n), np.float64)
+    for _k in range(max(_n, 1)):
+        if _o0 <= _k < _o1:
+            _t0[_k - _o0] = 1
+        if _o1 <= _k < _o2:
+            _t1[_k - _o1] = 1
+
+        # sizes of the symbolic dims
+        M = X.shape[0]
+        N = X.shape[1]
+        P = D.shape[1]
+        # E = X - D @ R
+        E_1 = np.dot(D, R)
+        # fused loop over [M, N]:
+        #   E = X - D @ R
+        #   f = sum(E ** 2)
+        #   E = X - D @ R, backward:
+        #     → subtraction: dE_1 = -2 * E
+        f_cols = np.zeros((N,), dtype=np.float64)
+        dE_1 = E_1  # in place of E_1: not read after this loop
+        for i in range(M):
+            for j in range(N):
+                E_e = X[i, j] - E_1[i, j]
+                f_cols[j] += E_e**2
+                dE_1[i, j] = -2 * E_e
+        f = f_cols.sum()
+        f_cols = np.empty(0)  # frees the partial sums now
+        # E = X - D @ R, backward:
+        #   → right product: dD = dE_1 @ R.T
+        dD = np.dot(dE_1, R.T)
+        #   → left product: dR = D.T @ dE_1
+        dR = np.dot(D.T, dE_1)
+        # E = X - D @ R, backward:
+        E_1_dot = np.dot(D_dot, R)
+        E_1_dot_2 = np.dot(D, R_dot)
+        # fused loop over [M, N]:
+        #   E = X - D @ R, backward:
+        dE_1_dot = E_1_dot  # in place of E_1_dot: not read after this loop
+        for i in range(M):
+            for j in range(N):
+                dE_1_dot[i, j] = -2 * -(E_1_dot[i, j] + E_1_dot_2[i, j])
+        # E = X - D @ R, backward:
+        dD_dot = np.dot(dE_1_dot, R.T)
+        dD_dot_2 = np.dot(dE_1, R_dot.T)
+        # fused loop over [M, P]:
+        #   E = X - D @ R, backward:
+        dD_dot_3 = dD_dot  # in place of dD_dot: not read after this loop
+        for i in range(M):
+            for j in range(P):
+                dD_dot_3[i, j] = dD_dot[i, j] + dD_dot_2[i, j]
+        # E = X - D @ R, backward:
+        dR_dot = np.dot(D_dot.T, dE_1)
+        dR_dot_2 = np.dot(D.T, dE_1_dot)
+        # fused loop over [P, N]:
+        #   E = X - D @ R, backward:
+        dR_dot_3 = dR_dot  # in place of dR_dot: not read after this loop
+        for i in range(P):
+            for j in range(N):
+                dR_dot_3[i, j] = dR_dot[i, j] + dR_dot_2[i, j]
+        if _k < _n:
+            _hessian[_o0:_o1, _k] = np.ravel(dD_dot_3)
+            _hessian[_o1:_o2, _k] = np.ravel(dR_dot_3)
+        if _o0 <= _k < _o1:
+            _t0[_k - _o0] = 0
+        if _o1 <= _k < _o2:
+            _t1[_k - _o1] = 0
+
+    return (_hessian, f, dD, dR, dD_dot_3, dR_dot_3)
+
+
 def dictionary_learning_hessian(X, D, R):
     """(outputs, grads, H): H the dense Hessian of f, (n, n) with n the total size of D, R,
     rows and columns ordered as np.concatenate([g.ravel() for g in grads]); one
     Hessian-vector product per column."""
-    # one basis vector per pass, no HVP over a block of them:
-    # the blocks are in the NumPy module only
-    return _hessian(dictionary_learning_hvp, (X, D, R), (1, 2))
+    X, D, R = _check_inputs(
+        "dictionary_learning_hessian", (X, D, R), _DICTIONARY_LEARNING_INPUTS
+    )
+    # the columns are one compiled loop over unit vectors (_dictionary_learning_hvp_cols)
+    _h, *_r = _dictionary_learning_hvp_cols(X, D, R)
+    _outputs, _grads, _ = (
+        _DTYPE.type(_r[0]),
+        dictionary_learning_Grads(D=_r[1], R=_r[2]),
+        dictionary_learning_Grads(D=_r[3], R=_r[4]),
+    )
+    return _outputs, _grads, _h
 
 
 class quadratic_form_Grads(NamedTuple):
@@ -1794,8 +1943,10 @@ def _column_broadcast_addition_backward(g, C, M, N):
     #     → addition: rowsum_C = sum(C, axis=1, keepdims=True)
     rowsum_C = np.zeros((M, 1), dtype=np.float64)
     for i in range(M):
+        rowsum_C_acc = 0.0
         for j in range(N):
-            rowsum_C[i, 0] += C[i, j]
+            rowsum_C_acc += C[i, j]
+        rowsum_C[i, 0] = rowsum_C_acc
     # fused loop over [M, 1]:
     #   G = K + x, backward:
     #     → addition: dx = g * rowsum_C; broadcast [M, 1] to [M, N]: sum over columns
@@ -1828,9 +1979,11 @@ def _column_broadcast_addition_value_and_grad(K, x, C):
     f_cols = np.zeros((N,), dtype=np.float64)
     dx = np.zeros((M, 1), dtype=np.float64)
     for i in range(M):
+        dx_acc = 0.0
         for j in range(N):
             f_cols[j] += (K[i, j] + x[i, 0]) * C[i, j]
-            dx[i, 0] += C[i, j]
+            dx_acc += C[i, j]
+        dx[i, 0] = dx_acc
     f = f_cols.sum()
     return f, dx
 
@@ -2218,11 +2371,12 @@ def _basis(inputs, k):
     return out
 
 
-def _jacobian(forward, backward, jvp, grads_type, args, wrt, several, rows=None):
+def _jacobian(forward, backward, jvp, grads_type, args, wrt, several, rows=None, cols=None):
     """(outputs, Jacobians): d vec(y) / d vec(x) for each wrt input x (``args[i]`` for i in
     ``wrt``), y the first output, vec row-major; from VJP rows (``backward``, one per element
     of y) or JVP columns (``jvp``, one per element of the wrt inputs), whichever are fewer.
-    ``rows``: a compiled kernel that makes all VJP rows in one call (from the saved values)."""
+    ``rows``: a compiled kernel that makes all VJP rows in one call (from the saved values);
+    ``cols``: one that makes all JVP columns in one call (from the inputs, checked)."""
     outputs, saved = forward(*args)
     y = outputs[0] if several else outputs
     inputs = [args[i] for i in wrt]
@@ -2238,9 +2392,12 @@ def _jacobian(forward, backward, jvp, grads_type, args, wrt, several, rows=None)
                 row[i] = np.ravel(grad)
         return outputs, grads_type(*rows)
     # by columns: column k is the Jacobian-vector product with the k-th unit tangent
-    columns = np.empty((sum(sizes), m), _DTYPE)
-    for k in range(sum(sizes)):
-        columns[k] = np.ravel(jvp(*args, _basis(inputs, k))[1])
+    if cols is not None:
+        columns = cols(m, *args)
+    else:
+        columns = np.empty((sum(sizes), m), _DTYPE)
+        for k in range(sum(sizes)):
+            columns[k] = np.ravel(jvp(*args, _basis(inputs, k))[1])
     blocks = np.split(columns, np.cumsum(sizes)[:-1])
     return outputs, grads_type(*(block.T.copy() for block in blocks))
 
@@ -2255,4 +2412,6 @@ def _hessian(hvp, args, wrt):
     for k in range(n):
         outputs, grads, hv = hvp(*args, _basis(inputs, k))
         hessian[:, k] = np.concatenate([np.ravel(h) for h in hv])
+    if not n:  # (no column: the outputs and gradients from a product with empty tangents)
+        outputs, grads, _ = hvp(*args, _basis(inputs, 0))
     return outputs, grads, hessian

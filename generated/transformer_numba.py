@@ -183,10 +183,12 @@ def _classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W
     mu1 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            mu1_acc = 0.0
             for k in range(D):
                 h_e = h_1[i, j, k] + pos[j, k]
                 h[i, j, k] = h_e
-                mu1[i, j, 0] += h_e
+                mu1_acc += h_e
+            mu1[i, j, 0] = mu1_acc
     mu1 /= D
     # fused loop over [B, N, D]:
     #   var1 = var(h, axis=2, keepdims=True)
@@ -194,10 +196,12 @@ def _classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W
     var1 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            var1_acc = 0.0
             for k in range(D):
                 var1_2_e = h[i, j, k] - mu1[i, j, 0]
                 var1_2[i, j, k] = var1_2_e
-                var1[i, j, 0] += np.square(var1_2_e)
+                var1_acc += np.square(var1_2_e)
+            var1[i, j, 0] = var1_acc
     var1 /= D
     # fused loop over [B, N, 1]:
     #   hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1
@@ -234,10 +238,12 @@ def _classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W
     max_S_4 = np.full((B, N, 1), -np.inf, dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            max_S_4_acc = -np.inf
             for k in range(N):
                 S_4_e = S_2[i, j, k] / S_3
                 S_4[i, j, k] = S_4_e
-                max_S_4[i, j, 0] = max(max_S_4[i, j, 0], S_4_e)
+                max_S_4_acc = max(max_S_4_acc, S_4_e)
+            max_S_4[i, j, 0] = max_S_4_acc
     # fused loop over [B, N, 1]:
     #   S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2)
     shift_S_4 = np.empty((B, N, 1), dtype=np.float64)
@@ -251,10 +257,12 @@ def _classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W
     sumexp_S_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sumexp_S_4_acc = 0.0
             for k in range(N):
                 exp_S_4_shifted_e = _exp(S_4[i, j, k] - shift_S_4[i, j, 0])
                 exp_S_4_shifted[i, j, k] = exp_S_4_shifted_e
-                sumexp_S_4[i, j, 0] += exp_S_4_shifted_e
+                sumexp_S_4_acc += exp_S_4_shifted_e
+            sumexp_S_4[i, j, 0] = sumexp_S_4_acc
     # fused loop over [B, N, N]:
     #   S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2)
     S = exp_S_4_shifted  # in place of exp_S_4_shifted: not read after this loop
@@ -272,10 +280,12 @@ def _classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W
     mu2 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            mu2_acc = 0.0
             for k in range(D):
                 h2_e = h[i, j, k] + h2_2[i, j, k]
                 h2[i, j, k] = h2_e
-                mu2[i, j, 0] += h2_e
+                mu2_acc += h2_e
+            mu2[i, j, 0] = mu2_acc
     mu2 /= D
     # fused loop over [B, N, D]:
     #   var2 = var(h2, axis=2, keepdims=True)
@@ -283,10 +293,12 @@ def _classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W
     var2 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            var2_acc = 0.0
             for k in range(D):
                 var2_2_e = h2[i, j, k] - mu2[i, j, 0]
                 var2_2[i, j, k] = var2_2_e
-                var2[i, j, 0] += np.square(var2_2_e)
+                var2_acc += np.square(var2_2_e)
+            var2[i, j, 0] = var2_acc
     var2 /= D
     # fused loop over [B, N, 1]:
     #   hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2
@@ -344,10 +356,12 @@ def _classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W
     logits = logits_1  # in place of logits_1: not read after this loop
     rowmax_logits = np.full((B, 1), -np.inf, dtype=np.float64)
     for i in range(B):
+        rowmax_logits_acc = -np.inf
         for j in range(K):
             logits_e = logits_1[i, j] + bc[j]
             logits[i, j] = logits_e
-            rowmax_logits[i, 0] = max(rowmax_logits[i, 0], logits_e)
+            rowmax_logits_acc = max(rowmax_logits_acc, logits_e)
+        rowmax_logits[i, 0] = rowmax_logits_acc
     # fused loop over [B, 1]:
     #   loss = -mean(take_along_axis(log_softmax(logits, axis=1), y, axis=1))
     shift_logits = np.empty((B, 1), dtype=np.float64)
@@ -359,9 +373,11 @@ def _classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W
     sumexp_logits = np.zeros((B, 1), dtype=np.float64)
     logits_shifted = np.empty((B, K), dtype=np.float64)
     for i in range(B):
+        sumexp_logits_acc = 0.0
         for j in range(K):
-            sumexp_logits[i, 0] += _exp(logits[i, j] - shift_logits[i, 0])
+            sumexp_logits_acc += _exp(logits[i, j] - shift_logits[i, 0])
             logits_shifted[i, j] = logits[i, j] - shift_logits[i, 0]
+        sumexp_logits[i, 0] = sumexp_logits_acc
     # fused loop over [B, 1]:
     #   loss = -mean(take_along_axis(log_softmax(logits, axis=1), y, axis=1))
     log_sumexp_logits = np.empty((B, 1), dtype=np.float64)
@@ -502,9 +518,11 @@ def _classifier_backward(
     rowsum_dloss_1 = np.zeros((B, 1), dtype=np.float64)
     exp_loss_1 = np.empty((B, K), dtype=np.float64)
     for i in range(B):
+        rowsum_dloss_1_acc = 0.0
         for j in range(K):
-            rowsum_dloss_1[i, 0] += dloss_1[i, j]
+            rowsum_dloss_1_acc += dloss_1[i, j]
             exp_loss_1[i, j] = _exp(loss_1[i, j])
+        rowsum_dloss_1[i, 0] = rowsum_dloss_1_acc
     # fused loop over [B, K]:
     #   loss = -mean(take_along_axis(log_softmax(logits, axis=1), y, axis=1)), backward:
     #     → log_softmax: dlogits = dloss_1 - exp_loss_1 * rowsum_dloss_1
@@ -597,12 +615,14 @@ def _classifier_backward(
     sum_mul_dhn2_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_mul_dhn2_4_acc = 0.0
             for k in range(D):
                 dc2[k] += dhn2[i, j, k]
                 dhn2_4_e = dhn2[i, j, k] * g2[k]
                 dg2[k] += hn2_4[i, j, k] * dhn2[i, j, k]
                 dvar2_2[i, j, k] = dhn2_4_e / hn2_3[i, j, 0]
-                sum_mul_dhn2_4[i, j, 0] += dhn2_4_e * hn2_4[i, j, k]
+                sum_mul_dhn2_4_acc += dhn2_4_e * hn2_4[i, j, k]
+            sum_mul_dhn2_4[i, j, 0] = sum_mul_dhn2_4_acc
     # fused loop over [B, N, 1]:
     #   hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2, backward:
     #     → division: dhn2_3 = -(sum_mul_dhn2_4 / hn2_3); broadcast [B, N, 1] to [B, N, D]: sum
@@ -631,10 +651,12 @@ def _classifier_backward(
     sum_dvar2_2 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_dvar2_2_acc = 0.0
             for k in range(D):
                 dvar2_2_e = dvar2_2[i, j, k] + mul_dvar2_3[i, j, 0] * var2_2[i, j, k]
                 dh2[i, j, k] = dh3[i, j, k] + dvar2_2_e
-                sum_dvar2_2[i, j, 0] += dvar2_2_e
+                sum_dvar2_2_acc += dvar2_2_e
+            sum_dvar2_2[i, j, 0] = sum_dvar2_2_acc
     # fused loop over [B, N, 1]:
     #   var2 = var(h2, axis=2, keepdims=True), backward:
     #     → subtraction: dmu2 = -sum_dvar2_2; broadcast [B, N, 1] to [B, N, D]: sum over axes 2
@@ -672,8 +694,10 @@ def _classifier_backward(
     sum_mul_dS = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_mul_dS_acc = 0.0
             for k in range(N):
-                sum_mul_dS[i, j, 0] += dS[i, j, k] * S[i, j, k]
+                sum_mul_dS_acc += dS[i, j, k] * S[i, j, k]
+            sum_mul_dS[i, j, 0] = sum_mul_dS_acc
     # fused loop over [B, N, N]:
     #   S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
     #     → softmax: dS_4 = S * (dS - sum_mul_dS)
@@ -744,12 +768,14 @@ def _classifier_backward(
     sum_mul_dhn_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_mul_dhn_4_acc = 0.0
             for k in range(D):
                 dc1[k] += dhn_3[i, j, k]
                 dhn_4_e = dhn_3[i, j, k] * g1[k]
                 dg1[k] += hn_4[i, j, k] * dhn_3[i, j, k]
                 dvar1_2[i, j, k] = dhn_4_e / hn_3[i, j, 0]
-                sum_mul_dhn_4[i, j, 0] += dhn_4_e * hn_4[i, j, k]
+                sum_mul_dhn_4_acc += dhn_4_e * hn_4[i, j, k]
+            sum_mul_dhn_4[i, j, 0] = sum_mul_dhn_4_acc
     # fused loop over [B, N, 1]:
     #   hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1, backward:
     #     → division: dhn_3 = -(sum_mul_dhn_4 / hn_3); broadcast [B, N, 1] to [B, N, D]: sum over
@@ -778,10 +804,12 @@ def _classifier_backward(
     sum_dvar1_2 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_dvar1_2_acc = 0.0
             for k in range(D):
                 dvar1_2_e = dvar1_2[i, j, k] + mul_dvar1_3[i, j, 0] * var1_2[i, j, k]
                 dh[i, j, k] = dh2_2[i, j, k] + dvar1_2_e
-                sum_dvar1_2[i, j, 0] += dvar1_2_e
+                sum_dvar1_2_acc += dvar1_2_e
+            sum_dvar1_2[i, j, 0] = sum_dvar1_2_acc
     # fused loop over [B, N, 1]:
     #   var1 = var(h, axis=2, keepdims=True), backward:
     #     → subtraction: dmu1 = -sum_dvar1_2; broadcast [B, N, 1] to [B, N, D]: sum over axes 2
@@ -881,10 +909,12 @@ def _classifier_value_and_grad(
     mu1 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            mu1_acc = 0.0
             for k in range(D):
                 h_e = h_1[i, j, k] + pos[j, k]
                 h[i, j, k] = h_e
-                mu1[i, j, 0] += h_e
+                mu1_acc += h_e
+            mu1[i, j, 0] = mu1_acc
     mu1 /= D
     # fused loop over [B, N, D]:
     #   var1 = var(h, axis=2, keepdims=True)
@@ -892,10 +922,12 @@ def _classifier_value_and_grad(
     var1 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            var1_acc = 0.0
             for k in range(D):
                 var1_2_e = h[i, j, k] - mu1[i, j, 0]
                 var1_2[i, j, k] = var1_2_e
-                var1[i, j, 0] += np.square(var1_2_e)
+                var1_acc += np.square(var1_2_e)
+            var1[i, j, 0] = var1_acc
     var1 /= D
     # fused loop over [B, N, 1]:
     #   hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1
@@ -931,10 +963,12 @@ def _classifier_value_and_grad(
     max_S_4 = np.full((B, N, 1), -np.inf, dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            max_S_4_acc = -np.inf
             for k in range(N):
                 S_4_e = S_2[i, j, k] / S_3
                 S_4[i, j, k] = S_4_e
-                max_S_4[i, j, 0] = max(max_S_4[i, j, 0], S_4_e)
+                max_S_4_acc = max(max_S_4_acc, S_4_e)
+            max_S_4[i, j, 0] = max_S_4_acc
     # fused loop over [B, N, 1]:
     #   S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2)
     shift_S_4 = np.empty((B, N, 1), dtype=np.float64)
@@ -948,10 +982,12 @@ def _classifier_value_and_grad(
     sumexp_S_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sumexp_S_4_acc = 0.0
             for k in range(N):
                 exp_S_4_shifted_e = _exp(S_4[i, j, k] - shift_S_4[i, j, 0])
                 exp_S_4_shifted[i, j, k] = exp_S_4_shifted_e
-                sumexp_S_4[i, j, 0] += exp_S_4_shifted_e
+                sumexp_S_4_acc += exp_S_4_shifted_e
+            sumexp_S_4[i, j, 0] = sumexp_S_4_acc
     # fused loop over [B, N, N]:
     #   S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2)
     S = exp_S_4_shifted  # in place of exp_S_4_shifted: not read after this loop
@@ -969,10 +1005,12 @@ def _classifier_value_and_grad(
     mu2 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            mu2_acc = 0.0
             for k in range(D):
                 h2_e = h[i, j, k] + h2_2[i, j, k]
                 h2[i, j, k] = h2_e
-                mu2[i, j, 0] += h2_e
+                mu2_acc += h2_e
+            mu2[i, j, 0] = mu2_acc
     mu2 /= D
     # fused loop over [B, N, D]:
     #   var2 = var(h2, axis=2, keepdims=True)
@@ -980,10 +1018,12 @@ def _classifier_value_and_grad(
     var2 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            var2_acc = 0.0
             for k in range(D):
                 var2_2_e = h2[i, j, k] - mu2[i, j, 0]
                 var2_2[i, j, k] = var2_2_e
-                var2[i, j, 0] += np.square(var2_2_e)
+                var2_acc += np.square(var2_2_e)
+            var2[i, j, 0] = var2_acc
     var2 /= D
     # fused loop over [B, N, 1]:
     #   hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2
@@ -1041,10 +1081,12 @@ def _classifier_value_and_grad(
     logits = logits_1  # in place of logits_1: not read after this loop
     rowmax_logits = np.full((B, 1), -np.inf, dtype=np.float64)
     for i in range(B):
+        rowmax_logits_acc = -np.inf
         for j in range(K):
             logits_e = logits_1[i, j] + bc[j]
             logits[i, j] = logits_e
-            rowmax_logits[i, 0] = max(rowmax_logits[i, 0], logits_e)
+            rowmax_logits_acc = max(rowmax_logits_acc, logits_e)
+        rowmax_logits[i, 0] = rowmax_logits_acc
     # fused loop over [B, 1]:
     #   loss = -mean(take_along_axis(log_softmax(logits, axis=1), y, axis=1))
     shift_logits = np.empty((B, 1), dtype=np.float64)
@@ -1056,9 +1098,11 @@ def _classifier_value_and_grad(
     sumexp_logits = np.zeros((B, 1), dtype=np.float64)
     logits_shifted = np.empty((B, K), dtype=np.float64)
     for i in range(B):
+        sumexp_logits_acc = 0.0
         for j in range(K):
-            sumexp_logits[i, 0] += _exp(logits[i, j] - shift_logits[i, 0])
+            sumexp_logits_acc += _exp(logits[i, j] - shift_logits[i, 0])
             logits_shifted[i, j] = logits[i, j] - shift_logits[i, 0]
+        sumexp_logits[i, 0] = sumexp_logits_acc
     # fused loop over [B, 1]:
     #   loss = -mean(take_along_axis(log_softmax(logits, axis=1), y, axis=1))
     log_sumexp_logits = np.empty((B, 1), dtype=np.float64)
@@ -1113,9 +1157,11 @@ def _classifier_value_and_grad(
     rowsum_dloss_1 = np.zeros((B, 1), dtype=np.float64)
     exp_loss_1 = loss_1  # in place of loss_1: not read after this loop
     for i in range(B):
+        rowsum_dloss_1_acc = 0.0
         for j in range(K):
-            rowsum_dloss_1[i, 0] += dloss_1[i, j]
+            rowsum_dloss_1_acc += dloss_1[i, j]
             exp_loss_1[i, j] = _exp(loss_1[i, j])
+        rowsum_dloss_1[i, 0] = rowsum_dloss_1_acc
     # fused loop over [B, K]:
     #   loss = -mean(take_along_axis(log_softmax(logits, axis=1), y, axis=1)), backward:
     #     → log_softmax: dlogits = dloss_1 - exp_loss_1 * rowsum_dloss_1
@@ -1208,12 +1254,14 @@ def _classifier_value_and_grad(
     sum_mul_dhn2_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_mul_dhn2_4_acc = 0.0
             for k in range(D):
                 dc2[k] += dhn2[i, j, k]
                 dhn2_4_e = dhn2[i, j, k] * g2[k]
                 dg2[k] += hn2_4[i, j, k] * dhn2[i, j, k]
                 dvar2_2[i, j, k] = dhn2_4_e / hn2_3[i, j, 0]
-                sum_mul_dhn2_4[i, j, 0] += dhn2_4_e * hn2_4[i, j, k]
+                sum_mul_dhn2_4_acc += dhn2_4_e * hn2_4[i, j, k]
+            sum_mul_dhn2_4[i, j, 0] = sum_mul_dhn2_4_acc
     # fused loop over [B, N, 1]:
     #   hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2, backward:
     #     → division: dhn2_3 = -(sum_mul_dhn2_4 / hn2_3); broadcast [B, N, 1] to [B, N, D]: sum
@@ -1242,10 +1290,12 @@ def _classifier_value_and_grad(
     sum_dvar2_2 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_dvar2_2_acc = 0.0
             for k in range(D):
                 dvar2_2_e = dvar2_2[i, j, k] + mul_dvar2_3[i, j, 0] * var2_2[i, j, k]
                 dh2[i, j, k] = dh3[i, j, k] + dvar2_2_e
-                sum_dvar2_2[i, j, 0] += dvar2_2_e
+                sum_dvar2_2_acc += dvar2_2_e
+            sum_dvar2_2[i, j, 0] = sum_dvar2_2_acc
     # fused loop over [B, N, 1]:
     #   var2 = var(h2, axis=2, keepdims=True), backward:
     #     → subtraction: dmu2 = -sum_dvar2_2; broadcast [B, N, 1] to [B, N, D]: sum over axes 2
@@ -1283,8 +1333,10 @@ def _classifier_value_and_grad(
     sum_mul_dS = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_mul_dS_acc = 0.0
             for k in range(N):
-                sum_mul_dS[i, j, 0] += dS[i, j, k] * S[i, j, k]
+                sum_mul_dS_acc += dS[i, j, k] * S[i, j, k]
+            sum_mul_dS[i, j, 0] = sum_mul_dS_acc
     # fused loop over [B, N, N]:
     #   S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
     #     → softmax: dS_4 = S * (dS - sum_mul_dS)
@@ -1355,12 +1407,14 @@ def _classifier_value_and_grad(
     sum_mul_dhn_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_mul_dhn_4_acc = 0.0
             for k in range(D):
                 dc1[k] += dhn_3[i, j, k]
                 dhn_4_e = dhn_3[i, j, k] * g1[k]
                 dg1[k] += hn_4[i, j, k] * dhn_3[i, j, k]
                 dvar1_2[i, j, k] = dhn_4_e / hn_3[i, j, 0]
-                sum_mul_dhn_4[i, j, 0] += dhn_4_e * hn_4[i, j, k]
+                sum_mul_dhn_4_acc += dhn_4_e * hn_4[i, j, k]
+            sum_mul_dhn_4[i, j, 0] = sum_mul_dhn_4_acc
     # fused loop over [B, N, 1]:
     #   hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1, backward:
     #     → division: dhn_3 = -(sum_mul_dhn_4 / hn_3); broadcast [B, N, 1] to [B, N, D]: sum over
@@ -1389,10 +1443,12 @@ def _classifier_value_and_grad(
     sum_dvar1_2 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_dvar1_2_acc = 0.0
             for k in range(D):
                 dvar1_2_e = dvar1_2[i, j, k] + mul_dvar1_3[i, j, 0] * var1_2[i, j, k]
                 dh[i, j, k] = dh2_2[i, j, k] + dvar1_2_e
-                sum_dvar1_2[i, j, 0] += dvar1_2_e
+                sum_dvar1_2_acc += dvar1_2_e
+            sum_dvar1_2[i, j, 0] = sum_dvar1_2_acc
     # fused loop over [B, N, 1]:
     #   var1 = var(h, axis=2, keepdims=True), backward:
     #     → subtraction: dmu1 = -sum_dvar1_2; broadcast [B, N, 1] to [B, N, D]: sum over axes 2
@@ -1860,10 +1916,12 @@ def _attention_forward(X, C, Wq, Wk, Wv):
     max_A_4 = np.full((B, N, 1), -np.inf, dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            max_A_4_acc = -np.inf
             for k in range(N):
                 A_4_e = A_2[i, j, k] / A_3
                 A_4[i, j, k] = A_4_e
-                max_A_4[i, j, 0] = max(max_A_4[i, j, 0], A_4_e)
+                max_A_4_acc = max(max_A_4_acc, A_4_e)
+            max_A_4[i, j, 0] = max_A_4_acc
     # fused loop over [B, N, 1]:
     #   A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V
     shift_A_4 = np.empty((B, N, 1), dtype=np.float64)
@@ -1877,10 +1935,12 @@ def _attention_forward(X, C, Wq, Wk, Wv):
     sumexp_A_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sumexp_A_4_acc = 0.0
             for k in range(N):
                 exp_A_4_shifted_e = _exp(A_4[i, j, k] - shift_A_4[i, j, 0])
                 exp_A_4_shifted[i, j, k] = exp_A_4_shifted_e
-                sumexp_A_4[i, j, 0] += exp_A_4_shifted_e
+                sumexp_A_4_acc += exp_A_4_shifted_e
+            sumexp_A_4[i, j, 0] = sumexp_A_4_acc
     # fused loop over [B, N, N]:
     #   A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V
     A_5 = exp_A_4_shifted  # in place of exp_A_4_shifted: not read after this loop
@@ -1922,8 +1982,10 @@ def _attention_backward(g, X, C, Wq, Wk, Wv, Q, V, A_1, A_3, A_5, B, N, D):
     sum_mul_dA_5 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_mul_dA_5_acc = 0.0
             for k in range(N):
-                sum_mul_dA_5[i, j, 0] += dA_5[i, j, k] * A_5[i, j, k]
+                sum_mul_dA_5_acc += dA_5[i, j, k] * A_5[i, j, k]
+            sum_mul_dA_5[i, j, 0] = sum_mul_dA_5_acc
     # fused loop over [B, N, N]:
     #   A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
     #     → softmax: dA_4 = A_5 * (dA_5 - sum_mul_dA_5)
@@ -2019,10 +2081,12 @@ def _attention_value_and_grad(X, C, Wq, Wk, Wv):
     max_A_4 = np.full((B, N, 1), -np.inf, dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            max_A_4_acc = -np.inf
             for k in range(N):
                 A_4_e = A_2[i, j, k] / A_3
                 A_4[i, j, k] = A_4_e
-                max_A_4[i, j, 0] = max(max_A_4[i, j, 0], A_4_e)
+                max_A_4_acc = max(max_A_4_acc, A_4_e)
+            max_A_4[i, j, 0] = max_A_4_acc
     # fused loop over [B, N, 1]:
     #   A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V
     shift_A_4 = np.empty((B, N, 1), dtype=np.float64)
@@ -2036,10 +2100,12 @@ def _attention_value_and_grad(X, C, Wq, Wk, Wv):
     sumexp_A_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sumexp_A_4_acc = 0.0
             for k in range(N):
                 exp_A_4_shifted_e = _exp(A_4[i, j, k] - shift_A_4[i, j, 0])
                 exp_A_4_shifted[i, j, k] = exp_A_4_shifted_e
-                sumexp_A_4[i, j, 0] += exp_A_4_shifted_e
+                sumexp_A_4_acc += exp_A_4_shifted_e
+            sumexp_A_4[i, j, 0] = sumexp_A_4_acc
     # fused loop over [B, N, N]:
     #   A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V
     A_5 = exp_A_4_shifted  # in place of exp_A_4_shifted: not read after this loop
@@ -2069,8 +2135,10 @@ def _attention_value_and_grad(X, C, Wq, Wk, Wv):
     sum_mul_dA_5 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_mul_dA_5_acc = 0.0
             for k in range(N):
-                sum_mul_dA_5[i, j, 0] += dA_5[i, j, k] * A_5[i, j, k]
+                sum_mul_dA_5_acc += dA_5[i, j, k] * A_5[i, j, k]
+            sum_mul_dA_5[i, j, 0] = sum_mul_dA_5_acc
     # fused loop over [B, N, N]:
     #   A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
     #     → softmax: dA_4 = A_5 * (dA_5 - sum_mul_dA_5)
@@ -2234,8 +2302,10 @@ def _layer_norm_forward(X, C, g, c):
     mu = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            mu_acc = 0.0
             for k in range(D):
-                mu[i, j, 0] += X[i, j, k]
+                mu_acc += X[i, j, k]
+            mu[i, j, 0] = mu_acc
     mu /= D
     # fused loop over [B, N, D]:
     #   v = var(X, axis=2, keepdims=True)
@@ -2243,10 +2313,12 @@ def _layer_norm_forward(X, C, g, c):
     v = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            v_acc = 0.0
             for k in range(D):
                 v_2_e = X[i, j, k] - mu[i, j, 0]
                 v_2[i, j, k] = v_2_e
-                v[i, j, 0] += np.square(v_2_e)
+                v_acc += np.square(v_2_e)
+            v[i, j, 0] = v_acc
     v /= D
     # fused loop over [B, N, 1]:
     #   Y = (X - mu) / sqrt(v + 1e-5) * g + c
@@ -2291,13 +2363,15 @@ def _layer_norm_backward(g, C, g_2, v_2, Y_3, Y_4, B, N, D):
     sum_mul_dY_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_mul_dY_4_acc = 0.0
             for k in range(D):
                 dY_e = g * C[i, j, k]
                 dc[k] += dY_e
                 dY_4_e = dY_e * g_2[k]
                 dg[k] += Y_4[i, j, k] * dY_e
                 dv_2[i, j, k] = dY_4_e / Y_3[i, j, 0]
-                sum_mul_dY_4[i, j, 0] += dY_4_e * Y_4[i, j, k]
+                sum_mul_dY_4_acc += dY_4_e * Y_4[i, j, k]
+            sum_mul_dY_4[i, j, 0] = sum_mul_dY_4_acc
     # fused loop over [B, N, 1]:
     #   Y = (X - mu) / sqrt(v + 1e-5) * g + c, backward:
     #     → division: dY_3 = -(sum_mul_dY_4 / Y_3); broadcast [B, N, 1] to [B, N, D]: sum over axes
@@ -2324,10 +2398,12 @@ def _layer_norm_backward(g, C, g_2, v_2, Y_3, Y_4, B, N, D):
     sum_dX = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_dX_acc = 0.0
             for k in range(D):
                 dX_e = dv_2[i, j, k] + mul_dv_3[i, j, 0] * v_2[i, j, k]
                 dX[i, j, k] = dX_e
-                sum_dX[i, j, 0] += dX_e
+                sum_dX_acc += dX_e
+            sum_dX[i, j, 0] = sum_dX_acc
     # fused loop over [B, N, 1]:
     #   v = var(X, axis=2, keepdims=True), backward:
     #     → subtraction: dmu = -sum_dX; broadcast [B, N, 1] to [B, N, D]: sum over axes 2
@@ -2369,8 +2445,10 @@ def _layer_norm_value_and_grad(X, C, g, c):
     mu = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            mu_acc = 0.0
             for k in range(D):
-                mu[i, j, 0] += X[i, j, k]
+                mu_acc += X[i, j, k]
+            mu[i, j, 0] = mu_acc
     mu /= D
     # fused loop over [B, N, D]:
     #   v = var(X, axis=2, keepdims=True)
@@ -2378,10 +2456,12 @@ def _layer_norm_value_and_grad(X, C, g, c):
     v = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            v_acc = 0.0
             for k in range(D):
                 v_2_e = X[i, j, k] - mu[i, j, 0]
                 v_2[i, j, k] = v_2_e
-                v[i, j, 0] += np.square(v_2_e)
+                v_acc += np.square(v_2_e)
+            v[i, j, 0] = v_acc
     v /= D
     # fused loop over [B, N, 1]:
     #   Y = (X - mu) / sqrt(v + 1e-5) * g + c
@@ -2408,6 +2488,7 @@ def _layer_norm_value_and_grad(X, C, g, c):
     sum_mul_dY_4 = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_mul_dY_4_acc = 0.0
             for k in range(D):
                 Y_4_e = v_2[i, j, k] / Y_3[i, j, 0]
                 Y_e = Y_4_e * g[k] + c[k]
@@ -2417,7 +2498,8 @@ def _layer_norm_value_and_grad(X, C, g, c):
                 dY_4_e = C[i, j, k] * g[k]
                 dg[k] += Y_4_e * C[i, j, k]
                 dv_2[i, j, k] = dY_4_e / Y_3[i, j, 0]
-                sum_mul_dY_4[i, j, 0] += dY_4_e * Y_4_e
+                sum_mul_dY_4_acc += dY_4_e * Y_4_e
+            sum_mul_dY_4[i, j, 0] = sum_mul_dY_4_acc
     loss = loss_cols.sum()
     loss_cols = np.empty(0)  # frees the partial sums now
     # fused loop over [B, N, 1]:
@@ -2446,10 +2528,12 @@ def _layer_norm_value_and_grad(X, C, g, c):
     sum_dX = np.zeros((B, N, 1), dtype=np.float64)
     for i in range(B):
         for j in range(N):
+            sum_dX_acc = 0.0
             for k in range(D):
                 dX_e = dv_2[i, j, k] + mul_dv_3[i, j, 0] * v_2[i, j, k]
                 dX[i, j, k] = dX_e
-                sum_dX[i, j, 0] += dX_e
+                sum_dX_acc += dX_e
+            sum_dX[i, j, 0] = sum_dX_acc
     # fused loop over [B, N, 1]:
     #   v = var(X, axis=2, keepdims=True), backward:
     #     → subtraction: dmu = -sum_dX; broadcast [B, N, 1] to [B, N, D]: sum over axes 2

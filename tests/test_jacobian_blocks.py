@@ -318,3 +318,72 @@ def test_numba_makes_the_vjp_rows_in_one_compiled_loop():
         assert_close(jac.w[:, j], diff, rtol=1e-6, atol=1e-8, what=f"dY/dw[{j}]")
     diff = (ref.f(X, s + eps, w)[0] - ref.f(X, s - eps, w)[0]) / (2 * eps)
     assert_close(jac.s[:, 0], diff, rtol=1e-6, atol=1e-8, what="dY/ds")
+
+
+COLUMNS = """
+module: columns_numba
+dims: {N: 7, D: 2}
+functions:
+  f:
+    inputs: {X: [N, D], s: [], w: [D]}
+    wrt: [s, w]
+    derivatives: [jacobian]
+    steps:
+      - Y = tanh(X * w) * s
+      - Z = X * 2
+    outputs: [Y, Z]
+  g:
+    inputs: {X: [N, D], s: [], w: [D]}
+    derivatives: [hessian]
+    steps:
+      - L = sum(tanh(X * w) * s) + s ** 2 * sum(w ** 3)
+    outputs: [L]
+  h:
+    inputs: {X: [N, D], s: [], w: [D]}
+    wrt: [w]
+    derivatives: [hessian]
+    steps:
+      - L = sum(tanh(X * w)) * s + s
+    outputs: [L]
+"""
+
+
+def test_numba_makes_the_jvp_and_hvp_columns_in_one_compiled_loop():
+    """The Numba module's f_jacobian by columns (more elements of the output than of the wrt
+    inputs) and its f_hessian: one kernel looping over unit tangents each, scalar wrt inputs
+    included; an empty Hessian still gives the outputs and gradients."""
+    pytest.importorskip("numba")
+    source = codegen.generate_source(COLUMNS, backend="numba", path="columns.yaml")
+    assert "def _f_jvp_cols(_m, X, s, w):" in source and "        _f_jvp_cols,\n" in source
+    assert "def _g_hvp_cols(X, s, w):" in source and "= _g_hvp_cols(X, s, w)" in source
+    nb = codegen.load_module(COLUMNS, backend="numba", path="columns.yaml")
+    ref = codegen.load_module(COLUMNS, path="columns.yaml")
+    rng = np.random.default_rng(5)
+    X, s, w = rng.normal(size=(7, 2)), 0.7, rng.normal(size=2)
+    (Y, _), jac = nb.f_jacobian(X, s, w)
+    (Y_ref, _), jac_ref = ref.f_jacobian(X, s, w)
+    assert_close(Y, Y_ref, rtol=1e-12, atol=1e-14, what="Y")
+    assert jac.s.shape == (14, 1) and jac.w.shape == (14, 2)
+    for name in ("s", "w"):
+        assert_close(getattr(jac, name), getattr(jac_ref, name), rtol=1e-10, atol=1e-12, what=name)
+    eps = 1e-6
+    diff = (ref.f(X, s + eps, w)[0] - ref.f(X, s - eps, w)[0]).ravel() / (2 * eps)
+    assert_close(jac.s[:, 0], diff, rtol=1e-6, atol=1e-8, what="dY/ds")
+
+    L, grads, H = nb.g_hessian(X, s, w)
+    L_ref, grads_ref, H_ref = ref.g_hessian(X, s, w)
+    assert_close(L, L_ref, rtol=1e-12, atol=1e-14, what="L")
+    assert H.shape == (17, 17)
+    assert_close(H, H_ref, rtol=1e-10, atol=1e-12, what="H")
+    for name in ("X", "s", "w"):
+        assert_close(getattr(grads, name), getattr(grads_ref, name), rtol=1e-12, atol=1e-14,
+                     what=name)
+    # column 14 (s) by central differences of the gradient
+    flat = lambda g: np.concatenate([np.ravel(g.X), np.ravel(g.s), np.ravel(g.w)])  # noqa: E731
+    diff = (flat(ref.g_value_and_grad(X, s + eps, w)[1])
+            - flat(ref.g_value_and_grad(X, s - eps, w)[1])) / (2 * eps)
+    assert_close(H[:, 14], diff, rtol=1e-6, atol=1e-7, what="d grad / ds")
+    # no column: the outputs and gradients all the same
+    L0, grads0, H0 = nb.h_hessian(np.zeros((7, 0)), s, np.zeros(0))
+    L0_ref, _, H0_ref = ref.h_hessian(np.zeros((7, 0)), s, np.zeros(0))
+    assert H0.shape == H0_ref.shape == (0, 0) and L0 == L0_ref == s and grads0.w.shape == (0,)
