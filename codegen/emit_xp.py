@@ -116,6 +116,21 @@ XP_RENDER: dict[str, XPRender] = {
     "one_hot": XPRender("_one_hot(xp, {0}, {depth}, {label}, {dtype})"),
 }
 
+# The standard's elementwise functions of one array, by NumPy's name where it differs: an op the
+# rule table writes as ``np.<name>(x)`` of one of them needs no entry above (a new elementwise
+# op is one rule-table entry for every backend).
+_STANDARD_UNARY = {
+    **{name: name for name in (
+        "abs", "acos", "acosh", "asin", "asinh", "atan", "atanh", "ceil", "cos", "cosh", "exp",
+        "expm1", "floor", "log", "log1p", "log2", "log10", "round", "sign", "sin", "sinh",
+        "sqrt", "square", "tan", "tanh", "trunc")},
+    **{"arc" + name[1:]: name for name in ("acos", "acosh", "asin", "asinh", "atan", "atanh")},
+}
+for _name, _opdef in OPS.items():
+    _call = _opdef.fmt.removeprefix("np.").removesuffix("({0})")
+    if _name not in XP_RENDER and _opdef.fmt == f"np.{_call}({{0}})" and _call in _STANDARD_UNARY:
+        XP_RENDER[_name] = _fn(_STANDARD_UNARY[_call])
+
 # Module-level helpers (templates/helpers/xp_<name>.py.j2) and the ops that call them.
 XP_HELPERS: dict[str, tuple[str, ...]] = {
     "logsumexp": ("logsumexp", "log_softmax"),
