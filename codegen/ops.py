@@ -274,6 +274,9 @@ _unary("arctan", "np.arctan({0})", "y = arctan(x)", "dx = dy / (1 + x * x)",
        lambda b, op, g: b.emit("div", g, b.emit("add", Const(1), b.emit("mul", op.args[0],
                                                                          op.args[0]))),
        domain=REAL, scalar=_math.atan)
+_unary("tan", "np.tan({0})", "y = tan(x)", "dx = dy * (1 + y * y)",
+       lambda b, op, g: b.emit("mul", g, b.emit("add", Const(1), b.emit("mul", op.out, op.out))),
+       domain=REAL, scalar=_math.tan)
 # _erf (helpers/erf.py.j2): NumPy has no erf; math.erf per element (Numba: math.erf in the loop)
 _unary("erf", "_erf({0})", "y = erf(x)",
        "dx = dy * 1.1283791670955126 * exp(-x * x)   (2 / sqrt(pi))",

@@ -36,7 +36,7 @@ for sym, name in [("+", "add"), ("-", "sub"), ("*", "mul"), ("/", "div")]:
 
 # elementwise functions: inputs drawn from the op table's domain
 for fn in ["exp", "log", "log1p", "sqrt", "square", "abs", "tanh", "sigmoid", "relu", "softplus",
-           "sin", "cos", "erf", "expm1", "cosh", "sinh", "arctan", "log_sigmoid"]:
+           "sin", "cos", "tan", "erf", "expm1", "cosh", "sinh", "arctan", "log_sigmoid"]:
     positive = OPS[fn].domain == (POSITIVE,)
     for label, shape in [("scalar", S), ("vector", V), ("matrix", MAT)]:
         CASES.append((f"{fn}-{label}", f"{fn}(a)", {"a": shape}, positive))
