@@ -546,9 +546,7 @@ def logistic_l2_hessian(X, y, w, b, lam):
     """(outputs, grads, H): H the dense Hessian of loss, (n, n) with n the total size of w,
     b, rows and columns ordered as np.concatenate([g.ravel() for g in grads]); one
     Hessian-vector product per column."""
-    X, y, w, b, lam = _check_inputs(
-        "logistic_l2_hessian", (X, y, w, b, lam), _LOGISTIC_L2_INPUTS
-    )
+    X, y, w, b, lam = _check_inputs("logistic_l2_hessian", (X, y, w, b, lam), _LOGISTIC_L2_INPUTS)
     # the columns are one compiled loop over unit vectors (_logistic_l2_hvp_cols)
     _h, *_r = _logistic_l2_hvp_cols(X, y, w, b, lam)
     _outputs, _grads, _ = (

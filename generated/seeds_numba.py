@@ -508,9 +508,7 @@ def affine_jacobian(A, W, B):
     W, B), whichever are fewer."""
     # one basis vector per pass, no JVP over a block of them:
     # the VJP rows are one compiled loop (_affine_vjp_rows)
-    A, W, B = _check_inputs(
-        "affine_jacobian", (A, W, B), _AFFINE_INPUTS
-    )
+    A, W, B = _check_inputs("affine_jacobian", (A, W, B), _AFFINE_INPUTS)
     return _jacobian(
         affine_forward,
         affine_backward,
@@ -1018,9 +1016,7 @@ def dictionary_learning_hessian(X, D, R):
     """(outputs, grads, H): H the dense Hessian of f, (n, n) with n the total size of D, R,
     rows and columns ordered as np.concatenate([g.ravel() for g in grads]); one
     Hessian-vector product per column."""
-    X, D, R = _check_inputs(
-        "dictionary_learning_hessian", (X, D, R), _DICTIONARY_LEARNING_INPUTS
-    )
+    X, D, R = _check_inputs("dictionary_learning_hessian", (X, D, R), _DICTIONARY_LEARNING_INPUTS)
     # the columns are one compiled loop over unit vectors (_dictionary_learning_hvp_cols)
     _h, *_r = _dictionary_learning_hvp_cols(X, D, R)
     _outputs, _grads, _ = (
