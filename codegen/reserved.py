@@ -88,7 +88,8 @@ def tangents_const(function: str) -> str:
 PUBLIC_SUFFIXES = ("", "_forward", "_backward", "_value_and_grad", "_Grads", "_Saved",
                    "_jvp", "_jacobian", "_hvp", "_hessian")  # (the last four: DESIGN.md §3b)
 KERNEL_SUFFIXES = ("_forward", "_backward", "_value_and_grad", "_jvp", "_hvp",
-                   "_jvp_block", "_hvp_block", "_vjp_rows")  # (f_jacobian's, f_hessian's)
+                   # (f_jacobian's and f_hessian's)
+                   "_jvp_block", "_hvp_block", "_vjp_rows", "_jvp_cols", "_hvp_cols")
 
 
 def function_names(function: str) -> list[str]:
