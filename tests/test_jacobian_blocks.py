@@ -356,6 +356,11 @@ def test_numba_makes_the_jvp_and_hvp_columns_in_one_compiled_loop():
     source = codegen.generate_source(COLUMNS, backend="numba", path="columns.yaml")
     assert "def _f_jvp_cols(_m, X, s, w):" in source and "        _f_jvp_cols,\n" in source
     assert "def _g_hvp_cols(X, s, w):" in source and "= _g_hvp_cols(X, s, w)" in source
+    # with --numba-parallel the loops keep their threads: the kernels are parallel ones too
+    parallel = compiler.render(compiler.compile_spec(load_spec(COLUMNS, "columns.yaml")), "numba",
+                               parallel=True)
+    for kernel in ("_f_jvp_cols", "_g_hvp_cols"):
+        assert f"@_parallel_kernel\ndef {kernel}(" in parallel, kernel
     nb = codegen.load_module(COLUMNS, backend="numba", path="columns.yaml")
     ref = codegen.load_module(COLUMNS, path="columns.yaml")
     rng = np.random.default_rng(5)

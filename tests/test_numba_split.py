@@ -192,12 +192,17 @@ def test_a_long_chain_runs_in_compiled_parts_with_the_numpy_values_and_gradients
     for a, b in zip(got_grads, grads):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-300)
     assert np.all(np.abs(grads[0]) > 0)  # (the chain neither vanishes nor blows up)
-    # each part is a function Numba compiles on its own (its overloads are empty when the
-    # calling kernel came from Numba's on-disk cache, so the check is on the dispatcher)
+    # each part is a function Numba compiles on its own, which the kernel calls (its overloads
+    # are empty when the calling kernel came from Numba's on-disk cache: not checked)
     from numba.core.dispatcher import Dispatcher
 
     namespace = vars(nb._runtime._KERNELS)
     assert len(names) >= 3 and all(isinstance(namespace[n], Dispatcher) for n in names)
+    kernel = next(f for f in ast.parse(source).body
+                  if isinstance(f, ast.FunctionDef) and f.name == "_chain_value_and_grad")
+    called = {c.func.id for c in ast.walk(kernel)
+              if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
+    assert set(names) <= called, set(names) - called
 
 
 SHORT_LIMIT = 6  # lines per loop function: short specs split too, and compile quickly
