@@ -12,8 +12,11 @@ Jacobian rows: the small MLP's predictions ``Z2`` (32x4) with respect to ``W2`` 
 Numba: 128 VJP rows, a loop over unit vectors) against ``jax.jit(jax.jacrev(...))`` and
 ``torch.func.jacrev``.
 
-Timing: the best of ``--repeat`` samples of ``--number`` calls each, after a warm-up call (which
-compiles the Numba kernels and JAX's jit). Prints a Markdown table; nothing is written.
+Timing: after a warm-up call (which compiles the Numba kernels and JAX's jit), the generated
+modules' f_value_and_grad and f_hvp are sampled in turn, ``--repeat`` rounds of ``--number``
+calls each: the times are medians over rounds, the ratio the median of the ratios within a round.
+The peers' times are the best of ``--repeat`` samples. Prints a Markdown table; nothing is
+written.
 """
 
 from __future__ import annotations
@@ -56,6 +59,24 @@ def best(call: Callable[[], object], number: int, repeat: int) -> float:
             call()
         times.append((time.perf_counter() - start) / number)
     return min(times)
+
+
+def paired(first: Callable[[], object], second: Callable[[], object], number: int,
+           repeat: int) -> tuple[float, float, float]:
+    """(first's seconds per call, second's, second / first): medians over ``repeat`` rounds, each
+    a sample of ``number`` calls of one then of the other, the ratio taken within each round (so
+    that the machine's load drifting between samples cancels, as in ``python -m benchmarks``)."""
+    first()
+    second()
+    a, b = [], []
+    for _ in range(repeat):
+        for call, out in ((first, a), (second, b)):
+            start = time.perf_counter()
+            for _ in range(number):
+                call()
+            out.append((time.perf_counter() - start) / number)
+    ratios = [y / x for x, y in zip(a, b)]
+    return float(np.median(a)), float(np.median(b)), float(np.median(ratios))
 
 
 def _jax_hvp(w, args):
@@ -112,9 +133,7 @@ def hvp_rows(names: list[str], number: int, repeat: int, log) -> list[tuple]:
             m = codegen.load_module(with_hvp(w.spec()), backend=backend)
             vg = getattr(m, f"{w.name}_value_and_grad")
             hvp = getattr(m, f"{w.name}_hvp")
-            t_vg = best(lambda: vg(*args), number, repeat)
-            t_hvp = best(lambda: hvp(*args, v), number, repeat)
-            row += [t_vg, t_hvp]
+            row += paired(lambda: vg(*args), lambda: hvp(*args, v), number, repeat)
         for name, make in (("jax", _jax_hvp), ("torch", _torch_hvp)):
             log(f"{w.name}: {name}")
             try:
@@ -170,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", default=["small_mlp", "mid_mlp", "dictionary"])
     p.add_argument("--no-jacobian", action="store_true")
     p.add_argument("--number", type=int, default=20)
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=11)
     args = p.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -180,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| workload | NumPy value_and_grad | NumPy hvp | ratio | Numba value_and_grad | "
           "Numba hvp | ratio | JAX jit jvp(grad) | torch.func jvp(grad) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for title, nvg, nh, bvg, bh, jx, tc in rows:
-        print(f"| {title} | {_fmt(nvg)} | {_fmt(nh)} | {nh / nvg:.1f}× | {_fmt(bvg)} | "
-              f"{_fmt(bh)} | {bh / bvg:.1f}× | {_fmt(jx)} | {_fmt(tc)} |")
+    for title, nvg, nh, nr, bvg, bh, br, jx, tc in rows:
+        print(f"| {title} | {_fmt(nvg)} | {_fmt(nh)} | {nr:.1f}× | {_fmt(bvg)} | "
+              f"{_fmt(bh)} | {br:.1f}× | {_fmt(jx)} | {_fmt(tc)} |")
     if not args.no_jacobian:
         title, n, b, jx, tc = jacobian_row(max(1, args.number // 4), args.repeat, log)
         print("\n| Jacobian | NumPy f_jacobian | Numba f_jacobian | JAX jit jacrev | "

@@ -590,8 +590,10 @@ class _StepParser:
             return self.structural(name, node, depth)
         if name not in CALLABLE:
             known = ", ".join(sorted(CALLABLE))
-            close = difflib.get_close_matches(
-                name, sorted(CALLABLE) + [f.name for f in self.spec.functions], n=1)
+            candidates = sorted(CALLABLE) + [f.name for f in self.spec.functions]
+            # letters swapped ('tahn') first: difflib alone would offer 'tan' before 'tanh'
+            close = [c for c in candidates if sorted(c) == sorted(name)][:1] or (
+                difflib.get_close_matches(name, candidates, n=1))
             hint = f"; did you mean '{close[0]}'?" if close else ""
             functions = ", ".join(f.name for f in self.spec.functions)
             raise self.fail(f"unknown function '{name}' (known: {known}; and this spec's "
