@@ -245,8 +245,6 @@ class NumbaEmitter(Emitter):
         self.split = False  # some kernel of the module has parts
         self.function_name = ""
         self.called: set[str] = set()  # the runtime's functions the kernels call (_exp, ...)
-        # the loop nest being rendered: axis -> lines before and after its loop (group_lines)
-        self._rows_at: dict[int, tuple[list[str | Stmt], list[str | Stmt]]] = {}
 
     def function_view(self, plan: FunctionPlan) -> NumbaFunctionView:
         self._loop_index: dict[int, list[str]] = {}
@@ -698,14 +696,14 @@ class NumbaEmitter(Emitter):
         arrays before the loop allows it)."""
         index = [self._index(names, k) for k in range(len(group.shape))]
         start = names.snapshot()
-        before, body, after, switch, block = self.group_lines(group, program, names, dim, dead,
-                                                              index, "True")
-        rows_at = self._rows_at  # (the same names in the second rendering)
+        before, body, after, switch, block, rows_at = self.group_lines(
+            group, program, names, dim, dead, index, "True")
         body_else: list[str] = []
         if switch:
             names.restore(start)
-            _, body_else, _, _, _ = self.group_lines(group, program, names, dim, dead, index,
-                                                     "False")
+            # (the same names, so the same row lines: the first rendering's are kept)
+            _, body_else, _, _, _, _ = self.group_lines(group, program, names, dim, dead, index,
+                                                        "False")
             body_else = self.chunk_body(body_else, bool(index))
         body = self.chunk_body(body, bool(index))
         return self.loop(group, group.shape, index, before, body, after, dim, switch, block,
@@ -713,11 +711,13 @@ class NumbaEmitter(Emitter):
 
     def group_lines(self, group: Group, program: Program, names: Names, dim: dict[str, str],
                     dead: set[str], index: list[str], flag: str
-                    ) -> tuple[list[str | Stmt], list[str], list[str | Stmt], str, str]:
+                    ) -> tuple[list[str | Stmt], list[str], list[str | Stmt], str, str,
+                               dict[int, tuple[list[str | Stmt], list[str | Stmt]]]]:
         """A loop nest's lines before the loop, in its body and after it, the local of the
         check that sin's and cos's arrays allow the short reduction ("" if none), and the
-        index of the blocks of a prange loop ("" if none); ``flag``: what sin and cos pass
-        as ``short`` for those arrays.
+        index of the blocks of a prange loop ("" if none), and the lines around the loops over
+        some axes (a row's reduction in a local: axis -> lines before that loop, lines after
+        it); ``flag``: what sin and cos pass as ``short`` for those arrays.
 
         Every line is built from expression trees (``expr.py``): a loop body line is a
         (target, augmented operator, value) triple until it is rendered."""
@@ -911,8 +911,7 @@ class NumbaEmitter(Emitter):
             self.called.add("_short_reduction")
             before.append(E.assign(switch, E.all_of([E.call("_short_reduction", a)
                                                      for a in trig_arrays])))
-        self._rows_at = rows_at
-        return before, lines, after, switch, block
+        return before, lines, after, switch, block, rows_at
 
     def trailing_axes(self, op: Op, shape: tuple) -> int:
         """The first of the loop axes a reduction reduces when they are the last ones, from
