@@ -132,10 +132,10 @@ class DerivView:
     hvp_block: DerivFunction | None = None
     vjp_rows: bool = False  # a loop backend's f_jacobian: the VJP rows in one compiled kernel
     rows: list[str] = field(default_factory=list)  # its results, one per wrt input
-    # a loop backend's f_hessian: the HVP columns in one compiled kernel, per wrt input its
-    # tangent local, its hv local, whether it is a scalar, and its column range's locals
+    # a loop backend's f_hessian (f_jacobian): the HVP (JVP) columns in one compiled kernel,
+    # per wrt input what _columns gives
     hvp_cols: list[dict[str, object]] = field(default_factory=list)
-    jvp_cols: list[dict[str, object]] = field(default_factory=list)  # f_jacobian's columns, so
+    jvp_cols: list[dict[str, object]] = field(default_factory=list)
     jvp_out: str = ""  # the JVP kernel's local of the first output's tangent
     jacobian_call: BlockCall | None = None
     hessian_call: BlockCall | None = None
@@ -418,7 +418,8 @@ def _block_lines(name: str, kind: str, batched: Batched | None, code, rather: st
                 ""]
     return [f"In the NumPy module, {code(name)} takes its columns in blocks instead: one pass of "
             f"a batched {kind} (every tangent with a leading axis of k basis vectors) per block "
-            f"of k columns{rather}; the Numba module loops over unit vectors, in one compiled kernel.", ""]
+            f"of k columns{rather}; the Numba module loops over unit vectors, in one compiled "
+            "kernel.", ""]
 
 
 def explain_lines(fn: Function, programs: DerivativePrograms | None, dims: dict[str, int]
