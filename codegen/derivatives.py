@@ -190,8 +190,9 @@ def _render(emitter: Emitter, fn: Function, tp: TangentProgram, returns_grads: b
                          _tuple(returns), namespace=namespace)
 
 
-def _result(fn: Function, f: DerivFunction, numba: bool, grads: bool) -> str:
-    """The public return: ``(outputs, dout)`` or ``(outputs, f_Grads(...), f_Grads(...))``."""
+def _result(fn: Function, f: DerivFunction, kernel: bool, grads: bool) -> str:
+    """The public return: ``(outputs, dout)`` or ``(outputs, f_Grads(...), f_Grads(...))``
+    (``kernel``: from a compiled kernel's tuple ``_r``, its scalars made the dtype's)."""
     outputs = [o for o in fn.program.outputs if isinstance(o, str)]
     shapes = [fn.program.values[o].shape for o in outputs]
     if grads:
@@ -200,8 +201,8 @@ def _result(fn: Function, f: DerivFunction, numba: bool, grads: bool) -> str:
         shapes.append(fn.program.values[outputs[0]].shape)
     items = []
     for k, (local, shape) in enumerate(zip(f.returns, shapes)):
-        item = f"_r[{k}]" if numba else local
-        items.append(f"_DTYPE.type({item})" if numba and shape == () else item)
+        item = f"_r[{k}]" if kernel else local
+        items.append(f"_DTYPE.type({item})" if kernel and shape == () else item)
     n = len(outputs)
     outs = items[0] if n == 1 else "(" + ", ".join(items[:n]) + ")"
     if not grads:
@@ -228,11 +229,20 @@ def _tuple(items: list[str]) -> str:
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
-def _blocks(emitter: Emitter) -> bool:
-    """Whether the module's f_jacobian and f_hessian take blocks of basis vectors: the NumPy
-    module's (the Numba module's kernels are compiled per vector; the array-API module's helpers
-    are NumPy's loops)."""
-    return emitter.backend == "numpy"
+def _with_block(emitter: Emitter, fn: Function, batched: Batched, grads: bool,
+                module_names: set[str], kind: str, doc: str,
+                loop_note: str) -> tuple[DerivFunction | None, BlockCall]:
+    """f_<kind>'s block function (where the backend takes blocks and every op has a batched
+    form) and the lines of its call; without a block, the call's note says why."""
+    block = None
+    if batched.program is not None and emitter.blocks:
+        block = _render(emitter, fn, batched.program, grads, module_names, batched.dim)
+        block.result = _result(fn, block, False, grads)
+        block.doc = doc
+    call = _block_call(emitter, fn, batched if block is not None else None, kind)
+    if block is None:
+        call.note = batched.reason or loop_note
+    return block, call
 
 
 def _block_call(emitter: Emitter, fn: Function, batched: Batched | None, kind: str) -> BlockCall:
@@ -332,23 +342,15 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
             view.jvp_cols = _columns(fn, view, view.jvp)
             view.jvp_out = view.jvp.returns[view.n_outputs]
         if programs.jvp_block is not None:
-            if programs.jvp_block.program is not None and _blocks(emitter):
-                view.jvp_block = _render(emitter, fn, programs.jvp_block.program, False,
-                                         module_names, programs.jvp_block.dim)
-                view.jvp_block.result = _result(fn, view.jvp_block, False, False)
-                view.jvp_block.doc = doc(
+            view.jvp_block, view.jacobian_call = _with_block(
+                emitter, fn, programs.jvp_block, False, module_names, "jacobian", doc(
                     f"{fn.name}_jvp over a block of k tangents at once (for {fn.name}_jacobian's "
                     f"columns): each tangent (`_dot`) has a leading axis of k, one tangent per "
                     f"basis vector, the primal values their own shapes; returns (outputs, "
                     f"d{first_name} with a leading axis of k). The inputs are checked by the "
-                    "caller.")
-            view.jacobian_call = _block_call(
-                emitter, fn, programs.jvp_block if view.jvp_block is not None else None,
-                "jacobian")
-            if view.jvp_block is None:
-                view.jacobian_call.note = programs.jvp_block.reason or (
-                    f"the VJP rows are one compiled loop (_{fn.name}_vjp_rows)" if view.vjp_rows
-                    else "the blocks are in the NumPy module only")
+                    "caller."),
+                f"the VJP rows are one compiled loop (_{fn.name}_vjp_rows)" if view.vjp_rows
+                else "the blocks are in the NumPy module only")
         view.doc_jvp = doc(
             f"Forward mode: (outputs, d{first_name}), d{first_name} the directional derivative of "
             f"{first_name} along `tangents` (one array per input of {wrt}, in that order, each of "
@@ -368,20 +370,13 @@ def derivative_view(emitter: Emitter, fn: Function, programs: DerivativePrograms
         view.hvp = _render(emitter, fn, programs.hvp, True, module_names)
         view.hvp.result = _result(fn, view.hvp, emitter.fuses, True)
         if programs.hvp_block is not None:
-            if programs.hvp_block.program is not None and _blocks(emitter):
-                view.hvp_block = _render(emitter, fn, programs.hvp_block.program, True,
-                                         module_names, programs.hvp_block.dim)
-                view.hvp_block.result = _result(fn, view.hvp_block, False, True)
-                view.hvp_block.doc = doc(
+            view.hvp_block, view.hessian_call = _with_block(
+                emitter, fn, programs.hvp_block, True, module_names, "hessian", doc(
                     f"{fn.name}_hvp over a block of k tangents at once (for {fn.name}_hessian's "
                     "columns): each tangent (`_dot`) has a leading axis of k, one tangent per "
                     "basis vector, the primal values their own shapes; returns (outputs, grads, "
-                    "hv with a leading axis of k). The inputs are checked by the caller.")
-            view.hessian_call = _block_call(
-                emitter, fn, programs.hvp_block if view.hvp_block is not None else None,
-                "hessian")
-            if view.hvp_block is None:
-                view.hessian_call.note = programs.hvp_block.reason or "the blocks are in the NumPy module only"
+                    "hv with a leading axis of k). The inputs are checked by the caller."),
+                "the blocks are in the NumPy module only")
         if emitter.fuses and view.hessian:
             view.hvp_cols = _columns(fn, view, view.hvp)
             if view.hessian_call is not None:

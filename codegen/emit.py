@@ -90,6 +90,9 @@ class Emitter:
     fuses_value_and_grad = False
     #: At most this many ops per separately compiled function (None: one function per body).
     max_part_ops: int | None = None
+    #: f_jacobian and f_hessian take their columns in blocks of basis vectors (one batched
+    #: tangent program per block, ``batch.py``); without, they loop over unit vectors.
+    blocks = True
 
     def __init__(self, dtype: str) -> None:
         self.dtype = dtype
@@ -204,9 +207,7 @@ class Emitter:
         if number is not None:
             return number
         assert isinstance(a, str)
-        if a in inline:
-            return inline[a]
-        return names.of[a], ATOM
+        return inline[a] if a in inline else (names.of[a], ATOM)
 
     def number_expr(self, a: Arg, dim: dict[str, str]) -> tuple[str, int] | None:
         """A constant or a dim's size as an expression and its precedence (None: a value)."""

@@ -231,6 +231,7 @@ class NumbaEmitter(Emitter):
     flattens_batch_products = False
     fuses = True
     fuses_value_and_grad = True
+    blocks = False  # kernels compiled per vector: the columns are one compiled loop instead
 
     def __init__(self, dtype: str, parallel: bool = False, fastmath: bool = False,
                  max_part_ops: int | None = MAX_PART_OPS,

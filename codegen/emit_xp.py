@@ -165,6 +165,7 @@ class ArrayAPIEmitter(Emitter):
     writes_derivatives = True
     flattens_batch_products = False
     plan_memory = False  # no out=, no in-place update (JAX arrays are immutable, Dask's lazy)
+    blocks = False  # f_jacobian and f_hessian loop over basis vectors with the namespace's ops
 
     def __init__(self, dtype: str) -> None:
         super().__init__(dtype)

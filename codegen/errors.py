@@ -17,8 +17,10 @@ class Loc:
         return f"{self.path}:{self.line}:{self.col}"
 
 
-class SpecError(Exception):
-    """A problem in a spec, located at the offending key, value or step."""
+class _Located(Exception):
+    """A diagnostic located in a spec, rendered as ``path:line:col: <severity>: message``."""
+
+    severity = "error"
 
     def __init__(self, message: str, loc: Loc | None = None) -> None:
         super().__init__(message)
@@ -27,10 +29,14 @@ class SpecError(Exception):
 
     def __str__(self) -> str:
         where = str(self.loc) if self.loc is not None else "<spec>:1:1"
-        return f"{where}: error: {self.message}"
+        return f"{where}: {self.severity}: {self.message}"
 
 
-class SpecWarning(UserWarning):
+class SpecError(_Located):
+    """A problem in a spec, located at the offending key, value or step."""
+
+
+class SpecWarning(_Located, UserWarning):
     """A spec that compiles but probably does not mean what it says, located like a SpecError.
 
     Rendered as ``path:line:col: warning: message``.  The command line prints each warning once
@@ -39,14 +45,7 @@ class SpecWarning(UserWarning):
     codegen.SpecWarning)`` makes them exceptions).
     """
 
-    def __init__(self, message: str, loc: Loc | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.loc = loc
-
-    def __str__(self) -> str:
-        where = str(self.loc) if self.loc is not None else "<spec>:1:1"
-        return f"{where}: warning: {self.message}"
+    severity = "warning"
 
     def as_error(self) -> SpecError:
         """The same diagnostic as an error (``--strict``)."""

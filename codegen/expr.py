@@ -123,21 +123,32 @@ class Call(Expr):
 
 
 @dataclass(frozen=True)
-class Index(Expr):
+class Postfix(Expr):
+    """An atom followed by a subscript or an attribute (parenthesised unless it is an atom)."""
+
     base: Expr
-    items: tuple[Expr, ...]
 
     def render(self) -> str:
-        return f"{_wrap(self.base, ATOM)}[{', '.join(i.render() for i in self.items)}]"
+        return _wrap(self.base, ATOM) + self.suffix()
+
+    def suffix(self) -> str:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class Attr(Expr):
-    base: Expr
+class Index(Postfix):
+    items: tuple[Expr, ...]
+
+    def suffix(self) -> str:
+        return f"[{', '.join(i.render() for i in self.items)}]"
+
+
+@dataclass(frozen=True)
+class Attr(Postfix):
     name: str
 
-    def render(self) -> str:
-        return f"{_wrap(self.base, ATOM)}.{self.name}"
+    def suffix(self) -> str:
+        return f".{self.name}"
 
 
 @dataclass(frozen=True)

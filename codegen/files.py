@@ -55,21 +55,14 @@ UNLOCKED_STALE_SECONDS = 3600.0
 LOCK_WAIT_SECONDS = 2.0
 
 
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
+
+
 def file_kind(mode: int) -> str:
     """What a non-regular file is, in words ('a named pipe (FIFO)', ...)."""
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    return "not a regular file"
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "not a regular file")
 
 
 class NotRegularFile(OSError):

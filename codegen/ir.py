@@ -101,6 +101,17 @@ class Program:
     def producers(self) -> dict[str, Op]:
         return {op.out: op for op in self.ops}
 
+    def read_counts(self, kept: int = 0) -> dict[str, int]:
+        """How many ops read each value; each gradient and output counts as ``kept`` more."""
+        counts: dict[str, int] = {}
+        for a in [a for op in self.ops for a in op.args]:
+            if isinstance(a, str):
+                counts[a] = counts.get(a, 0) + 1
+        for a in [g for _, g in self.grads] + list(self.outputs):
+            if kept and isinstance(a, str):
+                counts[a] = counts.get(a, 0) + kept
+        return counts
+
 
 def _arg_text(a: Arg) -> str:
     if isinstance(a, Const):

@@ -358,14 +358,8 @@ class _Walker:
 
     def name(self, node: Node, what: str, where: str = "") -> str:
         """A user-chosen name: a scalar that is an ASCII Python identifier (message: what 'x' where ...)."""
-        value = self.value(node)
-        if isinstance(value, bool) or (value is None and node.value):
-            self.fail(
-                f"{what} {_clip(node.value)!r}{where} is read by YAML as {self.describe(node)}; quote it",
-                node,
-            )
-        if not isinstance(value, str):
-            self.fail(f"{what}{where} must be a name, got {self.describe(node)}", node)
+        value = self.string(node, f"{what} {_clip(str(node.value))!r}{where}",
+                            f"{what}{where} must be a name")
         self.check_chars(value, what + where, node)
         problem = identifier_problem(value) or reserved_problem(value)
         if problem:
@@ -400,15 +394,19 @@ class _Walker:
             self.fail(
                 f"keys of {what} must be plain names, got {self.describe(node)}", node
             )
+        value = self.string(node, f"key {_clip(str(node.value))!r} in {what}",
+                            f"keys of {what} must be names")
+        self.check_chars(value, f"key in {what}", node)
+        return value
+
+    def string(self, node: Node, subject: str, must: str) -> str:
+        """A scalar YAML reads as a string; else fail: '<subject> is read by YAML as ...; quote
+        it' for a boolean or null that quotes would make a string, '<must>, got ...' otherwise."""
         value = self.value(node)
         if isinstance(value, bool) or (value is None and node.value):
-            self.fail(
-                f"key {_clip(node.value)!r} in {what} is read by YAML as {self.describe(node)}; quote it",
-                node,
-            )
+            self.fail(f"{subject} is read by YAML as {self.describe(node)}; quote it", node)
         if not isinstance(value, str):
-            self.fail(f"keys of {what} must be names, got {self.describe(node)}", node)
-        self.check_chars(value, f"key in {what}", node)
+            self.fail(f"{must}, got {self.describe(node)}", node)
         return value
 
     def sequence(self, node: Node, what: str, example: str) -> list[Node]:
@@ -863,16 +861,8 @@ def _load_function(w: _Walker, fname: str, key_node: Node, node: Node,
     derivatives = default_derivatives
     if "derivatives" in fields:
         derivatives = _load_derivatives(w, fields["derivatives"][1], f"derivatives of {where}")
-    return FunctionSpec(
-        name=fname,
-        doc=doc,
-        inputs=inputs,
-        wrt=wrt,
-        steps=steps,
-        outputs=outputs,
-        loc=w.loc(key_node),
-        derivatives=derivatives,
-    )
+    return FunctionSpec(name=fname, doc=doc, inputs=inputs, wrt=wrt, steps=steps, outputs=outputs,
+                        loc=w.loc(key_node), derivatives=derivatives)
 
 
 def _load_functions(
@@ -940,21 +930,11 @@ def _build_spec(text: str, path: str, digest: str) -> Spec:
     w.check_keys(items, TOP_KEYS, "the spec")
     fields = _lookup(items)
     module = _load_module(w, fields, root)
-    dtype = _load_dtype(w, fields)
-    w.float_dtype = dtype
-    doc = _load_doc(w, fields, "doc")
-    dims = _load_dims(w, fields)
-    functions = _load_functions(w, fields, root)
-    return Spec(
-        path=path,
-        module=module,
-        dtype=dtype,
-        doc=doc,
-        dims=dims,
-        functions=functions,
-        sha256=digest,
-        loc=w.loc(root),
-    )
+    w.float_dtype = dtype = _load_dtype(w, fields)  # (the functions' inputs default to it)
+    # (keyword arguments are evaluated in order: the doc's errors before the dims', ...)
+    return Spec(path=path, module=module, dtype=dtype, doc=_load_doc(w, fields, "doc"),
+                dims=_load_dims(w, fields), functions=_load_functions(w, fields, root),
+                sha256=digest, loc=w.loc(root))
 
 
 def _guarded(path: str, build: Callable[[], Spec]) -> Spec:

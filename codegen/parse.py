@@ -893,13 +893,14 @@ class _StepParser:
             return self.b.emit("transpose", x)
         return self.b.emit("permute", x, axes=axes)
 
-    def small_int(self, fn: str, v: ast.AST) -> int:
+    def small_int(self, fn: str, v: ast.AST,
+                  must: str = "axes must be small integer literals like 1") -> int:
         sign = 1
         if isinstance(v, ast.UnaryOp) and isinstance(v.op, ast.USub):
             sign, v = -1, v.operand
         if isinstance(v, ast.Constant) and type(v.value) is int and abs(v.value) < 64:
             return sign * v.value
-        raise self.fail(f"{fn}(): axes must be small integer literals like 1")
+        raise self.fail(f"{fn}(): {must}")
 
     def dim_expr(self, node: ast.AST) -> object:
         """One entry of reshape's shape: a positive integer, a dim of the function's inputs, or a
@@ -925,12 +926,7 @@ class _StepParser:
             raise self.fail(f"{fn}(): keepdims must be True or False")
         if isinstance(v, ast.Constant) and v.value is None:
             return None
-        sign = 1
-        if isinstance(v, ast.UnaryOp) and isinstance(v.op, ast.USub):
-            sign, v = -1, v.operand
-        if isinstance(v, ast.Constant) and type(v.value) is int and abs(v.value) < 64:
-            return sign * v.value
-        raise self.fail(f"{fn}(): axis must be a small integer literal like axis=0")
+        return self.small_int(fn, v, "axis must be a small integer literal like axis=0")
 
 
 @dataclass

@@ -152,19 +152,6 @@ def cse(program: Program) -> None:
     _rewrite(program, reuse_equal_ops(program, lambda op: op.phase == "backward"), program.ops)
 
 
-def _use_counts(program: Program) -> dict[str, int]:
-    """How many ops read each value; a gradient or an output counts as two readers (kept)."""
-    uses: dict[str, int] = {}
-    for op in program.ops:
-        for a in op.args:
-            if isinstance(a, str):
-                uses[a] = uses.get(a, 0) + 1
-    for a in [g for _, g in program.grads] + list(program.outputs):
-        if isinstance(a, str):
-            uses[a] = uses.get(a, 0) + 2
-    return uses
-
-
 def _summed_axes(op: Op, rank: int) -> tuple[int, ...]:
     axis = op.attr("axis")
     if axis is None:
@@ -181,7 +168,7 @@ def factor_sums(program: Program) -> None:
     over a broadcast row, a subtraction's ``-dz`` summed over a broadcast axis).  Only where the
     product, quotient or negation is read by that sum alone; a negation moves out exactly, a
     product or quotient up to rounding."""
-    uses = _use_counts(program)
+    uses = program.read_counts(kept=2)  # a gradient or an output is kept
     producers = program.producers()
     dropped: set[str] = set()
     builder = Builder(program, "backward")
@@ -254,7 +241,7 @@ def transpose_products(program: Program) -> None:
     last two axes (the cotangent of ``swapaxes(K, 1, 2)`` in attention, ``dK = (Q^T @ dS)^T``):
     the result is a contiguous array, not a strided view that a reshape or a product must copy.
     An operand that is itself such a transpose is read untransposed."""
-    uses = _use_counts(program)
+    uses = program.read_counts(kept=2)  # a gradient or an output is kept
     producers = program.producers()
     dropped: set[str] = set()
     keep: list[Op] = []

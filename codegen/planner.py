@@ -48,7 +48,7 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
     ct: dict[str, Arg] = {first: seed}
     name = program.values[first].hint
     made_by: dict[str, Origin] = {first: Origin("", 0, f"seed: d{name} = g")}
-    uses = _use_counts(program)
+    uses = program.read_counts()
     named: set[str] = set()  # cotangents already named for a spec value
     # value -> (condition, branch): its cotangent is zero wherever a ``where`` did not choose the
     # branch it feeds (DESIGN 1b: a NaN or inf of the branch not taken never reaches a gradient)
@@ -226,12 +226,3 @@ def _depends_on(program: Program, wrt: set[str]) -> set[str]:
         if any(isinstance(a, str) and a in needed for a in op.args):
             needed.add(op.out)
     return needed
-
-
-def _use_counts(program: Program) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for op in program.ops:
-        for a in op.args:
-            if isinstance(a, str):
-                counts[a] = counts.get(a, 0) + 1
-    return counts
