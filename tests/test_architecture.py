@@ -71,7 +71,7 @@ def test_emitters_print_a_plan_and_run_no_stage():
     """Lowering, fusion and memory planning are passes that ``compiler.py`` runs; the emitters
     receive their results in the plan (``plan.py``) and import none of them."""
     stages = {"lower", "fusion", "memory", "planner", "passes"}
-    for emitter in ("emit", "emit_numba"):
+    for emitter in ("emit", "emit_numba", "emit_xp"):
         assert not imports(emitter) & stages, (emitter, imports(emitter) & stages)
     assert {"lower", "fusion", "memory"} <= imports("compiler")
 
@@ -88,3 +88,15 @@ def test_the_base_emitter_knows_no_backend_by_name():
     templates = PACKAGE.parent / "templates"
     for path in [templates / "module.py.j2", templates / "helpers" / "checks.py.j2"]:
         assert "numba %}" not in path.read_text(encoding="utf-8"), path.name
+
+
+def test_no_stage_asks_an_emitter_for_its_backend_name():
+    """What differs between backends is an emitter's attribute or hook (``fuses``, ``blocks``,
+    ``render_body``, ...), so a new backend overrides what differs and no stage needs editing:
+    nothing in codegen/ reads an emitter's ``backend`` name (it only names the module's file)."""
+    for path in sorted(PACKAGE.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == "backend":
+                assert isinstance(node.value, ast.Name) and node.value.id == "args", (
+                    f"{path.name}:{node.lineno} reads .backend")
