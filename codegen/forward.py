@@ -68,12 +68,16 @@ def push_tangents(program: Program, ops: list[Op], tangents: dict[str, Arg],
             for i, t in enumerate(ts):
                 if t is None:
                     continue
+                before = len(program.ops)
                 contrib = jvps[i](b, op, t)
                 if contrib is None:  # piecewise constant: zero
                     continue
                 last = program.ops[-1]
-                if total is not None and last.out == contrib and last.op == "neg":
-                    program.ops.pop()  # a + (-b) is a - b
+                # a + (-b) is a - b, where this contribution's rule made the negation (not where
+                # the contribution is an earlier value's tangent, which other ops may read)
+                if (total is not None and len(program.ops) > before and last.out == contrib
+                        and last.op == "neg"):
+                    program.ops.pop()
                     total = b.emit("sub", total, last.args[0])
                 else:
                     total = contrib if total is None else b.emit("add", total, contrib)

@@ -261,6 +261,36 @@ def test_sqrt_at_zero_has_a_finite_hvp():
     np.testing.assert_allclose(hv.x, [0.0, -0.25, -0.25 / 8])  # -1/4 x^(-3/2), and 0 at 0
 
 
+def test_a_negated_tangent_read_twice_is_kept():
+    """A tangent that is a negation (log_sigmoid's JVP, -x_dot * expm1(y)) met as the second
+    operand of an add is folded into a subtraction; the negation itself must stay when other ops
+    read it too (the backward's tangent in f_hvp, a second use of the step in f_jvp): it was
+    dropped, and generation failed with an internal KeyError."""
+    module = codegen.load_module(textwrap.dedent("""
+        functions:
+          second:
+            inputs: {x: [3]}
+            derivatives: [hvp, hessian]
+            steps: [loss = sum(x * 2 + log_sigmoid(x))]
+            outputs: [loss]
+          reused:
+            inputs: {x: [3]}
+            derivatives: [jvp]
+            steps:
+              - a = log_sigmoid(x)
+              - loss = sum(x + a) + sum(a * a)
+            outputs: [loss]
+    """), path="negated.yaml")
+    x, t = np.array([-2.0, 0.3, 1.5]), np.array([0.5, -1.0, 2.0])
+    s_neg = 1 / (1 + np.exp(x))  # sigmoid(-x): log_sigmoid's derivative
+    _, grads, hessian = module.second_hessian(x)
+    assert_close(grads.x, 2 + s_neg)
+    assert_close(hessian, np.diag(-s_neg * (1 - s_neg)))  # d/dx sigmoid(-x) = -s(-x) s(x)
+    a = -np.log1p(np.exp(-x))
+    _, dloss = module.reused_jvp(x, (t,))
+    assert_close(dloss, np.sum(t * (1 + s_neg)) + np.sum(2 * a * s_neg * t))
+
+
 def test_tangents_are_checked():
     module = codegen.load_module(textwrap.dedent("""
         functions:
