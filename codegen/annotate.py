@@ -87,8 +87,9 @@ def equation(op: Op, target: str, leaf: Callable[[str], str],
         if isinstance(a, Const):
             s = text.number(a.value)
             return s, UNARY if s.startswith("-") else ATOM
-        if isinstance(a, DimSize):
-            return a.name, ATOM
+        if isinstance(a, DimSize):  # a composite dim (a reshape's B*N, a concatenation's D+E)
+            terms = [" * ".join(t.split("*")) for t in a.name.split("+")]
+            return " + ".join(terms), ADD if len(terms) > 1 else MUL if "*" in a.name else ATOM
         producer = expand(a)
         if producer is not None:
             return math(producer, [render(x) for x in producer.args])

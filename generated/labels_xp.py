@@ -183,9 +183,15 @@ def _log_softmax(xp, x, axis=None):
 
 def _check_labels(xp, y, depth, name):
     """Every label of y in [0, depth), else a ValueError naming the input (on a lazy library
-    this computes the check: a label outside would select nothing, silently)."""
+    this computes the check: a label outside would select nothing, silently). Under a trace
+    (jax.jit) labels have no values yet: the check is skipped there (TypeError is JAX's
+    concretization error)."""
     bad = (y < 0) | (y >= depth)
-    if bool(xp.any(bad)):
+    try:
+        outside = bool(xp.any(bad))
+    except TypeError:  # a traced array: no value to check
+        return y
+    if outside:
         raise ValueError(f"{name} has a label outside [0, {depth})")
     return y
 

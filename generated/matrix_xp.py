@@ -187,10 +187,11 @@ def _trace(xp, x):
 
 
 def _inv(xp, x):
-    """The inverse of x (Dask's needs square chunks: a matrix to invert is small, so one chunk)."""
+    """The inverse of x, in x's dtype (Dask's needs square chunks: a matrix to invert is small,
+    so one chunk; and it returns float64 for float32)."""
     if array_api_compat.is_dask_namespace(xp):
         x = x.rechunk(-1)
-    return _linalg(xp, "inv", "inv")(x)
+    return xp.astype(_linalg(xp, "inv", "inv")(x), x.dtype, copy=False)
 
 
 def _det(xp, x):

@@ -209,10 +209,11 @@ def _trace(xp, x):
 
 
 def _inv(xp, x):
-    """The inverse of x (Dask's needs square chunks: a matrix to invert is small, so one chunk)."""
+    """The inverse of x, in x's dtype (Dask's needs square chunks: a matrix to invert is small,
+    so one chunk; and it returns float64 for float32)."""
     if array_api_compat.is_dask_namespace(xp):
         x = x.rechunk(-1)
-    return _linalg(xp, "inv", "inv")(x)
+    return xp.astype(_linalg(xp, "inv", "inv")(x), x.dtype, copy=False)
 
 
 def _det(xp, x):
@@ -240,9 +241,15 @@ def _einsum(xp, subscripts, *operands):
 
 def _check_labels(xp, y, depth, name):
     """Every label of y in [0, depth), else a ValueError naming the input (on a lazy library
-    this computes the check: a label outside would select nothing, silently)."""
+    this computes the check: a label outside would select nothing, silently). Under a trace
+    (jax.jit) labels have no values yet: the check is skipped there (TypeError is JAX's
+    concretization error)."""
     bad = (y < 0) | (y >= depth)
-    if bool(xp.any(bad)):
+    try:
+        outside = bool(xp.any(bad))
+    except TypeError:  # a traced array: no value to check
+        return y
+    if outside:
         raise ValueError(f"{name} has a label outside [0, {depth})")
     return y
 
@@ -292,6 +299,9 @@ def _one_hot(xp, y, depth, name, dtype):
     return xp.astype(_hot(xp, y, depth, y), dtype)
 
 
+_SQRT_PI = 1.7724538509055160  # sqrt(pi)
+
+
 def _win_share(xp, a, b):
     """1 where a > b, 0.5 where they tie, 0 elsewhere (NumPy's heaviside(a - b, 0.5)); NaN
     where a - b is NaN."""
@@ -311,15 +321,38 @@ def _diag(xp, x):
 
 
 def _erf(xp, x):
-    """erf(x) elementwise: the library's own where it has one (``scipy``-free), else NumPy's
-    math.erf per element on the host (the standard has no erf)."""
+    """erf(x) elementwise (the standard has none): the library's own where it has one, else
+    computed with the namespace's operations where x lives (a GPU, a Dask graph, a jax.jit
+    trace), by the NumPy module's method: below |x| = 1.5, the series erf(x) = 2 x exp(-x^2) /
+    sqrt(pi) * sum_n (2 x^2)^n / (1 3 ... (2n+1)), 25 terms; below 2**-28, 2 x / sqrt(pi);
+    from 1.5 to 30, 1 - erfc(|x|) with the sign of x, erfc from its continued fraction x
+    exp(-x^2) / sqrt(pi) / (x^2 + 1/2 - 1/2 / (x^2 + 5/2 - 3 / (x^2 + 9/2 - ...))) cut after 50
+    terms and evaluated from the bottom up (no overflow, float32 too); beyond, +-1; NaN stays
+    NaN. Every branch is computed on every element, its argument clamped into its range, and
+    chosen with where: no boolean indexing, no shape that depends on the values."""
     own = getattr(xp, "erf", None)
     if own is not None:
         return own(x)
-    import math
-
-    values = np.vectorize(math.erf, otypes=[np.float64])(np.asarray(x))
-    return xp.asarray(values, dtype=x.dtype, device=array_api_compat.device(x))
+    zero, one = xp.zeros_like(x), xp.ones_like(x)
+    a = xp.abs(x)
+    small = a < 1.5
+    s = xp.where(small, x, zero)
+    s2 = s * s
+    acc = zero
+    for k in range(25, 0, -1):  # Horner's scheme: 2 + 2 s^2 / (2k + 1) (2 + ...)
+        acc = acc * s2 / (k + 0.5) + 2.0
+    series = acc * s * xp.exp(-s2) / _SQRT_PI
+    tiny = (8.0 * s + (8.0 * (2.0 / _SQRT_PI - 1.0)) * s) * 0.125  # the last bit kept
+    series = xp.where(a < 2.0**-28, tiny, series)
+    b = xp.where(small, 1.5 * one, xp.where(a < 30.0, a, 30.0 * one))
+    b2 = b * b
+    t = b2 + (2 * 50 + 0.5)
+    for k in range(49, -1, -1):  # t_k = x^2 + 2k + 1/2 - (k + 1)(2k + 1) / 2 / t_(k+1)
+        t = b2 + (2 * k + 0.5) - ((k + 1) * (2 * k + 1) / 2) / t
+    tail = 1.0 - b * xp.exp(-b2) / _SQRT_PI / t
+    tail = xp.where(a < 30.0, tail, one)
+    y = xp.where(small, series, xp.where(x < 0, -tail, tail))
+    return xp.where(xp.isnan(x), x, y)
 
 
 class classifier_Grads(NamedTuple):

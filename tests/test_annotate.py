@@ -136,3 +136,21 @@ functions:
         assert len(re.findall(r"^ +shift_Z = ", text, re.M)) <= 1, name  # the step's own
         assert not re.search(r"^ +rowmax_Z = ", text, re.M), name  # an input: never bound
     assert re.search(r"^ +rowmax_Z_2 = ", src, re.M) and re.search(r"^ +shift_Z_2 = ", src, re.M)
+
+
+def test_a_composite_dim_in_a_rule_keeps_its_precedence() -> None:
+    """A mean over a reshape's B*N axis or a concatenation's D+E axis divides by the whole size:
+    the comment reads ``g / (B * N)``, as the code computes (it read ``g / B*N``, g N / B)."""
+    src = codegen.generate_source("""
+dims: {B: 2, N: 3, D: 4, E: 2}
+functions:
+  f:
+    inputs: {X: [B, N, D], Y: [B, N, E]}
+    steps:
+      - R = reshape(X, (B * N, D))
+      - C = concatenate((X, Y), axis=2)
+      - loss = sum(mean(R * R, axis=0)) + sum(mean(C, axis=2))
+    outputs: [loss]
+""", path="composite.yaml")
+    rules = {m.group(2) for line in src.splitlines() if (m := RULE.match(line))}
+    assert {"g / (B * N)", "g / (D + E)", "1 / (B * N)", "1 / (D + E)"} <= rules, sorted(rules)
