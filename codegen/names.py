@@ -63,6 +63,15 @@ TRANSPARENT = frozenset({"transpose", "expand_dims", "broadcast_to", "reshape", 
 _LONG = 20  # a composed name longer than this names the value it derives from instead
 
 
+_SHOWN_AS = {"reshape": "reshaped", "expand_dims": "expanded", "broadcast_to": "broadcast"}
+
+
+def _primal(vid: str, values: dict[str, "Value"]) -> bool:
+    """Whether a value is the function's own (an input, a step, a forward temporary: ids of
+    forward ops start ``%f``), not a cotangent or a tangent."""
+    return values[vid].kind in ("input", "step") or vid.startswith("%f")
+
+
 def temp_hint(op: "Op", values: dict[str, "Value"], shown: dict[str, tuple[str, str]]) -> str:
     """A name for a temporary that says what it holds: the op and its first operand
     (``exp_Z``, ``rowsum_dZ``, ``mul_H1``, ``sub_mul_H1``).  ``shown`` maps each temporary
@@ -73,8 +82,14 @@ def temp_hint(op: "Op", values: dict[str, "Value"], shown: dict[str, tuple[str, 
         if first is None:
             return values[op.out].hint
         shown[op.out] = shown.get(first, (values[first].hint, values[first].hint))
-        # a transpose of W2 is W2_T; a broadcast cotangent keeps the cotangent's name
-        return f"{values[first].hint}_T" if op.op == "transpose" else values[op.out].hint
+        if op.op == "transpose":  # a transpose of W2 is W2_T
+            return f"{values[first].hint}_T"
+        if _primal(first, values) and op.op != "identity":
+            # a forward value presented for a rule (a batch's rows, hn_rows): named for it, not
+            # for the cotangent the rule computes
+            rows = op.op == "reshape" and len(values[op.out].shape) == 2 < len(values[first].shape)
+            return f"{values[first].hint}_{'rows' if rows else _SHOWN_AS.get(op.op, op.op)}"
+        return values[op.out].hint  # a broadcast cotangent keeps the cotangent's name
     if first is None:
         return _LABELS.get(op.op, op.op)
     name, root = shown.get(first, (values[first].hint, values[first].hint))

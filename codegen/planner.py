@@ -195,26 +195,49 @@ def unbroadcast(b: Builder, g: Arg, rep: Shape, target: Shape) -> tuple[Arg, str
 def backward_order(ops: list[Op]) -> list[Op]:
     """The forward ops in the order their VJPs run: each after every op that reads its value.
 
-    Depth first: once an op's cotangent is complete, its operands' producers go next, the left
-    operand first.  So the backward of ``tanh(a) * w + a * 0.5`` finishes ``tanh(a) * w`` (whose
-    cotangent becomes ``da``) before ``a * 0.5`` adds to it, and no second array for ``da`` is
-    started while the first branch still needs its own.
+    Step by step, the last first (a step's backward is one block, and the blocks are in reverse
+    order of the steps: an op is read only by its own step's ops and later ones), and within a
+    step depth first: once an op's cotangent is complete, its operands' producers go next, the
+    left operand first, but a branch that leads back to an earlier step last.  So the backward
+    of ``tanh(a) * w + a * 0.5`` finishes ``tanh(a) * w`` (whose cotangent becomes ``da``)
+    before ``a * 0.5`` adds to it, and no second array for ``da`` is started while the first
+    branch still needs its own.
     """
     producer = {op.out: i for i, op in enumerate(ops)}
     readers: dict[str, int] = {}
     for op in ops:
         for a in dict.fromkeys(a for a in op.args if isinstance(a, str)):
             readers[a] = readers.get(a, 0) + 1
-    stack = [i for i, op in enumerate(ops) if not readers.get(op.out)]  # the last pops first
+    step: list[int] = []  # each op's step: a run of ops from one spec step (inlined calls too)
+    for i, op in enumerate(ops):
+        key = (op.origin.step, op.origin.line)
+        if i == 0 or key != (ops[i - 1].origin.step, ops[i - 1].origin.line):
+            step.append(step[-1] + 1 if step else 0)
+        else:
+            step.append(step[-1])
+    # whether an op's operands reach, through its step's ops, a value of an earlier step: such a
+    # branch goes last within its step, so that the next step's backward follows it directly
+    # (the loop backends fuse its loops with the next step's)
+    leads_back: list[bool] = []
+    for i, op in enumerate(ops):
+        leads_back.append(any(isinstance(a, str) and a in producer and (
+            step[producer[a]] != step[i] or leads_back[producer[a]]) for a in op.args))
+    ready: dict[int, list[int]] = {}  # per step, its ops whose readers are done (the last pops first)
+    for i, op in enumerate(ops):
+        if not readers.get(op.out):
+            ready.setdefault(step[i], []).append(i)
     order: list[Op] = []
-    while stack:
-        op = ops[stack.pop()]
-        order.append(op)
-        operands = [a for a in dict.fromkeys(op.args) if isinstance(a, str) and a in producer]
-        for a in reversed(operands):
-            readers[a] -= 1
-            if readers[a] == 0:
-                stack.append(producer[a])
+    for k in sorted(set(step), reverse=True):
+        stack = ready.setdefault(k, [])
+        while stack:
+            op = ops[stack.pop()]
+            order.append(op)
+            operands = [a for a in dict.fromkeys(op.args) if isinstance(a, str) and a in producer]
+            operands.sort(key=lambda a: leads_back[producer[a]] or step[producer[a]] != k)
+            for a in reversed(operands):
+                readers[a] -= 1
+                if readers[a] == 0:
+                    ready.setdefault(step[producer[a]], []).append(producer[a])
     assert len(order) == len(ops)
     return order
 

@@ -282,6 +282,10 @@ def logistic_l2_backward(saved, g=1.0):
     X, y, w, z, loss_1, loss_5, N = saved
     g = _check_cotangent("logistic_l2", g, ())
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #   → Hadamard product: dloss_7 = loss_5 * g
+    dloss_7 = loss_5 * g
+    #   → power: dw = dloss_7 * 2 * w
+    dw = dloss_7 * 2 * w
     #   → mean: dloss_3 = g / N
     dloss_3 = g / N
     #   → subtraction: dloss_2 = -dloss_3
@@ -295,14 +299,9 @@ def logistic_l2_backward(saved, g=1.0):
     # z = X @ w + b, backward:
     #   → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
     db = np.sum(dz)
-    #   → matrix-vector product: dw = X.T @ dz
-    dw = X.T @ dz
+    #   → matrix-vector product: dw = dw + X.T @ dz; accumulate (dw: w is used 2 times)
+    dw += X.T @ dz
     del dz
-    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    #   → Hadamard product: dloss_7 = loss_5 * g
-    dloss_7 = loss_5 * g
-    #   → power: dw = dw + dloss_7 * 2 * w; accumulate (dw: w is used 2 times)
-    dw += dloss_7 * 2 * w
     return logistic_l2_Grads(w=dw, b=db)
 
 
@@ -319,6 +318,8 @@ def logistic_l2_value_and_grad(X, y, w, b, lam):
     loss_5 = 0.5 * lam
     loss = np.mean(loss_1 - y * z) + loss_5 * np.vdot(w, w)
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #   → power: dw = loss_5 * 2 * w
+    dw = loss_5 * 2 * w
     #   → mean: dloss_3 = 1 / N
     dloss_3 = np.float64(1) / N
     #   → subtraction: dloss_2 = -dloss_3
@@ -333,12 +334,9 @@ def logistic_l2_value_and_grad(X, y, w, b, lam):
     # z = X @ w + b, backward:
     #   → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
     db = np.sum(dz)
-    #   → matrix-vector product: dw = X.T @ dz
-    dw = X.T @ dz
+    #   → matrix-vector product: dw = dw + X.T @ dz; accumulate (dw: w is used 2 times)
+    dw += X.T @ dz
     del dz
-    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    #   → power: dw = dw + loss_5 * 2 * w; accumulate (dw: w is used 2 times)
-    dw += loss_5 * 2 * w
     return loss, logistic_l2_Grads(w=dw, b=db)
 
 
@@ -411,6 +409,10 @@ def logistic_l2_hvp(X, y, w, b, lam, v):
     loss_5 = 0.5 * lam
     loss = np.mean(loss_1 - y * z) + loss_5 * np.vdot(w, w)
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #   → power: mul_dloss_7 = loss_5 * 2
+    mul_dloss_7 = loss_5 * 2
+    #   → power: dw = mul_dloss_7 * w
+    dw = mul_dloss_7 * w
     #   → mean: dloss_3 = 1 / N
     dloss_3 = np.float64(1) / N
     #   → subtraction: dloss_2 = -dloss_3
@@ -426,20 +428,16 @@ def logistic_l2_hvp(X, y, w, b, lam, v):
     # z = X @ w + b, backward:
     #   → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
     db = np.sum(dz)
-    #   → matrix-vector product: dw = X.T @ dz
-    dw = X.T @ dz
+    #   → matrix-vector product: dw = dw + X.T @ dz; accumulate (dw: w is used 2 times)
+    dw += X.T @ dz
     del dz
-    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    #   → power: mul_dloss_7 = loss_5 * 2
-    mul_dloss_7 = loss_5 * 2
-    #   → power: dw = dw + mul_dloss_7 * w; accumulate (dw: w is used 2 times)
-    dw += mul_dloss_7 * w
     # z = X @ w + b, backward:
     z_1_dot = X @ w_dot
     z_dot = np.add(z_1_dot, b_dot, out=z_1_dot)
     del z_1_dot
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
     loss_1_dot = z_dot * exp_sub_z
+    dw_dot = mul_dloss_7 * w_dot
     sub_z_dot = np.subtract(z_dot, loss_1_dot, out=z_dot)
     del z_dot, loss_1_dot
     exp_sub_z_dot = np.multiply(sub_z_dot, exp_sub_z, out=sub_z_dot)
@@ -448,12 +446,10 @@ def logistic_l2_hvp(X, y, w, b, lam, v):
     del exp_sub_z_dot
     # z = X @ w + b, backward:
     db_dot = np.sum(dz_dot)
-    dw_dot = X.T @ dz_dot
+    prod_X_dot = X.T @ dz_dot
     del dz_dot
-    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    mul_mul_dloss_7_dot = mul_dloss_7 * w_dot
-    dw_dot_2 = np.add(dw_dot, mul_mul_dloss_7_dot, out=dw_dot)
-    del dw_dot, mul_mul_dloss_7_dot
+    dw_dot_2 = np.add(dw_dot, prod_X_dot, out=dw_dot)
+    del dw_dot, prod_X_dot
     return loss, logistic_l2_Grads(w=dw, b=db), logistic_l2_Grads(w=dw_dot_2, b=db_dot)
 
 
@@ -472,6 +468,10 @@ def _logistic_l2_hvp_block(X, y, w, b, lam, w_dot, b_dot):
     loss_5 = 0.5 * lam
     loss = np.mean(loss_1 - y * z) + loss_5 * np.vdot(w, w)
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #   → power: mul_dloss_7 = loss_5 * 2
+    mul_dloss_7 = loss_5 * 2
+    #   → power: dw = mul_dloss_7 * w
+    dw = mul_dloss_7 * w
     #   → mean: dloss_3 = 1 / N
     dloss_3 = np.float64(1) / N
     #   → subtraction: dloss_2 = -dloss_3
@@ -487,20 +487,16 @@ def _logistic_l2_hvp_block(X, y, w, b, lam, w_dot, b_dot):
     # z = X @ w + b, backward:
     #   → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
     db = np.sum(dz)
-    #   → matrix-vector product: dw = X.T @ dz
-    dw = X.T @ dz
+    #   → matrix-vector product: dw = dw + X.T @ dz; accumulate (dw: w is used 2 times)
+    dw += X.T @ dz
     del dz
-    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    #   → power: mul_dloss_7 = loss_5 * 2
-    mul_dloss_7 = loss_5 * 2
-    #   → power: dw = dw + mul_dloss_7 * w; accumulate (dw: w is used 2 times)
-    dw += mul_dloss_7 * w
     # z = X @ w + b, backward:
     z_1_dot = w_dot @ X.T
     z_dot = np.add(z_1_dot, b_dot[:, None], out=z_1_dot)
     del z_1_dot
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
     loss_1_dot = z_dot * exp_sub_z
+    dw_dot = mul_dloss_7 * w_dot
     sub_z_dot = np.subtract(z_dot, loss_1_dot, out=z_dot)
     del z_dot, loss_1_dot
     exp_sub_z_dot = np.multiply(sub_z_dot, exp_sub_z, out=sub_z_dot)
@@ -509,12 +505,10 @@ def _logistic_l2_hvp_block(X, y, w, b, lam, w_dot, b_dot):
     del exp_sub_z_dot
     # z = X @ w + b, backward:
     db_dot = np.sum(dz_dot, axis=(1,))
-    dw_dot = dz_dot @ X.T.T
+    prod_X_dot = dz_dot @ X.T.T
     del dz_dot
-    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    mul_mul_dloss_7_dot = mul_dloss_7 * w_dot
-    dw_dot_2 = np.add(dw_dot, mul_mul_dloss_7_dot, out=dw_dot)
-    del dw_dot, mul_mul_dloss_7_dot
+    dw_dot_2 = np.add(dw_dot, prod_X_dot, out=dw_dot)
+    del dw_dot, prod_X_dot
     return loss, logistic_l2_Grads(w=dw, b=db), logistic_l2_Grads(w=dw_dot_2, b=db_dot)
 
 

@@ -107,6 +107,17 @@ def _logistic_l2_forward(X, y, w, b, lam):
 def _logistic_l2_backward(g, X, y, w, z, loss_1, loss_5, N, D):
     # scalars:
     #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #     → Hadamard product: dloss_7 = loss_5 * g
+    #     → power: mul_dloss_7 = dloss_7 * 2
+    mul_dloss_7 = loss_5 * g * 2
+    # fused loop over [D]:
+    #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #     → power: dw = mul_dloss_7 * w
+    dw = np.empty((D,), dtype=np.float64)
+    for i in range(D):
+        dw[i] = mul_dloss_7 * w[i]
+    # scalars:
+    #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
     #     → mean: dloss_3 = g / N
     #     → subtraction: dloss_2 = -dloss_3
     dloss_3_e = g / N
@@ -125,19 +136,14 @@ def _logistic_l2_backward(g, X, y, w, z, loss_1, loss_5, N, D):
         dz[i] = dz_e
         db += dz_e
     # z = X @ w + b, backward:
-    #   → matrix-vector product: dw = X.T @ dz
-    dw = np.dot(X.T, dz)
-    # scalars:
-    #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    #     → Hadamard product: dloss_7 = loss_5 * g
-    #     → power: mul_dloss_7 = dloss_7 * 2
-    mul_dloss_7 = loss_5 * g * 2
+    #   → matrix-vector product: prod_X = X.T @ dz
+    prod_X = np.dot(X.T, dz)
     # fused loop over [D]:
-    #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    #     → power: dw_2 = dw + mul_dloss_7 * w; accumulate (dw: w is used 2 times)
-    dw_2 = dw  # in place of dw: not read after this loop
+    #   z = X @ w + b, backward:
+    #     → matrix-vector product: dw_2 = dw + prod_X; accumulate (dw: w is used 2 times)
+    dw_2 = prod_X  # in place of prod_X: not read after this loop
     for i in range(D):
-        dw_2[i] = dw[i] + mul_dloss_7 * w[i]
+        dw_2[i] = dw[i] + prod_X[i]
     return dw_2, db
 
 
@@ -175,9 +181,19 @@ def _logistic_l2_value_and_grad(X, y, w, b, lam):
     # scalars:
     #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)
     #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #     → power: mul_dloss_7 = loss_5 * 2
+    loss = loss_4 + loss_5 * loss_7
+    mul_dloss_7 = loss_5 * 2
+    # fused loop over [D]:
+    #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #     → power: dw = mul_dloss_7 * w
+    dw = np.empty((D,), dtype=np.float64)
+    for i in range(D):
+        dw[i] = mul_dloss_7 * w[i]
+    # scalars:
+    #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
     #     → mean: dloss_3 = 1 / N
     #     → subtraction: dloss_2 = -dloss_3
-    loss = loss_4 + loss_5 * loss_7
     dloss_3_e = 1 / N
     dloss_3 = dloss_3_e
     dloss_2 = -dloss_3_e
@@ -194,18 +210,14 @@ def _logistic_l2_value_and_grad(X, y, w, b, lam):
         dz[i] = dz_e
         db += dz_e
     # z = X @ w + b, backward:
-    #   → matrix-vector product: dw = X.T @ dz
-    dw = np.dot(X.T, dz)
-    # scalars:
-    #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    #     → power: mul_dloss_7 = loss_5 * 2
-    mul_dloss_7 = loss_5 * 2
+    #   → matrix-vector product: prod_X = X.T @ dz
+    prod_X = np.dot(X.T, dz)
     # fused loop over [D]:
-    #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    #     → power: dw_2 = dw + mul_dloss_7 * w; accumulate (dw: w is used 2 times)
-    dw_2 = dw  # in place of dw: not read after this loop
+    #   z = X @ w + b, backward:
+    #     → matrix-vector product: dw_2 = dw + prod_X; accumulate (dw: w is used 2 times)
+    dw_2 = prod_X  # in place of prod_X: not read after this loop
     for i in range(D):
-        dw_2[i] = dw[i] + mul_dloss_7 * w[i]
+        dw_2[i] = dw[i] + prod_X[i]
     return loss, dw_2, db
 
 
@@ -359,9 +371,19 @@ def _logistic_l2_hvp(X, y, w, b, lam, w_dot, b_dot):
     # scalars:
     #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)
     #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #     → power: mul_dloss_7 = loss_5 * 2
+    loss = loss_4 + loss_5 * loss_7
+    mul_dloss_7 = loss_5 * 2
+    # fused loop over [D]:
+    #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #     → power: dw = mul_dloss_7 * w
+    dw = np.empty((D,), dtype=np.float64)
+    for i in range(D):
+        dw[i] = mul_dloss_7 * w[i]
+    # scalars:
+    #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
     #     → mean: dloss_3 = 1 / N
     #     → subtraction: dloss_2 = -dloss_3
-    loss = loss_4 + loss_5 * loss_7
     dloss_3_e = 1 / N
     dloss_3 = dloss_3_e
     dloss_2 = -dloss_3_e
@@ -382,37 +404,46 @@ def _logistic_l2_hvp(X, y, w, b, lam, w_dot, b_dot):
         dz[i] = dz_e
         db += dz_e
     # z = X @ w + b, backward:
-    #   → matrix-vector product: dw = X.T @ dz
-    dw = np.dot(X.T, dz)
-    # scalars:
-    #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    #     → power: mul_dloss_7 = loss_5 * 2
-    mul_dloss_7 = loss_5 * 2
+    #   → matrix-vector product: prod_X = X.T @ dz
+    prod_X = np.dot(X.T, dz)
     # fused loop over [D]:
-    #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    #     → power: dw_2 = dw + mul_dloss_7 * w; accumulate (dw: w is used 2 times)
-    dw_2 = dw  # in place of dw: not read after this loop
+    #   z = X @ w + b, backward:
+    #     → matrix-vector product: dw_2 = dw + prod_X; accumulate (dw: w is used 2 times)
+    dw_2 = prod_X  # in place of prod_X: not read after this loop
     for i in range(D):
-        dw_2[i] = dw[i] + mul_dloss_7 * w[i]
+        dw_2[i] = dw[i] + prod_X[i]
     # z = X @ w + b, backward:
     z_1_dot = np.dot(X, w_dot)
     # fused loop over [N]:
     #   z = X @ w + b, backward:
     #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    z_dot = z_1_dot  # in place of z_1_dot: not read after this loop
+    loss_1_dot = np.empty((N,), dtype=np.float64)
+    for i in range(N):
+        z_dot_e = z_1_dot[i] + b_dot
+        z_dot[i] = z_dot_e
+        loss_1_dot[i] = z_dot_e * exp_sub_z[i]
+    # fused loop over [D]:
+    #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    dw_dot = np.empty((D,), dtype=np.float64)
+    for i in range(D):
+        dw_dot[i] = mul_dloss_7 * w_dot[i]
+    # fused loop over [N]:
+    #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #   z = X @ w + b, backward:
     dz_dot = exp_sub_z  # in place of exp_sub_z: not read after this loop
     db_dot = 0.0
     for i in range(N):
-        z_dot_e = z_1_dot[i] + b_dot
-        dz_dot_e = dloss_3 * ((z_dot_e - z_dot_e * exp_sub_z[i]) * exp_sub_z[i])
+        dz_dot_e = dloss_3 * ((z_dot[i] - loss_1_dot[i]) * exp_sub_z[i])
         dz_dot[i] = dz_dot_e
         db_dot += dz_dot_e
     # z = X @ w + b, backward:
-    dw_dot = np.dot(X.T, dz_dot)
+    prod_X_dot = np.dot(X.T, dz_dot)
     # fused loop over [D]:
-    #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #   z = X @ w + b, backward:
     dw_dot_2 = dw_dot  # in place of dw_dot: not read after this loop
     for i in range(D):
-        dw_dot_2[i] = dw_dot[i] + mul_dloss_7 * w_dot[i]
+        dw_dot_2[i] = dw_dot[i] + prod_X_dot[i]
     return (loss, dw_2, db, dw_dot_2, db_dot)
 
 
@@ -479,9 +510,19 @@ def _logistic_l2_hvp_cols(X, y, w, b, lam):
         # scalars:
         #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2)
         #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+        #     → power: mul_dloss_7 = loss_5 * 2
+        loss = loss_4 + loss_5 * loss_7
+        mul_dloss_7 = loss_5 * 2
+        # fused loop over [D]:
+        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+        #     → power: dw = mul_dloss_7 * w
+        dw = np.empty((D,), dtype=np.float64)
+        for i in range(D):
+            dw[i] = mul_dloss_7 * w[i]
+        # scalars:
+        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
         #     → mean: dloss_3 = 1 / N
         #     → subtraction: dloss_2 = -dloss_3
-        loss = loss_4 + loss_5 * loss_7
         dloss_3_e = 1 / N
         dloss_3 = dloss_3_e
         dloss_2 = -dloss_3_e
@@ -502,37 +543,46 @@ def _logistic_l2_hvp_cols(X, y, w, b, lam):
             dz[i] = dz_e
             db += dz_e
         # z = X @ w + b, backward:
-        #   → matrix-vector product: dw = X.T @ dz
-        dw = np.dot(X.T, dz)
-        # scalars:
-        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-        #     → power: mul_dloss_7 = loss_5 * 2
-        mul_dloss_7 = loss_5 * 2
+        #   → matrix-vector product: prod_X = X.T @ dz
+        prod_X = np.dot(X.T, dz)
         # fused loop over [D]:
-        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-        #     → power: dw_2 = dw + mul_dloss_7 * w; accumulate (dw: w is used 2 times)
-        dw_2 = dw  # in place of dw: not read after this loop
+        #   z = X @ w + b, backward:
+        #     → matrix-vector product: dw_2 = dw + prod_X; accumulate (dw: w is used 2 times)
+        dw_2 = prod_X  # in place of prod_X: not read after this loop
         for i in range(D):
-            dw_2[i] = dw[i] + mul_dloss_7 * w[i]
+            dw_2[i] = dw[i] + prod_X[i]
         # z = X @ w + b, backward:
         z_1_dot = np.dot(X, w_dot)
         # fused loop over [N]:
         #   z = X @ w + b, backward:
         #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+        z_dot = z_1_dot  # in place of z_1_dot: not read after this loop
+        loss_1_dot = np.empty((N,), dtype=np.float64)
+        for i in range(N):
+            z_dot_e = z_1_dot[i] + b_dot
+            z_dot[i] = z_dot_e
+            loss_1_dot[i] = z_dot_e * exp_sub_z[i]
+        # fused loop over [D]:
+        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+        dw_dot = np.empty((D,), dtype=np.float64)
+        for i in range(D):
+            dw_dot[i] = mul_dloss_7 * w_dot[i]
+        # fused loop over [N]:
+        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+        #   z = X @ w + b, backward:
         dz_dot = exp_sub_z  # in place of exp_sub_z: not read after this loop
         db_dot = 0.0
         for i in range(N):
-            z_dot_e = z_1_dot[i] + b_dot
-            dz_dot_e = dloss_3 * ((z_dot_e - z_dot_e * exp_sub_z[i]) * exp_sub_z[i])
+            dz_dot_e = dloss_3 * ((z_dot[i] - loss_1_dot[i]) * exp_sub_z[i])
             dz_dot[i] = dz_dot_e
             db_dot += dz_dot_e
         # z = X @ w + b, backward:
-        dw_dot = np.dot(X.T, dz_dot)
+        prod_X_dot = np.dot(X.T, dz_dot)
         # fused loop over [D]:
-        #   loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+        #   z = X @ w + b, backward:
         dw_dot_2 = dw_dot  # in place of dw_dot: not read after this loop
         for i in range(D):
-            dw_dot_2[i] = dw_dot[i] + mul_dloss_7 * w_dot[i]
+            dw_dot_2[i] = dw_dot[i] + prod_X_dot[i]
         if _k < _n:
             _hessian[_o0:_o1, _k] = np.ravel(dw_dot_2)
             _hessian[_o1, _k] = db_dot

@@ -308,6 +308,10 @@ def logistic_l2_backward(saved, g=1.0):
     X, y, w, z, loss_1, loss_5, N = saved
     g = _check_cotangent("logistic_l2", g, ())
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #   → Hadamard product: dloss_7 = loss_5 * g
+    dloss_7 = loss_5 * g
+    #   → power: dw = dloss_7 * 2 * w
+    dw = dloss_7 * 2 * w
     #   → mean: dloss_3 = g / N
     dloss_3 = g / N
     #   → subtraction: dloss_2 = -dloss_3
@@ -319,13 +323,8 @@ def logistic_l2_backward(saved, g=1.0):
     # z = X @ w + b, backward:
     #   → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
     db = xp.sum(dz)
-    #   → matrix-vector product: dw = X.T @ dz
-    dw = X.T @ dz
-    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    #   → Hadamard product: dloss_7 = loss_5 * g
-    dloss_7 = loss_5 * g
-    #   → power: dw = dw + dloss_7 * 2 * w; accumulate (dw: w is used 2 times)
-    dw = dw + dloss_7 * 2 * w
+    #   → matrix-vector product: dw = dw + X.T @ dz; accumulate (dw: w is used 2 times)
+    dw = dw + X.T @ dz
     return logistic_l2_Grads(w=dw, b=db)
 
 
@@ -341,6 +340,8 @@ def logistic_l2_value_and_grad(X, y, w, b, lam):
     loss_5 = 0.5 * lam
     loss = xp.mean(loss_1 - y * z) + loss_5 * xp.sum(w**2)
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #   → power: dw = loss_5 * 2 * w
+    dw = loss_5 * 2 * w
     #   → mean: dloss_3 = 1 / N
     dloss_3 = xp.asarray(1, dtype=xp.float64, device=array_api_compat.device(X)) / N
     #   → subtraction: dloss_2 = -dloss_3
@@ -352,11 +353,8 @@ def logistic_l2_value_and_grad(X, y, w, b, lam):
     # z = X @ w + b, backward:
     #   → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
     db = xp.sum(dz)
-    #   → matrix-vector product: dw = X.T @ dz
-    dw = X.T @ dz
-    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    #   → power: dw = dw + loss_5 * 2 * w; accumulate (dw: w is used 2 times)
-    dw = dw + loss_5 * 2 * w
+    #   → matrix-vector product: dw = dw + X.T @ dz; accumulate (dw: w is used 2 times)
+    dw = dw + X.T @ dz
     return loss, logistic_l2_Grads(w=dw, b=db)
 
 
@@ -418,6 +416,10 @@ def logistic_l2_hvp(X, y, w, b, lam, v):
     loss_5 = 0.5 * lam
     loss = xp.mean(loss_1 - y * z) + loss_5 * xp.sum(w**2)
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
+    #   → power: mul_dloss_7 = loss_5 * 2
+    mul_dloss_7 = loss_5 * 2
+    #   → power: dw = mul_dloss_7 * w
+    dw = mul_dloss_7 * w
     #   → mean: dloss_3 = 1 / N
     dloss_3 = xp.asarray(1, dtype=xp.float64, device=array_api_compat.device(X)) / N
     #   → subtraction: dloss_2 = -dloss_3
@@ -431,27 +433,21 @@ def logistic_l2_hvp(X, y, w, b, lam, v):
     # z = X @ w + b, backward:
     #   → addition: db = sum(dz); broadcast [] to [N]: sum over axes 0
     db = xp.sum(dz)
-    #   → matrix-vector product: dw = X.T @ dz
-    dw = X.T @ dz
-    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    #   → power: mul_dloss_7 = loss_5 * 2
-    mul_dloss_7 = loss_5 * 2
-    #   → power: dw = dw + mul_dloss_7 * w; accumulate (dw: w is used 2 times)
-    dw = dw + mul_dloss_7 * w
+    #   → matrix-vector product: dw = dw + X.T @ dz; accumulate (dw: w is used 2 times)
+    dw = dw + X.T @ dz
     # z = X @ w + b, backward:
     z_1_dot = X @ w_dot
     z_dot = z_1_dot + b_dot
     # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
     loss_1_dot = z_dot * exp_sub_z
+    dw_dot = mul_dloss_7 * w_dot
     sub_z_dot = z_dot - loss_1_dot
     exp_sub_z_dot = sub_z_dot * exp_sub_z
     dz_dot = dloss_3 * exp_sub_z_dot
     # z = X @ w + b, backward:
     db_dot = xp.sum(dz_dot)
-    dw_dot = X.T @ dz_dot
-    # loss = mean(softplus(z) - y * z) + 0.5 * lam * sum(w ** 2), backward:
-    mul_mul_dloss_7_dot = mul_dloss_7 * w_dot
-    dw_dot_2 = dw_dot + mul_mul_dloss_7_dot
+    prod_X_dot = X.T @ dz_dot
+    dw_dot_2 = dw_dot + prod_X_dot
     return loss, logistic_l2_Grads(w=dw, b=db), logistic_l2_Grads(w=dw_dot_2, b=db_dot)
 
 

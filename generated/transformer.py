@@ -630,30 +630,29 @@ def classifier_backward(saved, g=1.0):
     del dS_4
     #   → batched matrix product: dQ = dS_2 @ permute(S_1)
     dQ = dS_2 @ np.transpose(S_1, (0, 2, 1))
-    # Q = hn @ Wq, backward:
-    #   → batched matrix product: dhn = dQ @ Wq.T
-    dhn = (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
-    #   → batched matrix product: dWq = hn.reshape([B*N, D])
-    dWq = hn.reshape((B * N, D))
-    #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
-    dWq_2 = dWq.T @ dQ.reshape((B * N, D))
-    del dQ
-    # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
     #   → transpose (axes): dKt = permute(dS_2) @ Q
     dKt = np.transpose(dS_2, (0, 2, 1)) @ Q
     del dS_2
+    # V = hn @ Wv, backward:
+    #   → batched matrix product: dhn = dV @ Wv.T
+    dhn = (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
+    #   → batched matrix product: hn_rows = hn.reshape([B*N, D])
+    hn_rows = hn.reshape((B * N, D))
+    #   → batched matrix product: dWv = hn_rows.T @ dV.reshape([B*N, D])
+    dWv = hn_rows.T @ dV.reshape((B * N, D))
+    del dV
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: dhn = dhn + dKt @ Wk.T; accumulate (dhn: hn is used 3 times)
     dhn += (dKt.reshape(B * N, D) @ Wk.T).reshape(B, N, D)
-    #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
-    dWk = dWq.T @ dKt.reshape((B * N, D))
+    #   → batched matrix product: dWk = hn_rows.T @ dKt.reshape([B*N, D])
+    dWk = hn_rows.T @ dKt.reshape((B * N, D))
     del dKt
-    # V = hn @ Wv, backward:
-    #   → batched matrix product: dhn = dhn + dV @ Wv.T; accumulate (dhn: hn is used 3 times)
-    dhn += (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
-    #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
-    dWv = dWq.T @ dV.reshape((B * N, D))
-    del dWq, dV
+    # Q = hn @ Wq, backward:
+    #   → batched matrix product: dhn = dhn + dQ @ Wq.T; accumulate (dhn: hn is used 3 times)
+    dhn += (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
+    #   → batched matrix product: dWq = hn_rows.T @ dQ.reshape([B*N, D])
+    dWq = hn_rows.T @ dQ.reshape((B * N, D))
+    del hn_rows, dQ
     # hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1, backward:
     #   → addition: dc1 = sum(dhn, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over axes 0, 1
     dc1 = np.sum(dhn, axis=(0, 1))
@@ -707,7 +706,7 @@ def classifier_backward(saved, g=1.0):
         pos=dpos,
         g1=dg1,
         c1=dc1,
-        Wq=dWq_2,
+        Wq=dWq,
         Wk=dWk,
         Wv=dWv,
         Wo=dWo,
@@ -922,31 +921,30 @@ def classifier_value_and_grad(
     #   → batched matrix product: dQ = dS_2 @ permute(S_1)
     dQ = dS_2 @ np.transpose(S_1, (0, 2, 1))
     del S_1
-    # Q = hn @ Wq, backward:
-    #   → batched matrix product: dhn = dQ @ Wq.T
-    dhn = (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
-    #   → batched matrix product: dWq = hn.reshape([B*N, D])
-    dWq = hn.reshape((B * N, D))
-    del hn
-    #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
-    dWq_2 = dWq.T @ dQ.reshape((B * N, D))
-    del dQ
-    # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
     #   → transpose (axes): dKt = permute(dS_2) @ Q
     dKt = np.transpose(dS_2, (0, 2, 1)) @ Q
     del dS_2, Q
+    # V = hn @ Wv, backward:
+    #   → batched matrix product: dhn = dV @ Wv.T
+    dhn = (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
+    #   → batched matrix product: hn_rows = hn.reshape([B*N, D])
+    hn_rows = hn.reshape((B * N, D))
+    del hn
+    #   → batched matrix product: dWv = hn_rows.T @ dV.reshape([B*N, D])
+    dWv = hn_rows.T @ dV.reshape((B * N, D))
+    del dV
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: dhn = dhn + dKt @ Wk.T; accumulate (dhn: hn is used 3 times)
     dhn += (dKt.reshape(B * N, D) @ Wk.T).reshape(B, N, D)
-    #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
-    dWk = dWq.T @ dKt.reshape((B * N, D))
+    #   → batched matrix product: dWk = hn_rows.T @ dKt.reshape([B*N, D])
+    dWk = hn_rows.T @ dKt.reshape((B * N, D))
     del dKt
-    # V = hn @ Wv, backward:
-    #   → batched matrix product: dhn = dhn + dV @ Wv.T; accumulate (dhn: hn is used 3 times)
-    dhn += (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
-    #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
-    dWv = dWq.T @ dV.reshape((B * N, D))
-    del dWq, dV
+    # Q = hn @ Wq, backward:
+    #   → batched matrix product: dhn = dhn + dQ @ Wq.T; accumulate (dhn: hn is used 3 times)
+    dhn += (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
+    #   → batched matrix product: dWq = hn_rows.T @ dQ.reshape([B*N, D])
+    dWq = hn_rows.T @ dQ.reshape((B * N, D))
+    del hn_rows, dQ
     # hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1, backward:
     #   → addition: dc1 = sum(dhn, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over axes 0, 1
     dc1 = np.sum(dhn, axis=(0, 1))
@@ -1000,7 +998,7 @@ def classifier_value_and_grad(
         pos=dpos,
         g1=dg1,
         c1=dc1,
-        Wq=dWq_2,
+        Wq=dWq,
         Wk=dWk,
         Wv=dWv,
         Wo=dWo,
@@ -1108,31 +1106,30 @@ def attention_backward(saved, g=1.0):
     del dA_4
     #   → batched matrix product: dQ = dA_2 @ permute(A_1)
     dQ = dA_2 @ np.transpose(A_1, (0, 2, 1))
-    # Q = X @ Wq, backward:
-    #   → batched matrix product: dX = dQ @ Wq.T
-    dX = (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
-    #   → batched matrix product: dWq = X.reshape([B*N, D])
-    dWq = X.reshape((B * N, D))
-    #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
-    dWq_2 = dWq.T @ dQ.reshape((B * N, D))
-    del dQ
-    # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
     #   → transpose (axes): dKt = permute(dA_2) @ Q
     dKt = np.transpose(dA_2, (0, 2, 1)) @ Q
     del dA_2
+    # V = X @ Wv, backward:
+    #   → batched matrix product: dX = dV @ Wv.T
+    dX = (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
+    #   → batched matrix product: X_rows = X.reshape([B*N, D])
+    X_rows = X.reshape((B * N, D))
+    #   → batched matrix product: dWv = X_rows.T @ dV.reshape([B*N, D])
+    dWv = X_rows.T @ dV.reshape((B * N, D))
+    del dV
     # Kt = X @ Wk, backward:
     #   → batched matrix product: dX = dX + dKt @ Wk.T; accumulate (dX: X is used 3 times)
     dX += (dKt.reshape(B * N, D) @ Wk.T).reshape(B, N, D)
-    #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
-    dWk = dWq.T @ dKt.reshape((B * N, D))
+    #   → batched matrix product: dWk = X_rows.T @ dKt.reshape([B*N, D])
+    dWk = X_rows.T @ dKt.reshape((B * N, D))
     del dKt
-    # V = X @ Wv, backward:
-    #   → batched matrix product: dX = dX + dV @ Wv.T; accumulate (dX: X is used 3 times)
-    dX += (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
-    #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
-    dWv = dWq.T @ dV.reshape((B * N, D))
-    del dWq, dV
-    return attention_Grads(X=dX, Wq=dWq_2, Wk=dWk, Wv=dWv)
+    # Q = X @ Wq, backward:
+    #   → batched matrix product: dX = dX + dQ @ Wq.T; accumulate (dX: X is used 3 times)
+    dX += (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
+    #   → batched matrix product: dWq = X_rows.T @ dQ.reshape([B*N, D])
+    dWq = X_rows.T @ dQ.reshape((B * N, D))
+    del X_rows, dQ
+    return attention_Grads(X=dX, Wq=dWq, Wk=dWk, Wv=dWv)
 
 
 def attention_value_and_grad(X, C, Wq, Wk, Wv):
@@ -1172,31 +1169,30 @@ def attention_value_and_grad(X, C, Wq, Wk, Wv):
     #   → batched matrix product: dQ = dA_2 @ permute(A_1)
     dQ = dA_2 @ np.transpose(A_1, (0, 2, 1))
     del A_1
-    # Q = X @ Wq, backward:
-    #   → batched matrix product: dX = dQ @ Wq.T
-    dX = (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
-    #   → batched matrix product: dWq = X.reshape([B*N, D])
-    dWq = X.reshape((B * N, D))
-    #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
-    dWq_2 = dWq.T @ dQ.reshape((B * N, D))
-    del dQ
-    # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
     #   → transpose (axes): dKt = permute(dA_2) @ Q
     dKt = np.transpose(dA_2, (0, 2, 1)) @ Q
     del dA_2, Q
+    # V = X @ Wv, backward:
+    #   → batched matrix product: dX = dV @ Wv.T
+    dX = (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
+    #   → batched matrix product: X_rows = X.reshape([B*N, D])
+    X_rows = X.reshape((B * N, D))
+    #   → batched matrix product: dWv = X_rows.T @ dV.reshape([B*N, D])
+    dWv = X_rows.T @ dV.reshape((B * N, D))
+    del dV
     # Kt = X @ Wk, backward:
     #   → batched matrix product: dX = dX + dKt @ Wk.T; accumulate (dX: X is used 3 times)
     dX += (dKt.reshape(B * N, D) @ Wk.T).reshape(B, N, D)
-    #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
-    dWk = dWq.T @ dKt.reshape((B * N, D))
+    #   → batched matrix product: dWk = X_rows.T @ dKt.reshape([B*N, D])
+    dWk = X_rows.T @ dKt.reshape((B * N, D))
     del dKt
-    # V = X @ Wv, backward:
-    #   → batched matrix product: dX = dX + dV @ Wv.T; accumulate (dX: X is used 3 times)
-    dX += (dV.reshape(B * N, D) @ Wv.T).reshape(B, N, D)
-    #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
-    dWv = dWq.T @ dV.reshape((B * N, D))
-    del dWq, dV
-    return (loss, A), attention_Grads(X=dX, Wq=dWq_2, Wk=dWk, Wv=dWv)
+    # Q = X @ Wq, backward:
+    #   → batched matrix product: dX = dX + dQ @ Wq.T; accumulate (dX: X is used 3 times)
+    dX += (dQ.reshape(B * N, D) @ Wq.T).reshape(B, N, D)
+    #   → batched matrix product: dWq = X_rows.T @ dQ.reshape([B*N, D])
+    dWq = X_rows.T @ dQ.reshape((B * N, D))
+    del X_rows, dQ
+    return (loss, A), attention_Grads(X=dX, Wq=dWq, Wk=dWk, Wv=dWv)
 
 
 class layer_norm_Grads(NamedTuple):

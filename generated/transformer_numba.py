@@ -347,9 +347,9 @@ def _classifier_forward(X, y, We, pos, g1, c1, Wq, Wk, Wv, Wo, g2, c2, W1, b1, W
             for k in range(D):
                 h3[i, j, k] = h2[i, j, k] + h3_1[i, j, k] + b2[k]
     # logits = einsum("bnd,ndk->bk", h3, Wc) + bc
-    einsum_logits_1_7 = np.ascontiguousarray(h3).reshape((B, D * N))
-    einsum_logits_1_8 = np.ascontiguousarray(Wc).reshape((D * N, K))
-    logits_1 = np.dot(einsum_logits_1_7, einsum_logits_1_8)
+    h3_rows = np.ascontiguousarray(h3).reshape((B, D * N))
+    Wc_rows = np.ascontiguousarray(Wc).reshape((D * N, K))
+    logits_1 = np.dot(h3_rows, Wc_rows)
     # fused loop over [B, K]:
     #   logits = einsum("bnd,ndk->bk", h3, Wc) + bc
     #   loss = -mean(take_along_axis(log_softmax(logits, axis=1), y, axis=1))
@@ -536,14 +536,14 @@ def _classifier_backward(
             dlogits[i, j] = dlogits_e
             dbc[j] += dlogits_e
     # logits = einsum("bnd,ndk->bk", h3, Wc) + bc, backward:
-    #   → einsum: einsum_dh3 = Wc.reshape([D*N, K])
-    einsum_dh3 = np.ascontiguousarray(Wc).reshape((D * N, K))
-    #   → einsum: prod_einsum_dh3 = einsum_dh3 @ permute(dlogits)
-    prod_einsum_dh3 = np.dot(einsum_dh3, dlogits.T)
-    #   → einsum: einsum_dh3_2 = prod_einsum_dh3.reshape([N, D, B])
-    einsum_dh3_2 = np.ascontiguousarray(prod_einsum_dh3).reshape((N, D, B))
-    #   → einsum: dh3 = permute(einsum_dh3_2)
-    dh3 = np.transpose(einsum_dh3_2, (2, 0, 1))
+    #   → einsum: Wc_rows = Wc.reshape([D*N, K])
+    Wc_rows = np.ascontiguousarray(Wc).reshape((D * N, K))
+    #   → einsum: prod_Wc_rows = Wc_rows @ permute(dlogits)
+    prod_Wc_rows = np.dot(Wc_rows, dlogits.T)
+    #   → einsum: einsum_dh3 = prod_Wc_rows.reshape([N, D, B])
+    einsum_dh3 = np.ascontiguousarray(prod_Wc_rows).reshape((N, D, B))
+    #   → einsum: dh3 = permute(einsum_dh3)
+    dh3 = np.transpose(einsum_dh3, (2, 0, 1))
     #   → einsum: permute_h3 = permute(h3)
     permute_h3 = np.transpose(h3, (1, 2, 0))
     #   → einsum: einsum_dWc = permute_h3.reshape([D*N, B])
@@ -563,12 +563,12 @@ def _classifier_backward(
     # h3 = h2 + G @ W2 + b2, backward:
     #   → batched matrix product: dG = dh3 @ W2.T
     dG = np.dot(np.ascontiguousarray(dh3).reshape((-1, D)), W2.T).reshape((B, N, F))
-    #   → batched matrix product: dW2 = G.reshape([B*N, F])
-    dW2 = np.ascontiguousarray(G).reshape((B * N, F))
-    #   → batched matrix product: dW2_2 = dh3.reshape([B*N, D])
-    dW2_2 = np.ascontiguousarray(dh3).reshape((B * N, D))
-    #   → batched matrix product: dW2_3 = dW2.T @ dW2_2
-    dW2_3 = np.dot(dW2.T, dW2_2)
+    #   → batched matrix product: G_rows = G.reshape([B*N, F])
+    G_rows = np.ascontiguousarray(G).reshape((B * N, F))
+    #   → batched matrix product: dW2 = dh3.reshape([B*N, D])
+    dW2 = np.ascontiguousarray(dh3).reshape((B * N, D))
+    #   → batched matrix product: dW2_2 = G_rows.T @ dW2
+    dW2_2 = np.dot(G_rows.T, dW2)
     # fused loop over [B, N, F]:
     #   G = 0.5 * U * (1 + erf(U / sqrt(2))), backward:
     #     → Hadamard product: dG_1 = dG * G_4
@@ -595,12 +595,12 @@ def _classifier_backward(
     # U = hn2 @ W1 + b1, backward:
     #   → batched matrix product: dhn2 = dU @ W1.T
     dhn2 = np.dot(np.ascontiguousarray(dU).reshape((-1, F)), W1.T).reshape((B, N, D))
-    #   → batched matrix product: dW1 = hn2.reshape([B*N, D])
-    dW1 = np.ascontiguousarray(hn2).reshape((B * N, D))
-    #   → batched matrix product: dW1_2 = dU.reshape([B*N, F])
-    dW1_2 = np.ascontiguousarray(dU).reshape((B * N, F))
-    #   → batched matrix product: dW1_3 = dW1.T @ dW1_2
-    dW1_3 = np.dot(dW1.T, dW1_2)
+    #   → batched matrix product: hn2_rows = hn2.reshape([B*N, D])
+    hn2_rows = np.ascontiguousarray(hn2).reshape((B * N, D))
+    #   → batched matrix product: dW1 = dU.reshape([B*N, F])
+    dW1 = np.ascontiguousarray(dU).reshape((B * N, F))
+    #   → batched matrix product: dW1_2 = hn2_rows.T @ dW1
+    dW1_2 = np.dot(hn2_rows.T, dW1)
     # fused loop over [B, N, D]:
     #   hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2, backward:
     #     → addition: dc2 = sum(dhn2, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over axes 0, 1
@@ -678,12 +678,12 @@ def _classifier_backward(
     # h2 = h + S @ V @ Wo, backward:
     #   → batched matrix product: dh2_1 = dh2_2 @ Wo.T
     dh2_1 = np.dot(np.ascontiguousarray(dh2_2).reshape((-1, D)), Wo.T).reshape((B, N, D))
-    #   → batched matrix product: dWo = h2_1.reshape([B*N, D])
-    dWo = np.ascontiguousarray(h2_1).reshape((B * N, D))
-    #   → batched matrix product: dWo_2 = dh2_2.reshape([B*N, D])
-    dWo_2 = np.ascontiguousarray(dh2_2).reshape((B * N, D))
-    #   → batched matrix product: dWo_3 = dWo.T @ dWo_2
-    dWo_3 = np.dot(dWo.T, dWo_2)
+    #   → batched matrix product: h2_1_rows = h2_1.reshape([B*N, D])
+    h2_1_rows = np.ascontiguousarray(h2_1).reshape((B * N, D))
+    #   → batched matrix product: dWo = dh2_2.reshape([B*N, D])
+    dWo = np.ascontiguousarray(dh2_2).reshape((B * N, D))
+    #   → batched matrix product: dWo_2 = h2_1_rows.T @ dWo
+    dWo_2 = np.dot(h2_1_rows.T, dWo)
     #   → batched matrix product: dS = dh2_1 @ permute(V)
     dS = _batched_dot(np.ascontiguousarray(dh2_1), np.ascontiguousarray(V), False, True)
     #   → batched matrix product: dV = permute(S) @ dh2_1
@@ -710,18 +710,17 @@ def _classifier_backward(
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
     #   → batched matrix product: dQ = dS_2 @ permute(S_1)
     dQ = _batched_dot(np.ascontiguousarray(dS_2), np.ascontiguousarray(S_1), False, True)
-    # Q = hn @ Wq, backward:
-    #   → batched matrix product: dhn = dQ @ Wq.T
-    dhn = np.dot(np.ascontiguousarray(dQ).reshape((-1, D)), Wq.T).reshape((B, N, D))
-    #   → batched matrix product: dWq = hn.reshape([B*N, D])
-    dWq = np.ascontiguousarray(hn).reshape((B * N, D))
-    #   → batched matrix product: dWq_2 = dQ.reshape([B*N, D])
-    dWq_2 = np.ascontiguousarray(dQ).reshape((B * N, D))
-    #   → batched matrix product: dWq_3 = dWq.T @ dWq_2
-    dWq_3 = np.dot(dWq.T, dWq_2)
-    # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
     #   → transpose (axes): dKt = permute(dS_2) @ Q
     dKt = _batched_dot(np.ascontiguousarray(dS_2), np.ascontiguousarray(Q), True, False)
+    # V = hn @ Wv, backward:
+    #   → batched matrix product: dhn = dV @ Wv.T
+    dhn = np.dot(np.ascontiguousarray(dV).reshape((-1, D)), Wv.T).reshape((B, N, D))
+    #   → batched matrix product: hn_rows = hn.reshape([B*N, D])
+    hn_rows = np.ascontiguousarray(hn).reshape((B * N, D))
+    #   → batched matrix product: dWv = dV.reshape([B*N, D])
+    dWv = np.ascontiguousarray(dV).reshape((B * N, D))
+    #   → batched matrix product: dWv_2 = hn_rows.T @ dWv
+    dWv_2 = np.dot(hn_rows.T, dWv)
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: prod_dKt = dKt @ Wk.T
     prod_dKt = np.dot(np.ascontiguousarray(dKt).reshape((-1, D)), Wk.T).reshape((B, N, D))
@@ -736,24 +735,24 @@ def _classifier_backward(
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: dWk = dKt.reshape([B*N, D])
     dWk = np.ascontiguousarray(dKt).reshape((B * N, D))
-    #   → batched matrix product: dWk_2 = dWq.T @ dWk
-    dWk_2 = np.dot(dWq.T, dWk)
-    # V = hn @ Wv, backward:
-    #   → batched matrix product: prod_dV = dV @ Wv.T
-    prod_dV = np.dot(np.ascontiguousarray(dV).reshape((-1, D)), Wv.T).reshape((B, N, D))
+    #   → batched matrix product: dWk_2 = hn_rows.T @ dWk
+    dWk_2 = np.dot(hn_rows.T, dWk)
+    # Q = hn @ Wq, backward:
+    #   → batched matrix product: prod_dQ = dQ @ Wq.T
+    prod_dQ = np.dot(np.ascontiguousarray(dQ).reshape((-1, D)), Wq.T).reshape((B, N, D))
     # fused loop over [B, N, D]:
-    #   V = hn @ Wv, backward:
-    #     → batched matrix product: dhn_3 = dhn_2 + prod_dV; accumulate (dhn: hn is used 3 times)
+    #   Q = hn @ Wq, backward:
+    #     → batched matrix product: dhn_3 = dhn_2 + prod_dQ; accumulate (dhn: hn is used 3 times)
     dhn_3 = dhn_2  # in place of dhn_2: not read after this loop
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dhn_3[i, j, k] = dhn_2[i, j, k] + prod_dV[i, j, k]
-    # V = hn @ Wv, backward:
-    #   → batched matrix product: dWv = dV.reshape([B*N, D])
-    dWv = np.ascontiguousarray(dV).reshape((B * N, D))
-    #   → batched matrix product: dWv_2 = dWq.T @ dWv
-    dWv_2 = np.dot(dWq.T, dWv)
+                dhn_3[i, j, k] = dhn_2[i, j, k] + prod_dQ[i, j, k]
+    # Q = hn @ Wq, backward:
+    #   → batched matrix product: dWq = dQ.reshape([B*N, D])
+    dWq = np.ascontiguousarray(dQ).reshape((B * N, D))
+    #   → batched matrix product: dWq_2 = hn_rows.T @ dWq
+    dWq_2 = np.dot(hn_rows.T, dWq)
     # fused loop over [B, N, D]:
     #   hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1, backward:
     #     → addition: dc1 = sum(dhn_3, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over axes 0, 1
@@ -834,26 +833,26 @@ def _classifier_backward(
                 dh_2[i, j, k] = dh_2_e
                 dpos[j, k] += dh_2_e
     # h = X @ We + pos, backward:
-    #   → batched matrix product: dWe = X.reshape([B*N, P])
-    dWe = np.ascontiguousarray(X).reshape((B * N, P))
-    #   → batched matrix product: dWe_2 = dh_2.reshape([B*N, D])
-    dWe_2 = np.ascontiguousarray(dh_2).reshape((B * N, D))
-    #   → batched matrix product: dWe_3 = dWe.T @ dWe_2
-    dWe_3 = np.dot(dWe.T, dWe_2)
+    #   → batched matrix product: X_rows = X.reshape([B*N, P])
+    X_rows = np.ascontiguousarray(X).reshape((B * N, P))
+    #   → batched matrix product: dWe = dh_2.reshape([B*N, D])
+    dWe = np.ascontiguousarray(dh_2).reshape((B * N, D))
+    #   → batched matrix product: dWe_2 = X_rows.T @ dWe
+    dWe_2 = np.dot(X_rows.T, dWe)
     return (
-        dWe_3,
+        dWe_2,
         dpos,
         dg1,
         dc1,
-        dWq_3,
+        dWq_2,
         dWk_2,
         dWv_2,
-        dWo_3,
+        dWo_2,
         dg2,
         dc2,
-        dW1_3,
+        dW1_2,
         db1,
-        dW2_3,
+        dW2_2,
         db2,
         dWc,
         dbc,
@@ -1072,9 +1071,9 @@ def _classifier_value_and_grad(
             for k in range(D):
                 h3[i, j, k] = h2[i, j, k] + h3_1[i, j, k] + b2[k]
     # logits = einsum("bnd,ndk->bk", h3, Wc) + bc
-    einsum_logits_1_7 = np.ascontiguousarray(h3).reshape((B, D * N))
-    einsum_logits_1_8 = np.ascontiguousarray(Wc).reshape((D * N, K))
-    logits_1 = np.dot(einsum_logits_1_7, einsum_logits_1_8)
+    h3_rows = np.ascontiguousarray(h3).reshape((B, D * N))
+    Wc_rows = np.ascontiguousarray(Wc).reshape((D * N, K))
+    logits_1 = np.dot(h3_rows, Wc_rows)
     # fused loop over [B, K]:
     #   logits = einsum("bnd,ndk->bk", h3, Wc) + bc
     #   loss = -mean(take_along_axis(log_softmax(logits, axis=1), y, axis=1))
@@ -1175,14 +1174,14 @@ def _classifier_value_and_grad(
             dlogits[i, j] = dlogits_e
             dbc[j] += dlogits_e
     # logits = einsum("bnd,ndk->bk", h3, Wc) + bc, backward:
-    #   → einsum: einsum_dh3 = Wc.reshape([D*N, K])
-    einsum_dh3 = np.ascontiguousarray(Wc).reshape((D * N, K))
-    #   → einsum: prod_einsum_dh3 = einsum_dh3 @ permute(dlogits)
-    prod_einsum_dh3 = np.dot(einsum_dh3, dlogits.T)
-    #   → einsum: einsum_dh3_2 = prod_einsum_dh3.reshape([N, D, B])
-    einsum_dh3_2 = np.ascontiguousarray(prod_einsum_dh3).reshape((N, D, B))
-    #   → einsum: dh3 = permute(einsum_dh3_2)
-    dh3 = np.transpose(einsum_dh3_2, (2, 0, 1))
+    #   → einsum: Wc_rows_2 = Wc.reshape([D*N, K])
+    Wc_rows_2 = np.ascontiguousarray(Wc).reshape((D * N, K))
+    #   → einsum: prod_Wc_rows = Wc_rows_2 @ permute(dlogits)
+    prod_Wc_rows = np.dot(Wc_rows_2, dlogits.T)
+    #   → einsum: einsum_dh3 = prod_Wc_rows.reshape([N, D, B])
+    einsum_dh3 = np.ascontiguousarray(prod_Wc_rows).reshape((N, D, B))
+    #   → einsum: dh3 = permute(einsum_dh3)
+    dh3 = np.transpose(einsum_dh3, (2, 0, 1))
     #   → einsum: permute_h3 = permute(h3)
     permute_h3 = np.transpose(h3, (1, 2, 0))
     #   → einsum: einsum_dWc = permute_h3.reshape([D*N, B])
@@ -1202,12 +1201,12 @@ def _classifier_value_and_grad(
     # h3 = h2 + G @ W2 + b2, backward:
     #   → batched matrix product: dG = dh3 @ W2.T
     dG = np.dot(np.ascontiguousarray(dh3).reshape((-1, D)), W2.T).reshape((B, N, F))
-    #   → batched matrix product: dW2 = G.reshape([B*N, F])
-    dW2 = np.ascontiguousarray(G).reshape((B * N, F))
-    #   → batched matrix product: dW2_2 = dh3.reshape([B*N, D])
-    dW2_2 = np.ascontiguousarray(dh3).reshape((B * N, D))
-    #   → batched matrix product: dW2_3 = dW2.T @ dW2_2
-    dW2_3 = np.dot(dW2.T, dW2_2)
+    #   → batched matrix product: G_rows = G.reshape([B*N, F])
+    G_rows = np.ascontiguousarray(G).reshape((B * N, F))
+    #   → batched matrix product: dW2 = dh3.reshape([B*N, D])
+    dW2 = np.ascontiguousarray(dh3).reshape((B * N, D))
+    #   → batched matrix product: dW2_2 = G_rows.T @ dW2
+    dW2_2 = np.dot(G_rows.T, dW2)
     # fused loop over [B, N, F]:
     #   G = 0.5 * U * (1 + erf(U / sqrt(2))), backward:
     #     → Hadamard product: dG_1 = dG * G_4
@@ -1234,12 +1233,12 @@ def _classifier_value_and_grad(
     # U = hn2 @ W1 + b1, backward:
     #   → batched matrix product: dhn2 = dU @ W1.T
     dhn2 = np.dot(np.ascontiguousarray(dU).reshape((-1, F)), W1.T).reshape((B, N, D))
-    #   → batched matrix product: dW1 = hn2.reshape([B*N, D])
-    dW1 = np.ascontiguousarray(hn2).reshape((B * N, D))
-    #   → batched matrix product: dW1_2 = dU.reshape([B*N, F])
-    dW1_2 = np.ascontiguousarray(dU).reshape((B * N, F))
-    #   → batched matrix product: dW1_3 = dW1.T @ dW1_2
-    dW1_3 = np.dot(dW1.T, dW1_2)
+    #   → batched matrix product: hn2_rows = hn2.reshape([B*N, D])
+    hn2_rows = np.ascontiguousarray(hn2).reshape((B * N, D))
+    #   → batched matrix product: dW1 = dU.reshape([B*N, F])
+    dW1 = np.ascontiguousarray(dU).reshape((B * N, F))
+    #   → batched matrix product: dW1_2 = hn2_rows.T @ dW1
+    dW1_2 = np.dot(hn2_rows.T, dW1)
     # fused loop over [B, N, D]:
     #   hn2 = (h2 - mu2) / sqrt(var2 + 1e-5) * g2 + c2, backward:
     #     → addition: dc2 = sum(dhn2, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over axes 0, 1
@@ -1317,12 +1316,12 @@ def _classifier_value_and_grad(
     # h2 = h + S @ V @ Wo, backward:
     #   → batched matrix product: dh2_1 = dh2_2 @ Wo.T
     dh2_1 = np.dot(np.ascontiguousarray(dh2_2).reshape((-1, D)), Wo.T).reshape((B, N, D))
-    #   → batched matrix product: dWo = h2_1.reshape([B*N, D])
-    dWo = np.ascontiguousarray(h2_1).reshape((B * N, D))
-    #   → batched matrix product: dWo_2 = dh2_2.reshape([B*N, D])
-    dWo_2 = np.ascontiguousarray(dh2_2).reshape((B * N, D))
-    #   → batched matrix product: dWo_3 = dWo.T @ dWo_2
-    dWo_3 = np.dot(dWo.T, dWo_2)
+    #   → batched matrix product: h2_1_rows = h2_1.reshape([B*N, D])
+    h2_1_rows = np.ascontiguousarray(h2_1).reshape((B * N, D))
+    #   → batched matrix product: dWo = dh2_2.reshape([B*N, D])
+    dWo = np.ascontiguousarray(dh2_2).reshape((B * N, D))
+    #   → batched matrix product: dWo_2 = h2_1_rows.T @ dWo
+    dWo_2 = np.dot(h2_1_rows.T, dWo)
     #   → batched matrix product: dS = dh2_1 @ permute(V)
     dS = _batched_dot(np.ascontiguousarray(dh2_1), np.ascontiguousarray(V), False, True)
     #   → batched matrix product: dV = permute(S) @ dh2_1
@@ -1349,18 +1348,17 @@ def _classifier_value_and_grad(
     # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
     #   → batched matrix product: dQ = dS_2 @ permute(permute(Kt))
     dQ = _batched_dot(np.ascontiguousarray(dS_2), np.ascontiguousarray(Kt), False, False)
-    # Q = hn @ Wq, backward:
-    #   → batched matrix product: dhn = dQ @ Wq.T
-    dhn = np.dot(np.ascontiguousarray(dQ).reshape((-1, D)), Wq.T).reshape((B, N, D))
-    #   → batched matrix product: dWq = hn.reshape([B*N, D])
-    dWq = np.ascontiguousarray(hn).reshape((B * N, D))
-    #   → batched matrix product: dWq_2 = dQ.reshape([B*N, D])
-    dWq_2 = np.ascontiguousarray(dQ).reshape((B * N, D))
-    #   → batched matrix product: dWq_3 = dWq.T @ dWq_2
-    dWq_3 = np.dot(dWq.T, dWq_2)
-    # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
     #   → transpose (axes): dKt = permute(dS_2) @ Q
     dKt = _batched_dot(np.ascontiguousarray(dS_2), np.ascontiguousarray(Q), True, False)
+    # V = hn @ Wv, backward:
+    #   → batched matrix product: dhn = dV @ Wv.T
+    dhn = np.dot(np.ascontiguousarray(dV).reshape((-1, D)), Wv.T).reshape((B, N, D))
+    #   → batched matrix product: hn_rows = hn.reshape([B*N, D])
+    hn_rows = np.ascontiguousarray(hn).reshape((B * N, D))
+    #   → batched matrix product: dWv = dV.reshape([B*N, D])
+    dWv = np.ascontiguousarray(dV).reshape((B * N, D))
+    #   → batched matrix product: dWv_2 = hn_rows.T @ dWv
+    dWv_2 = np.dot(hn_rows.T, dWv)
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: prod_dKt = dKt @ Wk.T
     prod_dKt = np.dot(np.ascontiguousarray(dKt).reshape((-1, D)), Wk.T).reshape((B, N, D))
@@ -1375,24 +1373,24 @@ def _classifier_value_and_grad(
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: dWk = dKt.reshape([B*N, D])
     dWk = np.ascontiguousarray(dKt).reshape((B * N, D))
-    #   → batched matrix product: dWk_2 = dWq.T @ dWk
-    dWk_2 = np.dot(dWq.T, dWk)
-    # V = hn @ Wv, backward:
-    #   → batched matrix product: prod_dV = dV @ Wv.T
-    prod_dV = np.dot(np.ascontiguousarray(dV).reshape((-1, D)), Wv.T).reshape((B, N, D))
+    #   → batched matrix product: dWk_2 = hn_rows.T @ dWk
+    dWk_2 = np.dot(hn_rows.T, dWk)
+    # Q = hn @ Wq, backward:
+    #   → batched matrix product: prod_dQ = dQ @ Wq.T
+    prod_dQ = np.dot(np.ascontiguousarray(dQ).reshape((-1, D)), Wq.T).reshape((B, N, D))
     # fused loop over [B, N, D]:
-    #   V = hn @ Wv, backward:
-    #     → batched matrix product: dhn_3 = dhn_2 + prod_dV; accumulate (dhn: hn is used 3 times)
+    #   Q = hn @ Wq, backward:
+    #     → batched matrix product: dhn_3 = dhn_2 + prod_dQ; accumulate (dhn: hn is used 3 times)
     dhn_3 = dhn_2  # in place of dhn_2: not read after this loop
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dhn_3[i, j, k] = dhn_2[i, j, k] + prod_dV[i, j, k]
-    # V = hn @ Wv, backward:
-    #   → batched matrix product: dWv = dV.reshape([B*N, D])
-    dWv = np.ascontiguousarray(dV).reshape((B * N, D))
-    #   → batched matrix product: dWv_2 = dWq.T @ dWv
-    dWv_2 = np.dot(dWq.T, dWv)
+                dhn_3[i, j, k] = dhn_2[i, j, k] + prod_dQ[i, j, k]
+    # Q = hn @ Wq, backward:
+    #   → batched matrix product: dWq = dQ.reshape([B*N, D])
+    dWq = np.ascontiguousarray(dQ).reshape((B * N, D))
+    #   → batched matrix product: dWq_2 = hn_rows.T @ dWq
+    dWq_2 = np.dot(hn_rows.T, dWq)
     # fused loop over [B, N, D]:
     #   hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1, backward:
     #     → addition: dc1 = sum(dhn_3, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over axes 0, 1
@@ -1473,28 +1471,28 @@ def _classifier_value_and_grad(
                 dh_2[i, j, k] = dh_2_e
                 dpos[j, k] += dh_2_e
     # h = X @ We + pos, backward:
-    #   → batched matrix product: dWe = X.reshape([B*N, P])
-    dWe = np.ascontiguousarray(X).reshape((B * N, P))
-    #   → batched matrix product: dWe_2 = dh_2.reshape([B*N, D])
-    dWe_2 = np.ascontiguousarray(dh_2).reshape((B * N, D))
-    #   → batched matrix product: dWe_3 = dWe.T @ dWe_2
-    dWe_3 = np.dot(dWe.T, dWe_2)
+    #   → batched matrix product: X_rows = X.reshape([B*N, P])
+    X_rows = np.ascontiguousarray(X).reshape((B * N, P))
+    #   → batched matrix product: dWe = dh_2.reshape([B*N, D])
+    dWe = np.ascontiguousarray(dh_2).reshape((B * N, D))
+    #   → batched matrix product: dWe_2 = X_rows.T @ dWe
+    dWe_2 = np.dot(X_rows.T, dWe)
     return (
         loss,
         logits,
-        dWe_3,
+        dWe_2,
         dpos,
         dg1,
         dc1,
-        dWq_3,
+        dWq_2,
         dWk_2,
         dWv_2,
-        dWo_3,
+        dWo_2,
         dg2,
         dc2,
-        dW1_3,
+        dW1_2,
         db1,
-        dW2_3,
+        dW2_2,
         db2,
         dWc,
         dbc,
@@ -1691,37 +1689,37 @@ def classifier_backward(saved, g=1.0):
     b2, Wc, bc, given g = d(objective)/dloss (shape []; a scalar broadcasts)."""
     g = _check_cotangent("classifier", g, ())
     (
-        dWe_3,
+        dWe_2,
         dpos,
         dg1,
         dc1,
-        dWq_3,
+        dWq_2,
         dWk_2,
         dWv_2,
-        dWo_3,
+        dWo_2,
         dg2,
         dc2,
-        dW1_3,
+        dW1_2,
         db1,
-        dW2_3,
+        dW2_2,
         db2,
         dWc,
         dbc,
     ) = _classifier_backward(g, *saved)
     return classifier_Grads(
-        We=dWe_3,
+        We=dWe_2,
         pos=dpos,
         g1=dg1,
         c1=dc1,
-        Wq=dWq_3,
+        Wq=dWq_2,
         Wk=dWk_2,
         Wv=dWv_2,
-        Wo=dWo_3,
+        Wo=dWo_2,
         g2=dg2,
         c2=dc2,
-        W1=dW1_3,
+        W1=dW1_2,
         b1=db1,
-        W2=dW2_3,
+        W2=dW2_2,
         b2=db2,
         Wc=dWc,
         bc=dbc,
@@ -1758,19 +1756,19 @@ def classifier_value_and_grad(
         (
             loss,
             logits,
-            dWe_3,
+            dWe_2,
             dpos,
             dg1,
             dc1,
-            dWq_3,
+            dWq_2,
             dWk_2,
             dWv_2,
-            dWo_3,
+            dWo_2,
             dg2,
             dc2,
-            dW1_3,
+            dW1_2,
             db1,
-            dW2_3,
+            dW2_2,
             db2,
             dWc,
             dbc,
@@ -1786,19 +1784,19 @@ def classifier_value_and_grad(
         (
             loss,
             logits,
-            dWe_3,
+            dWe_2,
             dpos,
             dg1,
             dc1,
-            dWq_3,
+            dWq_2,
             dWk_2,
             dWv_2,
-            dWo_3,
+            dWo_2,
             dg2,
             dc2,
-            dW1_3,
+            dW1_2,
             db1,
-            dW2_3,
+            dW2_2,
             db2,
             dWc,
             dbc,
@@ -1824,19 +1822,19 @@ def classifier_value_and_grad(
             bc,
         )
     return (_DTYPE.type(loss), logits), classifier_Grads(
-        We=dWe_3,
+        We=dWe_2,
         pos=dpos,
         g1=dg1,
         c1=dc1,
-        Wq=dWq_3,
+        Wq=dWq_2,
         Wk=dWk_2,
         Wv=dWv_2,
-        Wo=dWo_3,
+        Wo=dWo_2,
         g2=dg2,
         c2=dc2,
-        W1=dW1_3,
+        W1=dW1_2,
         b1=db1,
-        W2=dW2_3,
+        W2=dW2_2,
         b2=db2,
         Wc=dWc,
         bc=dbc,
@@ -1998,18 +1996,17 @@ def _attention_backward(g, X, C, Wq, Wk, Wv, Q, V, A_1, A_3, A_5, B, N, D):
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
     #   → batched matrix product: dQ = dA_2 @ permute(A_1)
     dQ = _batched_dot(np.ascontiguousarray(dA_2), np.ascontiguousarray(A_1), False, True)
-    # Q = X @ Wq, backward:
-    #   → batched matrix product: dX = dQ @ Wq.T
-    dX = np.dot(np.ascontiguousarray(dQ).reshape((-1, D)), Wq.T).reshape((B, N, D))
-    #   → batched matrix product: dWq = X.reshape([B*N, D])
-    dWq = np.ascontiguousarray(X).reshape((B * N, D))
-    #   → batched matrix product: dWq_2 = dQ.reshape([B*N, D])
-    dWq_2 = np.ascontiguousarray(dQ).reshape((B * N, D))
-    #   → batched matrix product: dWq_3 = dWq.T @ dWq_2
-    dWq_3 = np.dot(dWq.T, dWq_2)
-    # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
     #   → transpose (axes): dKt = permute(dA_2) @ Q
     dKt = _batched_dot(np.ascontiguousarray(dA_2), np.ascontiguousarray(Q), True, False)
+    # V = X @ Wv, backward:
+    #   → batched matrix product: dX = dV @ Wv.T
+    dX = np.dot(np.ascontiguousarray(dV).reshape((-1, D)), Wv.T).reshape((B, N, D))
+    #   → batched matrix product: X_rows = X.reshape([B*N, D])
+    X_rows = np.ascontiguousarray(X).reshape((B * N, D))
+    #   → batched matrix product: dWv = dV.reshape([B*N, D])
+    dWv = np.ascontiguousarray(dV).reshape((B * N, D))
+    #   → batched matrix product: dWv_2 = X_rows.T @ dWv
+    dWv_2 = np.dot(X_rows.T, dWv)
     # Kt = X @ Wk, backward:
     #   → batched matrix product: prod_dKt = dKt @ Wk.T
     prod_dKt = np.dot(np.ascontiguousarray(dKt).reshape((-1, D)), Wk.T).reshape((B, N, D))
@@ -2024,25 +2021,25 @@ def _attention_backward(g, X, C, Wq, Wk, Wv, Q, V, A_1, A_3, A_5, B, N, D):
     # Kt = X @ Wk, backward:
     #   → batched matrix product: dWk = dKt.reshape([B*N, D])
     dWk = np.ascontiguousarray(dKt).reshape((B * N, D))
-    #   → batched matrix product: dWk_2 = dWq.T @ dWk
-    dWk_2 = np.dot(dWq.T, dWk)
-    # V = X @ Wv, backward:
-    #   → batched matrix product: prod_dV = dV @ Wv.T
-    prod_dV = np.dot(np.ascontiguousarray(dV).reshape((-1, D)), Wv.T).reshape((B, N, D))
+    #   → batched matrix product: dWk_2 = X_rows.T @ dWk
+    dWk_2 = np.dot(X_rows.T, dWk)
+    # Q = X @ Wq, backward:
+    #   → batched matrix product: prod_dQ = dQ @ Wq.T
+    prod_dQ = np.dot(np.ascontiguousarray(dQ).reshape((-1, D)), Wq.T).reshape((B, N, D))
     # fused loop over [B, N, D]:
-    #   V = X @ Wv, backward:
-    #     → batched matrix product: dX_3 = dX_2 + prod_dV; accumulate (dX: X is used 3 times)
+    #   Q = X @ Wq, backward:
+    #     → batched matrix product: dX_3 = dX_2 + prod_dQ; accumulate (dX: X is used 3 times)
     dX_3 = dX_2  # in place of dX_2: not read after this loop
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dX_3[i, j, k] = dX_2[i, j, k] + prod_dV[i, j, k]
-    # V = X @ Wv, backward:
-    #   → batched matrix product: dWv = dV.reshape([B*N, D])
-    dWv = np.ascontiguousarray(dV).reshape((B * N, D))
-    #   → batched matrix product: dWv_2 = dWq.T @ dWv
-    dWv_2 = np.dot(dWq.T, dWv)
-    return dX_3, dWq_3, dWk_2, dWv_2
+                dX_3[i, j, k] = dX_2[i, j, k] + prod_dQ[i, j, k]
+    # Q = X @ Wq, backward:
+    #   → batched matrix product: dWq = dQ.reshape([B*N, D])
+    dWq = np.ascontiguousarray(dQ).reshape((B * N, D))
+    #   → batched matrix product: dWq_2 = X_rows.T @ dWq
+    dWq_2 = np.dot(X_rows.T, dWq)
+    return dX_3, dWq_2, dWk_2, dWv_2
 
 
 @_kernel
@@ -2151,18 +2148,17 @@ def _attention_value_and_grad(X, C, Wq, Wk, Wv):
     # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
     #   → batched matrix product: dQ = dA_2 @ permute(permute(Kt))
     dQ = _batched_dot(np.ascontiguousarray(dA_2), np.ascontiguousarray(Kt), False, False)
-    # Q = X @ Wq, backward:
-    #   → batched matrix product: dX = dQ @ Wq.T
-    dX = np.dot(np.ascontiguousarray(dQ).reshape((-1, D)), Wq.T).reshape((B, N, D))
-    #   → batched matrix product: dWq = X.reshape([B*N, D])
-    dWq = np.ascontiguousarray(X).reshape((B * N, D))
-    #   → batched matrix product: dWq_2 = dQ.reshape([B*N, D])
-    dWq_2 = np.ascontiguousarray(dQ).reshape((B * N, D))
-    #   → batched matrix product: dWq_3 = dWq.T @ dWq_2
-    dWq_3 = np.dot(dWq.T, dWq_2)
-    # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
     #   → transpose (axes): dKt = permute(dA_2) @ Q
     dKt = _batched_dot(np.ascontiguousarray(dA_2), np.ascontiguousarray(Q), True, False)
+    # V = X @ Wv, backward:
+    #   → batched matrix product: dX = dV @ Wv.T
+    dX = np.dot(np.ascontiguousarray(dV).reshape((-1, D)), Wv.T).reshape((B, N, D))
+    #   → batched matrix product: X_rows = X.reshape([B*N, D])
+    X_rows = np.ascontiguousarray(X).reshape((B * N, D))
+    #   → batched matrix product: dWv = dV.reshape([B*N, D])
+    dWv = np.ascontiguousarray(dV).reshape((B * N, D))
+    #   → batched matrix product: dWv_2 = X_rows.T @ dWv
+    dWv_2 = np.dot(X_rows.T, dWv)
     # Kt = X @ Wk, backward:
     #   → batched matrix product: prod_dKt = dKt @ Wk.T
     prod_dKt = np.dot(np.ascontiguousarray(dKt).reshape((-1, D)), Wk.T).reshape((B, N, D))
@@ -2177,25 +2173,25 @@ def _attention_value_and_grad(X, C, Wq, Wk, Wv):
     # Kt = X @ Wk, backward:
     #   → batched matrix product: dWk = dKt.reshape([B*N, D])
     dWk = np.ascontiguousarray(dKt).reshape((B * N, D))
-    #   → batched matrix product: dWk_2 = dWq.T @ dWk
-    dWk_2 = np.dot(dWq.T, dWk)
-    # V = X @ Wv, backward:
-    #   → batched matrix product: prod_dV = dV @ Wv.T
-    prod_dV = np.dot(np.ascontiguousarray(dV).reshape((-1, D)), Wv.T).reshape((B, N, D))
+    #   → batched matrix product: dWk_2 = X_rows.T @ dWk
+    dWk_2 = np.dot(X_rows.T, dWk)
+    # Q = X @ Wq, backward:
+    #   → batched matrix product: prod_dQ = dQ @ Wq.T
+    prod_dQ = np.dot(np.ascontiguousarray(dQ).reshape((-1, D)), Wq.T).reshape((B, N, D))
     # fused loop over [B, N, D]:
-    #   V = X @ Wv, backward:
-    #     → batched matrix product: dX_3 = dX_2 + prod_dV; accumulate (dX: X is used 3 times)
+    #   Q = X @ Wq, backward:
+    #     → batched matrix product: dX_3 = dX_2 + prod_dQ; accumulate (dX: X is used 3 times)
     dX_3 = dX_2  # in place of dX_2: not read after this loop
     for i in range(B):
         for j in range(N):
             for k in range(D):
-                dX_3[i, j, k] = dX_2[i, j, k] + prod_dV[i, j, k]
-    # V = X @ Wv, backward:
-    #   → batched matrix product: dWv = dV.reshape([B*N, D])
-    dWv = np.ascontiguousarray(dV).reshape((B * N, D))
-    #   → batched matrix product: dWv_2 = dWq.T @ dWv
-    dWv_2 = np.dot(dWq.T, dWv)
-    return loss, A, dX_3, dWq_3, dWk_2, dWv_2
+                dX_3[i, j, k] = dX_2[i, j, k] + prod_dQ[i, j, k]
+    # Q = X @ Wq, backward:
+    #   → batched matrix product: dWq = dQ.reshape([B*N, D])
+    dWq = np.ascontiguousarray(dQ).reshape((B * N, D))
+    #   → batched matrix product: dWq_2 = X_rows.T @ dWq
+    dWq_2 = np.dot(X_rows.T, dWq)
+    return loss, A, dX_3, dWq_2, dWk_2, dWv_2
 
 
 def attention(X, C, Wq, Wk, Wv):
@@ -2234,8 +2230,8 @@ def attention_backward(saved, g=1.0):
     """Gradients of loss with respect to X, Wq, Wk, Wv, given g = d(objective)/dloss (shape
     []; a scalar broadcasts)."""
     g = _check_cotangent("attention", g, ())
-    dX_3, dWq_3, dWk_2, dWv_2 = _attention_backward(g, *saved)
-    return attention_Grads(X=dX_3, Wq=dWq_3, Wk=dWk_2, Wv=dWv_2)
+    dX_3, dWq_2, dWk_2, dWv_2 = _attention_backward(g, *saved)
+    return attention_Grads(X=dX_3, Wq=dWq_2, Wk=dWk_2, Wv=dWv_2)
 
 
 def attention_value_and_grad(X, C, Wq, Wk, Wv):
@@ -2249,13 +2245,13 @@ def attention_value_and_grad(X, C, Wq, Wk, Wv):
             or type(Wv) is _MASKED
         ):
             raise TypeError("a masked array")  # Numba would drop its mask: the checks refuse it
-        loss, A, dX_3, dWq_3, dWk_2, dWv_2 = _attention_value_and_grad.checked(X, C, Wq, Wk, Wv)
+        loss, A, dX_3, dWq_2, dWk_2, dWv_2 = _attention_value_and_grad.checked(X, C, Wq, Wk, Wv)
     except (TypeError, ValueError):  # other types or shapes: check, convert, or name the input
         X, C, Wq, Wk, Wv = _check_inputs("attention", (X, C, Wq, Wk, Wv), _ATTENTION_INPUTS)
-        loss, A, dX_3, dWq_3, dWk_2, dWv_2 = _run_checked(
+        loss, A, dX_3, dWq_2, dWk_2, dWv_2 = _run_checked(
             _attention_value_and_grad, X, C, Wq, Wk, Wv
         )
-    return (_DTYPE.type(loss), A), attention_Grads(X=dX_3, Wq=dWq_3, Wk=dWk_2, Wv=dWv_2)
+    return (_DTYPE.type(loss), A), attention_Grads(X=dX_3, Wq=dWq_2, Wk=dWk_2, Wv=dWv_2)
 
 
 class layer_norm_Grads(NamedTuple):

@@ -683,26 +683,25 @@ def classifier_backward(saved, g=1.0):
     dS_2 = dS_4 / S_3
     #   → batched matrix product: dQ = dS_2 @ permute(S_1)
     dQ = dS_2 @ xp.permute_dims(S_1, (0, 2, 1))
-    # Q = hn @ Wq, backward:
-    #   → batched matrix product: dhn = dQ @ Wq.T
-    dhn = dQ @ Wq.T
-    #   → batched matrix product: dWq = hn.reshape([B*N, D])
-    dWq = xp.reshape(hn, (B * N, D))
-    #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
-    dWq_2 = dWq.T @ xp.reshape(dQ, (B * N, D))
-    # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
     #   → transpose (axes): dKt = permute(dS_2) @ Q
     dKt = xp.permute_dims(dS_2, (0, 2, 1)) @ Q
+    # V = hn @ Wv, backward:
+    #   → batched matrix product: dhn = dV @ Wv.T
+    dhn = dV @ Wv.T
+    #   → batched matrix product: hn_rows = hn.reshape([B*N, D])
+    hn_rows = xp.reshape(hn, (B * N, D))
+    #   → batched matrix product: dWv = hn_rows.T @ dV.reshape([B*N, D])
+    dWv = hn_rows.T @ xp.reshape(dV, (B * N, D))
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: dhn = dhn + dKt @ Wk.T; accumulate (dhn: hn is used 3 times)
     dhn = dhn + dKt @ Wk.T
-    #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
-    dWk = dWq.T @ xp.reshape(dKt, (B * N, D))
-    # V = hn @ Wv, backward:
-    #   → batched matrix product: dhn = dhn + dV @ Wv.T; accumulate (dhn: hn is used 3 times)
-    dhn = dhn + dV @ Wv.T
-    #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
-    dWv = dWq.T @ xp.reshape(dV, (B * N, D))
+    #   → batched matrix product: dWk = hn_rows.T @ dKt.reshape([B*N, D])
+    dWk = hn_rows.T @ xp.reshape(dKt, (B * N, D))
+    # Q = hn @ Wq, backward:
+    #   → batched matrix product: dhn = dhn + dQ @ Wq.T; accumulate (dhn: hn is used 3 times)
+    dhn = dhn + dQ @ Wq.T
+    #   → batched matrix product: dWq = hn_rows.T @ dQ.reshape([B*N, D])
+    dWq = hn_rows.T @ xp.reshape(dQ, (B * N, D))
     # hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1, backward:
     #   → addition: dc1 = sum(dhn, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over axes 0, 1
     dc1 = xp.sum(dhn, axis=(0, 1))
@@ -742,7 +741,7 @@ def classifier_backward(saved, g=1.0):
         pos=dpos,
         g1=dg1,
         c1=dc1,
-        Wq=dWq_2,
+        Wq=dWq,
         Wk=dWk,
         Wv=dWv,
         Wo=dWo,
@@ -922,26 +921,25 @@ def classifier_value_and_grad(
     dS_2 = dS_4 / S_3
     #   → batched matrix product: dQ = dS_2 @ permute(S_1)
     dQ = dS_2 @ xp.permute_dims(S_1, (0, 2, 1))
-    # Q = hn @ Wq, backward:
-    #   → batched matrix product: dhn = dQ @ Wq.T
-    dhn = dQ @ Wq.T
-    #   → batched matrix product: dWq = hn.reshape([B*N, D])
-    dWq = xp.reshape(hn, (B * N, D))
-    #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
-    dWq_2 = dWq.T @ xp.reshape(dQ, (B * N, D))
-    # S = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2), backward:
     #   → transpose (axes): dKt = permute(dS_2) @ Q
     dKt = xp.permute_dims(dS_2, (0, 2, 1)) @ Q
+    # V = hn @ Wv, backward:
+    #   → batched matrix product: dhn = dV @ Wv.T
+    dhn = dV @ Wv.T
+    #   → batched matrix product: hn_rows = hn.reshape([B*N, D])
+    hn_rows = xp.reshape(hn, (B * N, D))
+    #   → batched matrix product: dWv = hn_rows.T @ dV.reshape([B*N, D])
+    dWv = hn_rows.T @ xp.reshape(dV, (B * N, D))
     # Kt = hn @ Wk, backward:
     #   → batched matrix product: dhn = dhn + dKt @ Wk.T; accumulate (dhn: hn is used 3 times)
     dhn = dhn + dKt @ Wk.T
-    #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
-    dWk = dWq.T @ xp.reshape(dKt, (B * N, D))
-    # V = hn @ Wv, backward:
-    #   → batched matrix product: dhn = dhn + dV @ Wv.T; accumulate (dhn: hn is used 3 times)
-    dhn = dhn + dV @ Wv.T
-    #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
-    dWv = dWq.T @ xp.reshape(dV, (B * N, D))
+    #   → batched matrix product: dWk = hn_rows.T @ dKt.reshape([B*N, D])
+    dWk = hn_rows.T @ xp.reshape(dKt, (B * N, D))
+    # Q = hn @ Wq, backward:
+    #   → batched matrix product: dhn = dhn + dQ @ Wq.T; accumulate (dhn: hn is used 3 times)
+    dhn = dhn + dQ @ Wq.T
+    #   → batched matrix product: dWq = hn_rows.T @ dQ.reshape([B*N, D])
+    dWq = hn_rows.T @ xp.reshape(dQ, (B * N, D))
     # hn = (h - mu1) / sqrt(var1 + 1e-5) * g1 + c1, backward:
     #   → addition: dc1 = sum(dhn, axis=(0, 1)); broadcast [D] to [B, N, D]: sum over axes 0, 1
     dc1 = xp.sum(dhn, axis=(0, 1))
@@ -981,7 +979,7 @@ def classifier_value_and_grad(
         pos=dpos,
         g1=dg1,
         c1=dc1,
-        Wq=dWq_2,
+        Wq=dWq,
         Wk=dWk,
         Wv=dWv,
         Wo=dWo,
@@ -1085,27 +1083,26 @@ def attention_backward(saved, g=1.0):
     dA_2 = dA_4 / A_3
     #   → batched matrix product: dQ = dA_2 @ permute(A_1)
     dQ = dA_2 @ xp.permute_dims(A_1, (0, 2, 1))
-    # Q = X @ Wq, backward:
-    #   → batched matrix product: dX = dQ @ Wq.T
-    dX = dQ @ Wq.T
-    #   → batched matrix product: dWq = X.reshape([B*N, D])
-    dWq = xp.reshape(X, (B * N, D))
-    #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
-    dWq_2 = dWq.T @ xp.reshape(dQ, (B * N, D))
-    # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
     #   → transpose (axes): dKt = permute(dA_2) @ Q
     dKt = xp.permute_dims(dA_2, (0, 2, 1)) @ Q
+    # V = X @ Wv, backward:
+    #   → batched matrix product: dX = dV @ Wv.T
+    dX = dV @ Wv.T
+    #   → batched matrix product: X_rows = X.reshape([B*N, D])
+    X_rows = xp.reshape(X, (B * N, D))
+    #   → batched matrix product: dWv = X_rows.T @ dV.reshape([B*N, D])
+    dWv = X_rows.T @ xp.reshape(dV, (B * N, D))
     # Kt = X @ Wk, backward:
     #   → batched matrix product: dX = dX + dKt @ Wk.T; accumulate (dX: X is used 3 times)
     dX = dX + dKt @ Wk.T
-    #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
-    dWk = dWq.T @ xp.reshape(dKt, (B * N, D))
-    # V = X @ Wv, backward:
-    #   → batched matrix product: dX = dX + dV @ Wv.T; accumulate (dX: X is used 3 times)
-    dX = dX + dV @ Wv.T
-    #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
-    dWv = dWq.T @ xp.reshape(dV, (B * N, D))
-    return attention_Grads(X=dX, Wq=dWq_2, Wk=dWk, Wv=dWv)
+    #   → batched matrix product: dWk = X_rows.T @ dKt.reshape([B*N, D])
+    dWk = X_rows.T @ xp.reshape(dKt, (B * N, D))
+    # Q = X @ Wq, backward:
+    #   → batched matrix product: dX = dX + dQ @ Wq.T; accumulate (dX: X is used 3 times)
+    dX = dX + dQ @ Wq.T
+    #   → batched matrix product: dWq = X_rows.T @ dQ.reshape([B*N, D])
+    dWq = X_rows.T @ xp.reshape(dQ, (B * N, D))
+    return attention_Grads(X=dX, Wq=dWq, Wk=dWk, Wv=dWv)
 
 
 def attention_value_and_grad(X, C, Wq, Wk, Wv):
@@ -1139,27 +1136,26 @@ def attention_value_and_grad(X, C, Wq, Wk, Wv):
     dA_2 = dA_4 / A_3
     #   → batched matrix product: dQ = dA_2 @ permute(A_1)
     dQ = dA_2 @ xp.permute_dims(A_1, (0, 2, 1))
-    # Q = X @ Wq, backward:
-    #   → batched matrix product: dX = dQ @ Wq.T
-    dX = dQ @ Wq.T
-    #   → batched matrix product: dWq = X.reshape([B*N, D])
-    dWq = xp.reshape(X, (B * N, D))
-    #   → batched matrix product: dWq_2 = dWq.T @ dQ.reshape([B*N, D])
-    dWq_2 = dWq.T @ xp.reshape(dQ, (B * N, D))
-    # A = softmax(Q @ swapaxes(Kt, 1, 2) / sqrt(D), axis=2) @ V, backward:
     #   → transpose (axes): dKt = permute(dA_2) @ Q
     dKt = xp.permute_dims(dA_2, (0, 2, 1)) @ Q
+    # V = X @ Wv, backward:
+    #   → batched matrix product: dX = dV @ Wv.T
+    dX = dV @ Wv.T
+    #   → batched matrix product: X_rows = X.reshape([B*N, D])
+    X_rows = xp.reshape(X, (B * N, D))
+    #   → batched matrix product: dWv = X_rows.T @ dV.reshape([B*N, D])
+    dWv = X_rows.T @ xp.reshape(dV, (B * N, D))
     # Kt = X @ Wk, backward:
     #   → batched matrix product: dX = dX + dKt @ Wk.T; accumulate (dX: X is used 3 times)
     dX = dX + dKt @ Wk.T
-    #   → batched matrix product: dWk = dWq.T @ dKt.reshape([B*N, D])
-    dWk = dWq.T @ xp.reshape(dKt, (B * N, D))
-    # V = X @ Wv, backward:
-    #   → batched matrix product: dX = dX + dV @ Wv.T; accumulate (dX: X is used 3 times)
-    dX = dX + dV @ Wv.T
-    #   → batched matrix product: dWv = dWq.T @ dV.reshape([B*N, D])
-    dWv = dWq.T @ xp.reshape(dV, (B * N, D))
-    return (loss, A), attention_Grads(X=dX, Wq=dWq_2, Wk=dWk, Wv=dWv)
+    #   → batched matrix product: dWk = X_rows.T @ dKt.reshape([B*N, D])
+    dWk = X_rows.T @ xp.reshape(dKt, (B * N, D))
+    # Q = X @ Wq, backward:
+    #   → batched matrix product: dX = dX + dQ @ Wq.T; accumulate (dX: X is used 3 times)
+    dX = dX + dQ @ Wq.T
+    #   → batched matrix product: dWq = X_rows.T @ dQ.reshape([B*N, D])
+    dWq = X_rows.T @ xp.reshape(dQ, (B * N, D))
+    return (loss, A), attention_Grads(X=dX, Wq=dWq, Wk=dWk, Wv=dWv)
 
 
 class layer_norm_Grads(NamedTuple):

@@ -154,3 +154,40 @@ functions:
 """, path="composite.yaml")
     rules = {m.group(2) for line in src.splitlines() if (m := RULE.match(line))}
     assert {"g / (B * N)", "g / (D + E)", "1 / (B * N)", "1 / (D + E)"} <= rules, sorted(rules)
+
+
+@pytest.mark.parametrize("spec", sorted((ROOT / "specs").glob("*.yaml")), ids=lambda p: p.name)
+def test_the_backward_runs_step_by_step_in_reverse_order(spec: Path) -> None:
+    """In every f_backward and f_value_and_grad of the shipped specs, each step's backward ops
+    are one block, and the blocks come in reverse order of the steps (a branch of a step was
+    finished after an earlier step's block, under a second header); and in the NumPy module's
+    text each step heads one backward block per function."""
+    from codegen.compiler import compile_spec
+    from codegen.loader import load_spec_file
+
+    compiled = compile_spec(load_spec_file(spec))
+    for cf in compiled.functions:
+        for program in (cf.value_and_grad, cf.backward):
+            runs: list[tuple[int, str]] = []
+            for op in program.ops:
+                key = (op.origin.line, op.origin.step)
+                if op.phase == "backward" and op.origin.step and (not runs or runs[-1] != key):
+                    runs.append(key)
+            assert len(runs) == len(set(runs)), (cf.function.name, runs)
+            lines = [line for line, _ in runs]
+            assert lines == sorted(lines, reverse=True), (cf.function.name, runs)
+    path = ROOT / "generated" / f"{compiled.spec.module}.py"
+    for name, (_, lines) in functions(path.read_text()).items():
+        if name.endswith(("_backward", "_value_and_grad")):
+            heads = [line.strip() for line in lines if line.strip().endswith(", backward:")]
+            assert len(heads) == len(set(heads)), (name, heads)
+
+
+@pytest.mark.parametrize("path", GENERATED, ids=lambda p: p.name)
+def test_a_forward_value_reshaped_for_a_rule_is_named_for_it(path: Path) -> None:
+    """``hn_rows = hn.reshape((B * N, D))`` in a batched product's rule, not ``dWv = ...``: a name
+    starting with d is a cotangent, and ``dWk = dWv.T @ dKt`` misled a reader."""
+    for line in path.read_text().splitlines():
+        m = re.fullmatch(r" +(\w+) = (\w+)\.reshape\(\([^()]*\)\)", line)
+        if m and not m.group(2).startswith("d"):
+            assert not m.group(1).startswith("d"), line
