@@ -231,6 +231,8 @@ class Emitter:
                 if isinstance(a, str):
                     uses.setdefault(a, []).append(op)
                     last_use[a] = i
+        for v in body.live_out | keep_named:  # read after the body (a gradient, an output): an
+            last_use[v] = len(ops)  # accumulation must not take its name (and its array)
         inline: dict[str, tuple[str, int]] = {}
         nodes: dict[str, Node] = {}  # the trees of the inlined values
         emitted: list[tuple[Op, str, str, Node]] = []

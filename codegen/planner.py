@@ -58,6 +58,7 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
         if g is None:
             continue
         opdef = OPS[op.op]
+        passed: set[str] = set()  # the spec values whose cotangent is g itself (a sum's operands)
         for i, x in enumerate(op.args):
             if not isinstance(x, str) or x not in needed:
                 continue
@@ -98,6 +99,8 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
                 for part in program.ops[start:]:  # the parts of dx: named for what they hold
                     if part.out != contrib:
                         program.values[part.out].hint = temp_hint(part, program.values, shown)
+            if contrib == g and xv.kind in ("input", "step"):
+                passed.add(x)
             if isinstance(contrib, str) and xv.kind in ("input", "step") and contrib not in named:
                 if (contrib == g and program.values[g].kind == "temp"
                         and program.values[g].shape == xv.shape):
@@ -106,6 +109,10 @@ def differentiate(fn: Function, seed_is_one: bool) -> Program:
                     program.values[g].hint = "d" + xv.hint
                 named.add(contrib)
             ct[x] = contrib
+        if len(passed) > 1 and isinstance(g, str) and program.values[g].kind == "temp":
+            # one array, the cotangent of several spec values (dX and dY of X + Y): named for
+            # the value it is the cotangent of, not for one of them
+            program.values[g].hint = "d" + program.values[op.out].hint
     for w in fn.wrt:
         shape = program.values[w].shape
         g = ct.get(w)

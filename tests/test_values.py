@@ -244,3 +244,43 @@ def test_gradients_match_finite_differences_of_the_oracle_and_each_other(name):
             assert_close(grads[i], numeric_1, rtol=1e-5, atol=1e-6,
                          what=f"{mod.__name__} d{k} (value_and_grad)")
             assert np.asarray(grads[i]).dtype == np.float64
+
+
+SHARED = """
+module: shared_cotangent
+functions:
+  ridge:
+    inputs: {X: [3, 2], Y: [3, 2]}
+    steps: [loss = sum((X + Y) ** 2) + sum(X * X)]
+    outputs: [loss]
+  cancel:
+    inputs: {X: [3, 2], Y: [3, 2]}
+    steps: [loss = sum((Y - X + X) ** 2)]
+    outputs: [loss]
+  wave:
+    inputs: {X: [3, 2], Y: [3, 2]}
+    steps: [loss = sum(sin(X + Y)) - sum(X)]
+    outputs: [loss]
+"""
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array_api"])
+def test_a_cotangent_shared_by_two_inputs_is_not_accumulated_into(backend):
+    """X + Y passes one cotangent to X and to Y; X's other terms were then added into that
+    array (``dX += X``) while Y's gradient still named it: dY came back as dX, silently
+    (held-out round 3, #17). Closed forms, through f_value_and_grad and f_backward."""
+    if backend == "array_api":
+        pytest.importorskip("array_api_compat")
+    m = codegen.load_module(SHARED, backend=backend)
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
+    cases = {"ridge": (2 * (X + Y) + 2 * X, 2 * (X + Y)), "cancel": (0 * X, 2 * Y),
+             "wave": (np.cos(X + Y) - 1, np.cos(X + Y))}
+    for name, (dX, dY) in cases.items():
+        _, grads = getattr(m, f"{name}_value_and_grad")(X, Y)
+        assert_close(np.asarray(grads.X), dX, rtol=1e-12, atol=1e-12)
+        assert_close(np.asarray(grads.Y), dY, rtol=1e-12, atol=1e-12)
+        _, saved = getattr(m, f"{name}_forward")(X, Y)
+        back = getattr(m, f"{name}_backward")(saved, 0.5)
+        assert_close(np.asarray(back.X), 0.5 * dX, rtol=1e-12, atol=1e-12)
+        assert_close(np.asarray(back.Y), 0.5 * dY, rtol=1e-12, atol=1e-12)
