@@ -589,3 +589,217 @@ def test_hvp_of_log_sigmoid_in_separate_sums(tmp_path):
     v = np.array([0.5, -1.0, 2.0])
     fd = (grad(x + 1e-6 * v) - grad(x - 1e-6 * v)) / 2e-6
     np.testing.assert_allclose(mod.f_hvp(x, (v,))[2].x, fd, rtol=1e-6, atol=1e-8)
+
+
+# --- issue 13: generated code a reviewer can trust -------------------------------------------------
+
+REVIEW_SPEC = """
+module: r3rev
+dims: {N: 5, D: 3, K: 2}
+functions:
+  affine_sum:
+    inputs: {A: [N, D], W: [D, K], B: [K]}
+    steps:
+      - Z = A @ W + B
+      - loss = sum(Z * Z)
+    outputs: [loss]
+  quad:
+    inputs: {a: [D], G: [D, D]}
+    steps:
+      - f = a @ G @ a
+    outputs: [f]
+  twopath:
+    inputs: {x: [D], W: [D, D]}
+    steps:
+      - h = tanh(W @ x)
+      - loss = sum(h * x) + sum(exp(x))
+    outputs: [loss]
+  reg:
+    inputs: {X: [N, D], w: [D], lam: []}
+    wrt: [w]
+    steps:
+      - z = X @ w
+      - loss = mean(softplus(z)) + 0.5 * lam * sum(w ** 2)
+    outputs: [loss]
+"""
+
+RULE_COMMENT = re.compile(r"^\s*#\s+→ ([^:]+): (\w+) = (.*?)(?:; (?:accumulate|broadcast|copied).*)?$")
+
+
+@pytest.fixture(scope="module")
+def review(tmp_path_factory):
+    d = tmp_path_factory.mktemp("r3rev")
+    spec = write_spec(d, REVIEW_SPEC)
+    out = d / "out"
+    proc = run_codegen([str(spec), "-o", str(out), "--backend", "all", "--explain"], d)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _function_source(text, name):
+    m = re.search(rf"^def {name}\(.*?(?=^def |^class |^@|\Z)", text, re.S | re.M)
+    assert m, name
+    return m.group(0)
+
+
+def test_rule_comments_use_the_spec_names(review):
+    """Issue 13: the rule is instantiated with the real names, even where the spec's names are the
+    rule's generic letters (A, B as data and bias)."""
+    src = _function_source((review / "r3rev.py").read_text(), "affine_sum_backward")
+    assert "→ right product: dA = dZ @ W.T" in src
+    assert "→ left product: dW = A.T @ dZ" in src
+    assert re.search(r"→ addition: dB = sum\(dZ, axis=0\)", src)
+
+
+@pytest.mark.parametrize("module", ["r3rev.py", "r3rev_xp.py"])
+def test_each_rule_comment_names_the_value_its_lines_assign(review, module):
+    """Issue 13 ('trace: dX = dy * I above a line that computes df_3' was the complaint): the value
+    a rule comment names is the one assigned by the code lines below it."""
+    lines = (review / module).read_text().splitlines()
+    checked = 0
+    for i, line in enumerate(lines):
+        m = RULE_COMMENT.match(line)
+        if not m:
+            continue
+        j = i + 1
+        while j < len(lines) and lines[j].strip().startswith("#"):
+            j += 1
+        block = []
+        while j < len(lines) and lines[j].strip() and not lines[j].strip().startswith("#"):
+            block.append(lines[j])
+            j += 1
+        assert any(re.search(rf"\b{m.group(2)}\b", b) for b in block), (line, block)
+        checked += 1
+    assert checked > 20
+
+
+def test_each_step_heads_its_block_once_in_backward(review):
+    """Issue 13: a step heads its block once; the NumPy module's f_backward is the forward steps in
+    reverse, each step's backward block headed by it."""
+    text = (review / "r3rev.py").read_text()
+    for fname in ("affine_sum", "quad"):
+        src = _function_source(text, fname + "_backward")
+        heads = re.findall(r"^\s*# (.*), backward:$", src, re.M)
+        assert len(heads) == len(set(heads)), heads
+
+
+@pytest.mark.xfail(strict=True, reason="FINDINGS.md #15")
+@pytest.mark.parametrize("fname", ["reg", "twopath"])
+def test_backward_in_reverse_order_each_step_once(review, fname):
+    """README (--explain): 'the backward pass step by step in reverse order'; issue 13: a step heads
+    its block once. For `loss = mean(softplus(z)) + 0.5 * lam * sum(w ** 2)` after `z = X @ w` the
+    loss step heads two blocks, one before and one after z's, in f_backward and in the report."""
+    src = _function_source((review / "r3rev.py").read_text(), fname + "_backward")
+    heads = re.findall(r"^\s*# (.*), backward:$", src, re.M)
+    assert len(heads) == len(set(heads)), heads
+    report = (review / "r3rev.md").read_text()
+    section = report.split(f"## `{fname}`", 1)[1].split("### Gradients", 1)[0]
+    spec_lines = [int(n) for n in re.findall(r"^\d+\. .*\(spec line (\d+)\)", section, re.M)]
+    assert spec_lines == sorted(set(spec_lines), reverse=True), spec_lines
+
+
+@pytest.mark.xfail(strict=True, reason="FINDINGS.md #16")
+def test_folded_term_is_not_shown_under_another_rule(review):
+    """Issue 13: each backward line's comment shows *its* rule instantiated. In
+    quad_value_and_grad (`f = a @ G @ a`, seed 003's quadratic form) the inner product's
+    contribution f_1 to da is shown under the vector-matrix product rule: `da = f_1 + G @ a`."""
+    src = _function_source((review / "r3rev.py").read_text(), "quad_value_and_grad")
+    for line in src.splitlines():
+        m = RULE_COMMENT.match(line)
+        if m and m.group(1) == "vector-matrix product" and m.group(2) == "da":
+            assert re.fullmatch(r"(da \+ )?G @ \w+", m.group(3)), line
+
+
+M14_SPEC = """
+module: r3m14
+dims: {B: 2, N: 3, D: 4}
+functions:
+  f:
+    inputs: {X: [B, N, D]}
+    steps:
+      - R = reshape(X, (B * N, D))
+      - loss = mean(R * R, axis=0)
+    outputs: [loss]
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="FINDINGS.md #14")
+def test_mean_over_a_product_dim_comment_reads_right(tmp_path):
+    """Issue 13 / DESIGN §4 (expressions built with precedence): the mean rule's comment over an
+    axis of size B*N must read as division by the product. It says `dloss_1 = g / B*N`, which is
+    g * N / B as written."""
+    out = generate(tmp_path, M14_SPEC)
+    src = _function_source((out / "r3m14.py").read_text(), "f_backward")
+    comments = [RULE_COMMENT.match(line) for line in src.splitlines()]
+    mean = [m for m in comments if m and m.group(1) == "mean"]
+    assert mean
+    B, N = 2, 3
+    for m in mean:
+        value = eval(m.group(3), {"g": 1.0, "B": B, "N": N})  # noqa: S307 - our own generated text
+        assert value == pytest.approx(1 / (B * N)), m.group(0)
+
+
+def test_explain_two_paths_each_correct(review):
+    """Issue 13 / README: --explain shows each gradient as the sum of its paths, each path the
+    chain of rules along it: x in twopath is reached three ways (through tanh and the matrix-vector
+    product, through the Hadamard product directly, through exp); W one way."""
+    report = (review / "r3rev.md").read_text()
+    section = report.split("## `twopath`", 1)[1].split("### Saved", 1)[0].split("### Gradients", 1)[1]
+    dx = section.split("- `dx`", 1)[1].split("- `dW`", 1)[0]
+    assert "the sum of 3 paths" in dx
+    paths = re.split(r"path \d+:", dx)[1:]
+    assert sorted(p.count("→") for p in paths) == [2, 2, 3]
+    chains = [" | ".join(re.findall(r": ([^\n]*)", p)) for p in paths]
+    assert sorted(chains) == sorted([
+        "addition → sum → Hadamard product | tanh → matrix-vector product",
+        "addition → sum → Hadamard product",
+        "addition → sum → exp",
+    ]), chains
+    dW = section.split("- `dW`", 1)[1]
+    assert "one path" in dW and "tanh → matrix-vector product" in dW
+
+
+def test_explain_affine_sum_dW_chain_is_the_left_product(review):
+    """Issue 13: affine_sum's chain for dW listed the right product (dA's); now each path of dW
+    ends in the left product and no path of dW names the right product."""
+    report = (review / "r3rev.md").read_text()
+    section = report.split("## `affine_sum`", 1)[1].split("### Saved", 1)[0].split("### Gradients", 1)[1]
+    dW = section.split("- `dW`", 1)[1].split("- `dB`", 1)[0]
+    assert "left product" in dW and "right product" not in dW
+    dA = section.split("- `dA`", 1)[1].split("- `dW`", 1)[0]
+    assert "right product" in dA and "left product" not in dA
+
+
+# --- issue 13: the Numba runtime module under --check and --prune ----------------------------------
+
+RUNTIME = "_codegen_numba_runtime.py"
+
+
+def test_numba_runtime_checked_and_pruned_with_the_modules(tmp_path):
+    """Issue 13 / README: the runtime helper module is written beside the Numba modules, --check
+    names it when missing or edited, a numpy-only --prune of another spec keeps it while a Numba
+    module needs it, and --prune removes it with the last Numba module."""
+    a = write_spec(tmp_path, "module: ra\nfunctions:\n  f:\n    inputs: {x: [3]}\n    steps: [loss = sum(x * x)]\n"
+                   "    outputs: [loss]\n", "a.yaml")
+    b = write_spec(tmp_path, "module: rb\nfunctions:\n  f:\n    inputs: {x: [3]}\n    steps: [loss = sum(exp(x))]\n"
+                   "    outputs: [loss]\n", "b.yaml")
+    out = tmp_path / "out"
+    assert run_codegen([str(a), "-o", str(out), "--backend", "numba"], tmp_path).returncode == 0
+    assert (out / RUNTIME).exists() and (out / "ra_numba.py").exists()
+    head = (out / "ra_numba.py").read_text().split("\ndef ", 1)[0]
+    assert len(head.splitlines()) < 60, "the module should open with its own functions"
+    runtime = (out / RUNTIME).read_text()
+    (out / RUNTIME).write_text(runtime + "# edited\n")
+    proc = run_codegen([str(a), "-o", str(out), "--backend", "numba", "--check"], tmp_path)
+    assert proc.returncode == 1 and RUNTIME in proc.stdout + proc.stderr
+    (out / RUNTIME).unlink()
+    proc = run_codegen([str(a), "-o", str(out), "--backend", "numba", "--check"], tmp_path)
+    assert proc.returncode == 1 and RUNTIME in proc.stdout + proc.stderr
+    assert run_codegen([str(a), "-o", str(out), "--backend", "numba"], tmp_path).returncode == 0
+    assert (out / RUNTIME).read_text() == runtime
+    proc = run_codegen([str(b), "-o", str(out), "--backend", "numpy", "--prune"], tmp_path)
+    assert proc.returncode == 0 and (out / RUNTIME).exists() and (out / "ra_numba.py").exists()
+    a.unlink()
+    proc = run_codegen([str(b), "-o", str(out), "--backend", "numpy", "--prune"], tmp_path)
+    assert proc.returncode == 0
+    assert not (out / "ra_numba.py").exists() and not (out / RUNTIME).exists() and (out / "rb.py").exists()
