@@ -813,3 +813,77 @@ def test_numba_runtime_checked_and_pruned_with_the_modules(tmp_path):
     proc = run_codegen([str(b), "-o", str(out), "--backend", "numpy", "--prune"], tmp_path)
     assert proc.returncode == 0
     assert not (out / "ra_numba.py").exists() and not (out / RUNTIME).exists() and (out / "rb.py").exists()
+
+
+# --- a gradient shared between two inputs -----------------------------------------------------------
+
+SHARED_SPEC = """
+module: r3sh
+functions:
+  ridge:
+    inputs: {X: [3, 2], Y: [3, 2]}
+    derivatives: [jacobian, hvp, hessian]
+    steps:
+      - loss = sum((X + Y) ** 2) + sum(X * X)
+    outputs: [loss]
+  cancel:
+    inputs: {X: [3, 2], Y: [3, 2]}
+    steps:
+      - loss = sum((Y - X + X) ** 2)
+    outputs: [loss]
+"""
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    out = generate(tmp_path_factory.mktemp("r3sh"), SHARED_SPEC, backend="all")
+    return {"numpy": import_generated(out, "r3sh"), "array_api": import_generated(out, "r3sh_xp")}
+
+
+@pytest.mark.xfail(strict=True, reason="FINDINGS.md #17")
+@pytest.mark.parametrize("backend", ["numpy", "array_api"])
+def test_gradient_of_a_second_input_is_not_the_firsts(shared, backend):
+    """§3: f_value_and_grad returns the gradient of each wrt input. For
+    `loss = sum((X + Y) ** 2) + sum(X * X)`: dX = 2(X + Y) + 2X, dY = 2(X + Y) (closed form).
+    The NumPy and array-API modules return dX for dY (`f_Grads(X=dX, Y=dX)`), in every entry."""
+    mod = shared[backend]
+    r = np.random.default_rng(0)
+    X, Y = r.standard_normal((3, 2)), r.standard_normal((3, 2))
+    dX, dY = 2 * (X + Y) + 2 * X, 2 * (X + Y)
+    grads = mod.ridge_value_and_grad(X, Y)[1]
+    np.testing.assert_allclose(grads.X, dX, rtol=1e-12)
+    np.testing.assert_allclose(grads.Y, dY, rtol=1e-12)
+    assert not np.shares_memory(grads.X, grads.Y)
+    grads = mod.ridge_backward(mod.ridge_forward(X, Y)[1], 0.5)
+    np.testing.assert_allclose(grads.Y, 0.5 * dY, rtol=1e-12)
+    np.testing.assert_allclose(mod.ridge_jacobian(X, Y)[1].Y, dY.reshape(1, -1), rtol=1e-12)
+    np.testing.assert_allclose(mod.ridge_hessian(X, Y)[1].Y, dY, rtol=1e-12)
+
+
+@pytest.mark.xfail(strict=True, reason="FINDINGS.md #17")
+@pytest.mark.parametrize("backend", ["numpy", "array_api"])
+def test_gradient_through_a_cancelling_sum(shared, backend):
+    """`loss = sum((Y - X + X) ** 2)` is sum(Y ** 2): dY = 2Y, dX = 0 (central differences agree).
+    The NumPy and array-API modules return dY = dX = 0."""
+    mod = shared[backend]
+    r = np.random.default_rng(1)
+    X, Y = r.standard_normal((3, 2)), r.standard_normal((3, 2))
+    grads = mod.cancel_value_and_grad(X, Y)[1]
+    fd = central_diff(lambda **a: mod.cancel(**a), {"X": X, "Y": Y}, "Y")
+    np.testing.assert_allclose(fd, 2 * Y, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(grads.Y, 2 * Y, rtol=1e-12)
+    np.testing.assert_allclose(grads.X, 0 * X, atol=1e-12)
+
+
+def test_shared_gradient_hessian_closed_form(shared):
+    """The Hessian of `sum((X + Y) ** 2) + sum(X * X)` is [[4I, 2I], [2I, 2I]] (right in both
+    modules even where the gradient is not)."""
+    r = np.random.default_rng(2)
+    X, Y = r.standard_normal((3, 2)), r.standard_normal((3, 2))
+    eye = np.eye(6)
+    expected = np.block([[4 * eye, 2 * eye], [2 * eye, 2 * eye]])
+    for mod in shared.values():
+        np.testing.assert_allclose(mod.ridge_hessian(X, Y)[2], expected, atol=1e-12)
+        hv = mod.ridge_hvp(X, Y, (X, Y))[2]
+        np.testing.assert_allclose(hv.X, 4 * X + 2 * Y, rtol=1e-12)
+        np.testing.assert_allclose(hv.Y, 2 * X + 2 * Y, rtol=1e-12)
