@@ -831,6 +831,16 @@ functions:
     steps:
       - loss = sum((Y - X + X) ** 2)
     outputs: [loss]
+  mins:
+    inputs: {X: [3, 2], Y: [3, 2], M: [2, 2]}
+    steps:
+      - loss = sum(exp(minimum(X + Y, X @ M)))
+    outputs: [loss]
+  castw:
+    inputs: {X: [3, 2], Y: [3, 2]}
+    steps:
+      - loss = sum(minimum(Y, -X) - where(Y > 0, Y - X, X))
+    outputs: [loss]
 """
 
 
@@ -887,3 +897,44 @@ def test_shared_gradient_hessian_closed_form(shared):
         hv = mod.ridge_hvp(X, Y, (X, Y))[2]
         np.testing.assert_allclose(hv.X, 4 * X + 2 * Y, rtol=1e-12)
         np.testing.assert_allclose(hv.Y, 2 * X + 2 * Y, rtol=1e-12)
+
+
+@pytest.mark.xfail(strict=True, reason="FINDINGS.md #17")
+@pytest.mark.parametrize("backend", ["numpy", "array_api"])
+def test_gradient_through_minimum_of_a_sum_of_inputs(shared, backend):
+    """`sum(exp(minimum(X + Y, X @ M)))`: dY against central differences. dY comes back as dX."""
+    mod = shared[backend]
+    r = np.random.default_rng(0)
+    args = {"X": r.standard_normal((3, 2)), "Y": r.standard_normal((3, 2)), "M": r.standard_normal((2, 2))}
+    grads = mod.mins_value_and_grad(**args)[1]
+    for name in ("X", "Y", "M"):
+        fd = central_diff(lambda **a: mod.mins(**a), args, name)
+        np.testing.assert_allclose(getattr(grads, name), fd, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _castw_args():
+    r = np.random.default_rng(0)
+    return {"X": r.standard_normal((3, 2)), "Y": r.standard_normal((3, 2))}
+
+
+@pytest.mark.xfail(strict=True, reason="FINDINGS.md #18")
+def test_where_with_constant_cotangents_in_the_numpy_module(shared):
+    """§3: f_value_and_grad of `sum(minimum(Y, -X) - where(Y > 0, Y - X, X))` (a valid spec)
+    returns the gradients; the NumPy module raises numpy's UFuncTypeError (an integer array from
+    `np.where(loss_3, 0, -1)` updated in place with floats)."""
+    mod = shared["numpy"]
+    args = _castw_args()
+    grads = mod.castw_value_and_grad(**args)[1]
+    for name in ("X", "Y"):
+        fd = central_diff(lambda **a: mod.castw(**a), args, name)
+        np.testing.assert_allclose(getattr(grads, name), fd, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_where_with_constant_cotangents_in_the_array_api_module(shared):
+    """The array-API module gets the same spec right (central differences)."""
+    mod = shared["array_api"]
+    args = _castw_args()
+    grads = mod.castw_value_and_grad(**args)[1]
+    for name in ("X", "Y"):
+        fd = central_diff(lambda **a: mod.castw(**a), args, name)
+        np.testing.assert_allclose(getattr(grads, name), fd, rtol=1e-5, atol=1e-6, err_msg=name)
