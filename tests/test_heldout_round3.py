@@ -938,3 +938,47 @@ def test_where_with_constant_cotangents_in_the_array_api_module(shared):
     for name in ("X", "Y"):
         fd = central_diff(lambda **a: mod.castw(**a), args, name)
         np.testing.assert_allclose(getattr(grads, name), fd, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+# --- stable numerics on every library ---------------------------------------------------------------
+
+EXTREME_SPEC = """
+module: r3ext
+functions:
+  sp:
+    inputs: {x: [4]}
+    derivatives: [hessian]
+    steps:
+      - loss = sum(softplus(x)) + sum(log_sigmoid(x)) + sum(sigmoid(x))
+    outputs: [loss]
+  lse:
+    inputs: {Z: [2, 3]}
+    derivatives: [hessian]
+    steps:
+      - loss = sum(logsumexp(Z, axis=1)) + sum(softmax(Z, axis=1) * Z) + sum(log_softmax(Z, axis=0))
+    outputs: [loss]
+"""
+
+
+@pytest.mark.parametrize("library", sorted(LIBRARIES))
+def test_stable_numerics_at_extremes_in_every_library(tmp_path, library):
+    """Issue 16: the same stable numerics as the NumPy module (max-shifted logsumexp/softmax,
+    sigmoid and softplus from exp(-|x|)), also in the Hessian: finite values at |x| = 800,
+    equal to the NumPy module's, and softplus' + log_sigmoid' + sigmoid' = 1 + s(1 - s)."""
+    convert, back, _ = LIBRARIES[library]()
+    out = generate(tmp_path, EXTREME_SPEC, backend="all")
+    np_mod, xp_mod = import_generated(out, "r3ext"), import_generated(out, "r3ext_xp")
+    x = np.array([-800.0, -30.0, 30.0, 800.0])
+    Z = np.array([[1000.0, 1000.0, -1000.0], [-800.0, 0.0, 800.0]])
+    s = np.array([0.0, np.exp(-30) / (1 + np.exp(-30)), 1 / (1 + np.exp(-30)), 1.0])
+    for fname, arg in (("sp", x), ("lse", Z)):
+        ref = _flat(getattr(np_mod, fname + "_hessian")(arg))
+        got = [back(r) for r in _flat(getattr(xp_mod, fname + "_hessian")(convert(arg)))]
+        for r, e in zip(got, ref, strict=True):
+            assert np.isfinite(r).all()
+            np.testing.assert_allclose(r, e, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(back(xp_mod.sp_hessian(convert(x))[1].x), 1 + s * (1 - s), rtol=1e-12)
+    np.testing.assert_allclose(back(xp_mod.lse(convert(Z))), np_mod.lse(Z), rtol=1e-12)
+    # logsumexp rows: 1000 + log 2, 800; softmax * Z rows: 1000, 800; log_softmax columns: -1800,
+    # -1000, -1800 (each column's other entry is 0)
+    np.testing.assert_allclose(np_mod.lse(Z), (1800 + np.log(2)) + 1800 - 4600, rtol=1e-12)
