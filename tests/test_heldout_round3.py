@@ -841,6 +841,26 @@ functions:
     steps:
       - loss = sum(minimum(Y, -X) - where(Y > 0, Y - X, X))
     outputs: [loss]
+  sinm:
+    inputs: {X: [3, 2], Y: [3, 2]}
+    steps:
+      - loss = sum(sin(X + Y)) - sum(X)
+    outputs: [loss]
+  bcast:
+    inputs: {X: [3, 2], Y: [3, 2]}
+    steps:
+      - loss = sum(tanh(Y + sum(X, axis=0))) + sum(Y)
+    outputs: [loss]
+  center:
+    inputs: {X: [3, 2], Y: [3, 2]}
+    steps:
+      - loss = sum(tanh(X - mean(X, axis=0, keepdims=True) + sum(Y, axis=0)))
+    outputs: [loss]
+  onehot:
+    inputs: {X: [3, 2], Y: [3, 2], y: {shape: [3], dtype: int64}}
+    steps:
+      - loss = sum(one_hot(y, 2) * (X + Y)) + sum(X)
+    outputs: [loss]
 """
 
 
@@ -982,3 +1002,25 @@ def test_stable_numerics_at_extremes_in_every_library(tmp_path, library):
     # logsumexp rows: 1000 + log 2, 800; softmax * Z rows: 1000, 800; log_softmax columns: -1800,
     # -1000, -1800 (each column's other entry is 0)
     np.testing.assert_allclose(np_mod.lse(Z), (1800 + np.log(2)) + 1800 - 4600, rtol=1e-12)
+
+
+@pytest.mark.xfail(strict=True, reason="FINDINGS.md #17")
+@pytest.mark.parametrize("backend", ["numpy", "array_api"])
+@pytest.mark.parametrize("fname", ["sinm", "bcast", "center", "onehot"])
+def test_backward_gradients_of_sums_of_inputs(shared, backend, fname):
+    """§3: f_forward + f_backward(saved, g) gives g times the gradient. For small specs adding two
+    inputs (`sum(sin(X + Y)) - sum(X)`, `sum(tanh(Y + sum(X, axis=0))) + sum(Y)`, ...), one
+    input's field of f_backward is the other's accumulator (f_Grads(X=dX, Y=dX)); central
+    differences disagree."""
+    mod = shared[backend]
+    r = np.random.default_rng(0)
+    args = {"X": r.standard_normal((3, 2)), "Y": r.standard_normal((3, 2))}
+    if fname == "onehot":
+        args["y"] = np.array([1, 0, 1])
+    f = getattr(mod, fname)
+    expected = {k: central_diff(lambda **a: f(**a), args, k) for k in ("X", "Y")}
+    vg = getattr(mod, fname + "_value_and_grad")(**args)[1]
+    fb = getattr(mod, fname + "_backward")(getattr(mod, fname + "_forward")(**args)[1], 0.5)
+    for k in ("X", "Y"):
+        np.testing.assert_allclose(getattr(vg, k), expected[k], rtol=1e-5, atol=1e-6, err_msg=f"value_and_grad d{k}")
+        np.testing.assert_allclose(getattr(fb, k), 0.5 * expected[k], rtol=1e-5, atol=1e-6, err_msg=f"backward d{k}")
