@@ -304,12 +304,17 @@ def test_wrong_shapes_and_dtypes_name_the_input(mods, library):
     np.testing.assert_allclose(got, np_mod.sel(Xi, W, 0.2), rtol=1e-12)
 
 
+@pytest.fixture(scope="module")
+def f32mods(tmp_path_factory):
+    out = generate(tmp_path_factory.mktemp("r3f"), F32_SPEC, backend="all")
+    return import_generated(out, "r3f"), import_generated(out, "r3f_xp")
+
+
 @pytest.mark.parametrize("library", ["strict", "jax", "torch"])
-def test_float32_spec_stays_float32(tmp_path, library):
+def test_float32_spec_stays_float32(f32mods, library):
     """README: a float32 spec computes and returns float32 throughout (gradients and kinds)."""
     convert, back, _ = LIBRARIES[library]()
-    out = generate(tmp_path, F32_SPEC, backend="all")
-    np_mod, xp_mod = import_generated(out, "r3f"), import_generated(out, "r3f_xp")
+    np_mod, xp_mod = f32mods
     args = [a.astype(np.float32) for a in F32_ARGS]
     ref = _flat(np_mod.mat_hvp(*args, tuple(args)))
     got = _flat(xp_mod.mat_hvp(*[convert(a) for a in args], tuple(convert(a) for a in args)))
@@ -334,12 +339,11 @@ F32_ARGS = [np.eye(3) * 1.2 + 0.1 * np.arange(9.0).reshape(3, 3), np.array([1.0,
 
 
 @pytest.mark.xfail(strict=True, reason="FINDINGS.md #12")
-def test_float32_spec_with_inv_stays_float32_on_dask(tmp_path):
+def test_float32_spec_with_inv_stays_float32_on_dask(f32mods):
     """README: a float32 spec returns float32 throughout; §3: each gradient has its input's dtype.
     On Dask the value and the gradients of a function using inv come back float64."""
     convert, back, _ = _dask()
-    out = generate(tmp_path, F32_SPEC, backend="array_api")
-    xp_mod = import_generated(out, "r3f_xp")
+    xp_mod = f32mods[1]
     args = [convert(a.astype(np.float32)) for a in F32_ARGS]
     loss, grads = xp_mod.mat_value_and_grad(*args)
     assert [loss.dtype, grads.A.dtype, grads.x.dtype] == [np.float32] * 3
@@ -980,14 +984,19 @@ functions:
 """
 
 
+@pytest.fixture(scope="module")
+def extmods(tmp_path_factory):
+    out = generate(tmp_path_factory.mktemp("r3ext"), EXTREME_SPEC, backend="all")
+    return import_generated(out, "r3ext"), import_generated(out, "r3ext_xp")
+
+
 @pytest.mark.parametrize("library", sorted(LIBRARIES))
-def test_stable_numerics_at_extremes_in_every_library(tmp_path, library):
+def test_stable_numerics_at_extremes_in_every_library(extmods, library):
     """Issue 16: the same stable numerics as the NumPy module (max-shifted logsumexp/softmax,
     sigmoid and softplus from exp(-|x|)), also in the Hessian: finite values at |x| = 800,
     equal to the NumPy module's, and softplus' + log_sigmoid' + sigmoid' = 1 + s(1 - s)."""
     convert, back, _ = LIBRARIES[library]()
-    out = generate(tmp_path, EXTREME_SPEC, backend="all")
-    np_mod, xp_mod = import_generated(out, "r3ext"), import_generated(out, "r3ext_xp")
+    np_mod, xp_mod = extmods
     x = np.array([-800.0, -30.0, 30.0, 800.0])
     Z = np.array([[1000.0, 1000.0, -1000.0], [-800.0, 0.0, 800.0]])
     s = np.array([0.0, np.exp(-30) / (1 + np.exp(-30)), 1 / (1 + np.exp(-30)), 1.0])
