@@ -1033,3 +1033,25 @@ def test_backward_gradients_of_sums_of_inputs(shared, backend, fname):
     for k in ("X", "Y"):
         np.testing.assert_allclose(getattr(vg, k), expected[k], rtol=1e-5, atol=1e-6, err_msg=f"value_and_grad d{k}")
         np.testing.assert_allclose(getattr(fb, k), 0.5 * expected[k], rtol=1e-5, atol=1e-6, err_msg=f"backward d{k}")
+
+
+def test_new_arrays_are_made_on_the_inputs_device(mods):
+    """README: 'new arrays (an identity matrix, a zero gradient) are made on the inputs' device'.
+    Without a GPU, PyTorch's 'meta' device shows it: every entry computes on meta tensors (no
+    array created on the CPU meets them) and returns meta tensors; a Python number input is
+    converted onto that device."""
+    torch = pytest.importorskip("torch")
+    _, xp_mod, _ = mods
+    for fname in ("tens", "sel", "struct", "mats", "mask"):
+        inputs = INPUTS[fname]
+        args = [torch.asarray(v, device="meta") for v in inputs.values()]
+        if fname == "sel":
+            args[2] = 0.2
+        tangents = tuple(torch.asarray(inputs[w], device="meta") if np.ndim(inputs[w]) else 1.0 for w in WRT[fname])
+        results = [getattr(xp_mod, fname + "_value_and_grad")(*args), getattr(xp_mod, fname + "_jvp")(*args, tangents),
+                   getattr(xp_mod, fname + "_hvp")(*args, tangents)]
+        if "hessian" in KINDS[fname]:
+            results += [getattr(xp_mod, fname + "_hessian")(*args), getattr(xp_mod, fname + "_jacobian")(*args)]
+        leaves = _flat(tuple(tuple(r) for r in results))
+        leaves = [x for leaf in leaves for x in (leaf if isinstance(leaf, tuple) else (leaf,))]
+        assert leaves and all(isinstance(x, torch.Tensor) and x.device.type == "meta" for x in leaves), fname
