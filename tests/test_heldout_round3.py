@@ -194,6 +194,9 @@ def _calls(fname, inputs, tangents, g):
     return calls
 
 
+SLOW = {"jax": {"sel", "labels"}, "dask": {"tens", "xent"}}
+
+
 @pytest.mark.parametrize("library", sorted(LIBRARIES))
 @pytest.mark.parametrize("fname", sorted(INPUTS))
 def test_every_entry_same_results_as_numpy_module_in_the_inputs_library(mods, library, fname):
@@ -209,6 +212,8 @@ def test_every_entry_same_results_as_numpy_module_in_the_inputs_library(mods, li
     first = _flat(getattr(np_mod, fname)(*inputs.values()))[0]
     g = np.linspace(-1.0, 1.0, max(1, np.size(first))).reshape(np.shape(first)) + 0.3
     for entry, call in _calls(fname, inputs, tangents, g).items():
+        if library in SLOW and entry in ("jacobian", "hessian") and fname not in SLOW[library]:
+            continue  # (JAX's and Dask's per-call costs: these two kinds on a few functions only)
         expected = _flat(call(np_mod, np.array))
         given = {}
 
