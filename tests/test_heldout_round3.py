@@ -14,7 +14,6 @@ import ast
 import os
 import re
 import subprocess
-import sys
 
 import numpy as np
 import pytest
