@@ -234,6 +234,8 @@ class Emitter:
         for v in body.live_out | keep_named:  # read after the body (a gradient, an output): an
             last_use[v] = len(ops)  # accumulation must not take its name (and its array)
         inline: dict[str, tuple[str, int]] = {}
+        reads: dict[str, set[str]] = {}  # the named values an inlined value's expression reads
+        pending: set[str] = set()  # inlined values whose reader's line is still to come
         nodes: dict[str, Node] = {}  # the trees of the inlined values
         emitted: list[tuple[Op, str, str, Node]] = []
         for idx, op in enumerate(ops):
@@ -265,7 +267,17 @@ class Emitter:
                     and (view or (len(users) == 1 and users[0].group == op.group))):
                 inline[op.out] = expr
                 nodes[op.out] = node
+                reads[op.out] = set().union(*[reads.get(a, {a}) for a in op.args
+                                              if isinstance(a, str)])
+                pending.add(op.out)
                 continue
+            # an inlined value is read where its reader's line is: what it reads stays live until
+            # then (an accumulation before that line must not take the array it reads)
+            for v in [v for v in pending if last_use.get(v, -1) <= idx]:
+                pending.discard(v)
+            for v in pending:
+                for a in reads[v]:
+                    last_use[a] = max(last_use.get(a, -1), last_use[v])
             target = self.target_name(op, program, names, last_use, idx)
             code = expr[0]
             if op.out in numbers and value.kind == "step" and not typed_here:  # a number: typed

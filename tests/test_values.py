@@ -261,6 +261,11 @@ functions:
     inputs: {X: [3, 2], Y: [3, 2]}
     steps: [loss = sum(sin(X + Y)) - sum(X)]
     outputs: [loss]
+  spread:
+    inputs: {X: [3, 2], Y: [3, 2]}
+    steps:
+      - loss = sum(tanh(Y + sum(X, axis=0))) + sum(Y)
+    outputs: [loss]
 """
 
 
@@ -268,7 +273,8 @@ functions:
 def test_a_cotangent_shared_by_two_inputs_is_not_accumulated_into(backend):
     """X + Y passes one cotangent to X and to Y; X's other terms were then added into that
     array (``dX += X``) while Y's gradient still named it: dY came back as dX, silently
-    (held-out round 3, #17). Closed forms, through f_value_and_grad and f_backward."""
+    (held-out round 3, #17); or while a sum over its rows, inlined into a later line, still had
+    to read it (spread). Closed forms, through f_value_and_grad and f_backward."""
     if backend == "array_api":
         pytest.importorskip("array_api_compat")
     m = codegen.load_module(SHARED, backend=backend)
@@ -276,6 +282,8 @@ def test_a_cotangent_shared_by_two_inputs_is_not_accumulated_into(backend):
     X, Y = rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
     cases = {"ridge": (2 * (X + Y) + 2 * X, 2 * (X + Y)), "cancel": (0 * X, 2 * Y),
              "wave": (np.cos(X + Y) - 1, np.cos(X + Y))}
+    t = 1 - np.tanh(Y + X.sum(axis=0)) ** 2  # spread: a sum over rows read on a later line
+    cases["spread"] = (np.broadcast_to(t.sum(axis=0), X.shape), t + 1)
     for name, (dX, dY) in cases.items():
         _, grads = getattr(m, f"{name}_value_and_grad")(X, Y)
         assert_close(np.asarray(grads.X), dX, rtol=1e-12, atol=1e-12)
