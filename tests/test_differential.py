@@ -996,3 +996,22 @@ def test_regression_jvp_and_hvp_of_a_function_of_many_inputs():
             - s = x3 * sum(x8) + sum(s0 * x9) + x4 * x5 * x6 * x7 + sum(x0)
           outputs: [s]
         """, backends=("numpy", "array_api"))
+
+
+def test_regression_where_of_a_folded_cotangent_is_a_float_array():
+    """Found by the fuzzer (round 3): the cotangent of -(y) is -1, folded to a number after
+    where's VJP had read it as an array; the NumPy module's np.where(c, -1, 0) was then an int64
+    gradient (also for a float32 spec)."""
+    for dtype in ("float64", "float32"):
+        _regression("""
+            f:
+              inputs: {a: [], b: [], x: []}
+              steps:
+                - s = -(where(a > b, x, x))
+              outputs: [s]
+            g:
+              inputs: {a: [N], b: [N], x: [N]}
+              steps:
+                - s = sum(-where(a > b, x, 2.0))
+              outputs: [s]
+            """, dtype=dtype, backends=("numpy", "array_api"))
