@@ -1,41 +1,62 @@
-"""Differential fuzzing: random valid specs over the whole vocabulary, both backends, one oracle.
+"""Differential fuzzing: random valid specs over the whole vocabulary, three backends, one oracle.
 
 A Hypothesis strategy writes specs of many functions each (several steps, expressions nested a
 few levels) over every op of the README's vocabulary: arithmetic with scalar, row ``[n]`` /
 ``[1, n]``, column ``[m, 1]`` and matrix broadcasting, ``@`` in every pairing, ``.T``, every
-elementwise function, ``sum``/``mean``/``logsumexp`` with every ``axis``/``keepdims``
-combination, ``softmax``/``log_softmax`` along every axis, ``trace``/``inv``/``det``/``logdet``
-and ``outer``, constants, ride-along outputs (transposes, inputs, earlier steps), a ``wrt``
-subset, float64 and float32.  The symbolic dims have different sizes (N = 3, K = 4), so that an
+elementwise function (DESIGN.md 1b's too: ``erf``, ``expm1``, ``arctan``, ``log_sigmoid``, and
+``tan``/``cosh``/``sinh`` of a bounded argument), ``sum``/``mean``/``logsumexp``/``max``/``min``/
+``var`` with every ``axis``/``keepdims`` combination, ``std``, ``softmax``/``log_softmax`` along
+every axis, ``maximum``/``minimum``/``clip``/``where`` (conditions ``< <= > >=``),
+``trace``/``inv``/``det``/``logdet`` and ``outer``, the tensor ops that keep to ranks 0-2
+(``transpose``, ``swapaxes``, ``reshape``, ``einsum``, ``diag``, ``eye``, ``concatenate`` and
+``stack`` reduced along their new or longer axis, ``one_hot`` and ``take_along_axis`` of int64
+labels), constants, ride-along outputs (transposes, inputs, earlier steps), a ``wrt`` subset,
+float64 and float32.  The symbolic dims have different sizes (N = 3, K = 4), so that an
 ``N * K`` where ``N / K`` belongs, or a swapped axis, changes the numbers.  Domains are valid by
 construction: ``log``, ``sqrt``, ``log1p``, divisors and fractional powers get positive
 arguments (``softplus(E) + 0.5``, ``exp(tanh(E))``, ...), ``inv``/``det``/``logdet`` get
-``S + 0.05 * tanh(E)`` with ``S`` an input drawn near the identity.
+``S + 0.05 * tanh(E)`` with ``S`` an input drawn near the identity, ``std`` reduces axes of
+symbolic size of ``x + 0.3 * tanh(E)`` (``x`` an input: variance away from 0), ``clip``'s
+bounds are no value a constant subexpression takes.  Ties of ``maximum``/``max``/``where`` are
+left to the random inputs (exact identities such as ``maximum(x0, x0)`` agree with central
+differences under the one-winner and the split conventions alike).
 
 For every function:
 
 - the outputs (first and ride-along) of ``f``, ``f_value_and_grad`` and ``f_forward`` of the
-  NumPy module and of the Numba module are compared with the reference interpreter
-  (``codegen.interpret``), in float64, or for a float32 spec with the float64 interpretation of
-  the same float32 inputs (looser tolerance), and must have the spec's dtype;
+  NumPy module, of the array-API module (``<module>_xp.py``, on NumPy arrays) and of the Numba
+  module are compared with the reference interpreter (``codegen.interpret``), in float64, or for
+  a float32 spec with the float64 interpretation of the same float32 inputs (looser
+  tolerance), and must have the spec's dtype;
 - the gradients of ``f_value_and_grad`` (g = 1) and of ``f_forward`` + ``f_backward`` with a
   random cotangent ``g`` are compared with central differences of the interpreted function
-  (float64 specs), between the two backends, and for float32 specs with the float64 module's.
+  (float64 specs), between the backends, and for float32 specs with the float64 module's;
+- a float64 function also asks for derivative kinds (DESIGN.md 3b): ``jvp``, ``hvp`` for a
+  scalar first output, now and then ``jacobian`` and ``hessian``.  ``f_jvp``'s ``dout`` is
+  compared with central differences of the interpreted function along a random tangent (and
+  with <gradient, tangent> for a scalar), ``f_hvp``'s ``hv`` with central differences of the
+  gradient along the tangent (step 1e-5), ``f_jacobian`` with the central-difference Jacobian,
+  ``f_hessian`` times the tangent with ``hv``'s differences;
+- the first functions of each spec (``STRICT_FUNCTIONS``) also run the array-API module on
+  array-api-strict arrays (which refuse anything outside the standard; not ``einsum``, which
+  the standard lacks): the same results as on NumPy arrays.
 
 One Numba module holds all the functions of a spec, so its import and compile are shared.
 Runs are reproducible (``derandomize=True``, no example database, no shrinking: a failure
 prints the failing function as a one-function spec, with the seed of its inputs).  Effort is
 chosen with ``HYPOTHESIS_PROFILE``:
 
-- ``ci`` (default): NumPy: 16 specs of 24 functions (384 functions); Numba: 1 spec of 12
-  functions against both backends (most of the time is its cold compile);
-- ``dev``: NumPy: 96 functions, Numba: 6;
-- ``deep``: NumPy: 1000 specs of 24 functions (24,000 functions), Numba: 100 specs of 24
-  functions (2,400), a few hours on two cores::
+- ``ci`` (default): NumPy and array API: 16 specs of 24 functions (384 functions); Numba: 1 spec
+  of 12 functions against all three, without derivative kinds (most of the time is its cold
+  compile);
+- ``dev``: NumPy and array API: 96 functions, Numba: 6 with derivative kinds;
+- ``deep``: NumPy and array API: 1000 specs of 24 functions (24,000 functions), Numba: 100
+  specs of 24 functions (2,400) with derivative kinds, several hours on two cores::
 
     HYPOTHESIS_PROFILE=deep python -m pytest tests/test_differential.py
 
-Bugs found are pinned as named regression tests at the end of this file.
+Generating the modules (black formatting the derivative kinds' code) is most of the time of the
+NumPy part.  Bugs found are pinned as named regression tests at the end of this file.
 """
 
 from __future__ import annotations
@@ -699,7 +720,6 @@ def check_function(cf, fn: Fn, dtype: str, modules: dict, reference64=None,  # t
                    strict: bool = False, strict_xp: bool = False) -> list[str]:
     """Every comparison of one function; returns the problems found (empty: all agree)."""
     name = cf.function.name
-    n = len(cf.function.program.outputs)
     seed = zlib.crc32(fn.yaml().encode())
     args = random_inputs(cf, dtype, seed, fn.labels)
     with np.errstate(all="ignore"):
@@ -831,7 +851,7 @@ def test_numpy_and_array_api_modules_agree_with_the_interpreter(spec):
 def test_both_backends_agree_with_the_interpreter_and_each_other(spec):
     pytest.importorskip("numba")
     text, fns = spec
-    check_spec(text, fns, ("numpy", "numba"))
+    check_spec(text, fns, ("numpy", "numba", "array_api"))
 
 
 def test_generator_reaches_the_whole_vocabulary():
