@@ -334,6 +334,10 @@ class NumbaEmitter(Emitter):
     def render_op(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
         if op.op in LABEL_OPS:
             return self.render_label(op, args, dim).render(), ATOM
+        if op.op == "stack" and not self.shapes.shape_of(op.args[0]):
+            # stacked 0-d values: floats in a kernel, and Numba's np.stack takes arrays only
+            items = ", ".join(text for text, _ in args)
+            return f"np.array([{items}], dtype={self.np_dtype})", ATOM
         if op.op == "reshape":  # Numba reshapes contiguous arrays only
             args = [(E.call("np.ascontiguousarray", E.Leaf(*args[0])).render(), ATOM)]
         form = NUMBA.get(op.op, _PLAIN).statement

@@ -1035,3 +1035,17 @@ def test_regression_where_of_a_folded_cotangent_is_a_float_array():
                 - s = sum(-where(a > b, x, 2.0))
               outputs: [s]
             """, dtype=dtype, backends=("numpy", "array_api"))
+
+
+def test_regression_numba_stack_of_scalars():
+    """Found by the fuzzer (round 3): ``stack`` of 0-d values rendered np.stack((a, b)), which
+    Numba refuses for scalars (floats in a kernel): no Numba module compiled."""
+    _regression("""
+        f:
+          inputs: {a: [], b: []}
+          derivatives: [jvp, hvp]
+          steps:
+            - s = log1p(softplus(max(stack((a, b), axis=0), axis=0)) + 0.5)
+            - loss = s * sum(stack((b, a * 2), axis=-1) ** 2)
+          outputs: [loss]
+        """)
