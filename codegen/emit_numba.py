@@ -335,9 +335,9 @@ class NumbaEmitter(Emitter):
         if op.op in LABEL_OPS:
             return self.render_label(op, args, dim).render(), ATOM
         if op.op == "stack" and not self.shapes.shape_of(op.args[0]):
-            # stacked 0-d values: floats in a kernel, and Numba's np.stack takes arrays only
-            items = ", ".join(text for text, _ in args)
-            return f"np.array([{items}], dtype={self.np_dtype})", ATOM
+            # stacked 0-d values: a kernel holds a float or a 0-d array for one, and Numba's
+            # np.stack takes arrays only
+            args = [(E.call("np.asarray", E.Leaf(*a)).render(), ATOM) for a in args]
         if op.op == "reshape":  # Numba reshapes contiguous arrays only
             args = [(E.call("np.ascontiguousarray", E.Leaf(*args[0])).render(), ATOM)]
         form = NUMBA.get(op.op, _PLAIN).statement
