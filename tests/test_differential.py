@@ -722,6 +722,7 @@ def check_function(cf, fn: Fn, dtype: str, modules: dict, reference64=None,  # t
     name = cf.function.name
     seed = zlib.crc32(fn.yaml().encode())
     args = random_inputs(cf, dtype, seed, fn.labels)
+    pristine = [a.copy() for a in args]
     with np.errstate(all="ignore"):
         expected = interpret(cf, args)
     if not all(np.all(np.isfinite(e)) and np.max(np.abs(e), initial=0) < 1e6 for e in expected):
@@ -743,6 +744,12 @@ def check_function(cf, fn: Fn, dtype: str, modules: dict, reference64=None,  # t
         for call, r in results.items():
             problems += _compare_outputs(cf, f"{backend} {name}{call}", r if call == "" else r[0],
                                          expected, tol, dtype)
+            if backend != "array_api":  # (which may return views: README, "On a GPU")
+                for k, out in enumerate(_as_tuple(r if call == "" else r[0], len(expected))):
+                    if any(np.shares_memory(out, a) for a in args):
+                        problems.append(f"{backend} {name}{call}: output "
+                                        f"{cf.function.program.outputs[k]} shares memory with "
+                                        f"an input")
         if "_value_and_grad" in results:
             grads[(backend, "value_and_grad")] = tuple(results["_value_and_grad"][1])
         if "_forward" in results:
@@ -786,6 +793,9 @@ def check_function(cf, fn: Fn, dtype: str, modules: dict, reference64=None,  # t
                 if not err <= TOL32 * 5:
                     problems.append(f"{backend} {call}: d{w} differs from the float64 module's "
                                     f"(error {err:.2e})")
+    for k, (a, a0) in enumerate(zip(args, pristine)):
+        if not np.array_equal(a, a0):
+            problems.append(f"input {list(cf.function.program.inputs)[k]} was written into")
     for other in ("numba", "array_api"):  # the same gradients as the NumPy module's, closely
         for call in ("value_and_grad", "backward"):
             if ("numpy", call) in grads and (other, call) in grads:
@@ -1049,3 +1059,23 @@ def test_regression_numba_stack_of_scalars():
             - loss = s * sum(stack((b, a * 2), axis=-1) ** 2)
           outputs: [loss]
         """)
+
+
+def test_regression_einsum_that_rearranges_is_a_copy():
+    """Found by the fuzzer (round 3): np.einsum of one operand summing no index is a view of
+    it, which np.asarray(order="C") kept where contiguous (ji->ij of a [1, N], ij->ij): the
+    NumPy module returned the caller's array as an output, and wrote cos(x) into it in place."""
+    _regression("""
+        f:
+          inputs: {x4: [N, N], x6: [1, N]}
+          wrt: [x6, x4]
+          steps:
+            - s3 = sin(einsum("ji->ij", x6))
+            - t_x4 = x4.T
+          outputs: [s3, t_x4]
+        g:
+          inputs: {x: [N, K]}
+          steps:
+            - y = einsum("ij->ij", x)
+          outputs: [y]
+        """, backends=("numpy", "array_api"))
