@@ -1031,7 +1031,8 @@ def test_regression_jvp_and_hvp_of_a_function_of_many_inputs():
 def test_regression_where_of_a_folded_cotangent_is_a_float_array():
     """Found by the fuzzer (round 3): the cotangent of -(y) is -1, folded to a number after
     where's VJP had read it as an array; the NumPy module's np.where(c, -1, 0) was then an int64
-    gradient (also for a float32 spec)."""
+    gradient (also for a float32 spec); likewise where the cotangent is -K * N, a number made
+    from dims (h: the broadcast of a scalar summed)."""
     for dtype in ("float64", "float32"):
         _regression("""
             f:
@@ -1044,6 +1045,11 @@ def test_regression_where_of_a_folded_cotangent_is_a_float_array():
               steps:
                 - s = sum(-where(a > b, x, 2.0))
               outputs: [s]
+            h:
+              inputs: {x0: [K, N], x1: [], x2: []}
+              steps:
+                - s0 = x0 - where(x1 < x1, x2, x1)
+              outputs: [s0]
             """, dtype=dtype, backends=("numpy", "array_api"))
 
 
