@@ -26,6 +26,12 @@ from .reserved import BODY_BUILTINS, inputs_const, template_names, templates_dir
 from .shapes import fmt as fmt_shape
 
 
+def _rearranges(subscripts: str) -> bool:
+    """An einsum of one operand that sums no index (a permutation): a view in NumPy."""
+    inputs, _, out = subscripts.partition("->")
+    return "," not in inputs and set(inputs) == set(out)
+
+
 @dataclass
 class FunctionView:
     """Everything the template needs to lay out one spec function's four functions and types."""
@@ -132,6 +138,12 @@ class Emitter:
         if "{args}" in opdef.fmt or "{tuple}" in opdef.fmt:  # any number of operands
             fields["args"] = ", ".join(parts)
             fields["tuple"] = "(" + fields["args"] + ("," if len(parts) == 1 else "") + ")"
+        if op.op == "einsum" and _rearranges(str(op.attr("subscripts"))):
+            # one operand and no index summed (ij->ji): np.einsum returns a view of the
+            # operand, which np.asarray(order="C") keeps where it is contiguous (ji->ij of a
+            # [1, n]); an einsum's result is the planner's to write into: a copy, always
+            return opdef.fmt.replace("np.asarray(", "np.array(", 1).format(*parts, **fields), \
+                opdef.prec
         return opdef.fmt.format(*parts, **fields), opdef.prec
 
     def lapack_operand(self, expr: str) -> str:

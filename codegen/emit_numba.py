@@ -334,6 +334,10 @@ class NumbaEmitter(Emitter):
     def render_op(self, op: Op, args: list[tuple[str, int]], dim: dict[str, str]) -> tuple[str, int]:
         if op.op in LABEL_OPS:
             return self.render_label(op, args, dim).render(), ATOM
+        if op.op == "stack" and not self.shapes.shape_of(op.args[0]):
+            # stacked 0-d values: a kernel holds a float or a 0-d array for one, and Numba's
+            # np.stack takes arrays only
+            args = [(E.call("np.asarray", E.Leaf(*a)).render(), ATOM) for a in args]
         if op.op == "reshape":  # Numba reshapes contiguous arrays only
             args = [(E.call("np.ascontiguousarray", E.Leaf(*args[0])).render(), ATOM)]
         form = NUMBA.get(op.op, _PLAIN).statement

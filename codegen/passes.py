@@ -122,6 +122,7 @@ def simplify(program: Program) -> None:
     subst: dict[str, Arg] = {}
     keep: list[Op] = []
     producers: dict[str, Op] = {}
+    numbers: set[str] = set()
 
     def s(x: Arg) -> Arg:
         while isinstance(x, str) and x in subst:
@@ -138,9 +139,29 @@ def simplify(program: Program) -> None:
             elif folded is not None:
                 subst[op.out] = folded
                 continue
+            if op.op == "where" and all(not isinstance(x, str) or x in numbers
+                                        for x in op.args[1:]):
+                # both branches folded to numbers (where's VJP of -(y)'s cotangent -1, or of
+                # -K * N, a broadcast's summed cotangent): NumPy's np.where(c, -1, 0) would be
+                # an integer array; a full array of the dtype instead
+                k = 2 if _is(op.args[1], 0) else 1  # (the branch that is not the zero)
+                full = _full_of(program, op, op.args[k])
+                producers[full.out] = full
+                keep.append(full)
+                op.args = tuple(full.out if i == k else x for i, x in enumerate(op.args))
+        if op.op not in ("zeros", "eye", "full") and all(
+                not isinstance(x, str) or x in numbers for x in op.args):
+            numbers.add(op.out)  # computed from constants and dims alone (as constant_only)
         producers[op.out] = op
         keep.append(op)
     _rewrite(program, subst, keep)
+
+
+def _full_of(program: Program, op: Op, value: Arg) -> Op:
+    """``full(value, shape of op.out)``, a new backward op of ``op``'s statement."""
+    shape = program.shape_of(op.out)
+    out = Builder(program, "backward").new_value(shape, program.values[op.out].hint, "temp")
+    return Op("full", (value,), (("shape", shape),), out, "backward", op.group, op.origin)
 
 
 # Ops whose result shares memory with their operand.
