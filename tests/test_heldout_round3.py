@@ -934,7 +934,6 @@ def _castw_args():
     return {"X": r.standard_normal((3, 2)), "Y": r.standard_normal((3, 2))}
 
 
-@pytest.mark.xfail(strict=True, reason="FINDINGS.md #18")
 def test_where_with_constant_cotangents_in_the_numpy_module(shared):
     """§3: f_value_and_grad of `sum(minimum(Y, -X) - where(Y > 0, Y - X, X))` (a valid spec)
     returns the gradients; the NumPy module raises numpy's UFuncTypeError (an integer array from
