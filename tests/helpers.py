@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 import numpy as np
 
 import codegen
+
+# The local-only deep profile (the README's "Fuzzing"): HYPOTHESIS_PROFILE=deep also runs the
+# exhaustive and longest cases of a few Numba tests that CI runs a representative part of.
+DEEP = os.environ.get("HYPOTHESIS_PROFILE") == "deep"
 
 
 def module_from(yaml_text: str, name: str = "t.yaml"):
