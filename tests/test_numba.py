@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_close
+from helpers import assert_close, spec_numba_module
 
 import codegen
 from codegen import emit_numba
@@ -34,7 +34,8 @@ _modules: dict = {}
 
 def modules(path: Path):
     if path not in _modules:
-        _modules[path] = (codegen.load_module(path), codegen.load_module(path, backend="numba"))
+        # (the Numba module under gradcheck's name: test_gradcheck_numba reuses its kernels)
+        _modules[path] = (codegen.load_module(path), spec_numba_module(path))
     return _modules[path]
 
 

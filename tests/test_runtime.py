@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import spec_numba_module
 
 import codegen
 from codegen.compiler import compile_spec
@@ -36,7 +37,9 @@ def module(path, backend: str):
     """A spec's module, generated and imported once per test session."""
     key = (str(path), backend)
     if key not in _modules:
-        _modules[key] = codegen.load_module(path, backend=backend)
+        # (the Numba module as test_numba imports it, under gradcheck's name: compiled once)
+        _modules[key] = (spec_numba_module(path) if backend == "numba"
+                         else codegen.load_module(path, backend=backend))
     return _modules[key]
 
 
