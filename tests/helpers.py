@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 import numpy as np
 
 import codegen
+
+# The local-only deep profile (the README's "Fuzzing"): HYPOTHESIS_PROFILE=deep also runs the
+# exhaustive and longest cases of a few Numba tests that CI runs a representative part of.
+DEEP = os.environ.get("HYPOTHESIS_PROFILE") == "deep"
 
 
 def module_from(yaml_text: str, name: str = "t.yaml"):
@@ -40,3 +45,16 @@ def write_numba_runtime(folder) -> None:  # type: ignore[no-untyped-def]
     from codegen.emit_numba import RUNTIME_FILENAME, runtime_source
 
     (folder / RUNTIME_FILENAME).write_text(runtime_source())
+
+
+def spec_numba_module(path):  # type: ignore[no-untyped-def]
+    """The Numba module of a spec file, imported under the name ``codegen.gradcheck`` imports it
+    under (``finite_differences.check_spec``: "<module>_gradcheck"; the same source and name are
+    one module): ``gradcheck(path, backend="numba")`` then finds the kernels the other tests
+    compiled (cold, about a minute for specs/) instead of compiling them again.  A gradcheck
+    that named its module otherwise would compile its own: slower, never less checked."""
+    from codegen.importing import import_source
+    from codegen.loader import load_spec_file
+
+    spec = load_spec_file(str(path))
+    return import_source(codegen.generate_source(spec, "numba"), spec.module + "_gradcheck", "numba")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_close
+from helpers import assert_close, spec_numba_module
 
 import codegen
 from codegen import emit_numba
@@ -34,7 +34,8 @@ _modules: dict = {}
 
 def modules(path: Path):
     if path not in _modules:
-        _modules[path] = (codegen.load_module(path), codegen.load_module(path, backend="numba"))
+        # (the Numba module under gradcheck's name: test_gradcheck_numba reuses its kernels)
+        _modules[path] = (codegen.load_module(path), spec_numba_module(path))
     return _modules[path]
 
 
@@ -249,18 +250,18 @@ def _one_case_per_op():
 
 @pytest.mark.parametrize("case", _one_case_per_op(), ids=lambda c: c[0])
 def test_numba_ops_match_numpy(case):
-    """Each op of the rule table, compiled by Numba, against the NumPy backend."""
-    from test_ops import _inputs, _spec
+    """Each op of the rule table, compiled by Numba, against the NumPy backend (the case's
+    function of test_ops' shared module, whose kernels other files' tests reuse)."""
+    from test_ops import _inputs, case_module, case_name
 
     _, expr, inputs, positive = case
-    text = _spec(expr, inputs)
-    np_mod = codegen.load_module(text)
-    nb_mod = codegen.load_module(text, backend="numba")
+    name = case_name(case[0]) + "_value_and_grad"
+    np_mod, nb_mod = case_module("numpy"), case_module("numba")
     import zlib
 
     args = _inputs(inputs, positive, np.random.default_rng(zlib.crc32(case[0].encode())))
-    y0, g0 = np_mod.f_value_and_grad(*args)
-    y1, g1 = nb_mod.f_value_and_grad(*args)
+    y0, g0 = getattr(np_mod, name)(*args)
+    y1, g1 = getattr(nb_mod, name)(*args)
     assert_close(y1, y0, rtol=1e-10, atol=1e-12, what="value")
     for field, a, b in zip(g0._fields, g0, g1):
         assert np.shape(b) == np.shape(a), field

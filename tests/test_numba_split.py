@@ -12,6 +12,7 @@ import ast
 
 import numpy as np
 import pytest
+from helpers import DEEP
 
 from codegen.compiler import compile_spec, emitter_for, plan_function, render
 from codegen.importing import import_source
@@ -176,11 +177,20 @@ def test_a_long_loop_body_becomes_calls_of_functions_of_bounded_length():
         assert not loop_functions(render(compiled, "numba", None)), path.name
 
 
+# The chain and the loop-function bound of the next test: in CI a 40-step chain with functions
+# of at most 50 lines (the loop body of about 160 lines becomes at least three calls, like
+# the longer ones); HYPOTHESIS_PROFILE=deep runs issue 12's 500-step chain at the default bound
+# (MAX_LOOP_LINES), about a minute of cold compiling.
+LONG_RUN = (500, None) if DEEP else (40, 50)
+
+
 def test_a_long_chain_runs_in_compiled_parts_with_the_numpy_values_and_gradients():
     """Issue 12: a long chain's first call compiles in time about linear in its length (the
     numbers: docs/numba.md); its loop runs as calls of functions compiled on their own."""
-    compiled = compile_spec(load_spec(long_chain(500), "long.yaml"))
-    source = render(compiled, "numba", None)
+    steps, limit = LONG_RUN
+    options = {} if limit is None else {"max_loop_lines": limit}
+    compiled = compile_spec(load_spec(long_chain(steps), "long.yaml"))
+    source = render(compiled, "numba", None, **options)
     names = [k.name for k in loop_functions(source) if k.name.startswith("_chain_vg_lines")]
     ref = import_source(render(compiled, "numpy"), "long_chain_ref")
     nb = import_source(source, "long_chain_parts", "numba")
@@ -218,9 +228,11 @@ SHORT_LIMIT = 6  # lines per loop function: short specs split too, and compile q
     ({"shape": "[N]", "w_shape": "[]", "dims": "{N: 5}"}, ((5,), ())),
 ], ids=["sin_cos", "scalars", "sums"])
 def test_loop_functions_give_the_numpy_values_and_gradients(case, shapes):
-    compiled = compile_spec(load_spec(long_chain(8, **case), "short.yaml"))
+    # 4 steps: every kernel's loop is at least two functions (values cross from each to the next)
+    compiled = compile_spec(load_spec(long_chain(4, **case), "short.yaml"))
     source = render(compiled, "numba", None, max_loop_lines=SHORT_LIMIT)
-    assert len(loop_functions(source)) >= 2
+    for kernel in ("fw", "bw", "vg"):
+        assert len([k for k in loop_functions(source) if f"_{kernel}_lines" in k.name]) >= 2, kernel
     ref = import_source(render(compiled, "numpy"), "short_chain_ref")
     nb = import_source(source, f"short_chain_{len(source)}", "numba")
     rng = np.random.default_rng(4)

@@ -209,6 +209,52 @@ def _inputs(inputs: dict, positive: bool, rng: np.random.Generator) -> list[np.n
     return out
 
 
+# --- one module of the cases that other files run on both backends --------------------------
+# test_numba (one case per op), test_runtime (non-finite and empty inputs) and test_selection (the
+# newer ops) each compare cases' value_and_grad on the Numba and the NumPy module.  One spec
+# holds a function per case any of them uses (c<k> is CASES[k]: its inputs, y = EXPR), generated
+# once per backend and session, so that each case's Numba kernel compiles once (cold: about a
+# second), not once per file.
+
+_SHARED: dict = {}
+
+
+def shared_case_ids() -> set[str]:
+    from test_numba import _one_case_per_op
+    from test_runtime import _cases
+    from test_selection import _new_cases
+
+    return {c[0] for pick in (_one_case_per_op, _cases, _new_cases) for c in pick()}
+
+
+def case_module(backend: str):  # type: ignore[no-untyped-def]
+    """The shared module of ``backend`` ("numpy", "numba"), or with "compiled" the spec's
+    ``compile_spec`` result; function ``case_name(id)`` is the case's."""
+    if backend not in _SHARED:
+        ids = shared_case_ids()
+        lines = ["module: opcase", "dims: {M: 3, N: 4, P: 2}", "functions:"]
+        for k, (case_id, expr, inputs, _) in enumerate(CASES):
+            if case_id in ids:
+                lines += [f"  c{k}:", "    inputs:"]
+                lines += [f"      {n}: [{', '.join(map(str, s))}]" for n, s in inputs.items()]
+                lines += ["    steps:", f"      - y = {expr}", "    outputs: [y]"]
+        text = "\n".join(lines) + "\n"
+        if backend == "compiled":
+            from codegen.compiler import compile_spec
+            from codegen.loader import load_spec
+
+            _SHARED[backend] = compile_spec(load_spec(text, "opcase.yaml"))
+        else:
+            _SHARED[backend] = codegen.load_module(text, backend=backend, path="opcase.yaml")
+    return _SHARED[backend]
+
+
+def case_name(case_id: str) -> str:
+    """The shared module's function of a case (c<k>, k its index in CASES)."""
+    assert case_id in shared_case_ids(), case_id
+    return f"c{next(k for k, c in enumerate(CASES) if c[0] == case_id)}"
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_op_gradients_match_finite_differences(case):
     _, expr, inputs, positive = case

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import spec_numba_module
 
 import codegen
 from codegen.compiler import compile_spec
@@ -36,7 +37,9 @@ def module(path, backend: str):
     """A spec's module, generated and imported once per test session."""
     key = (str(path), backend)
     if key not in _modules:
-        _modules[key] = codegen.load_module(path, backend=backend)
+        # (the Numba module as test_numba imports it, under gradcheck's name: compiled once)
+        _modules[key] = (spec_numba_module(path) if backend == "numba"
+                         else codegen.load_module(path, backend=backend))
     return _modules[key]
 
 
@@ -327,18 +330,14 @@ def test_backends_agree_on_non_finite_and_empty_inputs_for_every_op():
     Numba's mean over two axes divided by M and multiplied by N; Numba could not compile
     logsumexp(a, keepdims=True); Numba's max and min (over every axis or one) skipped NaN and
     gave -inf or inf over an empty axis, where np.max raises."""
-    from test_ops import DIMS
+    from test_ops import DIMS, case_module, case_name
 
     cases = _cases()
-    lines = ["module: t", "dims: {M: 3, N: 4, P: 2}", "functions:"]
-    for i, (_, expr, inputs, _) in enumerate(cases):
-        lines += [f"  f{i}:", "    inputs:"]
-        lines += [f"      {k}: {list(v)}".replace("'", "") for k, v in inputs.items()]
-        lines += ["    steps:", f"      - y = {expr}", "    outputs: [y]"]
-    text = "\n".join(lines) + "\n"
-    np_mod, nb_mod = (codegen.load_module(text, backend=b) for b in BACKENDS)
+    # each case's function in test_ops' shared module (its kernels compile once per session)
+    np_mod, nb_mod = (case_module(b) for b in BACKENDS)
     failures = []
-    for i, (cid, expr, inputs, positive) in enumerate(cases):
+    for cid, expr, inputs, positive in cases:
+        name = case_name(cid)
         rng = np.random.default_rng(zlib.crc32(cid.encode()))
         trials = [("finite inputs", _case_inputs(inputs, positive, rng, DIMS))]
         trials += [(f"{special} in input {which}",
@@ -347,7 +346,7 @@ def test_backends_agree_on_non_finite_and_empty_inputs_for_every_op():
         trials += [(f"{d} = 0", _case_inputs(inputs, positive, rng, {**DIMS, d: 0})) for d in DIMS
                    if any(d in shape for shape in inputs.values())]
         for label, args in trials:
-            a, b = _run(np_mod, f"f{i}", args), _run(nb_mod, f"f{i}", args)
+            a, b = _run(np_mod, name, args), _run(nb_mod, name, args)
             if isinstance(a, Exception) or isinstance(b, Exception):
                 if type(a) is not type(b):
                     failures.append(f"{cid} ({expr}), {label}: {a!r} vs {b!r}"[:300])

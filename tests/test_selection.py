@@ -248,25 +248,20 @@ def _new_cases() -> list:
 
 def test_numba_agrees_on_the_new_op_cases():
     pytest.importorskip("numba")
-    from test_ops import _inputs
+    from test_ops import _inputs, case_module, case_name
 
     import zlib
 
-    cases = _new_cases()
-    lines = ["module: newops", "dims: {M: 3, N: 4, P: 2}", "functions:"]
-    for k, (_, expr, ins, _) in enumerate(cases):
-        lines += [f"  c{k}:", "    inputs:"]
-        lines += [f"      {n}: [{', '.join(map(str, s))}]" for n, s in ins.items()]
-        lines += ["    steps:", f"      - y = {expr}", "    outputs: [y]"]
-    text = "\n".join(lines) + "\n"
-    compiled = compile_spec(load_spec(text, "newops.yaml"))
-    numpy_mod = codegen.load_module(text, path="newops.yaml")
-    numba_mod = codegen.load_module(text, backend="numba", path="newops.yaml")
-    for k, (case_id, _, ins, positive) in enumerate(cases):
+    # each case's function in test_ops' shared module (its kernels compile once per session)
+    compiled = case_module("compiled")
+    numpy_mod, numba_mod = case_module("numpy"), case_module("numba")
+    for case_id, _, ins, positive in _new_cases():
+        name = case_name(case_id)
         args = _inputs(ins, positive, np.random.default_rng(zlib.crc32(case_id.encode())))
-        (reference,) = interpret(compiled.functions[k], args)
-        y_nb, g_nb = getattr(numba_mod, f"c{k}_value_and_grad")(*args)
-        y_np, g_np = getattr(numpy_mod, f"c{k}_value_and_grad")(*args)
+        function = next(cf for cf in compiled.functions if cf.function.name == name)
+        (reference,) = interpret(function, args)
+        y_nb, g_nb = getattr(numba_mod, f"{name}_value_and_grad")(*args)
+        y_np, g_np = getattr(numpy_mod, f"{name}_value_and_grad")(*args)
         np.testing.assert_allclose(y_nb, reference, rtol=1e-10, atol=1e-12, err_msg=case_id)
         np.testing.assert_allclose(y_np, reference, rtol=1e-10, atol=1e-12, err_msg=case_id)
         for a, b in zip(g_np, g_nb):
