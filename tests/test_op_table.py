@@ -137,6 +137,9 @@ def test_every_op_renders_on_every_backend(name):
         assert numpy
         return
     numba = NumbaEmitter("float64")
+    # (the program whose op it renders: a rendering may read its operands' shapes)
+    numba.shapes = Program(values={a: Value(a, (2, 2), a, "input") for a in op.args
+                                   if isinstance(a, str)})
     statement = numba.render_op(op, args, {})[0]
     assert numpy and statement
     if OPS[name].fusion == "elementwise":  # one element inside a loop
