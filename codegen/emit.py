@@ -247,7 +247,6 @@ class Emitter:
             last_use[v] = len(ops)  # accumulation must not take its name (and its array)
         inline: dict[str, tuple[str, int]] = {}
         reads: dict[str, set[str]] = {}  # the named values an inlined value's expression reads
-        pending: set[str] = set()  # inlined values whose reader's line is still to come
         nodes: dict[str, Node] = {}  # the trees of the inlined values
         emitted: list[tuple[Op, str, str, Node]] = []
         for idx, op in enumerate(ops):
@@ -279,17 +278,14 @@ class Emitter:
                     and (view or (len(users) == 1 and users[0].group == op.group))):
                 inline[op.out] = expr
                 nodes[op.out] = node
+                # it is read where its reader is (that line's, or a later one's where the reader
+                # is inlined too): what it reads stays live until then (an accumulation before
+                # that line must not take the array it reads)
                 reads[op.out] = set().union(*[reads.get(a, {a}) for a in op.args
                                               if isinstance(a, str)])
-                pending.add(op.out)
+                for a in reads[op.out]:
+                    last_use[a] = max(last_use.get(a, -1), last_use.get(op.out, -1))
                 continue
-            # an inlined value is read where its reader's line is: what it reads stays live until
-            # then (an accumulation before that line must not take the array it reads)
-            for v in [v for v in pending if last_use.get(v, -1) <= idx]:
-                pending.discard(v)
-            for v in pending:
-                for a in reads[v]:
-                    last_use[a] = max(last_use.get(a, -1), last_use[v])
             target = self.target_name(op, program, names, last_use, idx)
             code = expr[0]
             if op.out in numbers and value.kind == "step" and not typed_here:  # a number: typed

@@ -107,8 +107,8 @@ class Program:
         for a in [a for op in self.ops for a in op.args]:
             if isinstance(a, str):
                 counts[a] = counts.get(a, 0) + 1
-        for a in [g for _, g in self.grads] + list(self.outputs):
-            if kept and isinstance(a, str):
+        for a in [g for _, g in self.grads] + list(self.outputs) if kept else []:
+            if isinstance(a, str):
                 counts[a] = counts.get(a, 0) + kept
         return counts
 
